@@ -1,1 +1,36 @@
-fn main(){}
+//! `graft`: with no arguments, the designer window; with a subcommand, headless work.
+
+use clap::Parser;
+use graft::cli::{Cli, run};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(command) = cli.command else {
+        eprintln!("The designer window is not built yet; use a subcommand (graft --help).");
+        return ExitCode::FAILURE;
+    };
+    // Never a raw panic for the user: a bug deep in a dependency becomes one error line.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("unknown");
+        // `graft inspect m.onnx | head` closing the pipe is not a failure.
+        if msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal failure: {msg}{at}");
+    }));
+    match std::panic::catch_unwind(|| run(command)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => ExitCode::FAILURE,
+    }
+}

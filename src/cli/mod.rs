@@ -1,0 +1,79 @@
+//! `graft` subcommands for headless use, over the same library calls the GUI makes.
+
+mod infer;
+mod inspect;
+mod predict;
+
+use crate::engine::DeviceChoice;
+use crate::onnx::{self, Imported};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(name = "graft", version, about = "Transfer learning for image networks: open, adapt, train, export ONNX.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show a network's nodes (name, op, output shape, parameters) and totals.
+    Inspect {
+        /// An ONNX file, or `default` for the embedded EfficientNet-Lite0.
+        model: PathBuf,
+        /// Also list every node's attributes.
+        #[arg(long)]
+        attributes: bool,
+    },
+    /// Run a network on a NumPy array (NCHW float32) and save the outputs as .npy.
+    Infer {
+        model: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
+    /// Classify images with the model's own preprocessing and class names.
+    Predict {
+        model: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// How many classes to show per image.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
+}
+
+/// Runs a subcommand; the error is one line for the user.
+pub fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Inspect { model, attributes } => inspect::run(&model, attributes),
+        Command::Infer {
+            model,
+            input,
+            output,
+            device,
+        } => infer::run(&model, &input, &output, device),
+        Command::Predict {
+            model,
+            images,
+            top,
+            device,
+        } => predict::run(&model, &images, top, device),
+    }
+}
+
+/// Opens a model file, or the embedded default for `default`.
+pub fn open_model(path: &Path) -> Result<Imported, String> {
+    let result = if path.as_os_str() == "default" && !path.exists() {
+        onnx::import_bytes(crate::DEFAULT_MODEL)
+    } else {
+        onnx::import(path)
+    };
+    result.map_err(|e| format!("{}: {e}", path.display()))
+}

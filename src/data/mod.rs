@@ -1,0 +1,3 @@
+//! Images in, tensors out: decoding, resizing and normalisation.
+
+pub mod preprocess;

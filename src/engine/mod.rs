@@ -1,0 +1,408 @@
+//! Builds a burn model from the graph IR and runs it.
+//!
+//! [`Model::build`] lowers a [`Network`] + [`Store`] into an execution plan (one step per
+//! node, activations in numbered slots, freed after their last use) and a [`Params`] module
+//! holding every learnable tensor. The plan is plain data; the params are what burn's
+//! autodiff and optimizers see. [`Model::write_back`] copies trained parameters back into a
+//! [`Store`], so export never has to look inside burn.
+
+mod device;
+mod exec;
+pub mod optimize;
+pub mod params;
+pub mod value;
+
+pub use device::{DeviceChoice, DeviceInfo, select_device};
+pub use params::Params;
+pub use value::Value;
+
+use crate::graph::{Network, Op, shape};
+use crate::weights::Store;
+use burn::tensor::Device;
+use params::{BatchNormParams, ConvParams, DenseParams, LayerParams, NormParams, param, tensor};
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("node '{node}': op {op} is not supported ({reason})")]
+    Unsupported {
+        node: String,
+        op: String,
+        reason: String,
+    },
+    #[error("node '{node}': {message}")]
+    Node { node: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Whether a forward pass trains (batch statistics, dropout) or infers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Inference,
+    Train,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Src {
+    /// A run-time activation.
+    Slot(usize),
+    /// A constant that is not a learnable parameter.
+    Const(usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub node: String,
+    pub op: Op,
+    /// Per node input; `None` for absent inputs and for those held in the step's layer.
+    pub inputs: Vec<Option<Src>>,
+    pub outputs: Vec<usize>,
+    /// Index into `Params::layers` for parameterised nodes.
+    pub layer: Option<usize>,
+    pub frozen: bool,
+    /// Slots whose last reader is this step.
+    pub last_use: Vec<usize>,
+}
+
+/// Which store tensors a layer's parameters came from.
+#[derive(Clone, Debug)]
+struct Binding {
+    /// Store names, in the layer's parameter order (weight, bias) or (gamma, beta, mean, var).
+    names: Vec<Option<String>>,
+}
+
+/// The executable form of a network.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    steps: Vec<Step>,
+    constants: Vec<Value>,
+    input_slot: usize,
+    input_shape: Vec<usize>,
+    output_slots: Vec<usize>,
+    n_slots: usize,
+    bindings: Vec<Binding>,
+    device: Device,
+}
+
+/// A network ready to run: the plan and its parameters.
+#[derive(Debug)]
+pub struct Model {
+    pub plan: Plan,
+    pub params: Params,
+}
+
+impl Model {
+    /// Builds the model on `device`. Parameters of nodes that are not frozen require gradients
+    /// when `device` is an autodiff device.
+    pub fn build(net: &Network, store: &Store, device: &Device) -> Result<Model, EngineError> {
+        if let Some(n) = net.unsupported().next() {
+            let Op::Unsupported {
+                op_type, reason, ..
+            } = &n.op
+            else {
+                unreachable!()
+            };
+            return Err(EngineError::Unsupported {
+                node: n.name.clone(),
+                op: op_type.clone(),
+                reason: reason.clone(),
+            });
+        }
+        // Every node's shapes must fit before burn sees them: burn panics on a mismatch.
+        let (shapes, errors) = shape::infer(net, store, 1);
+        if let Some(e) = errors.into_iter().next() {
+            return Err(EngineError::Node {
+                node: e.node,
+                message: e.message,
+            });
+        }
+        let (_, errors) = shape::infer(net, store, 2);
+        if let Some(e) = errors.into_iter().next() {
+            return Err(EngineError::Node {
+                node: e.node,
+                message: format!("with a batch of 2: {}", e.message),
+            });
+        }
+        for out in &net.outputs {
+            if !shapes.contains_key(out) {
+                return Err(EngineError::Invalid(format!("output '{out}' is not computed")));
+            }
+        }
+
+        let mut slot_of: HashMap<&str, usize> = HashMap::new();
+        slot_of.insert(&net.input.name, 0);
+        let mut n_slots = 1;
+        let mut constants = Vec::new();
+        let mut const_of: HashMap<&str, usize> = HashMap::new();
+        let mut layers = Vec::new();
+        let mut bindings = Vec::new();
+        let mut steps = Vec::with_capacity(net.nodes.len());
+        let trainable = device.is_autodiff();
+
+        for node in &net.nodes {
+            let node_err = |message: String| EngineError::Node {
+                node: node.name.clone(),
+                message,
+            };
+            let learn = trainable && !node.is_frozen();
+            let stored = |i: usize| {
+                node.inputs
+                    .get(i)
+                    .filter(|n| !n.is_empty())
+                    .and_then(|n| store.get(n).map(|t| (n.clone(), t)))
+            };
+            // Parameterised ops take their weights into a layer.
+            let (layer, held): (Option<LayerParams>, Vec<usize>) = match &node.op {
+                Op::Conv(_) => {
+                    let (wn, w) = stored(1).ok_or_else(|| node_err("its weight is not stored".into()))?;
+                    let s = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]];
+                    let bias = stored(2);
+                    bindings.push(Binding {
+                        names: vec![Some(wn), bias.as_ref().map(|b| b.0.clone())],
+                    });
+                    let layer = LayerParams::Conv(ConvParams {
+                        weight: param(s, w.data.clone(), device, learn),
+                        bias: bias.map(|(_, b)| param([b.len()], b.data.clone(), device, learn)),
+                    });
+                    (Some(layer), vec![1, 2])
+                }
+                Op::Gemm { .. } | Op::MatMul if stored(1).is_some_and(|(_, w)| w.shape.len() == 2) => {
+                    let (wn, w) = stored(1).ok_or_else(|| node_err("weight missing".into()))?;
+                    let out_features = match &node.op {
+                        Op::Gemm { trans_b: true, .. } => w.shape[0],
+                        _ => w.shape[1],
+                    };
+                    // A Gemm bias of N values ([N] or [1, N]) is a learnable bias; any other C
+                    // stays a broadcast constant.
+                    let bias = match &node.op {
+                        Op::Gemm { .. } => stored(2).filter(|(_, c)| c.len() == out_features && c.shape.len() <= 2 && c.shape.last() == Some(&out_features)),
+                        _ => None,
+                    };
+                    bindings.push(Binding {
+                        names: vec![Some(wn), bias.as_ref().map(|b| b.0.clone())],
+                    });
+                    let held = if bias.is_some() { vec![1, 2] } else { vec![1] };
+                    let layer = LayerParams::Dense(DenseParams {
+                        weight: param([w.shape[0], w.shape[1]], w.data.clone(), device, learn),
+                        bias: bias.map(|(_, b)| param([b.len()], b.data.clone(), device, learn)),
+                    });
+                    (Some(layer), held)
+                }
+                Op::LayerNorm { .. } => {
+                    let (sn, s) = stored(1).ok_or_else(|| node_err("its scale is not stored".into()))?;
+                    let bias = stored(2);
+                    bindings.push(Binding {
+                        names: vec![Some(sn), bias.as_ref().map(|b| b.0.clone())],
+                    });
+                    let layer = LayerParams::Norm(NormParams {
+                        scale: param([s.len()], s.data.clone(), device, learn),
+                        bias: bias.map(|(_, b)| param([b.len()], b.data.clone(), device, learn)),
+                    });
+                    (Some(layer), vec![1, 2])
+                }
+                Op::BatchNorm { .. } => {
+                    let mut names = Vec::new();
+                    let mut vals = Vec::new();
+                    for i in 1..5 {
+                        let (n, t) = stored(i).ok_or_else(|| node_err(format!("input {i} is not stored")))?;
+                        names.push(Some(n));
+                        vals.push(t);
+                    }
+                    bindings.push(Binding { names });
+                    let c = vals[0].len();
+                    let layer = LayerParams::BatchNorm(BatchNormParams {
+                        gamma: param([c], vals[0].data.clone(), device, learn),
+                        beta: param([c], vals[1].data.clone(), device, learn),
+                        running_mean: burn::module::RunningState::new(tensor([c], vals[2].data.clone(), device)),
+                        running_var: burn::module::RunningState::new(tensor([c], vals[3].data.clone(), device)),
+                    });
+                    (Some(layer), vec![1, 2, 3, 4])
+                }
+                _ => (None, vec![]),
+            };
+            let layer_index = layer.map(|l| {
+                layers.push(l);
+                layers.len() - 1
+            });
+
+            let mut inputs = Vec::with_capacity(node.inputs.len());
+            for (i, name) in node.inputs.iter().enumerate() {
+                if name.is_empty() || (layer_index.is_some() && held.contains(&i)) {
+                    inputs.push(None);
+                } else if let Some(&s) = slot_of.get(name.as_str()) {
+                    inputs.push(Some(Src::Slot(s)));
+                } else if let Some(t) = store.get(name) {
+                    let c = *const_of.entry(name).or_insert_with(|| {
+                        constants.push(Value::from_data(&t.shape, t.data.clone(), device));
+                        constants.len() - 1
+                    });
+                    inputs.push(Some(Src::Const(c)));
+                } else {
+                    return Err(node_err(format!("input '{name}' is not available")));
+                }
+            }
+            let mut outputs = Vec::with_capacity(node.outputs.len());
+            for name in &node.outputs {
+                slot_of.insert(name, n_slots);
+                outputs.push(n_slots);
+                n_slots += 1;
+            }
+            steps.push(Step {
+                node: node.name.clone(),
+                op: node.op.clone(),
+                inputs,
+                outputs,
+                layer: layer_index,
+                frozen: node.is_frozen(),
+                last_use: Vec::new(),
+            });
+        }
+        let output_slots: Vec<usize> = net
+            .outputs
+            .iter()
+            .map(|o| slot_of.get(o.as_str()).copied().ok_or_else(|| EngineError::Invalid(format!("output '{o}' is not computed"))))
+            .collect::<Result<_, _>>()?;
+
+        // Free each activation after its last reader (outputs live to the end).
+        let mut last: Vec<Option<usize>> = vec![None; n_slots];
+        for (i, step) in steps.iter().enumerate() {
+            for src in step.inputs.iter().flatten() {
+                if let Src::Slot(s) = src {
+                    last[*s] = Some(i);
+                }
+            }
+        }
+        for &s in &output_slots {
+            last[s] = None;
+        }
+        for (s, l) in last.iter().enumerate() {
+            if let Some(i) = l {
+                steps[*i].last_use.push(s);
+            }
+        }
+
+        Ok(Model {
+            plan: Plan {
+                steps,
+                constants,
+                input_slot: 0,
+                input_shape: net.input.shape.clone(),
+                output_slots,
+                n_slots,
+                bindings,
+                device: device.clone(),
+            },
+            params: params::Params { layers },
+        })
+    }
+
+    /// Runs the network on a batch `[N, ...input shape]`.
+    pub fn forward(&self, input: Value, mode: Mode) -> Result<Vec<Value>, EngineError> {
+        self.plan.forward(&self.params, input, mode)
+    }
+
+    /// Runs on host data (`shape[0]` is the batch) and returns each output's shape and values.
+    pub fn infer(&self, shape: &[usize], data: Vec<f32>) -> Result<Vec<(Vec<usize>, Vec<f32>)>, EngineError> {
+        let input = Value::from_data(shape, data, &self.plan.device);
+        let outputs = self.forward(input, Mode::Inference)?;
+        outputs
+            .into_iter()
+            .map(|v| Ok((v.dims(), v.to_vec().map_err(EngineError::Invalid)?)))
+            .collect()
+    }
+
+    /// Copies the parameters (and BatchNorm running statistics) back into `store`.
+    pub fn write_back(&self, store: &mut Store) -> Result<(), EngineError> {
+        self.plan.write_back(&self.params, store)
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.plan.device
+    }
+}
+
+impl Plan {
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The expected input shape without the batch dimension.
+    pub fn input_dims(&self) -> &[usize] {
+        &self.input_shape[1..]
+    }
+
+    pub fn forward(&self, params: &Params, input: Value, mode: Mode) -> Result<Vec<Value>, EngineError> {
+        let dims = input.dims();
+        if dims.len() != self.input_shape.len() || dims[1..] != self.input_shape[1..] || dims[0] == 0 {
+            return Err(EngineError::Invalid(format!(
+                "the input has shape {dims:?}; the network takes [N, {}]",
+                self.input_shape[1..].iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let mut slots: Vec<Option<Value>> = vec![None; self.n_slots];
+        slots[self.input_slot] = Some(input);
+        for step in &self.steps {
+            let mut inputs = Vec::with_capacity(step.inputs.len());
+            for src in &step.inputs {
+                inputs.push(match src {
+                    None => None,
+                    Some(Src::Const(c)) => Some(self.constants[*c].clone()),
+                    Some(Src::Slot(s)) => Some(slots[*s].clone().ok_or_else(|| EngineError::Node {
+                        node: step.node.clone(),
+                        message: "an input was not computed".into(),
+                    })?),
+                });
+            }
+            // Drop the plan's own references before the op runs, so a tensor read for the
+            // last time can be updated in place.
+            for &s in &step.last_use {
+                slots[s] = None;
+            }
+            let layer = step.layer.map(|l| &params.layers[l]);
+            let outs = exec::run(step, inputs, layer, mode).map_err(|message| EngineError::Node {
+                node: step.node.clone(),
+                message,
+            })?;
+            for (slot, v) in step.outputs.iter().zip(outs) {
+                slots[*slot] = Some(v);
+            }
+        }
+        self.output_slots
+            .iter()
+            .map(|&s| slots[s].clone().ok_or_else(|| EngineError::Invalid("an output was not computed".into())))
+            .collect()
+    }
+
+    pub fn write_back(&self, params: &Params, store: &mut Store) -> Result<(), EngineError> {
+        let err = |m: String| EngineError::Invalid(m);
+        for (binding, layer) in self.bindings.iter().zip(&params.layers) {
+            let values: Vec<Option<Vec<f32>>> = match layer {
+                LayerParams::Conv(p) => vec![Some(params::to_vec(&p.weight.val()).map_err(err)?), p.bias.as_ref().map(|b| params::to_vec(&b.val())).transpose().map_err(err)?],
+                LayerParams::Dense(p) => vec![Some(params::to_vec(&p.weight.val()).map_err(err)?), p.bias.as_ref().map(|b| params::to_vec(&b.val())).transpose().map_err(err)?],
+                LayerParams::Norm(p) => vec![Some(params::to_vec(&p.scale.val()).map_err(err)?), p.bias.as_ref().map(|b| params::to_vec(&b.val())).transpose().map_err(err)?],
+                LayerParams::BatchNorm(p) => vec![
+                    Some(params::to_vec(&p.gamma.val()).map_err(err)?),
+                    Some(params::to_vec(&p.beta.val()).map_err(err)?),
+                    Some(params::to_vec(&p.running_mean.value()).map_err(err)?),
+                    Some(params::to_vec(&p.running_var.value()).map_err(err)?),
+                ],
+            };
+            for (name, data) in binding.names.iter().zip(values) {
+                if let (Some(name), Some(data)) = (name, data) {
+                    // The store keeps the file's shape ([1, N] biases stay [1, N]).
+                    let t = store.get_mut(name).ok_or_else(|| err(format!("'{name}' is not in the store")))?;
+                    if t.data.len() != data.len() {
+                        return Err(err(format!("'{name}' changed size")));
+                    }
+                    t.data = data;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Graph rewrites that make inference faster without changing its results.
+
+use crate::graph::{Network, Op};
+use crate::weights::{Store, Tensor};
+
+/// Folds each BatchNorm that directly follows a convolution into the convolution's weights
+/// and bias (inference only: training needs the BatchNorm). Returns the rewritten network and
+/// store; the originals are untouched.
+pub fn fold_batchnorm(net: &Network, store: &Store) -> (Network, Store) {
+    let mut net = net.clone();
+    let mut store = store.clone();
+    let mut i = 0;
+    while i < net.nodes.len() {
+        match foldable(&net, &store, i) {
+            // The BatchNorm at `i` is removed; the next node moves into its place.
+            Some((conv, bn)) => apply(&mut net, &mut store, conv, bn),
+            None => i += 1,
+        }
+    }
+    (net, store)
+}
+
+/// `Some((conv, bn))` when node `bn` is a BatchNorm whose input is a convolution read by
+/// nothing else.
+fn foldable(net: &Network, store: &Store, bn: usize) -> Option<(usize, usize)> {
+    let node = &net.nodes[bn];
+    if !matches!(node.op, Op::BatchNorm { .. }) {
+        return None;
+    }
+    let x = node.inputs.first()?;
+    let conv = net.producer(x)?;
+    if !matches!(net.nodes[conv].op, Op::Conv(_))
+        || net.consumers(x).len() != 1
+        || net.outputs.contains(x)
+        || !(1..5).all(|i| node.inputs.get(i).is_some_and(|n| store.contains(n)))
+    {
+        return None;
+    }
+    let out_ch = *store.get(net.nodes[conv].inputs.get(1)?)?.shape.first()?;
+    let bias_ok = match net.nodes[conv].inputs.get(2).filter(|n| !n.is_empty()) {
+        Some(b) => store.get(b)?.len() == out_ch,
+        None => true,
+    };
+    let stats_ok = (1..5).all(|i| store.get(&node.inputs[i]).is_some_and(|t| t.len() == out_ch));
+    (bias_ok && stats_ok).then_some((conv, bn))
+}
+
+fn apply(net: &mut Network, store: &mut Store, conv: usize, bn: usize) {
+    let Op::BatchNorm { epsilon, .. } = net.nodes[bn].op else {
+        unreachable!("foldable() checked the op")
+    };
+    let get = |i: usize| store.get(&net.nodes[bn].inputs[i]).map(|t| t.data.clone()).unwrap_or_default();
+    let (gamma, beta, mean, var) = (get(1), get(2), get(3), get(4));
+    let w_name = net.nodes[conv].inputs[1].clone();
+    let w = store.get(&w_name).cloned().unwrap_or_else(|| Tensor::zeros(vec![0]));
+    let out_ch = w.shape[0];
+    let per = w.len() / out_ch;
+    let scale: Vec<f32> = (0..out_ch).map(|c| gamma[c] / (var[c] + epsilon).sqrt()).collect();
+    let mut wd = w.data.clone();
+    for c in 0..out_ch {
+        for v in &mut wd[c * per..(c + 1) * per] {
+            *v *= scale[c];
+        }
+    }
+    let old_bias = net.nodes[conv]
+        .inputs
+        .get(2)
+        .filter(|n| !n.is_empty())
+        .and_then(|n| store.get(n))
+        .map(|t| t.data.clone())
+        .unwrap_or_else(|| vec![0.0; out_ch]);
+    let bias: Vec<f32> = (0..out_ch).map(|c| (old_bias[c] - mean[c]) * scale[c] + beta[c]).collect();
+
+    // New tensors under new names: the originals may be shared with other nodes.
+    let conv_name = net.nodes[conv].name.clone();
+    let (wn, bn_name) = (format!("{conv_name}::folded_weight"), format!("{conv_name}::folded_bias"));
+    store.insert(wn.clone(), Tensor { shape: w.shape.clone(), data: wd });
+    store.insert(bn_name.clone(), Tensor { shape: vec![out_ch], data: bias });
+    let bn_out = net.nodes[bn].outputs[0].clone();
+    let c = &mut net.nodes[conv];
+    c.inputs.resize(3, String::new());
+    c.inputs[1] = wn;
+    c.inputs[2] = bn_name;
+    c.outputs[0] = bn_out;
+    net.nodes.remove(bn);
+}

@@ -1,0 +1,15 @@
+//! Graft: transfer learning for image networks.
+//!
+//! Data flows one way: file → [`graph`] → [`engine`] → results. See `docs/ARCHITECTURE.md`.
+
+pub mod cli;
+pub mod data;
+pub mod engine;
+pub mod files;
+pub mod graph;
+pub mod npy;
+pub mod onnx;
+pub mod weights;
+
+/// The embedded default network (EfficientNet-Lite0, ImageNet), as ONNX bytes.
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../assets/efficientnet_lite0.onnx");

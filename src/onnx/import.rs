@@ -1,0 +1,548 @@
+//! ONNX `ModelProto` → [`Network`] + [`Store`].
+//!
+//! Node names are the file's own. Constant sub-graphs (PyTorch's Shape/Gather/Concat chains,
+//! TF-style padding arithmetic) are evaluated here and folded into the attributes of the node
+//! they feed. Because the batch size must stay free, lowering runs twice, for batch 1 and 2:
+//! a folded value that differs between the two depends on the batch and is rewritten (a
+//! Reshape's batch entry becomes 0 or -1) or refused with a message.
+
+use super::attrs::Attrs;
+use super::fold;
+use super::ops::{self, Ctx, InputRef};
+use super::tensor::{self, HostTensor};
+use super::{ImportError, MAX_OPSET, MIN_OPSET};
+use crate::graph::{Input, Metadata, Network, Node, Op, Preprocess};
+use crate::weights::Store;
+use onnx_ir::{GraphProto, ModelProto, NodeProto};
+use std::collections::{HashMap, HashSet};
+
+/// A network as read from a file.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    pub network: Network,
+    pub store: Store,
+}
+
+/// Metadata keys Graft reads and writes.
+pub const LABELS_KEY: &str = "graft.labels";
+pub const PREPROCESS_KEY: &str = "graft.preprocess";
+
+pub fn import_model(model: &ModelProto) -> Result<Imported, ImportError> {
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| ImportError::NotOnnx("it holds no graph".into()))?;
+    if graph.node.is_empty() {
+        return Err(ImportError::NotOnnx("its graph has no nodes".into()));
+    }
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .ok_or_else(|| ImportError::NotOnnx("it declares no opset of the ONNX domain".into()))?;
+    if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
+        return Err(ImportError::Opset(opset));
+    }
+    if !graph.sparse_initializer.is_empty() {
+        return Err(ImportError::Unsupported("sparse initializers".into()));
+    }
+
+    let mut initializers = HashMap::new();
+    for t in &graph.initializer {
+        let host = tensor::from_proto(t).map_err(|message| ImportError::BadTensor {
+            name: t.name.clone(),
+            message,
+        })?;
+        initializers.insert(t.name.clone(), host);
+    }
+    let input = graph_input(graph, &initializers)?;
+    let names = node_names(graph);
+    let order = topological_order(graph, &names, &initializers, &input.name)?;
+
+    let consumed: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .chain(graph.output.iter().map(|o| o.name.as_str()))
+        .collect();
+    let lower = |batch| {
+        Lowering {
+            graph,
+            names: &names,
+            opset,
+            initializers: &initializers,
+            consumed: &consumed,
+            folded: HashMap::new(),
+            shapes: HashMap::new(),
+            nodes: Vec::new(),
+            used_constants: HashMap::new(),
+        }
+        .run(&order, &input, batch)
+    };
+    let one = lower(1)?;
+    let two = lower(2)?;
+    let nodes = reconcile(one.nodes, two.nodes)?;
+    for (name, t) in &one.used_constants {
+        if two.used_constants.get(name) != Some(t) {
+            return Err(ImportError::BatchDependent {
+                node: name.clone(),
+                what: "a constant".into(),
+            });
+        }
+    }
+
+    let mut store = Store::new();
+    for (name, t) in one.used_constants {
+        store.insert(name, t.to_weights());
+    }
+    let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+    for out in &outputs {
+        if one.folded.contains_key(out) || initializers.contains_key(out) {
+            return Err(ImportError::Unsupported(format!(
+                "output '{out}' is a constant, not computed from the input"
+            )));
+        }
+    }
+    let network = Network {
+        name: if graph.name.is_empty() {
+            "network".into()
+        } else {
+            graph.name.clone()
+        },
+        input,
+        outputs,
+        nodes,
+        metadata: metadata(model, opset),
+    };
+    Ok(Imported { network, store })
+}
+
+/// The one non-initializer input; dimension 0 is the batch.
+fn graph_input(
+    graph: &GraphProto,
+    initializers: &HashMap<String, HostTensor>,
+) -> Result<Input, ImportError> {
+    let inputs: Vec<_> = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains_key(&i.name))
+        .collect();
+    let [input] = inputs.as_slice() else {
+        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+        return Err(ImportError::Unsupported(format!(
+            "Graft opens networks with one image input; this one has {} ({})",
+            names.len(),
+            names.join(", ")
+        )));
+    };
+    let ty = input.type_.as_ref();
+    let tensor_type = ty.filter(|t| t.has_tensor_type()).map(|t| t.tensor_type());
+    if let Some(tt) = tensor_type
+        && !tensor::dtype::is_float(tt.elem_type)
+        && tt.elem_type != 0
+    {
+        return Err(ImportError::Unsupported(format!(
+            "input '{}' has element type {}; Graft feeds float images",
+            input.name, tt.elem_type
+        )));
+    }
+    let dims: Vec<Option<usize>> = tensor_type
+        .and_then(|tt| tt.shape.as_ref())
+        .map(|s| {
+            s.dim
+                .iter()
+                .map(|d| {
+                    (d.has_dim_value() && d.dim_value() > 0).then(|| d.dim_value() as usize)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    // Image networks are N×C×H×W; a size the file leaves open gets the common default.
+    let shape: Vec<usize> = match dims.len() {
+        4 => vec![
+            1,
+            dims[1].unwrap_or(3),
+            dims[2].unwrap_or(224),
+            dims[3].unwrap_or(224),
+        ],
+        2 | 3 => {
+            let mut s = vec![1];
+            for (i, d) in dims.iter().enumerate().skip(1) {
+                s.push(d.ok_or_else(|| {
+                    ImportError::Unsupported(format!(
+                        "input '{}' has no fixed size in dimension {i}",
+                        input.name
+                    ))
+                })?);
+            }
+            s
+        }
+        0 => {
+            return Err(ImportError::Unsupported(format!(
+                "input '{}' has no shape",
+                input.name
+            )));
+        }
+        r => {
+            return Err(ImportError::Unsupported(format!(
+                "input '{}' has rank {r}; Graft opens N×C×H×W image networks",
+                input.name
+            )));
+        }
+    };
+    Ok(Input {
+        name: input.name.clone(),
+        shape,
+    })
+}
+
+/// A unique name per node: the file's, or `{op}_{index}` where it gave none or repeated one.
+fn node_names(graph: &GraphProto) -> Vec<String> {
+    let mut seen = HashSet::new();
+    graph
+        .node
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut name = if n.name.is_empty() {
+                format!("{}_{i}", n.op_type)
+            } else {
+                n.name.clone()
+            };
+            while !seen.insert(name.clone()) {
+                name = format!("{name}_{i}");
+            }
+            name
+        })
+        .collect()
+}
+
+/// Kahn's algorithm over value dependencies; a leftover node sits on a cycle.
+fn topological_order(
+    graph: &GraphProto,
+    names: &[String],
+    initializers: &HashMap<String, HostTensor>,
+    input: &str,
+) -> Result<Vec<usize>, ImportError> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in graph.node.iter().enumerate() {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            producer.insert(o, i);
+        }
+    }
+    let n = graph.node.len();
+    let mut indegree = vec![0usize; n];
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, node) in graph.node.iter().enumerate() {
+        for value in node.input.iter().filter(|v| !v.is_empty()) {
+            if let Some(&p) = producer.get(value.as_str()) {
+                indegree[i] += 1;
+                users[p].push(i);
+            } else if value != input && !initializers.contains_key(value) {
+                return Err(ImportError::Missing {
+                    node: names[i].clone(),
+                    value: value.clone(),
+                });
+            }
+        }
+    }
+    for out in &graph.output {
+        if !producer.contains_key(out.name.as_str()) && out.name != input {
+            return Err(ImportError::Missing {
+                node: "(graph output)".into(),
+                value: out.name.clone(),
+            });
+        }
+    }
+    // Keep the file's order where it is already valid: always take the lowest ready index.
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &u in &users[i] {
+            indegree[u] -= 1;
+            if indegree[u] == 0 {
+                ready.insert(u);
+            }
+        }
+    }
+    if order.len() < n {
+        let stuck = (0..n).find(|&i| indegree[i] > 0).unwrap_or(0);
+        return Err(ImportError::Cycle(names[stuck].clone()));
+    }
+    Ok(order)
+}
+
+struct Lowering<'a> {
+    graph: &'a GraphProto,
+    names: &'a [String],
+    opset: i64,
+    initializers: &'a HashMap<String, HostTensor>,
+    consumed: &'a HashSet<&'a str>,
+    /// Values computed at import time.
+    folded: HashMap<String, HostTensor>,
+    /// Shapes of run-time values.
+    shapes: HashMap<String, Vec<usize>>,
+    nodes: Vec<Node>,
+    /// Constants that run-time nodes read (weights, biases, scalars).
+    used_constants: HashMap<String, HostTensor>,
+}
+
+impl Lowering<'_> {
+    fn constant(&self, name: &str) -> Option<&HostTensor> {
+        self.folded
+            .get(name)
+            .or_else(|| self.initializers.get(name))
+    }
+
+    fn run(mut self, order: &[usize], input: &Input, batch: usize) -> Result<Self, ImportError> {
+        let mut shape = input.shape.clone();
+        shape[0] = batch;
+        self.shapes.insert(input.name.clone(), shape);
+        for &i in order {
+            self.node(&self.graph.node[i], &self.names[i])?;
+        }
+        Ok(self)
+    }
+
+    fn node(&mut self, node: &NodeProto, name: &str) -> Result<(), ImportError> {
+        let attrs = Attrs::of(node);
+        let op_type = node.op_type.as_str();
+        let default_domain = node.domain.is_empty() || node.domain == "ai.onnx";
+        let node_err = |message: String| ImportError::Node {
+            node: name.to_owned(),
+            op: op_type.to_owned(),
+            message,
+        };
+
+        // Constants and constant sub-graphs.
+        if default_domain && op_type == "Constant" {
+            let value = constant_value(&attrs).map_err(node_err)?;
+            if let Some(out) = node.output.first() {
+                self.folded.insert(out.clone(), value);
+            }
+            return Ok(());
+        }
+        let statics: Vec<Option<&HostTensor>> = node
+            .input
+            .iter()
+            .map(|v| if v.is_empty() { None } else { self.constant(v) })
+            .collect();
+        let all_static = node
+            .input
+            .iter()
+            .zip(&statics)
+            .all(|(v, s)| v.is_empty() || s.is_some());
+        if default_domain && all_static && !node.input.is_empty() {
+            if let Some(result) = fold::eval(op_type, &attrs, &statics, self.opset) {
+                let outs = result.map_err(node_err)?;
+                for (name, t) in node.output.iter().zip(outs) {
+                    self.folded.insert(name.clone(), t);
+                }
+                return Ok(());
+            }
+        }
+        if default_domain && op_type == "Shape" {
+            if let Some(s) = node.input.first().and_then(|v| self.shapes.get(v)) {
+                let r = s.len() as i64;
+                let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+                let start = clamp(attrs.int("start", 0));
+                let end = clamp(attrs.int("end", r));
+                let dims: Vec<i64> = s[start..end.max(start)].iter().map(|&d| d as i64).collect();
+                self.folded
+                    .insert(node.output[0].clone(), HostTensor::i64(vec![dims.len()], dims));
+                return Ok(());
+            }
+        }
+
+        // A run-time node.
+        let inputs: Vec<InputRef> = node
+            .input
+            .iter()
+            .zip(&statics)
+            .map(|(v, s)| InputRef {
+                name: v,
+                constant: *s,
+                shape: s
+                    .map(|t| t.shape.as_slice())
+                    .or_else(|| self.shapes.get(v).map(Vec::as_slice)),
+            })
+            .collect();
+        let ctx = Ctx {
+            node,
+            attrs: Attrs::of(node),
+            opset: self.opset,
+            inputs,
+            n_outputs: node.output.len(),
+        };
+        let lowered = if !default_domain {
+            Err(format!("it belongs to the custom domain '{}'", node.domain))
+        } else {
+            match ops::importer(op_type) {
+                None => Err("Graft has no implementation of this op".to_string()),
+                Some(import) => import(&ctx).and_then(|l| {
+                    ctx.only_outputs(l.outputs, &|v| self.consumed.contains(v))
+                        .map(|()| l)
+                }),
+            }
+        };
+        let (op, kept_inputs, n_out) = match lowered {
+            Ok(l) => (l.op, l.inputs, l.outputs),
+            Err(reason) => (
+                Op::Unsupported {
+                    op_type: op_type.to_owned(),
+                    domain: node.domain.clone(),
+                    reason,
+                    attributes: attrs.summary(),
+                },
+                node.input.to_vec(),
+                node.output.len(),
+            ),
+        };
+        let outputs: Vec<String> = node.output.iter().take(n_out).cloned().collect();
+
+        // Shapes of the outputs, for the importers downstream.
+        let in_shapes: Vec<Option<&[usize]>> = kept_inputs
+            .iter()
+            .map(|v| {
+                if v.is_empty() {
+                    None
+                } else {
+                    self.constant(v)
+                        .map(|t| t.shape.as_slice())
+                        .or_else(|| self.shapes.get(v).map(Vec::as_slice))
+                }
+            })
+            .collect();
+        let all_known = kept_inputs
+            .iter()
+            .zip(&in_shapes)
+            .all(|(v, s)| v.is_empty() || s.is_some());
+        if all_known && let Ok(out_shapes) = op.infer_shapes(&in_shapes, outputs.len()) {
+            for (o, s) in outputs.iter().zip(out_shapes) {
+                self.shapes.insert(o.clone(), s);
+            }
+        }
+        for v in &kept_inputs {
+            if let Some(t) = self.constant(v) {
+                self.used_constants.insert(v.clone(), t.clone());
+            }
+        }
+        self.nodes.push(Node::new(name, op, kept_inputs, outputs));
+        Ok(())
+    }
+}
+
+/// The value of a `Constant` node, whichever attribute holds it.
+fn constant_value(attrs: &Attrs) -> Result<HostTensor, String> {
+    if let Some(t) = attrs.tensor("value") {
+        return t;
+    }
+    if attrs.has("value_float") {
+        return Ok(HostTensor::f32(vec![], vec![attrs.float("value_float", 0.0)]));
+    }
+    if let Some(v) = attrs.floats("value_floats") {
+        return Ok(HostTensor::f32(vec![v.len()], v));
+    }
+    if attrs.has("value_int") {
+        return Ok(HostTensor::i64(vec![], vec![attrs.int("value_int", 0)]));
+    }
+    if let Some(v) = attrs.ints("value_ints") {
+        return Ok(HostTensor::i64(vec![v.len()], v));
+    }
+    Err("a Constant without a value Graft reads".into())
+}
+
+/// Merges the lowerings at batch 1 and 2 into batch-free ops.
+fn reconcile(one: Vec<Node>, two: Vec<Node>) -> Result<Vec<Node>, ImportError> {
+    let mut nodes = Vec::with_capacity(one.len());
+    for (mut a, b) in one.into_iter().zip(two) {
+        if a.op != b.op {
+            a.op = reconcile_op(&a.op, &b.op).ok_or_else(|| ImportError::BatchDependent {
+                node: a.name.clone(),
+                what: format!("its {} parameters", a.op.onnx_type()),
+            })?;
+        }
+        nodes.push(a);
+    }
+    Ok(nodes)
+}
+
+fn reconcile_op(a: &Op, b: &Op) -> Option<Op> {
+    match (a, b) {
+        (
+            Op::Reshape {
+                shape: s1,
+                allowzero,
+            },
+            Op::Reshape { shape: s2, .. },
+        ) if s1.len() == s2.len() => {
+            let differ: Vec<usize> = (0..s1.len()).filter(|&i| s1[i] != s2[i]).collect();
+            let [i] = differ.as_slice() else { return None };
+            // The entry that follows the batch: copy dimension 0, or infer it.
+            let mut shape = s1.clone();
+            shape[*i] = if *i == 0 && !allowzero {
+                0
+            } else if !s1.contains(&-1) {
+                -1
+            } else {
+                return None;
+            };
+            Some(Op::Reshape {
+                shape,
+                allowzero: *allowzero,
+            })
+        }
+        (Op::Expand { shape: s1 }, Op::Expand { shape: s2 }) if s1.len() == s2.len() => {
+            // Expanding to the batch size is expanding to the input's own size.
+            let shape = s1.iter().zip(s2).map(|(&p, &q)| if p == q { p } else { 1 }).collect();
+            Some(Op::Expand { shape })
+        }
+        (
+            Op::Slice {
+                starts,
+                ends: e1,
+                axes,
+                steps,
+            },
+            Op::Slice { starts: s2, ends: e2, .. },
+        ) if starts == s2 && e1.len() == e2.len() => {
+            // An end at the batch size is "to the end".
+            let ends = e1.iter().zip(e2).map(|(&p, &q)| if p == q { p } else { i64::MAX }).collect();
+            Some(Op::Slice {
+                starts: starts.clone(),
+                ends,
+                axes: axes.clone(),
+                steps: steps.clone(),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn metadata(model: &ModelProto, opset: i64) -> Metadata {
+    let mut meta = Metadata {
+        producer: format!("{} {}", model.producer_name, model.producer_version)
+            .trim()
+            .to_owned(),
+        opset,
+        doc: model.doc_string.clone(),
+        ..Metadata::default()
+    };
+    for prop in &model.metadata_props {
+        match prop.key.as_str() {
+            LABELS_KEY => match serde_json::from_str::<Vec<String>>(&prop.value) {
+                Ok(labels) => meta.labels = labels,
+                Err(_) => meta.extra.push((prop.key.clone(), prop.value.clone())),
+            },
+            PREPROCESS_KEY => match serde_json::from_str::<Preprocess>(&prop.value) {
+                Ok(p) => meta.preprocess = Some(p),
+                Err(_) => meta.extra.push((prop.key.clone(), prop.value.clone())),
+            },
+            _ => meta.extra.push((prop.key.clone(), prop.value.clone())),
+        }
+    }
+    meta
+}

@@ -1,0 +1,18 @@
+use super::{Ctx, Lowered};
+use crate::graph::{Binary, Op};
+
+pub fn binary(ctx: &Ctx) -> Result<Lowered, String> {
+    let b = Binary::ALL
+        .into_iter()
+        .find(|b| b.onnx_name() == ctx.node.op_type)
+        .ok_or("not a binary op")?;
+    if ctx.inputs.len() != 2 {
+        return Err(format!("{} inputs; Graft supports 2", ctx.inputs.len()));
+    }
+    // Opset < 7 used an explicit `broadcast`/`axis`; every file from a modern exporter uses
+    // NumPy broadcasting.
+    if ctx.attrs.has("axis") {
+        return Err("legacy broadcast with an axis (opset < 7) is not supported".into());
+    }
+    Ok(Lowered::new(Op::Binary(b), ctx.keep(&[0, 1])))
+}

@@ -1,0 +1,51 @@
+use super::{Ctx, Lowered};
+use crate::graph::Op;
+use crate::onnx::tensor::dtype;
+
+pub fn dropout(ctx: &Ctx) -> Result<Lowered, String> {
+    let ratio = if ctx.opset < 12 {
+        ctx.attrs.float("ratio", 0.5)
+    } else if ctx.present(1) {
+        ctx.require_constant(1, "ratio")?
+            .scalar_f32()
+            .ok_or("ratio is not a scalar")?
+    } else {
+        0.5
+    };
+    Ok(Lowered::new(Op::Dropout { ratio }, ctx.keep(&[0])))
+}
+
+pub fn identity(ctx: &Ctx) -> Result<Lowered, String> {
+    Ok(Lowered::new(Op::Identity, ctx.keep(&[0])))
+}
+
+/// A cast of an activation: to a float type it changes nothing in an f32 engine.
+pub fn cast(ctx: &Ctx) -> Result<Lowered, String> {
+    let to = ctx.attrs.int("to", dtype::FLOAT as i64) as i32;
+    if !dtype::is_float(to) {
+        return Err(format!("cast of an activation to element type {to}"));
+    }
+    Ok(Lowered::new(Op::Identity, ctx.keep(&[0])))
+}
+
+pub fn reduce(ctx: &Ctx) -> Result<Lowered, String> {
+    // Axes moved from attribute to input: ReduceSum at opset 13, ReduceMean at 18.
+    let input_from = if ctx.node.op_type == "ReduceSum" { 13 } else { 18 };
+    let axes = if ctx.opset < input_from {
+        ctx.attrs.ints("axes").unwrap_or_default()
+    } else if ctx.present(1) {
+        ctx.require_constant(1, "axes")?.to_i64()
+    } else {
+        Vec::new()
+    };
+    if axes.is_empty() && ctx.attrs.int("noop_with_empty_axes", 0) != 0 {
+        return Ok(Lowered::new(Op::Identity, ctx.keep(&[0])));
+    }
+    let keepdims = ctx.attrs.int("keepdims", 1) != 0;
+    let op = if ctx.node.op_type == "ReduceSum" {
+        Op::ReduceSum { axes, keepdims }
+    } else {
+        Op::ReduceMean { axes, keepdims }
+    };
+    Ok(Lowered::new(op, ctx.keep(&[0])))
+}

@@ -1,0 +1,48 @@
+use super::{Ctx, Lowered};
+use crate::graph::Op;
+
+pub fn batch_norm(ctx: &Ctx) -> Result<Lowered, String> {
+    for (i, what) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")] {
+        ctx.require_constant(i, what)?;
+    }
+    if ctx.attrs.int("training_mode", 0) != 0 {
+        return Err("training_mode=1 (batch statistics at inference) is not supported".into());
+    }
+    Ok(Lowered::new(
+        Op::BatchNorm {
+            epsilon: ctx.attrs.float("epsilon", 1e-5),
+            momentum: ctx.attrs.float("momentum", 0.9),
+        },
+        ctx.keep(&[0, 1, 2, 3, 4]),
+    ))
+}
+
+pub fn layer_norm(ctx: &Ctx) -> Result<Lowered, String> {
+    ctx.require_constant(1, "scale")?;
+    if ctx.present(2) {
+        ctx.require_constant(2, "bias")?;
+    }
+    Ok(Lowered::new(
+        Op::LayerNorm {
+            axis: ctx.attrs.int("axis", -1),
+            epsilon: ctx.attrs.float("epsilon", 1e-5),
+        },
+        ctx.keep(&[0, 1, 2]),
+    ))
+}
+
+pub fn lrn(ctx: &Ctx) -> Result<Lowered, String> {
+    let size = ctx.attrs.int("size", 0);
+    if size < 1 {
+        return Err("size must be a positive integer".into());
+    }
+    Ok(Lowered::new(
+        Op::Lrn {
+            size: size as usize,
+            alpha: ctx.attrs.float("alpha", 1e-4),
+            beta: ctx.attrs.float("beta", 0.75),
+            bias: ctx.attrs.float("bias", 1.0),
+        },
+        ctx.keep(&[0]),
+    ))
+}

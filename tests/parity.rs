@@ -1,0 +1,70 @@
+//! Every committed fixture (small variants of the literature's architectures exported by
+//! PyTorch, see tools/make_fixtures.py) runs on burn's flex CPU backend and matches PyTorch's
+//! output: max |graft − reference| ≤ 1e-4 × max(1, max |reference|). Both with BatchNorm as
+//! its own op and folded into the convolutions, as `graft infer` runs it.
+
+use graft::engine::{Model, optimize};
+use graft::onnx;
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("tests/fixtures exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("output.npy").exists())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn model_path(dir: &Path) -> PathBuf {
+    let own = dir.join("model.onnx");
+    if own.exists() {
+        own
+    } else {
+        // The embedded network's reference lives next to the fixtures, its file in assets/.
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/efficientnet_lite0.onnx")
+    }
+}
+
+fn max_rel_error(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max) / scale
+}
+
+#[test]
+fn every_fixture_matches_pytorch_on_cpu() {
+    let device = burn::tensor::Device::flex();
+    let mut failures = Vec::new();
+    let dirs = fixtures();
+    assert!(dirs.len() >= 20, "expected the committed fixtures, found {}", dirs.len());
+    for dir in dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let imported = onnx::import(model_path(&dir)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (shape, input) = graft::npy::read_f32(&dir.join("input.npy")).unwrap();
+        let (out_shape, want) = graft::npy::read_f32(&dir.join("output.npy")).unwrap();
+        let (folded_net, folded_store) = optimize::fold_batchnorm(&imported.network, &imported.store);
+        for (variant, net, store) in [
+            ("as imported", &imported.network, &imported.store),
+            ("BatchNorm folded", &folded_net, &folded_store),
+        ] {
+            let result = Model::build(net, store, &device)
+                .and_then(|m| m.infer(&shape, input.clone()))
+                .map_err(|e| e.to_string());
+            match result {
+                Ok(outs) => {
+                    let (s, got) = &outs[0];
+                    let err = max_rel_error(got, &want);
+                    if *s != out_shape || err > 1e-4 {
+                        failures.push(format!("{name} ({variant}): shape {s:?} vs {out_shape:?}, error {err:.2e}"));
+                    } else {
+                        eprintln!("{name} ({variant}): error {err:.2e}");
+                    }
+                }
+                Err(e) => failures.push(format!("{name} ({variant}): {e}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "parity failures:\n{}", failures.join("\n"));
+}
