@@ -96,7 +96,7 @@ def small_googlenet(d=8):
 
 class Darknet(nn.Module):
     """A darknet/YOLO-style backbone: Conv+BN+LeakyRelu(0.1), maxpool, a route (concat) and
-    a shortcut (add), plus a caffe-style LRN, classified by a 1x1 conv and global pool."""
+    a shortcut (add), classified by a 1x1 conv and global pool."""
 
     def __init__(self):
         super().__init__()
@@ -105,7 +105,6 @@ class Darknet(nn.Module):
             return nn.Sequential(nn.Conv2d(i, o, k, s, k // 2, bias=False), nn.BatchNorm2d(o),
                                  nn.LeakyReLU(0.1))
         self.c1, self.p1 = cbl(3, 8), nn.MaxPool2d(2, 2)
-        self.lrn = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
         self.c2, self.c3 = cbl(8, 16, 3, 2), cbl(16, 8, 1)
         self.c4 = cbl(8, 16)
         self.c5 = cbl(32, 32, 3, 2)
@@ -113,7 +112,7 @@ class Darknet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
 
     def forward(self, x):
-        x = self.lrn(self.p1(self.c1(x)))
+        x = self.p1(self.c1(x))
         a = self.c2(x)
         b = self.c4(self.c3(a)) + a  # shortcut
         x = self.c5(torch.cat([a, b], 1))  # route
@@ -180,6 +179,59 @@ FIXTURES = {
 }
 
 
+def caffenet_lrn(path, opset=11):
+    """A Caffe-style AlexNet stem as Caffe converters write it, with real LRN nodes (PyTorch
+    exports LocalResponseNorm decomposed, so this one is written with onnx.helper). Its
+    reference output comes from ONNX Runtime."""
+    from onnx import helper, numpy_helper, TensorProto
+    rng = np.random.default_rng(3)
+    w = lambda *s: numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32))  # noqa: E731
+    inits = []
+    for name, arr in [("conv1_w", w(8, 3, 7, 7)), ("conv1_b", w(8)), ("conv2_w", w(16, 4, 3, 3)),
+                      ("conv2_b", w(16)), ("fc_w", w(10, 16 * 3 * 3)), ("fc_b", w(10))]:
+        arr.name = name
+        inits.append(arr)
+    nodes = [
+        helper.make_node("Conv", ["data", "conv1_w", "conv1_b"], ["c1"], name="conv1", strides=[2, 2], pads=[3, 3, 3, 3]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("LRN", ["r1"], ["n1"], name="norm1", size=5, alpha=1e-4, beta=0.75, bias=1.0),
+        helper.make_node("MaxPool", ["n1"], ["p1"], name="pool1", kernel_shape=[3, 3], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "conv2_w", "conv2_b"], ["c2"], name="conv2", group=2, pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("LRN", ["r2"], ["n2"], name="norm2", size=3, alpha=2e-2, beta=0.5, bias=2.0),
+        helper.make_node("MaxPool", ["n2"], ["p2"], name="pool2", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+        helper.make_node("Flatten", ["p2"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+        helper.make_node("Softmax", ["logits"], ["prob"], name="prob", axis=1),
+    ]
+    graph = helper.make_graph(nodes, "caffenet_lrn",
+                              [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["N", 3, 32, 32])],
+                              [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="caffe2onnx-style")
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def make_handwritten(name, build, size, opset):
+    d = os.path.join(OUT, name)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "model.onnx")
+    build(path, opset)
+    x = np.random.default_rng(4).standard_normal((2, 3, size, size)).astype(np.float32)
+    y = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"data": x})[0]
+    np.save(os.path.join(d, "input.npy"), x)
+    np.save(os.path.join(d, "output.npy"), y)
+    proto = onnx.load(path)
+    ops = {}
+    for n in proto.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    return {"opset": opset, "input": [2, 3, size, size], "batchnorm": "none", "nodes": len(proto.graph.node),
+            "ops": dict(sorted(ops.items())), "bytes": os.path.getsize(path), "reference": "onnxruntime"}
+
+
+HANDWRITTEN = {"caffenet_lrn_op11": (caffenet_lrn, 32, 11)}
+
+
 def randomise_batchnorm(model, gen):
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -221,10 +273,14 @@ def make(name, build, size, opset, bn):
 
 
 def main():
-    names = sys.argv[1:] or list(FIXTURES)
+    names = sys.argv[1:] or list(FIXTURES) + list(HANDWRITTEN)
     manifest_path = os.path.join(OUT, "manifest.json")
     manifest = json.load(open(manifest_path)) if os.path.exists(manifest_path) else {}
     for name in names:
+        if name in HANDWRITTEN:
+            manifest[name] = make_handwritten(name, *HANDWRITTEN[name])
+            print(f"{name}: {manifest[name]['nodes']} nodes (ONNX Runtime reference)")
+            continue
         manifest[name] = make(name, *FIXTURES[name])
         print(f"{name}: {manifest[name]['nodes']} nodes, {manifest[name]['bytes'] / 1e6:.2f} MB, "
               f"ort-vs-torch {manifest[name]['ort_vs_torch']:.1e}")

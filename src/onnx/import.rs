@@ -27,7 +27,21 @@ pub struct Imported {
 pub const LABELS_KEY: &str = "graft.labels";
 pub const PREPROCESS_KEY: &str = "graft.preprocess";
 
-pub fn import_model(model: &ModelProto) -> Result<Imported, ImportError> {
+/// How to read a file.
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    /// Treat dimension 0 of the input as a free batch size (image networks). When false, the
+    /// input shape is exactly what the file declares.
+    pub free_batch: bool,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        Self { free_batch: true }
+    }
+}
+
+pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Imported, ImportError> {
     let graph = model
         .graph
         .as_ref()
@@ -56,7 +70,7 @@ pub fn import_model(model: &ModelProto) -> Result<Imported, ImportError> {
         })?;
         initializers.insert(t.name.clone(), host);
     }
-    let input = graph_input(graph, &initializers)?;
+    let input = graph_input(graph, &initializers, options.free_batch)?;
     let names = node_names(graph);
     let order = topological_order(graph, &names, &initializers, &input.name)?;
 
@@ -80,25 +94,30 @@ pub fn import_model(model: &ModelProto) -> Result<Imported, ImportError> {
         }
         .run(&order, &input, batch)
     };
-    let one = lower(1)?;
-    let two = lower(2)?;
-    let nodes = reconcile(one.nodes, two.nodes)?;
-    for (name, t) in &one.used_constants {
-        if two.used_constants.get(name) != Some(t) {
-            return Err(ImportError::BatchDependent {
-                node: name.clone(),
-                what: "a constant".into(),
-            });
+    let (nodes, used_constants, folded) = if options.free_batch {
+        let one = lower(1)?;
+        let two = lower(2)?;
+        for (name, t) in &one.used_constants {
+            if two.used_constants.get(name) != Some(t) {
+                return Err(ImportError::BatchDependent {
+                    node: name.clone(),
+                    what: "a constant".into(),
+                });
+            }
         }
-    }
+        (reconcile(one.nodes, two.nodes)?, one.used_constants, one.folded)
+    } else {
+        let one = lower(input.shape[0])?;
+        (one.nodes, one.used_constants, one.folded)
+    };
 
     let mut store = Store::new();
-    for (name, t) in one.used_constants {
+    for (name, t) in used_constants {
         store.insert(name, t.to_weights());
     }
     let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
     for out in &outputs {
-        if one.folded.contains_key(out) || initializers.contains_key(out) {
+        if folded.contains_key(out) || initializers.contains_key(out) {
             return Err(ImportError::Unsupported(format!(
                 "output '{out}' is a constant, not computed from the input"
             )));
@@ -118,10 +137,11 @@ pub fn import_model(model: &ModelProto) -> Result<Imported, ImportError> {
     Ok(Imported { network, store })
 }
 
-/// The one non-initializer input; dimension 0 is the batch.
+/// The one non-initializer input. With `free_batch`, dimension 0 is the batch (stored as 1).
 fn graph_input(
     graph: &GraphProto,
     initializers: &HashMap<String, HostTensor>,
+    free_batch: bool,
 ) -> Result<Input, ImportError> {
     let inputs: Vec<_> = graph
         .input
@@ -158,39 +178,30 @@ fn graph_input(
                 .collect()
         })
         .unwrap_or_default();
-    // Image networks are N×C×H×W; a size the file leaves open gets the common default.
-    let shape: Vec<usize> = match dims.len() {
-        4 => vec![
-            1,
-            dims[1].unwrap_or(3),
-            dims[2].unwrap_or(224),
-            dims[3].unwrap_or(224),
-        ],
-        2 | 3 => {
-            let mut s = vec![1];
-            for (i, d) in dims.iter().enumerate().skip(1) {
-                s.push(d.ok_or_else(|| {
-                    ImportError::Unsupported(format!(
-                        "input '{}' has no fixed size in dimension {i}",
-                        input.name
-                    ))
-                })?);
+    if dims.is_empty() || dims.len() > crate::engine::value::MAX_RANK {
+        return Err(ImportError::Unsupported(format!(
+            "input '{}' has rank {}; Graft reads inputs of rank 1 to {}",
+            input.name,
+            dims.len(),
+            crate::engine::value::MAX_RANK
+        )));
+    }
+    let mut shape = Vec::with_capacity(dims.len());
+    for (i, d) in dims.iter().enumerate() {
+        shape.push(match (i, d) {
+            (0, _) if free_batch => 1,
+            (_, Some(d)) => *d,
+            // An image size the file leaves open gets the common default.
+            (1, None) if dims.len() == 4 => 3,
+            (2 | 3, None) if dims.len() == 4 => 224,
+            _ => {
+                return Err(ImportError::Unsupported(format!(
+                    "input '{}' has no fixed size in dimension {i}",
+                    input.name
+                )));
             }
-            s
-        }
-        0 => {
-            return Err(ImportError::Unsupported(format!(
-                "input '{}' has no shape",
-                input.name
-            )));
-        }
-        r => {
-            return Err(ImportError::Unsupported(format!(
-                "input '{}' has rank {r}; Graft opens N×C×H×W image networks",
-                input.name
-            )));
-        }
-    };
+        });
+    }
     Ok(Input {
         name: input.name.clone(),
         shape,

@@ -11,7 +11,7 @@ mod import;
 pub mod ops;
 pub mod tensor;
 
-pub use import::{Imported, LABELS_KEY, PREPROCESS_KEY, import_model};
+pub use import::{ImportOptions, Imported, LABELS_KEY, PREPROCESS_KEY, import_model};
 
 use onnx_ir::{Message, ModelProto};
 use std::path::Path;
@@ -76,5 +76,5 @@ pub fn import_bytes(bytes: &[u8]) -> Result<Imported, ImportError> {
     }
     let model = ModelProto::parse_from_bytes(bytes)
         .map_err(|e| ImportError::NotOnnx(format!("it is not a valid ONNX protobuf ({e})")))?;
-    import_model(&model)
+    import_model(&model, &ImportOptions::default())
 }
