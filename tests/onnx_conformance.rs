@@ -56,6 +56,10 @@ fn run_case(dir: &Path) -> Outcome {
         return Outcome::Skip;
     }
     let graph = model.graph.as_mut().expect("test models have a graph");
+    // Sequences, optionals and maps are not tensors.
+    if !graph.input[0].type_.as_ref().is_some_and(|t| t.has_tensor_type()) {
+        return Outcome::Skip;
+    }
     // Inputs after the first become initializers.
     let names: Vec<String> = graph.input.iter().map(|i| i.name.clone()).collect();
     for (k, t) in inputs.iter().enumerate().skip(1) {
@@ -128,6 +132,10 @@ fn onnx_node_tests_of_supported_ops_pass() {
     let mut unsupported_ops: BTreeMap<String, usize> = BTreeMap::new();
     for dir in &dirs {
         let Some(op) = op_of(dir) else { continue };
+        // `_expanded` tests check an op's function body, a different graph per op.
+        if dir.to_string_lossy().ends_with("_expanded") {
+            continue;
+        }
         if ops::importer(&op).is_none() {
             *unsupported_ops.entry(op).or_default() += 1;
             continue;
@@ -138,7 +146,12 @@ fn onnx_node_tests_of_supported_ops_pass() {
         match case {
             Outcome::Pass => tally.passed += 1,
             Outcome::Skip => {}
-            Outcome::Unsupported(_) => tally.unsupported_variant += 1,
+            Outcome::Unsupported(why) => {
+                if std::env::var_os("GRAFT_CONFORMANCE_VERBOSE").is_some() {
+                    eprintln!("variant unsupported: {name}: {why}");
+                }
+                tally.unsupported_variant += 1
+            }
             Outcome::Fail(why) => tally.failed.push(format!("{name}: {why}")),
         }
     }

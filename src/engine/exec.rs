@@ -3,7 +3,7 @@
 use super::params::LayerParams;
 use super::value::{Value, map, visit, zip};
 use super::{Mode, Step};
-use crate::graph::{Binary, Op, PadMode, Unary, norm_axis, reshape_shape, slice_range};
+use crate::graph::{Binary, Nary, Op, PadMode, Reduce, Unary, norm_axis, reshape_shape, slice_range};
 use burn::tensor::activation as act;
 use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, conv2d, layer_norm, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
@@ -148,6 +148,11 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
                 Unary::Softplus => map!(x, t => act::softplus(t, 1.0)),
                 Unary::Silu => map!(x, t => act::silu(t)),
                 Unary::Mish => map!(x, t => act::mish(t)),
+                Unary::Sin => map!(x, t => t.sin()),
+                Unary::Cos => map!(x, t => t.cos()),
+                Unary::Sign => map!(x, t => t.sign()),
+                Unary::Round => map!(x, t => t.round()),
+                Unary::Softsign => map!(x, t => t.clone().div(t.abs().add_scalar(1.0))),
             })
         }
         Op::LeakyRelu { alpha } => one(map!(take(0)?, t => act::leaky_relu(t, *alpha as f64))),
@@ -176,9 +181,25 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
                 Binary::Mul => zip!(x, y, (p, q) => p.mul(q)),
                 Binary::Div => zip!(x, y, (p, q) => p.div(q)),
                 Binary::Pow => zip!(x, y, (p, q) => pow(p, q)),
-                Binary::Max => zip!(x, y, (p, q) => { let s = broadcast_dims(&p.dims(), &q.dims()); p.expand(s).max_pair(q.expand(s)) }),
-                Binary::Min => zip!(x, y, (p, q) => { let s = broadcast_dims(&p.dims(), &q.dims()); p.expand(s).min_pair(q.expand(s)) }),
             })
+        }
+        Op::Nary(n) => {
+            let values: Vec<Value> = inputs.into_iter().flatten().collect();
+            let count = values.len();
+            let r = values.iter().map(Value::rank).max().unwrap_or(1);
+            let mut it = values.into_iter().map(|v| v.lift(r));
+            let mut acc = it.next().ok_or("no inputs")?;
+            for v in it {
+                acc = match n {
+                    Nary::Sum | Nary::Mean => zip!(acc, v, (p, q) => p.add(q)),
+                    Nary::Max => zip!(acc, v, (p, q) => { let s = broadcast_dims(&p.dims(), &q.dims()); p.expand(s).max_pair(q.expand(s)) }),
+                    Nary::Min => zip!(acc, v, (p, q) => { let s = broadcast_dims(&p.dims(), &q.dims()); p.expand(s).min_pair(q.expand(s)) }),
+                };
+            }
+            if *n == Nary::Mean {
+                acc = map!(acc, t => t.div_scalar(count as f32));
+            }
+            one(acc)
         }
         Op::MaxPool(p) => {
             let x = take(0)?.into_r4()?;
@@ -207,7 +228,7 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
                 map!(x, t => t.max_dims(&axes))
             })
         }
-        Op::ReduceMean { axes, keepdims } | Op::ReduceSum { axes, keepdims } => {
+        Op::Reduce { kind, axes, keepdims } => {
             let x = take(0)?;
             let dims = x.dims();
             let axes: Vec<usize> = if axes.is_empty() {
@@ -215,10 +236,19 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
             } else {
                 axes.iter().map(|&a| norm_axis(a, dims.len())).collect::<Result<_, _>>()?
             };
-            let y = if matches!(step.op, Op::ReduceMean { .. }) {
-                map!(x, t => t.mean_dims(&axes))
-            } else {
-                map!(x, t => t.sum_dims(&axes))
+            let y = match kind {
+                Reduce::Mean => map!(x, t => t.mean_dims(&axes)),
+                Reduce::Sum => map!(x, t => t.sum_dims(&axes)),
+                Reduce::Max => map!(x, t => t.max_dims(&axes)),
+                Reduce::Min => map!(x, t => t.min_dims(&axes)),
+                Reduce::Prod => map!(x, t => t.prod_dims(&axes)),
+                Reduce::L1 => map!(x, t => t.abs().sum_dims(&axes)),
+                Reduce::L2 => map!(x, t => t.square().sum_dims(&axes).sqrt()),
+                Reduce::SumSquare => map!(x, t => t.square().sum_dims(&axes)),
+                Reduce::LogSumExp => map!(x, t => {
+                    let m = t.clone().max_dims(&axes).detach();
+                    t.sub(m.clone()).exp().sum_dims(&axes).log().add(m)
+                }),
             };
             if *keepdims {
                 one(y)

@@ -79,6 +79,7 @@ pub struct Plan {
     constants: Vec<Value>,
     input_slot: usize,
     input_shape: Vec<usize>,
+    free_batch: bool,
     output_slots: Vec<usize>,
     n_slots: usize,
     bindings: Vec<Binding>,
@@ -288,6 +289,7 @@ impl Model {
                 constants,
                 input_slot: 0,
                 input_shape: net.input.shape.clone(),
+                free_batch: net.input.free_batch,
                 output_slots,
                 n_slots,
                 bindings,
@@ -338,7 +340,8 @@ impl Plan {
 
     pub fn forward(&self, params: &Params, input: Value, mode: Mode) -> Result<Vec<Value>, EngineError> {
         let dims = input.dims();
-        if dims.len() != self.input_shape.len() || dims[1..] != self.input_shape[1..] || dims[0] == 0 {
+        let batch_ok = if self.free_batch { dims.first() != Some(&0) } else { dims.first() == self.input_shape.first() };
+        if dims.len() != self.input_shape.len() || dims[1..] != self.input_shape[1..] || !batch_ok {
             return Err(EngineError::Invalid(format!(
                 "the input has shape {dims:?}; the network takes [N, {}]",
                 self.input_shape[1..].iter().map(usize::to_string).collect::<Vec<_>>().join(", ")

@@ -8,7 +8,7 @@ mod op;
 pub mod shape;
 
 pub use op::{
-    Binary, Conv, Op, PadMode, Pool, Unary, broadcast, matmul_shape, norm_axis, reshape_shape,
+    Binary, Conv, Nary, Op, PadMode, Pool, Reduce, Unary, broadcast, matmul_shape, norm_axis, reshape_shape,
     slice_range, window_out,
 };
 
@@ -24,11 +24,18 @@ pub struct Network {
     pub metadata: Metadata,
 }
 
-/// The image input. `shape[0]` is the batch: free at run time, whatever the file said.
+/// The image input. With `free_batch` (image networks), `shape[0]` is the batch: free at run
+/// time, whatever the file said.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Input {
     pub name: String,
     pub shape: Vec<usize>,
+    #[serde(default = "yes")]
+    pub free_batch: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -47,6 +47,11 @@ pub enum Unary {
     Softplus,
     Silu,
     Mish,
+    Sin,
+    Cos,
+    Sign,
+    Round,
+    Softsign,
 }
 
 impl Unary {
@@ -68,10 +73,15 @@ impl Unary {
             Unary::Softplus => "Softplus",
             Unary::Silu => "Silu",
             Unary::Mish => "Mish",
+            Unary::Sin => "Sin",
+            Unary::Cos => "Cos",
+            Unary::Sign => "Sign",
+            Unary::Round => "Round",
+            Unary::Softsign => "Softsign",
         }
     }
 
-    pub const ALL: [Unary; 16] = [
+    pub const ALL: [Unary; 21] = [
         Unary::Relu,
         Unary::Sigmoid,
         Unary::Tanh,
@@ -88,6 +98,11 @@ impl Unary {
         Unary::Softplus,
         Unary::Silu,
         Unary::Mish,
+        Unary::Sin,
+        Unary::Cos,
+        Unary::Sign,
+        Unary::Round,
+        Unary::Softsign,
     ];
 }
 
@@ -99,8 +114,6 @@ pub enum Binary {
     Mul,
     Div,
     Pow,
-    Max,
-    Min,
 }
 
 impl Binary {
@@ -111,19 +124,78 @@ impl Binary {
             Binary::Mul => "Mul",
             Binary::Div => "Div",
             Binary::Pow => "Pow",
-            Binary::Max => "Max",
-            Binary::Min => "Min",
         }
     }
 
-    pub const ALL: [Binary; 7] = [
-        Binary::Add,
-        Binary::Sub,
-        Binary::Mul,
-        Binary::Div,
-        Binary::Pow,
-        Binary::Max,
-        Binary::Min,
+    pub const ALL: [Binary; 5] = [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Pow];
+}
+
+/// Element-wise functions of any number of inputs with NumPy broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Nary {
+    Sum,
+    Mean,
+    Max,
+    Min,
+}
+
+impl Nary {
+    pub fn onnx_name(self) -> &'static str {
+        match self {
+            Nary::Sum => "Sum",
+            Nary::Mean => "Mean",
+            Nary::Max => "Max",
+            Nary::Min => "Min",
+        }
+    }
+
+    pub const ALL: [Nary; 4] = [Nary::Sum, Nary::Mean, Nary::Max, Nary::Min];
+}
+
+/// Reductions over axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reduce {
+    Mean,
+    Sum,
+    Max,
+    Min,
+    Prod,
+    L1,
+    L2,
+    SumSquare,
+    LogSumExp,
+}
+
+impl Reduce {
+    pub fn onnx_name(self) -> &'static str {
+        match self {
+            Reduce::Mean => "ReduceMean",
+            Reduce::Sum => "ReduceSum",
+            Reduce::Max => "ReduceMax",
+            Reduce::Min => "ReduceMin",
+            Reduce::Prod => "ReduceProd",
+            Reduce::L1 => "ReduceL1",
+            Reduce::L2 => "ReduceL2",
+            Reduce::SumSquare => "ReduceSumSquare",
+            Reduce::LogSumExp => "ReduceLogSumExp",
+        }
+    }
+
+    /// The opset from which `axes` is an input rather than an attribute.
+    pub fn axes_input_from(self) -> i64 {
+        if self == Reduce::Sum { 13 } else { 18 }
+    }
+
+    pub const ALL: [Reduce; 9] = [
+        Reduce::Mean,
+        Reduce::Sum,
+        Reduce::Max,
+        Reduce::Min,
+        Reduce::Prod,
+        Reduce::L1,
+        Reduce::L2,
+        Reduce::SumSquare,
+        Reduce::LogSumExp,
     ];
 }
 
@@ -182,6 +254,7 @@ pub enum Op {
         tanh: bool,
     },
     Binary(Binary),
+    Nary(Nary),
     MaxPool(Pool),
     AveragePool {
         pool: Pool,
@@ -190,11 +263,8 @@ pub enum Op {
     GlobalAveragePool,
     GlobalMaxPool,
     /// Empty `axes` reduces over every axis.
-    ReduceMean {
-        axes: Vec<i64>,
-        keepdims: bool,
-    },
-    ReduceSum {
+    Reduce {
+        kind: Reduce,
         axes: Vec<i64>,
         keepdims: bool,
     },
@@ -283,12 +353,12 @@ impl Op {
             Op::Clip { .. } => "Clip",
             Op::Gelu { .. } => "Gelu",
             Op::Binary(b) => b.onnx_name(),
+            Op::Nary(n) => n.onnx_name(),
             Op::MaxPool(_) => "MaxPool",
             Op::AveragePool { .. } => "AveragePool",
             Op::GlobalAveragePool => "GlobalAveragePool",
             Op::GlobalMaxPool => "GlobalMaxPool",
-            Op::ReduceMean { .. } => "ReduceMean",
-            Op::ReduceSum { .. } => "ReduceSum",
+            Op::Reduce { kind, .. } => kind.onnx_name(),
             Op::Softmax { .. } => "Softmax",
             Op::LogSoftmax { .. } => "LogSoftmax",
             Op::Concat { .. } => "Concat",
@@ -443,6 +513,13 @@ impl Op {
             }
             Op::Dropout { .. } => Ok(vec![x(0)?.to_vec(); n_outputs.max(1)]),
             Op::Binary(_) => one(broadcast(x(0)?, x(1)?)?),
+            Op::Nary(_) => {
+                let mut s = x(0)?.to_vec();
+                for i in 1..inputs.len() {
+                    s = broadcast(&s, x(i)?)?;
+                }
+                one(s)
+            }
             Op::MaxPool(p) | Op::AveragePool { pool: p, .. } => {
                 let x0 = x(0)?;
                 rank(x0, 4, "input")?;
@@ -459,7 +536,7 @@ impl Op {
                 s.resize(x0.len(), 1);
                 one(s)
             }
-            Op::ReduceMean { axes, keepdims } | Op::ReduceSum { axes, keepdims } => {
+            Op::Reduce { axes, keepdims, .. } => {
                 let x0 = x(0)?;
                 let axes = norm_axes_or_all(axes, x0.len())?;
                 let mut s = Vec::new();

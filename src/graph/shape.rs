@@ -22,7 +22,9 @@ pub struct ShapeError {
 pub fn infer(net: &Network, store: &Store, batch: usize) -> (Shapes, Vec<ShapeError>) {
     let mut shapes = Shapes::new();
     let mut input = net.input.shape.clone();
-    if let Some(b) = input.first_mut() {
+    if net.input.free_batch
+        && let Some(b) = input.first_mut()
+    {
         *b = batch;
     }
     shapes.insert(net.input.name.clone(), input);

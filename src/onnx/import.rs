@@ -205,6 +205,7 @@ fn graph_input(
     Ok(Input {
         name: input.name.clone(),
         shape,
+        free_batch,
     })
 }
 

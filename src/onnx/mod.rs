@@ -17,7 +17,7 @@ use onnx_ir::{Message, ModelProto};
 use std::path::Path;
 
 /// The opsets of the default domain Graft reads.
-pub const MIN_OPSET: i64 = 7;
+pub const MIN_OPSET: i64 = 1;
 pub const MAX_OPSET: i64 = 22;
 
 /// Largest model file Graft opens (protobuf's own limit is 2 GiB).

@@ -1,5 +1,5 @@
 use super::{Ctx, Lowered};
-use crate::graph::{Binary, Op};
+use crate::graph::{Binary, Nary, Op};
 
 pub fn binary(ctx: &Ctx) -> Result<Lowered, String> {
     let b = Binary::ALL
@@ -15,4 +15,16 @@ pub fn binary(ctx: &Ctx) -> Result<Lowered, String> {
         return Err("legacy broadcast with an axis (opset < 7) is not supported".into());
     }
     Ok(Lowered::new(Op::Binary(b), ctx.keep(&[0, 1])))
+}
+
+pub fn nary(ctx: &Ctx) -> Result<Lowered, String> {
+    let n = Nary::ALL
+        .into_iter()
+        .find(|n| n.onnx_name() == ctx.node.op_type)
+        .ok_or("not an n-ary op")?;
+    let all: Vec<usize> = (0..ctx.inputs.len()).collect();
+    if all.is_empty() {
+        return Err("no inputs".into());
+    }
+    Ok(Lowered::new(Op::Nary(n), ctx.keep(&all)))
 }

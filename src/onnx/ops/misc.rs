@@ -1,8 +1,11 @@
 use super::{Ctx, Lowered};
-use crate::graph::Op;
+use crate::graph::{Op, Reduce};
 use crate::onnx::tensor::dtype;
 
 pub fn dropout(ctx: &Ctx) -> Result<Lowered, String> {
+    if ctx.present(2) && ctx.require_constant(2, "training_mode")?.to_i64().first() == Some(&1) {
+        return Err("training_mode=true makes inference random".into());
+    }
     let ratio = if ctx.opset < 12 {
         ctx.attrs.float("ratio", 0.5)
     } else if ctx.present(1) {
@@ -29,9 +32,11 @@ pub fn cast(ctx: &Ctx) -> Result<Lowered, String> {
 }
 
 pub fn reduce(ctx: &Ctx) -> Result<Lowered, String> {
-    // Axes moved from attribute to input: ReduceSum at opset 13, ReduceMean at 18.
-    let input_from = if ctx.node.op_type == "ReduceSum" { 13 } else { 18 };
-    let axes = if ctx.opset < input_from {
+    let kind = Reduce::ALL
+        .into_iter()
+        .find(|r| r.onnx_name() == ctx.node.op_type)
+        .ok_or("not a reduction")?;
+    let axes = if ctx.opset < kind.axes_input_from() {
         ctx.attrs.ints("axes").unwrap_or_default()
     } else if ctx.present(1) {
         ctx.require_constant(1, "axes")?.to_i64()
@@ -41,11 +46,12 @@ pub fn reduce(ctx: &Ctx) -> Result<Lowered, String> {
     if axes.is_empty() && ctx.attrs.int("noop_with_empty_axes", 0) != 0 {
         return Ok(Lowered::new(Op::Identity, ctx.keep(&[0])));
     }
-    let keepdims = ctx.attrs.int("keepdims", 1) != 0;
-    let op = if ctx.node.op_type == "ReduceSum" {
-        Op::ReduceSum { axes, keepdims }
-    } else {
-        Op::ReduceMean { axes, keepdims }
-    };
-    Ok(Lowered::new(op, ctx.keep(&[0])))
+    Ok(Lowered::new(
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims: ctx.attrs.int("keepdims", 1) != 0,
+        },
+        ctx.keep(&[0]),
+    ))
 }

@@ -108,13 +108,15 @@ pub fn importer(op_type: &str) -> Option<ImportFn> {
         "Gemm" => linear::gemm,
         "MatMul" => linear::matmul,
         "Relu" | "Sigmoid" | "Tanh" | "Erf" | "Sqrt" | "Exp" | "Log" | "Abs" | "Neg"
-        | "Reciprocal" | "Floor" | "Ceil" | "HardSwish" | "Softplus" | "Mish" | "Silu" => {
+        | "Reciprocal" | "Floor" | "Ceil" | "HardSwish" | "Softplus" | "Mish" | "Silu" | "Sin"
+        | "Cos" | "Sign" | "Round" | "Softsign" => {
             activation::unary
         }
         "LeakyRelu" | "Elu" | "HardSigmoid" | "Gelu" => activation::parametric,
         "Clip" => activation::clip,
         "Softmax" | "LogSoftmax" => activation::softmax,
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" => elementwise::binary,
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" => elementwise::binary,
+        "Sum" | "Mean" | "Max" | "Min" => elementwise::nary,
         "Flatten" => shape::flatten,
         "Reshape" => shape::reshape,
         "Transpose" => shape::transpose,
@@ -128,7 +130,8 @@ pub fn importer(op_type: &str) -> Option<ImportFn> {
         "Dropout" => misc::dropout,
         "Identity" => misc::identity,
         "Cast" => misc::cast,
-        "ReduceMean" | "ReduceSum" => misc::reduce,
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
+        | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSumExp" => misc::reduce,
         _ => return None,
     })
 }
@@ -136,11 +139,13 @@ pub fn importer(op_type: &str) -> Option<ImportFn> {
 /// Every op type [`importer`] accepts (for documentation and the conformance table).
 pub const SUPPORTED: &[&str] = &[
     "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat", "Conv",
-    "Div", "Dropout", "Elu", "Erf", "Exp", "Expand", "Flatten", "Floor", "Gather", "Gelu", "Gemm",
-    "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "Identity", "LRN",
-    "LayerNormalization", "LeakyRelu", "Log", "LogSoftmax", "MatMul", "Max", "MaxPool", "Min",
-    "Mish", "Mul", "Neg", "Pad", "Pow", "Reciprocal", "ReduceMean", "ReduceSum", "Relu", "Reshape",
-    "Sigmoid", "Silu", "Slice", "Softmax", "Softplus", "Split", "Sqrt", "Squeeze", "Sub", "Tanh",
+    "Cos", "Div", "Dropout", "Elu", "Erf", "Exp", "Expand", "Flatten", "Floor", "Gather", "Gelu",
+    "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "Identity", "LRN",
+    "LayerNormalization", "LeakyRelu", "Log", "LogSoftmax", "MatMul", "Max", "MaxPool", "Mean",
+    "Min", "Mish", "Mul", "Neg", "Pad", "Pow", "Reciprocal", "ReduceL1", "ReduceL2",
+    "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum",
+    "ReduceSumSquare", "Relu", "Reshape", "Round", "Sigmoid", "Sign", "Silu", "Sin", "Slice",
+    "Softmax", "Softplus", "Softsign", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh",
     "Transpose", "Unsqueeze",
 ];
 

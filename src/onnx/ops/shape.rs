@@ -53,13 +53,14 @@ pub fn squeeze(ctx: &Ctx) -> Result<Lowered, String> {
 }
 
 pub fn concat(ctx: &Ctx) -> Result<Lowered, String> {
-    if !ctx.attrs.has("axis") {
+    // Opsets 1-3 default the axis to 1; later ones require it.
+    if !ctx.attrs.has("axis") && ctx.opset >= 4 {
         return Err("axis is missing".into());
     }
     let all: Vec<usize> = (0..ctx.inputs.len()).collect();
     Ok(Lowered::new(
         Op::Concat {
-            axis: ctx.attrs.int("axis", 0),
+            axis: ctx.attrs.int("axis", 1),
         },
         ctx.keep(&all),
     ))
@@ -119,6 +120,15 @@ pub fn slice(ctx: &Ctx) -> Result<Lowered, String> {
     };
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
         return Err("starts, ends, axes and steps differ in length".into());
+    }
+    // Graft's tensors are never empty.
+    if let Ok(x) = ctx.shape(0) {
+        for (k, &a) in axes.iter().enumerate() {
+            let a = norm_axis(a, x.len())?;
+            if crate::graph::slice_range(x[a], starts[k], ends[k], steps[k])?.2 == 0 {
+                return Err(format!("the slice of axis {a} is empty"));
+            }
+        }
     }
     Ok(Lowered::new(
         Op::Slice {
