@@ -410,6 +410,51 @@ impl Op {
         matches!(self, Op::Gemm { .. } | Op::MatMul | Op::Conv(_))
     }
 
+    /// Whether the output's axis 0 is the input's axis 0 (the batch stays first), judged from
+    /// the op alone. Conservative: `false` where unsure.
+    pub fn keeps_batch_axis(&self) -> bool {
+        let not_zero = |axes: &[i64]| axes.iter().all(|&a| a != 0);
+        match self {
+            Op::Conv(_)
+            | Op::BatchNorm { .. }
+            | Op::Lrn { .. }
+            | Op::MatMul
+            | Op::Unary(_)
+            | Op::LeakyRelu { .. }
+            | Op::Elu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::Clip { .. }
+            | Op::Gelu { .. }
+            | Op::Binary(_)
+            | Op::Nary(_)
+            | Op::MaxPool(_)
+            | Op::AveragePool { .. }
+            | Op::GlobalAveragePool
+            | Op::GlobalMaxPool
+            | Op::Dropout { .. }
+            | Op::Identity
+            | Op::Expand { .. } => true,
+            Op::LayerNorm { axis, .. } => *axis != 0,
+            Op::Gemm { trans_a, .. } => !trans_a,
+            Op::Reduce { axes, .. } => !axes.is_empty() && not_zero(axes),
+            Op::Softmax { axis, legacy } | Op::LogSoftmax { axis, legacy } => {
+                *axis != 0 && (!legacy || *axis >= 1)
+            }
+            Op::Concat { axis } | Op::Split { axis, .. } | Op::Gather { axis, .. } => *axis != 0,
+            Op::Slice { axes, .. } | Op::Squeeze { axes } | Op::Unsqueeze { axes } => {
+                !axes.is_empty() && not_zero(axes)
+            }
+            Op::Flatten { axis } => *axis >= 1,
+            Op::Reshape { shape, .. } => shape.first() == Some(&0),
+            Op::Transpose { perm } => perm.first() == Some(&0),
+            Op::Pad { pads, .. } => {
+                let r = pads.len() / 2;
+                r > 0 && pads[0] == 0 && pads[r] == 0
+            }
+            Op::Unsupported { .. } => false,
+        }
+    }
+
     /// Output shapes from input shapes (`None` for an absent optional input).
     pub fn infer_shapes(
         &self,

@@ -70,7 +70,7 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
         })?;
         initializers.insert(t.name.clone(), host);
     }
-    let input = graph_input(graph, &initializers, options.free_batch)?;
+    let (input, file_batch) = graph_input(graph, &initializers, options.free_batch)?;
     let names = node_names(graph);
     let order = topological_order(graph, &names, &initializers, &input.name)?;
 
@@ -91,8 +91,11 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
             shapes: HashMap::new(),
             nodes: Vec::new(),
             used_constants: HashMap::new(),
+            file_batch: file_batch.filter(|_| options.free_batch),
+            batch_axis: HashSet::new(),
+            batch,
         }
-        .run(&order, &input, batch)
+        .run(&order, &input)
     };
     let (nodes, used_constants, folded) = if options.free_batch {
         let one = lower(1)?;
@@ -137,12 +140,13 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
     Ok(Imported { network, store })
 }
 
-/// The one non-initializer input. With `free_batch`, dimension 0 is the batch (stored as 1).
+/// The one non-initializer input, and the batch size the file fixes (if it does). With
+/// `free_batch`, dimension 0 is the batch (stored as 1).
 fn graph_input(
     graph: &GraphProto,
     initializers: &HashMap<String, HostTensor>,
     free_batch: bool,
-) -> Result<Input, ImportError> {
+) -> Result<(Input, Option<usize>), ImportError> {
     let inputs: Vec<_> = graph
         .input
         .iter()
@@ -202,11 +206,14 @@ fn graph_input(
             }
         });
     }
-    Ok(Input {
-        name: input.name.clone(),
-        shape,
-        free_batch,
-    })
+    Ok((
+        Input {
+            name: input.name.clone(),
+            shape,
+            free_batch,
+        },
+        dims[0],
+    ))
 }
 
 /// A unique name per node: the file's, or `{op}_{index}` where it gave none or repeated one.
@@ -300,6 +307,12 @@ struct Lowering<'a> {
     nodes: Vec<Node>,
     /// Constants that run-time nodes read (weights, biases, scalars).
     used_constants: HashMap<String, HostTensor>,
+    /// The batch size the file was exported with, when it fixes one and the batch is free.
+    file_batch: Option<usize>,
+    /// Values whose dimension 0 is the batch.
+    batch_axis: HashSet<String>,
+    /// The batch size of this lowering.
+    batch: usize,
 }
 
 impl Lowering<'_> {
@@ -309,10 +322,11 @@ impl Lowering<'_> {
             .or_else(|| self.initializers.get(name))
     }
 
-    fn run(mut self, order: &[usize], input: &Input, batch: usize) -> Result<Self, ImportError> {
+    fn run(mut self, order: &[usize], input: &Input) -> Result<Self, ImportError> {
         let mut shape = input.shape.clone();
-        shape[0] = batch;
+        shape[0] = self.batch;
         self.shapes.insert(input.name.clone(), shape);
+        self.batch_axis.insert(input.name.clone());
         for &i in order {
             self.node(&self.graph.node[i], &self.names[i])?;
         }
@@ -400,7 +414,7 @@ impl Lowering<'_> {
                 }),
             }
         };
-        let (op, kept_inputs, n_out) = match lowered {
+        let (mut op, kept_inputs, n_out) = match lowered {
             Ok(l) => (l.op, l.inputs, l.outputs),
             Err(reason) => (
                 Op::Unsupported {
@@ -414,6 +428,21 @@ impl Lowering<'_> {
             ),
         };
         let outputs: Vec<String> = node.output.iter().take(n_out).cloned().collect();
+
+        // A file exported with a fixed batch bakes it into Reshape targets ([1, 58, 2, 28, 28]);
+        // where the reshaped value's first axis is the batch, the entry becomes "copy the
+        // batch" (0) so that any batch size runs.
+        let batch_in = kept_inputs.first().is_some_and(|v| self.batch_axis.contains(v));
+        if let (Some(fb), true, Op::Reshape { shape, allowzero: false }) = (self.file_batch, batch_in, &mut op)
+            && shape.first() == Some(&(fb as i64))
+        {
+            shape[0] = 0;
+        }
+        // A Reshape whose batch entry came from a Shape chain keeps the batch first too.
+        let reshape_keeps = matches!(&op, Op::Reshape { shape, .. } if shape.first() == Some(&(self.batch as i64)));
+        if batch_in && (op.keeps_batch_axis() || reshape_keeps) {
+            self.batch_axis.extend(outputs.iter().cloned());
+        }
 
         // Shapes of the outputs, for the importers downstream.
         let in_shapes: Vec<Option<&[usize]>> = kept_inputs

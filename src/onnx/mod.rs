@@ -6,11 +6,13 @@
 //! the rest of the network still opens.
 
 mod attrs;
+pub mod export;
 mod fold;
 mod import;
 pub mod ops;
 pub mod tensor;
 
+pub use export::{ExportError, export_bytes, export_file};
 pub use import::{ImportOptions, Imported, LABELS_KEY, PREPROCESS_KEY, import_model};
 
 use onnx_ir::{Message, ModelProto};

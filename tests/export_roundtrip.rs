@@ -1,0 +1,70 @@
+//! Export writes what import reads: every fixture survives import → export → import with its
+//! node names and the same outputs, and the exported file runs in an independent runtime
+//! (tract) with the same logits.
+
+use graft::engine::Model;
+use graft::onnx::{self, export_bytes};
+use std::path::{Path, PathBuf};
+use tract_onnx::prelude::*;
+
+fn fixtures() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("model.onnx").exists())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn max_rel_error(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max) / scale
+}
+
+fn run_tract(bytes: &[u8], shape: &[usize], data: &[f32]) -> TractResult<Vec<f32>> {
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])?
+        .with_input_fact(0, f32::fact(shape).into())?
+        .into_optimized()?
+        .into_runnable()?;
+    let input = Tensor::from_shape(shape, data)?;
+    let out = model.run(tvec!(input.into()))?;
+    Ok(out[0].to_array_view::<f32>()?.iter().copied().collect())
+}
+
+#[test]
+fn fixtures_survive_export_with_names_and_outputs() {
+    let device = burn::tensor::Device::flex();
+    let mut failures = Vec::new();
+    for dir in fixtures() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let first = onnx::import(dir.join("model.onnx")).unwrap();
+        let bytes = export_bytes(&first.network, &first.store).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let second = onnx::import_bytes(&bytes).unwrap_or_else(|e| panic!("{name}: re-import: {e}"));
+        let names = |n: &graft::graph::Network| n.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+        if names(&first.network) != names(&second.network) {
+            failures.push(format!("{name}: node names changed"));
+        }
+        if first.network.metadata.labels != second.network.metadata.labels {
+            failures.push(format!("{name}: labels changed"));
+        }
+        let (shape, input) = graft::npy::read_f32(&dir.join("input.npy")).unwrap();
+        let (_, want) = graft::npy::read_f32(&dir.join("output.npy")).unwrap();
+        let got = Model::build(&second.network, &second.store, &device)
+            .and_then(|m| m.infer(&shape, input.clone()))
+            .map(|o| o[0].1.clone());
+        match got {
+            Ok(g) if max_rel_error(&g, &want) <= 1e-4 => {}
+            Ok(g) => failures.push(format!("{name}: graft after export differs by {:.2e}", max_rel_error(&g, &want))),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+        match run_tract(&bytes, &shape, &input) {
+            Ok(t) if max_rel_error(&t, &want) <= 1e-4 => {}
+            Ok(t) => failures.push(format!("{name}: tract differs by {:.2e}", max_rel_error(&t, &want))),
+            Err(e) => failures.push(format!("{name}: tract: {e:#}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
