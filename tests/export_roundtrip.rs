@@ -31,7 +31,7 @@ fn run_tract(bytes: &[u8], shape: &[usize], data: &[f32]) -> TractResult<Vec<f32
         .into_runnable()?;
     let input = Tensor::from_shape(shape, data)?;
     let out = model.run(tvec!(input.into()))?;
-    Ok(out[0].to_array_view::<f32>()?.iter().copied().collect())
+    Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
 }
 
 #[test]

@@ -49,8 +49,11 @@ pub fn clip(ctx: &Ctx) -> Result<Lowered, String> {
 }
 
 pub fn softmax(ctx: &Ctx) -> Result<Lowered, String> {
-    let legacy = ctx.opset < 13;
-    let axis = ctx.attrs.int("axis", if legacy { 1 } else { -1 });
+    let old = ctx.opset < 13;
+    let axis = ctx.attrs.int("axis", if old { 1 } else { -1 });
+    // The opset < 13 coercion to 2-D changes nothing when the axis is the last one.
+    let last = ctx.shape(0).is_ok_and(|s| axis == -1 || axis == s.len() as i64 - 1);
+    let legacy = old && !last;
     let op = if ctx.node.op_type == "Softmax" {
         Op::Softmax { axis, legacy }
     } else {
