@@ -4,6 +4,12 @@ use clap::Parser;
 use graft::cli::{Cli, run};
 use std::process::ExitCode;
 
+// Activations of a batch are tens to hundreds of MB, allocated and freed at every op. glibc
+// maps and unmaps each one, so every op pays page faults on fresh memory; mimalloc keeps the
+// pages (measured in docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Some(command) = cli.command else {
@@ -22,7 +28,10 @@ fn main() -> ExitCode {
         if msg.contains("Broken pipe") {
             std::process::exit(0);
         }
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         eprintln!("error: internal failure: {msg}{at}");
     }));
     match std::panic::catch_unwind(|| run(command)) {

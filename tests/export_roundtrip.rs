@@ -20,7 +20,11 @@ fn fixtures() -> Vec<PathBuf> {
 
 fn max_rel_error(got: &[f32], want: &[f32]) -> f32 {
     let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max) / scale
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f32::max)
+        / scale
 }
 
 fn run_tract(bytes: &[u8], shape: &[usize], data: &[f32]) -> TractResult<Vec<f32>> {
@@ -31,7 +35,11 @@ fn run_tract(bytes: &[u8], shape: &[usize], data: &[f32]) -> TractResult<Vec<f32
         .into_runnable()?;
     let input = Tensor::from_shape(shape, data)?;
     let out = model.run(tvec!(input.into()))?;
-    Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
+    Ok(out[0]
+        .to_plain_array_view::<f32>()?
+        .iter()
+        .copied()
+        .collect())
 }
 
 #[test]
@@ -41,9 +49,12 @@ fn fixtures_survive_export_with_names_and_outputs() {
     for dir in fixtures() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let first = onnx::import(dir.join("model.onnx")).unwrap();
-        let bytes = export_bytes(&first.network, &first.store).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let second = onnx::import_bytes(&bytes).unwrap_or_else(|e| panic!("{name}: re-import: {e}"));
-        let names = |n: &graft::graph::Network| n.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+        let bytes =
+            export_bytes(&first.network, &first.store).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let second =
+            onnx::import_bytes(&bytes).unwrap_or_else(|e| panic!("{name}: re-import: {e}"));
+        let names =
+            |n: &graft::graph::Network| n.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
         if names(&first.network) != names(&second.network) {
             failures.push(format!("{name}: node names changed"));
         }
@@ -57,12 +68,18 @@ fn fixtures_survive_export_with_names_and_outputs() {
             .map(|o| o[0].1.clone());
         match got {
             Ok(g) if max_rel_error(&g, &want) <= 1e-4 => {}
-            Ok(g) => failures.push(format!("{name}: graft after export differs by {:.2e}", max_rel_error(&g, &want))),
+            Ok(g) => failures.push(format!(
+                "{name}: graft after export differs by {:.2e}",
+                max_rel_error(&g, &want)
+            )),
             Err(e) => failures.push(format!("{name}: {e}")),
         }
         match run_tract(&bytes, &shape, &input) {
             Ok(t) if max_rel_error(&t, &want) <= 1e-4 => {}
-            Ok(t) => failures.push(format!("{name}: tract differs by {:.2e}", max_rel_error(&t, &want))),
+            Ok(t) => failures.push(format!(
+                "{name}: tract differs by {:.2e}",
+                max_rel_error(&t, &want)
+            )),
             Err(e) => failures.push(format!("{name}: tract: {e:#}")),
         }
     }

@@ -36,8 +36,12 @@ fn read_tensor(path: &Path) -> Option<TensorProto> {
 }
 
 fn run_case(dir: &Path) -> Outcome {
-    let Ok(bytes) = std::fs::read(dir.join("model.onnx")) else { return Outcome::Skip };
-    let Ok(mut model) = ModelProto::parse_from_bytes(&bytes) else { return Outcome::Fail("model does not parse".into()) };
+    let Ok(bytes) = std::fs::read(dir.join("model.onnx")) else {
+        return Outcome::Skip;
+    };
+    let Ok(mut model) = ModelProto::parse_from_bytes(&bytes) else {
+        return Outcome::Fail("model does not parse".into());
+    };
     let set = dir.join("test_data_set_0");
     let inputs: Vec<TensorProto> = (0..)
         .map(|i| set.join(format!("input_{i}.pb")))
@@ -57,7 +61,11 @@ fn run_case(dir: &Path) -> Outcome {
     }
     let graph = model.graph.as_mut().expect("test models have a graph");
     // Sequences, optionals and maps are not tensors.
-    if !graph.input[0].type_.as_ref().is_some_and(|t| t.has_tensor_type()) {
+    if !graph.input[0]
+        .type_
+        .as_ref()
+        .is_some_and(|t| t.has_tensor_type())
+    {
         return Outcome::Skip;
     }
     // Inputs after the first become initializers.
@@ -73,7 +81,11 @@ fn run_case(dir: &Path) -> Outcome {
         let shape = ty.mut_tensor_type().shape.mut_or_insert_default();
         shape.dim.clear();
         for &d in &inputs[0].dims {
-            let mut dim = onnx_ir::TensorShapeProto::new().dim.first().cloned().unwrap_or_default();
+            let mut dim = onnx_ir::TensorShapeProto::new()
+                .dim
+                .first()
+                .cloned()
+                .unwrap_or_default();
             dim.set_dim_value(d);
             shape.dim.push(dim);
         }
@@ -94,7 +106,9 @@ fn run_case(dir: &Path) -> Outcome {
         .and_then(|m| m.infer(&x.shape, x.to_f32()));
     let got = match result {
         Ok(g) => g,
-        Err(graft::engine::EngineError::Unsupported { reason, .. }) => return Outcome::Unsupported(reason),
+        Err(graft::engine::EngineError::Unsupported { reason, .. }) => {
+            return Outcome::Unsupported(reason);
+        }
         Err(e) => return Outcome::Fail(e.to_string()),
     };
     for (k, (want, (shape, values))) in outputs.iter().zip(&got).enumerate() {
@@ -102,12 +116,19 @@ fn run_case(dir: &Path) -> Outcome {
             continue;
         }
         let want = from_proto(want).expect("test output decodes");
-        let want_shape: Vec<usize> = if want.shape.is_empty() { vec![1] } else { want.shape.clone() };
+        let want_shape: Vec<usize> = if want.shape.is_empty() {
+            vec![1]
+        } else {
+            want.shape.clone()
+        };
         if *shape != want_shape {
-            return Outcome::Fail(format!("output {k}: shape {shape:?}, expected {want_shape:?}"));
+            return Outcome::Fail(format!(
+                "output {k}: shape {shape:?}, expected {want_shape:?}"
+            ));
         }
         for (g, w) in values.iter().zip(want.to_f32()) {
-            let ok = (g - w).abs() <= 1e-4 + 1e-3 * w.abs() || (g.is_nan() && w.is_nan()) || g == &w;
+            let ok =
+                (g - w).abs() <= 1e-4 + 1e-3 * w.abs() || (g.is_nan() && w.is_nan()) || g == &w;
             if !ok {
                 return Outcome::Fail(format!("output {k}: {g} vs expected {w}"));
             }
@@ -125,8 +146,14 @@ fn op_of(dir: &Path) -> Option<String> {
 #[test]
 fn onnx_node_tests_of_supported_ops_pass() {
     let root = Path::new(DATA);
-    assert!(root.exists(), "{DATA} is missing: install Debian's libonnx-testdata (tools/test.sh does)");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root).unwrap().filter_map(|e| e.ok().map(|e| e.path())).collect();
+    assert!(
+        root.exists(),
+        "{DATA} is missing: install Debian's libonnx-testdata (tools/test.sh does)"
+    );
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     dirs.sort();
     let mut table: BTreeMap<String, Tally> = BTreeMap::new();
     let mut unsupported_ops: BTreeMap<String, usize> = BTreeMap::new();
@@ -141,7 +168,8 @@ fn onnx_node_tests_of_supported_ops_pass() {
             continue;
         }
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let case = std::panic::catch_unwind(|| run_case(dir)).unwrap_or_else(|_| Outcome::Fail("panicked".into()));
+        let case = std::panic::catch_unwind(|| run_case(dir))
+            .unwrap_or_else(|_| Outcome::Fail("panicked".into()));
         let tally = table.entry(op).or_default();
         match case {
             Outcome::Pass => tally.passed += 1,
@@ -155,19 +183,34 @@ fn onnx_node_tests_of_supported_ops_pass() {
             Outcome::Fail(why) => tally.failed.push(format!("{name}: {why}")),
         }
     }
-    let mut doc = String::from("| op | passed | variant unsupported | failed |\n|---|---:|---:|---:|\n");
+    let mut doc =
+        String::from("| op | passed | variant unsupported | failed |\n|---|---:|---:|---:|\n");
     let (mut passed, mut failed) = (0, Vec::new());
     for (op, t) in &table {
-        doc.push_str(&format!("| {op} | {} | {} | {} |\n", t.passed, t.unsupported_variant, t.failed.len()));
+        doc.push_str(&format!(
+            "| {op} | {} | {} | {} |\n",
+            t.passed,
+            t.unsupported_variant,
+            t.failed.len()
+        ));
         passed += t.passed;
         failed.extend(t.failed.iter().cloned());
     }
     if let Ok(path) = std::env::var("GRAFT_CONFORMANCE_TABLE") {
         let others: Vec<String> = unsupported_ops.keys().cloned().collect();
-        doc.push_str(&format!("\nOps Graft does not implement ({}): {}\n", others.len(), others.join(", ")));
+        doc.push_str(&format!(
+            "\nOps Graft does not implement ({}): {}\n",
+            others.len(),
+            others.join(", ")
+        ));
         std::fs::write(path, &doc).unwrap();
     }
     eprintln!("{doc}");
     assert!(passed > 100, "only {passed} conformance tests passed");
-    assert!(failed.is_empty(), "{} conformance failures:\n{}", failed.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} conformance failures:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }

@@ -30,7 +30,11 @@ fn model_path(dir: &Path) -> PathBuf {
 
 fn max_rel_error(got: &[f32], want: &[f32]) -> f32 {
     let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max) / scale
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f32::max)
+        / scale
 }
 
 #[test]
@@ -38,13 +42,18 @@ fn every_fixture_matches_pytorch_on_cpu() {
     let device = burn::tensor::Device::flex();
     let mut failures = Vec::new();
     let dirs = fixtures();
-    assert!(dirs.len() >= 20, "expected the committed fixtures, found {}", dirs.len());
+    assert!(
+        dirs.len() >= 20,
+        "expected the committed fixtures, found {}",
+        dirs.len()
+    );
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let imported = onnx::import(model_path(&dir)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let (shape, input) = graft::npy::read_f32(&dir.join("input.npy")).unwrap();
         let (out_shape, want) = graft::npy::read_f32(&dir.join("output.npy")).unwrap();
-        let (folded_net, folded_store) = optimize::fold_batchnorm(&imported.network, &imported.store);
+        let (folded_net, folded_store) =
+            optimize::fold_batchnorm(&imported.network, &imported.store);
         for (variant, net, store) in [
             ("as imported", &imported.network, &imported.store),
             ("BatchNorm folded", &folded_net, &folded_store),
@@ -57,7 +66,9 @@ fn every_fixture_matches_pytorch_on_cpu() {
                     let (s, got) = &outs[0];
                     let err = max_rel_error(got, &want);
                     if *s != out_shape || err > 1e-4 {
-                        failures.push(format!("{name} ({variant}): shape {s:?} vs {out_shape:?}, error {err:.2e}"));
+                        failures.push(format!(
+                            "{name} ({variant}): shape {s:?} vs {out_shape:?}, error {err:.2e}"
+                        ));
                     } else {
                         eprintln!("{name} ({variant}): error {err:.2e}");
                     }
@@ -66,5 +77,9 @@ fn every_fixture_matches_pytorch_on_cpu() {
             }
         }
     }
-    assert!(failures.is_empty(), "parity failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "parity failures:\n{}",
+        failures.join("\n")
+    );
 }

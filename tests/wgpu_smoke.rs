@@ -19,6 +19,15 @@ fn a_small_network_runs_on_wgpu_with_cpu_answers() {
     let model = Model::build(&imported.network, &imported.store, &dev.device).unwrap();
     let got = model.infer(&shape, input).unwrap().remove(0).1;
     let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    let err = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max) / scale;
-    assert!(err <= 1e-3, "wgpu ({}) differs from PyTorch by {err}", dev.description);
+    let err = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f32::max)
+        / scale;
+    assert!(
+        err <= 1e-3,
+        "wgpu ({}) differs from PyTorch by {err}",
+        dev.description
+    );
 }

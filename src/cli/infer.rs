@@ -11,8 +11,16 @@ pub fn run(model: &Path, input: &Path, output: &Path, device: DeviceChoice) -> R
     let (net, store) = optimize::fold_batchnorm(&imported.network, &imported.store);
     let model = Model::build(&net, &store, &dev.device).map_err(|e| e.to_string())?;
     let outputs = model.infer(&shape, data).map_err(|e| e.to_string())?;
-    let (shape, values) = outputs.into_iter().next().ok_or("the network has no output")?;
+    let (shape, values) = outputs
+        .into_iter()
+        .next()
+        .ok_or("the network has no output")?;
     crate::npy::write_f32(output, &shape, &values)?;
-    eprintln!("wrote {} {:?} ({})", output.display(), shape, dev.description);
+    eprintln!(
+        "wrote {} {:?} ({})",
+        output.display(),
+        shape,
+        dev.description
+    );
     Ok(())
 }

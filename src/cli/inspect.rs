@@ -7,17 +7,42 @@ pub fn run(path: &Path, attributes: bool) -> Result<(), String> {
     let (net, store) = (&imported.network, &imported.store);
     let analysis = analyze(net, store);
 
-    let name_w = net.nodes.iter().map(|n| n.name.chars().count()).max().unwrap_or(4).clamp(4, 60);
-    let op_w = net.nodes.iter().map(|n| n.op.onnx_type().len()).max().unwrap_or(2).max(2);
+    let name_w = net
+        .nodes
+        .iter()
+        .map(|n| n.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 60);
+    let op_w = net
+        .nodes
+        .iter()
+        .map(|n| n.op.onnx_type().len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
     println!(
         "{} — input '{}' {}, opset {}, {}",
         net.name,
         net.input.name,
-        format_dims(&crate::graph::shape::symbolic(net, store).0.get(&net.input.name).cloned().unwrap_or_default()),
+        format_dims(
+            &crate::graph::shape::symbolic(net, store)
+                .0
+                .get(&net.input.name)
+                .cloned()
+                .unwrap_or_default()
+        ),
         net.metadata.opset,
-        if net.metadata.producer.is_empty() { "unknown producer" } else { &net.metadata.producer }
+        if net.metadata.producer.is_empty() {
+            "unknown producer"
+        } else {
+            &net.metadata.producer
+        }
     );
-    println!("{:>4}  {:<name_w$}  {:<op_w$}  {:<20}  {:>10}  {:>12}", "#", "name", "op", "output shape", "params", "MACs");
+    println!(
+        "{:>4}  {:<name_w$}  {:<op_w$}  {:<20}  {:>10}  {:>12}",
+        "#", "name", "op", "output shape", "params", "MACs"
+    );
     for (i, (node, info)) in net.nodes.iter().zip(&analysis.nodes).enumerate() {
         let shape = info
             .output_shapes
@@ -27,9 +52,18 @@ pub fn run(path: &Path, attributes: bool) -> Result<(), String> {
             .join(", ");
         let mut name = node.name.clone();
         if name.chars().count() > name_w {
-            name = format!("…{}", name.chars().skip(name.chars().count() - name_w + 1).collect::<String>());
+            name = format!(
+                "…{}",
+                name.chars()
+                    .skip(name.chars().count() - name_w + 1)
+                    .collect::<String>()
+            );
         }
-        let flag = if node.op.is_supported() { "" } else { "  UNSUPPORTED" };
+        let flag = if node.op.is_supported() {
+            ""
+        } else {
+            "  UNSUPPORTED"
+        };
         println!(
             "{i:>4}  {name:<name_w$}  {:<op_w$}  {shape:<20}  {:>10}  {:>12}{flag}",
             node.op.onnx_type(),
@@ -48,14 +82,22 @@ pub fn run(path: &Path, attributes: bool) -> Result<(), String> {
         group(analysis.total_macs)
     );
     if !net.metadata.labels.is_empty() {
-        println!("{} class names; preprocessing: {:?}", net.metadata.labels.len(), net.preprocess());
+        println!(
+            "{} class names; preprocessing: {:?}",
+            net.metadata.labels.len(),
+            net.preprocess()
+        );
     }
     for issue in &analysis.issues {
         if issue.severity == Severity::Error || attributes {
             println!("{issue}");
         }
     }
-    let warnings = analysis.issues.iter().filter(|i| i.severity == Severity::Warning).count();
+    let warnings = analysis
+        .issues
+        .iter()
+        .filter(|i| i.severity == Severity::Warning)
+        .count();
     if warnings > 0 && !attributes {
         println!("{warnings} warning(s); --attributes lists them");
     }
@@ -67,7 +109,7 @@ pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

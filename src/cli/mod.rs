@@ -1,5 +1,6 @@
 //! `graft` subcommands for headless use, over the same library calls the GUI makes.
 
+mod bench;
 mod infer;
 mod inspect;
 mod predict;
@@ -10,7 +11,11 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
-#[command(name = "graft", version, about = "Transfer learning for image networks: open, adapt, train, export ONNX.")]
+#[command(
+    name = "graft",
+    version,
+    about = "Transfer learning for image networks: open, adapt, train, export ONNX."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -47,6 +52,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
     },
+    /// Time inference: median images/s over repeated runs on random input (JSON line).
+    Bench {
+        model: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 10)]
+        iterations: usize,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
 }
 
 /// Runs a subcommand; the error is one line for the user.
@@ -65,6 +80,12 @@ pub fn run(command: Command) -> Result<(), String> {
             top,
             device,
         } => predict::run(&model, &images, top, device),
+        Command::Bench {
+            model,
+            batch,
+            iterations,
+            device,
+        } => bench::run(&model, batch, iterations.max(1), device),
     }
 }
 

@@ -5,16 +5,28 @@ use std::path::{Path, PathBuf};
 
 const BATCH: usize = 16;
 
-pub fn run(model: &Path, images: &[PathBuf], top: usize, device: DeviceChoice) -> Result<(), String> {
+pub fn run(
+    model: &Path,
+    images: &[PathBuf],
+    top: usize,
+    device: DeviceChoice,
+) -> Result<(), String> {
     let imported = super::open_model(model)?;
     let net = &imported.network;
-    let [c, h, w] = net.input_chw().ok_or("predict needs an N×C×H×W image network")?;
+    let [c, h, w] = net
+        .input_chw()
+        .ok_or("predict needs an N×C×H×W image network")?;
     if c != 3 {
-        return Err(format!("the network takes {c} channels; predict feeds RGB images"));
+        return Err(format!(
+            "the network takes {c} channels; predict feeds RGB images"
+        ));
     }
     let pre = net.preprocess();
     if pre.crop != h || pre.crop != w {
-        return Err(format!("the preprocessing crops {} but the network takes {h}×{w}", pre.crop));
+        return Err(format!(
+            "the preprocessing crops {} but the network takes {h}×{w}",
+            pre.crop
+        ));
     }
     if net.metadata.preprocess.is_none() {
         eprintln!("note: the file has no graft.preprocess metadata; using ImageNet mean/std");
@@ -45,17 +57,31 @@ pub fn run(model: &Path, images: &[PathBuf], top: usize, device: DeviceChoice) -
         if paths.is_empty() {
             continue;
         }
-        let outputs = model.infer(&[paths.len(), 3, h, w], batch).map_err(|e| e.to_string())?;
-        let (shape, logits) = outputs.into_iter().next().ok_or("the network has no output")?;
+        let outputs = model
+            .infer(&[paths.len(), 3, h, w], batch)
+            .map_err(|e| e.to_string())?;
+        let (shape, logits) = outputs
+            .into_iter()
+            .next()
+            .ok_or("the network has no output")?;
         let classes = shape.iter().skip(1).product::<usize>();
         for (i, path) in paths.iter().enumerate() {
             let row = &logits[i * classes..(i + 1) * classes];
-            let probs = if ends_in_softmax { row.to_vec() } else { softmax(row) };
+            let probs = if ends_in_softmax {
+                row.to_vec()
+            } else {
+                softmax(row)
+            };
             let mut order: Vec<usize> = (0..classes).collect();
             order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
             println!("{}", path.display());
             for &k in order.iter().take(top) {
-                let name = net.metadata.labels.get(k).cloned().unwrap_or_else(|| format!("class {k}"));
+                let name = net
+                    .metadata
+                    .labels
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_else(|| format!("class {k}"));
                 println!("  {:6.2}%  {name}", probs[k] * 100.0);
             }
         }
@@ -66,7 +92,11 @@ pub fn run(model: &Path, images: &[PathBuf], top: usize, device: DeviceChoice) -
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(format!("{} of {} image(s) could not be read", failed.len(), images.len()))
+        Err(format!(
+            "{} of {} image(s) could not be read",
+            failed.len(),
+            images.len()
+        ))
     }
 }
 

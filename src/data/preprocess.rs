@@ -65,5 +65,9 @@ pub fn normalize_chw(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> 
 /// An image file → `[3, crop, crop]` floats for inference.
 pub fn image_to_input(path: &Path, p: &Preprocess) -> Result<Vec<f32>, String> {
     let img = load_rgb(path)?;
-    Ok(normalize_chw(&resize_center_crop(&img, p.resize, p.crop), p.mean, p.std))
+    Ok(normalize_chw(
+        &resize_center_crop(&img, p.resize, p.crop),
+        p.mean,
+        p.std,
+    ))
 }

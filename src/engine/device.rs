@@ -52,7 +52,10 @@ pub fn select_device(choice: DeviceChoice) -> Result<DeviceInfo, String> {
     let described: Vec<(Device, String, bool)> = adapters
         .into_iter()
         .map(|d| {
-            let name = d.identity().map(|i| format!("{i:?}")).unwrap_or_else(|| "wgpu adapter".into());
+            let name = d
+                .identity()
+                .map(|i| format!("{i:?}"))
+                .unwrap_or_else(|| "wgpu adapter".into());
             let software = is_software(&name);
             (d, name, software)
         })
@@ -72,7 +75,9 @@ pub fn select_device(choice: DeviceChoice) -> Result<DeviceInfo, String> {
             is_gpu: false,
             fallback_reason: None,
         }),
-        (DeviceChoice::Wgpu, None) => Err("no wgpu adapter found (no GPU driver for Vulkan, Metal or DX12)".into()),
+        (DeviceChoice::Wgpu, None) => {
+            Err("no wgpu adapter found (no GPU driver for Vulkan, Metal or DX12)".into())
+        }
         (_, Some((_, name, _))) => Ok(cpu(Some(format!(
             "the only wgpu adapter is a software renderer ({}); the CPU backend is faster",
             short_name(&name)
@@ -83,7 +88,11 @@ pub fn select_device(choice: DeviceChoice) -> Result<DeviceInfo, String> {
 
 fn is_software(name: &str) -> bool {
     let n = name.to_lowercase();
-    n.contains("llvmpipe") || n.contains("lavapipe") || n.contains("swiftshader") || n.contains("software") || n.contains("cpu")
+    n.contains("llvmpipe")
+        || n.contains("lavapipe")
+        || n.contains("swiftshader")
+        || n.contains("software")
+        || n.contains("cpu")
 }
 
 fn short_name(identity: &str) -> String {

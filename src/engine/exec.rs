@@ -3,15 +3,24 @@
 use super::params::LayerParams;
 use super::value::{Value, map, visit, zip};
 use super::{Mode, Step};
-use crate::graph::{Binary, Nary, Op, PadMode, Reduce, Unary, norm_axis, reshape_shape, slice_range};
+use crate::graph::{
+    Binary, Nary, Op, PadMode, Reduce, Unary, norm_axis, reshape_shape, slice_range,
+};
 use burn::tensor::activation as act;
-use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, conv2d, layer_norm, max_pool2d};
+use burn::tensor::module::{
+    avg_pool2d, batch_norm, batch_norm_train, conv2d, layer_norm, max_pool2d,
+};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Distribution, Int, Slice, Tensor, TensorData};
 
 type Res = Result<Vec<Value>, String>;
 
-pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerParams>, mode: Mode) -> Res {
+pub fn run(
+    step: &Step,
+    mut inputs: Vec<Option<Value>>,
+    layer: Option<&LayerParams>,
+    mode: Mode,
+) -> Res {
     let mut take = |i: usize| -> Result<Value, String> {
         inputs
             .get_mut(i)
@@ -21,7 +30,9 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
     let one = |v: Value| Ok(vec![v]);
     match &step.op {
         Op::Conv(c) => {
-            let Some(LayerParams::Conv(p)) = layer else { return Err("convolution without weights".into()) };
+            let Some(LayerParams::Conv(p)) = layer else {
+                return Err("convolution without weights".into());
+            };
             let x = take(0)?.into_r4()?;
             let opts = ConvOptions::new_with_padding(
                 c.strides,
@@ -29,10 +40,17 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
                 c.dilations,
                 c.groups,
             );
-            one(Value::R4(conv2d(x, p.weight.val(), p.bias.as_ref().map(|b| b.val()), opts)))
+            one(Value::R4(conv2d(
+                x,
+                p.weight.val(),
+                p.bias.as_ref().map(|b| b.val()),
+                opts,
+            )))
         }
         Op::BatchNorm { epsilon, momentum } => {
-            let Some(LayerParams::BatchNorm(p)) = layer else { return Err("batch norm without parameters".into()) };
+            let Some(LayerParams::BatchNorm(p)) = layer else {
+                return Err("batch norm without parameters".into());
+            };
             let x = take(0)?;
             let eps = *epsilon as f64;
             // A frozen BatchNorm always uses its running statistics (Keras, MATLAB).
@@ -49,25 +67,51 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
                 // variance is updated with the unbiased batch variance.
                 let m = *momentum as f64;
                 let unbiased = var.mul_scalar(count as f64 / (count.max(2) - 1) as f64);
-                p.running_mean.update(p.running_mean.value_sync().mul_scalar(m).add(mean.mul_scalar(1.0 - m)).detach());
-                p.running_var.update(p.running_var.value_sync().mul_scalar(m).add(unbiased.mul_scalar(1.0 - m)).detach());
+                p.running_mean.update(
+                    p.running_mean
+                        .value_sync()
+                        .mul_scalar(m)
+                        .add(mean.mul_scalar(1.0 - m))
+                        .detach(),
+                );
+                p.running_var.update(
+                    p.running_var
+                        .value_sync()
+                        .mul_scalar(m)
+                        .add(unbiased.mul_scalar(1.0 - m))
+                        .detach(),
+                );
                 one(y)
             } else {
                 let (mean, var) = (p.running_mean.value(), p.running_var.value());
-                one(map!(x, t => batch_norm(t, p.gamma.val(), p.beta.val(), mean.clone(), var.clone(), eps)))
+                one(
+                    map!(x, t => batch_norm(t, p.gamma.val(), p.beta.val(), mean.clone(), var.clone(), eps)),
+                )
             }
         }
         Op::LayerNorm { axis, epsilon } => {
-            let Some(LayerParams::Norm(p)) = layer else { return Err("layer norm without parameters".into()) };
+            let Some(LayerParams::Norm(p)) = layer else {
+                return Err("layer norm without parameters".into());
+            };
             let x = take(0)?;
             let dims = x.dims();
             let a = norm_axis(*axis, dims.len())?;
             let inner: usize = dims[a..].iter().product();
             let outer: usize = dims[..a].iter().product();
-            let y = layer_norm(x.reshape(&[outer, inner]).into_r2()?, p.scale.val(), p.bias.as_ref().map(|b| b.val()), *epsilon as f64);
+            let y = layer_norm(
+                x.reshape(&[outer, inner]).into_r2()?,
+                p.scale.val(),
+                p.bias.as_ref().map(|b| b.val()),
+                *epsilon as f64,
+            );
             one(Value::R2(y).reshape(&dims))
         }
-        Op::Lrn { size, alpha, beta, bias } => {
+        Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => {
             let x = take(0)?.into_r4()?;
             let [n, c, h, w] = x.dims();
             // Mean of squares over a window of channels, as a [size, 1] average pool.
@@ -82,7 +126,12 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
             let denom = mean.mul_scalar(*alpha).add_scalar(*bias).powf_scalar(*beta);
             one(Value::R4(x.div(denom)))
         }
-        Op::Gemm { alpha, beta, trans_a, trans_b } => {
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => {
             let a = take(0)?.into_r2()?;
             let a = if *trans_a { a.transpose() } else { a };
             let (mut y, has_bias) = match layer {
@@ -157,11 +206,14 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
         }
         Op::LeakyRelu { alpha } => one(map!(take(0)?, t => act::leaky_relu(t, *alpha as f64))),
         Op::Elu { alpha } => one(map!(take(0)?, t => act::elu(t, *alpha as f64))),
-        Op::HardSigmoid { alpha, beta } => one(map!(take(0)?, t => act::hard_sigmoid(t, *alpha as f64, *beta as f64))),
+        Op::HardSigmoid { alpha, beta } => {
+            one(map!(take(0)?, t => act::hard_sigmoid(t, *alpha as f64, *beta as f64)))
+        }
         Op::Clip { min, max } => {
             let x = take(0)?;
             one(match (min, max) {
-                (Some(lo), Some(hi)) => map!(x, t => t.clamp(*lo, *hi)),
+                // Two vectorised passes beat flex's scalar `clamp` by 2x (docs/BENCHMARKS.md).
+                (Some(lo), Some(hi)) => map!(x, t => t.clamp_min(*lo).clamp_max(*hi)),
                 (Some(lo), None) => map!(x, t => t.clamp_min(*lo)),
                 (None, Some(hi)) => map!(x, t => t.clamp_max(*hi)),
                 (None, None) => x,
@@ -169,7 +221,11 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
         }
         Op::Gelu { tanh } => {
             let x = take(0)?;
-            one(if *tanh { map!(x, t => act::gelu_approximate(t)) } else { map!(x, t => act::gelu(t)) })
+            one(if *tanh {
+                map!(x, t => act::gelu_approximate(t))
+            } else {
+                map!(x, t => act::gelu(t))
+            })
         }
         Op::Binary(b) => {
             let (x, y) = (take(0)?, take(1)?);
@@ -192,8 +248,12 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
             for v in it {
                 acc = match n {
                     Nary::Sum | Nary::Mean => zip!(acc, v, (p, q) => p.add(q)),
-                    Nary::Max => zip!(acc, v, (p, q) => { let s = broadcast_dims(&p.dims(), &q.dims()); p.expand(s).max_pair(q.expand(s)) }),
-                    Nary::Min => zip!(acc, v, (p, q) => { let s = broadcast_dims(&p.dims(), &q.dims()); p.expand(s).min_pair(q.expand(s)) }),
+                    Nary::Max => {
+                        zip!(acc, v, (p, q) => { let s = broadcast_dims(&p.dims(), &q.dims()); p.expand(s).max_pair(q.expand(s)) })
+                    }
+                    Nary::Min => {
+                        zip!(acc, v, (p, q) => { let s = broadcast_dims(&p.dims(), &q.dims()); p.expand(s).min_pair(q.expand(s)) })
+                    }
                 };
             }
             if *n == Nary::Mean {
@@ -210,7 +270,10 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
                 .with_ceil_mode(p.ceil_mode);
             one(Value::R4(max_pool2d(x, opts)))
         }
-        Op::AveragePool { pool: p, count_include_pad } => {
+        Op::AveragePool {
+            pool: p,
+            count_include_pad,
+        } => {
             let x = take(0)?.into_r4()?;
             let opts = AvgPoolOptions::new(p.kernel)
                 .with_stride(p.strides)
@@ -228,13 +291,19 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
                 map!(x, t => t.max_dims(&axes))
             })
         }
-        Op::Reduce { kind, axes, keepdims } => {
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims,
+        } => {
             let x = take(0)?;
             let dims = x.dims();
             let axes: Vec<usize> = if axes.is_empty() {
                 (0..dims.len()).collect()
             } else {
-                axes.iter().map(|&a| norm_axis(a, dims.len())).collect::<Result<_, _>>()?
+                axes.iter()
+                    .map(|&a| norm_axis(a, dims.len()))
+                    .collect::<Result<_, _>>()?
             };
             let y = match kind {
                 Reduce::Mean => map!(x, t => t.mean_dims(&axes)),
@@ -253,7 +322,12 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
             if *keepdims {
                 one(y)
             } else {
-                let out: Vec<usize> = dims.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect();
+                let out: Vec<usize> = dims
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(_, &d)| d)
+                    .collect();
                 one(y.reshape(&out))
             }
         }
@@ -262,7 +336,13 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
             let dims = x.dims();
             let a = norm_axis(*axis, dims.len())?;
             let log = matches!(step.op, Op::LogSoftmax { .. });
-            let f = |v: Value, a: usize| if log { map!(v, t => act::log_softmax(t, a)) } else { map!(v, t => act::softmax(t, a)) };
+            let f = |v: Value, a: usize| {
+                if log {
+                    map!(v, t => act::log_softmax(t, a))
+                } else {
+                    map!(v, t => act::softmax(t, a))
+                }
+            };
             if *legacy && a + 1 != dims.len() {
                 // Opset < 13: the input is coerced to 2-D at `axis`.
                 let outer: usize = dims[..a].iter().product();
@@ -278,7 +358,16 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
             let a = norm_axis(*axis, r)?;
             macro_rules! cat {
                 ($V:ident) => {
-                    Value::$V(Tensor::cat(values.into_iter().map(|v| match v { Value::$V(t) => Ok(t), o => Err(format!("concat of ranks {} and {}", o.rank(), r)) }).collect::<Result<Vec<_>, _>>()?, a))
+                    Value::$V(Tensor::cat(
+                        values
+                            .into_iter()
+                            .map(|v| match v {
+                                Value::$V(t) => Ok(t),
+                                o => Err(format!("concat of ranks {} and {}", o.rank(), r)),
+                            })
+                            .collect::<Result<Vec<_>, _>>()?,
+                        a,
+                    ))
                 };
             }
             one(match r {
@@ -294,15 +383,44 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
             let x = take(0)?;
             let a = norm_axis(*axis, x.rank())?;
             Ok(match x {
-                Value::R1(t) => t.split_with_sizes(sizes.clone(), a).into_iter().map(Value::R1).collect(),
-                Value::R2(t) => t.split_with_sizes(sizes.clone(), a).into_iter().map(Value::R2).collect(),
-                Value::R3(t) => t.split_with_sizes(sizes.clone(), a).into_iter().map(Value::R3).collect(),
-                Value::R4(t) => t.split_with_sizes(sizes.clone(), a).into_iter().map(Value::R4).collect(),
-                Value::R5(t) => t.split_with_sizes(sizes.clone(), a).into_iter().map(Value::R5).collect(),
-                Value::R6(t) => t.split_with_sizes(sizes.clone(), a).into_iter().map(Value::R6).collect(),
+                Value::R1(t) => t
+                    .split_with_sizes(sizes.clone(), a)
+                    .into_iter()
+                    .map(Value::R1)
+                    .collect(),
+                Value::R2(t) => t
+                    .split_with_sizes(sizes.clone(), a)
+                    .into_iter()
+                    .map(Value::R2)
+                    .collect(),
+                Value::R3(t) => t
+                    .split_with_sizes(sizes.clone(), a)
+                    .into_iter()
+                    .map(Value::R3)
+                    .collect(),
+                Value::R4(t) => t
+                    .split_with_sizes(sizes.clone(), a)
+                    .into_iter()
+                    .map(Value::R4)
+                    .collect(),
+                Value::R5(t) => t
+                    .split_with_sizes(sizes.clone(), a)
+                    .into_iter()
+                    .map(Value::R5)
+                    .collect(),
+                Value::R6(t) => t
+                    .split_with_sizes(sizes.clone(), a)
+                    .into_iter()
+                    .map(Value::R6)
+                    .collect(),
             })
         }
-        Op::Slice { starts, ends, axes, steps } => {
+        Op::Slice {
+            starts,
+            ends,
+            axes,
+            steps,
+        } => {
             let x = take(0)?;
             let dims = x.dims();
             let mut slices: Vec<Slice> = dims.iter().map(|_| Slice::full()).collect();
@@ -313,7 +431,11 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
                     return Err("a slice with no elements".into());
                 }
                 slices[a] = if step_ > 0 {
-                    Slice::new(first as isize, Some((first + step_ * (count as i64 - 1) + 1) as isize), step_ as isize)
+                    Slice::new(
+                        first as isize,
+                        Some((first + step_ * (count as i64 - 1) + 1) as isize),
+                        step_ as isize,
+                    )
                 } else {
                     // burn walks a negative step backwards from the end of the range.
                     let low = first + step_ * (count as i64 - 1);
@@ -322,11 +444,18 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
             }
             one(map!(x, t => t.slice(slices.as_slice())))
         }
-        Op::Gather { axis, indices, scalar } => {
+        Op::Gather {
+            axis,
+            indices,
+            scalar,
+        } => {
             let x = take(0)?;
             let dims = x.dims();
             let a = norm_axis(*axis, dims.len())?;
-            let idx: Vec<i64> = indices.iter().map(|&i| if i < 0 { i + dims[a] as i64 } else { i }).collect();
+            let idx: Vec<i64> = indices
+                .iter()
+                .map(|&i| if i < 0 { i + dims[a] as i64 } else { i })
+                .collect();
             let device = x.device();
             let n = idx.len();
             let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device);
@@ -339,12 +468,20 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
                 one(y)
             }
         }
-        Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Identity => {
+        Op::Flatten { .. }
+        | Op::Reshape { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Identity => {
             let x = take(0)?;
             let dims = x.dims();
             let out = match &step.op {
                 Op::Flatten { axis } => {
-                    let a = if *axis < 0 { norm_axis(*axis, dims.len())? } else { (*axis as usize).min(dims.len()) };
+                    let a = if *axis < 0 {
+                        norm_axis(*axis, dims.len())?
+                    } else {
+                        (*axis as usize).min(dims.len())
+                    };
                     vec![dims[..a].iter().product(), dims[a..].iter().product()]
                 }
                 Op::Reshape { shape, allowzero } => reshape_shape(&dims, shape, *allowzero)?,
@@ -385,13 +522,19 @@ pub fn run(step: &Step, mut inputs: Vec<Option<Value>>, layer: Option<&LayerPara
             let x = take(0)?;
             let dims = x.dims();
             let r = dims.len();
-            let pairs: Vec<(usize, usize)> = (0..r).map(|i| (pads[i].max(0) as usize, pads[i + r].max(0) as usize)).collect();
+            let pairs: Vec<(usize, usize)> = (0..r)
+                .map(|i| (pads[i].max(0) as usize, pads[i + r].max(0) as usize))
+                .collect();
             let burn_mode = match mode {
                 PadMode::Constant(v) => burn::tensor::ops::PadMode::Constant(*v),
                 PadMode::Reflect => burn::tensor::ops::PadMode::Reflect,
                 PadMode::Edge => burn::tensor::ops::PadMode::Edge,
             };
-            let mut y = if pairs.iter().any(|&(a, b)| a + b > 0) { map!(x, t => t.pad(pairs.clone(), burn_mode)) } else { x };
+            let mut y = if pairs.iter().any(|&(a, b)| a + b > 0) {
+                map!(x, t => t.pad(pairs.clone(), burn_mode))
+            } else {
+                x
+            };
             // Negative pads crop.
             if pads.iter().any(|&p| p < 0) {
                 let d = y.dims();
@@ -436,7 +579,11 @@ fn pow<const D: usize>(p: Tensor<D>, q: Tensor<D>) -> Tensor<D> {
         && let Ok(v) = q.to_data().convert::<f32>().try_to_vec::<f32>()
         && v.len() == 1
     {
-        return if v[0] == 2.0 { p.square() } else { p.powf_scalar(v[0]) };
+        return if v[0] == 2.0 {
+            p.square()
+        } else {
+            p.powf_scalar(v[0])
+        };
     }
     let s = broadcast_dims(&p.dims(), &q.dims());
     p.expand(s).powf(q.expand(s))
@@ -469,8 +616,16 @@ fn expand(x: Value, out: &[usize]) -> Value {
 fn matmul(a: Value, b: Value) -> Result<Value, String> {
     let (da, db) = (a.dims(), b.dims());
     let out = crate::graph::matmul_shape(&da, &db)?;
-    let a = if da.len() == 1 { a.reshape(&[1, da[0]]) } else { a };
-    let b = if db.len() == 1 { b.reshape(&[db[0], 1]) } else { b };
+    let a = if da.len() == 1 {
+        a.reshape(&[1, da[0]])
+    } else {
+        a
+    };
+    let b = if db.len() == 1 {
+        b.reshape(&[db[0], 1])
+    } else {
+        b
+    };
     let r = a.rank().max(b.rank());
     let (a, b) = (a.lift(r), b.lift(r));
     // Broadcast the batch axes explicitly.

@@ -10,6 +10,7 @@ mod device;
 mod exec;
 pub mod optimize;
 pub mod params;
+pub mod profile;
 pub mod value;
 
 pub use device::{DeviceChoice, DeviceInfo, select_device};
@@ -35,6 +36,9 @@ pub enum EngineError {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// An output copied to the host: its shape and row-major values.
+pub type HostOutput = (Vec<usize>, Vec<f32>);
 
 /// Whether a forward pass trains (batch statistics, dropout) or infers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +131,9 @@ impl Model {
         }
         for out in &net.outputs {
             if !shapes.contains_key(out) {
-                return Err(EngineError::Invalid(format!("output '{out}' is not computed")));
+                return Err(EngineError::Invalid(format!(
+                    "output '{out}' is not computed"
+                )));
             }
         }
 
@@ -156,7 +162,8 @@ impl Model {
             // Parameterised ops take their weights into a layer.
             let (layer, held): (Option<LayerParams>, Vec<usize>) = match &node.op {
                 Op::Conv(_) => {
-                    let (wn, w) = stored(1).ok_or_else(|| node_err("its weight is not stored".into()))?;
+                    let (wn, w) =
+                        stored(1).ok_or_else(|| node_err("its weight is not stored".into()))?;
                     let s = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]];
                     let bias = stored(2);
                     bindings.push(Binding {
@@ -168,7 +175,9 @@ impl Model {
                     });
                     (Some(layer), vec![1, 2])
                 }
-                Op::Gemm { .. } | Op::MatMul if stored(1).is_some_and(|(_, w)| w.shape.len() == 2) => {
+                Op::Gemm { .. } | Op::MatMul
+                    if stored(1).is_some_and(|(_, w)| w.shape.len() == 2) =>
+                {
                     let (wn, w) = stored(1).ok_or_else(|| node_err("weight missing".into()))?;
                     let out_features = match &node.op {
                         Op::Gemm { trans_b: true, .. } => w.shape[0],
@@ -177,7 +186,11 @@ impl Model {
                     // A Gemm bias of N values ([N] or [1, N]) is a learnable bias; any other C
                     // stays a broadcast constant.
                     let bias = match &node.op {
-                        Op::Gemm { .. } => stored(2).filter(|(_, c)| c.len() == out_features && c.shape.len() <= 2 && c.shape.last() == Some(&out_features)),
+                        Op::Gemm { .. } => stored(2).filter(|(_, c)| {
+                            c.len() == out_features
+                                && c.shape.len() <= 2
+                                && c.shape.last() == Some(&out_features)
+                        }),
                         _ => None,
                     };
                     bindings.push(Binding {
@@ -191,7 +204,8 @@ impl Model {
                     (Some(layer), held)
                 }
                 Op::LayerNorm { .. } => {
-                    let (sn, s) = stored(1).ok_or_else(|| node_err("its scale is not stored".into()))?;
+                    let (sn, s) =
+                        stored(1).ok_or_else(|| node_err("its scale is not stored".into()))?;
                     let bias = stored(2);
                     bindings.push(Binding {
                         names: vec![Some(sn), bias.as_ref().map(|b| b.0.clone())],
@@ -206,7 +220,8 @@ impl Model {
                     let mut names = Vec::new();
                     let mut vals = Vec::new();
                     for i in 1..5 {
-                        let (n, t) = stored(i).ok_or_else(|| node_err(format!("input {i} is not stored")))?;
+                        let (n, t) = stored(i)
+                            .ok_or_else(|| node_err(format!("input {i} is not stored")))?;
                         names.push(Some(n));
                         vals.push(t);
                     }
@@ -215,8 +230,16 @@ impl Model {
                     let layer = LayerParams::BatchNorm(BatchNormParams {
                         gamma: param([c], vals[0].data.clone(), device, learn),
                         beta: param([c], vals[1].data.clone(), device, learn),
-                        running_mean: burn::module::RunningState::new(tensor([c], vals[2].data.clone(), device)),
-                        running_var: burn::module::RunningState::new(tensor([c], vals[3].data.clone(), device)),
+                        running_mean: burn::module::RunningState::new(tensor(
+                            [c],
+                            vals[2].data.clone(),
+                            device,
+                        )),
+                        running_var: burn::module::RunningState::new(tensor(
+                            [c],
+                            vals[3].data.clone(),
+                            device,
+                        )),
                     });
                     (Some(layer), vec![1, 2, 3, 4])
                 }
@@ -259,11 +282,15 @@ impl Model {
                 last_use: Vec::new(),
             });
         }
-        let output_slots: Vec<usize> = net
-            .outputs
-            .iter()
-            .map(|o| slot_of.get(o.as_str()).copied().ok_or_else(|| EngineError::Invalid(format!("output '{o}' is not computed"))))
-            .collect::<Result<_, _>>()?;
+        let output_slots: Vec<usize> =
+            net.outputs
+                .iter()
+                .map(|o| {
+                    slot_of.get(o.as_str()).copied().ok_or_else(|| {
+                        EngineError::Invalid(format!("output '{o}' is not computed"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
 
         // Free each activation after its last reader (outputs live to the end).
         let mut last: Vec<Option<usize>> = vec![None; n_slots];
@@ -305,7 +332,7 @@ impl Model {
     }
 
     /// Runs on host data (`shape[0]` is the batch) and returns each output's shape and values.
-    pub fn infer(&self, shape: &[usize], data: Vec<f32>) -> Result<Vec<(Vec<usize>, Vec<f32>)>, EngineError> {
+    pub fn infer(&self, shape: &[usize], data: Vec<f32>) -> Result<Vec<HostOutput>, EngineError> {
         let input = Value::from_data(shape, data, &self.plan.device);
         let outputs = self.forward(input, Mode::Inference)?;
         outputs
@@ -338,27 +365,44 @@ impl Plan {
         &self.input_shape[1..]
     }
 
-    pub fn forward(&self, params: &Params, input: Value, mode: Mode) -> Result<Vec<Value>, EngineError> {
+    pub fn forward(
+        &self,
+        params: &Params,
+        input: Value,
+        mode: Mode,
+    ) -> Result<Vec<Value>, EngineError> {
         let dims = input.dims();
-        let batch_ok = if self.free_batch { dims.first() != Some(&0) } else { dims.first() == self.input_shape.first() };
+        let batch_ok = if self.free_batch {
+            dims.first() != Some(&0)
+        } else {
+            dims.first() == self.input_shape.first()
+        };
         if dims.len() != self.input_shape.len() || dims[1..] != self.input_shape[1..] || !batch_ok {
             return Err(EngineError::Invalid(format!(
                 "the input has shape {dims:?}; the network takes [N, {}]",
-                self.input_shape[1..].iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+                self.input_shape[1..]
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         let mut slots: Vec<Option<Value>> = vec![None; self.n_slots];
         slots[self.input_slot] = Some(input);
+        let profile = profile::enabled();
         for step in &self.steps {
+            let started = profile.then(std::time::Instant::now);
             let mut inputs = Vec::with_capacity(step.inputs.len());
             for src in &step.inputs {
                 inputs.push(match src {
                     None => None,
                     Some(Src::Const(c)) => Some(self.constants[*c].clone()),
-                    Some(Src::Slot(s)) => Some(slots[*s].clone().ok_or_else(|| EngineError::Node {
-                        node: step.node.clone(),
-                        message: "an input was not computed".into(),
-                    })?),
+                    Some(Src::Slot(s)) => {
+                        Some(slots[*s].clone().ok_or_else(|| EngineError::Node {
+                            node: step.node.clone(),
+                            message: "an input was not computed".into(),
+                        })?)
+                    }
                 });
             }
             // Drop the plan's own references before the op runs, so a tensor read for the
@@ -367,17 +411,25 @@ impl Plan {
                 slots[s] = None;
             }
             let layer = step.layer.map(|l| &params.layers[l]);
-            let outs = exec::run(step, inputs, layer, mode).map_err(|message| EngineError::Node {
-                node: step.node.clone(),
-                message,
-            })?;
+            let outs =
+                exec::run(step, inputs, layer, mode).map_err(|message| EngineError::Node {
+                    node: step.node.clone(),
+                    message,
+                })?;
+            if let Some(t) = started {
+                profile::record(step, &outs, t);
+            }
             for (slot, v) in step.outputs.iter().zip(outs) {
                 slots[*slot] = Some(v);
             }
         }
         self.output_slots
             .iter()
-            .map(|&s| slots[s].clone().ok_or_else(|| EngineError::Invalid("an output was not computed".into())))
+            .map(|&s| {
+                slots[s]
+                    .clone()
+                    .ok_or_else(|| EngineError::Invalid("an output was not computed".into()))
+            })
             .collect()
     }
 
@@ -385,9 +437,30 @@ impl Plan {
         let err = |m: String| EngineError::Invalid(m);
         for (binding, layer) in self.bindings.iter().zip(&params.layers) {
             let values: Vec<Option<Vec<f32>>> = match layer {
-                LayerParams::Conv(p) => vec![Some(params::to_vec(&p.weight.val()).map_err(err)?), p.bias.as_ref().map(|b| params::to_vec(&b.val())).transpose().map_err(err)?],
-                LayerParams::Dense(p) => vec![Some(params::to_vec(&p.weight.val()).map_err(err)?), p.bias.as_ref().map(|b| params::to_vec(&b.val())).transpose().map_err(err)?],
-                LayerParams::Norm(p) => vec![Some(params::to_vec(&p.scale.val()).map_err(err)?), p.bias.as_ref().map(|b| params::to_vec(&b.val())).transpose().map_err(err)?],
+                LayerParams::Conv(p) => vec![
+                    Some(params::to_vec(&p.weight.val()).map_err(err)?),
+                    p.bias
+                        .as_ref()
+                        .map(|b| params::to_vec(&b.val()))
+                        .transpose()
+                        .map_err(err)?,
+                ],
+                LayerParams::Dense(p) => vec![
+                    Some(params::to_vec(&p.weight.val()).map_err(err)?),
+                    p.bias
+                        .as_ref()
+                        .map(|b| params::to_vec(&b.val()))
+                        .transpose()
+                        .map_err(err)?,
+                ],
+                LayerParams::Norm(p) => vec![
+                    Some(params::to_vec(&p.scale.val()).map_err(err)?),
+                    p.bias
+                        .as_ref()
+                        .map(|b| params::to_vec(&b.val()))
+                        .transpose()
+                        .map_err(err)?,
+                ],
                 LayerParams::BatchNorm(p) => vec![
                     Some(params::to_vec(&p.gamma.val()).map_err(err)?),
                     Some(params::to_vec(&p.beta.val()).map_err(err)?),
@@ -398,7 +471,9 @@ impl Plan {
             for (name, data) in binding.names.iter().zip(values) {
                 if let (Some(name), Some(data)) = (name, data) {
                     // The store keeps the file's shape ([1, N] biases stay [1, N]).
-                    let t = store.get_mut(name).ok_or_else(|| err(format!("'{name}' is not in the store")))?;
+                    let t = store
+                        .get_mut(name)
+                        .ok_or_else(|| err(format!("'{name}' is not in the store")))?;
                     if t.data.len() != data.len() {
                         return Err(err(format!("'{name}' changed size")));
                     }

@@ -41,7 +41,11 @@ fn foldable(net: &Network, store: &Store, bn: usize) -> Option<(usize, usize)> {
         Some(b) => store.get(b)?.len() == out_ch,
         None => true,
     };
-    let stats_ok = (1..5).all(|i| store.get(&node.inputs[i]).is_some_and(|t| t.len() == out_ch));
+    let stats_ok = (1..5).all(|i| {
+        store
+            .get(&node.inputs[i])
+            .is_some_and(|t| t.len() == out_ch)
+    });
     (bias_ok && stats_ok).then_some((conv, bn))
 }
 
@@ -49,13 +53,23 @@ fn apply(net: &mut Network, store: &mut Store, conv: usize, bn: usize) {
     let Op::BatchNorm { epsilon, .. } = net.nodes[bn].op else {
         unreachable!("foldable() checked the op")
     };
-    let get = |i: usize| store.get(&net.nodes[bn].inputs[i]).map(|t| t.data.clone()).unwrap_or_default();
+    let get = |i: usize| {
+        store
+            .get(&net.nodes[bn].inputs[i])
+            .map(|t| t.data.clone())
+            .unwrap_or_default()
+    };
     let (gamma, beta, mean, var) = (get(1), get(2), get(3), get(4));
     let w_name = net.nodes[conv].inputs[1].clone();
-    let w = store.get(&w_name).cloned().unwrap_or_else(|| Tensor::zeros(vec![0]));
+    let w = store
+        .get(&w_name)
+        .cloned()
+        .unwrap_or_else(|| Tensor::zeros(vec![0]));
     let out_ch = w.shape[0];
     let per = w.len() / out_ch;
-    let scale: Vec<f32> = (0..out_ch).map(|c| gamma[c] / (var[c] + epsilon).sqrt()).collect();
+    let scale: Vec<f32> = (0..out_ch)
+        .map(|c| gamma[c] / (var[c] + epsilon).sqrt())
+        .collect();
     let mut wd = w.data.clone();
     for c in 0..out_ch {
         for v in &mut wd[c * per..(c + 1) * per] {
@@ -69,13 +83,30 @@ fn apply(net: &mut Network, store: &mut Store, conv: usize, bn: usize) {
         .and_then(|n| store.get(n))
         .map(|t| t.data.clone())
         .unwrap_or_else(|| vec![0.0; out_ch]);
-    let bias: Vec<f32> = (0..out_ch).map(|c| (old_bias[c] - mean[c]) * scale[c] + beta[c]).collect();
+    let bias: Vec<f32> = (0..out_ch)
+        .map(|c| (old_bias[c] - mean[c]) * scale[c] + beta[c])
+        .collect();
 
     // New tensors under new names: the originals may be shared with other nodes.
     let conv_name = net.nodes[conv].name.clone();
-    let (wn, bn_name) = (format!("{conv_name}::folded_weight"), format!("{conv_name}::folded_bias"));
-    store.insert(wn.clone(), Tensor { shape: w.shape.clone(), data: wd });
-    store.insert(bn_name.clone(), Tensor { shape: vec![out_ch], data: bias });
+    let (wn, bn_name) = (
+        format!("{conv_name}::folded_weight"),
+        format!("{conv_name}::folded_bias"),
+    );
+    store.insert(
+        wn.clone(),
+        Tensor {
+            shape: w.shape.clone(),
+            data: wd,
+        },
+    );
+    store.insert(
+        bn_name.clone(),
+        Tensor {
+            shape: vec![out_ch],
+            data: bias,
+        },
+    );
     let bn_out = net.nodes[bn].outputs[0].clone();
     let c = &mut net.nodes[conv];
     c.inputs.resize(3, String::new());

@@ -46,7 +46,11 @@ pub struct Params {
     pub layers: Vec<LayerParams>,
 }
 
-pub(crate) fn tensor<const D: usize>(shape: [usize; D], data: Vec<f32>, device: &Device) -> Tensor<D> {
+pub(crate) fn tensor<const D: usize>(
+    shape: [usize; D],
+    data: Vec<f32>,
+    device: &Device,
+) -> Tensor<D> {
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 

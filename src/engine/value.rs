@@ -65,7 +65,11 @@ pub(crate) use {map, visit, zip};
 
 impl Value {
     pub fn from_data(shape: &[usize], data: Vec<f32>, device: &Device) -> Value {
-        let shape: Vec<usize> = if shape.is_empty() { vec![1] } else { shape.to_vec() };
+        let shape: Vec<usize> = if shape.is_empty() {
+            vec![1]
+        } else {
+            shape.to_vec()
+        };
         let data = TensorData::new(data, shape.clone());
         match shape.len() {
             1 => Value::R1(Tensor::from_data(data, device)),
@@ -124,14 +128,20 @@ impl Value {
     pub fn into_r4(self) -> Result<Tensor<4>, String> {
         match self {
             Value::R4(t) => Ok(t),
-            other => Err(format!("expected a 4-D activation, got shape {:?}", other.dims())),
+            other => Err(format!(
+                "expected a 4-D activation, got shape {:?}",
+                other.dims()
+            )),
         }
     }
 
     pub fn into_r2(self) -> Result<Tensor<2>, String> {
         match self {
             Value::R2(t) => Ok(t),
-            other => Err(format!("expected a 2-D activation, got shape {:?}", other.dims())),
+            other => Err(format!(
+                "expected a 2-D activation, got shape {:?}",
+                other.dims()
+            )),
         }
     }
 

@@ -109,7 +109,10 @@ pub fn analyze(net: &Network, store: &Store) -> Analysis {
             }
             defined.insert(output);
         }
-        if let Op::Unsupported { op_type, reason, .. } = &node.op {
+        if let Op::Unsupported {
+            op_type, reason, ..
+        } = &node.op
+        {
             err(
                 Some(&node.name),
                 format!("op {op_type} is not supported: {reason}"),
@@ -175,7 +178,11 @@ pub fn analyze(net: &Network, store: &Store) -> Analysis {
         }
         total_macs += macs;
         infos.push(NodeInfo {
-            output_shapes: node.outputs.iter().map(|o| shapes.get(o).cloned()).collect(),
+            output_shapes: node
+                .outputs
+                .iter()
+                .map(|o| shapes.get(o).cloned())
+                .collect(),
             params,
             macs,
         });

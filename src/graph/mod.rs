@@ -8,8 +8,8 @@ mod op;
 pub mod shape;
 
 pub use op::{
-    Binary, Conv, Nary, Op, PadMode, Pool, Reduce, Unary, broadcast, matmul_shape, norm_axis, reshape_shape,
-    slice_range, window_out,
+    Binary, Conv, Nary, Op, PadMode, Pool, Reduce, Unary, broadcast, matmul_shape, norm_axis,
+    reshape_shape, slice_range, window_out,
 };
 
 use serde::{Deserialize, Serialize};
@@ -77,7 +77,10 @@ impl Node {
 
     /// Present inputs (absent optional inputs skipped).
     pub fn present_inputs(&self) -> impl Iterator<Item = &str> {
-        self.inputs.iter().map(String::as_str).filter(|s| !s.is_empty())
+        self.inputs
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -127,7 +130,9 @@ impl Network {
 
     /// The node producing a value, if any (the input and weights have none).
     pub fn producer(&self, value: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.outputs.iter().any(|o| o == value))
+        self.nodes
+            .iter()
+            .position(|n| n.outputs.iter().any(|o| o == value))
     }
 
     /// Indices of the nodes reading a value.

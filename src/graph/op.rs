@@ -127,7 +127,13 @@ impl Binary {
         }
     }
 
-    pub const ALL: [Binary; 5] = [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Pow];
+    pub const ALL: [Binary; 5] = [
+        Binary::Add,
+        Binary::Sub,
+        Binary::Mul,
+        Binary::Div,
+        Binary::Pow,
+    ];
 }
 
 /// Element-wise functions of any number of inputs with NumPy broadcasting.
@@ -489,8 +495,24 @@ impl Op {
                 {
                     return Err(format!("bias shape {b:?} does not match {} filters", w[0]));
                 }
-                let h = window_out(x[2], w[2], c.strides[0], c.pads[0], c.pads[2], c.dilations[0], false)?;
-                let wd = window_out(x[3], w[3], c.strides[1], c.pads[1], c.pads[3], c.dilations[1], false)?;
+                let h = window_out(
+                    x[2],
+                    w[2],
+                    c.strides[0],
+                    c.pads[0],
+                    c.pads[2],
+                    c.dilations[0],
+                    false,
+                )?;
+                let wd = window_out(
+                    x[3],
+                    w[3],
+                    c.strides[1],
+                    c.pads[1],
+                    c.pads[3],
+                    c.dilations[1],
+                    false,
+                )?;
                 one(vec![x[0], w[0], h, wd])
             }
             Op::BatchNorm { .. } => {
@@ -568,8 +590,24 @@ impl Op {
             Op::MaxPool(p) | Op::AveragePool { pool: p, .. } => {
                 let x0 = x(0)?;
                 rank(x0, 4, "input")?;
-                let h = window_out(x0[2], p.kernel[0], p.strides[0], p.pads[0], p.pads[2], p.dilations[0], p.ceil_mode)?;
-                let w = window_out(x0[3], p.kernel[1], p.strides[1], p.pads[1], p.pads[3], p.dilations[1], p.ceil_mode)?;
+                let h = window_out(
+                    x0[2],
+                    p.kernel[0],
+                    p.strides[0],
+                    p.pads[0],
+                    p.pads[2],
+                    p.dilations[0],
+                    p.ceil_mode,
+                )?;
+                let w = window_out(
+                    x0[3],
+                    p.kernel[1],
+                    p.strides[1],
+                    p.pads[1],
+                    p.pads[3],
+                    p.dilations[1],
+                    p.ceil_mode,
+                )?;
                 one(vec![x0[0], x0[1], h, w])
             }
             Op::GlobalAveragePool | Op::GlobalMaxPool => {
@@ -604,7 +642,10 @@ impl Op {
                 for i in 0..inputs.len() {
                     let s = x(i)?;
                     if s.len() != first.len()
-                        || s.iter().zip(first).enumerate().any(|(j, (p, q))| j != a && p != q)
+                        || s.iter()
+                            .zip(first)
+                            .enumerate()
+                            .any(|(j, (p, q))| j != a && p != q)
                     {
                         return Err(format!(
                             "input {i} {s:?} does not match {first:?} outside axis {a}"
@@ -679,8 +720,15 @@ impl Op {
             Op::Transpose { perm } => {
                 let x0 = x(0)?;
                 let mut seen = vec![false; x0.len()];
-                if perm.len() != x0.len() || perm.iter().any(|&p| p >= x0.len() || std::mem::replace(&mut seen[p], true)) {
-                    return Err(format!("perm {perm:?} is not a permutation of rank {}", x0.len()));
+                if perm.len() != x0.len()
+                    || perm
+                        .iter()
+                        .any(|&p| p >= x0.len() || std::mem::replace(&mut seen[p], true))
+                {
+                    return Err(format!(
+                        "perm {perm:?} is not a permutation of rank {}",
+                        x0.len()
+                    ));
                 }
                 one(perm.iter().map(|&p| x0[p]).collect())
             }
@@ -694,14 +742,27 @@ impl Op {
                 if let Some(&a) = axes.iter().find(|&&a| x0[a] != 1) {
                     return Err(format!("cannot squeeze axis {a} of size {}", x0[a]));
                 }
-                one(x0.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect())
+                one(x0
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(_, &d)| d)
+                    .collect())
             }
             Op::Unsqueeze { axes } => {
                 let x0 = x(0)?;
                 let r = x0.len() + axes.len();
                 let axes = norm_axes(axes, r)?;
                 let mut it = x0.iter();
-                one((0..r).map(|i| if axes.contains(&i) { 1 } else { *it.next().unwrap_or(&1) }).collect())
+                one((0..r)
+                    .map(|i| {
+                        if axes.contains(&i) {
+                            1
+                        } else {
+                            *it.next().unwrap_or(&1)
+                        }
+                    })
+                    .collect())
             }
             Op::Expand { shape } => {
                 let target: Vec<usize> = shape.iter().map(|&d| d.max(1) as usize).collect();
@@ -795,8 +856,16 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -812,8 +881,16 @@ pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     if a.is_empty() || b.is_empty() {
         return Err("matmul of a scalar".into());
     }
-    let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
-    let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+    let a2: Vec<usize> = if a.len() == 1 {
+        vec![1, a[0]]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<usize> = if b.len() == 1 {
+        vec![b[0], 1]
+    } else {
+        b.to_vec()
+    };
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {
@@ -850,18 +927,25 @@ pub fn reshape_shape(x: &[usize], shape: &[i64], allowzero: bool) -> Result<Vec<
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {x:?} to {shape:?}"));
         }
         out[i] = total / known;
     } else if known != total {
-        return Err(format!("cannot reshape {x:?} ({total} values) to {shape:?}"));
+        return Err(format!(
+            "cannot reshape {x:?} ({total} values) to {shape:?}"
+        ));
     }
     Ok(out)
 }
 
 /// ONNX Slice on one axis of length `len`: `(first index, step, count)`.
-pub fn slice_range(len: usize, start: i64, end: i64, step: i64) -> Result<(i64, i64, usize), String> {
+pub fn slice_range(
+    len: usize,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> Result<(i64, i64, usize), String> {
     if step == 0 {
         return Err("slice step 0".into());
     }

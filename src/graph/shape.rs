@@ -86,7 +86,10 @@ pub fn format_dims(dims: &[Dim]) -> String {
     if dims.is_empty() {
         return "scalar".into();
     }
-    dims.iter().map(Dim::to_string).collect::<Vec<_>>().join("×")
+    dims.iter()
+        .map(Dim::to_string)
+        .collect::<Vec<_>>()
+        .join("×")
 }
 
 /// Shapes with batch-following dimensions marked, from inference at batch 1 and 2.

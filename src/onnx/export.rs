@@ -10,7 +10,9 @@ use super::tensor::{f32_proto, i64_proto};
 use crate::graph::shape::{self, Dim};
 use crate::graph::{Network, Node, Op, PadMode, Reduce, Unary};
 use crate::weights::Store;
-use onnx_ir::{AttributeProto, AttributeType, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+use onnx_ir::{
+    AttributeProto, AttributeType, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto,
+};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -19,7 +21,11 @@ pub const EXPORT_OPSET: i64 = 17;
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("node '{node}' ({op}) cannot be exported: {reason}")]
-    Node { node: String, op: String, reason: String },
+    Node {
+        node: String,
+        op: String,
+        reason: String,
+    },
     #[error("the network is not valid: {0}")]
     Invalid(String),
     #[error("{0}")]
@@ -39,14 +45,23 @@ pub fn export_bytes(net: &Network, store: &Store) -> Result<Vec<u8>, ExportError
 }
 
 pub fn to_model(net: &Network, store: &Store) -> Result<ModelProto, ExportError> {
-    let opset = if net.nodes.iter().any(|n| matches!(n.op, Op::Gelu { .. })) { 20 } else { EXPORT_OPSET };
+    let opset = if net.nodes.iter().any(|n| matches!(n.op, Op::Gelu { .. })) {
+        20
+    } else {
+        EXPORT_OPSET
+    };
     let mut ex = Exporter {
         nodes: Vec::new(),
         initializers: Vec::new(),
         taken: net
             .nodes
             .iter()
-            .flat_map(|n| n.inputs.iter().chain(&n.outputs).chain(std::iter::once(&n.name)))
+            .flat_map(|n| {
+                n.inputs
+                    .iter()
+                    .chain(&n.outputs)
+                    .chain(std::iter::once(&n.name))
+            })
             .cloned()
             .chain(store.iter().map(|(k, _)| k.clone()))
             .collect(),
@@ -65,7 +80,9 @@ pub fn to_model(net: &Network, store: &Store) -> Result<ModelProto, ExportError>
     let mut names: Vec<&String> = weights.iter().collect();
     names.sort();
     for name in names {
-        let t = store.get(name).ok_or_else(|| ExportError::Invalid(format!("weight '{name}' is missing")))?;
+        let t = store
+            .get(name)
+            .ok_or_else(|| ExportError::Invalid(format!("weight '{name}' is missing")))?;
         graph.initializer.push(f32_proto(name, &t.shape, &t.data));
     }
     graph.initializer.append(&mut ex.initializers);
@@ -73,18 +90,29 @@ pub fn to_model(net: &Network, store: &Store) -> Result<ModelProto, ExportError>
 
     let (shapes, errors) = shape::symbolic(net, store);
     if let Some(e) = errors.first() {
-        return Err(ExportError::Invalid(format!("node '{}': {}", e.node, e.message)));
+        return Err(ExportError::Invalid(format!(
+            "node '{}': {}",
+            e.node, e.message
+        )));
     }
     let input_dims: Vec<Dim> = net
         .input
         .shape
         .iter()
         .enumerate()
-        .map(|(i, &d)| if i == 0 && net.input.free_batch { Dim::Batch } else { Dim::Fixed(d) })
+        .map(|(i, &d)| {
+            if i == 0 && net.input.free_batch {
+                Dim::Batch
+            } else {
+                Dim::Fixed(d)
+            }
+        })
         .collect();
     graph.input.push(value_info(&net.input.name, &input_dims));
     for out in &net.outputs {
-        let dims = shapes.get(out).ok_or_else(|| ExportError::Invalid(format!("output '{out}' is not computed")))?;
+        let dims = shapes
+            .get(out)
+            .ok_or_else(|| ExportError::Invalid(format!("output '{out}' is not computed")))?;
         graph.output.push(value_info(out, dims));
     }
 
@@ -100,10 +128,16 @@ pub fn to_model(net: &Network, store: &Store) -> Result<ModelProto, ExportError>
     }
     let mut props: Vec<(String, String)> = Vec::new();
     if !net.metadata.labels.is_empty() {
-        props.push((LABELS_KEY.into(), serde_json::to_string(&net.metadata.labels).unwrap_or_default()));
+        props.push((
+            LABELS_KEY.into(),
+            serde_json::to_string(&net.metadata.labels).unwrap_or_default(),
+        ));
     }
     if let Some(p) = &net.metadata.preprocess {
-        props.push((PREPROCESS_KEY.into(), serde_json::to_string(p).unwrap_or_default()));
+        props.push((
+            PREPROCESS_KEY.into(),
+            serde_json::to_string(p).unwrap_or_default(),
+        ));
     }
     props.extend(net.metadata.extra.iter().cloned());
     for (key, value) in props {
@@ -193,7 +227,8 @@ impl Exporter {
 
     fn ints(&mut self, node: &str, what: &str, data: &[i64]) -> String {
         let name = self.fresh(&format!("{node}/{what}"));
-        self.initializers.push(i64_proto(&name, &[data.len()], data));
+        self.initializers
+            .push(i64_proto(&name, &[data.len()], data));
         name
     }
 
@@ -203,7 +238,14 @@ impl Exporter {
         name
     }
 
-    fn emit(&mut self, op_type: &str, name: &str, inputs: Vec<String>, outputs: Vec<String>, attrs: Vec<AttributeProto>) {
+    fn emit(
+        &mut self,
+        op_type: &str,
+        name: &str,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+        attrs: Vec<AttributeProto>,
+    ) {
         let mut n = NodeProto::new();
         n.op_type = op_type.into();
         n.name = name.into();
@@ -218,7 +260,11 @@ impl Exporter {
         let ins = node.inputs.clone();
         let outs = node.outputs.clone();
         let x = ins.first().cloned().unwrap_or_default();
-        let err = |reason: &str| ExportError::Node { node: name.into(), op: node.op.onnx_type().into(), reason: reason.into() };
+        let err = |reason: &str| ExportError::Node {
+            node: name.into(),
+            op: node.op.onnx_type().into(),
+            reason: reason.into(),
+        };
         match &node.op {
             Op::Conv(c) => {
                 let attrs = vec![
@@ -230,48 +276,120 @@ impl Exporter {
                 self.emit("Conv", name, trim(ins), outs, attrs);
             }
             Op::BatchNorm { epsilon, momentum } => {
-                self.emit("BatchNormalization", name, ins, outs, vec![attr_float("epsilon", *epsilon), attr_float("momentum", *momentum)]);
+                self.emit(
+                    "BatchNormalization",
+                    name,
+                    ins,
+                    outs,
+                    vec![
+                        attr_float("epsilon", *epsilon),
+                        attr_float("momentum", *momentum),
+                    ],
+                );
             }
             Op::LayerNorm { axis, epsilon } => {
-                self.emit("LayerNormalization", name, trim(ins), outs, vec![attr_int("axis", *axis), attr_float("epsilon", *epsilon)]);
+                self.emit(
+                    "LayerNormalization",
+                    name,
+                    trim(ins),
+                    outs,
+                    vec![attr_int("axis", *axis), attr_float("epsilon", *epsilon)],
+                );
             }
-            Op::Lrn { size, alpha, beta, bias } => {
-                let attrs = vec![attr_int("size", *size as i64), attr_float("alpha", *alpha), attr_float("beta", *beta), attr_float("bias", *bias)];
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => {
+                let attrs = vec![
+                    attr_int("size", *size as i64),
+                    attr_float("alpha", *alpha),
+                    attr_float("beta", *beta),
+                    attr_float("bias", *bias),
+                ];
                 self.emit("LRN", name, ins, outs, attrs);
             }
-            Op::Gemm { alpha, beta, trans_a, trans_b } => {
-                let attrs = vec![attr_float("alpha", *alpha), attr_float("beta", *beta), attr_int("transA", *trans_a as i64), attr_int("transB", *trans_b as i64)];
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
+                let attrs = vec![
+                    attr_float("alpha", *alpha),
+                    attr_float("beta", *beta),
+                    attr_int("transA", *trans_a as i64),
+                    attr_int("transB", *trans_b as i64),
+                ];
                 self.emit("Gemm", name, trim(ins), outs, attrs);
             }
             Op::MatMul => self.emit("MatMul", name, ins, outs, vec![]),
             Op::Unary(Unary::Silu) => {
                 // No ONNX op before opset 22's Swish: x * sigmoid(x).
                 let s = self.fresh(&format!("{name}/sigmoid"));
-                self.emit("Sigmoid", &format!("{name}/Sigmoid"), vec![x.clone()], vec![s.clone()], vec![]);
+                self.emit(
+                    "Sigmoid",
+                    &format!("{name}/Sigmoid"),
+                    vec![x.clone()],
+                    vec![s.clone()],
+                    vec![],
+                );
                 self.emit("Mul", name, vec![x, s], outs, vec![]);
             }
             Op::Unary(Unary::Mish) => {
                 // Mish is opset 18: x * tanh(softplus(x)).
                 let sp = self.fresh(&format!("{name}/softplus"));
                 let th = self.fresh(&format!("{name}/tanh"));
-                self.emit("Softplus", &format!("{name}/Softplus"), vec![x.clone()], vec![sp.clone()], vec![]);
-                self.emit("Tanh", &format!("{name}/Tanh"), vec![sp], vec![th.clone()], vec![]);
+                self.emit(
+                    "Softplus",
+                    &format!("{name}/Softplus"),
+                    vec![x.clone()],
+                    vec![sp.clone()],
+                    vec![],
+                );
+                self.emit(
+                    "Tanh",
+                    &format!("{name}/Tanh"),
+                    vec![sp],
+                    vec![th.clone()],
+                    vec![],
+                );
                 self.emit("Mul", name, vec![x, th], outs, vec![]);
             }
             Op::Unary(u) => self.emit(u.onnx_name(), name, ins, outs, vec![]),
-            Op::LeakyRelu { alpha } => self.emit("LeakyRelu", name, ins, outs, vec![attr_float("alpha", *alpha)]),
-            Op::Elu { alpha } => self.emit("Elu", name, ins, outs, vec![attr_float("alpha", *alpha)]),
-            Op::HardSigmoid { alpha, beta } => {
-                self.emit("HardSigmoid", name, ins, outs, vec![attr_float("alpha", *alpha), attr_float("beta", *beta)])
+            Op::LeakyRelu { alpha } => self.emit(
+                "LeakyRelu",
+                name,
+                ins,
+                outs,
+                vec![attr_float("alpha", *alpha)],
+            ),
+            Op::Elu { alpha } => {
+                self.emit("Elu", name, ins, outs, vec![attr_float("alpha", *alpha)])
             }
+            Op::HardSigmoid { alpha, beta } => self.emit(
+                "HardSigmoid",
+                name,
+                ins,
+                outs,
+                vec![attr_float("alpha", *alpha), attr_float("beta", *beta)],
+            ),
             Op::Clip { min, max } => {
                 let lo = min.map(|v| self.scalar(name, "min", v)).unwrap_or_default();
                 let hi = max.map(|v| self.scalar(name, "max", v)).unwrap_or_default();
                 self.emit("Clip", name, trim(vec![x, lo, hi]), outs, vec![]);
             }
-            Op::Gelu { tanh } => {
-                self.emit("Gelu", name, ins, outs, vec![attr_string("approximate", if *tanh { "tanh" } else { "none" })])
-            }
+            Op::Gelu { tanh } => self.emit(
+                "Gelu",
+                name,
+                ins,
+                outs,
+                vec![attr_string(
+                    "approximate",
+                    if *tanh { "tanh" } else { "none" },
+                )],
+            ),
             Op::Binary(b) => self.emit(b.onnx_name(), name, ins, outs, vec![]),
             Op::Nary(n) => self.emit(n.onnx_name(), name, ins, outs, vec![]),
             Op::MaxPool(p) => {
@@ -284,7 +402,10 @@ impl Exporter {
                 ];
                 self.emit("MaxPool", name, ins, outs, attrs);
             }
-            Op::AveragePool { pool: p, count_include_pad } => {
+            Op::AveragePool {
+                pool: p,
+                count_include_pad,
+            } => {
                 let attrs = vec![
                     attr_ints("kernel_shape", &usizes(&p.kernel)),
                     attr_ints("strides", &usizes(&p.strides)),
@@ -296,7 +417,11 @@ impl Exporter {
             }
             Op::GlobalAveragePool => self.emit("GlobalAveragePool", name, ins, outs, vec![]),
             Op::GlobalMaxPool => self.emit("GlobalMaxPool", name, ins, outs, vec![]),
-            Op::Reduce { kind, axes, keepdims } => {
+            Op::Reduce {
+                kind,
+                axes,
+                keepdims,
+            } => {
                 let mut attrs = vec![attr_int("keepdims", *keepdims as i64)];
                 let mut inputs = vec![x];
                 if *kind == Reduce::Sum {
@@ -315,20 +440,51 @@ impl Exporter {
                     let flat = self.fresh(&format!("{name}/flat"));
                     let soft = self.fresh(&format!("{name}/soft"));
                     let shp = self.fresh(&format!("{name}/shape"));
-                    self.emit("Flatten", &format!("{name}/Flatten"), vec![x.clone()], vec![flat.clone()], vec![attr_int("axis", *axis)]);
-                    self.emit(op_type, &format!("{name}/{op_type}"), vec![flat], vec![soft.clone()], vec![attr_int("axis", 1)]);
-                    self.emit("Shape", &format!("{name}/Shape"), vec![x], vec![shp.clone()], vec![]);
+                    self.emit(
+                        "Flatten",
+                        &format!("{name}/Flatten"),
+                        vec![x.clone()],
+                        vec![flat.clone()],
+                        vec![attr_int("axis", *axis)],
+                    );
+                    self.emit(
+                        op_type,
+                        &format!("{name}/{op_type}"),
+                        vec![flat],
+                        vec![soft.clone()],
+                        vec![attr_int("axis", 1)],
+                    );
+                    self.emit(
+                        "Shape",
+                        &format!("{name}/Shape"),
+                        vec![x],
+                        vec![shp.clone()],
+                        vec![],
+                    );
                     self.emit("Reshape", name, vec![soft, shp], outs, vec![]);
                 } else {
                     self.emit(op_type, name, ins, outs, vec![attr_int("axis", *axis)]);
                 }
             }
-            Op::Concat { axis } => self.emit("Concat", name, ins, outs, vec![attr_int("axis", *axis)]),
+            Op::Concat { axis } => {
+                self.emit("Concat", name, ins, outs, vec![attr_int("axis", *axis)])
+            }
             Op::Split { axis, sizes } => {
                 let s = self.ints(name, "split", &usizes(sizes));
-                self.emit("Split", name, vec![x, s], outs, vec![attr_int("axis", *axis)]);
+                self.emit(
+                    "Split",
+                    name,
+                    vec![x, s],
+                    outs,
+                    vec![attr_int("axis", *axis)],
+                );
             }
-            Op::Slice { starts, ends, axes, steps } => {
+            Op::Slice {
+                starts,
+                ends,
+                axes,
+                steps,
+            } => {
                 let inputs = vec![
                     x,
                     self.ints(name, "starts", starts),
@@ -338,19 +494,41 @@ impl Exporter {
                 ];
                 self.emit("Slice", name, inputs, outs, vec![]);
             }
-            Op::Gather { axis, indices, scalar } => {
+            Op::Gather {
+                axis,
+                indices,
+                scalar,
+            } => {
                 let iname = self.fresh(&format!("{name}/indices"));
                 let shape: Vec<usize> = if *scalar { vec![] } else { vec![indices.len()] };
                 self.initializers.push(i64_proto(&iname, &shape, indices));
-                self.emit("Gather", name, vec![x, iname], outs, vec![attr_int("axis", *axis)]);
+                self.emit(
+                    "Gather",
+                    name,
+                    vec![x, iname],
+                    outs,
+                    vec![attr_int("axis", *axis)],
+                );
             }
-            Op::Flatten { axis } => self.emit("Flatten", name, ins, outs, vec![attr_int("axis", *axis)]),
+            Op::Flatten { axis } => {
+                self.emit("Flatten", name, ins, outs, vec![attr_int("axis", *axis)])
+            }
             Op::Reshape { shape, allowzero } => {
                 let s = self.ints(name, "shape", shape);
-                let attrs = if *allowzero { vec![attr_int("allowzero", 1)] } else { vec![] };
+                let attrs = if *allowzero {
+                    vec![attr_int("allowzero", 1)]
+                } else {
+                    vec![]
+                };
                 self.emit("Reshape", name, vec![x, s], outs, attrs);
             }
-            Op::Transpose { perm } => self.emit("Transpose", name, ins, outs, vec![attr_ints("perm", &usizes(perm))]),
+            Op::Transpose { perm } => self.emit(
+                "Transpose",
+                name,
+                ins,
+                outs,
+                vec![attr_ints("perm", &usizes(perm))],
+            ),
             Op::Squeeze { axes } => {
                 let mut inputs = vec![x];
                 if !axes.is_empty() {
@@ -377,14 +555,24 @@ impl Exporter {
                 if let Some(v) = value {
                     inputs.push(self.scalar(name, "value", v));
                 }
-                self.emit("Pad", name, inputs, outs, vec![attr_string("mode", mode_name)]);
+                self.emit(
+                    "Pad",
+                    name,
+                    inputs,
+                    outs,
+                    vec![attr_string("mode", mode_name)],
+                );
             }
             Op::Dropout { ratio } => {
                 let r = self.scalar(name, "ratio", *ratio);
                 self.emit("Dropout", name, vec![x, r], outs, vec![]);
             }
             Op::Identity => self.emit("Identity", name, ins, outs, vec![]),
-            Op::Unsupported { .. } => return Err(err("Graft cannot run this op, so it cannot write it either; cut the network before it")),
+            Op::Unsupported { .. } => {
+                return Err(err(
+                    "Graft cannot run this op, so it cannot write it either; cut the network before it",
+                ));
+            }
         }
         Ok(())
     }

@@ -12,7 +12,12 @@ use crate::graph::{broadcast, norm_axis, reshape_shape, slice_range};
 type Out = Result<Vec<HostTensor>, String>;
 
 /// Evaluates `op_type` on constant inputs; `None` if Graft does not fold this op.
-pub fn eval(op_type: &str, attrs: &Attrs, inputs: &[Option<&HostTensor>], opset: i64) -> Option<Out> {
+pub fn eval(
+    op_type: &str,
+    attrs: &Attrs,
+    inputs: &[Option<&HostTensor>],
+    opset: i64,
+) -> Option<Out> {
     let input = |i: usize| -> Result<&HostTensor, String> {
         inputs
             .get(i)
@@ -39,19 +44,39 @@ pub fn eval(op_type: &str, attrs: &Attrs, inputs: &[Option<&HostTensor>], opset:
         "Unsqueeze" => input(0).and_then(|x| {
             let axes = axes_arg(attrs, inputs, opset, 13)?.unwrap_or_default();
             let r = x.shape.len() + axes.len();
-            let axes: Vec<usize> = axes.iter().map(|&a| norm_axis(a, r)).collect::<Result<_, _>>()?;
+            let axes: Vec<usize> = axes
+                .iter()
+                .map(|&a| norm_axis(a, r))
+                .collect::<Result<_, _>>()?;
             let mut it = x.shape.iter();
-            let shape = (0..r).map(|i| if axes.contains(&i) { 1 } else { *it.next().unwrap_or(&1) }).collect();
+            let shape = (0..r)
+                .map(|i| {
+                    if axes.contains(&i) {
+                        1
+                    } else {
+                        *it.next().unwrap_or(&1)
+                    }
+                })
+                .collect();
             one(with_shape(x, shape))
         }),
         "Squeeze" => input(0).and_then(|x| {
             let axes = axes_arg(attrs, inputs, opset, 13)?;
             let r = x.shape.len();
             let axes: Vec<usize> = match axes {
-                Some(a) if !a.is_empty() => a.iter().map(|&a| norm_axis(a, r)).collect::<Result<_, _>>()?,
+                Some(a) if !a.is_empty() => a
+                    .iter()
+                    .map(|&a| norm_axis(a, r))
+                    .collect::<Result<_, _>>()?,
                 _ => (0..r).filter(|&i| x.shape[i] == 1).collect(),
             };
-            let shape = x.shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect();
+            let shape = x
+                .shape
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !axes.contains(i))
+                .map(|(_, &d)| d)
+                .collect();
             one(with_shape(x, shape))
         }),
         "Reshape" => input(0).and_then(|x| {
@@ -61,23 +86,47 @@ pub fn eval(op_type: &str, attrs: &Attrs, inputs: &[Option<&HostTensor>], opset:
         }),
         "Flatten" => input(0).and_then(|x| {
             let a = attrs.int("axis", 1);
-            let a = if a < 0 { norm_axis(a, x.shape.len())? } else { (a as usize).min(x.shape.len()) };
-            one(with_shape(x, vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()]))
+            let a = if a < 0 {
+                norm_axis(a, x.shape.len())?
+            } else {
+                (a as usize).min(x.shape.len())
+            };
+            one(with_shape(
+                x,
+                vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()],
+            ))
         }),
-        "Concat" => (|| {
+        "Concat" => {
             let parts: Vec<&HostTensor> = inputs.iter().flatten().copied().collect();
             concat(&parts, attrs.int("axis", 0)).map(|t| vec![t])
-        })(),
+        }
         "Slice" => input(0).and_then(|x| {
             let (starts, ends, axes, steps) = if opset < 10 {
                 let starts = attrs.ints("starts").unwrap_or_default();
-                let axes = attrs.ints("axes").unwrap_or_else(|| (0..starts.len() as i64).collect());
-                (starts.clone(), attrs.ints("ends").unwrap_or_default(), axes, vec![1; starts.len()])
+                let axes = attrs
+                    .ints("axes")
+                    .unwrap_or_else(|| (0..starts.len() as i64).collect());
+                (
+                    starts.clone(),
+                    attrs.ints("ends").unwrap_or_default(),
+                    axes,
+                    vec![1; starts.len()],
+                )
             } else {
                 let starts = input(1)?.to_i64();
                 let ends = input(2)?.to_i64();
-                let axes = inputs.get(3).copied().flatten().map(HostTensor::to_i64).unwrap_or_else(|| (0..starts.len() as i64).collect());
-                let steps = inputs.get(4).copied().flatten().map(HostTensor::to_i64).unwrap_or_else(|| vec![1; starts.len()]);
+                let axes = inputs
+                    .get(3)
+                    .copied()
+                    .flatten()
+                    .map(HostTensor::to_i64)
+                    .unwrap_or_else(|| (0..starts.len() as i64).collect());
+                let steps = inputs
+                    .get(4)
+                    .copied()
+                    .flatten()
+                    .map(HostTensor::to_i64)
+                    .unwrap_or_else(|| vec![1; starts.len()]);
                 (starts, ends, axes, steps)
             };
             slice(x, &starts, &ends, &axes, &steps).map(|t| vec![t])
@@ -91,14 +140,20 @@ pub fn eval(op_type: &str, attrs: &Attrs, inputs: &[Option<&HostTensor>], opset:
         }),
         "ConstantOfShape" => input(0).and_then(|s| {
             let shape: Vec<usize> = s.to_i64().iter().map(|&d| d.max(0) as usize).collect();
-            let n = crate::weights::numel(&shape).filter(|&n| n <= 1 << 24).ok_or("shape too large")?;
+            let n = crate::weights::numel(&shape)
+                .filter(|&n| n <= 1 << 24)
+                .ok_or("shape too large")?;
             let value = match attrs.tensor("value") {
                 Some(t) => t?,
                 None => HostTensor::f32(vec![1], vec![0.0]),
             };
             one(match value.data {
-                HostData::F32(v) => HostTensor::f32(shape, vec![v.first().copied().unwrap_or(0.0); n]),
-                HostData::I64(v) => HostTensor::i64(shape, vec![v.first().copied().unwrap_or(0); n]),
+                HostData::F32(v) => {
+                    HostTensor::f32(shape, vec![v.first().copied().unwrap_or(0.0); n])
+                }
+                HostData::I64(v) => {
+                    HostTensor::i64(shape, vec![v.first().copied().unwrap_or(0); n])
+                }
             })
         }),
         "Range" => (|| {
@@ -106,18 +161,34 @@ pub fn eval(op_type: &str, attrs: &Attrs, inputs: &[Option<&HostTensor>], opset:
             if s.is_float() {
                 let (s, l, d) = (s.to_f32()[0], l.to_f32()[0], d.to_f32()[0]);
                 let n = ((l - s) / d).ceil().max(0.0) as usize;
-                if n > 1 << 24 { return Err("range too long".to_string()); }
-                one(HostTensor::f32(vec![n], (0..n).map(|i| s + i as f32 * d).collect()))
+                if n > 1 << 24 {
+                    return Err("range too long".to_string());
+                }
+                one(HostTensor::f32(
+                    vec![n],
+                    (0..n).map(|i| s + i as f32 * d).collect(),
+                ))
             } else {
                 let (s, l, d) = (s.to_i64()[0], l.to_i64()[0], d.to_i64()[0]);
-                if d == 0 { return Err("range step 0".to_string()); }
+                if d == 0 {
+                    return Err("range step 0".to_string());
+                }
                 let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
-                if n > 1 << 24 { return Err("range too long".to_string()); }
-                one(HostTensor::i64(vec![n], (0..n as i64).map(|i| s + i * d).collect()))
+                if n > 1 << 24 {
+                    return Err("range too long".to_string());
+                }
+                one(HostTensor::i64(
+                    vec![n],
+                    (0..n as i64).map(|i| s + i * d).collect(),
+                ))
             }
         })(),
         "Expand" => input(0).and_then(|x| {
-            let target: Vec<usize> = input(1)?.to_i64().iter().map(|&d| d.max(0) as usize).collect();
+            let target: Vec<usize> = input(1)?
+                .to_i64()
+                .iter()
+                .map(|&d| d.max(0) as usize)
+                .collect();
             let shape = broadcast(&x.shape, &target)?;
             let map = broadcast_map(&x.shape, &shape);
             one(pick(x, shape, &map))
@@ -125,23 +196,48 @@ pub fn eval(op_type: &str, attrs: &Attrs, inputs: &[Option<&HostTensor>], opset:
         "Where" => (|| {
             let (c, a, b) = (input(0)?, input(1)?, input(2)?);
             let shape = broadcast(&broadcast(&c.shape, &a.shape)?, &b.shape)?;
-            let (mc, ma, mb) = (broadcast_map(&c.shape, &shape), broadcast_map(&a.shape, &shape), broadcast_map(&b.shape, &shape));
+            let (mc, ma, mb) = (
+                broadcast_map(&c.shape, &shape),
+                broadcast_map(&a.shape, &shape),
+                broadcast_map(&b.shape, &shape),
+            );
             let cond = c.to_i64();
             one(match (&a.data, &b.data) {
-                (HostData::I64(x), HostData::I64(y)) => HostTensor::i64(shape, (0..mc.len()).map(|i| if cond[mc[i]] != 0 { x[ma[i]] } else { y[mb[i]] }).collect()),
+                (HostData::I64(x), HostData::I64(y)) => HostTensor::i64(
+                    shape,
+                    (0..mc.len())
+                        .map(|i| if cond[mc[i]] != 0 { x[ma[i]] } else { y[mb[i]] })
+                        .collect(),
+                ),
                 _ => {
                     let (x, y) = (a.to_f32(), b.to_f32());
-                    HostTensor::f32(shape, (0..mc.len()).map(|i| if cond[mc[i]] != 0 { x[ma[i]] } else { y[mb[i]] }).collect())
+                    HostTensor::f32(
+                        shape,
+                        (0..mc.len())
+                            .map(|i| if cond[mc[i]] != 0 { x[ma[i]] } else { y[mb[i]] })
+                            .collect(),
+                    )
                 }
             })
         })(),
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Mod" | "Equal" | "Less" | "Greater" | "And" | "Or" => {
-            (|| one(binary(op_type, input(0)?, input(1)?)?))()
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Mod" | "Equal" | "Less"
+        | "Greater" | "And" | "Or" => (|| one(binary(op_type, input(0)?, input(1)?)?))(),
+        "Neg" | "Abs" | "Sqrt" | "Floor" | "Ceil" | "Not" | "Reciprocal" | "Exp" | "Relu" => {
+            input(0).and_then(|x| one(unary(op_type, x)))
         }
-        "Neg" | "Abs" | "Sqrt" | "Floor" | "Ceil" | "Not" | "Reciprocal" | "Exp" | "Relu" => input(0).and_then(|x| one(unary(op_type, x))),
         "ReduceProd" | "ReduceSum" | "ReduceMax" | "ReduceMin" => input(0).and_then(|x| {
-            let axes = if op_type == "ReduceSum" { axes_arg(attrs, inputs, opset, 13)? } else { axes_arg(attrs, inputs, opset, 18)? };
-            reduce(op_type, x, axes.unwrap_or_default(), attrs.int("keepdims", 1) != 0).map(|t| vec![t])
+            let axes = if op_type == "ReduceSum" {
+                axes_arg(attrs, inputs, opset, 13)?
+            } else {
+                axes_arg(attrs, inputs, opset, 18)?
+            };
+            reduce(
+                op_type,
+                x,
+                axes.unwrap_or_default(),
+                attrs.int("keepdims", 1) != 0,
+            )
+            .map(|t| vec![t])
         }),
         _ => return None,
     };
@@ -149,7 +245,12 @@ pub fn eval(op_type: &str, attrs: &Attrs, inputs: &[Option<&HostTensor>], opset:
 }
 
 /// `axes` as an attribute (before `input_from`) or as input 1 (from that opset on).
-fn axes_arg(attrs: &Attrs, inputs: &[Option<&HostTensor>], opset: i64, input_from: i64) -> Result<Option<Vec<i64>>, String> {
+fn axes_arg(
+    attrs: &Attrs,
+    inputs: &[Option<&HostTensor>],
+    opset: i64,
+    input_from: i64,
+) -> Result<Option<Vec<i64>>, String> {
     if opset < input_from {
         Ok(attrs.ints("axes"))
     } else {
@@ -158,7 +259,10 @@ fn axes_arg(attrs: &Attrs, inputs: &[Option<&HostTensor>], opset: i64, input_fro
 }
 
 fn with_shape(x: &HostTensor, shape: Vec<usize>) -> HostTensor {
-    HostTensor { shape, data: x.data.clone() }
+    HostTensor {
+        shape,
+        data: x.data.clone(),
+    }
 }
 
 fn strides(shape: &[usize]) -> Vec<usize> {
@@ -207,7 +311,11 @@ fn gather(x: &HostTensor, idx: &HostTensor, axis: i64) -> Result<HostTensor, Str
         .iter()
         .map(|&i| {
             let j = if i < 0 { i + dim } else { i };
-            if (0..dim).contains(&j) { Ok(j as usize) } else { Err(format!("index {i} out of range {dim}")) }
+            if (0..dim).contains(&j) {
+                Ok(j as usize)
+            } else {
+                Err(format!("index {i} out of range {dim}"))
+            }
         })
         .collect::<Result<_, _>>()?;
     let outer: usize = x.shape[..a].iter().product();
@@ -232,7 +340,10 @@ fn concat(parts: &[&HostTensor], axis: i64) -> Result<HostTensor, String> {
     let float = parts.iter().any(|p| p.is_float());
     let outer: usize = first.shape[..a].iter().product();
     let mut shape = first.shape.clone();
-    shape[a] = parts.iter().map(|p| p.shape.get(a).copied().unwrap_or(0)).sum();
+    shape[a] = parts
+        .iter()
+        .map(|p| p.shape.get(a).copied().unwrap_or(0))
+        .sum();
     for p in parts {
         if p.shape.len() != first.shape.len() {
             return Err("concat of tensors of different ranks".into());
@@ -250,17 +361,32 @@ fn concat(parts: &[&HostTensor], axis: i64) -> Result<HostTensor, String> {
             }
         }
     }
-    Ok(if float { HostTensor::f32(shape, f) } else { HostTensor::i64(shape, i) })
+    Ok(if float {
+        HostTensor::f32(shape, f)
+    } else {
+        HostTensor::i64(shape, i)
+    })
 }
 
-fn slice(x: &HostTensor, starts: &[i64], ends: &[i64], axes: &[i64], steps: &[i64]) -> Result<HostTensor, String> {
+fn slice(
+    x: &HostTensor,
+    starts: &[i64],
+    ends: &[i64],
+    axes: &[i64],
+    steps: &[i64],
+) -> Result<HostTensor, String> {
     let r = x.shape.len();
     let mut first = vec![0i64; r];
     let mut step = vec![1i64; r];
     let mut shape = x.shape.clone();
     for (k, &ax) in axes.iter().enumerate() {
         let a = norm_axis(ax, r)?;
-        let (s, st, n) = slice_range(x.shape[a], *starts.get(k).ok_or("starts too short")?, *ends.get(k).ok_or("ends too short")?, *steps.get(k).unwrap_or(&1))?;
+        let (s, st, n) = slice_range(
+            x.shape[a],
+            *starts.get(k).ok_or("starts too short")?,
+            *ends.get(k).ok_or("ends too short")?,
+            *steps.get(k).unwrap_or(&1),
+        )?;
         first[a] = s;
         step[a] = st;
         shape[a] = n;
@@ -291,14 +417,21 @@ pub fn transpose(x: &HostTensor, perm: &[usize]) -> Result<HostTensor, String> {
     let out_strides = strides(&shape);
     let n: usize = shape.iter().product();
     let map: Vec<usize> = (0..n)
-        .map(|flat| (0..r).map(|ax| ((flat / out_strides[ax]) % shape[ax]) * in_strides[perm[ax]]).sum())
+        .map(|flat| {
+            (0..r)
+                .map(|ax| ((flat / out_strides[ax]) % shape[ax]) * in_strides[perm[ax]])
+                .sum()
+        })
         .collect();
     Ok(pick(x, shape, &map))
 }
 
 fn binary(op: &str, a: &HostTensor, b: &HostTensor) -> Result<HostTensor, String> {
     let shape = broadcast(&a.shape, &b.shape)?;
-    let (ma, mb) = (broadcast_map(&a.shape, &shape), broadcast_map(&b.shape, &shape));
+    let (ma, mb) = (
+        broadcast_map(&a.shape, &shape),
+        broadcast_map(&b.shape, &shape),
+    );
     let cmp = matches!(op, "Equal" | "Less" | "Greater" | "And" | "Or");
     if let (HostData::I64(x), HostData::I64(y)) = (&a.data, &b.data) {
         let f = |p: i64, q: i64| -> Result<i64, String> {
@@ -318,7 +451,9 @@ fn binary(op: &str, a: &HostTensor, b: &HostTensor) -> Result<HostTensor, String
                 _ => (p != 0 || q != 0) as i64,
             })
         };
-        let data = (0..ma.len()).map(|i| f(x[ma[i]], y[mb[i]])).collect::<Result<_, _>>()?;
+        let data = (0..ma.len())
+            .map(|i| f(x[ma[i]], y[mb[i]]))
+            .collect::<Result<_, _>>()?;
         return Ok(HostTensor::i64(shape, data));
     }
     let (x, y) = (a.to_f32(), b.to_f32());
@@ -338,7 +473,11 @@ fn binary(op: &str, a: &HostTensor, b: &HostTensor) -> Result<HostTensor, String
         _ => (p != 0.0 || q != 0.0) as i64 as f32,
     };
     let data: Vec<f32> = (0..ma.len()).map(|i| f(x[ma[i]], y[mb[i]])).collect();
-    Ok(if cmp { HostTensor::i64(shape, data.iter().map(|&v| v as i64).collect()) } else { HostTensor::f32(shape, data) })
+    Ok(if cmp {
+        HostTensor::i64(shape, data.iter().map(|&v| v as i64).collect())
+    } else {
+        HostTensor::f32(shape, data)
+    })
 }
 
 fn unary(op: &str, x: &HostTensor) -> HostTensor {
@@ -378,8 +517,19 @@ fn unary(op: &str, x: &HostTensor) -> HostTensor {
 
 fn reduce(op: &str, x: &HostTensor, axes: Vec<i64>, keepdims: bool) -> Result<HostTensor, String> {
     let r = x.shape.len();
-    let axes: Vec<usize> = if axes.is_empty() { (0..r).collect() } else { axes.iter().map(|&a| norm_axis(a, r)).collect::<Result<_, _>>()? };
-    let out_full: Vec<usize> = x.shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
+    let axes: Vec<usize> = if axes.is_empty() {
+        (0..r).collect()
+    } else {
+        axes.iter()
+            .map(|&a| norm_axis(a, r))
+            .collect::<Result<_, _>>()?
+    };
+    let out_full: Vec<usize> = x
+        .shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
     let n_out: usize = out_full.iter().product();
     let out_strides = strides(&out_full);
     let in_strides = strides(&x.shape);
@@ -392,7 +542,15 @@ fn reduce(op: &str, x: &HostTensor, axes: Vec<i64>, keepdims: bool) -> Result<Ho
     };
     let mut acc = vec![init; n_out];
     for (flat, &v) in vals.iter().enumerate() {
-        let o: usize = (0..r).map(|ax| if axes.contains(&ax) { 0 } else { ((flat / in_strides[ax]) % x.shape[ax]) * out_strides[ax] }).sum();
+        let o: usize = (0..r)
+            .map(|ax| {
+                if axes.contains(&ax) {
+                    0
+                } else {
+                    ((flat / in_strides[ax]) % x.shape[ax]) * out_strides[ax]
+                }
+            })
+            .sum();
         acc[o] = match op {
             "ReduceProd" => acc[o] * v,
             "ReduceMax" => acc[o].max(v),
@@ -400,8 +558,21 @@ fn reduce(op: &str, x: &HostTensor, axes: Vec<i64>, keepdims: bool) -> Result<Ho
             _ => acc[o] + v,
         };
     }
-    let shape = if keepdims { out_full } else { x.shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect() };
-    Ok(if x.is_float() { HostTensor::f32(shape, acc) } else { HostTensor::i64(shape, acc.iter().map(|&v| v as i64).collect()) })
+    let shape = if keepdims {
+        out_full
+    } else {
+        x.shape
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !axes.contains(i))
+            .map(|(_, &d)| d)
+            .collect()
+    };
+    Ok(if x.is_float() {
+        HostTensor::f32(shape, acc)
+    } else {
+        HostTensor::i64(shape, acc.iter().map(|&v| v as i64).collect())
+    })
 }
 
 #[cfg(test)]
@@ -425,7 +596,10 @@ mod tests {
     fn binary_broadcasts_and_keeps_integers() {
         let a = HostTensor::i64(vec![2, 1], vec![7, 9]);
         let b = HostTensor::i64(vec![2], vec![2, 3]);
-        assert_eq!(binary("Div", &a, &b).unwrap(), HostTensor::i64(vec![2, 2], vec![3, 2, 4, 3]));
+        assert_eq!(
+            binary("Div", &a, &b).unwrap(),
+            HostTensor::i64(vec![2, 2], vec![3, 2, 4, 3])
+        );
         assert!(binary("Div", &a, &HostTensor::i64(vec![], vec![0])).is_err());
         let f = binary("Mul", &HostTensor::f32(vec![1], vec![0.5]), &b).unwrap();
         assert_eq!(f, HostTensor::f32(vec![2], vec![1.0, 1.5]));
@@ -435,8 +609,17 @@ mod tests {
     fn concat_and_reduce() {
         let a = HostTensor::i64(vec![1, 2], vec![1, 2]);
         let b = HostTensor::i64(vec![1, 1], vec![3]);
-        assert_eq!(concat(&[&a, &b], 1).unwrap(), HostTensor::i64(vec![1, 3], vec![1, 2, 3]));
-        let p = reduce("ReduceProd", &HostTensor::i64(vec![3], vec![2, 3, 4]), vec![], false).unwrap();
+        assert_eq!(
+            concat(&[&a, &b], 1).unwrap(),
+            HostTensor::i64(vec![1, 3], vec![1, 2, 3])
+        );
+        let p = reduce(
+            "ReduceProd",
+            &HostTensor::i64(vec![3], vec![2, 3, 4]),
+            vec![],
+            false,
+        )
+        .unwrap();
         assert_eq!(p, HostTensor::i64(vec![], vec![24]));
     }
 }

@@ -108,7 +108,11 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
                 });
             }
         }
-        (reconcile(one.nodes, two.nodes)?, one.used_constants, one.folded)
+        (
+            reconcile(one.nodes, two.nodes)?,
+            one.used_constants,
+            one.folded,
+        )
     } else {
         let one = lower(input.shape[0])?;
         (one.nodes, one.used_constants, one.folded)
@@ -176,9 +180,7 @@ fn graph_input(
         .map(|s| {
             s.dim
                 .iter()
-                .map(|d| {
-                    (d.has_dim_value() && d.dim_value() > 0).then(|| d.dim_value() as usize)
-                })
+                .map(|d| (d.has_dim_value() && d.dim_value() > 0).then(|| d.dim_value() as usize))
                 .collect()
         })
         .unwrap_or_default();
@@ -361,26 +363,31 @@ impl Lowering<'_> {
             .iter()
             .zip(&statics)
             .all(|(v, s)| v.is_empty() || s.is_some());
-        if default_domain && all_static && !node.input.is_empty() {
-            if let Some(result) = fold::eval(op_type, &attrs, &statics, self.opset) {
-                let outs = result.map_err(node_err)?;
-                for (name, t) in node.output.iter().zip(outs) {
-                    self.folded.insert(name.clone(), t);
-                }
-                return Ok(());
+        if default_domain
+            && all_static
+            && !node.input.is_empty()
+            && let Some(result) = fold::eval(op_type, &attrs, &statics, self.opset)
+        {
+            let outs = result.map_err(node_err)?;
+            for (name, t) in node.output.iter().zip(outs) {
+                self.folded.insert(name.clone(), t);
             }
+            return Ok(());
         }
-        if default_domain && op_type == "Shape" {
-            if let Some(s) = node.input.first().and_then(|v| self.shapes.get(v)) {
-                let r = s.len() as i64;
-                let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
-                let start = clamp(attrs.int("start", 0));
-                let end = clamp(attrs.int("end", r));
-                let dims: Vec<i64> = s[start..end.max(start)].iter().map(|&d| d as i64).collect();
-                self.folded
-                    .insert(node.output[0].clone(), HostTensor::i64(vec![dims.len()], dims));
-                return Ok(());
-            }
+        if default_domain
+            && op_type == "Shape"
+            && let Some(s) = node.input.first().and_then(|v| self.shapes.get(v))
+        {
+            let r = s.len() as i64;
+            let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+            let start = clamp(attrs.int("start", 0));
+            let end = clamp(attrs.int("end", r));
+            let dims: Vec<i64> = s[start..end.max(start)].iter().map(|&d| d as i64).collect();
+            self.folded.insert(
+                node.output[0].clone(),
+                HostTensor::i64(vec![dims.len()], dims),
+            );
+            return Ok(());
         }
 
         // A run-time node.
@@ -432,14 +439,24 @@ impl Lowering<'_> {
         // A file exported with a fixed batch bakes it into Reshape targets ([1, 58, 2, 28, 28]);
         // where the reshaped value's first axis is the batch, the entry becomes "copy the
         // batch" (0) so that any batch size runs.
-        let batch_in = kept_inputs.first().is_some_and(|v| self.batch_axis.contains(v));
-        if let (Some(fb), true, Op::Reshape { shape, allowzero: false }) = (self.file_batch, batch_in, &mut op)
+        let batch_in = kept_inputs
+            .first()
+            .is_some_and(|v| self.batch_axis.contains(v));
+        if let (
+            Some(fb),
+            true,
+            Op::Reshape {
+                shape,
+                allowzero: false,
+            },
+        ) = (self.file_batch, batch_in, &mut op)
             && shape.first() == Some(&(fb as i64))
         {
             shape[0] = 0;
         }
         // A Reshape whose batch entry came from a Shape chain keeps the batch first too.
-        let reshape_keeps = matches!(&op, Op::Reshape { shape, .. } if shape.first() == Some(&(self.batch as i64)));
+        let reshape_keeps =
+            matches!(&op, Op::Reshape { shape, .. } if shape.first() == Some(&(self.batch as i64)));
         if batch_in && (op.keeps_batch_axis() || reshape_keeps) {
             self.batch_axis.extend(outputs.iter().cloned());
         }
@@ -482,7 +499,10 @@ fn constant_value(attrs: &Attrs) -> Result<HostTensor, String> {
         return t;
     }
     if attrs.has("value_float") {
-        return Ok(HostTensor::f32(vec![], vec![attrs.float("value_float", 0.0)]));
+        return Ok(HostTensor::f32(
+            vec![],
+            vec![attrs.float("value_float", 0.0)],
+        ));
     }
     if let Some(v) = attrs.floats("value_floats") {
         return Ok(HostTensor::f32(vec![v.len()], v));
@@ -538,7 +558,11 @@ fn reconcile_op(a: &Op, b: &Op) -> Option<Op> {
         }
         (Op::Expand { shape: s1 }, Op::Expand { shape: s2 }) if s1.len() == s2.len() => {
             // Expanding to the batch size is expanding to the input's own size.
-            let shape = s1.iter().zip(s2).map(|(&p, &q)| if p == q { p } else { 1 }).collect();
+            let shape = s1
+                .iter()
+                .zip(s2)
+                .map(|(&p, &q)| if p == q { p } else { 1 })
+                .collect();
             Some(Op::Expand { shape })
         }
         (
@@ -548,10 +572,18 @@ fn reconcile_op(a: &Op, b: &Op) -> Option<Op> {
                 axes,
                 steps,
             },
-            Op::Slice { starts: s2, ends: e2, .. },
+            Op::Slice {
+                starts: s2,
+                ends: e2,
+                ..
+            },
         ) if starts == s2 && e1.len() == e2.len() => {
             // An end at the batch size is "to the end".
-            let ends = e1.iter().zip(e2).map(|(&p, &q)| if p == q { p } else { i64::MAX }).collect();
+            let ends = e1
+                .iter()
+                .zip(e2)
+                .map(|(&p, &q)| if p == q { p } else { i64::MAX })
+                .collect();
             Some(Op::Slice {
                 starts: starts.clone(),
                 ends,

@@ -126,7 +126,9 @@ pub fn from_proto(t: &TensorProto) -> Result<HostTensor, String> {
         if got == n {
             Ok(())
         } else {
-            Err(format!("shape {shape:?} needs {n} values but the tensor holds {got}"))
+            Err(format!(
+                "shape {shape:?} needs {n} values but the tensor holds {got}"
+            ))
         }
     };
     // Bytes per element in raw_data.
@@ -139,21 +141,69 @@ pub fn from_proto(t: &TensorProto) -> Result<HostTensor, String> {
         other => return Err(format!("element type {other} is not supported")),
     };
     if !raw.is_empty() {
-        if raw.len() % width != 0 {
-            return Err(format!("raw data of {} bytes is not a whole number of elements", raw.len()));
+        if !raw.len().is_multiple_of(width) {
+            return Err(format!(
+                "raw data of {} bytes is not a whole number of elements",
+                raw.len()
+            ));
         }
         check(raw.len() / width)?;
         let chunks = raw.chunks_exact(width);
         let tensor = match dt {
-            dtype::FLOAT => HostTensor::f32(shape, chunks.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-            dtype::DOUBLE => HostTensor::f32(shape, chunks.map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect()),
-            dtype::FLOAT16 => HostTensor::f32(shape, chunks.map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
-            dtype::BFLOAT16 => HostTensor::f32(shape, chunks.map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
-            dtype::INT64 | dtype::UINT64 => HostTensor::i64(shape, chunks.map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()),
-            dtype::INT32 => HostTensor::i64(shape, chunks.map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()),
-            dtype::UINT32 => HostTensor::i64(shape, chunks.map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()),
-            dtype::INT16 => HostTensor::i64(shape, chunks.map(|c| i16::from_le_bytes([c[0], c[1]]) as i64).collect()),
-            dtype::UINT16 => HostTensor::i64(shape, chunks.map(|c| u16::from_le_bytes([c[0], c[1]]) as i64).collect()),
+            dtype::FLOAT => HostTensor::f32(
+                shape,
+                chunks
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            dtype::DOUBLE => HostTensor::f32(
+                shape,
+                chunks
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                    .collect(),
+            ),
+            dtype::FLOAT16 => HostTensor::f32(
+                shape,
+                chunks
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+            ),
+            dtype::BFLOAT16 => HostTensor::f32(
+                shape,
+                chunks
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+            ),
+            dtype::INT64 | dtype::UINT64 => HostTensor::i64(
+                shape,
+                chunks
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect(),
+            ),
+            dtype::INT32 => HostTensor::i64(
+                shape,
+                chunks
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                    .collect(),
+            ),
+            dtype::UINT32 => HostTensor::i64(
+                shape,
+                chunks
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                    .collect(),
+            ),
+            dtype::INT16 => HostTensor::i64(
+                shape,
+                chunks
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
+                    .collect(),
+            ),
+            dtype::UINT16 => HostTensor::i64(
+                shape,
+                chunks
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
+                    .collect(),
+            ),
             dtype::INT8 => HostTensor::i64(shape, chunks.map(|c| c[0] as i8 as i64).collect()),
             _ => HostTensor::i64(shape, chunks.map(|c| c[0] as i64).collect()),
         };
@@ -170,11 +220,23 @@ pub fn from_proto(t: &TensorProto) -> Result<HostTensor, String> {
         }
         dtype::FLOAT16 => {
             check(t.int32_data.len())?;
-            HostTensor::f32(shape, t.int32_data.iter().map(|&b| half::f16::from_bits(b as u16).to_f32()).collect())
+            HostTensor::f32(
+                shape,
+                t.int32_data
+                    .iter()
+                    .map(|&b| half::f16::from_bits(b as u16).to_f32())
+                    .collect(),
+            )
         }
         dtype::BFLOAT16 => {
             check(t.int32_data.len())?;
-            HostTensor::f32(shape, t.int32_data.iter().map(|&b| half::bf16::from_bits(b as u16).to_f32()).collect())
+            HostTensor::f32(
+                shape,
+                t.int32_data
+                    .iter()
+                    .map(|&b| half::bf16::from_bits(b as u16).to_f32())
+                    .collect(),
+            )
         }
         dtype::INT64 => {
             check(t.int64_data.len())?;

@@ -32,8 +32,12 @@ pub fn parametric(ctx: &Ctx) -> Result<Lowered, String> {
 pub fn clip(ctx: &Ctx) -> Result<Lowered, String> {
     let (min, max) = if ctx.opset < 11 {
         (
-            ctx.attrs.has("min").then(|| ctx.attrs.float("min", f32::MIN)),
-            ctx.attrs.has("max").then(|| ctx.attrs.float("max", f32::MAX)),
+            ctx.attrs
+                .has("min")
+                .then(|| ctx.attrs.float("min", f32::MIN)),
+            ctx.attrs
+                .has("max")
+                .then(|| ctx.attrs.float("max", f32::MAX)),
         )
     } else {
         let bound = |i: usize, what: &str| -> Result<Option<f32>, String> {
@@ -41,7 +45,9 @@ pub fn clip(ctx: &Ctx) -> Result<Lowered, String> {
                 return Ok(None);
             }
             let t = ctx.require_constant(i, what)?;
-            t.scalar_f32().map(Some).ok_or(format!("{what} is not a scalar"))
+            t.scalar_f32()
+                .map(Some)
+                .ok_or(format!("{what} is not a scalar"))
         };
         (bound(1, "min")?, bound(2, "max")?)
     };
@@ -52,7 +58,9 @@ pub fn softmax(ctx: &Ctx) -> Result<Lowered, String> {
     let old = ctx.opset < 13;
     let axis = ctx.attrs.int("axis", if old { 1 } else { -1 });
     // The opset < 13 coercion to 2-D changes nothing when the axis is the last one.
-    let last = ctx.shape(0).is_ok_and(|s| axis == -1 || axis == s.len() as i64 - 1);
+    let last = ctx
+        .shape(0)
+        .is_ok_and(|s| axis == -1 || axis == s.len() as i64 - 1);
     let legacy = old && !last;
     let op = if ctx.node.op_type == "Softmax" {
         Op::Softmax { axis, legacy }

@@ -4,7 +4,10 @@ use crate::graph::{Conv, Op};
 pub fn conv(ctx: &Ctx) -> Result<Lowered, String> {
     let w = ctx.require_constant(1, "weight")?;
     if w.shape.len() != 4 {
-        return Err(format!("weight shape {:?}: Graft supports 2-D convolutions", w.shape));
+        return Err(format!(
+            "weight shape {:?}: Graft supports 2-D convolutions",
+            w.shape
+        ));
     }
     if ctx.present(2) {
         ctx.require_constant(2, "bias")?;
@@ -13,7 +16,10 @@ pub fn conv(ctx: &Ctx) -> Result<Lowered, String> {
     if let Some(k) = ctx.attrs.ints("kernel_shape")
         && k != [kernel[0] as i64, kernel[1] as i64]
     {
-        return Err(format!("kernel_shape {k:?} disagrees with the weight {:?}", w.shape));
+        return Err(format!(
+            "kernel_shape {k:?} disagrees with the weight {:?}",
+            w.shape
+        ));
     }
     let strides = pair(ctx, "strides", 1)?;
     let dilations = pair(ctx, "dilations", 1)?;

@@ -45,8 +45,9 @@ impl Ctx<'_> {
 
     /// An input that must be known at import time (shapes, axes, pads, weights).
     pub fn require_constant(&self, i: usize, what: &str) -> Result<&HostTensor, String> {
-        self.constant(i)
-            .ok_or_else(|| format!("its {what} (input {i}) is computed at run time; Graft needs it constant"))
+        self.constant(i).ok_or_else(|| {
+            format!("its {what} (input {i}) is computed at run time; Graft needs it constant")
+        })
     }
 
     pub fn shape(&self, i: usize) -> Result<&[usize], String> {
@@ -67,7 +68,9 @@ impl Ctx<'_> {
     pub fn only_outputs(&self, n: usize, used: &dyn Fn(&str) -> bool) -> Result<(), String> {
         for name in self.node.output.iter().skip(n) {
             if !name.is_empty() && used(name) {
-                return Err(format!("its output '{name}' is used, and Graft computes only the first {n}"));
+                return Err(format!(
+                    "its output '{name}' is used, and Graft computes only the first {n}"
+                ));
             }
         }
         Ok(())
@@ -109,9 +112,7 @@ pub fn importer(op_type: &str) -> Option<ImportFn> {
         "MatMul" => linear::matmul,
         "Relu" | "Sigmoid" | "Tanh" | "Erf" | "Sqrt" | "Exp" | "Log" | "Abs" | "Neg"
         | "Reciprocal" | "Floor" | "Ceil" | "HardSwish" | "Softplus" | "Mish" | "Silu" | "Sin"
-        | "Cos" | "Sign" | "Round" | "Softsign" => {
-            activation::unary
-        }
+        | "Cos" | "Sign" | "Round" | "Softsign" => activation::unary,
         "LeakyRelu" | "Elu" | "HardSigmoid" | "Gelu" => activation::parametric,
         "Clip" => activation::clip,
         "Softmax" | "LogSoftmax" => activation::softmax,
@@ -138,15 +139,76 @@ pub fn importer(op_type: &str) -> Option<ImportFn> {
 
 /// Every op type [`importer`] accepts (for documentation and the conformance table).
 pub const SUPPORTED: &[&str] = &[
-    "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat", "Conv",
-    "Cos", "Div", "Dropout", "Elu", "Erf", "Exp", "Expand", "Flatten", "Floor", "Gather", "Gelu",
-    "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "Identity", "LRN",
-    "LayerNormalization", "LeakyRelu", "Log", "LogSoftmax", "MatMul", "Max", "MaxPool", "Mean",
-    "Min", "Mish", "Mul", "Neg", "Pad", "Pow", "Reciprocal", "ReduceL1", "ReduceL2",
-    "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum",
-    "ReduceSumSquare", "Relu", "Reshape", "Round", "Sigmoid", "Sign", "Silu", "Sin", "Slice",
-    "Softmax", "Softplus", "Softsign", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh",
-    "Transpose", "Unsqueeze",
+    "Abs",
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Ceil",
+    "Clip",
+    "Concat",
+    "Conv",
+    "Cos",
+    "Div",
+    "Dropout",
+    "Elu",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Floor",
+    "Gather",
+    "Gelu",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "LRN",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Log",
+    "LogSoftmax",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "Mean",
+    "Min",
+    "Mish",
+    "Mul",
+    "Neg",
+    "Pad",
+    "Pow",
+    "Reciprocal",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "Relu",
+    "Reshape",
+    "Round",
+    "Sigmoid",
+    "Sign",
+    "Silu",
+    "Sin",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Softsign",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
 ];
 
 /// 2-D window attributes shared by Conv and the pools: `auto_pad` resolved into explicit pads
@@ -164,7 +226,12 @@ pub fn window_pads(
             if pads.len() != 4 || pads.iter().any(|&p| p < 0) {
                 return Err(format!("pads {pads:?} are not 4 non-negative values"));
             }
-            Ok([pads[0] as usize, pads[1] as usize, pads[2] as usize, pads[3] as usize])
+            Ok([
+                pads[0] as usize,
+                pads[1] as usize,
+                pads[2] as usize,
+                pads[3] as usize,
+            ])
         }
         "VALID" => Ok([0; 4]),
         "SAME_UPPER" | "SAME_LOWER" => {
@@ -197,6 +264,8 @@ pub fn pair(ctx: &Ctx, name: &str, default: usize) -> Result<[usize; 2], String>
     match ctx.attrs.ints(name) {
         None => Ok([default; 2]),
         Some(v) if v.len() == 2 && v.iter().all(|&x| x > 0) => Ok([v[0] as usize, v[1] as usize]),
-        Some(v) => Err(format!("{name} {v:?}: Graft supports 2-D windows with positive sizes")),
+        Some(v) => Err(format!(
+            "{name} {v:?}: Graft supports 2-D windows with positive sizes"
+        )),
     }
 }

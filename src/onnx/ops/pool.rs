@@ -2,7 +2,10 @@ use super::{Ctx, Lowered, pair, window_pads};
 use crate::graph::{Op, Pool};
 
 fn pool(ctx: &Ctx) -> Result<Pool, String> {
-    let k = ctx.attrs.ints("kernel_shape").ok_or("kernel_shape is missing")?;
+    let k = ctx
+        .attrs
+        .ints("kernel_shape")
+        .ok_or("kernel_shape is missing")?;
     if k.len() != 2 || k.iter().any(|&v| v < 1) {
         return Err(format!("kernel_shape {k:?}: Graft supports 2-D pooling"));
     }

@@ -83,7 +83,9 @@ pub fn split(ctx: &Ctx) -> Result<Lowered, String> {
             let len = x[norm_axis(axis, x.len())?];
             // Equal parts; with opset 18's num_outputs the last part may be smaller.
             let part = len.div_ceil(n.max(1));
-            (0..n).map(|i| part.min(len.saturating_sub(i * part))).collect()
+            (0..n)
+                .map(|i| part.min(len.saturating_sub(i * part)))
+                .collect()
         }
     };
     Ok(Lowered {
@@ -162,10 +164,16 @@ pub fn expand(ctx: &Ctx) -> Result<Lowered, String> {
 }
 
 pub fn pad(ctx: &Ctx) -> Result<Lowered, String> {
-    let mode = ctx.attrs.string("mode").unwrap_or_else(|| "constant".into());
+    let mode = ctx
+        .attrs
+        .string("mode")
+        .unwrap_or_else(|| "constant".into());
     let (pads, value) = if ctx.opset < 11 {
         (
-            ctx.attrs.ints("pads").or_else(|| ctx.attrs.ints("paddings")).ok_or("pads is missing")?,
+            ctx.attrs
+                .ints("pads")
+                .or_else(|| ctx.attrs.ints("paddings"))
+                .ok_or("pads is missing")?,
             ctx.attrs.float("value", 0.0),
         )
     } else {

@@ -1,0 +1,54 @@
+//! Per-op timing of forward passes, for finding where inference time goes.
+//! `GRAFT_PROFILE=1` makes every step wait for its result and adds its time to a table that
+//! [`report`] prints (slower overall: the waits stop asynchronous backends overlapping work).
+
+use super::{Step, Value};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+static TABLE: Mutex<Option<HashMap<String, (u32, f64)>>> = Mutex::new(None);
+
+pub fn enabled() -> bool {
+    std::env::var_os("GRAFT_PROFILE").is_some()
+}
+
+pub(crate) fn record(step: &Step, outs: &[Value], started: Instant) {
+    if let Some(v) = outs.first() {
+        // Wait for the device to finish the op.
+        let _ = v.device().sync();
+    }
+    let key = match &step.op {
+        crate::graph::Op::Conv(c) if c.groups > 1 => "Conv (depthwise/grouped)".to_string(),
+        crate::graph::Op::Conv(c) if c.strides == [1, 1] && step.inputs.len() > 1 => {
+            "Conv".to_string()
+        }
+        op => op.onnx_type().to_string(),
+    };
+    let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    let e = t
+        .get_or_insert_with(HashMap::new)
+        .entry(key)
+        .or_insert((0, 0.0));
+    e.0 += 1;
+    e.1 += started.elapsed().as_secs_f64();
+}
+
+/// The table so far, slowest op first, then cleared.
+pub fn report() -> String {
+    let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rows: Vec<(String, (u32, f64))> = t.take().unwrap_or_default().into_iter().collect();
+    rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+    let total: f64 = rows.iter().map(|r| r.1.1).sum();
+    let mut out = format!(
+        "{:<28} {:>7} {:>10} {:>6}\n",
+        "op", "calls", "seconds", "share"
+    );
+    for (op, (n, s)) in rows {
+        out.push_str(&format!(
+            "{op:<28} {n:>7} {s:>10.3} {:>5.1}%\n",
+            100.0 * s / total.max(1e-9)
+        ));
+    }
+    out
+}
