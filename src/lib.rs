@@ -9,6 +9,7 @@ pub mod files;
 pub mod graph;
 pub mod npy;
 pub mod onnx;
+pub mod train;
 pub mod weights;
 
 /// The embedded default network (EfficientNet-Lite0, ImageNet), as ONNX bytes.

@@ -1,3 +1,11 @@
-//! Images in, tensors out: decoding, resizing and normalisation.
+//! Images in, tensors out: ImageFolder scanning and splitting, decoding, augmentation,
+//! normalisation, and batches made on worker threads.
 
+pub mod augment;
+pub mod folder;
+pub mod loader;
 pub mod preprocess;
+
+pub use augment::Augmentation;
+pub use folder::{DataError, Dataset, Sample, Skipped, scan};
+pub use loader::{Batch, Transform};

@@ -20,7 +20,9 @@ pub use value::Value;
 use crate::graph::{Network, Op, shape};
 use crate::weights::Store;
 use burn::tensor::Device;
-use params::{BatchNormParams, ConvParams, DenseParams, LayerParams, NormParams, param, tensor};
+use params::{
+    BatchNormParams, ConvParams, DenseParams, LayerParams, NormParams, param, param_id, tensor,
+};
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,8 @@ pub struct Step {
     /// Index into `Params::layers` for parameterised nodes.
     pub layer: Option<usize>,
     pub frozen: bool,
+    /// Multiplies the learning rate of this step's parameters.
+    pub lr_factor: f32,
     /// Slots whose last reader is this step.
     pub last_use: Vec<usize>,
 }
@@ -153,6 +157,8 @@ impl Model {
                 message,
             };
             let learn = trainable && !node.is_frozen();
+            let layer_no = layers.len();
+            let id = |slot: usize| param_id(layer_no, slot);
             let stored = |i: usize| {
                 node.inputs
                     .get(i)
@@ -170,8 +176,8 @@ impl Model {
                         names: vec![Some(wn), bias.as_ref().map(|b| b.0.clone())],
                     });
                     let layer = LayerParams::Conv(ConvParams {
-                        weight: param(s, w.data.clone(), device, learn),
-                        bias: bias.map(|(_, b)| param([b.len()], b.data.clone(), device, learn)),
+                        weight: param(id(0), s, w.data.clone(), device, learn),
+                        bias: bias.map(|(_, b)| param(id(1), [b.len()], b.data.clone(), device, learn)),
                     });
                     (Some(layer), vec![1, 2])
                 }
@@ -198,8 +204,8 @@ impl Model {
                     });
                     let held = if bias.is_some() { vec![1, 2] } else { vec![1] };
                     let layer = LayerParams::Dense(DenseParams {
-                        weight: param([w.shape[0], w.shape[1]], w.data.clone(), device, learn),
-                        bias: bias.map(|(_, b)| param([b.len()], b.data.clone(), device, learn)),
+                        weight: param(id(0), [w.shape[0], w.shape[1]], w.data.clone(), device, learn),
+                        bias: bias.map(|(_, b)| param(id(1), [b.len()], b.data.clone(), device, learn)),
                     });
                     (Some(layer), held)
                 }
@@ -211,8 +217,8 @@ impl Model {
                         names: vec![Some(sn), bias.as_ref().map(|b| b.0.clone())],
                     });
                     let layer = LayerParams::Norm(NormParams {
-                        scale: param([s.len()], s.data.clone(), device, learn),
-                        bias: bias.map(|(_, b)| param([b.len()], b.data.clone(), device, learn)),
+                        scale: param(id(0), [s.len()], s.data.clone(), device, learn),
+                        bias: bias.map(|(_, b)| param(id(1), [b.len()], b.data.clone(), device, learn)),
                     });
                     (Some(layer), vec![1, 2])
                 }
@@ -228,8 +234,8 @@ impl Model {
                     bindings.push(Binding { names });
                     let c = vals[0].len();
                     let layer = LayerParams::BatchNorm(BatchNormParams {
-                        gamma: param([c], vals[0].data.clone(), device, learn),
-                        beta: param([c], vals[1].data.clone(), device, learn),
+                        gamma: param(id(0), [c], vals[0].data.clone(), device, learn),
+                        beta: param(id(1), [c], vals[1].data.clone(), device, learn),
                         running_mean: burn::module::RunningState::new(tensor(
                             [c],
                             vals[2].data.clone(),
@@ -279,6 +285,7 @@ impl Model {
                 outputs,
                 layer: layer_index,
                 frozen: node.is_frozen(),
+                lr_factor: node.lr_factor,
                 last_use: Vec::new(),
             });
         }
@@ -431,6 +438,11 @@ impl Plan {
                     .ok_or_else(|| EngineError::Invalid("an output was not computed".into()))
             })
             .collect()
+    }
+
+    /// Names of the store tensors the layers hold.
+    pub fn bound_tensors(&self) -> Vec<String> {
+        self.bindings.iter().flat_map(|b| b.names.iter().flatten().cloned()).collect()
     }
 
     pub fn write_back(&self, params: &Params, store: &mut Store) -> Result<(), EngineError> {

@@ -1,7 +1,7 @@
 //! The learnable state of a network as a burn `Module`, one entry per parameterised node, so
 //! that burn's autodiff and optimizers see every weight and nothing else.
 
-use burn::module::{Module, Param, RunningState};
+use burn::module::{Module, Param, ParamId, RunningState};
 use burn::tensor::{Device, Tensor, TensorData};
 
 #[derive(Module, Debug)]
@@ -54,14 +54,34 @@ pub(crate) fn tensor<const D: usize>(
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 
-/// A parameter; frozen parameters never require a gradient.
+/// A parameter; frozen parameters never require a gradient. Ids are given, not random, so an
+/// optimizer state saved in a checkpoint finds its parameters again after a restart.
 pub(crate) fn param<const D: usize>(
+    id: ParamId,
     shape: [usize; D],
     data: Vec<f32>,
     device: &Device,
     trainable: bool,
 ) -> Param<Tensor<D>> {
-    Param::from_tensor(tensor(shape, data, device)).set_require_grad(trainable)
+    Param::initialized(id, tensor(shape, data, device)).set_require_grad(trainable)
+}
+
+/// The id of parameter `slot` of layer `layer`.
+pub(crate) fn param_id(layer: usize, slot: usize) -> ParamId {
+    ParamId::from((layer * 8 + slot + 1) as u64)
+}
+
+impl LayerParams {
+    /// Id and rank of each gradient-trained parameter (not BatchNorm's running statistics).
+    pub fn learnable(&self) -> Vec<(ParamId, usize)> {
+        let opt1 = |p: &Option<Param<Tensor<1>>>| p.as_ref().map(|p| (p.id, 1));
+        match self {
+            LayerParams::Conv(p) => [Some((p.weight.id, 4)), opt1(&p.bias)].into_iter().flatten().collect(),
+            LayerParams::Dense(p) => [Some((p.weight.id, 2)), opt1(&p.bias)].into_iter().flatten().collect(),
+            LayerParams::Norm(p) => [Some((p.scale.id, 1)), opt1(&p.bias)].into_iter().flatten().collect(),
+            LayerParams::BatchNorm(p) => vec![(p.gamma.id, 1), (p.beta.id, 1)],
+        }
+    }
 }
 
 pub(crate) fn to_vec<const D: usize>(t: &Tensor<D>) -> Result<Vec<f32>, String> {

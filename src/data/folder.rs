@@ -1,0 +1,221 @@
+//! ImageFolder datasets: one sub-folder per class under a root (the torchvision / Keras /
+//! MATLAB `imageDatastore(..., 'LabelSource', 'foldernames')` convention).
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// File endings Graft tries to decode (everything the `image` crate reads).
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp", "pnm", "pbm", "pgm", "ppm", "ico", "qoi", "tga", "hdr",
+];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub path: PathBuf,
+    pub label: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// A scanned image folder.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dataset {
+    pub root: PathBuf,
+    /// Class names: the sub-folder names, sorted.
+    pub classes: Vec<String>,
+    pub samples: Vec<Sample>,
+    /// Files that will not be used, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read the folder {path}: {message}")]
+    Unreadable { path: PathBuf, message: String },
+    #[error("{0} has no class sub-folders; put each class's images in a folder named after the class")]
+    NoClasses(PathBuf),
+    #[error("{0} has no usable images")]
+    NoImages(PathBuf),
+    #[error("class '{0}' has no usable images")]
+    EmptyClass(String),
+    #[error("only one class ('{0}'): training a classifier needs at least two")]
+    OneClass(String),
+    #[error("the validation folder's classes {found:?} differ from the training classes {expected:?}")]
+    ClassMismatch { expected: Vec<String>, found: Vec<String> },
+    #[error("validation split {0} must be between 0 and 1")]
+    BadSplit(f32),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl Dataset {
+    /// Images per class.
+    pub fn counts(&self) -> Vec<usize> {
+        let mut c = vec![0; self.classes.len()];
+        for s in &self.samples {
+            c[s.label] += 1;
+        }
+        c
+    }
+
+    /// A dataset is trainable with at least two classes, each with at least one image.
+    pub fn validate(&self) -> Result<(), DataError> {
+        if self.classes.is_empty() {
+            return Err(DataError::NoClasses(self.root.clone()));
+        }
+        if self.samples.is_empty() {
+            return Err(DataError::NoImages(self.root.clone()));
+        }
+        if let Some((i, _)) = self.counts().iter().enumerate().find(|(_, n)| **n == 0) {
+            return Err(DataError::EmptyClass(self.classes[i].clone()));
+        }
+        if self.classes.len() == 1 {
+            return Err(DataError::OneClass(self.classes[0].clone()));
+        }
+        Ok(())
+    }
+
+    /// A stratified split: from each class, `fraction` of its images (rounded, at least one
+    /// when the class has two or more) go to validation. The same seed gives the same split.
+    pub fn split(&self, fraction: f32, seed: u64) -> Result<(Dataset, Dataset), DataError> {
+        if !(0.0..1.0).contains(&fraction) || fraction.is_nan() {
+            return Err(DataError::BadSplit(fraction));
+        }
+        let mut train = Vec::new();
+        let mut val = Vec::new();
+        for class in 0..self.classes.len() {
+            let mut members: Vec<&Sample> = self.samples.iter().filter(|s| s.label == class).collect();
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            members.shuffle(&mut rng);
+            let n = members.len();
+            let mut k = (n as f32 * fraction).round() as usize;
+            if fraction > 0.0 && n >= 2 {
+                k = k.clamp(1, n - 1);
+            }
+            val.extend(members[..k].iter().map(|s| (*s).clone()));
+            train.extend(members[k..].iter().map(|s| (*s).clone()));
+        }
+        let part = |samples| Dataset {
+            root: self.root.clone(),
+            classes: self.classes.clone(),
+            samples,
+            skipped: Vec::new(),
+        };
+        Ok((part(train), part(val)))
+    }
+
+    /// Re-labels a second folder (a validation root) to these classes; its class set must
+    /// be the same.
+    pub fn same_classes(&self, other: &Dataset) -> Result<(), DataError> {
+        if self.classes != other.classes {
+            return Err(DataError::ClassMismatch {
+                expected: self.classes.clone(),
+                found: other.classes.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Scans `root`: classes are its sub-folders (sorted by name), images are the files inside
+/// them (any depth). Each image's header is read to catch corrupt, foreign and oversized
+/// files now rather than mid-training. `progress(done, total)` is called as files are checked;
+/// setting `cancel` stops the scan.
+pub fn scan(root: &Path, progress: &(dyn Fn(usize, usize) + Sync), cancel: &AtomicBool) -> Result<Dataset, DataError> {
+    let unreadable = |path: &Path, e: std::io::Error| DataError::Unreadable {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let mut classes: Vec<(String, PathBuf)> = std::fs::read_dir(root)
+        .map_err(|e| unreadable(root, e))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(DataError::NoClasses(root.to_owned()));
+    }
+    let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    for (label, (_, dir)) in classes.iter().enumerate() {
+        collect_files(dir, label, &mut files);
+    }
+    files.sort();
+    let total = files.len();
+    let done = AtomicUsize::new(0);
+    let checked: Vec<Result<Sample, Skipped>> = files
+        .into_par_iter()
+        .map(|(path, label)| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Skipped { path, reason: "cancelled".into() });
+            }
+            let result = check_image(&path).map(|()| Sample { path: path.clone(), label }).map_err(|reason| Skipped { path, reason });
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+            result
+        })
+        .collect();
+    if cancel.load(Ordering::Relaxed) {
+        return Err(DataError::Cancelled);
+    }
+    let mut dataset = Dataset {
+        root: root.to_owned(),
+        classes: classes.into_iter().map(|(n, _)| n).collect(),
+        ..Dataset::default()
+    };
+    for r in checked {
+        match r {
+            Ok(s) => dataset.samples.push(s),
+            Err(s) => dataset.skipped.push(s),
+        }
+    }
+    Ok(dataset)
+}
+
+fn collect_files(dir: &Path, label: usize, out: &mut Vec<(PathBuf, usize)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.filter_map(Result::ok) {
+        let path = e.path();
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        match e.file_type() {
+            Ok(t) if t.is_dir() => collect_files(&path, label, out),
+            Ok(_) => out.push((path, label)),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Reads the image header: format and size, within the decoder limits.
+fn check_image(path: &Path) -> Result<(), String> {
+    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    if !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+        return Err("not an image (file type)".into());
+    }
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| format!("unreadable ({e})"))?
+        .with_guessed_format()
+        .map_err(|e| format!("unreadable ({e})"))?;
+    if reader.format().is_none() {
+        return Err("not an image (contents)".into());
+    }
+    let (w, h) = reader.into_dimensions().map_err(|e| format!("corrupt ({e})"))?;
+    let max = super::preprocess::MAX_IMAGE_PIXELS;
+    if w == 0 || h == 0 {
+        return Err("corrupt (empty image)".into());
+    }
+    if w > max || h > max {
+        return Err(format!("too large ({w}×{h}; the limit is {max}×{max})"));
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! What a training session reports, over a channel, as it runs.
+
+use super::metrics::Evaluation;
+use crate::graph::Network;
+use crate::weights::Store;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IterationRecord {
+    pub epoch: usize,
+    pub iteration: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub learning_rate: f64,
+    pub images_per_sec: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValidationRecord {
+    pub epoch: usize,
+    pub iteration: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// Everything a run measured, for plots and reports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub iterations: Vec<IterationRecord>,
+    pub validations: Vec<ValidationRecord>,
+    pub epoch_seconds: Vec<f64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopReason {
+    /// All epochs ran.
+    Completed,
+    /// The user pressed Stop.
+    Stopped,
+    /// Validation loss stopped improving (patience).
+    EarlyStopped,
+}
+
+/// The result of a run.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The trained network and weights (the best validation point when there is validation
+    /// data, else the last iteration).
+    pub network: Network,
+    pub store: Store,
+    pub history: History,
+    pub reason: StopReason,
+    /// On the validation images, with the returned weights.
+    pub evaluation: Option<Evaluation>,
+    pub final_train_loss: f64,
+    pub final_train_accuracy: f64,
+    /// Mean training throughput.
+    pub images_per_sec: f64,
+    /// Whether a frozen prefix was computed once and cached.
+    pub cached_prefix: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum TrainEvent {
+    Started {
+        device: String,
+        train_images: usize,
+        val_images: usize,
+        iterations_per_epoch: usize,
+        epochs: usize,
+        /// Nodes whose activations are computed once (the frozen prefix), if any.
+        cached_nodes: usize,
+    },
+    /// Something the user should know (CPU fallback, skipped files, resume point).
+    Message(String),
+    /// A long preparation step (scanning, caching features).
+    Progress { stage: String, done: usize, total: usize },
+    Iteration(IterationRecord),
+    Validation(ValidationRecord),
+    EpochEnd { epoch: usize, seconds: f64, eta_seconds: f64 },
+    Checkpoint { path: PathBuf, epoch: usize },
+    Paused,
+    Resumed,
+    Finished(Box<Outcome>),
+    Failed(String),
+}

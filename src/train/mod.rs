@@ -1,0 +1,17 @@
+//! Training: options, a background session streaming events, checkpoints, the frozen-prefix
+//! cache, and evaluation metrics.
+
+pub mod cache;
+pub mod checkpoint;
+pub mod events;
+pub mod metrics;
+mod optim;
+pub mod options;
+pub mod session;
+mod trainer;
+
+pub use events::{History, IterationRecord, Outcome, StopReason, TrainEvent, ValidationRecord};
+pub use metrics::Evaluation;
+pub use options::{Schedule, Solver, TrainingOptions};
+pub use session::{Control, Session, TrainJob, Waker};
+pub use trainer::load_dataset;

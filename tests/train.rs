@@ -1,0 +1,157 @@
+//! End to end: a small network learns a tiny generated dataset; frozen weights keep their
+//! bytes; the export matches; a killed run resumes.
+
+mod common;
+
+use graft::data::Augmentation;
+use graft::engine::{DeviceChoice, Model};
+use graft::graph::edit::{Edit, apply, freeze_backbone};
+use graft::onnx;
+use graft::train::{Session, StopReason, TrainEvent, TrainJob, TrainingOptions, load_dataset};
+
+/// The embedded, ImageNet-trained network: its features tell the classes apart, as in real
+/// use (a random network's deep features barely depend on the input).
+fn default_network() -> onnx::Imported {
+    onnx::import_bytes(graft::DEFAULT_MODEL).unwrap()
+}
+
+/// A small random network (fast to fine-tune fully).
+fn small_network() -> onnx::Imported {
+    onnx::import(common::fixture("darknet_op13/model.onnx")).unwrap()
+}
+
+fn job(dir: &std::path::Path, imported: onnx::Imported, freeze: bool, options: TrainingOptions) -> TrainJob {
+    let (mut net, mut store) = (imported.network, imported.store);
+    let data = load_dataset(dir).unwrap();
+    apply(&mut net, &mut store, &Edit::AdaptHead { classes: data.classes.clone(), seed: 1 }).unwrap();
+    if freeze {
+        freeze_backbone(&mut net, &store).unwrap();
+    }
+    let (train, val) = data.split(0.25, 7).unwrap();
+    TrainJob { network: net, store, train, validation: Some(val), options, checkpoint: None, resume: false }
+}
+
+fn run(job: TrainJob) -> (graft::train::Outcome, Vec<TrainEvent>) {
+    let session = Session::start(job, None).unwrap();
+    let mut events = Vec::new();
+    for e in session.events().iter() {
+        match e {
+            TrainEvent::Finished(o) => return (*o, events),
+            TrainEvent::Failed(e) => panic!("training failed: {e}"),
+            other => events.push(other),
+        }
+    }
+    panic!("the session ended without a result");
+}
+
+#[test]
+fn a_frozen_backbone_trains_its_head_from_cached_features() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_dataset(dir.path(), 12, 72, 3);
+    let options = TrainingOptions { epochs: 8, batch_size: 8, learning_rate: 1e-2, device: DeviceChoice::Cpu, ..Default::default() };
+    let job = job(dir.path(), default_network(), true, options);
+    let before = job.store.clone();
+    let frozen: Vec<String> = job
+        .network
+        .nodes
+        .iter()
+        .filter(|n| n.frozen)
+        .flat_map(|n| n.inputs.iter().skip(1).cloned())
+        .filter(|v| before.contains(v))
+        .collect();
+    let (outcome, events) = run(job);
+
+    assert!(outcome.cached_prefix, "a frozen backbone without augmentation is computed once");
+    assert!(events.iter().any(|e| matches!(e, TrainEvent::Started { cached_nodes, .. } if *cached_nodes > 100)));
+    assert_eq!(outcome.reason, StopReason::Completed);
+    let its = &outcome.history.iterations;
+    let first: f64 = its[..3].iter().map(|r| r.loss).sum::<f64>() / 3.0;
+    let last: f64 = its[its.len() - 3..].iter().map(|r| r.loss).sum::<f64>() / 3.0;
+    assert!(last < first * 0.7, "training loss should fall: {first:.3} → {last:.3}");
+    let eval = outcome.evaluation.as_ref().unwrap();
+    assert!(eval.accuracy >= 0.8, "validation accuracy {:.2} on an easy dataset", eval.accuracy);
+    assert_eq!(eval.confusion.len(), 3);
+    assert_eq!(eval.predictions.len(), 9);
+
+    // Frozen weights (and BatchNorm statistics) are bit for bit unchanged; the head moved.
+    assert!(frozen.len() > 100);
+    for name in &frozen {
+        assert_eq!(outcome.store.get(name), before.get(name), "frozen tensor {name} changed");
+    }
+    assert_ne!(outcome.store.get("head.classifier.weight"), before.get("head.classifier.weight"));
+}
+
+#[test]
+fn fine_tuning_with_augmentation_updates_unfrozen_layers_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_dataset(dir.path(), 8, 72, 5);
+    let options = TrainingOptions {
+        epochs: 2,
+        batch_size: 6,
+        learning_rate: 1e-3,
+        device: DeviceChoice::Cpu,
+        augmentation: Some(Augmentation { rotation_degrees: 10.0, ..Augmentation::default() }),
+        ..Default::default()
+    };
+    let mut job = job(dir.path(), small_network(), false, options);
+    // Freeze only the first two nodes: they must not change, their BatchNorm included.
+    let first: Vec<String> = job.network.nodes[..3].iter().map(|n| n.name.clone()).collect();
+    apply(&mut job.network, &mut job.store, &Edit::FreezeUntil { node: first[2].clone() }).unwrap();
+    let frozen_names: Vec<String> = job.network.nodes[..3].iter().flat_map(|n| n.inputs.iter().skip(1).cloned()).filter(|v| job.store.contains(v)).collect();
+    let trainable: Vec<String> = job
+        .network
+        .nodes
+        .iter()
+        .filter(|n| !n.frozen)
+        .flat_map(|n| n.op.learnable_inputs().iter().filter_map(|&i| n.inputs.get(i).cloned()).collect::<Vec<_>>())
+        .filter(|v| job.store.contains(v))
+        .collect();
+    let before = job.store.clone();
+    let (outcome, _) = run(job);
+    assert!(!outcome.cached_prefix, "augmentation rules out the cache");
+    assert!(!frozen_names.is_empty() && trainable.len() >= 8);
+    for n in &frozen_names {
+        assert_eq!(outcome.store.get(n), before.get(n), "{n} is frozen");
+    }
+    for n in &trainable {
+        assert_ne!(outcome.store.get(n), before.get(n), "{n} is trainable and should have changed");
+    }
+
+    // The export, re-imported, gives the same probabilities as the trained network.
+    let out = dir.path().join("trained.onnx");
+    onnx::export_file(&outcome.network, &outcome.store, &out).unwrap();
+    let again = onnx::import(&out).unwrap();
+    assert_eq!(again.network.metadata.labels, vec!["bright", "dark", "red"]);
+    let x: Vec<f32> = (0..2 * 3 * 64 * 64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+    let device = burn::tensor::Device::flex();
+    let a = Model::build(&outcome.network, &outcome.store, &device).unwrap().infer(&[2, 3, 64, 64], x.clone()).unwrap();
+    let b = Model::build(&again.network, &again.store, &device).unwrap().infer(&[2, 3, 64, 64], x).unwrap();
+    let diff = a[0].1.iter().zip(&b[0].1).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+    assert!(diff < 1e-6, "export changed the outputs by {diff}");
+}
+
+#[test]
+fn a_frozen_batchnorm_uses_running_statistics_in_training() {
+    let imported = onnx::import(common::fixture("mobilenet_v2_bn_op12/model.onnx")).unwrap();
+    let (shape, x) = graft::npy::read_f32(&common::fixture("mobilenet_v2_bn_op12/input.npy")).unwrap();
+    let device = burn::tensor::Device::flex().autodiff();
+    let forward = |net: &graft::graph::Network, mode| {
+        let m = Model::build(net, &imported.store, &device).unwrap();
+        let input = graft::engine::Value::from_data(&shape, x.clone(), &device);
+        m.forward(input, mode).unwrap()[0].to_vec().unwrap()
+    };
+    let mut frozen = imported.network.clone();
+    for n in &mut frozen.nodes {
+        n.frozen = true;
+    }
+    // Dropout is still active in training; compare with it removed.
+    frozen.nodes.iter_mut().filter(|n| matches!(n.op, graft::graph::Op::Dropout { .. })).for_each(|n| n.op = graft::graph::Op::Identity);
+    let train = forward(&frozen, graft::engine::Mode::Train);
+    let infer = forward(&frozen, graft::engine::Mode::Inference);
+    assert_eq!(train, infer, "frozen BatchNorm must not use batch statistics");
+    let mut unfrozen = frozen.clone();
+    for n in &mut unfrozen.nodes {
+        n.frozen = false;
+    }
+    assert_ne!(forward(&unfrozen, graft::engine::Mode::Train), infer, "trainable BatchNorm uses batch statistics");
+}
