@@ -10,6 +10,7 @@ pub mod graph;
 pub mod npy;
 pub mod onnx;
 pub mod train;
+pub mod verify;
 pub mod weights;
 
 /// The embedded default network (EfficientNet-Lite0, ImageNet), as ONNX bytes.

@@ -20,15 +20,36 @@ fn small_network() -> onnx::Imported {
     onnx::import(common::fixture("darknet_op13/model.onnx")).unwrap()
 }
 
-fn job(dir: &std::path::Path, imported: onnx::Imported, freeze: bool, options: TrainingOptions) -> TrainJob {
+fn job(
+    dir: &std::path::Path,
+    imported: onnx::Imported,
+    freeze: bool,
+    options: TrainingOptions,
+) -> TrainJob {
     let (mut net, mut store) = (imported.network, imported.store);
     let data = load_dataset(dir).unwrap();
-    apply(&mut net, &mut store, &Edit::AdaptHead { classes: data.classes.clone(), seed: 1 }).unwrap();
+    apply(
+        &mut net,
+        &mut store,
+        &Edit::AdaptHead {
+            classes: data.classes.clone(),
+            seed: 1,
+        },
+    )
+    .unwrap();
     if freeze {
         freeze_backbone(&mut net, &store).unwrap();
     }
     let (train, val) = data.split(0.25, 7).unwrap();
-    TrainJob { network: net, store, train, validation: Some(val), options, checkpoint: None, resume: false }
+    TrainJob {
+        network: net,
+        store,
+        train,
+        validation: Some(val),
+        options,
+        checkpoint: None,
+        resume: false,
+    }
 }
 
 fn run(job: TrainJob) -> (graft::train::Outcome, Vec<TrainEvent>) {
@@ -48,7 +69,13 @@ fn run(job: TrainJob) -> (graft::train::Outcome, Vec<TrainEvent>) {
 fn a_frozen_backbone_trains_its_head_from_cached_features() {
     let dir = tempfile::tempdir().unwrap();
     common::write_dataset(dir.path(), 12, 72, 3);
-    let options = TrainingOptions { epochs: 8, batch_size: 8, learning_rate: 1e-2, device: DeviceChoice::Cpu, ..Default::default() };
+    let options = TrainingOptions {
+        epochs: 8,
+        batch_size: 8,
+        learning_rate: 1e-2,
+        device: DeviceChoice::Cpu,
+        ..Default::default()
+    };
     let job = job(dir.path(), default_network(), true, options);
     let before = job.store.clone();
     let frozen: Vec<String> = job
@@ -61,24 +88,45 @@ fn a_frozen_backbone_trains_its_head_from_cached_features() {
         .collect();
     let (outcome, events) = run(job);
 
-    assert!(outcome.cached_prefix, "a frozen backbone without augmentation is computed once");
-    assert!(events.iter().any(|e| matches!(e, TrainEvent::Started { cached_nodes, .. } if *cached_nodes > 100)));
+    assert!(
+        outcome.cached_prefix,
+        "a frozen backbone without augmentation is computed once"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, TrainEvent::Started { cached_nodes, .. } if *cached_nodes > 100))
+    );
     assert_eq!(outcome.reason, StopReason::Completed);
     let its = &outcome.history.iterations;
     let first: f64 = its[..3].iter().map(|r| r.loss).sum::<f64>() / 3.0;
     let last: f64 = its[its.len() - 3..].iter().map(|r| r.loss).sum::<f64>() / 3.0;
-    assert!(last < first * 0.7, "training loss should fall: {first:.3} → {last:.3}");
+    assert!(
+        last < first * 0.7,
+        "training loss should fall: {first:.3} → {last:.3}"
+    );
     let eval = outcome.evaluation.as_ref().unwrap();
-    assert!(eval.accuracy >= 0.8, "validation accuracy {:.2} on an easy dataset", eval.accuracy);
+    assert!(
+        eval.accuracy >= 0.8,
+        "validation accuracy {:.2} on an easy dataset",
+        eval.accuracy
+    );
     assert_eq!(eval.confusion.len(), 3);
     assert_eq!(eval.predictions.len(), 9);
 
     // Frozen weights (and BatchNorm statistics) are bit for bit unchanged; the head moved.
     assert!(frozen.len() > 100);
     for name in &frozen {
-        assert_eq!(outcome.store.get(name), before.get(name), "frozen tensor {name} changed");
+        assert_eq!(
+            outcome.store.get(name),
+            before.get(name),
+            "frozen tensor {name} changed"
+        );
     }
-    assert_ne!(outcome.store.get("head.classifier.weight"), before.get("head.classifier.weight"));
+    assert_ne!(
+        outcome.store.get("head.classifier.weight"),
+        before.get("head.classifier.weight")
+    );
 }
 
 #[test]
@@ -90,20 +138,42 @@ fn fine_tuning_with_augmentation_updates_unfrozen_layers_and_exports() {
         batch_size: 6,
         learning_rate: 1e-3,
         device: DeviceChoice::Cpu,
-        augmentation: Some(Augmentation { rotation_degrees: 10.0, ..Augmentation::default() }),
+        augmentation: Some(Augmentation {
+            rotation_degrees: 10.0,
+            ..Augmentation::default()
+        }),
         ..Default::default()
     };
     let mut job = job(dir.path(), small_network(), false, options);
     // Freeze only the first two nodes: they must not change, their BatchNorm included.
-    let first: Vec<String> = job.network.nodes[..3].iter().map(|n| n.name.clone()).collect();
-    apply(&mut job.network, &mut job.store, &Edit::FreezeUntil { node: first[2].clone() }).unwrap();
-    let frozen_names: Vec<String> = job.network.nodes[..3].iter().flat_map(|n| n.inputs.iter().skip(1).cloned()).filter(|v| job.store.contains(v)).collect();
+    let first: Vec<String> = job.network.nodes[..3]
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
+    apply(
+        &mut job.network,
+        &mut job.store,
+        &Edit::FreezeUntil {
+            node: first[2].clone(),
+        },
+    )
+    .unwrap();
+    let frozen_names: Vec<String> = job.network.nodes[..3]
+        .iter()
+        .flat_map(|n| n.inputs.iter().skip(1).cloned())
+        .filter(|v| job.store.contains(v))
+        .collect();
     let trainable: Vec<String> = job
         .network
         .nodes
         .iter()
         .filter(|n| !n.frozen)
-        .flat_map(|n| n.op.learnable_inputs().iter().filter_map(|&i| n.inputs.get(i).cloned()).collect::<Vec<_>>())
+        .flat_map(|n| {
+            n.op.learnable_inputs()
+                .iter()
+                .filter_map(|&i| n.inputs.get(i).cloned())
+                .collect::<Vec<_>>()
+        })
         .filter(|v| job.store.contains(v))
         .collect();
     let before = job.store.clone();
@@ -114,7 +184,11 @@ fn fine_tuning_with_augmentation_updates_unfrozen_layers_and_exports() {
         assert_eq!(outcome.store.get(n), before.get(n), "{n} is frozen");
     }
     for n in &trainable {
-        assert_ne!(outcome.store.get(n), before.get(n), "{n} is trainable and should have changed");
+        assert_ne!(
+            outcome.store.get(n),
+            before.get(n),
+            "{n} is trainable and should have changed"
+        );
     }
 
     // The export, re-imported, gives the same probabilities as the trained network.
@@ -122,18 +196,32 @@ fn fine_tuning_with_augmentation_updates_unfrozen_layers_and_exports() {
     onnx::export_file(&outcome.network, &outcome.store, &out).unwrap();
     let again = onnx::import(&out).unwrap();
     assert_eq!(again.network.metadata.labels, vec!["bright", "dark", "red"]);
-    let x: Vec<f32> = (0..2 * 3 * 64 * 64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+    let x: Vec<f32> = (0..2 * 3 * 64 * 64)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
     let device = burn::tensor::Device::flex();
-    let a = Model::build(&outcome.network, &outcome.store, &device).unwrap().infer(&[2, 3, 64, 64], x.clone()).unwrap();
-    let b = Model::build(&again.network, &again.store, &device).unwrap().infer(&[2, 3, 64, 64], x).unwrap();
-    let diff = a[0].1.iter().zip(&b[0].1).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+    let a = Model::build(&outcome.network, &outcome.store, &device)
+        .unwrap()
+        .infer(&[2, 3, 64, 64], x.clone())
+        .unwrap();
+    let b = Model::build(&again.network, &again.store, &device)
+        .unwrap()
+        .infer(&[2, 3, 64, 64], x)
+        .unwrap();
+    let diff = a[0]
+        .1
+        .iter()
+        .zip(&b[0].1)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f32::max);
     assert!(diff < 1e-6, "export changed the outputs by {diff}");
 }
 
 #[test]
 fn a_frozen_batchnorm_uses_running_statistics_in_training() {
     let imported = onnx::import(common::fixture("mobilenet_v2_bn_op12/model.onnx")).unwrap();
-    let (shape, x) = graft::npy::read_f32(&common::fixture("mobilenet_v2_bn_op12/input.npy")).unwrap();
+    let (shape, x) =
+        graft::npy::read_f32(&common::fixture("mobilenet_v2_bn_op12/input.npy")).unwrap();
     let device = burn::tensor::Device::flex().autodiff();
     let forward = |net: &graft::graph::Network, mode| {
         let m = Model::build(net, &imported.store, &device).unwrap();
@@ -145,13 +233,24 @@ fn a_frozen_batchnorm_uses_running_statistics_in_training() {
         n.frozen = true;
     }
     // Dropout is still active in training; compare with it removed.
-    frozen.nodes.iter_mut().filter(|n| matches!(n.op, graft::graph::Op::Dropout { .. })).for_each(|n| n.op = graft::graph::Op::Identity);
+    frozen
+        .nodes
+        .iter_mut()
+        .filter(|n| matches!(n.op, graft::graph::Op::Dropout { .. }))
+        .for_each(|n| n.op = graft::graph::Op::Identity);
     let train = forward(&frozen, graft::engine::Mode::Train);
     let infer = forward(&frozen, graft::engine::Mode::Inference);
-    assert_eq!(train, infer, "frozen BatchNorm must not use batch statistics");
+    assert_eq!(
+        train, infer,
+        "frozen BatchNorm must not use batch statistics"
+    );
     let mut unfrozen = frozen.clone();
     for n in &mut unfrozen.nodes {
         n.frozen = false;
     }
-    assert_ne!(forward(&unfrozen, graft::engine::Mode::Train), infer, "trainable BatchNorm uses batch statistics");
+    assert_ne!(
+        forward(&unfrozen, graft::engine::Mode::Train),
+        infer,
+        "trainable BatchNorm uses batch statistics"
+    );
 }

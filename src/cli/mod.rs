@@ -4,6 +4,7 @@ mod bench;
 mod infer;
 mod inspect;
 mod predict;
+pub mod train;
 
 use crate::engine::DeviceChoice;
 use crate::onnx::{self, Imported};
@@ -52,6 +53,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
     },
+    /// Train a new head (and any unfrozen layers) on a folder of images, then export ONNX.
+    Train(Box<train::TrainArgs>),
+    /// Accuracy, per-class metrics and confusion matrix of a network on a labelled folder.
+    Evaluate(train::EvaluateArgs),
+    /// Run a file in an independent runtime (tract) and in Graft; compare the outputs.
+    Verify(train::VerifyArgs),
     /// Time inference: median images/s over repeated runs on random input (JSON line).
     Bench {
         model: PathBuf,
@@ -80,6 +87,9 @@ pub fn run(command: Command) -> Result<(), String> {
             top,
             device,
         } => predict::run(&model, &images, top, device),
+        Command::Train(args) => train::run(*args),
+        Command::Evaluate(args) => train::evaluate_cmd(args),
+        Command::Verify(args) => train::verify_cmd(args),
         Command::Bench {
             model,
             batch,

@@ -83,22 +83,40 @@ fn random_window(w: f32, h: f32, a: &Augmentation, rng: &mut impl Rng) -> Option
 }
 
 /// Renders an augmented `crop`×`crop` view of `img` (RGB bytes, HWC).
-pub fn augmented_view(img: &RgbImage, resize: usize, crop: usize, a: &Augmentation, rng: &mut impl Rng) -> RgbImage {
+pub fn augmented_view(
+    img: &RgbImage,
+    resize: usize,
+    crop: usize,
+    a: &Augmentation,
+    rng: &mut impl Rng,
+) -> RgbImage {
     let (w, h) = (img.width() as f32, img.height() as f32);
     let (cx, cy, ww, wh) = if a.random_resized_crop {
         random_window(w, h, a, rng).unwrap_or_else(|| center_window(w, h, resize, crop))
     } else {
         center_window(w, h, resize, crop)
     };
-    let flip_x = if a.horizontal_flip && rng.random_bool(0.5) { -1.0 } else { 1.0 };
-    let flip_y = if a.vertical_flip && rng.random_bool(0.5) { -1.0 } else { 1.0 };
+    let flip_x = if a.horizontal_flip && rng.random_bool(0.5) {
+        -1.0
+    } else {
+        1.0
+    };
+    let flip_y = if a.vertical_flip && rng.random_bool(0.5) {
+        -1.0
+    } else {
+        1.0
+    };
     let theta = if a.rotation_degrees > 0.0 {
-        rng.random_range(-a.rotation_degrees..=a.rotation_degrees).to_radians()
+        rng.random_range(-a.rotation_degrees..=a.rotation_degrees)
+            .to_radians()
     } else {
         0.0
     };
     let (tx, ty) = if a.translation > 0.0 {
-        (rng.random_range(-a.translation..=a.translation), rng.random_range(-a.translation..=a.translation))
+        (
+            rng.random_range(-a.translation..=a.translation),
+            rng.random_range(-a.translation..=a.translation),
+        )
     } else {
         (0.0, 0.0)
     };
@@ -126,7 +144,12 @@ fn bilinear(img: &RgbImage, x: f32, y: f32) -> [u8; 3] {
     let (x0, y0) = (x.floor() as i64, y.floor() as i64);
     let (fx, fy) = (x - x0 as f32, y - y0 as f32);
     let mut acc = [0.0f32; 3];
-    for (dx, dy, wgt) in [(0, 0, (1.0 - fx) * (1.0 - fy)), (1, 0, fx * (1.0 - fy)), (0, 1, (1.0 - fx) * fy), (1, 1, fx * fy)] {
+    for (dx, dy, wgt) in [
+        (0, 0, (1.0 - fx) * (1.0 - fy)),
+        (1, 0, fx * (1.0 - fy)),
+        (0, 1, (1.0 - fx) * fy),
+        (1, 1, fx * fy),
+    ] {
         let (xi, yi) = (x0 + dx, y0 + dy);
         if wgt > 0.0 && xi >= 0 && yi >= 0 && xi < w && yi < h {
             let p = img.get_pixel(xi as u32, yi as u32).0;
@@ -145,13 +168,20 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     fn gradient(w: u32, h: u32) -> RgbImage {
-        RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128]))
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128])
+        })
     }
 
     #[test]
     fn the_same_seed_gives_the_same_view() {
         let img = gradient(300, 200);
-        let a = Augmentation { rotation_degrees: 15.0, translation: 0.1, vertical_flip: true, ..Augmentation::default() };
+        let a = Augmentation {
+            rotation_degrees: 15.0,
+            translation: 0.1,
+            vertical_flip: true,
+            ..Augmentation::default()
+        };
         let one = augmented_view(&img, 256, 64, &a, &mut ChaCha8Rng::seed_from_u64(7));
         let two = augmented_view(&img, 256, 64, &a, &mut ChaCha8Rng::seed_from_u64(7));
         let three = augmented_view(&img, 256, 64, &a, &mut ChaCha8Rng::seed_from_u64(8));
@@ -162,22 +192,46 @@ mod tests {
     #[test]
     fn no_augmentation_is_the_centre_crop() {
         let img = gradient(200, 100);
-        let view = augmented_view(&img, 64, 64, &Augmentation::none(), &mut ChaCha8Rng::seed_from_u64(0));
+        let view = augmented_view(
+            &img,
+            64,
+            64,
+            &Augmentation::none(),
+            &mut ChaCha8Rng::seed_from_u64(0),
+        );
         // Centre crop of a horizontal gradient: the left edge is at x = 50 of 200.
         let left = view.get_pixel(0, 32).0[0] as i32;
         assert!((left - 50 * 255 / 200).abs() <= 3, "left edge value {left}");
         let right = view.get_pixel(63, 32).0[0] as i32;
-        assert!((right - 150 * 255 / 200).abs() <= 3, "right edge value {right}");
+        assert!(
+            (right - 150 * 255 / 200).abs() <= 3,
+            "right edge value {right}"
+        );
     }
 
     #[test]
     fn a_horizontal_flip_mirrors() {
         let img = gradient(100, 100);
-        let a = Augmentation { random_resized_crop: false, horizontal_flip: true, ..Augmentation::none() };
+        let a = Augmentation {
+            random_resized_crop: false,
+            horizontal_flip: true,
+            ..Augmentation::none()
+        };
         // Find a seed that flips and one that does not; their views mirror each other.
-        let views: Vec<RgbImage> = (0..8).map(|s| augmented_view(&img, 32, 32, &a, &mut ChaCha8Rng::seed_from_u64(s))).collect();
-        let plain = augmented_view(&img, 32, 32, &Augmentation::none(), &mut ChaCha8Rng::seed_from_u64(0));
-        let flipped = views.iter().find(|v| **v != plain).expect("some seed flips");
+        let views: Vec<RgbImage> = (0..8)
+            .map(|s| augmented_view(&img, 32, 32, &a, &mut ChaCha8Rng::seed_from_u64(s)))
+            .collect();
+        let plain = augmented_view(
+            &img,
+            32,
+            32,
+            &Augmentation::none(),
+            &mut ChaCha8Rng::seed_from_u64(0),
+        );
+        let flipped = views
+            .iter()
+            .find(|v| **v != plain)
+            .expect("some seed flips");
         assert_eq!(flipped.get_pixel(0, 5), plain.get_pixel(31, 5));
     }
 }

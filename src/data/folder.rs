@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// File endings Graft tries to decode (everything the `image` crate reads).
 pub const IMAGE_EXTENSIONS: &[&str] = &[
-    "jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp", "pnm", "pbm", "pgm", "ppm", "ico", "qoi", "tga", "hdr",
+    "jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp", "pnm", "pbm", "pgm", "ppm", "ico",
+    "qoi", "tga", "hdr",
 ];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,7 +42,9 @@ pub struct Dataset {
 pub enum DataError {
     #[error("cannot read the folder {path}: {message}")]
     Unreadable { path: PathBuf, message: String },
-    #[error("{0} has no class sub-folders; put each class's images in a folder named after the class")]
+    #[error(
+        "{0} has no class sub-folders; put each class's images in a folder named after the class"
+    )]
     NoClasses(PathBuf),
     #[error("{0} has no usable images")]
     NoImages(PathBuf),
@@ -49,8 +52,13 @@ pub enum DataError {
     EmptyClass(String),
     #[error("only one class ('{0}'): training a classifier needs at least two")]
     OneClass(String),
-    #[error("the validation folder's classes {found:?} differ from the training classes {expected:?}")]
-    ClassMismatch { expected: Vec<String>, found: Vec<String> },
+    #[error(
+        "the validation folder's classes {found:?} differ from the training classes {expected:?}"
+    )]
+    ClassMismatch {
+        expected: Vec<String>,
+        found: Vec<String>,
+    },
     #[error("validation split {0} must be between 0 and 1")]
     BadSplit(f32),
     #[error("cancelled")]
@@ -93,8 +101,11 @@ impl Dataset {
         let mut train = Vec::new();
         let mut val = Vec::new();
         for class in 0..self.classes.len() {
-            let mut members: Vec<&Sample> = self.samples.iter().filter(|s| s.label == class).collect();
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut members: Vec<&Sample> =
+                self.samples.iter().filter(|s| s.label == class).collect();
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
             members.shuffle(&mut rng);
             let n = members.len();
             let mut k = (n as f32 * fraction).round() as usize;
@@ -130,7 +141,11 @@ impl Dataset {
 /// them (any depth). Each image's header is read to catch corrupt, foreign and oversized
 /// files now rather than mid-training. `progress(done, total)` is called as files are checked;
 /// setting `cancel` stops the scan.
-pub fn scan(root: &Path, progress: &(dyn Fn(usize, usize) + Sync), cancel: &AtomicBool) -> Result<Dataset, DataError> {
+pub fn scan(
+    root: &Path,
+    progress: &(dyn Fn(usize, usize) + Sync),
+    cancel: &AtomicBool,
+) -> Result<Dataset, DataError> {
     let unreadable = |path: &Path, e: std::io::Error| DataError::Unreadable {
         path: path.to_owned(),
         message: e.to_string(),
@@ -157,9 +172,17 @@ pub fn scan(root: &Path, progress: &(dyn Fn(usize, usize) + Sync), cancel: &Atom
         .into_par_iter()
         .map(|(path, label)| {
             if cancel.load(Ordering::Relaxed) {
-                return Err(Skipped { path, reason: "cancelled".into() });
+                return Err(Skipped {
+                    path,
+                    reason: "cancelled".into(),
+                });
             }
-            let result = check_image(&path).map(|()| Sample { path: path.clone(), label }).map_err(|reason| Skipped { path, reason });
+            let result = check_image(&path)
+                .map(|()| Sample {
+                    path: path.clone(),
+                    label,
+                })
+                .map_err(|reason| Skipped { path, reason });
             progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
             result
         })
@@ -182,7 +205,9 @@ pub fn scan(root: &Path, progress: &(dyn Fn(usize, usize) + Sync), cancel: &Atom
 }
 
 fn collect_files(dir: &Path, label: usize, out: &mut Vec<(PathBuf, usize)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.filter_map(Result::ok) {
         let path = e.path();
         if e.file_name().to_string_lossy().starts_with('.') {
@@ -198,7 +223,10 @@ fn collect_files(dir: &Path, label: usize, out: &mut Vec<(PathBuf, usize)>) {
 
 /// Reads the image header: format and size, within the decoder limits.
 fn check_image(path: &Path) -> Result<(), String> {
-    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     if !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
         return Err("not an image (file type)".into());
     }
@@ -209,7 +237,9 @@ fn check_image(path: &Path) -> Result<(), String> {
     if reader.format().is_none() {
         return Err("not an image (contents)".into());
     }
-    let (w, h) = reader.into_dimensions().map_err(|e| format!("corrupt ({e})"))?;
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| format!("corrupt ({e})"))?;
     let max = super::preprocess::MAX_IMAGE_PIXELS;
     if w == 0 || h == 0 {
         return Err("corrupt (empty image)".into());

@@ -46,7 +46,13 @@ impl Transform {
                 } else {
                     img
                 };
-                augmented_view(src, p.resize, p.crop, a, &mut ChaCha8Rng::seed_from_u64(seed))
+                augmented_view(
+                    src,
+                    p.resize,
+                    p.crop,
+                    a,
+                    &mut ChaCha8Rng::seed_from_u64(seed),
+                )
             }
             _ => resize_center_crop(img, p.resize, p.crop),
         };
@@ -85,7 +91,8 @@ pub struct Batch {
 /// The seed of one sample's augmentation in one epoch: independent of thread timing, so a
 /// resumed run sees the same images.
 pub fn sample_seed(seed: u64, epoch: usize, index: usize) -> u64 {
-    seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (index as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+    seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (index as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -177,7 +177,8 @@ impl Model {
                     });
                     let layer = LayerParams::Conv(ConvParams {
                         weight: param(id(0), s, w.data.clone(), device, learn),
-                        bias: bias.map(|(_, b)| param(id(1), [b.len()], b.data.clone(), device, learn)),
+                        bias: bias
+                            .map(|(_, b)| param(id(1), [b.len()], b.data.clone(), device, learn)),
                     });
                     (Some(layer), vec![1, 2])
                 }
@@ -204,8 +205,15 @@ impl Model {
                     });
                     let held = if bias.is_some() { vec![1, 2] } else { vec![1] };
                     let layer = LayerParams::Dense(DenseParams {
-                        weight: param(id(0), [w.shape[0], w.shape[1]], w.data.clone(), device, learn),
-                        bias: bias.map(|(_, b)| param(id(1), [b.len()], b.data.clone(), device, learn)),
+                        weight: param(
+                            id(0),
+                            [w.shape[0], w.shape[1]],
+                            w.data.clone(),
+                            device,
+                            learn,
+                        ),
+                        bias: bias
+                            .map(|(_, b)| param(id(1), [b.len()], b.data.clone(), device, learn)),
                     });
                     (Some(layer), held)
                 }
@@ -218,7 +226,8 @@ impl Model {
                     });
                     let layer = LayerParams::Norm(NormParams {
                         scale: param(id(0), [s.len()], s.data.clone(), device, learn),
-                        bias: bias.map(|(_, b)| param(id(1), [b.len()], b.data.clone(), device, learn)),
+                        bias: bias
+                            .map(|(_, b)| param(id(1), [b.len()], b.data.clone(), device, learn)),
                     });
                     (Some(layer), vec![1, 2])
                 }
@@ -442,7 +451,10 @@ impl Plan {
 
     /// Names of the store tensors the layers hold.
     pub fn bound_tensors(&self) -> Vec<String> {
-        self.bindings.iter().flat_map(|b| b.names.iter().flatten().cloned()).collect()
+        self.bindings
+            .iter()
+            .flat_map(|b| b.names.iter().flatten().cloned())
+            .collect()
     }
 
     pub fn write_back(&self, params: &Params, store: &mut Store) -> Result<(), EngineError> {

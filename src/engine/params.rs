@@ -76,9 +76,18 @@ impl LayerParams {
     pub fn learnable(&self) -> Vec<(ParamId, usize)> {
         let opt1 = |p: &Option<Param<Tensor<1>>>| p.as_ref().map(|p| (p.id, 1));
         match self {
-            LayerParams::Conv(p) => [Some((p.weight.id, 4)), opt1(&p.bias)].into_iter().flatten().collect(),
-            LayerParams::Dense(p) => [Some((p.weight.id, 2)), opt1(&p.bias)].into_iter().flatten().collect(),
-            LayerParams::Norm(p) => [Some((p.scale.id, 1)), opt1(&p.bias)].into_iter().flatten().collect(),
+            LayerParams::Conv(p) => [Some((p.weight.id, 4)), opt1(&p.bias)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            LayerParams::Dense(p) => [Some((p.weight.id, 2)), opt1(&p.bias)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            LayerParams::Norm(p) => [Some((p.scale.id, 1)), opt1(&p.bias)]
+                .into_iter()
+                .flatten()
+                .collect(),
             LayerParams::BatchNorm(p) => vec![(p.gamma.id, 1), (p.beta.id, 1)],
         }
     }

@@ -20,21 +20,41 @@ pub enum EditError {
 /// A change the user asks for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Edit {
-    SetFrozen { node: String, frozen: bool },
+    SetFrozen {
+        node: String,
+        frozen: bool,
+    },
     /// Freeze `node` and every node it depends on.
-    FreezeUntil { node: String },
+    FreezeUntil {
+        node: String,
+    },
     /// Unfreeze `node` and every node that depends on it.
-    UnfreezeFrom { node: String },
-    SetLrFactor { node: String, factor: f32 },
+    UnfreezeFrom {
+        node: String,
+    },
+    SetLrFactor {
+        node: String,
+        factor: f32,
+    },
     /// Replace the final classifier (and any softmax after it) by a freshly initialised one
     /// for `classes`, followed by a softmax.
-    AdaptHead { classes: Vec<String>, seed: u64 },
+    AdaptHead {
+        classes: Vec<String>,
+        seed: u64,
+    },
     /// Keep the network up to `node` (its first output becomes the output).
-    CutAfter { node: String },
+    CutAfter {
+        node: String,
+    },
     /// Remove a node with one input and one output, wiring its readers to its input.
-    RemoveNode { node: String },
+    RemoveNode {
+        node: String,
+    },
     /// Change a node's attributes (same op kind).
-    SetOp { node: String, op: Op },
+    SetOp {
+        node: String,
+        op: Op,
+    },
 }
 
 /// What an edit changed: the node lists before and after (small) and the weights it removed
@@ -103,7 +123,10 @@ pub fn apply(net: &mut Network, store: &mut Store, edit: &Edit) -> Result<Change
         for (name, t) in &removed {
             store.insert(name.clone(), t.clone());
         }
-        return Err(EditError::Invalid(format!("the edit would break the network: {}", new_errors.join("; "))));
+        return Err(EditError::Invalid(format!(
+            "the edit would break the network: {}",
+            new_errors.join("; ")
+        )));
     }
     *net = work.clone();
     Ok(Change {
@@ -118,10 +141,15 @@ pub fn apply(net: &mut Network, store: &mut Store, edit: &Edit) -> Result<Change
 type Weights = Vec<(String, Tensor)>;
 
 fn index(net: &Network, node: &str) -> Result<usize, EditError> {
-    net.node_index(node).ok_or_else(|| EditError::NoSuchNode(node.to_owned()))
+    net.node_index(node)
+        .ok_or_else(|| EditError::NoSuchNode(node.to_owned()))
 }
 
-fn apply_inner(net: &mut Network, store: &Store, edit: &Edit) -> Result<(Weights, Weights), EditError> {
+fn apply_inner(
+    net: &mut Network,
+    store: &Store,
+    edit: &Edit,
+) -> Result<(Weights, Weights), EditError> {
     match edit {
         Edit::SetFrozen { node, frozen } => {
             let i = index(net, node)?;
@@ -147,7 +175,9 @@ fn apply_inner(net: &mut Network, store: &Store, edit: &Edit) -> Result<(Weights
         }
         Edit::SetLrFactor { node, factor } => {
             if !factor.is_finite() || *factor < 0.0 {
-                return Err(EditError::Invalid(format!("learn-rate factor {factor} must be ≥ 0")));
+                return Err(EditError::Invalid(format!(
+                    "learn-rate factor {factor} must be ≥ 0"
+                )));
             }
             let i = index(net, node)?;
             net.nodes[i].lr_factor = *factor;
@@ -166,7 +196,8 @@ fn apply_inner(net: &mut Network, store: &Store, edit: &Edit) -> Result<(Weights
         Edit::RemoveNode { node } => {
             let i = index(net, node)?;
             let n = &net.nodes[i];
-            let data_inputs: Vec<&str> = n.present_inputs().filter(|v| !store.contains(v)).collect();
+            let data_inputs: Vec<&str> =
+                n.present_inputs().filter(|v| !store.contains(v)).collect();
             let ([input], [output]) = (data_inputs.as_slice(), n.outputs.as_slice()) else {
                 return Err(EditError::Invalid(format!(
                     "'{node}' has {} activation inputs and {} outputs; only a node with one of each can be removed",
@@ -175,7 +206,11 @@ fn apply_inner(net: &mut Network, store: &Store, edit: &Edit) -> Result<(Weights
                 )));
             };
             let (input, output) = (input.to_string(), output.clone());
-            let weights: Vec<String> = n.present_inputs().filter(|v| store.contains(v)).map(str::to_owned).collect();
+            let weights: Vec<String> = n
+                .present_inputs()
+                .filter(|v| store.contains(v))
+                .map(str::to_owned)
+                .collect();
             net.nodes.remove(i);
             for m in &mut net.nodes {
                 for v in &mut m.inputs {
@@ -189,7 +224,8 @@ fn apply_inner(net: &mut Network, store: &Store, edit: &Edit) -> Result<(Weights
                     *o = input.clone();
                 }
             }
-            let still_read: HashSet<&str> = net.nodes.iter().flat_map(|n| n.present_inputs()).collect();
+            let still_read: HashSet<&str> =
+                net.nodes.iter().flat_map(|n| n.present_inputs()).collect();
             let removed = weights
                 .into_iter()
                 .filter(|w| !still_read.contains(w.as_str()))
@@ -217,7 +253,11 @@ pub fn ancestors(net: &Network, i: usize) -> Vec<usize> {
     let mut needed: HashSet<&str> = net.nodes[i].present_inputs().collect();
     let mut out = vec![i];
     for j in (0..i).rev() {
-        if net.nodes[j].outputs.iter().any(|o| needed.contains(o.as_str())) {
+        if net.nodes[j]
+            .outputs
+            .iter()
+            .any(|o| needed.contains(o.as_str()))
+        {
             out.push(j);
             needed.extend(net.nodes[j].present_inputs());
         }
@@ -299,10 +339,17 @@ pub fn find_classifier(net: &Network, store: &Store) -> Option<usize> {
         let node = &net.nodes[i];
         let weight = node.inputs.get(1).and_then(|w| store.get(w));
         match &node.op {
-            Op::Gemm { .. } | Op::MatMul if weight.is_some_and(|w| w.shape.len() == 2) => return Some(i),
-            Op::Conv(c) if c.groups == 1 && weight.is_some_and(|w| w.shape[2] == 1 && w.shape[3] == 1) => return Some(i),
+            Op::Gemm { .. } | Op::MatMul if weight.is_some_and(|w| w.shape.len() == 2) => {
+                return Some(i);
+            }
+            Op::Conv(c)
+                if c.groups == 1 && weight.is_some_and(|w| w.shape[2] == 1 && w.shape[3] == 1) =>
+            {
+                return Some(i);
+            }
             // A MatMul classifier's bias.
-            Op::Binary(crate::graph::Binary::Add) if node.inputs.get(1).is_some_and(|b| store.contains(b)) => {}
+            Op::Binary(crate::graph::Binary::Add)
+                if node.inputs.get(1).is_some_and(|b| store.contains(b)) => {}
             op if is_tail_op(op) => {}
             _ => return None,
         }
@@ -314,16 +361,26 @@ pub const HEAD_CLASSIFIER: &str = "head/classifier";
 pub const HEAD_SOFTMAX: &str = "head/softmax";
 pub const HEAD_OUTPUT: &str = "probabilities";
 
-fn adapt_head(net: &mut Network, store: &Store, classes: &[String], seed: u64) -> Result<(Weights, Weights), EditError> {
+fn adapt_head(
+    net: &mut Network,
+    store: &Store,
+    classes: &[String],
+    seed: u64,
+) -> Result<(Weights, Weights), EditError> {
     if classes.len() < 2 {
-        return Err(EditError::Invalid(format!("a classifier needs at least two classes, got {}", classes.len())));
+        return Err(EditError::Invalid(format!(
+            "a classifier needs at least two classes, got {}",
+            classes.len()
+        )));
     }
     let ci = find_classifier(net, store).ok_or_else(|| {
         EditError::Invalid("no final classifier found (a Gemm/MatMul or 1×1 Conv followed only by pooling, reshapes and softmax)".into())
     })?;
     let (shapes, _) = super::shape::infer(net, store, 1);
     let old = net.nodes[ci].clone();
-    let w = store.get(&old.inputs[1]).ok_or_else(|| EditError::Invalid("classifier weight missing".into()))?;
+    let w = store
+        .get(&old.inputs[1])
+        .ok_or_else(|| EditError::Invalid("classifier weight missing".into()))?;
     let n = classes.len();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // PyTorch's default initialisation of Linear and Conv: U(-1/√fan_in, 1/√fan_in).
@@ -337,24 +394,61 @@ fn adapt_head(net: &mut Network, store: &Store, classes: &[String], seed: u64) -
             let fan_in = w.shape[1] * w.shape[2] * w.shape[3];
             let shape = vec![n, w.shape[1], w.shape[2], w.shape[3]];
             let data = uniform(n * fan_in, fan_in);
-            (Op::Conv(c.clone()), Tensor { shape, data }, uniform(n, fan_in))
+            (
+                Op::Conv(c.clone()),
+                Tensor { shape, data },
+                uniform(n, fan_in),
+            )
         }
-        Op::Gemm { trans_b, trans_a, .. } => {
+        Op::Gemm {
+            trans_b, trans_a, ..
+        } => {
             let fan_in = if *trans_b { w.shape[1] } else { w.shape[0] };
             let data = uniform(n * fan_in, fan_in);
-            let op = Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: *trans_a, trans_b: true };
-            (op, Tensor { shape: vec![n, fan_in], data }, uniform(n, fan_in))
+            let op = Op::Gemm {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a: *trans_a,
+                trans_b: true,
+            };
+            (
+                op,
+                Tensor {
+                    shape: vec![n, fan_in],
+                    data,
+                },
+                uniform(n, fan_in),
+            )
         }
         _ if input_rank == Some(2) => {
             // A rank-2 MatMul classifier becomes a Gemm with its bias.
             let fan_in = w.shape[0];
             let data = uniform(n * fan_in, fan_in);
-            let op = Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true };
-            (op, Tensor { shape: vec![n, fan_in], data }, uniform(n, fan_in))
+            let op = Op::Gemm {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a: false,
+                trans_b: true,
+            };
+            (
+                op,
+                Tensor {
+                    shape: vec![n, fan_in],
+                    data,
+                },
+                uniform(n, fan_in),
+            )
         }
         _ => {
             let fan_in = w.shape[0];
-            (Op::MatMul, Tensor { shape: vec![fan_in, n], data: uniform(n * fan_in, fan_in) }, uniform(n, fan_in))
+            (
+                Op::MatMul,
+                Tensor {
+                    shape: vec![fan_in, n],
+                    data: uniform(n * fan_in, fan_in),
+                },
+                uniform(n, fan_in),
+            )
         }
     };
 
@@ -401,7 +495,11 @@ fn adapt_head(net: &mut Network, store: &Store, classes: &[String], seed: u64) -
         if j == ci {
             node.name = HEAD_CLASSIFIER.into();
             node.op = op.clone();
-            node.inputs = vec![node.inputs[0].clone(), "head.classifier.weight".into(), "head.classifier.bias".into()];
+            node.inputs = vec![
+                node.inputs[0].clone(),
+                "head.classifier.weight".into(),
+                "head.classifier.bias".into(),
+            ];
             if matches!(op, Op::MatMul) {
                 node.inputs.truncate(2);
             }
@@ -417,11 +515,30 @@ fn adapt_head(net: &mut Network, store: &Store, classes: &[String], seed: u64) -
     let mut added: Weights = vec![("head.classifier.weight".into(), weight)];
     if matches!(op, Op::MatMul) {
         // A MatMul head keeps its bias as an Add.
-        kept.push(Node::new("head/bias", Op::Binary(crate::graph::Binary::Add), vec![final_value.clone(), "head.classifier.bias".into()], vec!["head/logits".into()]));
+        kept.push(Node::new(
+            "head/bias",
+            Op::Binary(crate::graph::Binary::Add),
+            vec![final_value.clone(), "head.classifier.bias".into()],
+            vec!["head/logits".into()],
+        ));
         final_value = "head/logits".into();
     }
-    added.push(("head.classifier.bias".into(), Tensor { shape: vec![n], data: bias }));
-    kept.push(Node::new(HEAD_SOFTMAX, Op::Softmax { axis: -1, legacy: false }, vec![final_value], vec![HEAD_OUTPUT.into()]));
+    added.push((
+        "head.classifier.bias".into(),
+        Tensor {
+            shape: vec![n],
+            data: bias,
+        },
+    ));
+    kept.push(Node::new(
+        HEAD_SOFTMAX,
+        Op::Softmax {
+            axis: -1,
+            legacy: false,
+        },
+        vec![final_value],
+        vec![HEAD_OUTPUT.into()],
+    ));
     net.nodes = kept;
     net.outputs = vec![HEAD_OUTPUT.into()];
     net.metadata.labels = classes.to_vec();
@@ -441,12 +558,14 @@ fn adapt_head(net: &mut Network, store: &Store, classes: &[String], seed: u64) -
 
 /// The first node of the head (the classifier), for "freeze the backbone".
 pub fn head_start(net: &Network, store: &Store) -> Option<usize> {
-    net.node_index(HEAD_CLASSIFIER).or_else(|| find_classifier(net, store))
+    net.node_index(HEAD_CLASSIFIER)
+        .or_else(|| find_classifier(net, store))
 }
 
 /// Freezes every node before the head's classifier.
 pub fn freeze_backbone(net: &mut Network, store: &Store) -> Result<(), EditError> {
-    let h = head_start(net, store).ok_or_else(|| EditError::Invalid("no classifier found to freeze up to".into()))?;
+    let h = head_start(net, store)
+        .ok_or_else(|| EditError::Invalid("no classifier found to freeze up to".into()))?;
     let head: HashSet<usize> = descendants(net, h).into_iter().collect();
     for (j, n) in net.nodes.iter_mut().enumerate() {
         n.frozen = !head.contains(&j);

@@ -49,16 +49,26 @@ pub fn find_cut(net: &Network, store: &Store) -> Option<Cut> {
         }
         weighted |= !net.nodes[i].op.learnable_inputs().is_empty();
         // Activations produced so far that later nodes (or outputs) still read.
-        let later: HashSet<&str> = net.nodes[i + 1..].iter().flat_map(|n| n.present_inputs()).collect();
+        let later: HashSet<&str> = net.nodes[i + 1..]
+            .iter()
+            .flat_map(|n| n.present_inputs())
+            .collect();
         let live: Vec<&str> = std::iter::once(net.input.name.as_str())
-            .chain(net.nodes[..=i].iter().flat_map(|n| n.outputs.iter().map(String::as_str)))
+            .chain(
+                net.nodes[..=i]
+                    .iter()
+                    .flat_map(|n| n.outputs.iter().map(String::as_str)),
+            )
             .filter(|v| later.contains(v) || outputs.contains(v))
             .collect();
         if let [v] = live.as_slice()
             && !outputs.contains(v)
             && weighted
         {
-            best = Some(Cut { last: i, value: v.to_string() });
+            best = Some(Cut {
+                last: i,
+                value: v.to_string(),
+            });
         }
     }
     best
@@ -70,7 +80,11 @@ pub fn head_network(net: &Network, cut: &Cut, dims: &[usize]) -> Network {
     shape.extend_from_slice(dims);
     Network {
         name: format!("{} (head)", net.name),
-        input: Input { name: cut.value.clone(), shape, free_batch: true },
+        input: Input {
+            name: cut.value.clone(),
+            shape,
+            free_batch: true,
+        },
         outputs: net.outputs.clone(),
         nodes: net.nodes[cut.last + 1..].to_vec(),
         metadata: net.metadata.clone(),
@@ -117,7 +131,16 @@ pub fn compute(
 ) -> Result<Features, String> {
     let total = samples.len();
     let order: Vec<usize> = (0..total).collect();
-    let rx = spawn_batches(samples, order, batch, transform.clone(), 0, 0, 2, cancel.clone())?;
+    let rx = spawn_batches(
+        samples,
+        order,
+        batch,
+        transform.clone(),
+        0,
+        0,
+        2,
+        cancel.clone(),
+    )?;
     let mut out = Features::default();
     let mut done = 0;
     let input_dims = prefix.plan.input_dims().to_vec();
@@ -128,7 +151,9 @@ pub fn compute(
             let mut shape = vec![b.indices.len()];
             shape.extend_from_slice(&input_dims);
             let x = Value::from_data(&shape, b.data, prefix.device());
-            let y = prefix.forward(x, Mode::Inference).map_err(|e| e.to_string())?;
+            let y = prefix
+                .forward(x, Mode::Inference)
+                .map_err(|e| e.to_string())?;
             out.data.extend(y[0].to_vec()?);
             out.labels.extend(b.labels);
             out.kept.extend(b.indices);

@@ -54,7 +54,10 @@ fn entries(store: &Store, payload: &mut Vec<u8>) -> Vec<Entry> {
             for v in &t.data {
                 payload.extend_from_slice(&v.to_le_bytes());
             }
-            Entry { name: name.clone(), shape: t.shape.clone() }
+            Entry {
+                name: name.clone(),
+                shape: t.shape.clone(),
+            }
         })
         .collect()
 }
@@ -86,12 +89,19 @@ pub fn save(path: &Path, c: &Checkpoint) -> Result<(), String> {
 
 pub fn load(path: &Path) -> Result<Checkpoint, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let bad = || format!("{} is not a Graft checkpoint (or is damaged)", path.display());
+    let bad = || {
+        format!(
+            "{} is not a Graft checkpoint (or is damaged)",
+            path.display()
+        )
+    };
     if bytes.len() < 16 || &bytes[..8] != MAGIC {
         return Err(bad());
     }
     let len = u64::from_le_bytes(bytes[8..16].try_into().map_err(|_| bad())?) as usize;
-    let json = bytes.get(16..16usize.checked_add(len).ok_or_else(bad)?).ok_or_else(bad)?;
+    let json = bytes
+        .get(16..16usize.checked_add(len).ok_or_else(bad)?)
+        .ok_or_else(bad)?;
     let header: Header = serde_json::from_slice(json).map_err(|_| bad())?;
     let mut at = 16 + len;
     let mut read_store = |list: &[Entry]| -> Result<Store, String> {
@@ -100,14 +110,26 @@ pub fn load(path: &Path) -> Result<Checkpoint, String> {
             let n = crate::weights::numel(&e.shape).ok_or_else(bad)?;
             let raw = bytes.get(at..at + 4 * n).ok_or_else(bad)?;
             at += 4 * n;
-            let data = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            store.insert(e.name.clone(), Tensor { shape: e.shape.clone(), data });
+            let data = raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            store.insert(
+                e.name.clone(),
+                Tensor {
+                    shape: e.shape.clone(),
+                    data,
+                },
+            );
         }
         Ok(store)
     };
     let store = read_store(&header.tensors)?;
     let best = header.best.as_deref().map(&mut read_store).transpose()?;
-    let optimizer = bytes.get(at..at + header.optimizer_len).ok_or_else(bad)?.to_vec();
+    let optimizer = bytes
+        .get(at..at + header.optimizer_len)
+        .ok_or_else(bad)?
+        .to_vec();
     Ok(Checkpoint {
         fingerprint: header.fingerprint,
         epochs_done: header.epochs_done,
@@ -142,7 +164,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.ckpt");
         let mut store = Store::new();
-        store.insert("w", Tensor::new(vec![2, 2], vec![1.0, -2.0, 3.5, 0.25]).unwrap());
+        store.insert(
+            "w",
+            Tensor::new(vec![2, 2], vec![1.0, -2.0, 3.5, 0.25]).unwrap(),
+        );
         let mut best = Store::new();
         best.insert("w", Tensor::new(vec![1], vec![9.0]).unwrap());
         let c = Checkpoint {

@@ -75,11 +75,22 @@ pub enum TrainEvent {
     /// Something the user should know (CPU fallback, skipped files, resume point).
     Message(String),
     /// A long preparation step (scanning, caching features).
-    Progress { stage: String, done: usize, total: usize },
+    Progress {
+        stage: String,
+        done: usize,
+        total: usize,
+    },
     Iteration(IterationRecord),
     Validation(ValidationRecord),
-    EpochEnd { epoch: usize, seconds: f64, eta_seconds: f64 },
-    Checkpoint { path: PathBuf, epoch: usize },
+    EpochEnd {
+        epoch: usize,
+        seconds: f64,
+        eta_seconds: f64,
+    },
+    Checkpoint {
+        path: PathBuf,
+        epoch: usize,
+    },
     Paused,
     Resumed,
     Finished(Box<Outcome>),

@@ -62,7 +62,12 @@ impl Accumulator {
         if label < self.confusion.len() && predicted < self.confusion.len() {
             self.confusion[label][predicted] += 1;
         }
-        self.predictions.push(Prediction { path, label, predicted, confidence });
+        self.predictions.push(Prediction {
+            path,
+            label,
+            predicted,
+            confidence,
+        });
     }
 
     pub fn finish(self) -> Evaluation {
@@ -74,17 +79,43 @@ impl Accumulator {
                 let tp = self.confusion[c][c] as f64;
                 let predicted: usize = (0..n).map(|t| self.confusion[t][c]).sum();
                 let support: usize = self.confusion[c].iter().sum();
-                let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
-                let recall = if support > 0 { tp / support as f64 } else { 0.0 };
-                let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
-                ClassMetrics { class: self.classes[c].clone(), precision, recall, f1, support }
+                let precision = if predicted > 0 {
+                    tp / predicted as f64
+                } else {
+                    0.0
+                };
+                let recall = if support > 0 {
+                    tp / support as f64
+                } else {
+                    0.0
+                };
+                let f1 = if precision + recall > 0.0 {
+                    2.0 * precision * recall / (precision + recall)
+                } else {
+                    0.0
+                };
+                ClassMetrics {
+                    class: self.classes[c].clone(),
+                    precision,
+                    recall,
+                    f1,
+                    support,
+                }
             })
             .collect();
         Evaluation {
             classes: self.classes,
             images,
-            accuracy: if images > 0 { correct as f64 / images as f64 } else { 0.0 },
-            loss: if images > 0 { self.loss_sum / images as f64 } else { 0.0 },
+            accuracy: if images > 0 {
+                correct as f64 / images as f64
+            } else {
+                0.0
+            },
+            loss: if images > 0 {
+                self.loss_sum / images as f64
+            } else {
+                0.0
+            },
             confusion: self.confusion,
             per_class,
             predictions: self.predictions,
@@ -96,7 +127,9 @@ pub fn argmax(v: &[f32]) -> (usize, f32) {
     v.iter()
         .copied()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, x)| if x > best.1 { (i, x) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, x)| {
+            if x > best.1 { (i, x) } else { best }
+        })
 }
 
 /// Softmax of one row of logits.

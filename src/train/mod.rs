@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod checkpoint;
+pub mod evaluate;
 pub mod events;
 pub mod metrics;
 mod optim;

@@ -39,15 +39,28 @@ pub struct GroupedOptimizer {
 
 impl GroupedOptimizer {
     pub fn new(o: &TrainingOptions, groups: Groups) -> Self {
-        let decay = (o.l2 > 0.0).then(|| WeightDecayConfig { penalty: o.l2 as f32 });
+        let decay = (o.l2 > 0.0).then_some(WeightDecayConfig {
+            penalty: o.l2 as f32,
+        });
         let optim = match o.solver {
             // PyTorch's SGD: no dampening.
             Solver::Sgdm => SgdConfig::new()
-                .with_momentum(Some(MomentumConfig { momentum: o.momentum, dampening: 0.0, nesterov: false }))
+                .with_momentum(Some(MomentumConfig {
+                    momentum: o.momentum,
+                    dampening: 0.0,
+                    nesterov: false,
+                }))
                 .with_weight_decay(decay)
                 .init(),
-            Solver::Adam => AdamConfig::new().with_epsilon(1e-8).with_weight_decay(decay).init(),
-            Solver::Rmsprop => RmsPropConfig::new().with_momentum(0.0).with_epsilon(1e-8).with_weight_decay(decay).init(),
+            Solver::Adam => AdamConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(decay)
+                .init(),
+            Solver::Rmsprop => RmsPropConfig::new()
+                .with_momentum(0.0)
+                .with_epsilon(1e-8)
+                .with_weight_decay(decay)
+                .init(),
         };
         Self { optim, groups }
     }
@@ -77,7 +90,10 @@ impl GroupedOptimizer {
     }
 
     pub fn save(&self) -> Result<Vec<u8>, String> {
-        self.optim.into_bytes().map(|b| b.to_vec()).map_err(|e| format!("cannot save the optimizer state: {e:?}"))
+        self.optim
+            .into_bytes()
+            .map(|b| b.to_vec())
+            .map_err(|e| format!("cannot save the optimizer state: {e:?}"))
     }
 
     pub fn load(&mut self, bytes: Vec<u8>) -> Result<(), String> {

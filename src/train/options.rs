@@ -84,7 +84,9 @@ impl TrainingOptions {
         };
         let scheduled = match &self.schedule {
             Schedule::None => base,
-            Schedule::Step { factor, period } => base * factor.powi((progress / (*period).max(1) as f64).floor() as i32),
+            Schedule::Step { factor, period } => {
+                base * factor.powi((progress / (*period).max(1) as f64).floor() as i32)
+            }
             Schedule::Cosine => {
                 let t = (progress / self.epochs.max(1) as f64).clamp(0.0, 1.0);
                 base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
@@ -95,7 +97,10 @@ impl TrainingOptions {
 
     pub fn validate(&self) -> Result<(), String> {
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return Err(format!("learning rate {} must be positive", self.learning_rate));
+            return Err(format!(
+                "learning rate {} must be positive",
+                self.learning_rate
+            ));
         }
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("epochs and batch size must be at least 1".into());
@@ -110,7 +115,8 @@ impl TrainingOptions {
     }
 
     pub fn to_ron(&self) -> Result<String, String> {
-        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default()).map_err(|e| e.to_string())
+        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
+            .map_err(|e| e.to_string())
     }
 
     pub fn from_ron(text: &str) -> Result<Self, String> {
@@ -124,9 +130,16 @@ mod tests {
 
     #[test]
     fn schedules_and_warmup() {
-        let mut o = TrainingOptions { learning_rate: 0.1, epochs: 10, ..Default::default() };
+        let mut o = TrainingOptions {
+            learning_rate: 0.1,
+            epochs: 10,
+            ..Default::default()
+        };
         assert_eq!(o.learning_rate_at(5.0), 0.1);
-        o.schedule = Schedule::Step { factor: 0.5, period: 2 };
+        o.schedule = Schedule::Step {
+            factor: 0.5,
+            period: 2,
+        };
         assert!((o.learning_rate_at(4.5) - 0.025).abs() < 1e-12);
         o.schedule = Schedule::Cosine;
         assert!((o.learning_rate_at(5.0) - 0.05).abs() < 1e-12);
@@ -137,7 +150,12 @@ mod tests {
 
     #[test]
     fn options_round_trip_through_ron() {
-        let o = TrainingOptions { solver: Solver::Sgdm, patience: Some(3), augmentation: Some(Default::default()), ..Default::default() };
+        let o = TrainingOptions {
+            solver: Solver::Sgdm,
+            patience: Some(3),
+            augmentation: Some(Default::default()),
+            ..Default::default()
+        };
         assert_eq!(TrainingOptions::from_ron(&o.to_ron().unwrap()).unwrap(), o);
         // Missing fields take defaults (files from older versions still load).
         assert_eq!(TrainingOptions::from_ron("(epochs: 3)").unwrap().epochs, 3);

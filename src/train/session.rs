@@ -108,7 +108,9 @@ impl Session {
         let handle = std::thread::Builder::new()
             .name("graft-train".into())
             .spawn(move || {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| super::trainer::run(job, &reporter, &ctl)));
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    super::trainer::run(job, &reporter, &ctl)
+                }));
                 match result {
                     Ok(Ok(outcome)) => reporter.send(TrainEvent::Finished(Box::new(outcome))),
                     Ok(Err(e)) => reporter.send(TrainEvent::Failed(e)),

@@ -8,7 +8,11 @@ use std::path::Path;
 /// Writes an ImageFolder with `per_class` PNGs for each of three easily told apart classes:
 /// bright, dark and red-tinted images with seeded noise.
 pub fn write_dataset(root: &Path, per_class: usize, size: u32, seed: u64) {
-    let classes: [(&str, [u8; 3]); 3] = [("bright", [210, 210, 210]), ("dark", [40, 40, 40]), ("red", [200, 30, 30])];
+    let classes: [(&str, [u8; 3]); 3] = [
+        ("bright", [210, 210, 210]),
+        ("dark", [40, 40, 40]),
+        ("red", [200, 30, 30]),
+    ];
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut rnd = move || {
         x ^= x << 13;
@@ -30,5 +34,7 @@ pub fn write_dataset(root: &Path, per_class: usize, size: u32, seed: u64) {
 }
 
 pub fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
