@@ -254,3 +254,67 @@ fn a_frozen_batchnorm_uses_running_statistics_in_training() {
         "trainable BatchNorm uses batch statistics"
     );
 }
+
+#[test]
+fn pause_resume_and_stop_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_dataset(dir.path(), 8, 72, 9);
+    let options = TrainingOptions {
+        epochs: 1000,
+        batch_size: 4,
+        device: DeviceChoice::Cpu,
+        ..Default::default()
+    };
+    let waked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let w = waked.clone();
+    let session = Session::start(
+        job(dir.path(), small_network(), false, options),
+        Some(std::sync::Arc::new(move || {
+            w.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })),
+    )
+    .unwrap();
+    let rx = session.events();
+    let next_iteration = || loop {
+        match rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("an event")
+        {
+            TrainEvent::Iteration(r) => return r.iteration,
+            TrainEvent::Failed(e) => panic!("{e}"),
+            _ => {}
+        }
+    };
+    next_iteration();
+    session.pause();
+    // Drain what was in flight; then nothing moves while paused.
+    let mut paused = false;
+    while let Ok(e) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+        paused |= matches!(e, TrainEvent::Paused);
+    }
+    assert!(paused, "a Paused event");
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(300))
+            .is_err(),
+        "no progress while paused"
+    );
+    session.resume();
+    next_iteration();
+    session.stop();
+    let outcome = loop {
+        match rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("an event")
+        {
+            TrainEvent::Finished(o) => break o,
+            TrainEvent::Failed(e) => panic!("{e}"),
+            _ => {}
+        }
+    };
+    assert_eq!(outcome.reason, StopReason::Stopped);
+    assert!(outcome.history.iterations.len() < 100);
+    assert!(
+        waked.load(std::sync::atomic::Ordering::Relaxed) > 3,
+        "the waker runs on events"
+    );
+}
