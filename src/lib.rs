@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: file → [`graph`] → [`engine`] → results. See `docs/ARCHITECTURE.md`.
 
+pub mod app;
 pub mod cli;
 pub mod data;
 pub mod engine;
@@ -9,6 +10,7 @@ pub mod files;
 pub mod graph;
 pub mod npy;
 pub mod onnx;
+pub mod project;
 pub mod train;
 pub mod verify;
 pub mod weights;

@@ -13,8 +13,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Some(command) = cli.command else {
-        eprintln!("The designer window is not built yet; use a subcommand (graft --help).");
-        return ExitCode::FAILURE;
+        // No subcommand: the designer window.
+        let start = graft::app::StartOptions {
+            project: cli.project,
+            fresh: cli.fresh,
+            screenshots: cli.screenshots,
+            ephemeral: false,
+        };
+        return match graft::app::run(start) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
     };
     // Never a raw panic for the user: a bug deep in a dependency becomes one error line.
     std::panic::set_hook(Box::new(|info| {

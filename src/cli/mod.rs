@@ -2,7 +2,7 @@
 
 mod bench;
 mod infer;
-mod inspect;
+pub mod inspect;
 mod predict;
 pub mod train;
 
@@ -20,6 +20,15 @@ use std::path::{Path, PathBuf};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Open this project in the designer window.
+    #[arg(long, global = false)]
+    pub project: Option<PathBuf>,
+    /// Start on the default network and sample data, not the last project.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Drive the window through the whole loop, save a screenshot of each view here, quit.
+    #[arg(long, value_name = "DIR")]
+    pub screenshots: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,6 +109,8 @@ pub fn run(command: Command) -> Result<(), String> {
 }
 
 /// Opens a model file, or the embedded default for `default`.
+pub use inspect::group;
+
 pub fn open_model(path: &Path) -> Result<Imported, String> {
     let result = if path.as_os_str() == "default" && !path.exists() {
         onnx::import_bytes(crate::DEFAULT_MODEL)

@@ -1,0 +1,197 @@
+//! The selected node: its attributes (editable where it makes sense), learn-rate factor,
+//! freeze state and problems; and the network's problem list.
+
+use super::workspace::Workspace;
+use super::{AppCommand, theme};
+use crate::graph::Op;
+use crate::graph::analyze::Severity;
+use crate::graph::edit::Edit;
+use crate::graph::shape::format_dims;
+use egui::{RichText, Ui};
+
+pub fn inspector_ui(
+    ui: &mut Ui,
+    ws: &Workspace,
+    selected: &Option<String>,
+    commands: &mut Vec<AppCommand>,
+) {
+    let Some(name) = selected else {
+        ui.label(RichText::new("Select a layer in the graph to see and edit it.").weak());
+        return;
+    };
+    let Some(i) = ws.network.node_index(name) else {
+        ui.label("The selected layer no longer exists.");
+        return;
+    };
+    let node = &ws.network.nodes[i];
+    let info = ws.analysis.nodes.get(i).cloned().unwrap_or_default();
+    ui.heading(RichText::new(node.op.onnx_type()).color(theme::op_color(&node.op)));
+    ui.label(RichText::new(&node.name).monospace());
+    ui.separator();
+    egui::Grid::new("node-facts")
+        .num_columns(2)
+        .striped(true)
+        .show(ui, |ui| {
+            ui.label("Output");
+            ui.label(
+                info.output_shapes
+                    .iter()
+                    .map(|s| s.as_ref().map_or("?".into(), |d| format_dims(d)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            ui.end_row();
+            ui.label("Parameters");
+            ui.label(crate::cli::group(info.params as u64));
+            ui.end_row();
+            ui.label("MACs / image");
+            ui.label(crate::cli::group(info.macs));
+            ui.end_row();
+            ui.label("Inputs");
+            ui.label(node.present_inputs().collect::<Vec<_>>().join("\n"));
+            ui.end_row();
+        });
+    ui.separator();
+
+    let mut frozen = node.frozen;
+    if ui
+        .checkbox(&mut frozen, "Frozen (weights do not change)")
+        .changed()
+    {
+        commands.push(AppCommand::Edit(Edit::SetFrozen {
+            node: name.clone(),
+            frozen,
+        }));
+    }
+    if matches!(node.op, Op::BatchNorm { .. }) && node.is_frozen() {
+        ui.label(
+            RichText::new("A frozen BatchNorm runs in inference mode (running statistics).")
+                .small()
+                .italics(),
+        );
+    }
+    ui.horizontal(|ui| {
+        ui.label("Learn-rate factor");
+        let mut f = node.lr_factor;
+        let r = ui.add(egui::DragValue::new(&mut f).range(0.0..=100.0).speed(0.05));
+        if r.changed() && f != node.lr_factor {
+            commands.push(AppCommand::Edit(Edit::SetLrFactor {
+                node: name.clone(),
+                factor: f,
+            }));
+        }
+    });
+    ui.horizontal(|ui| {
+        if ui.button("Freeze up to here").clicked() {
+            commands.push(AppCommand::Edit(Edit::FreezeUntil { node: name.clone() }));
+        }
+        if ui.button("Unfreeze from here").clicked() {
+            commands.push(AppCommand::Edit(Edit::UnfreezeFrom { node: name.clone() }));
+        }
+    });
+    ui.separator();
+    ui.label(RichText::new("Attributes").strong());
+    attributes_ui(ui, name, &node.op, commands);
+    let issues: Vec<_> = ws.analysis.issues_for(name).collect();
+    if !issues.is_empty() {
+        ui.separator();
+        for issue in issues {
+            let color = if issue.severity == Severity::Error {
+                theme::ERROR
+            } else {
+                theme::WARNING
+            };
+            ui.label(RichText::new(&issue.message).color(color));
+        }
+    }
+}
+
+/// Editable attributes for the ops where changing them is meaningful; the rest read-only.
+fn attributes_ui(ui: &mut Ui, name: &str, op: &Op, commands: &mut Vec<AppCommand>) {
+    let mut edited = op.clone();
+    let changed = match &mut edited {
+        Op::Dropout { ratio } => ui
+            .add(egui::Slider::new(ratio, 0.0..=0.95).text("ratio"))
+            .changed(),
+        Op::LeakyRelu { alpha } | Op::Elu { alpha } => ui
+            .add(egui::DragValue::new(alpha).speed(0.01).prefix("alpha "))
+            .changed(),
+        Op::BatchNorm { epsilon, momentum } => {
+            let a = ui
+                .add(
+                    egui::DragValue::new(epsilon)
+                        .speed(1e-5)
+                        .range(1e-7..=1.0)
+                        .prefix("epsilon "),
+                )
+                .changed();
+            let b = ui
+                .add(egui::Slider::new(momentum, 0.0..=1.0).text("momentum (kept fraction)"))
+                .changed();
+            a || b
+        }
+        Op::Clip { min, max } => {
+            let mut c = false;
+            if let Some(v) = min {
+                c |= ui
+                    .add(egui::DragValue::new(v).speed(0.1).prefix("min "))
+                    .changed();
+            }
+            if let Some(v) = max {
+                c |= ui
+                    .add(egui::DragValue::new(v).speed(0.1).prefix("max "))
+                    .changed();
+            }
+            c
+        }
+        Op::Gemm { alpha, beta, .. } => {
+            let a = ui
+                .add(egui::DragValue::new(alpha).speed(0.01).prefix("alpha "))
+                .changed();
+            let b = ui
+                .add(egui::DragValue::new(beta).speed(0.01).prefix("beta "))
+                .changed();
+            a || b
+        }
+        other => {
+            ui.label(RichText::new(format!("{other:?}")).monospace().small());
+            false
+        }
+    };
+    if changed {
+        commands.push(AppCommand::Edit(Edit::SetOp {
+            node: name.to_owned(),
+            op: edited,
+        }));
+    }
+}
+
+/// Every error and warning of the network; clicking one selects its node.
+pub fn problems_ui(ui: &mut Ui, ws: &Workspace, commands: &mut Vec<AppCommand>) {
+    let issues = &ws.analysis.issues;
+    if issues.is_empty() {
+        ui.label(RichText::new("✔ No problems").color(theme::OK));
+        return;
+    }
+    egui::ScrollArea::vertical()
+        .max_height(160.0)
+        .id_salt("problems")
+        .show(ui, |ui| {
+            for issue in issues {
+                let color = if issue.severity == Severity::Error {
+                    theme::ERROR
+                } else {
+                    theme::WARNING
+                };
+                let text = RichText::new(issue.to_string()).color(color).small();
+                if ui
+                    .add(egui::Label::new(text).sense(egui::Sense::click()))
+                    .clicked()
+                    && let Some(n) = &issue.node
+                {
+                    commands.push(AppCommand::Select(Some(n.clone())));
+                    commands.push(AppCommand::Focus(n.clone()));
+                }
+            }
+        });
+}

@@ -1,0 +1,124 @@
+//! `graft --screenshots DIR`: drives the real window through the whole loop (network, data,
+//! training with live plots, results) and saves a PNG of each view, then quits. Run under
+//! Xvfb by tools/screenshots.sh.
+
+use super::{AppCommand, GraftApp, Tab};
+use std::path::PathBuf;
+
+pub struct Script {
+    dir: PathBuf,
+    stage: usize,
+    wait: u32,
+    shot: Option<String>,
+    pub done: bool,
+}
+
+impl Script {
+    pub fn new(dir: PathBuf) -> Self {
+        Script {
+            dir,
+            stage: 0,
+            wait: 0,
+            shot: None,
+            done: false,
+        }
+    }
+
+    fn shoot(&mut self, ctx: &egui::Context, name: &str) {
+        self.shot = Some(name.into());
+        ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(egui::UserData::default()));
+    }
+
+    pub fn step(&mut self, app: &mut GraftApp, ctx: &egui::Context) {
+        ctx.request_repaint();
+        if let Some(name) = self.shot.clone() {
+            let image = ctx.input(|i| {
+                i.raw.events.iter().find_map(|e| match e {
+                    egui::Event::Screenshot { image, .. } => Some(image.clone()),
+                    _ => None,
+                })
+            });
+            if let Some(img) = image {
+                let path = self.dir.join(format!("{name}.png"));
+                let pixels: Vec<u8> = img.pixels.iter().flat_map(|p| p.to_array()).collect();
+                match image::RgbaImage::from_raw(img.size[0] as u32, img.size[1] as u32, pixels) {
+                    Some(buf) => match buf.save(&path) {
+                        Ok(()) => eprintln!("screenshot: {}", path.display()),
+                        Err(e) => eprintln!("screenshot {}: {e}", path.display()),
+                    },
+                    None => eprintln!("screenshot {name}: bad image"),
+                }
+                self.shot = None;
+                self.stage += 1;
+            }
+            return;
+        }
+        if self.wait > 0 {
+            self.wait -= 1;
+            return;
+        }
+        match self.stage {
+            // Network and sample data open: adapt the head and freeze the backbone.
+            0 => {
+                if app.ws.is_some() && app.data.train.is_some() && !app.is_busy() {
+                    let _ = std::fs::create_dir_all(&self.dir);
+                    app.push(AppCommand::AdaptHead);
+                    app.push(AppCommand::FreezeBackbone);
+                    app.options.epochs = 12;
+                    app.options.batch_size = 16;
+                    app.options.learning_rate = 2e-3;
+                    app.tab = Tab::Network;
+                    self.stage = 1;
+                    self.wait = 5;
+                }
+            }
+            1 => {
+                // Open one block and select the new head so the view shows detail.
+                app.graph.open_blocks.insert("_blocks.15".into());
+                app.graph.open_blocks.insert("head".into());
+                app.graph.invalidate();
+                app.push(AppCommand::Select(Some(
+                    crate::graph::edit::HEAD_CLASSIFIER.into(),
+                )));
+                app.push(AppCommand::FitView);
+                self.stage = 2;
+                self.wait = 30;
+            }
+            2 => self.shoot(ctx, "graph"),
+            3 => {
+                app.tab = Tab::Data;
+                app.options.augmentation = None;
+                self.stage = 4;
+                self.wait = 30;
+            }
+            4 => self.shoot(ctx, "data"),
+            5 => {
+                app.push(AppCommand::StartTraining);
+                self.stage = 6;
+                self.wait = 5;
+            }
+            6 => {
+                let total = app.run.as_ref().map_or(1, |r| r.total_iterations.max(1));
+                if app.training_iterations() * 10 >= total * 6 {
+                    self.stage = 7;
+                } else if app.run.as_ref().is_some_and(|r| r.finished) {
+                    self.stage = 7;
+                }
+            }
+            7 => self.shoot(ctx, "training"),
+            8 => {
+                if app.run.as_ref().is_none_or(|r| r.finished) {
+                    app.tab = Tab::Results;
+                    self.stage = 9;
+                    self.wait = 40;
+                }
+            }
+            9 => self.shoot(ctx, "results"),
+            _ => {
+                self.done = true;
+                app.allow_close = true;
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            }
+        }
+    }
+}

