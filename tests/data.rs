@@ -136,7 +136,7 @@ fn splits_are_stratified_and_repeatable() {
     common::write_dataset(dir.path(), 10, 8, 2);
     let d = scan_dir(dir.path()).unwrap();
     let (t1, v1) = d.split(0.2, 42).unwrap();
-    let (t2, v2) = d.split(0.2, 42).unwrap();
+    let (_, v2) = d.split(0.2, 42).unwrap();
     let (_, v3) = d.split(0.2, 43).unwrap();
     assert_eq!((t1.counts(), v1.counts()), (vec![8, 8, 8], vec![2, 2, 2]));
     assert_eq!(v1, v2, "same seed, same split");

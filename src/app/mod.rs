@@ -1078,11 +1078,11 @@ impl GraftApp {
                 ));
             }
             for (label, p) in [
-                (&self.model_job)
+                self.model_job
                     .as_ref()
                     .map(|j| (j.label.clone(), j.progress.fraction())),
-                (&self.export_job).as_ref().map(|j| (j.label.clone(), None)),
-                (&self.save_job).as_ref().map(|j| (j.label.clone(), None)),
+                self.export_job.as_ref().map(|j| (j.label.clone(), None)),
+                self.save_job.as_ref().map(|j| (j.label.clone(), None)),
             ]
             .into_iter()
             .flatten()

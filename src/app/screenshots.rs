@@ -99,9 +99,8 @@ impl Script {
             }
             6 => {
                 let total = app.run.as_ref().map_or(1, |r| r.total_iterations.max(1));
-                if app.training_iterations() * 10 >= total * 6 {
-                    self.stage = 7;
-                } else if app.run.as_ref().is_some_and(|r| r.finished) {
+                let finished = app.run.as_ref().is_some_and(|r| r.finished);
+                if app.training_iterations() * 10 >= total * 6 || finished {
                     self.stage = 7;
                 }
             }
