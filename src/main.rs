@@ -10,7 +10,15 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay` option (`mi_option_purge_delay` in mimalloc.h).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // Never hand freed pages back to the OS: the next batch needs them again at once, and
+    // re-faulting them cost a third of training time (docs/BENCHMARKS.md). Like PyTorch's
+    // caching allocator, the peak stays reserved.
+    // SAFETY: setting an option before any allocation-heavy work; mimalloc reads it lazily.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     let Some(command) = cli.command else {
         // No subcommand: the designer window.
