@@ -27,6 +27,8 @@ fn main() -> ExitCode {
             fresh: cli.fresh,
             screenshots: cli.screenshots,
             ephemeral: false,
+            frame_bench: cli.frame_bench,
+            model: cli.model,
         };
         return match graft::app::run(start) {
             Ok(()) => ExitCode::SUCCESS,

@@ -43,7 +43,7 @@ pub fn verify(
         .and_then(|m| m.into_optimized())
         .and_then(|m| m.into_runnable())
         .map_err(|e| format!("tract cannot load the file: {e:#}"))?;
-    let (fnet, fstore) = optimize::fold_batchnorm(net, store);
+    let (fnet, fstore) = optimize::for_inference(net, store);
     let model =
         Model::build(&fnet, &fstore, &burn::tensor::Device::flex()).map_err(|e| e.to_string())?;
     let pre = net.preprocess();

@@ -53,10 +53,10 @@ fn every_fixture_matches_pytorch_on_cpu() {
         let (shape, input) = graft::npy::read_f32(&dir.join("input.npy")).unwrap();
         let (out_shape, want) = graft::npy::read_f32(&dir.join("output.npy")).unwrap();
         let (folded_net, folded_store) =
-            optimize::fold_batchnorm(&imported.network, &imported.store);
+            optimize::for_inference(&imported.network, &imported.store);
         for (variant, net, store) in [
             ("as imported", &imported.network, &imported.store),
-            ("BatchNorm folded", &folded_net, &folded_store),
+            ("inference rewrites", &folded_net, &folded_store),
         ] {
             let result = Model::build(net, store, &device)
                 .and_then(|m| m.infer(&shape, input.clone()))

@@ -84,6 +84,10 @@ pub struct StartOptions {
     pub screenshots: Option<PathBuf>,
     /// Do not read or write the remembered state (tests).
     pub ephemeral: bool,
+    /// Measure UI frame times while training and write them here, then quit.
+    pub frame_bench: Option<PathBuf>,
+    /// Open this network (instead of the default) with the sample data.
+    pub model: Option<PathBuf>,
 }
 
 /// The embedded sample dataset (Fashion-MNIST, 4 classes).
@@ -177,6 +181,7 @@ pub struct GraftApp {
     pub frames: FrameStats,
     last_autosave: Instant,
     script: Option<screenshots::Script>,
+    bench: Option<screenshots::FrameBench>,
 }
 
 impl GraftApp {
@@ -186,7 +191,11 @@ impl GraftApp {
         } else {
             AppState::load()
         };
-        let remember_last = !start.fresh && start.screenshots.is_none();
+        let remember_last = !start.fresh
+            && start.screenshots.is_none()
+            && start.frame_bench.is_none()
+            && start.model.is_none();
+        let model = start.model.clone();
         let mut app = GraftApp {
             ws: None,
             tab: Tab::Network,
@@ -216,15 +225,20 @@ impl GraftApp {
             frames: FrameStats::default(),
             last_autosave: Instant::now(),
             script: start.screenshots.map(screenshots::Script::new),
+            bench: start.frame_bench.map(screenshots::FrameBench::new),
         };
         let last = app
             .app_state
             .last
             .clone()
             .filter(|p| p.exists() && remember_last);
-        match start.project.or(last) {
-            Some(p) => app.open_project(ctx, p),
-            None => app.open_default(ctx),
+        match (model, start.project.or(last)) {
+            (Some(m), _) => {
+                app.open_default(ctx);
+                app.load_model(ctx, ModelSource::File(m), Vec::new(), None);
+            }
+            (None, Some(p)) => app.open_project(ctx, p),
+            (None, None) => app.open_default(ctx),
         }
         app
     }
@@ -632,7 +646,7 @@ impl GraftApp {
             let pre = net.preprocess();
             let [c, h, w] = net.input_chw().ok_or("not an image network")?;
             let x = crate::data::preprocess::image_to_input(&path, &pre)?;
-            let (fnet, fstore) = crate::engine::optimize::fold_batchnorm(&net, &store);
+            let (fnet, fstore) = crate::engine::optimize::for_inference(&net, &store);
             let model = crate::engine::Model::build(&fnet, &fstore, &burn::tensor::Device::flex())
                 .map_err(|e| e.to_string())?;
             let out = model
@@ -1334,6 +1348,13 @@ impl eframe::App for GraftApp {
             s.step(self, ctx);
             if !s.done {
                 self.script = Some(s);
+            }
+        }
+        if let Some(mut b) = self.bench.take() {
+            let last = self.frames.recent.back().copied();
+            b.step(self, ctx, last);
+            if !b.done {
+                self.bench = Some(b);
             }
         }
         // Keep plots moving while anything runs in the background.

@@ -121,3 +121,108 @@ impl Script {
         }
     }
 }
+
+/// `graft --frame-bench OUT.json --model M.onnx`: measures how long the UI thread spends per
+/// frame on the Network tab while a training run keeps both CPU cores busy, first with every
+/// block of the graph open (every node drawn), then collapsed (the default view), and writes
+/// the percentiles as JSON. Run under Xvfb by tools/frame_bench.sh.
+pub struct FrameBench {
+    out: PathBuf,
+    stage: usize,
+    since: std::time::Instant,
+    expanded: Vec<f32>,
+    collapsed: Vec<f32>,
+    nodes: usize,
+    pub done: bool,
+}
+
+const PHASE_SECS: u64 = 20;
+
+impl FrameBench {
+    pub fn new(out: PathBuf) -> Self {
+        FrameBench {
+            out,
+            stage: 0,
+            since: std::time::Instant::now(),
+            expanded: Vec::new(),
+            collapsed: Vec::new(),
+            nodes: 0,
+            done: false,
+        }
+    }
+
+    pub fn step(&mut self, app: &mut GraftApp, ctx: &egui::Context, last_frame_ms: Option<f32>) {
+        ctx.request_repaint();
+        match self.stage {
+            0 => {
+                if app.ws.is_some() && app.data.train.is_some() && !app.is_busy() {
+                    app.push(AppCommand::AdaptHead);
+                    app.push(AppCommand::FreezeBackbone);
+                    app.options.epochs = 1000;
+                    app.options.batch_size = 8;
+                    app.options.device = crate::engine::DeviceChoice::Cpu;
+                    self.stage = 1;
+                }
+            }
+            1 => {
+                app.push(AppCommand::StartTraining);
+                self.stage = 2;
+            }
+            2 => {
+                // Back to the graph, every block open, fitted to view.
+                app.tab = Tab::Network;
+                if let Some(ws) = &app.ws {
+                    self.nodes = ws.network.nodes.len();
+                    app.graph.open_blocks =
+                        super::layout::blocks(&ws.network).into_keys().collect();
+                    app.graph.invalidate();
+                }
+                app.push(AppCommand::FitView);
+                self.stage = 3;
+                self.since = std::time::Instant::now();
+            }
+            3 | 4 => {
+                let training = app.run.as_ref().is_some_and(|r| r.is_running());
+                if let (Some(ms), true) = (last_frame_ms, training) {
+                    if self.stage == 3 {
+                        self.expanded.push(ms)
+                    } else {
+                        self.collapsed.push(ms)
+                    }
+                }
+                if self.since.elapsed().as_secs() >= PHASE_SECS {
+                    if self.stage == 3 {
+                        app.graph.open_blocks.clear();
+                        app.graph.invalidate();
+                        app.push(AppCommand::FitView);
+                    }
+                    self.stage += 1;
+                    self.since = std::time::Instant::now();
+                }
+            }
+            _ => {
+                app.push(AppCommand::StopTraining);
+                let pct = |v: &[f32], q: f32| {
+                    let mut s = v.to_vec();
+                    s.sort_by(f32::total_cmp);
+                    s.get(((s.len() as f32 * q) as usize).min(s.len().saturating_sub(1)))
+                        .copied()
+                        .unwrap_or(0.0)
+                };
+                let report = serde_json::json!({
+                    "nodes": self.nodes,
+                    "expanded": {"frames": self.expanded.len(), "p50_ms": pct(&self.expanded, 0.5), "p95_ms": pct(&self.expanded, 0.95), "max_ms": pct(&self.expanded, 1.0)},
+                    "collapsed": {"frames": self.collapsed.len(), "p50_ms": pct(&self.collapsed, 0.5), "p95_ms": pct(&self.collapsed, 0.95), "max_ms": pct(&self.collapsed, 1.0)},
+                });
+                let _ = std::fs::write(
+                    &self.out,
+                    serde_json::to_string_pretty(&report).unwrap_or_default(),
+                );
+                eprintln!("frame bench: {report}");
+                self.done = true;
+                app.allow_close = true;
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            }
+        }
+    }
+}

@@ -13,7 +13,7 @@ pub fn run(
 ) -> Result<(), String> {
     let imported = super::open_model(model)?;
     let dev = select_device(device)?;
-    let (net, store) = optimize::fold_batchnorm(&imported.network, &imported.store);
+    let (net, store) = optimize::for_inference(&imported.network, &imported.store);
     let model = Model::build(&net, &store, &dev.device).map_err(|e| e.to_string())?;
     let mut shape = net.input.shape.clone();
     shape[0] = batch;

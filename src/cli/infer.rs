@@ -8,7 +8,7 @@ pub fn run(model: &Path, input: &Path, output: &Path, device: DeviceChoice) -> R
     if let Some(reason) = &dev.fallback_reason {
         eprintln!("note: running on the CPU: {reason}");
     }
-    let (net, store) = optimize::fold_batchnorm(&imported.network, &imported.store);
+    let (net, store) = optimize::for_inference(&imported.network, &imported.store);
     let model = Model::build(&net, &store, &dev.device).map_err(|e| e.to_string())?;
     let outputs = model.infer(&shape, data).map_err(|e| e.to_string())?;
     let (shape, values) = outputs

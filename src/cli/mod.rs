@@ -29,6 +29,12 @@ pub struct Cli {
     /// Drive the window through the whole loop, save a screenshot of each view here, quit.
     #[arg(long, value_name = "DIR")]
     pub screenshots: Option<PathBuf>,
+    /// Measure UI frame times while training (Network tab), write them as JSON, quit.
+    #[arg(long, value_name = "OUT.json")]
+    pub frame_bench: Option<PathBuf>,
+    /// Open this ONNX network in the window (with the sample data).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -38,7 +38,7 @@ pub fn run(
         .and_then(|o| net.producer(o))
         .is_some_and(|i| matches!(net.nodes[i].op, Op::Softmax { .. }));
     let dev = select_device(device)?;
-    let (fnet, fstore) = optimize::fold_batchnorm(net, &imported.store);
+    let (fnet, fstore) = optimize::for_inference(net, &imported.store);
     let model = Model::build(&fnet, &fstore, &dev.device).map_err(|e| e.to_string())?;
 
     let mut failed = Vec::new();

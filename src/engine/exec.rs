@@ -1,5 +1,6 @@
 //! What each op computes, on burn tensors.
 
+use super::fast_cpu;
 use super::params::LayerParams;
 use super::value::{Value, map, visit, zip};
 use super::{Mode, Step};
@@ -34,18 +35,24 @@ pub fn run(
                 return Err("convolution without weights".into());
             };
             let x = take(0)?.into_r4()?;
+            let (weight, bias) = (p.weight.val(), p.bias.as_ref().map(|b| b.val()));
+            let range = step.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+            let fast = fast_cpu::depthwise_conv(&x, &weight, bias.as_ref(), c, range)
+                .or_else(|| fast_cpu::pointwise_conv(&x, &weight, bias.as_ref(), c, range));
+            if let Some(y) = fast {
+                return one(Value::R4(y));
+            }
             let opts = ConvOptions::new_with_padding(
                 c.strides,
                 [(c.pads[0], c.pads[2]), (c.pads[1], c.pads[3])],
                 c.dilations,
                 c.groups,
             );
-            one(Value::R4(conv2d(
-                x,
-                p.weight.val(),
-                p.bias.as_ref().map(|b| b.val()),
-                opts,
-            )))
+            let y = conv2d(x, weight, bias, opts);
+            one(Value::R4(match step.clamp {
+                Some((lo, hi)) => fast_cpu::clamp(y, lo, hi),
+                None => y,
+            }))
         }
         Op::BatchNorm { epsilon, momentum } => {
             let Some(LayerParams::BatchNorm(p)) = layer else {
@@ -212,7 +219,11 @@ pub fn run(
         Op::Clip { min, max } => {
             let x = take(0)?;
             one(match (min, max) {
-                // Two vectorised passes beat flex's scalar `clamp` by 2x (docs/BENCHMARKS.md).
+                // Training: burn's ops (autodiff). Inference on the CPU: one in-place pass,
+                // where flex's own `clamp` is a scalar loop (docs/BENCHMARKS.md).
+                (Some(lo), Some(hi)) if mode == Mode::Inference => {
+                    map!(x, t => fast_cpu::clamp(t, *lo, *hi))
+                }
                 (Some(lo), Some(hi)) => map!(x, t => t.clamp_min(*lo).clamp_max(*hi)),
                 (Some(lo), None) => map!(x, t => t.clamp_min(*lo)),
                 (None, Some(hi)) => map!(x, t => t.clamp_max(*hi)),

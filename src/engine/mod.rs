@@ -8,6 +8,7 @@
 
 mod device;
 mod exec;
+mod fast_cpu;
 pub mod optimize;
 pub mod params;
 pub mod profile;
@@ -71,6 +72,8 @@ pub struct Step {
     pub lr_factor: f32,
     /// Slots whose last reader is this step.
     pub last_use: Vec<usize>,
+    /// A clamp (ReLU, ReLU6, Clip) fused into this convolution: `(min, max)`.
+    pub clamp: Option<(f32, f32)>,
 }
 
 /// Which store tensors a layer's parameters came from.
@@ -296,6 +299,7 @@ impl Model {
                 frozen: node.is_frozen(),
                 lr_factor: node.lr_factor,
                 last_use: Vec::new(),
+                clamp: None,
             });
         }
         let output_slots: Vec<usize> =
@@ -307,6 +311,10 @@ impl Model {
                     })
                 })
                 .collect::<Result<_, _>>()?;
+
+        if !trainable {
+            fuse_clamps(&mut steps, &output_slots);
+        }
 
         // Free each activation after its last reader (outputs live to the end).
         let mut last: Vec<Option<usize>> = vec![None; n_slots];
@@ -364,6 +372,54 @@ impl Model {
 
     pub fn device(&self) -> &Device {
         &self.plan.device
+    }
+}
+
+/// Folds each ReLU / Clip that is the only reader of a convolution's output into that
+/// convolution, so CPU inference applies it while the output is still in cache
+/// (`fast_cpu::depthwise_conv`). Inference plans only: training keeps each op's own gradient.
+fn fuse_clamps(steps: &mut Vec<Step>, output_slots: &[usize]) {
+    let mut i = 0;
+    while i < steps.len() {
+        let fusable = match (&steps[i].op, steps[i].outputs.as_slice()) {
+            (Op::Conv(_), &[out]) if steps[i].clamp.is_none() && !output_slots.contains(&out) => {
+                let readers: Vec<usize> = (i + 1..steps.len())
+                    .filter(|&j| {
+                        steps[j]
+                            .inputs
+                            .iter()
+                            .any(|s| matches!(s, Some(Src::Slot(x)) if *x == out))
+                    })
+                    .collect();
+                match readers.as_slice() {
+                    &[j] if matches!(steps[j].inputs.as_slice(), [Some(Src::Slot(x))] if *x == out) => {
+                        clamp_range(&steps[j].op).map(|r| (j, r))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        match fusable {
+            Some((j, range)) => {
+                let act = steps.remove(j);
+                steps[i].outputs = act.outputs;
+                steps[i].clamp = Some(range);
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// The `(min, max)` an activation clamps to, when it is a clamp.
+fn clamp_range(op: &Op) -> Option<(f32, f32)> {
+    match op {
+        Op::Unary(crate::graph::Unary::Relu) => Some((0.0, f32::INFINITY)),
+        Op::Clip { min, max } => Some((
+            min.unwrap_or(f32::NEG_INFINITY),
+            max.unwrap_or(f32::INFINITY),
+        )),
+        _ => None,
     }
 }
 

@@ -1,7 +1,72 @@
 //! Graph rewrites that make inference faster without changing its results.
 
-use crate::graph::{Network, Op};
+use crate::graph::{Network, Op, PadMode};
 use crate::weights::{Store, Tensor};
+
+/// Every inference rewrite, in order: zero padding into the convolutions that read it, then
+/// BatchNorm into the convolutions before it. Training keeps the graph as it is.
+pub fn for_inference(net: &Network, store: &Store) -> (Network, Store) {
+    fold_batchnorm(&fold_pads(net), store)
+}
+
+/// Folds a spatial zero `Pad` whose only readers are convolutions into their (asymmetric)
+/// padding: TensorFlow-style "same" padding, exported as `Pad` + `Conv` (EfficientNet-Lite0
+/// before each stride-2 convolution), then costs no copy of the activation.
+pub fn fold_pads(net: &Network) -> Network {
+    let mut net = net.clone();
+    let mut i = 0;
+    while i < net.nodes.len() {
+        let Some(extra) = spatial_zero_pad(&net.nodes[i].op) else {
+            i += 1;
+            continue;
+        };
+        let (Some(x), Some(out)) = (
+            net.nodes[i].inputs.first().cloned(),
+            net.nodes[i].outputs.first().cloned(),
+        ) else {
+            i += 1;
+            continue;
+        };
+        let readers = net.consumers(&out);
+        let all_convs = !readers.is_empty()
+            && readers.iter().all(|&r| {
+                matches!(net.nodes[r].op, Op::Conv(_))
+                    && net.nodes[r].inputs.iter().skip(1).all(|n| n != &out)
+            });
+        if !all_convs || net.outputs.contains(&out) {
+            i += 1;
+            continue;
+        }
+        for r in readers {
+            let node = &mut net.nodes[r];
+            if let Op::Conv(c) = &mut node.op {
+                for (p, e) in c.pads.iter_mut().zip(extra) {
+                    *p += e;
+                }
+            }
+            node.inputs[0] = x.clone();
+        }
+        net.nodes.remove(i);
+    }
+    net
+}
+
+/// `[top, left, bottom, right]` when `op` pads only the two spatial axes of a 4-D tensor with
+/// zeros (no cropping).
+fn spatial_zero_pad(op: &Op) -> Option<[usize; 4]> {
+    let Op::Pad {
+        pads,
+        mode: PadMode::Constant(v),
+    } = op
+    else {
+        return None;
+    };
+    let batch_channel_untouched = [0, 1, 4, 5].iter().all(|&k| pads.get(k) == Some(&0));
+    if *v != 0.0 || pads.len() != 8 || !batch_channel_untouched || pads.iter().any(|&p| p < 0) {
+        return None;
+    }
+    Some([pads[2], pads[3], pads[6], pads[7]].map(|p| p as usize))
+}
 
 /// Folds each BatchNorm that directly follows a convolution into the convolution's weights
 /// and bias (inference only: training needs the BatchNorm). Returns the rewritten network and

@@ -91,12 +91,13 @@ pub fn head_network(net: &Network, cut: &Cut, dims: &[usize]) -> Network {
     }
 }
 
-/// The network up to the cut, with BatchNorm folded (it is frozen, so folding is exact).
+/// The network up to the cut, rewritten for inference (it is frozen, so BatchNorm folding is
+/// exact).
 pub fn prefix_network(net: &Network, store: &Store, cut: &Cut) -> (Network, Store) {
     let mut prefix = net.clone();
     prefix.nodes.truncate(cut.last + 1);
     prefix.outputs = vec![cut.value.clone()];
-    optimize::fold_batchnorm(&prefix, store)
+    optimize::for_inference(&prefix, store)
 }
 
 /// Cached activations of a set of samples.

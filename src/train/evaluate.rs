@@ -61,7 +61,7 @@ pub fn evaluate(
         .first()
         .and_then(|o| net.producer(o))
         .is_some_and(|i| matches!(net.nodes[i].op, Op::Softmax { .. }));
-    let (fnet, fstore) = optimize::fold_batchnorm(net, store);
+    let (fnet, fstore) = optimize::for_inference(net, store);
     let model = Model::build(&fnet, &fstore, &device.device).map_err(|e| e.to_string())?;
     let samples = Arc::new(data.samples.clone());
     let order: Vec<usize> = (0..samples.len()).collect();
