@@ -10,6 +10,7 @@ pub mod files;
 pub mod graph;
 pub mod npy;
 pub mod onnx;
+pub mod priority;
 pub mod project;
 pub mod train;
 pub mod verify;

@@ -193,6 +193,8 @@ pub fn graph_ui(
         transform: new_transform,
         toggled: Vec::new(),
         open_block_of: &state.open_block_of,
+        viewport: state.viewport,
+        detailed: HashSet::new(),
     };
     let widget = GraphPanelState::widget();
     widget.show(&mut state.snarl, &mut viewer, ui);
@@ -223,6 +225,24 @@ struct NetViewer<'a> {
     /// Blocks to open or close after this frame.
     toggled: Vec<String>,
     open_block_of: &'a HashMap<usize, String>,
+    /// The graph's screen rectangle.
+    viewport: egui::Rect,
+    /// Items drawn in full this frame (see `current_transform`); the rest show their header.
+    detailed: HashSet<usize>,
+}
+
+/// With more than `CROWDED` nodes on screen below this zoom, bodies are too small to read and
+/// too many to lay out every frame: nodes show only their header.
+const DETAIL_ZOOM: f32 = 0.6;
+const CROWDED: usize = 120;
+
+/// Identifies a layer or block for `NetViewer::detailed`.
+fn item_id(item: &Item) -> Option<usize> {
+    match item {
+        Item::Layer(i) => Some(*i),
+        Item::Block { members, .. } => members.first().copied(),
+        _ => None,
+    }
 }
 
 impl NetViewer<'_> {
@@ -396,7 +416,11 @@ impl SnarlViewer<Item> for NetViewer<'_> {
     }
 
     fn has_body(&mut self, item: &Item) -> bool {
-        !matches!(item, Item::Output(_))
+        match item {
+            Item::Output(_) => false,
+            Item::Input => true,
+            _ => item_id(item).is_some_and(|id| self.detailed.contains(&id)),
+        }
     }
 
     fn show_body(
@@ -604,9 +628,26 @@ impl SnarlViewer<Item> for NetViewer<'_> {
 
     fn drop_outputs(&mut self, _pin: &OutPin, _snarl: &mut Snarl<Item>) {}
 
-    fn current_transform(&mut self, to_global: &mut TSTransform, _snarl: &mut Snarl<Item>) {
+    fn current_transform(&mut self, to_global: &mut TSTransform, snarl: &mut Snarl<Item>) {
         if let Some(t) = self.transform.take() {
             *to_global = t;
+        }
+        // Level of detail: egui lays out every widget it is given, visible or not, so node
+        // bodies are built only for nodes on screen, and not at all for a crowded, zoomed-out
+        // view. This keeps a frame of a 400-node graph cheap while training shares the CPU
+        // (docs/BENCHMARKS.md).
+        self.detailed.clear();
+        let view = to_global.inverse() * self.viewport;
+        for (_, pos, item) in snarl.nodes_pos_ids() {
+            let rect = egui::Rect::from_min_size(pos, egui::vec2(260.0, 160.0));
+            if rect.intersects(view)
+                && let Some(id) = item_id(item)
+            {
+                self.detailed.insert(id);
+            }
+        }
+        if self.detailed.len() > CROWDED && to_global.scaling < DETAIL_ZOOM {
+            self.detailed.clear();
         }
     }
 }

@@ -54,6 +54,7 @@ impl<T: Send + 'static> Job<T> {
         let label = label.into();
         let name = format!("graft-{}", label.to_lowercase().replace(' ', "-"));
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            crate::priority::lower_current_thread();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&p)))
                 .unwrap_or_else(|_| Err("internal error (see the terminal)".into()));
             let _ = tx.send(result);

@@ -1442,6 +1442,8 @@ impl eframe::App for GraftApp {
 
 /// Opens the window.
 pub fn run(start: StartOptions) -> Result<(), String> {
+    // Training and decoding run on rayon's threads; the window's thread must win the CPU.
+    crate::priority::lower_rayon_pool();
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Graft")

@@ -123,20 +123,24 @@ impl Script {
 }
 
 /// `graft --frame-bench OUT.json --model M.onnx`: measures how long the UI thread spends per
-/// frame on the Network tab while a training run keeps both CPU cores busy, first with every
-/// block of the graph open (every node drawn), then collapsed (the default view), and writes
-/// the percentiles as JSON. Run under Xvfb by tools/frame_bench.sh.
+/// frame on the Network tab while full fine-tuning keeps the CPU cores busy, in three views of
+/// the graph (every block open and fitted to the window; every block open, zoomed in on one
+/// node; the default collapsed view), and writes the percentiles as JSON. Run under Xvfb by
+/// tools/frame_bench.sh.
 pub struct FrameBench {
     out: PathBuf,
     stage: usize,
     since: std::time::Instant,
-    expanded: Vec<f32>,
-    collapsed: Vec<f32>,
+    /// Frame times (ms) per measured view, in `VIEWS` order.
+    times: [Vec<f32>; 3],
     nodes: usize,
     pub done: bool,
 }
 
+const VIEWS: [&str; 3] = ["expanded_fitted", "expanded_zoomed_in", "collapsed_fitted"];
 const PHASE_SECS: u64 = 20;
+/// The first measured stage.
+const MEASURE: usize = 3;
 
 impl FrameBench {
     pub fn new(out: PathBuf) -> Self {
@@ -144,10 +148,31 @@ impl FrameBench {
             out,
             stage: 0,
             since: std::time::Instant::now(),
-            expanded: Vec::new(),
-            collapsed: Vec::new(),
+            times: Default::default(),
             nodes: 0,
             done: false,
+        }
+    }
+
+    /// Sets up the view measured in stage `MEASURE + view`.
+    fn show_view(app: &mut GraftApp, view: usize) {
+        let Some(ws) = &app.ws else { return };
+        match view {
+            0 | 1 => {
+                app.graph.open_blocks = super::layout::blocks(&ws.network).into_keys().collect()
+            }
+            _ => app.graph.open_blocks.clear(),
+        }
+        app.graph.invalidate();
+        if view == 1 {
+            // Zoom in on a node in the middle of the network.
+            app.graph.focus = ws
+                .network
+                .nodes
+                .get(ws.network.nodes.len() / 2)
+                .map(|n| n.name.clone());
+        } else {
+            app.push(AppCommand::FitView);
         }
     }
 
@@ -156,8 +181,11 @@ impl FrameBench {
         match self.stage {
             0 => {
                 if app.ws.is_some() && app.data.train.is_some() && !app.is_busy() {
+                    // Full fine-tuning: every layer trains, so the CPU stays loaded for the
+                    // whole measurement (a frozen backbone's cached features make training
+                    // nearly free after the first pass).
                     app.push(AppCommand::AdaptHead);
-                    app.push(AppCommand::FreezeBackbone);
+                    app.options.cache_features = false;
                     app.options.epochs = 1000;
                     app.options.batch_size = 8;
                     app.options.device = crate::engine::DeviceChoice::Cpu;
@@ -169,32 +197,21 @@ impl FrameBench {
                 self.stage = 2;
             }
             2 => {
-                // Back to the graph, every block open, fitted to view.
                 app.tab = Tab::Network;
-                if let Some(ws) = &app.ws {
-                    self.nodes = ws.network.nodes.len();
-                    app.graph.open_blocks =
-                        super::layout::blocks(&ws.network).into_keys().collect();
-                    app.graph.invalidate();
-                }
-                app.push(AppCommand::FitView);
-                self.stage = 3;
+                self.nodes = app.ws.as_ref().map_or(0, |ws| ws.network.nodes.len());
+                Self::show_view(app, 0);
+                self.stage = MEASURE;
                 self.since = std::time::Instant::now();
             }
-            3 | 4 => {
+            s if s < MEASURE + VIEWS.len() => {
+                let view = s - MEASURE;
                 let training = app.run.as_ref().is_some_and(|r| r.is_running());
                 if let (Some(ms), true) = (last_frame_ms, training) {
-                    if self.stage == 3 {
-                        self.expanded.push(ms)
-                    } else {
-                        self.collapsed.push(ms)
-                    }
+                    self.times[view].push(ms);
                 }
                 if self.since.elapsed().as_secs() >= PHASE_SECS {
-                    if self.stage == 3 {
-                        app.graph.open_blocks.clear();
-                        app.graph.invalidate();
-                        app.push(AppCommand::FitView);
+                    if view + 1 < VIEWS.len() {
+                        Self::show_view(app, view + 1);
                     }
                     self.stage += 1;
                     self.since = std::time::Instant::now();
@@ -209,11 +226,15 @@ impl FrameBench {
                         .copied()
                         .unwrap_or(0.0)
                 };
-                let report = serde_json::json!({
-                    "nodes": self.nodes,
-                    "expanded": {"frames": self.expanded.len(), "p50_ms": pct(&self.expanded, 0.5), "p95_ms": pct(&self.expanded, 0.95), "max_ms": pct(&self.expanded, 1.0)},
-                    "collapsed": {"frames": self.collapsed.len(), "p50_ms": pct(&self.collapsed, 0.5), "p95_ms": pct(&self.collapsed, 0.95), "max_ms": pct(&self.collapsed, 1.0)},
-                });
+                let mut report = serde_json::json!({ "nodes": self.nodes });
+                for (name, t) in VIEWS.iter().zip(&self.times) {
+                    report[*name] = serde_json::json!({
+                        "frames": t.len(),
+                        "p50_ms": pct(t, 0.5),
+                        "p95_ms": pct(t, 0.95),
+                        "max_ms": pct(t, 1.0),
+                    });
+                }
                 let _ = std::fs::write(
                     &self.out,
                     serde_json::to_string_pretty(&report).unwrap_or_default(),

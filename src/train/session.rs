@@ -108,6 +108,7 @@ impl Session {
         let handle = std::thread::Builder::new()
             .name("graft-train".into())
             .spawn(move || {
+                crate::priority::lower_current_thread();
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     super::trainer::run(job, &reporter, &ctl)
                 }));
