@@ -158,14 +158,17 @@ pub fn pointwise_conv(
     let (xs, ws) = (xp.as_slice::<f32>()?, wp.as_slice::<f32>()?);
     let bs = bp.as_ref().and_then(|b| b.as_slice::<f32>());
     let hw = h * w;
-    // About 256 KB of output per tile: it stays in L2 from the bias fill to the clamp. Small
-    // batches of small images still get a few tiles per thread.
-    let mut tile = (65_536 / co).max(64).min(hw);
-    let min_tasks = 2 * rayon::current_num_threads();
-    if n * hw.div_ceil(tile) < min_tasks {
-        tile = hw.div_ceil(min_tasks.div_ceil(n)).max(16).min(hw);
-    }
+    // About 256 KB of output per tile: it stays in L2 from the bias fill to the clamp.
+    let tile = (65_536 / co).max(64).min(hw);
     let tiles = hw.div_ceil(tile);
+    // Too few tiles to keep every thread busy (a small batch of small images, deep in a
+    // network): gemm splits each one across the threads instead. (Every tile packs the whole
+    // weight matrix, so more, smaller tiles would cost more than they spread.)
+    let parallelism = if n * tiles < rayon::current_num_threads() {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
     let len = n * co * hw;
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = SendPtr(out.as_mut_ptr());
@@ -200,7 +203,7 @@ pub fn pointwise_conv(
                 false,
                 false,
                 false,
-                gemm::Parallelism::None,
+                parallelism,
             );
             if clamp != (f32::NEG_INFINITY, f32::INFINITY) {
                 for r in 0..co {
@@ -297,19 +300,46 @@ impl Geometry {
         out: &mut [MaybeUninit<f32>],
         scratch: &mut Vec<f32>,
     ) {
+        // Wide rows take 4 vectors per step, so each tap's bookkeeping feeds 4 FMAs; narrow
+        // rows (7 or 14 columns deep in a network) one.
+        if self.ow >= 4 * V {
+            self.rows::<FMA, 4>(input, filter, bias, clamp, out, scratch)
+        } else {
+            self.rows::<FMA, 1>(input, filter, bias, clamp, out, scratch)
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn rows<const FMA: bool, const U: usize>(
+        &self,
+        input: &[f32],
+        filter: &[f32],
+        bias: f32,
+        clamp: (f32, f32),
+        out: &mut [MaybeUninit<f32>],
+        scratch: &mut Vec<f32>,
+    ) {
         let (h, w) = (self.h, self.w);
         let [sh, sw] = self.stride;
         let [dh, dw] = self.dilation;
         let [top, left] = self.pad;
-        // The padded plane: rows the last output row reaches, columns the last chunk of V
+        let block = U * V;
+        // The padded plane: rows the last output row reaches, columns the last block of
         // outputs reaches (beyond the real padding, zeros that only unused lanes read).
         let rows = ((self.oh - 1) * sh + (self.kh - 1) * dh + 1).max(top + h);
-        let cols = ((self.ow.div_ceil(V) * V - 1) * sw + (self.kw - 1) * dw + 1).max(left + w);
+        let cols =
+            ((self.ow.div_ceil(block) * block - 1) * sw + (self.kw - 1) * dw + 1).max(left + w);
         let pw = cols.div_ceil(sw);
         scratch.clear();
         scratch.resize(sw * rows * pw, 0.0);
         for (r, in_row) in input.chunks_exact(w).enumerate() {
             let pr = top + r;
+            if sw == 1 {
+                let at = pr * pw + left;
+                scratch[at..at + w].copy_from_slice(in_row);
+                continue;
+            }
             // Padded column pc = left + c lands in phase pc % sw at index pc / sw.
             for p in 0..sw {
                 let first = (p + sw - left % sw) % sw; // the first c with (left + c) % sw == p
@@ -332,23 +362,31 @@ impl Geometry {
                 )
             })
             .collect();
+        // The furthest any read below reaches; checked once instead of at every load.
+        let furthest = taps.iter().map(|t| t.0).max().unwrap_or(0)
+            + (self.oh - 1) * sh * pw
+            + self.ow.div_ceil(block) * block;
+        assert!(furthest <= src.len(), "depthwise scratch too small");
         let (lo, hi) = clamp;
         for (r, row) in out.chunks_exact_mut(self.ow).enumerate().take(self.oh) {
             let row_at = r * sh * pw;
-            for o in (0..self.ow).step_by(V) {
-                let mut acc = [bias; V];
+            for o in (0..self.ow).step_by(block) {
+                let mut acc = [[bias; V]; U];
                 for &(at, wv) in &taps {
                     let at = at + row_at + o;
-                    let x = &src[at..at + V];
-                    for t in 0..V {
-                        acc[t] = if FMA {
-                            x[t].mul_add(wv, acc[t])
-                        } else {
-                            acc[t] + wv * x[t]
-                        };
+                    for (u, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: at + u*V + V <= furthest <= src.len() (asserted above).
+                        let x = unsafe { src.get_unchecked(at + u * V..at + u * V + V) };
+                        for t in 0..V {
+                            acc[t] = if FMA {
+                                x[t].mul_add(wv, acc[t])
+                            } else {
+                                acc[t] + wv * x[t]
+                            };
+                        }
                     }
                 }
-                for (dst, v) in row[o..].iter_mut().zip(acc) {
+                for (dst, v) in row[o..].iter_mut().zip(acc.into_iter().flatten()) {
                     dst.write(clamp1(v, lo, hi));
                 }
             }
@@ -393,6 +431,9 @@ mod tests {
             ),
             (12, 12, 3, 1, 2, [2, 2, 2, 2], (0.0, f32::INFINITY)),
             (5, 6, 3, 1, 1, [0, 0, 0, 0], (-0.5, 0.5)),
+            // Rows of 32 or more outputs take the 4-vector path.
+            (6, 45, 3, 1, 1, [1, 1, 1, 1], (0.0, 6.0)),
+            (7, 70, 5, 2, 1, [1, 2, 2, 1], (0.0, 6.0)),
         ];
         for (h, w, k, s, d, pads, range) in cases {
             let (n, c) = (2, 3);
