@@ -1,7 +1,9 @@
 //! Every committed fixture (small variants of the literature's architectures exported by
 //! PyTorch, see tools/make_fixtures.py) runs on burn's flex CPU backend and matches PyTorch's
-//! output: max |graft − reference| ≤ 1e-4 × max(1, max |reference|). Both with BatchNorm as
-//! its own op and folded into the convolutions, as `graft infer` runs it.
+//! output: max |graft − reference| ≤ 1e-4 × max(1, max |reference|). Both as imported and
+//! with the inference rewrites (`optimize::for_inference`: BatchNorm and zero Pad folded into
+//! the convolutions), as `graft infer` runs it; on the CPU, inference plans also run Graft's
+//! fused kernels (`engine/fast_cpu.rs`), so these fixtures check them on every architecture.
 
 use graft::engine::{Model, optimize};
 use graft::onnx;
@@ -82,4 +84,43 @@ fn every_fixture_matches_pytorch_on_cpu() {
         "parity failures:\n{}",
         failures.join("\n")
     );
+}
+
+/// The rewrites actually happen on the default network: TensorFlow-style padding (explicit
+/// `Pad` before each stride-2 depthwise convolution) and every BatchNorm disappear, and the
+/// rewritten network gives the same answers.
+#[test]
+fn inference_rewrites_fold_pads_and_batchnorms_of_the_default_network() {
+    use graft::graph::Op;
+    let imported = onnx::import_bytes(graft::DEFAULT_MODEL).unwrap();
+    let count = |net: &graft::graph::Network, f: fn(&Op) -> bool| {
+        net.nodes.iter().filter(|n| f(&n.op)).count()
+    };
+    let is_pad = |op: &Op| matches!(op, Op::Pad { .. });
+    let is_bn = |op: &Op| matches!(op, Op::BatchNorm { .. });
+    assert!(
+        count(&imported.network, is_pad) >= 4,
+        "Lite0 pads before its stride-2 convs"
+    );
+    assert!(count(&imported.network, is_bn) >= 40);
+    let (net, store) = optimize::for_inference(&imported.network, &imported.store);
+    assert_eq!(count(&net, is_pad), 0);
+    assert_eq!(count(&net, is_bn), 0);
+
+    let device = burn::tensor::Device::flex();
+    let shape = [2usize, 3, 224, 224];
+    let input: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let run = |net, store| {
+        Model::build(net, store, &device)
+            .and_then(|m| m.infer(&shape, input.clone()))
+            .unwrap()
+            .remove(0)
+            .1
+    };
+    let want = run(&imported.network, &imported.store);
+    let got = run(&net, &store);
+    let err = max_rel_error(&got, &want);
+    assert!(err < 1e-4, "rewritten network differs by {err:.2e}");
 }

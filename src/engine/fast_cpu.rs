@@ -68,6 +68,38 @@ fn clamp_slice(s: &mut [f32], lo: f32, hi: f32) {
     });
 }
 
+/// Input, weight and (optional) bias values of a convolution.
+type OperandValues<'a> = (&'a [f32], &'a [f32], Option<&'a [f32]>);
+
+/// A convolution's input, weight and bias as flex tensors, when all of them are.
+struct ConvOperands {
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+}
+
+impl ConvOperands {
+    fn new(x: &Tensor<4>, weight: &Tensor<4>, bias: Option<&Tensor<1>>) -> Option<Self> {
+        Some(ConvOperands {
+            x: flex(x)?,
+            weight: flex(weight)?,
+            bias: match bias {
+                Some(b) => Some(flex(b)?),
+                None => None,
+            },
+        })
+    }
+
+    /// Input, weight and bias values (contiguous, checked by `flex`).
+    fn slices(&self) -> Option<OperandValues<'_>> {
+        let bias = match &self.bias {
+            Some(b) => Some(b.as_slice::<f32>()?),
+            None => None,
+        };
+        Some((self.x.as_slice()?, self.weight.as_slice()?, bias))
+    }
+}
+
 /// A depthwise convolution (one filter per channel) with its bias and a following clamp
 /// (ReLU, ReLU6) in one pass over the activation, with asymmetric padding read in place: no
 /// padded copy, no separate bias or activation pass. `None` when this is not a depthwise
@@ -84,13 +116,8 @@ pub fn depthwise_conv(
     if conv.groups != c || co != c || per_group != 1 {
         return None;
     }
-    let (xp, wp) = (flex(x)?, flex(weight)?);
-    let bp = match bias {
-        Some(b) => Some(flex(b)?),
-        None => None,
-    };
-    let (xs, ws) = (xp.as_slice::<f32>()?, wp.as_slice::<f32>()?);
-    let bs = bp.as_ref().and_then(|b| b.as_slice::<f32>());
+    let ops = ConvOperands::new(x, weight, bias)?;
+    let (xs, ws, bs) = ops.slices()?;
     let [sh, sw] = conv.strides;
     let [dh, dw] = conv.dilations;
     let [top, left, bottom, right] = conv.pads;
@@ -150,13 +177,8 @@ pub fn pointwise_conv(
     {
         return None;
     }
-    let (xp, wp) = (flex(x)?, flex(weight)?);
-    let bp = match bias {
-        Some(b) => Some(flex(b)?),
-        None => None,
-    };
-    let (xs, ws) = (xp.as_slice::<f32>()?, wp.as_slice::<f32>()?);
-    let bs = bp.as_ref().and_then(|b| b.as_slice::<f32>());
+    let ops = ConvOperands::new(x, weight, bias)?;
+    let (xs, ws, bs) = ops.slices()?;
     let hw = h * w;
     // About 256 KB of output per tile: it stays in L2 from the bias fill to the clamp.
     let tile = (65_536 / co).max(64).min(hw);
