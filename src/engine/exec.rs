@@ -224,6 +224,9 @@ pub fn run(
                 (Some(lo), Some(hi)) if mode == Mode::Inference => {
                     map!(x, t => fast_cpu::clamp(t, *lo, *hi))
                 }
+                // Training ReLU6: burn's relu has a one-pass backward, where `clamp_min` is
+                // a comparison plus a masked fill forward and backward.
+                (Some(lo), Some(hi)) if *lo == 0.0 => map!(x, t => act::relu(t).clamp_max(*hi)),
                 (Some(lo), Some(hi)) => map!(x, t => t.clamp_min(*lo).clamp_max(*hi)),
                 (Some(lo), None) => map!(x, t => t.clamp_min(*lo)),
                 (None, Some(hi)) => map!(x, t => t.clamp_max(*hi)),
