@@ -7,11 +7,13 @@
 pub fn lower_current_thread() {
     #[cfg(target_os = "linux")]
     {
-        // On Linux, `setpriority(PRIO_PROCESS, tid, ..)` sets one thread's nice value.
+        // On Linux, `setpriority(PRIO_PROCESS, tid, ..)` sets one thread's nice value. Never
+        // raise it: a process started with `nice -n 19` stays there.
         // SAFETY: plain system calls on the calling thread's own id.
         unsafe {
             let tid = libc::gettid() as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE);
+            let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, current.max(BACKGROUND_NICE));
         }
     }
 }

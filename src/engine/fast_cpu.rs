@@ -113,7 +113,7 @@ pub fn depthwise_conv(
 ) -> Option<Tensor<4>> {
     let [n, c, h, w] = x.dims();
     let [co, per_group, kh, kw] = weight.dims();
-    if conv.groups != c || co != c || per_group != 1 {
+    if conv.groups != c || co != c || per_group != 1 || kh * kw == 0 || n * c == 0 {
         return None;
     }
     let ops = ConvOperands::new(x, weight, bias)?;
