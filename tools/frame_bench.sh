@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # UI frame times while training, with a 300+ node network on screen (docs/BENCHMARKS.md).
-# Exports DenseNet-121 (torchvision, BatchNorm kept: 437 nodes), opens it in the window under
-# Xvfb with the sample data, trains with a frozen backbone on the CPU, and measures the UI
-# thread's time per frame on the Network tab: every block open, then the default view.
+# Exports DenseNet-121 (torchvision, BatchNorm kept: 435 nodes after import), opens it in the
+# window under Xvfb with the sample data, fine-tunes every layer on the CPU, and measures the UI
+# thread's time per frame on the Network tab: every block open and fitted, every block open and
+# zoomed in, then the default view (src/app/screenshots.rs, FrameBench).
 #   cargo build --release && tools/frame_bench.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
