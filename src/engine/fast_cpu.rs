@@ -3,7 +3,8 @@
 //!
 //! Each entry point takes burn tensors and returns `None` (or the input back) when it does not
 //! apply — another backend, an autodiff tensor, a layout it does not handle — and the caller
-//! then runs burn's op. Autodiff tensors never come here, so training is untouched.
+//! then runs burn's op. Autodiff tensors are refused (they are not plain flex primitives), so
+//! training is untouched.
 
 use crate::graph::Conv;
 use burn::backend::Flex;
