@@ -233,10 +233,7 @@ impl GraftApp {
             .clone()
             .filter(|p| p.exists() && remember_last);
         match (model, start.project.or(last)) {
-            (Some(m), _) => {
-                app.open_default(ctx);
-                app.load_model(ctx, ModelSource::File(m), Vec::new(), None);
-            }
+            (Some(m), _) => app.open_on_sample_data(ctx, ModelSource::File(m)),
             (None, Some(p)) => app.open_project(ctx, p),
             (None, None) => app.open_default(ctx),
         }
@@ -244,7 +241,12 @@ impl GraftApp {
     }
 
     fn open_default(&mut self, ctx: &egui::Context) {
-        self.load_model(ctx, ModelSource::Default, Vec::new(), None);
+        self.open_on_sample_data(ctx, ModelSource::Default);
+    }
+
+    /// Opens a network with the embedded sample dataset.
+    fn open_on_sample_data(&mut self, ctx: &egui::Context, source: ModelSource) {
+        self.load_model(ctx, source, Vec::new(), None);
         let sample = sample_data_dir();
         if sample.is_dir() {
             self.pending_dataset = Some(DatasetSettings {

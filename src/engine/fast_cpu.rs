@@ -41,10 +41,12 @@ pub fn clamp<const D: usize>(x: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
     let Ok(mut p) = x.try_into_primitive::<Flex>() else {
         unreachable!("checked by flex() above")
     };
-    let contiguous_from_zero = p.layout().start_offset() == 0
-        && p.as_slice::<f32>()
-            .is_some_and(|s| s.len() == shape.iter().product::<usize>());
-    if contiguous_from_zero && let Some(s) = p.try_storage_mut::<f32>() {
+    // In place when this tensor owns its whole buffer and is its whole buffer.
+    let len: usize = shape.iter().product();
+    if p.layout().start_offset() == 0
+        && let Some(s) = p.try_storage_mut::<f32>()
+        && s.len() == len
+    {
         clamp_slice(s, lo, hi);
         return Tensor::from_primitive::<Flex>(p);
     }
@@ -102,9 +104,10 @@ impl ConvOperands {
 }
 
 /// A depthwise convolution (one filter per channel) with its bias and a following clamp
-/// (ReLU, ReLU6) in one pass over the activation, with asymmetric padding read in place: no
-/// padded copy, no separate bias or activation pass. `None` when this is not a depthwise
-/// convolution on flex tensors.
+/// (ReLU, ReLU6) in one pass over the activation: padding (asymmetric too) is added per plane
+/// in a cache-sized scratch buffer, not by copying the whole activation, and there is no
+/// separate bias or activation pass. `None` when this is not a depthwise convolution on flex
+/// tensors.
 pub fn depthwise_conv(
     x: &Tensor<4>,
     weight: &Tensor<4>,
@@ -204,8 +207,14 @@ pub fn pointwise_conv(
         // is written (bias fill) before gemm reads it; `out` outlives the parallel loop.
         unsafe {
             for r in 0..co {
-                let row = std::slice::from_raw_parts_mut(dst.get().add(base + r * hw), cols);
-                row.fill(bs.map_or(0.0, |b| b[r]));
+                // Not yet initialised: written through `MaybeUninit`, never read as f32.
+                let row = std::slice::from_raw_parts_mut(
+                    dst.get().add(base + r * hw).cast::<MaybeUninit<f32>>(),
+                    cols,
+                );
+                for v in row {
+                    v.write(bs.map_or(0.0, |b| b[r]));
+                }
             }
             gemm::gemm(
                 co,
@@ -391,7 +400,7 @@ impl Geometry {
             + self.ow.div_ceil(block) * block;
         assert!(furthest <= src.len(), "depthwise scratch too small");
         let (lo, hi) = clamp;
-        for (r, row) in out.chunks_exact_mut(self.ow).enumerate().take(self.oh) {
+        for (r, row) in out.chunks_exact_mut(self.ow).enumerate() {
             let row_at = r * sh * pw;
             for o in (0..self.ow).step_by(block) {
                 let mut acc = [[bias; V]; U];
