@@ -42,6 +42,13 @@ pub fn run(
             if let Some(y) = fast {
                 return one(Value::R4(y));
             }
+            // Training on the CPU: the same kernels as one autodiff op with their own
+            // gradients (clamps are not fused into training steps, see `fuse_clamps`).
+            if step.clamp.is_none()
+                && let Some(y) = fast_cpu::train::conv(&x, &weight, bias.as_ref(), c)
+            {
+                return one(Value::R4(y));
+            }
             let opts = ConvOptions::new_with_padding(
                 c.strides,
                 [(c.pads[0], c.pads[2]), (c.pads[1], c.pads[3])],
@@ -66,9 +73,16 @@ pub fn run(
                     let d = x.dims();
                     d.iter().product::<usize>() / d[1].max(1)
                 };
+                let (gamma, beta) = (p.gamma.val(), p.beta.val());
+                // On the CPU, Graft's own op (two passes each way); elsewhere burn's.
                 let (y, mean, var) = visit!(x, t => {
-                    let r = batch_norm_train(t, p.gamma.val(), p.beta.val(), eps);
-                    (lift_same(r.output), r.mean, r.variance)
+                    match fast_cpu::train::batch_norm(&t, &gamma, &beta, eps) {
+                        Some((y, mean, var)) => (lift_same(y), mean, var),
+                        None => {
+                            let r = batch_norm_train(t, gamma.clone(), beta.clone(), eps);
+                            (lift_same(r.output), r.mean, r.variance)
+                        }
+                    }
                 });
                 // ONNX momentum m keeps m of the old statistic. Like PyTorch, the running
                 // variance is updated with the unbiased batch variance.
@@ -188,7 +202,8 @@ pub fn run(
         Op::Unary(u) => {
             let x = take(0)?;
             one(match u {
-                Unary::Relu => map!(x, t => act::relu(t)),
+                Unary::Relu => map!(x, t => fast_cpu::train::clamp(t, 0.0, f32::INFINITY)
+                    .unwrap_or_else(act::relu)),
                 Unary::Sigmoid => map!(x, t => act::sigmoid(t)),
                 Unary::Tanh => map!(x, t => t.tanh()),
                 Unary::Erf => map!(x, t => t.erf()),
@@ -224,10 +239,14 @@ pub fn run(
                 (Some(lo), Some(hi)) if mode == Mode::Inference => {
                     map!(x, t => fast_cpu::clamp(t, *lo, *hi))
                 }
-                // Training ReLU6: burn's relu has a one-pass backward, where `clamp_min` is
-                // a comparison plus a masked fill forward and backward.
-                (Some(lo), Some(hi)) if *lo == 0.0 => map!(x, t => act::relu(t).clamp_max(*hi)),
-                (Some(lo), Some(hi)) => map!(x, t => t.clamp_min(*lo).clamp_max(*hi)),
+                // Training: on the CPU one autodiff op, one pass each way. Elsewhere ReLU6 is
+                // burn's relu (one-pass backward) then clamp_max, where `clamp_min` would be a
+                // comparison plus a masked fill forward and backward.
+                (Some(lo), Some(hi)) => map!(x, t => match fast_cpu::train::clamp(t, *lo, *hi) {
+                    Ok(y) => y,
+                    Err(t) if *lo == 0.0 => act::relu(t).clamp_max(*hi),
+                    Err(t) => t.clamp_min(*lo).clamp_max(*hi),
+                }),
                 (Some(lo), None) => map!(x, t => t.clamp_min(*lo)),
                 (None, Some(hi)) => map!(x, t => t.clamp_max(*hi)),
                 (None, None) => x,

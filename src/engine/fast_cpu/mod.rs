@@ -1,0 +1,294 @@
+//! Inference kernels of Graft's own for burn's `flex` CPU backend, where flex runs an op as
+//! several passes over memory and the network is memory-bound (docs/BENCHMARKS.md).
+//!
+//! Each entry point takes burn tensors and returns `None` (or the input back) when it does not
+//! apply — another backend, an autodiff tensor, a layout it does not handle — and the caller
+//! then runs burn's op. Autodiff tensors are refused (they are not plain flex primitives), so
+//! training is untouched.
+
+mod depthwise;
+mod norm;
+mod pointwise;
+pub mod train;
+
+use crate::graph::Conv;
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+/// `GRAFT_FAST_CPU=0` turns these kernels off (burn's ops run instead), to measure them.
+fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("GRAFT_FAST_CPU").map_or(true, |v| v != "0"))
+}
+
+/// A float tensor's flex primitive, when it has one (a cheap reference-counted clone).
+fn flex<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
+    if !enabled() {
+        return None;
+    }
+    let p = t.clone().try_into_primitive::<Flex>().ok()?;
+    (p.dtype() == DType::F32 && p.as_slice::<f32>().is_some()).then_some(p)
+}
+
+fn wrap<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
+    Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(data, shape)))
+}
+
+/// `min(max(x, lo), hi)` in one pass, in place when `x` is not shared.
+pub fn clamp<const D: usize>(x: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
+    if flex(&x).is_none() {
+        return x.clamp_min(lo).clamp_max(hi);
+    }
+    let shape = x.dims();
+    let Ok(mut p) = x.try_into_primitive::<Flex>() else {
+        unreachable!("checked by flex() above")
+    };
+    if let Some(s) = unique_values_mut(&mut p) {
+        clamp_slice(s, lo, hi);
+        return Tensor::from_primitive::<Flex>(p);
+    }
+    let mut v = p.as_slice::<f32>().map(<[f32]>::to_vec).unwrap_or_default();
+    clamp_slice(&mut v, lo, hi);
+    wrap(v, shape)
+}
+
+/// An f32 tensor's values to change in place, when it owns its whole buffer and is its whole
+/// buffer (no other tensor shares it, no offset view).
+fn unique_values_mut(t: &mut FlexTensor) -> Option<&mut [f32]> {
+    let len = t.layout().shape().num_elements();
+    if t.dtype() != DType::F32 || t.layout().start_offset() != 0 || !t.is_contiguous() {
+        return None;
+    }
+    let s = t.try_storage_mut::<f32>()?;
+    (s.len() == len).then_some(s)
+}
+
+/// `v` limited to `[lo, hi]`, written as compares so it vectorises (`f32::max` handles NaN
+/// with extra scalar code); NaN passes through, as in PyTorch.
+#[inline(always)]
+fn clamp1(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v < lo { lo } else { v };
+    if v > hi { hi } else { v }
+}
+
+fn clamp_slice(s: &mut [f32], lo: f32, hi: f32) {
+    s.par_chunks_mut(1 << 14).for_each(|c| {
+        for v in c {
+            *v = clamp1(*v, lo, hi);
+        }
+    });
+}
+
+/// Input, weight and (optional) bias values of a convolution.
+type OperandValues<'a> = (&'a [f32], &'a [f32], Option<&'a [f32]>);
+
+/// A convolution's input, weight and bias as flex tensors, when all of them are.
+struct ConvOperands {
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+}
+
+impl ConvOperands {
+    fn new(x: &Tensor<4>, weight: &Tensor<4>, bias: Option<&Tensor<1>>) -> Option<Self> {
+        Some(ConvOperands {
+            x: flex(x)?,
+            weight: flex(weight)?,
+            bias: match bias {
+                Some(b) => Some(flex(b)?),
+                None => None,
+            },
+        })
+    }
+
+    /// Input, weight and bias values (contiguous, checked by `flex`).
+    fn slices(&self) -> Option<OperandValues<'_>> {
+        let bias = match &self.bias {
+            Some(b) => Some(b.as_slice::<f32>()?),
+            None => None,
+        };
+        Some((self.x.as_slice()?, self.weight.as_slice()?, bias))
+    }
+}
+
+/// A depthwise convolution (one filter per channel) with its bias and a following clamp
+/// (ReLU, ReLU6) in one pass over the activation: padding (asymmetric too) is added per plane
+/// in a cache-sized scratch buffer, not by copying the whole activation, and there is no
+/// separate bias or activation pass. `None` when this is not a depthwise convolution on flex
+/// tensors.
+pub fn depthwise_conv(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    conv: &Conv,
+    clamp: (f32, f32),
+) -> Option<Tensor<4>> {
+    let g = depthwise::Geometry::new(x.dims(), weight.dims(), conv)?;
+    let ops = ConvOperands::new(x, weight, bias)?;
+    let (xs, ws, bs) = ops.slices()?;
+    let out = g.forward(xs, ws, bs, clamp);
+    Some(wrap(out, [g.n, g.c, g.oh, g.ow]))
+}
+
+/// A 1x1 convolution (stride 1, no padding, one group) as gemm tiles over the pixels, each
+/// tile started from the bias and clamped while it is still in cache: flex runs the same gemm
+/// but then adds the bias and clamps in two more passes over the whole activation. `None` when
+/// the convolution is not of that kind or the tensors are not flex tensors.
+pub fn pointwise_conv(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    conv: &Conv,
+    clamp: (f32, f32),
+) -> Option<Tensor<4>> {
+    let [n, c, h, w] = x.dims();
+    let [co, ci, kh, kw] = weight.dims();
+    if (ci, kh, kw) != (c, 1, 1)
+        || conv.groups != 1
+        || conv.strides != [1, 1]
+        || conv.pads != [0; 4]
+        || n * co * h * w == 0
+    {
+        return None;
+    }
+    let ops = ConvOperands::new(x, weight, bias)?;
+    let (xs, ws, bs) = ops.slices()?;
+    let out = pointwise::forward(xs, ws, bs, [n, c, co, h * w], clamp);
+    Some(wrap(out, [n, co, h, w]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+
+    fn seq(n: usize, seed: u32) -> Vec<f32> {
+        // Deterministic values in [-1, 1).
+        (0..n)
+            .map(|i| {
+                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                (v % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The fused kernel against burn's own convolution + clamp, over the shapes networks use:
+    /// strides 1 and 2, dilation, asymmetric (TensorFlow "same") padding, 3x3 and 5x5.
+    #[test]
+    fn depthwise_matches_burn() {
+        let dev = Device::flex();
+        let cases = [
+            // (h, w, k, stride, dilation, pads [t, l, b, r], clamp)
+            (9, 11, 3, 1, 1, [1, 1, 1, 1], (0.0, 6.0)),
+            (8, 8, 3, 2, 1, [0, 0, 1, 1], (0.0, 6.0)),
+            (
+                10,
+                7,
+                5,
+                2,
+                1,
+                [1, 2, 2, 1],
+                (f32::NEG_INFINITY, f32::INFINITY),
+            ),
+            (12, 12, 3, 1, 2, [2, 2, 2, 2], (0.0, f32::INFINITY)),
+            (5, 6, 3, 1, 1, [0, 0, 0, 0], (-0.5, 0.5)),
+            // Rows of 32 or more outputs take the 4-vector path.
+            (6, 45, 3, 1, 1, [1, 1, 1, 1], (0.0, 6.0)),
+            (7, 70, 5, 2, 1, [1, 2, 2, 1], (0.0, 6.0)),
+        ];
+        for (h, w, k, s, d, pads, range) in cases {
+            let (n, c) = (2, 3);
+            let x =
+                Tensor::<4>::from_data(TensorData::new(seq(n * c * h * w, 1), [n, c, h, w]), &dev);
+            let wt = Tensor::<4>::from_data(TensorData::new(seq(c * k * k, 7), [c, 1, k, k]), &dev);
+            let b = Tensor::<1>::from_data(TensorData::new(seq(c, 3), [c]), &dev);
+            let conv = Conv {
+                strides: [s, s],
+                pads,
+                dilations: [d, d],
+                groups: c,
+            };
+            let got = depthwise_conv(&x, &wt, Some(&b), &conv, range).expect("applies");
+            let opts = ConvOptions::new_with_padding(
+                [s, s],
+                [(pads[0], pads[2]), (pads[1], pads[3])],
+                [d, d],
+                c,
+            );
+            let want = conv2d(x, wt, Some(b), opts)
+                .clamp_min(range.0)
+                .clamp_max(range.1);
+            assert_eq!(
+                got.dims(),
+                want.dims(),
+                "case {h}x{w} k{k} s{s} d{d} {pads:?}"
+            );
+            let g: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
+            let e: Vec<f32> = want.into_data().try_to_vec::<f32>().unwrap();
+            let err = g
+                .iter()
+                .zip(&e)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                err < 1e-5,
+                "case {h}x{w} k{k} s{s} d{d} {pads:?}: error {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn pointwise_matches_burn() {
+        let dev = Device::flex();
+        // Small and large channel counts (one tile, many tiles), with and without bias.
+        for (n, c, co, h, w, bias) in [
+            (2, 5, 7, 3, 4, true),
+            (3, 16, 24, 20, 30, false),
+            (1, 8, 2048, 6, 6, true),
+        ] {
+            let x =
+                Tensor::<4>::from_data(TensorData::new(seq(n * c * h * w, 1), [n, c, h, w]), &dev);
+            let wt = Tensor::<4>::from_data(TensorData::new(seq(co * c, 5), [co, c, 1, 1]), &dev);
+            let b = bias.then(|| Tensor::<1>::from_data(TensorData::new(seq(co, 9), [co]), &dev));
+            let conv = Conv {
+                strides: [1, 1],
+                pads: [0; 4],
+                dilations: [1, 1],
+                groups: 1,
+            };
+            let got = pointwise_conv(&x, &wt, b.as_ref(), &conv, (0.0, 6.0)).expect("applies");
+            let want = conv2d(x, wt, b, ConvOptions::new([1, 1], [0, 0], [1, 1], 1))
+                .clamp_min(0.0)
+                .clamp_max(6.0);
+            let g: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
+            let e: Vec<f32> = want.into_data().try_to_vec::<f32>().unwrap();
+            let err = g
+                .iter()
+                .zip(&e)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 1e-4, "{n}x{c}->{co} {h}x{w}: error {err}");
+        }
+    }
+
+    #[test]
+    fn clamp_is_one_pass_and_in_place_when_unshared() {
+        let dev = Device::flex();
+        let x = Tensor::<2>::from_data(TensorData::new(vec![-2.0f32, 0.5, 7.0, 3.0], [2, 2]), &dev);
+        let y: Vec<f32> = clamp(x, 0.0, 6.0).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(y, vec![0.0, 0.5, 6.0, 3.0]);
+        // A shared tensor is copied, the other reference keeps its values.
+        let x = Tensor::<1>::from_data(TensorData::new(vec![-1.0f32, 9.0], [2]), &dev);
+        let keep = x.clone();
+        let y: Vec<f32> = clamp(x, 0.0, 6.0).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(y, vec![0.0, 6.0]);
+        assert_eq!(
+            keep.into_data().try_to_vec::<f32>().unwrap(),
+            vec![-1.0, 9.0]
+        );
+    }
+}

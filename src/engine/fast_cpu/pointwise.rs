@@ -1,0 +1,224 @@
+//! 1x1 convolution (stride 1, no padding, one group) on plain `f32` slices in NCHW order,
+//! as gemm calls: the forward pass with a fused bias and clamp, and the backward pass.
+//! Dimensions are `[n, c, co, hw]`: images, input channels, output channels, pixels.
+
+use super::clamp1;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Output (or input-gradient) columns per gemm tile: about 256 KB of `rows` rows, so a tile
+/// stays in L2 from its bias fill to its clamp.
+fn tile_cols(rows: usize, hw: usize) -> usize {
+    (65_536 / rows.max(1)).max(64).min(hw)
+}
+
+/// Too few tiles to keep every thread busy (a small batch of small images, deep in a
+/// network): gemm splits each one across the threads instead. (Every tile packs the whole
+/// weight matrix, so more, smaller tiles would cost more than they spread.)
+fn parallelism(tasks: usize) -> gemm::Parallelism {
+    if tasks < rayon::current_num_threads() {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// `clamp(W · x + b)` per image, as gemm tiles over the pixels, each tile started from the
+/// bias and clamped while it is still in cache (flex runs the same gemm but then adds the bias
+/// and clamps in two more passes over the whole activation).
+pub fn forward(
+    xs: &[f32],
+    ws: &[f32],
+    bs: Option<&[f32]>,
+    [n, c, co, hw]: [usize; 4],
+    clamp: (f32, f32),
+) -> Vec<f32> {
+    let tile = tile_cols(co, hw);
+    let tiles = hw.div_ceil(tile);
+    let parallelism = parallelism(n * tiles);
+    let len = n * co * hw;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let dst = SendPtr(out.as_mut_ptr());
+    (0..n * tiles).into_par_iter().for_each(|t| {
+        let (b, j0) = (t / tiles, (t % tiles) * tile);
+        let cols = tile.min(hw - j0);
+        let base = b * co * hw + j0;
+        // SAFETY: tiles are disjoint column ranges of disjoint images, so no two tasks write
+        // the same element; every element of the allocation belongs to exactly one tile and
+        // is written (bias fill) before gemm reads it; `out` outlives the parallel loop.
+        unsafe {
+            for r in 0..co {
+                // Not yet initialised: written through `MaybeUninit`, never read as f32.
+                let row = std::slice::from_raw_parts_mut(
+                    dst.get().add(base + r * hw).cast::<MaybeUninit<f32>>(),
+                    cols,
+                );
+                for v in row {
+                    v.write(bs.map_or(0.0, |b| b[r]));
+                }
+            }
+            gemm::gemm(
+                co,
+                cols,
+                c,
+                dst.get().add(base),
+                1,
+                hw as isize,
+                true,
+                ws.as_ptr(),
+                1,
+                c as isize,
+                xs.as_ptr().add(b * c * hw + j0),
+                1,
+                hw as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+            if clamp != (f32::NEG_INFINITY, f32::INFINITY) {
+                for r in 0..co {
+                    let row = std::slice::from_raw_parts_mut(dst.get().add(base + r * hw), cols);
+                    for v in row {
+                        *v = clamp1(*v, clamp.0, clamp.1);
+                    }
+                }
+            }
+        }
+    });
+    // SAFETY: the loop above wrote every element (see there).
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// The gradients of [`forward`] (without clamp) given the output gradient `gs`: the input
+/// gradient `Wᵀ · g` per image when `want_dx`, and when `want_dw` the weight gradient
+/// `Σ g · xᵀ` over the images and the bias gradient (`g` summed per output channel).
+pub fn backward(
+    xs: &[f32],
+    ws: &[f32],
+    gs: &[f32],
+    [n, c, co, hw]: [usize; 4],
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<(Vec<f32>, Vec<f32>)>) {
+    let dx = want_dx.then(|| {
+        let tile = tile_cols(c, hw);
+        let tiles = hw.div_ceil(tile);
+        let parallelism = parallelism(n * tiles);
+        let mut dx = vec![0.0f32; n * c * hw];
+        let dst = SendPtr(dx.as_mut_ptr());
+        (0..n * tiles).into_par_iter().for_each(|t| {
+            let (b, j0) = (t / tiles, (t % tiles) * tile);
+            // SAFETY: tiles are disjoint column ranges of disjoint images; `dx` outlives the
+            // loop. Wᵀ is W read with its strides swapped.
+            unsafe {
+                gemm::gemm(
+                    c,
+                    tile.min(hw - j0),
+                    co,
+                    dst.get().add(b * c * hw + j0),
+                    1,
+                    hw as isize,
+                    false,
+                    ws.as_ptr(),
+                    c as isize,
+                    1,
+                    gs.as_ptr().add(b * co * hw + j0),
+                    1,
+                    hw as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                )
+            }
+        });
+        dx
+    });
+    let dw = want_dw.then(|| {
+        // Per image g (co x hw) times xᵀ (hw x c), summed: each thread sums its images into
+        // its own accumulator, then the accumulators are added.
+        let image = |b: usize, (mut dw, mut db): (Vec<f32>, Vec<f32>), par| {
+            let g = &gs[b * co * hw..(b + 1) * co * hw];
+            // SAFETY: every pointer and stride stays inside `g`, `xs`'s image b and `dw`.
+            unsafe {
+                gemm::gemm(
+                    co,
+                    c,
+                    hw,
+                    dw.as_mut_ptr(),
+                    1,
+                    c as isize,
+                    true,
+                    g.as_ptr(),
+                    1,
+                    hw as isize,
+                    xs.as_ptr().add(b * c * hw),
+                    hw as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            }
+            for (d, row) in db.iter_mut().zip(g.chunks_exact(hw.max(1))) {
+                *d += sum(row);
+            }
+            (dw, db)
+        };
+        let zero = || (vec![0.0f32; co * c], vec![0.0f32; co]);
+        if n < rayon::current_num_threads() {
+            (0..n).fold(zero(), |acc, b| image(b, acc, gemm::Parallelism::Rayon(0)))
+        } else {
+            (0..n)
+                .into_par_iter()
+                .fold(zero, |acc, b| image(b, acc, gemm::Parallelism::None))
+                .reduce(zero, |(mut w1, mut b1), (w2, b2)| {
+                    add_into(&mut w1, &w2);
+                    add_into(&mut b1, &b2);
+                    (w1, b1)
+                })
+        }
+    });
+    (dx, dw)
+}
+
+/// A sum in 8 lanes (vectorised; one running sum would be a chain of dependent adds).
+fn sum(v: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let whole = v.len() / 8 * 8;
+    for chunk in v[..whole].chunks_exact(8) {
+        for (s, &x) in lanes.iter_mut().zip(chunk) {
+            *s += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + v[whole..].iter().sum::<f32>()
+}
+
+fn add_into(acc: &mut [f32], v: &[f32]) {
+    for (a, b) in acc.iter_mut().zip(v) {
+        *a += b;
+    }
+}
+
+/// A raw output pointer shared by parallel tasks that write disjoint elements.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used for disjoint writes (see `forward` and `backward`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// A method (not field access) so closures capture the whole `Send` wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}

@@ -1,0 +1,587 @@
+//! Training ops of Graft's own for burn's `flex` CPU backend under autodiff: depthwise and 1x1
+//! convolutions, batch normalisation with batch statistics, and clamps (ReLU, ReLU6), each a
+//! burn autodiff op (`burn_autodiff::ops::Backward`) whose forward and backward passes are the
+//! slice kernels of this module's siblings. burn's own versions of these are compositions:
+//! a depthwise convolution's gradients run as grouped transposed convolutions plus a loop over
+//! channels, a 1x1 convolution's through transposed copies, batch norm as a dozen elementwise
+//! passes each way; for mobile networks they were most of a fine-tuning step
+//! (docs/BENCHMARKS.md).
+//!
+//! Each entry point returns `None` when it does not apply (another backend, no autodiff, a
+//! layout it does not handle) and the caller runs burn's op. Every gradient is checked against
+//! burn's in the tests below.
+
+use super::depthwise::Geometry;
+use super::{clamp_slice, enabled, norm, pointwise, unique_values_mut};
+use crate::graph::Conv;
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use rayon::prelude::*;
+
+type Ad = Autodiff<Flex>;
+type AutodiffTensor = <Ad as burn_backend::BackendTypes>::FloatTensorPrimitive;
+
+/// A float tensor's autodiff-over-flex primitive, when it has one (a cheap clone).
+fn tracked<const D: usize>(t: &Tensor<D>) -> Option<AutodiffTensor> {
+    if !enabled() {
+        return None;
+    }
+    let p = t.clone().try_into_primitive::<Ad>().ok()?;
+    (p.primitive().dtype() == DType::F32).then_some(p)
+}
+
+/// `t` in contiguous row-major order (itself when it already is: a reference-count clone).
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// [`contiguous`] for a tensor given up, so an unshared buffer stays unshared.
+fn into_contiguous(t: FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// The values of a tensor made by [`contiguous`].
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("an f32 tensor made contiguous by `contiguous`")
+}
+
+fn flex_tensor(data: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape))
+}
+
+fn into_tensor<const D: usize>(t: AutodiffTensor) -> Tensor<D> {
+    Tensor::from_primitive::<Ad>(t)
+}
+
+/// Which convolution kernel a convolution runs.
+#[derive(Clone, Debug)]
+enum ConvKind {
+    Depthwise(Geometry),
+    /// `[n, c, co, hw]`.
+    Pointwise([usize; 4]),
+}
+
+impl ConvKind {
+    fn new(x: [usize; 4], weight: [usize; 4], conv: &Conv) -> Option<Self> {
+        if let Some(g) = Geometry::new(x, weight, conv) {
+            return Some(ConvKind::Depthwise(g));
+        }
+        let [n, c, h, w] = x;
+        let [co, ci, kh, kw] = weight;
+        let pointwise = (ci, kh, kw) == (c, 1, 1)
+            && conv.groups == 1
+            && conv.strides == [1, 1]
+            && conv.pads == [0; 4]
+            && n * co * h * w > 0;
+        pointwise.then_some(ConvKind::Pointwise([n, c, co, h * w]))
+    }
+
+    fn output_shape(&self, x: [usize; 4]) -> [usize; 4] {
+        match self {
+            ConvKind::Depthwise(g) => [g.n, g.c, g.oh, g.ow],
+            ConvKind::Pointwise([n, _, co, _]) => [*n, *co, x[2], x[3]],
+        }
+    }
+
+    fn forward(&self, xs: &[f32], ws: &[f32], bs: &[f32]) -> Vec<f32> {
+        let none = (f32::NEG_INFINITY, f32::INFINITY);
+        match self {
+            ConvKind::Depthwise(g) => g.forward(xs, ws, Some(bs), none),
+            ConvKind::Pointwise(dims) => pointwise::forward(xs, ws, Some(bs), *dims, none),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn backward(
+        &self,
+        xs: &[f32],
+        ws: &[f32],
+        gs: &[f32],
+        want_dx: bool,
+        want_dw: bool,
+    ) -> (Option<Vec<f32>>, Option<(Vec<f32>, Vec<f32>)>) {
+        match self {
+            ConvKind::Depthwise(g) => g.backward(xs, ws, gs, want_dx, want_dw),
+            ConvKind::Pointwise(dims) => pointwise::backward(xs, ws, gs, *dims, want_dx, want_dw),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+/// What a convolution's backward pass needs: its kernel, input and weight (contiguous), and
+/// their shapes.
+#[derive(Clone, Debug)]
+struct ConvState {
+    kind: ConvKind,
+    x: FlexTensor,
+    weight: FlexTensor,
+    x_shape: [usize; 4],
+    weight_shape: [usize; 4],
+}
+
+impl Backward<Flex, 3> for ConvBackward {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<ConvState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let g = contiguous(&grads.consume::<Flex>(&ops.node));
+        let s = ops.state;
+        let (dx, dwb) = s.kind.backward(
+            values(&s.x),
+            values(&s.weight),
+            values(&g),
+            node_x.is_some(),
+            node_w.is_some() || node_b.is_some(),
+        );
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, flex_tensor(dx, s.x_shape));
+        }
+        if let Some((dw, db)) = dwb {
+            if let Some(node) = node_w {
+                grads.register::<Flex>(node.id, flex_tensor(dw, s.weight_shape));
+            }
+            if let Some(node) = node_b {
+                let co = db.len();
+                grads.register::<Flex>(node.id, flex_tensor(db, [co]));
+            }
+        }
+    }
+}
+
+/// A depthwise or 1x1 convolution as one autodiff op with Graft's kernels both ways. `None`
+/// when the convolution is of another kind or the tensors are not autodiff flex tensors.
+pub fn conv(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    conv: &Conv,
+) -> Option<Tensor<4>> {
+    let kind = ConvKind::new(x.dims(), weight.dims(), conv)?;
+    let (xa, wa) = (tracked(x)?, tracked(weight)?);
+    // No bias: a zero bias that nothing tracks, so there is one op shape (and no gradient
+    // is computed for it).
+    let ba = match bias {
+        Some(b) => tracked(b)?,
+        None => AutodiffTensor::new(flex_tensor(vec![0.0; weight.dims()[0]], [weight.dims()[0]])),
+    };
+    let (xv, wv, bv) = (
+        contiguous(xa.primitive()),
+        contiguous(wa.primitive()),
+        contiguous(ba.primitive()),
+    );
+    let out = flex_tensor(
+        kind.forward(values(&xv), values(&wv), values(&bv)),
+        kind.output_shape(x.dims()),
+    );
+    let y = match ConvBackward
+        .prepare::<NoCheckpointing>([xa.node(), wa.node(), ba.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            ConvState {
+                kind,
+                x: xv,
+                weight: wv,
+                x_shape: x.dims(),
+                weight_shape: weight.dims(),
+            },
+            out,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some(into_tensor(y))
+}
+
+#[derive(Debug)]
+struct BatchNormBackward;
+
+/// What batch norm's backward pass needs.
+#[derive(Clone, Debug)]
+struct BatchNormState {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    /// `[n, c, values per channel per image]`.
+    dims: [usize; 3],
+}
+
+impl Backward<Flex, 3> for BatchNormBackward {
+    type State = BatchNormState;
+
+    fn backward(self, ops: Ops<BatchNormState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let g = contiguous(&grads.consume::<Flex>(&ops.node));
+        let s = ops.state;
+        let (dx, dgamma, dbeta) = norm::backward(
+            values(&s.x),
+            values(&g),
+            s.dims,
+            &s.mean,
+            &s.inv_std,
+            values(&s.gamma),
+        );
+        let c = s.dims[1];
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, flex_tensor(dx, s.x.layout().shape().clone()));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, flex_tensor(dgamma, [c]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, flex_tensor(dbeta, [c]));
+        }
+    }
+}
+
+/// Batch normalisation with the batch's own statistics (training mode) as one autodiff op:
+/// the output, and the batch mean and biased variance per channel (untracked, for the
+/// running statistics). `None` when the tensors are not autodiff flex tensors or `x` has no
+/// channel axis.
+pub fn batch_norm<const D: usize>(
+    x: &Tensor<D>,
+    gamma: &Tensor<1>,
+    beta: &Tensor<1>,
+    epsilon: f64,
+) -> Option<(Tensor<D>, Tensor<1>, Tensor<1>)> {
+    let shape = x.dims();
+    if D < 2 || shape[1] != gamma.dims()[0] || shape[1] != beta.dims()[0] {
+        return None;
+    }
+    let (n, c) = (shape[0], shape[1]);
+    let dims = [n, c, shape[2..].iter().product()];
+    let (xa, ga, ba) = (tracked(x)?, tracked(gamma)?, tracked(beta)?);
+    let (xv, gv, bv) = (
+        contiguous(xa.primitive()),
+        contiguous(ga.primitive()),
+        contiguous(ba.primitive()),
+    );
+    let (mean, var) = norm::stats(values(&xv), dims);
+    let inv_std: Vec<f32> = var
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
+        .collect();
+    let out = flex_tensor(
+        norm::normalize(values(&xv), dims, &mean, &inv_std, values(&gv), values(&bv)),
+        shape,
+    );
+    let untracked = |v: &[f32]| into_tensor(AutodiffTensor::new(flex_tensor(v.to_vec(), [c])));
+    let (mean_t, var_t) = (untracked(&mean), untracked(&var));
+    let y = match BatchNormBackward
+        .prepare::<NoCheckpointing>([xa.node(), ga.node(), ba.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            BatchNormState {
+                x: xv,
+                gamma: gv,
+                mean,
+                inv_std,
+                dims,
+            },
+            out,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some((into_tensor(y), mean_t, var_t))
+}
+
+#[derive(Debug)]
+struct ClampBackward;
+
+impl Backward<Flex, 1> for ClampBackward {
+    /// The op's output (contiguous) and its bounds.
+    type State = (FlexTensor, f32, f32);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        let Some(node) = node_x else { return };
+        let (y, lo, hi) = ops.state;
+        let shape = g.layout().shape().clone();
+        // The gradient passes where the output is strictly inside the bounds (PyTorch's
+        // hardtanh and relu: zero at the bounds themselves).
+        let pass = |g: &mut f32, y: f32| {
+            if !(lo < y && y < hi) {
+                *g = 0.0;
+            }
+        };
+        let mut g = into_contiguous(g);
+        let ys = values(&y);
+        let dx = match unique_values_mut(&mut g) {
+            Some(gs) => {
+                gs.par_chunks_mut(1 << 14)
+                    .zip(ys.par_chunks(1 << 14))
+                    .for_each(|(g, y)| g.iter_mut().zip(y).for_each(|(g, &y)| pass(g, y)));
+                g
+            }
+            None => {
+                let mut v = values(&g).to_vec();
+                v.par_chunks_mut(1 << 14)
+                    .zip(ys.par_chunks(1 << 14))
+                    .for_each(|(g, y)| g.iter_mut().zip(y).for_each(|(g, &y)| pass(g, y)));
+                flex_tensor(v, shape)
+            }
+        };
+        grads.register::<Flex>(node.id, dx);
+    }
+}
+
+/// `min(max(x, lo), hi)` as one autodiff op (ReLU, ReLU6), forward in place when `x` is not
+/// shared. `Err(x)` gives `x` back when it is not an autodiff flex tensor.
+pub fn clamp<const D: usize>(x: Tensor<D>, lo: f32, hi: f32) -> Result<Tensor<D>, Tensor<D>> {
+    if tracked(&x).is_none() {
+        return Err(x);
+    }
+    let shape = x.dims();
+    let Ok(xa) = x.try_into_primitive::<Ad>() else {
+        unreachable!("checked by tracked() above")
+    };
+    let (p, guard) = xa.into_parts();
+    let mut p = into_contiguous(p);
+    let y = match unique_values_mut(&mut p) {
+        Some(v) => {
+            clamp_slice(v, lo, hi);
+            p
+        }
+        None => {
+            let mut v = values(&p).to_vec();
+            clamp_slice(&mut v, lo, hi);
+            flex_tensor(v, shape)
+        }
+    };
+    let y = match ClampBackward
+        .prepare::<NoCheckpointing>([guard])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((y.clone(), lo, hi), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Ok(into_tensor(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::module::{batch_norm_train, conv2d};
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Device, Gradients as TensorGradients};
+
+    fn seq(n: usize, seed: u32) -> Vec<f32> {
+        // Deterministic values in [-1, 1).
+        (0..n)
+            .map(|i| {
+                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                (v % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// A tensor on the autodiff CPU device (values `offset` + [-1, 1)).
+    fn constant<const D: usize>(shape: [usize; D], seed: u32, offset: f32) -> Tensor<D> {
+        let len = shape.iter().product();
+        let v = seq(len, seed)
+            .into_iter()
+            .map(|v| v + offset)
+            .collect::<Vec<_>>();
+        Tensor::from_data(TensorData::new(v, shape), &Device::flex().autodiff())
+    }
+
+    /// A leaf tensor on the autodiff CPU device that asks for its gradient.
+    fn leaf<const D: usize>(shape: [usize; D], seed: u32) -> Tensor<D> {
+        constant(shape, seed, 0.0).require_grad()
+    }
+
+    fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// Σ y·r for a fixed r, so every output has its own gradient weight.
+    fn loss<const D: usize>(y: Tensor<D>, seed: u32) -> TensorGradients {
+        let r = Tensor::from_data(
+            TensorData::new(seq(y.shape().num_elements(), seed), y.dims()),
+            &y.device(),
+        );
+        y.mul(r).sum().backward()
+    }
+
+    fn grad<const D: usize>(t: &Tensor<D>, grads: &TensorGradients) -> Vec<f32> {
+        vals(t.grad(grads).expect("a gradient"))
+    }
+
+    /// Each case's forward output and x, weight and bias gradients against burn's conv2d
+    /// under autodiff: depthwise with strides 1 and 2, dilation, asymmetric padding, narrow
+    /// and wide rows, and 1x1.
+    #[test]
+    fn conv_gradients_match_burn() {
+        // (n, c, co, h, w, k, stride, dilation, pads [t, l, b, r], groups)
+        let cases = [
+            (2, 3, 3, 9, 11, 3, 1, 1, [1, 1, 1, 1], 3),
+            (2, 4, 4, 8, 8, 3, 2, 1, [0, 0, 1, 1], 4),
+            (1, 3, 3, 10, 7, 5, 2, 1, [1, 2, 2, 1], 3),
+            (2, 2, 2, 12, 12, 3, 1, 2, [2, 2, 2, 2], 2),
+            (3, 5, 5, 6, 45, 3, 1, 1, [1, 1, 1, 1], 5),
+            (2, 3, 3, 7, 9, 3, 2, 1, [1, 1, 1, 1], 3),
+            (2, 5, 7, 3, 4, 1, 1, 1, [0; 4], 1),
+            (3, 16, 24, 20, 30, 1, 1, 1, [0; 4], 1),
+        ];
+        for (n, c, co, h, w, k, s, d, pads, groups) in cases {
+            let what = format!("{n}x{c}->{co} {h}x{w} k{k} s{s} d{d} {pads:?} g{groups}");
+            let conv = Conv {
+                strides: [s, s],
+                pads,
+                dilations: [d, d],
+                groups,
+            };
+            let (x, wt, b) = (
+                leaf([n, c, h, w], 1),
+                leaf([co, c / groups, k, k], 7),
+                leaf([co], 3),
+            );
+            let y = super::conv(&x, &wt, Some(&b), &conv).expect("applies");
+            let got_y = vals(y.clone().detach());
+            let gg = loss(y, 11);
+
+            let (xr, wr, br) = (
+                leaf([n, c, h, w], 1),
+                leaf([co, c / groups, k, k], 7),
+                leaf([co], 3),
+            );
+            let opts = ConvOptions::new_with_padding(
+                [s, s],
+                [(pads[0], pads[2]), (pads[1], pads[3])],
+                [d, d],
+                groups,
+            );
+            let yr = conv2d(xr.clone(), wr.clone(), Some(br.clone()), opts);
+            assert_eq!(got_y.len(), yr.shape().num_elements(), "{what}");
+            let want_y = vals(yr.clone().detach());
+            let gr = loss(yr, 11);
+            assert!(max_diff(&got_y, &want_y) < 1e-4, "{what}: output");
+            for (name, a, b) in [
+                ("x", grad(&x, &gg), grad(&xr, &gr)),
+                ("weight", grad(&wt, &gg), grad(&wr, &gr)),
+                ("bias", grad(&b, &gg), grad(&br, &gr)),
+            ] {
+                let err = max_diff(&a, &b);
+                assert!(err < 1e-3, "{what}: {name} gradient off by {err}");
+            }
+        }
+    }
+
+    /// Without a bias, and with a weight that wants no gradient (a frozen layer): only x's.
+    #[test]
+    fn conv_without_bias_or_weight_gradient() {
+        let conv = Conv {
+            strides: [1, 1],
+            pads: [1, 1, 1, 1],
+            dilations: [1, 1],
+            groups: 4,
+        };
+        let x = leaf([2, 4, 5, 6], 1);
+        let frozen = constant([4, 1, 3, 3], 2, 0.0);
+        let y = super::conv(&x, &frozen, None, &conv).expect("applies");
+        let grads = loss(y, 5);
+        let xr = leaf([2, 4, 5, 6], 1);
+        let yr = conv2d(
+            xr.clone(),
+            frozen.clone(),
+            None,
+            ConvOptions::new([1, 1], [1, 1], [1, 1], 4),
+        );
+        let gr = loss(yr, 5);
+        assert!(max_diff(&grad(&x, &grads), &grad(&xr, &gr)) < 1e-4);
+    }
+
+    #[test]
+    fn batch_norm_matches_burn() {
+        // A large mean next to a small spread: the variance must survive it.
+        for (shape, offset) in [([4, 3, 5, 7], 0.0f32), ([2, 6, 9, 9], 100.0)] {
+            let x = constant(shape, 1, offset).require_grad();
+            let (gamma, beta) = (leaf([shape[1]], 4), leaf([shape[1]], 9));
+            let (y, mean, var) = batch_norm(&x, &gamma, &beta, 1e-5).expect("applies");
+            let got_y = vals(y.clone().detach());
+            let gg = loss(y, 13);
+
+            let xr = constant(shape, 1, offset).require_grad();
+            let (gr_, br) = (leaf([shape[1]], 4), leaf([shape[1]], 9));
+            let r = batch_norm_train(xr.clone(), gr_.clone(), br.clone(), 1e-5);
+            assert!(max_diff(&vals(mean), &vals(r.mean)) < 1e-4 * (1.0 + offset));
+            assert!(max_diff(&vals(var), &vals(r.variance)) < 1e-4);
+            let want_y = vals(r.output.clone().detach());
+            assert!(max_diff(&got_y, &want_y) < 1e-3, "{shape:?}: output");
+            let gr = loss(r.output, 13);
+            for (name, a, b) in [
+                ("x", grad(&x, &gg), grad(&xr, &gr)),
+                ("gamma", grad(&gamma, &gg), grad(&gr_, &gr)),
+                ("beta", grad(&beta, &gg), grad(&br, &gr)),
+            ] {
+                let err = max_diff(&a, &b);
+                assert!(
+                    err < 2e-3,
+                    "{shape:?} +{offset}: {name} gradient off by {err}"
+                );
+            }
+        }
+    }
+
+    /// ReLU6 and ReLU: values and gradients (zero outside the bounds and at them, like
+    /// PyTorch), for an unshared input (changed in place) and a shared one (copied: the
+    /// other holder keeps its values).
+    #[test]
+    fn clamp_values_and_gradients() {
+        let data = vec![-2.0f32, 0.0, 0.5, 6.0, 7.0, 3.0];
+        let dev = Device::flex().autodiff();
+        for (lo, hi) in [(0.0, 6.0), (0.0, f32::INFINITY)] {
+            for shared in [false, true] {
+                let x =
+                    Tensor::<1>::from_data(TensorData::new(data.clone(), [6]), &dev).require_grad();
+                let input = if shared {
+                    x.clone()
+                } else {
+                    x.clone().mul_scalar(1.0)
+                };
+                let y = super::clamp(input, lo, hi).expect("applies");
+                let want: Vec<f32> = data.iter().map(|&v| v.clamp(lo, hi)).collect();
+                assert_eq!(vals(y.clone().detach()), want);
+                let grads = y.sum().backward();
+                let want_grad: Vec<f32> = data
+                    .iter()
+                    .map(|&v| if lo < v && v < hi { 1.0 } else { 0.0 })
+                    .collect();
+                assert_eq!(grad(&x, &grads), want_grad, "[{lo}, {hi}] shared {shared}");
+                assert_eq!(vals(x.detach()), data);
+            }
+        }
+        // Not an autodiff tensor: given back untouched.
+        let plain = Tensor::<1>::from_data(TensorData::new(data.clone(), [6]), &Device::flex());
+        assert_eq!(vals(super::clamp(plain, 0.0, 6.0).unwrap_err()), data);
+    }
+}
