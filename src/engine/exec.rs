@@ -202,8 +202,9 @@ pub fn run(
         Op::Unary(u) => {
             let x = take(0)?;
             one(match u {
-                Unary::Relu => map!(x, t => fast_cpu::train::clamp(t, 0.0, f32::INFINITY)
-                    .unwrap_or_else(act::relu)),
+                Unary::Relu => {
+                    map!(x, t => fast_cpu::train::clamp(t, 0.0, f32::INFINITY, act::relu))
+                }
                 Unary::Sigmoid => map!(x, t => act::sigmoid(t)),
                 Unary::Tanh => map!(x, t => t.tanh()),
                 Unary::Erf => map!(x, t => t.erf()),
@@ -242,11 +243,13 @@ pub fn run(
                 // Training: on the CPU one autodiff op, one pass each way. Elsewhere ReLU6 is
                 // burn's relu (one-pass backward) then clamp_max, where `clamp_min` would be a
                 // comparison plus a masked fill forward and backward.
-                (Some(lo), Some(hi)) => map!(x, t => match fast_cpu::train::clamp(t, *lo, *hi) {
-                    Ok(y) => y,
-                    Err(t) if *lo == 0.0 => act::relu(t).clamp_max(*hi),
-                    Err(t) => t.clamp_min(*lo).clamp_max(*hi),
-                }),
+                (Some(lo), Some(hi)) => map!(x, t => fast_cpu::train::clamp(t, *lo, *hi, |t| {
+                    if *lo == 0.0 {
+                        act::relu(t).clamp_max(*hi)
+                    } else {
+                        t.clamp_min(*lo).clamp_max(*hi)
+                    }
+                })),
                 (Some(lo), None) => map!(x, t => t.clamp_min(*lo)),
                 (None, Some(hi)) => map!(x, t => t.clamp_max(*hi)),
                 (None, None) => x,

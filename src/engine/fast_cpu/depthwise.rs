@@ -3,7 +3,7 @@
 //! gradients). Each channel of each image is one task, worked in a zero-bordered scratch copy
 //! of its plane that fits in L2.
 
-use super::clamp1;
+use super::{ConvGrads, clamp1};
 use crate::graph::Conv;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -178,7 +178,7 @@ impl Geometry {
         gs: &[f32],
         want_dx: bool,
         want_dw: bool,
-    ) -> (Option<Vec<f32>>, Option<(Vec<f32>, Vec<f32>)>) {
+    ) -> ConvGrads {
         let (n, c, hw, ohw, taps) = (
             self.n,
             self.c,
@@ -228,7 +228,10 @@ impl Geometry {
             }
             (dw, db)
         });
-        (want_dx.then_some(dx), dw)
+        ConvGrads {
+            x: want_dx.then_some(dx),
+            weight_bias: dw,
+        }
     }
 
     /// One plane's backward pass: the input gradient into `dx`, and the weight gradient (one

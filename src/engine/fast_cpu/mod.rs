@@ -81,6 +81,13 @@ fn clamp_slice(s: &mut [f32], lo: f32, hi: f32) {
     });
 }
 
+/// What a convolution's backward kernel computed: the input gradient, and the weight
+/// gradient with the bias gradient (each `None` when not asked for).
+pub struct ConvGrads {
+    pub x: Option<Vec<f32>>,
+    pub weight_bias: Option<(Vec<f32>, Vec<f32>)>,
+}
+
 /// Input, weight and (optional) bias values of a convolution.
 type OperandValues<'a> = (&'a [f32], &'a [f32], Option<&'a [f32]>);
 

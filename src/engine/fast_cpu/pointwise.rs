@@ -2,7 +2,7 @@
 //! as gemm calls: the forward pass with a fused bias and clamp, and the backward pass.
 //! Dimensions are `[n, c, co, hw]`: images, input channels, output channels, pixels.
 
-use super::clamp1;
+use super::{ConvGrads, clamp1};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -103,7 +103,7 @@ pub fn backward(
     [n, c, co, hw]: [usize; 4],
     want_dx: bool,
     want_dw: bool,
-) -> (Option<Vec<f32>>, Option<(Vec<f32>, Vec<f32>)>) {
+) -> ConvGrads {
     let dx = want_dx.then(|| {
         let tile = tile_cols(c, hw);
         let tiles = hw.div_ceil(tile);
@@ -188,7 +188,10 @@ pub fn backward(
                 })
         }
     });
-    (dx, dw)
+    ConvGrads {
+        x: dx,
+        weight_bias: dw,
+    }
 }
 
 /// A sum in 8 lanes (vectorised; one running sum would be a chain of dependent adds).

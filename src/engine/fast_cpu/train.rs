@@ -12,7 +12,7 @@
 //! burn's in the tests below.
 
 use super::depthwise::Geometry;
-use super::{clamp_slice, enabled, norm, pointwise, unique_values_mut};
+use super::{ConvGrads, clamp_slice, enabled, norm, pointwise, unique_values_mut};
 use crate::graph::Conv;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
@@ -105,7 +105,6 @@ impl ConvKind {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     fn backward(
         &self,
         xs: &[f32],
@@ -113,7 +112,7 @@ impl ConvKind {
         gs: &[f32],
         want_dx: bool,
         want_dw: bool,
-    ) -> (Option<Vec<f32>>, Option<(Vec<f32>, Vec<f32>)>) {
+    ) -> ConvGrads {
         match self {
             ConvKind::Depthwise(g) => g.backward(xs, ws, gs, want_dx, want_dw),
             ConvKind::Pointwise(dims) => pointwise::backward(xs, ws, gs, *dims, want_dx, want_dw),
@@ -142,7 +141,7 @@ impl Backward<Flex, 3> for ConvBackward {
         let [node_x, node_w, node_b] = ops.parents;
         let g = contiguous(&grads.consume::<Flex>(&ops.node));
         let s = ops.state;
-        let (dx, dwb) = s.kind.backward(
+        let ConvGrads { x: dx, weight_bias } = s.kind.backward(
             values(&s.x),
             values(&s.weight),
             values(&g),
@@ -152,7 +151,7 @@ impl Backward<Flex, 3> for ConvBackward {
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, flex_tensor(dx, s.x_shape));
         }
-        if let Some((dw, db)) = dwb {
+        if let Some((dw, db)) = weight_bias {
             if let Some(node) = node_w {
                 grads.register::<Flex>(node.id, flex_tensor(dw, s.weight_shape));
             }
@@ -346,10 +345,15 @@ impl Backward<Flex, 1> for ClampBackward {
 }
 
 /// `min(max(x, lo), hi)` as one autodiff op (ReLU, ReLU6), forward in place when `x` is not
-/// shared. `Err(x)` gives `x` back when it is not an autodiff flex tensor.
-pub fn clamp<const D: usize>(x: Tensor<D>, lo: f32, hi: f32) -> Result<Tensor<D>, Tensor<D>> {
+/// shared; `otherwise(x)` when `x` is not an autodiff flex tensor.
+pub fn clamp<const D: usize>(
+    x: Tensor<D>,
+    lo: f32,
+    hi: f32,
+    otherwise: impl FnOnce(Tensor<D>) -> Tensor<D>,
+) -> Tensor<D> {
     if tracked(&x).is_none() {
-        return Err(x);
+        return otherwise(x);
     }
     let shape = x.dims();
     let Ok(xa) = x.try_into_primitive::<Ad>() else {
@@ -376,7 +380,7 @@ pub fn clamp<const D: usize>(x: Tensor<D>, lo: f32, hi: f32) -> Result<Tensor<D>
         OpsKind::Tracked(prep) => prep.finish((y.clone(), lo, hi), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
-    Ok(into_tensor(y))
+    into_tensor(y)
 }
 
 #[cfg(test)]
@@ -568,7 +572,7 @@ mod tests {
                 } else {
                     x.clone().mul_scalar(1.0)
                 };
-                let y = super::clamp(input, lo, hi).expect("applies");
+                let y = super::clamp(input, lo, hi, |_| panic!("applies"));
                 let want: Vec<f32> = data.iter().map(|&v| v.clamp(lo, hi)).collect();
                 assert_eq!(vals(y.clone().detach()), want);
                 let grads = y.sum().backward();
@@ -582,6 +586,12 @@ mod tests {
         }
         // Not an autodiff tensor: given back untouched.
         let plain = Tensor::<1>::from_data(TensorData::new(data.clone(), [6]), &Device::flex());
-        assert_eq!(vals(super::clamp(plain, 0.0, 6.0).unwrap_err()), data);
+        let mut given_back = false;
+        let y = super::clamp(plain, 0.0, 6.0, |t| {
+            given_back = true;
+            t
+        });
+        assert!(given_back);
+        assert_eq!(vals(y), data);
     }
 }
