@@ -43,7 +43,8 @@ pub fn run(
                 return one(Value::R4(y));
             }
             // Training on the CPU: the same kernels as one autodiff op with their own
-            // gradients (clamps are not fused into training steps, see `fuse_clamps`).
+            // gradients (clamps are fused into training plans' batch norms, not
+            // convolutions: see `fuse_clamps`).
             if step.clamp.is_none()
                 && let Some(y) = fast_cpu::train::conv(&x, &weight, bias.as_ref(), c)
             {
@@ -55,11 +56,11 @@ pub fn run(
                 c.dilations,
                 c.groups,
             );
-            let y = conv2d(x, weight, bias, opts);
-            one(Value::R4(match step.clamp {
-                Some((lo, hi)) => fast_cpu::clamp(y, lo, hi),
+            let y = Value::R4(conv2d(x, weight, bias, opts));
+            one(match step.clamp {
+                Some((lo, hi)) => clamp(y, lo, hi, mode),
                 None => y,
-            }))
+            })
         }
         Op::BatchNorm { epsilon, momentum } => {
             let Some(LayerParams::BatchNorm(p)) = layer else {
@@ -74,13 +75,20 @@ pub fn run(
                     d.iter().product::<usize>() / d[1].max(1)
                 };
                 let (gamma, beta) = (p.gamma.val(), p.beta.val());
-                // On the CPU, Graft's own op (two passes each way); elsewhere burn's.
+                let range = step.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+                // On the CPU, Graft's own op with the clamp fused (two passes each way);
+                // elsewhere burn's, then the clamp.
                 let (y, mean, var) = visit!(x, t => {
-                    match fast_cpu::train::batch_norm(&t, &gamma, &beta, eps) {
+                    match fast_cpu::train::batch_norm(&t, &gamma, &beta, eps, range) {
                         Some((y, mean, var)) => (lift_same(y), mean, var),
                         None => {
                             let r = batch_norm_train(t, gamma.clone(), beta.clone(), eps);
-                            (lift_same(r.output), r.mean, r.variance)
+                            let y = lift_same(r.output);
+                            let y = match step.clamp {
+                                Some((lo, hi)) => clamp(y, lo, hi, mode),
+                                None => y,
+                            };
+                            (y, r.mean, r.variance)
                         }
                     }
                 });
@@ -105,9 +113,11 @@ pub fn run(
                 one(y)
             } else {
                 let (mean, var) = (p.running_mean.value(), p.running_var.value());
-                one(
-                    map!(x, t => batch_norm(t, p.gamma.val(), p.beta.val(), mean.clone(), var.clone(), eps)),
-                )
+                let y = map!(x, t => batch_norm(t, p.gamma.val(), p.beta.val(), mean.clone(), var.clone(), eps));
+                one(match step.clamp {
+                    Some((lo, hi)) => clamp(y, lo, hi, mode),
+                    None => y,
+                })
             }
         }
         Op::LayerNorm { axis, epsilon } => {
@@ -232,29 +242,12 @@ pub fn run(
         Op::HardSigmoid { alpha, beta } => {
             one(map!(take(0)?, t => act::hard_sigmoid(t, *alpha as f64, *beta as f64)))
         }
-        Op::Clip { min, max } => {
-            let x = take(0)?;
-            one(match (min, max) {
-                // Training: burn's ops (autodiff). Inference on the CPU: one in-place pass,
-                // where flex's own `clamp` is a scalar loop (docs/BENCHMARKS.md).
-                (Some(lo), Some(hi)) if mode == Mode::Inference => {
-                    map!(x, t => fast_cpu::clamp(t, *lo, *hi))
-                }
-                // Training: on the CPU one autodiff op, one pass each way. Elsewhere ReLU6 is
-                // burn's relu (one-pass backward) then clamp_max, where `clamp_min` would be a
-                // comparison plus a masked fill forward and backward.
-                (Some(lo), Some(hi)) => map!(x, t => fast_cpu::train::clamp(t, *lo, *hi, |t| {
-                    if *lo == 0.0 {
-                        act::relu(t).clamp_max(*hi)
-                    } else {
-                        t.clamp_min(*lo).clamp_max(*hi)
-                    }
-                })),
-                (Some(lo), None) => map!(x, t => t.clamp_min(*lo)),
-                (None, Some(hi)) => map!(x, t => t.clamp_max(*hi)),
-                (None, None) => x,
-            })
-        }
+        Op::Clip { min, max } => one(clamp(
+            take(0)?,
+            min.unwrap_or(f32::NEG_INFINITY),
+            max.unwrap_or(f32::INFINITY),
+            mode,
+        )),
         Op::Gelu { tanh } => {
             let x = take(0)?;
             one(if *tanh {
@@ -626,6 +619,33 @@ fn pow<const D: usize>(p: Tensor<D>, q: Tensor<D>) -> Tensor<D> {
 }
 
 /// Rank-preserving helper used with `visit!` where the tensor type is generic.
+/// `min(max(x, lo), hi)` (Clip, ReLU, ReLU6, and clamps fused into a step). Inference on
+/// the CPU: one in-place pass, where flex's own `clamp` is a scalar loop. Training on the
+/// CPU: one autodiff op, one pass each way. Elsewhere: ReLU as burn's relu (a one-pass
+/// backward) and an upper bound as `clamp_max`, where `clamp_min` would be a comparison plus
+/// a masked fill forward and backward.
+fn clamp(x: Value, lo: f32, hi: f32, mode: Mode) -> Value {
+    if mode == Mode::Inference && lo > f32::NEG_INFINITY && hi < f32::INFINITY {
+        return map!(x, t => fast_cpu::clamp(t, lo, hi));
+    }
+    map!(x, t => fast_cpu::train::clamp(t, lo, hi, |t| burn_clamp(t, lo, hi)))
+}
+
+fn burn_clamp<const D: usize>(t: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
+    let t = if lo == 0.0 {
+        act::relu(t)
+    } else if lo > f32::NEG_INFINITY {
+        t.clamp_min(lo)
+    } else {
+        t
+    };
+    if hi < f32::INFINITY {
+        t.clamp_max(hi)
+    } else {
+        t
+    }
+}
+
 fn lift_same<const D: usize>(t: Tensor<D>) -> Value {
     Value::from_tensor(t)
 }

@@ -72,7 +72,7 @@ pub struct Step {
     pub lr_factor: f32,
     /// Slots whose last reader is this step.
     pub last_use: Vec<usize>,
-    /// A clamp (ReLU, ReLU6, Clip) fused into this convolution: `(min, max)`.
+    /// A clamp (ReLU, ReLU6, Clip) fused into this convolution or batch norm: `(min, max)`.
     pub clamp: Option<(f32, f32)>,
 }
 
@@ -312,9 +312,7 @@ impl Model {
                 })
                 .collect::<Result<_, _>>()?;
 
-        if !trainable {
-            fuse_clamps(&mut steps, &output_slots);
-        }
+        fuse_clamps(&mut steps, &output_slots, trainable);
 
         // Free each activation after its last reader (outputs live to the end).
         let mut last: Vec<Option<usize>> = vec![None; n_slots];
@@ -375,14 +373,22 @@ impl Model {
     }
 }
 
-/// Folds each ReLU / Clip that is the only reader of a convolution's output into that
-/// convolution, so CPU inference applies it while the output is still in cache
-/// (`fast_cpu::depthwise_conv`). Inference plans only: training keeps each op's own gradient.
-fn fuse_clamps(steps: &mut Vec<Step>, output_slots: &[usize]) {
+/// Folds each ReLU / Clip that is the only reader of a step's output into that step, so the
+/// CPU kernels apply it while the output is still in cache: into convolutions in inference
+/// plans (`fast_cpu::depthwise_conv`), into batch norms in all plans (training's
+/// `fast_cpu::train::batch_norm` is then one op with one gradient pass for both; inference
+/// plans have few batch norms left after `optimize::for_inference`). Training keeps a
+/// convolution's clamp as its own op: the convolution's gradient kernels take no clamp.
+fn fuse_clamps(steps: &mut Vec<Step>, output_slots: &[usize], trainable: bool) {
     let mut i = 0;
     while i < steps.len() {
-        let fusable = match (&steps[i].op, steps[i].outputs.as_slice()) {
-            (Op::Conv(_), &[out]) if steps[i].clamp.is_none() && !output_slots.contains(&out) => {
+        let takes_clamp = match steps[i].op {
+            Op::Conv(_) => !trainable,
+            Op::BatchNorm { .. } => true,
+            _ => false,
+        };
+        let fusable = match steps[i].outputs.as_slice() {
+            &[out] if takes_clamp && steps[i].clamp.is_none() && !output_slots.contains(&out) => {
                 let readers: Vec<usize> = (i + 1..steps.len())
                     .filter(|&j| {
                         steps[j]

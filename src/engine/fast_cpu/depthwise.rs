@@ -11,6 +11,16 @@ use std::mem::MaybeUninit;
 /// Outputs computed together, held in registers across every kernel tap.
 const V: usize = 8;
 
+/// Taps whose weight gradients accumulate in registers together (a 3x3 filter's).
+const G: usize = 9;
+
+/// Per-task scratch planes.
+#[derive(Default)]
+struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
 /// The shape of one depthwise convolution, per plane.
 #[derive(Clone, Debug)]
 pub struct Geometry {
@@ -116,14 +126,14 @@ impl Geometry {
     }
 
     /// The inverse of [`Self::fill`]: the plane's values (no border) out of `scratch`.
-    fn unfill(&self, p: &Padded, scratch: &[f32], out: &mut [f32]) {
+    fn unfill(&self, p: &Padded, scratch: &[f32], out: &mut [MaybeUninit<f32>]) {
         let [_, sw] = self.stride;
         let [top, left] = self.pad;
         for (r, out_row) in out.chunks_exact_mut(self.w).enumerate() {
             let pr = top + r;
             for (col, v) in out_row.iter_mut().enumerate() {
                 let pc = left + col;
-                *v = scratch[((pc % sw) * p.rows + pr) * p.pw + pc / sw];
+                v.write(scratch[((pc % sw) * p.rows + pr) * p.pw + pc / sw]);
             }
         }
     }
@@ -186,35 +196,66 @@ impl Geometry {
             self.oh * self.ow,
             self.taps(),
         );
+        // With stride 1, the input gradient is itself a depthwise convolution: of the output
+        // gradient, with the filter turned half a circle, so it runs the forward kernel.
+        let transposed = self.transposed();
+        let flipped: Vec<f32> = match &transposed {
+            Some(_) => ws
+                .chunks_exact(taps)
+                .flat_map(|f| f.iter().rev().copied())
+                .collect(),
+            None => Vec::new(),
+        };
         // Per plane: its share of the weight gradient (taps) and of the bias gradient (1),
         // summed over the images below, so that planes stay independent tasks.
         let mut partial = vec![0.0f32; if want_dw { n * c * (taps + 1) } else { 0 }];
-        let mut dx = vec![0.0f32; if want_dx { n * c * hw } else { 0 }];
-        let dx_planes = dx.par_chunks_mut(hw.max(1)).map(Some);
+        let dx_len = if want_dx { n * c * hw } else { 0 };
+        let mut dx: Vec<f32> = Vec::with_capacity(dx_len);
+        let dx_planes = dx.spare_capacity_mut()[..dx_len]
+            .par_chunks_mut(hw.max(1))
+            .map(Some);
         let partials = partial.par_chunks_mut(taps + 1).map(Some);
-        let per_plane = |scratch: &mut (Vec<f32>, Vec<f32>), (plane, (dx, part))| {
+        let per_plane = |scratch: &mut Scratch, (plane, (dx, part))| {
             let ch = plane % c;
             let input = &xs[plane * hw..(plane + 1) * hw];
             let filter = &ws[ch * taps..(ch + 1) * taps];
             let g = &gs[plane * ohw..(plane + 1) * ohw];
-            self.backward_plane(input, filter, g, dx, part, scratch);
+            if let Some(part) = part {
+                self.weight_grad(input, g, part, scratch);
+            }
+            if let Some(dx) = dx {
+                match &transposed {
+                    Some(t) => {
+                        let flipped = &flipped[ch * taps..(ch + 1) * taps];
+                        let none = (f32::NEG_INFINITY, f32::INFINITY);
+                        t.plane(g, flipped, 0.0, none, dx, &mut scratch.a);
+                    }
+                    None => self.input_grad_scatter(filter, g, dx, &mut scratch.a),
+                }
+            }
         };
-        let none = || (0..n * c).into_par_iter().map(|_| None);
+        let no_part = (0..n * c).into_par_iter().map(|_| None::<&mut [f32]>);
+        let no_dx = (0..n * c)
+            .into_par_iter()
+            .map(|_| None::<&mut [MaybeUninit<f32>]>);
         match (want_dx, want_dw) {
             (true, true) => dx_planes
                 .zip(partials)
                 .enumerate()
-                .for_each_init(Default::default, per_plane),
+                .for_each_init(Scratch::default, per_plane),
             (true, false) => dx_planes
-                .zip(none())
+                .zip(no_part)
                 .enumerate()
-                .for_each_init(Default::default, per_plane),
-            (false, true) => none()
+                .for_each_init(Scratch::default, per_plane),
+            (false, true) => no_dx
                 .zip(partials)
                 .enumerate()
-                .for_each_init(Default::default, per_plane),
+                .for_each_init(Scratch::default, per_plane),
             (false, false) => {}
         }
+        // SAFETY: every plane of `dx` was written above (`plane` and `input_grad_scatter`
+        // write every element).
+        unsafe { dx.set_len(dx_len) };
         let dw = want_dw.then(|| {
             let mut dw = vec![0.0f32; c * taps];
             let mut db = vec![0.0f32; c];
@@ -234,89 +275,98 @@ impl Geometry {
         }
     }
 
-    /// One plane's backward pass: the input gradient into `dx`, and the weight gradient (one
-    /// value per tap) then the bias gradient into `part`.
-    fn backward_plane(
-        &self,
-        input: &[f32],
-        filter: &[f32],
-        g: &[f32],
-        dx: Option<&mut [f32]>,
-        part: Option<&mut [f32]>,
-        scratch: &mut (Vec<f32>, Vec<f32>),
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { self.backward_plane_avx2(input, filter, g, dx, part, scratch) };
+    /// For stride 1: the convolution that maps an output gradient plane to the input
+    /// gradient plane (same dilation, the filter turned around, the padding mirrored).
+    /// `None` for other strides, or padding wider than the filter's span.
+    fn transposed(&self) -> Option<Geometry> {
+        if self.stride != [1, 1] {
+            return None;
         }
-        self.backward_plane_with::<false>(input, filter, g, dx, part, scratch)
+        let [dh, dw] = self.dilation;
+        let (reach_h, reach_w) = (dh * (self.kh - 1), dw * (self.kw - 1));
+        let [top, left] = self.pad;
+        // Forward: oh = h + top + bottom - reach_h, so the far pads follow.
+        let bottom = (self.oh + reach_h).checked_sub(self.h + top)?;
+        let right = (self.ow + reach_w).checked_sub(self.w + left)?;
+        let pads = [
+            reach_h.checked_sub(top)?,
+            reach_w.checked_sub(left)?,
+            reach_h.checked_sub(bottom)?,
+            reach_w.checked_sub(right)?,
+        ];
+        let conv = Conv {
+            strides: [1, 1],
+            pads,
+            dilations: self.dilation,
+            groups: self.c,
+        };
+        let t = Geometry::new(
+            [self.n, self.c, self.oh, self.ow],
+            [self.c, 1, self.kh, self.kw],
+            &conv,
+        )?;
+        (t.oh == self.h && t.ow == self.w).then_some(t)
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn backward_plane_avx2(
+    /// One plane's weight gradient (one value per tap) then bias gradient, into `part`:
+    /// dW[tap] = Σ over outputs of g · (the input value the tap read). The output gradient
+    /// is copied into rows of whole vectors (zeros beyond the last column); then for each
+    /// vector of it, up to `G` taps accumulate in registers, each with one load of input.
+    fn weight_grad(
         &self,
         input: &[f32],
-        filter: &[f32],
         g: &[f32],
-        dx: Option<&mut [f32]>,
-        part: Option<&mut [f32]>,
-        scratch: &mut (Vec<f32>, Vec<f32>),
+        part: &mut [f32],
+        Scratch { a: xpad, b: gpad }: &mut Scratch,
     ) {
-        self.backward_plane_with::<true>(input, filter, g, dx, part, scratch)
+        let p = self.padded(V);
+        self.fill(&p, input, xpad);
+        let (oh, ow) = (self.oh, self.ow);
+        let ow_v = ow.div_ceil(V) * V;
+        gpad.clear();
+        gpad.resize(oh * ow_v, 0.0);
+        for (dst, row) in gpad.chunks_exact_mut(ow_v).zip(g.chunks_exact(ow)) {
+            dst[..ow].copy_from_slice(row);
+        }
+        let step = self.stride[0] * p.pw;
+        let offsets = self.tap_offsets(&p);
+        // The furthest any read reaches (unused taps of a group read at offset 0).
+        let furthest = offsets.iter().copied().max().unwrap_or(0) + (oh - 1) * step + ow_v;
+        assert!(furthest <= xpad.len(), "depthwise scratch too small");
+        for (group, first) in offsets.chunks(G).zip((0..).step_by(G)) {
+            let mut at = [0usize; G];
+            at[..group.len()].copy_from_slice(group);
+            let sums = tap_sums(xpad, gpad, ow_v, step, &at);
+            part[first..first + group.len()].copy_from_slice(&sums[..group.len()]);
+        }
+        part[self.taps()] = gpad.iter().sum();
     }
 
-    #[inline(always)]
-    fn backward_plane_with<const FMA: bool>(
+    /// One plane's input gradient for any stride: each output's gradient flows back to every
+    /// input value it read, scattered into a zero-bordered scratch plane laid out like the
+    /// forward one (so each tap adds a contiguous run), then unbordered into `dx`.
+    fn input_grad_scatter(
         &self,
-        input: &[f32],
         filter: &[f32],
         g: &[f32],
-        dx: Option<&mut [f32]>,
-        part: Option<&mut [f32]>,
-        (xpad, dpad): &mut (Vec<f32>, Vec<f32>),
+        dx: &mut [MaybeUninit<f32>],
+        dpad: &mut Vec<f32>,
     ) {
         let p = self.padded(1);
         let offsets = self.tap_offsets(&p);
         let step = self.stride[0] * p.pw;
         let ow = self.ow;
-        if let Some(part) = part {
-            // dW[tap] = sum over outputs of g * (the input value the tap read).
-            self.fill(&p, input, xpad);
-            for (d, &at) in part.iter_mut().zip(&offsets) {
-                let mut acc = [0.0f32; V];
-                let mut tail = 0.0f32;
-                for (r, g_row) in g.chunks_exact(ow).enumerate() {
-                    let x_row = &xpad[at + r * step..at + r * step + ow];
-                    tail += dot_into::<FMA>(&mut acc, g_row, x_row);
-                }
-                *d = acc.iter().sum::<f32>() + tail;
-            }
-            let mut acc = [0.0f32; V];
-            let tail = dot_into::<FMA>(&mut acc, g, &[]);
-            part[self.taps()] = acc.iter().sum::<f32>() + tail;
-        }
-        if let Some(dx) = dx {
-            // Each output's gradient flows back to every input value it read, scattered into
-            // a zero-bordered scratch plane laid out like the forward one, then unbordered.
-            dpad.clear();
-            dpad.resize(self.stride[1] * p.rows * p.pw, 0.0);
-            for (r, g_row) in g.chunks_exact(ow).enumerate() {
-                for (&at, &wv) in offsets.iter().zip(filter) {
-                    let d = &mut dpad[at + r * step..at + r * step + ow];
-                    for (d, &gv) in d.iter_mut().zip(g_row) {
-                        *d = if FMA {
-                            gv.mul_add(wv, *d)
-                        } else {
-                            *d + gv * wv
-                        };
-                    }
+        dpad.clear();
+        dpad.resize(self.stride[1] * p.rows * p.pw, 0.0);
+        for (r, g_row) in g.chunks_exact(ow).enumerate() {
+            for (&at, &wv) in offsets.iter().zip(filter) {
+                let d = &mut dpad[at + r * step..at + r * step + ow];
+                for (d, &gv) in d.iter_mut().zip(g_row) {
+                    *d += gv * wv;
                 }
             }
-            self.unfill(&p, dpad, dx);
         }
+        self.unfill(&p, dpad, dx);
     }
 
     /// One channel of one image. The plane is first copied into a zero-bordered scratch
@@ -430,39 +480,61 @@ impl Geometry {
     }
 }
 
-/// Adds `a · b` into `acc` lane by lane (whole blocks of `V`) and returns the dot product of
-/// the remaining tail; with `b` empty, sums `a` instead. Lanes keep the loop vectorised:
-/// one running sum would be a serial chain of dependent adds.
-#[inline(always)]
-fn dot_into<const FMA: bool>(acc: &mut [f32; V], a: &[f32], b: &[f32]) -> f32 {
-    let whole = a.len() / V * V;
-    let mut tail = 0.0;
-    if b.is_empty() {
-        for chunk in a[..whole].chunks_exact(V) {
-            for (s, &v) in acc.iter_mut().zip(chunk) {
-                *s += v;
+/// Per tap of a group: Σ over the rows r and vectors o of `gpad` (rows of `ow_v`) of
+/// g · xpad[at + r * step + o]. The caller checks that every read stays inside `xpad`.
+fn tap_sums(xpad: &[f32], gpad: &[f32], ow_v: usize, step: usize, at: &[usize; G]) -> [f32; G] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above); reads stay inside `xpad`
+        // (the caller's check) and `gpad` (whole rows of whole vectors).
+        return unsafe { tap_sums_avx2(xpad, gpad, ow_v, step, at) };
+    }
+    let mut acc = [[0.0f32; V]; G];
+    for (r, g_row) in gpad.chunks_exact(ow_v).enumerate() {
+        for (o, gv) in g_row.chunks_exact(V).enumerate() {
+            let base = r * step + o * V;
+            for (acc, &at) in acc.iter_mut().zip(at) {
+                let x = &xpad[at + base..at + base + V];
+                for t in 0..V {
+                    acc[t] += gv[t] * x[t];
+                }
             }
         }
-        for &v in &a[whole..] {
-            tail += v;
+    }
+    acc.map(|a| a.iter().sum())
+}
+
+/// [`tap_sums`] with the `G` accumulators in AVX registers (written with intrinsics: the
+/// compiler's vectoriser leaves the portable version's 72 scalar sums on the stack).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tap_sums_avx2(
+    xpad: &[f32],
+    gpad: &[f32],
+    ow_v: usize,
+    step: usize,
+    at: &[usize; G],
+) -> [f32; G] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); G];
+    let xp = xpad.as_ptr();
+    for (r, g_row) in gpad.chunks_exact(ow_v).enumerate() {
+        for o in (0..ow_v).step_by(V) {
+            // SAFETY: o + V <= ow_v = g_row.len(); the x reads are the caller's check.
+            unsafe {
+                let gv = _mm256_loadu_ps(g_row.as_ptr().add(o));
+                let base = r * step + o;
+                for t in 0..G {
+                    let x = _mm256_loadu_ps(xp.add(at[t] + base));
+                    acc[t] = _mm256_fmadd_ps(gv, x, acc[t]);
+                }
+            }
         }
-        return tail;
     }
-    for (ca, cb) in a[..whole].chunks_exact(V).zip(b[..whole].chunks_exact(V)) {
-        for t in 0..V {
-            acc[t] = if FMA {
-                ca[t].mul_add(cb[t], acc[t])
-            } else {
-                acc[t] + ca[t] * cb[t]
-            };
-        }
-    }
-    for (&x, &y) in a[whole..].iter().zip(&b[whole..]) {
-        tail = if FMA {
-            x.mul_add(y, tail)
-        } else {
-            tail + x * y
-        };
-    }
-    tail
+    acc.map(|a| {
+        let mut lanes = [0.0f32; V];
+        // SAFETY: `lanes` holds exactly one vector.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a) };
+        lanes.iter().sum()
+    })
 }

@@ -175,18 +175,29 @@ pub fn backward(
             (dw, db)
         };
         let zero = || (vec![0.0f32; co * c], vec![0.0f32; co]);
-        if n < rayon::current_num_threads() {
-            (0..n).fold(zero(), |acc, b| image(b, acc, gemm::Parallelism::Rayon(0)))
-        } else {
-            (0..n)
-                .into_par_iter()
-                .fold(zero, |acc, b| image(b, acc, gemm::Parallelism::None))
-                .reduce(zero, |(mut w1, mut b1), (w2, b2)| {
-                    add_into(&mut w1, &w2);
-                    add_into(&mut b1, &b2);
-                    (w1, b1)
-                })
+        let threads = rayon::current_num_threads();
+        if n < threads {
+            return (0..n).fold(zero(), |acc, b| image(b, acc, gemm::Parallelism::Rayon(0)));
         }
+        // A fixed split of the images, summed in order: the same sums in the same order on
+        // every run (a work-stealing reduction would add in a different order each time, and
+        // training with a fixed seed would not repeat).
+        let per_part = n.div_ceil(threads);
+        let parts: Vec<_> = (0..n.div_ceil(per_part))
+            .into_par_iter()
+            .map(|p| {
+                (p * per_part..n.min((p + 1) * per_part))
+                    .fold(zero(), |acc, b| image(b, acc, gemm::Parallelism::None))
+            })
+            .collect();
+        parts
+            .into_iter()
+            .reduce(|(mut w1, mut b1), (w2, b2)| {
+                add_into(&mut w1, &w2);
+                add_into(&mut b1, &b2);
+                (w1, b1)
+            })
+            .unwrap_or_else(zero)
     });
     ConvGrads {
         x: dx,

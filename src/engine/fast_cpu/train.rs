@@ -12,7 +12,8 @@
 //! burn's in the tests below.
 
 use super::depthwise::Geometry;
-use super::{ConvGrads, clamp_slice, enabled, norm, pointwise, unique_values_mut};
+use super::norm::{self, Affine};
+use super::{ConvGrads, clamp_slice, enabled, pointwise, unique_values_mut};
 use crate::graph::Conv;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
@@ -216,8 +217,10 @@ struct BatchNormBackward;
 struct BatchNormState {
     x: FlexTensor,
     gamma: FlexTensor,
+    beta: FlexTensor,
     mean: Vec<f32>,
     inv_std: Vec<f32>,
+    clamp: (f32, f32),
     /// `[n, c, values per channel per image]`.
     dims: [usize; 3],
 }
@@ -233,9 +236,13 @@ impl Backward<Flex, 3> for BatchNormBackward {
             values(&s.x),
             values(&g),
             s.dims,
-            &s.mean,
-            &s.inv_std,
-            values(&s.gamma),
+            &Affine {
+                mean: &s.mean,
+                inv_std: &s.inv_std,
+                gamma: values(&s.gamma),
+                beta: values(&s.beta),
+                clamp: s.clamp,
+            },
         );
         let c = s.dims[1];
         if let Some(node) = node_x {
@@ -250,15 +257,16 @@ impl Backward<Flex, 3> for BatchNormBackward {
     }
 }
 
-/// Batch normalisation with the batch's own statistics (training mode) as one autodiff op:
-/// the output, and the batch mean and biased variance per channel (untracked, for the
-/// running statistics). `None` when the tensors are not autodiff flex tensors or `x` has no
-/// channel axis.
+/// Batch normalisation with the batch's own statistics (training mode) and the clamp that
+/// follows it (ReLU, ReLU6; `(-inf, inf)` for none) as one autodiff op: the output, and the
+/// batch mean and biased variance per channel (untracked, for the running statistics).
+/// `None` when the tensors are not autodiff flex tensors or `x` has no channel axis.
 pub fn batch_norm<const D: usize>(
     x: &Tensor<D>,
     gamma: &Tensor<1>,
     beta: &Tensor<1>,
     epsilon: f64,
+    clamp: (f32, f32),
 ) -> Option<(Tensor<D>, Tensor<1>, Tensor<1>)> {
     let shape = x.dims();
     if D < 2 || shape[1] != gamma.dims()[0] || shape[1] != beta.dims()[0] {
@@ -277,10 +285,14 @@ pub fn batch_norm<const D: usize>(
         .iter()
         .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
         .collect();
-    let out = flex_tensor(
-        norm::normalize(values(&xv), dims, &mean, &inv_std, values(&gv), values(&bv)),
-        shape,
-    );
+    let affine = Affine {
+        mean: &mean,
+        inv_std: &inv_std,
+        gamma: values(&gv),
+        beta: values(&bv),
+        clamp,
+    };
+    let out = flex_tensor(norm::normalize(values(&xv), dims, &affine), shape);
     let untracked = |v: &[f32]| into_tensor(AutodiffTensor::new(flex_tensor(v.to_vec(), [c])));
     let (mean_t, var_t) = (untracked(&mean), untracked(&var));
     let y = match BatchNormBackward
@@ -292,8 +304,10 @@ pub fn batch_norm<const D: usize>(
             BatchNormState {
                 x: xv,
                 gamma: gv,
+                beta: bv,
                 mean,
                 inv_std,
+                clamp,
                 dims,
             },
             out,
@@ -318,11 +332,8 @@ impl Backward<Flex, 1> for ClampBackward {
         let shape = g.layout().shape().clone();
         // The gradient passes where the output is strictly inside the bounds (PyTorch's
         // hardtanh and relu: zero at the bounds themselves).
-        let pass = |g: &mut f32, y: f32| {
-            if !(lo < y && y < hi) {
-                *g = 0.0;
-            }
-        };
+        // A select, not a branch, so the loop vectorises.
+        let pass = |g: &mut f32, y: f32| *g = if lo < y && y < hi { *g } else { 0.0 };
         let mut g = into_contiguous(g);
         let ys = values(&y);
         let dx = match unique_values_mut(&mut g) {
@@ -526,11 +537,20 @@ mod tests {
 
     #[test]
     fn batch_norm_matches_burn() {
-        // A large mean next to a small spread: the variance must survive it.
-        for (shape, offset) in [([4, 3, 5, 7], 0.0f32), ([2, 6, 9, 9], 100.0)] {
+        let none = (f32::NEG_INFINITY, f32::INFINITY);
+        // A large mean next to a small spread: the variance must survive it. A narrow clamp
+        // cuts values at both bounds.
+        let cases = [
+            ([4, 3, 5, 7], 0.0f32, none),
+            ([2, 6, 9, 9], 100.0, none),
+            ([3, 4, 6, 5], 0.0, (-0.3, 0.5)),
+            ([2, 5, 4, 4], 0.0, (0.0, f32::INFINITY)),
+        ];
+        for (shape, offset, (lo, hi)) in cases {
+            let what = format!("{shape:?} +{offset} [{lo}, {hi}]");
             let x = constant(shape, 1, offset).require_grad();
             let (gamma, beta) = (leaf([shape[1]], 4), leaf([shape[1]], 9));
-            let (y, mean, var) = batch_norm(&x, &gamma, &beta, 1e-5).expect("applies");
+            let (y, mean, var) = batch_norm(&x, &gamma, &beta, 1e-5, (lo, hi)).expect("applies");
             let got_y = vals(y.clone().detach());
             let gg = loss(y, 13);
 
@@ -539,19 +559,20 @@ mod tests {
             let r = batch_norm_train(xr.clone(), gr_.clone(), br.clone(), 1e-5);
             assert!(max_diff(&vals(mean), &vals(r.mean)) < 1e-4 * (1.0 + offset));
             assert!(max_diff(&vals(var), &vals(r.variance)) < 1e-4);
-            let want_y = vals(r.output.clone().detach());
-            assert!(max_diff(&got_y, &want_y) < 1e-3, "{shape:?}: output");
-            let gr = loss(r.output, 13);
+            let yr = r.output.clamp(lo, hi);
+            let want_y = vals(yr.clone().detach());
+            assert!(max_diff(&got_y, &want_y) < 1e-3, "{what}: output");
+            if lo > f32::NEG_INFINITY {
+                assert!(want_y.contains(&lo), "{what}: the clamp cuts");
+            }
+            let gr = loss(yr, 13);
             for (name, a, b) in [
                 ("x", grad(&x, &gg), grad(&xr, &gr)),
                 ("gamma", grad(&gamma, &gg), grad(&gr_, &gr)),
                 ("beta", grad(&beta, &gg), grad(&br, &gr)),
             ] {
                 let err = max_diff(&a, &b);
-                assert!(
-                    err < 2e-3,
-                    "{shape:?} +{offset}: {name} gradient off by {err}"
-                );
+                assert!(err < 2e-3, "{what}: {name} gradient off by {err}");
             }
         }
     }
