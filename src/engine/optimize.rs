@@ -1,10 +1,11 @@
-//! Graph rewrites that make inference faster without changing its results.
+//! Graph rewrites that make a plan faster without changing its results.
 
 use crate::graph::{Network, Op, PadMode};
 use crate::weights::{Store, Tensor};
 
 /// Every inference rewrite, in order: zero padding into the convolutions that read it, then
-/// BatchNorm into the convolutions before it. Training keeps the graph as it is.
+/// BatchNorm into the convolutions before it. Training plans fold only the padding
+/// (`Model::build` does that for every plan): BatchNorm must stay to learn.
 pub fn for_inference(net: &Network, store: &Store) -> (Network, Store) {
     fold_batchnorm(&fold_pads(net), store)
 }

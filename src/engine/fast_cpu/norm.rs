@@ -93,7 +93,7 @@ pub fn backward(
                 let (g, x) = (&gs[at..at + hw], &xs[at..at + hw]);
                 let (ps, psx) = dot_sums(g, x, |g, x| {
                     let y = x * scale + shift;
-                    let g = if lo < y && y < hi { g } else { 0.0 };
+                    let g = if (lo < y) & (y < hi) { g } else { 0.0 };
                     (g, g * (x - mean))
                 });
                 sg += ps;
@@ -118,7 +118,7 @@ pub fn backward(
             let e = -a * dbeta[ch] / count - k * f.mean[ch];
             for ((d, &g), &x) in d.iter_mut().zip(&gs[at..at + hw]).zip(&xs[at..at + hw]) {
                 let y = x * scale + shift;
-                let g = if lo < y && y < hi { g } else { 0.0 };
+                let g = if (lo < y) & (y < hi) { g } else { 0.0 };
                 d.write(a * g + k * x + e);
             }
         });

@@ -333,7 +333,7 @@ impl Backward<Flex, 1> for ClampBackward {
         // The gradient passes where the output is strictly inside the bounds (PyTorch's
         // hardtanh and relu: zero at the bounds themselves).
         // A select, not a branch, so the loop vectorises.
-        let pass = |g: &mut f32, y: f32| *g = if lo < y && y < hi { *g } else { 0.0 };
+        let pass = |g: &mut f32, y: f32| *g = if (lo < y) & (y < hi) { *g } else { 0.0 };
         let mut g = into_contiguous(g);
         let ys = values(&y);
         let dx = match unique_values_mut(&mut g) {
