@@ -123,4 +123,18 @@ fn inference_rewrites_fold_pads_and_batchnorms_of_the_default_network() {
     let got = run(&net, &store);
     let err = max_rel_error(&got, &want);
     assert!(err < 1e-4, "rewritten network differs by {err:.2e}");
+
+    // Training plans fold the Pads too (BatchNorm stays: it learns).
+    let training = Model::build(
+        &imported.network,
+        &imported.store,
+        &burn::tensor::Device::flex().autodiff(),
+    )
+    .unwrap();
+    let steps = training.plan.steps();
+    assert!(
+        !steps.iter().any(|s| is_pad(&s.op)),
+        "a Pad step in training"
+    );
+    assert!(steps.iter().filter(|s| is_bn(&s.op)).count() >= 40);
 }

@@ -108,11 +108,18 @@ impl Model {
     /// Builds the model on `device`. Parameters of nodes that are not frozen require gradients
     /// when `device` is an autodiff device.
     pub fn build(net: &Network, store: &Store, device: &Device) -> Result<Model, EngineError> {
-        // Zero Pads go into the convolutions' own padding in every plan, training included: a
-        // Pad copies the whole activation forward and backward (a fifth of a fine-tuning
-        // forward pass for EfficientNet-Lite0), the padding is free. Same values and gradients;
-        // the network itself (and so any export) keeps its Pad nodes.
-        let net = &optimize::fold_pads(net);
+        // Training plans fold zero Pads into the convolutions' own padding: a Pad copies the
+        // whole activation forward and backward (a fifth of a fine-tuning forward pass for
+        // EfficientNet-Lite0), the padding is free. Same values and gradients; the network
+        // itself (and so any export) keeps its Pad nodes. Inference callers fold with
+        // `optimize::for_inference` themselves, so an inference plan runs what it is given.
+        let folded;
+        let net = if device.is_autodiff() {
+            folded = optimize::fold_pads(net);
+            &folded
+        } else {
+            net
+        };
         if let Some(n) = net.unsupported().next() {
             let Op::Unsupported {
                 op_type, reason, ..

@@ -5,7 +5,7 @@ use crate::weights::{Store, Tensor};
 
 /// Every inference rewrite, in order: zero padding into the convolutions that read it, then
 /// BatchNorm into the convolutions before it. Training plans fold only the padding
-/// (`Model::build` does that for every plan): BatchNorm must stay to learn.
+/// (`Model::build` does that for them): BatchNorm must stay to learn.
 pub fn for_inference(net: &Network, store: &Store) -> (Network, Store) {
     fold_batchnorm(&fold_pads(net), store)
 }
