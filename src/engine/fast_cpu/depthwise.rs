@@ -35,10 +35,28 @@ pub struct Geometry {
     stride: [usize; 2],
     dilation: [usize; 2],
     pad: [usize; 2],
+    /// Scratch layouts, computed once per convolution (not per plane): the forward kernel's
+    /// (outputs `forward_block()` at a time), the weight gradient's (whole vectors) and the
+    /// input-gradient scatter's (single outputs).
+    layouts: [Layout; 3],
 }
+
+/// A scratch layout and where each tap reads in it.
+#[derive(Clone, Debug, Default)]
+struct Layout {
+    p: Padded,
+    /// Per tap: where output (row 0, column 0) reads. Output (r, o) reads
+    /// `offset + r * sh * pw + o`.
+    offsets: Vec<usize>,
+}
+
+const FORWARD: usize = 0;
+const WEIGHT_GRAD: usize = 1;
+const SCATTER: usize = 2;
 
 /// Where a plane sits in its scratch buffer: `phases` copies (one per column phase when the
 /// stride is s > 1: column j*s + p goes to phase p) of `rows` rows of `pw` values.
+#[derive(Clone, Debug, Default)]
 struct Padded {
     rows: usize,
     pw: usize,
@@ -61,7 +79,7 @@ impl Geometry {
         if h + top + bottom < span_h || w + left + right < span_w || sh * sw == 0 {
             return None;
         }
-        Some(Geometry {
+        let mut g = Geometry {
             n,
             c,
             h,
@@ -73,7 +91,23 @@ impl Geometry {
             stride: [sh, sw],
             dilation: [dh, dw],
             pad: [top, left],
-        })
+            layouts: Default::default(),
+        };
+        g.layouts = [g.forward_block(), V, 1].map(|block| {
+            let p = g.padded(block);
+            Layout {
+                offsets: g.tap_offsets(&p),
+                p,
+            }
+        });
+        Some(g)
+    }
+
+    /// Outputs the forward kernel computes at once: wide rows take 4 vectors per step, so
+    /// each tap's bookkeeping feeds 4 FMAs; narrow rows (7 or 14 columns deep in a network)
+    /// one.
+    fn forward_block(&self) -> usize {
+        if self.ow >= 4 * V { 4 * V } else { V }
     }
 
     pub fn output_len(&self) -> usize {
@@ -138,8 +172,7 @@ impl Geometry {
         }
     }
 
-    /// Per tap: where output (row 0, column 0) reads in the scratch buffer. Output (r, o)
-    /// reads `offset + r * sh * pw + o`.
+    /// Per tap: where output (row 0, column 0) reads in the scratch buffer (see `Layout`).
     fn tap_offsets(&self, p: &Padded) -> Vec<usize> {
         let [_, sw] = self.stride;
         let [dh, dw] = self.dilation;
@@ -319,8 +352,8 @@ impl Geometry {
         part: &mut [f32],
         Scratch { a: xpad, b: gpad }: &mut Scratch,
     ) {
-        let p = self.padded(V);
-        self.fill(&p, input, xpad);
+        let Layout { p, offsets } = &self.layouts[WEIGHT_GRAD];
+        self.fill(p, input, xpad);
         let (oh, ow) = (self.oh, self.ow);
         let ow_v = ow.div_ceil(V) * V;
         gpad.clear();
@@ -329,7 +362,6 @@ impl Geometry {
             dst[..ow].copy_from_slice(row);
         }
         let step = self.stride[0] * p.pw;
-        let offsets = self.tap_offsets(&p);
         // The furthest any read reaches (unused taps of a group read at offset 0).
         let furthest = offsets.iter().copied().max().unwrap_or(0) + (oh - 1) * step + ow_v;
         assert!(furthest <= xpad.len(), "depthwise scratch too small");
@@ -352,8 +384,7 @@ impl Geometry {
         dx: &mut [MaybeUninit<f32>],
         dpad: &mut Vec<f32>,
     ) {
-        let p = self.padded(1);
-        let offsets = self.tap_offsets(&p);
+        let Layout { p, offsets } = &self.layouts[SCATTER];
         let step = self.stride[0] * p.pw;
         let ow = self.ow;
         dpad.clear();
@@ -366,7 +397,7 @@ impl Geometry {
                 }
             }
         }
-        self.unfill(&p, dpad, dx);
+        self.unfill(p, dpad, dx);
     }
 
     /// One channel of one image. The plane is first copied into a zero-bordered scratch
@@ -418,9 +449,7 @@ impl Geometry {
         out: &mut [MaybeUninit<f32>],
         scratch: &mut Vec<f32>,
     ) {
-        // Wide rows take 4 vectors per step, so each tap's bookkeeping feeds 4 FMAs; narrow
-        // rows (7 or 14 columns deep in a network) one.
-        if self.ow >= 4 * V {
+        if self.forward_block() == 4 * V {
             self.rows::<FMA, 4>(input, filter, bias, clamp, out, scratch)
         } else {
             self.rows::<FMA, 1>(input, filter, bias, clamp, out, scratch)
@@ -439,17 +468,13 @@ impl Geometry {
         scratch: &mut Vec<f32>,
     ) {
         let block = U * V;
-        let p = self.padded(block);
-        self.fill(&p, input, scratch);
+        let Layout { p, offsets } = &self.layouts[FORWARD];
+        debug_assert_eq!(block, self.forward_block());
+        self.fill(p, input, scratch);
         let src = scratch.as_slice();
-        let taps: Vec<(usize, f32)> = self
-            .tap_offsets(&p)
-            .into_iter()
-            .zip(filter.iter().copied())
-            .collect();
         let step = self.stride[0] * p.pw;
         // The furthest any read below reaches; checked once instead of at every load.
-        let furthest = taps.iter().map(|t| t.0).max().unwrap_or(0)
+        let furthest = offsets.iter().copied().max().unwrap_or(0)
             + (self.oh - 1) * step
             + self.ow.div_ceil(block) * block;
         assert!(furthest <= src.len(), "depthwise scratch too small");
@@ -458,7 +483,7 @@ impl Geometry {
             let row_at = r * step;
             for o in (0..self.ow).step_by(block) {
                 let mut acc = [[bias; V]; U];
-                for &(at, wv) in &taps {
+                for (&at, &wv) in offsets.iter().zip(filter) {
                     let at = at + row_at + o;
                     for (u, acc) in acc.iter_mut().enumerate() {
                         // SAFETY: at + u*V + V <= furthest <= src.len() (asserted above).
