@@ -3,7 +3,7 @@
 //! gradients). Each channel of each image is one task, worked in a zero-bordered scratch copy
 //! of its plane that fits in L2.
 
-use super::{ConvGrads, clamp1};
+use super::{ConvGrads, clamp1, with_avx2};
 use crate::graph::Conv;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -165,9 +165,14 @@ impl Geometry {
         let [top, left] = self.pad;
         for (r, out_row) in out.chunks_exact_mut(self.w).enumerate() {
             let pr = top + r;
-            for (col, v) in out_row.iter_mut().enumerate() {
-                let pc = left + col;
-                v.write(scratch[((pc % sw) * p.rows + pr) * p.pw + pc / sw]);
+            // Phase by phase, as in `fill`: a contiguous read, a strided write.
+            for ph in 0..sw {
+                let first = (ph + sw - left % sw) % sw;
+                let src_at = (ph * p.rows + pr) * p.pw + (left + first) / sw;
+                let src = &scratch[src_at..(ph * p.rows + pr + 1) * p.pw];
+                for (d, &v) in out_row.iter_mut().skip(first).step_by(sw).zip(src) {
+                    d.write(v);
+                }
             }
         }
     }
@@ -389,14 +394,19 @@ impl Geometry {
         let ow = self.ow;
         dpad.clear();
         dpad.resize(self.stride[1] * p.rows * p.pw, 0.0);
-        for (r, g_row) in g.chunks_exact(ow).enumerate() {
-            for (&at, &wv) in offsets.iter().zip(filter) {
-                let d = &mut dpad[at + r * step..at + r * step + ow];
-                for (d, &gv) in d.iter_mut().zip(g_row) {
-                    *d += gv * wv;
+        with_avx2(
+            #[inline(always)]
+            || {
+                for (r, g_row) in g.chunks_exact(ow).enumerate() {
+                    for (&at, &wv) in offsets.iter().zip(filter) {
+                        let d = &mut dpad[at + r * step..at + r * step + ow];
+                        for (d, &gv) in d.iter_mut().zip(g_row) {
+                            *d += gv * wv;
+                        }
+                    }
                 }
-            }
-        }
+            },
+        );
         self.unfill(p, dpad, dx);
     }
 

@@ -6,7 +6,7 @@
 //! of values shifted by one of the channel's own values, so that a large mean does not cancel
 //! away the variance's digits (the "shifted data" algorithm).
 
-use super::clamp1;
+use super::{clamp1, with_avx2};
 use rayon::prelude::*;
 
 /// Per channel: the batch mean and the (biased) batch variance, over images and pixels.
@@ -19,7 +19,10 @@ pub fn stats(xs: &[f32], [n, c, hw]: [usize; 3]) -> (Vec<f32>, Vec<f32>) {
             let (mut s, mut sq) = (0.0f64, 0.0f64);
             for b in 0..n {
                 let plane = &xs[(b * c + ch) * hw..(b * c + ch + 1) * hw];
-                let (ps, psq) = shifted_sums(plane, shift);
+                let (ps, psq) = with_avx2(
+                    #[inline(always)]
+                    || shifted_sums(plane, shift),
+                );
                 s += ps;
                 sq += psq;
             }
@@ -60,9 +63,14 @@ pub fn normalize(xs: &[f32], [n, c, hw]: [usize; 3], f: &Affine) -> Vec<f32> {
         .enumerate()
         .for_each(|(plane, (o, x))| {
             let (scale, shift) = f.channel(plane % c);
-            for (o, &x) in o.iter_mut().zip(x) {
-                o.write(clamp1(x * scale + shift, lo, hi));
-            }
+            with_avx2(
+                #[inline(always)]
+                || {
+                    for (o, &x) in o.iter_mut().zip(x) {
+                        o.write(clamp1(x * scale + shift, lo, hi));
+                    }
+                },
+            )
         });
     // SAFETY: the planes cover `out` (len = planes * hw) and each element was written.
     unsafe { out.set_len(len) };
@@ -91,11 +99,21 @@ pub fn backward(
             for b in 0..n {
                 let at = (b * c + ch) * hw;
                 let (g, x) = (&gs[at..at + hw], &xs[at..at + hw]);
-                let (ps, psx) = dot_sums(g, x, |g, x| {
-                    let y = x * scale + shift;
-                    let g = if (lo < y) & (y < hi) { g } else { 0.0 };
-                    (g, g * (x - mean))
-                });
+                let (ps, psx) = with_avx2(
+                    #[inline(always)]
+                    || {
+                        dot_sums(
+                            g,
+                            x,
+                            #[inline(always)]
+                            |g, x| {
+                                let y = x * scale + shift;
+                                let g = if (lo < y) & (y < hi) { g } else { 0.0 };
+                                (g, g * (x - mean))
+                            },
+                        )
+                    },
+                );
                 sg += ps;
                 sgx += psx;
             }
@@ -116,11 +134,17 @@ pub fn backward(
             let a = scale;
             let k = -a * dgamma[ch] * f.inv_std[ch] / count;
             let e = -a * dbeta[ch] / count - k * f.mean[ch];
-            for ((d, &g), &x) in d.iter_mut().zip(&gs[at..at + hw]).zip(&xs[at..at + hw]) {
-                let y = x * scale + shift;
-                let g = if (lo < y) & (y < hi) { g } else { 0.0 };
-                d.write(a * g + k * x + e);
-            }
+            let (gs, xs) = (&gs[at..at + hw], &xs[at..at + hw]);
+            with_avx2(
+                #[inline(always)]
+                || {
+                    for ((d, &g), &x) in d.iter_mut().zip(gs).zip(xs) {
+                        let y = x * scale + shift;
+                        let g = if (lo < y) & (y < hi) { g } else { 0.0 };
+                        d.write(a * g + k * x + e);
+                    }
+                },
+            )
         });
     // SAFETY: the planes cover `dx` and each element was written.
     unsafe { dx.set_len(len) };
@@ -129,6 +153,7 @@ pub fn backward(
 
 /// Σ (x - shift) and Σ (x - shift)² of one plane: f32 lanes within the plane (vectorised;
 /// one running sum would be a chain of dependent adds), f64 across planes.
+#[inline(always)]
 fn shifted_sums(v: &[f32], shift: f32) -> (f64, f64) {
     let (mut s, mut sq) = ([0.0f32; 8], [0.0f32; 8]);
     let whole = v.len() / 8 * 8;
@@ -169,6 +194,7 @@ fn dot_sums(g: &[f32], x: &[f32], pair: impl Fn(f32, f32) -> (f32, f32)) -> (f64
     total
 }
 
+#[inline(always)]
 fn lanes(v: &[f32; 8]) -> f64 {
     v.iter().map(|&x| x as f64).sum()
 }

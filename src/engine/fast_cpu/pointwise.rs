@@ -45,16 +45,20 @@ pub fn forward(
         let base = b * co * hw + j0;
         // SAFETY: tiles are disjoint column ranges of disjoint images, so no two tasks write
         // the same element; every element of the allocation belongs to exactly one tile and
-        // is written (bias fill) before gemm reads it; `out` outlives the parallel loop.
+        // is written (bias fill) before gemm reads it, or gemm does not read it (no bias);
+        // `out` outlives the parallel loop.
         unsafe {
-            for r in 0..co {
-                // Not yet initialised: written through `MaybeUninit`, never read as f32.
-                let row = std::slice::from_raw_parts_mut(
-                    dst.get().add(base + r * hw).cast::<MaybeUninit<f32>>(),
-                    cols,
-                );
-                for v in row {
-                    v.write(bs.map_or(0.0, |b| b[r]));
+            // Without a bias gemm writes the tile without reading it (`read_dst` false).
+            if let Some(bs) = bs {
+                for (r, &b) in bs.iter().enumerate() {
+                    // Not yet initialised: written through `MaybeUninit`, never read as f32.
+                    let row = std::slice::from_raw_parts_mut(
+                        dst.get().add(base + r * hw).cast::<MaybeUninit<f32>>(),
+                        cols,
+                    );
+                    for v in row {
+                        v.write(b);
+                    }
                 }
             }
             gemm::gemm(
@@ -64,7 +68,7 @@ pub fn forward(
                 dst.get().add(base),
                 1,
                 hw as isize,
-                true,
+                bs.is_some(),
                 ws.as_ptr(),
                 1,
                 c as isize,

@@ -13,7 +13,7 @@
 
 use super::depthwise::Geometry;
 use super::norm::{self, Affine};
-use super::{ConvGrads, clamp_slice, enabled, pointwise, unique_values_mut};
+use super::{ConvGrads, clamp_slice, enabled, pointwise, unique_values_mut, with_avx2};
 use crate::graph::Conv;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
@@ -98,11 +98,11 @@ impl ConvKind {
         }
     }
 
-    fn forward(&self, xs: &[f32], ws: &[f32], bs: &[f32]) -> Vec<f32> {
+    fn forward(&self, xs: &[f32], ws: &[f32], bs: Option<&[f32]>) -> Vec<f32> {
         let none = (f32::NEG_INFINITY, f32::INFINITY);
         match self {
-            ConvKind::Depthwise(g) => g.forward(xs, ws, Some(bs), none),
-            ConvKind::Pointwise(dims) => pointwise::forward(xs, ws, Some(bs), *dims, none),
+            ConvKind::Depthwise(g) => g.forward(xs, ws, bs, none),
+            ConvKind::Pointwise(dims) => pointwise::forward(xs, ws, bs, *dims, none),
         }
     }
 
@@ -186,7 +186,11 @@ pub fn conv(
         contiguous(ba.primitive()),
     );
     let out = flex_tensor(
-        kind.forward(values(&xv), values(&wv), values(&bv)),
+        kind.forward(
+            values(&xv),
+            values(&wv),
+            bias.is_some().then(|| values(&bv)),
+        ),
         kind.output_shape(x.dims()),
     );
     let y = match ConvBackward
@@ -333,21 +337,30 @@ impl Backward<Flex, 1> for ClampBackward {
         // The gradient passes where the output is strictly inside the bounds (PyTorch's
         // hardtanh and relu: zero at the bounds themselves).
         // A select, not a branch, so the loop vectorises.
-        let pass = |g: &mut f32, y: f32| *g = if (lo < y) & (y < hi) { *g } else { 0.0 };
+        let mask = |gs: &mut [f32], ys: &[f32]| {
+            gs.par_chunks_mut(1 << 14)
+                .zip(ys.par_chunks(1 << 14))
+                .for_each(|(gs, ys)| {
+                    with_avx2(
+                        #[inline(always)]
+                        || {
+                            for (g, &y) in gs.iter_mut().zip(ys) {
+                                *g = if (lo < y) & (y < hi) { *g } else { 0.0 };
+                            }
+                        },
+                    )
+                })
+        };
         let mut g = into_contiguous(g);
         let ys = values(&y);
         let dx = match unique_values_mut(&mut g) {
             Some(gs) => {
-                gs.par_chunks_mut(1 << 14)
-                    .zip(ys.par_chunks(1 << 14))
-                    .for_each(|(g, y)| g.iter_mut().zip(y).for_each(|(g, &y)| pass(g, y)));
+                mask(gs, ys);
                 g
             }
             None => {
                 let mut v = values(&g).to_vec();
-                v.par_chunks_mut(1 << 14)
-                    .zip(ys.par_chunks(1 << 14))
-                    .for_each(|(g, y)| g.iter_mut().zip(y).for_each(|(g, &y)| pass(g, y)));
+                mask(&mut v, ys);
                 flex_tensor(v, shape)
             }
         };
@@ -511,28 +524,29 @@ mod tests {
         }
     }
 
-    /// Without a bias, and with a weight that wants no gradient (a frozen layer): only x's.
+    /// Without a bias, and with a weight that wants no gradient (a frozen layer): values and
+    /// x's gradient, depthwise and 1x1.
     #[test]
     fn conv_without_bias_or_weight_gradient() {
-        let conv = Conv {
-            strides: [1, 1],
-            pads: [1, 1, 1, 1],
-            dilations: [1, 1],
-            groups: 4,
-        };
-        let x = leaf([2, 4, 5, 6], 1);
-        let frozen = constant([4, 1, 3, 3], 2, 0.0);
-        let y = super::conv(&x, &frozen, None, &conv).expect("applies");
-        let grads = loss(y, 5);
-        let xr = leaf([2, 4, 5, 6], 1);
-        let yr = conv2d(
-            xr.clone(),
-            frozen.clone(),
-            None,
-            ConvOptions::new([1, 1], [1, 1], [1, 1], 4),
-        );
-        let gr = loss(yr, 5);
-        assert!(max_diff(&grad(&x, &grads), &grad(&xr, &gr)) < 1e-4);
+        for (weight_shape, pad, groups) in [([4, 1, 3, 3], 1, 4), ([6, 4, 1, 1], 0, 1)] {
+            let conv = Conv {
+                strides: [1, 1],
+                pads: [pad; 4],
+                dilations: [1, 1],
+                groups,
+            };
+            let x = leaf([2, 4, 5, 6], 1);
+            let frozen = constant(weight_shape, 2, 0.0);
+            let y = super::conv(&x, &frozen, None, &conv).expect("applies");
+            let got_y = vals(y.clone().detach());
+            let grads = loss(y, 5);
+            let xr = leaf([2, 4, 5, 6], 1);
+            let opts = ConvOptions::new([1, 1], [pad, pad], [1, 1], groups);
+            let yr = conv2d(xr.clone(), frozen.clone(), None, opts);
+            assert!(max_diff(&got_y, &vals(yr.clone().detach())) < 1e-4);
+            let gr = loss(yr, 5);
+            assert!(max_diff(&grad(&x, &grads), &grad(&xr, &gr)) < 1e-4);
+        }
     }
 
     #[test]
