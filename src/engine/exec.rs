@@ -212,9 +212,7 @@ pub fn run(
         Op::Unary(u) => {
             let x = take(0)?;
             one(match u {
-                Unary::Relu => {
-                    map!(x, t => fast_cpu::train::clamp(t, 0.0, f32::INFINITY, act::relu))
-                }
+                Unary::Relu => clamp(x, 0.0, f32::INFINITY, mode),
                 Unary::Sigmoid => map!(x, t => act::sigmoid(t)),
                 Unary::Tanh => map!(x, t => t.tanh()),
                 Unary::Erf => map!(x, t => t.erf()),
@@ -618,7 +616,6 @@ fn pow<const D: usize>(p: Tensor<D>, q: Tensor<D>) -> Tensor<D> {
     p.expand(s).powf(q.expand(s))
 }
 
-/// Rank-preserving helper used with `visit!` where the tensor type is generic.
 /// `min(max(x, lo), hi)` (Clip, ReLU, ReLU6, and clamps fused into a step). Inference on
 /// the CPU: one in-place pass, where flex's own `clamp` is a scalar loop. Training on the
 /// CPU: one autodiff op, one pass each way. Elsewhere: ReLU as burn's relu (a one-pass
@@ -646,6 +643,7 @@ fn burn_clamp<const D: usize>(t: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
     }
 }
 
+/// Rank-preserving helper used with `visit!` where the tensor type is generic.
 fn lift_same<const D: usize>(t: Tensor<D>) -> Value {
     Value::from_tensor(t)
 }

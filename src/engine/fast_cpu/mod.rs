@@ -1,10 +1,11 @@
-//! Inference kernels of Graft's own for burn's `flex` CPU backend, where flex runs an op as
-//! several passes over memory and the network is memory-bound (docs/BENCHMARKS.md).
+//! Kernels of Graft's own for burn's `flex` CPU backend, where flex runs an op as several
+//! passes over memory and the network is memory-bound (docs/BENCHMARKS.md).
 //!
-//! Each entry point takes burn tensors and returns `None` (or the input back) when it does not
-//! apply — another backend, an autodiff tensor, a layout it does not handle — and the caller
-//! then runs burn's op. Autodiff tensors are refused (they are not plain flex primitives), so
-//! training is untouched.
+//! This module holds the inference entry points (plain flex tensors; autodiff tensors are
+//! refused); [`train`] the training ops (autodiff-over-flex tensors); `depthwise`,
+//! `pointwise` and `norm` the kernels on plain slices that both use. Each entry point takes
+//! burn tensors and returns `None` (or the input back) when it does not apply — another
+//! backend, a layout it does not handle — and the caller then runs burn's op.
 
 mod depthwise;
 mod norm;
