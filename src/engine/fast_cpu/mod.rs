@@ -179,7 +179,7 @@ pub fn pointwise_conv(
         || conv.groups != 1
         || conv.strides != [1, 1]
         || conv.pads != [0; 4]
-        || n * co * h * w == 0
+        || n * c * co * h * w == 0
     {
         return None;
     }
@@ -196,8 +196,8 @@ mod tests {
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
 
-    fn seq(n: usize, seed: u32) -> Vec<f32> {
-        // Deterministic values in [-1, 1).
+    /// Deterministic values in [-1, 1) (also for `train`'s tests).
+    pub(super) fn seq(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| {
                 let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;

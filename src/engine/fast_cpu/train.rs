@@ -87,7 +87,7 @@ impl ConvKind {
             && conv.groups == 1
             && conv.strides == [1, 1]
             && conv.pads == [0; 4]
-            && n * co * h * w > 0;
+            && n * c * co * h * w > 0;
         pointwise.then_some(ConvKind::Pointwise([n, c, co, h * w]))
     }
 
@@ -409,20 +409,11 @@ pub fn clamp<const D: usize>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::seq;
     use super::*;
     use burn::tensor::module::{batch_norm_train, conv2d};
     use burn::tensor::ops::ConvOptions;
     use burn::tensor::{Device, Gradients as TensorGradients};
-
-    fn seq(n: usize, seed: u32) -> Vec<f32> {
-        // Deterministic values in [-1, 1).
-        (0..n)
-            .map(|i| {
-                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-                (v % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
 
     /// A tensor on the autodiff CPU device (values `offset` + [-1, 1)).
     fn constant<const D: usize>(shape: [usize; D], seed: u32, offset: f32) -> Tensor<D> {
