@@ -173,19 +173,11 @@ pub fn pointwise_conv(
     conv: &Conv,
     clamp: (f32, f32),
 ) -> Option<Tensor<4>> {
-    let [n, c, h, w] = x.dims();
-    let [co, ci, kh, kw] = weight.dims();
-    if (ci, kh, kw) != (c, 1, 1)
-        || conv.groups != 1
-        || conv.strides != [1, 1]
-        || conv.pads != [0; 4]
-        || n * c * co * h * w == 0
-    {
-        return None;
-    }
+    let dims @ [n, _, co, _] = pointwise::dims(x.dims(), weight.dims(), conv)?;
     let ops = ConvOperands::new(x, weight, bias)?;
     let (xs, ws, bs) = ops.slices()?;
-    let out = pointwise::forward(xs, ws, bs, [n, c, co, h * w], clamp);
+    let out = pointwise::forward(xs, ws, bs, dims, clamp);
+    let [_, _, h, w] = x.dims();
     Some(wrap(out, [n, co, h, w]))
 }
 

@@ -3,8 +3,22 @@
 //! Dimensions are `[n, c, co, hw]`: images, input channels, output channels, pixels.
 
 use super::{ConvGrads, clamp1};
+use crate::graph::Conv;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+
+/// `[n, c, co, hw]` when `conv` on an input of `x` dims with a weight of `weight` dims is a
+/// 1x1 convolution these kernels run (stride 1, no padding, one group, nothing empty).
+pub fn dims(x: [usize; 4], weight: [usize; 4], conv: &Conv) -> Option<[usize; 4]> {
+    let [n, c, h, w] = x;
+    let [co, ci, kh, kw] = weight;
+    let applies = (ci, kh, kw) == (c, 1, 1)
+        && conv.groups == 1
+        && conv.strides == [1, 1]
+        && conv.pads == [0; 4]
+        && n * c * co * h * w > 0;
+    applies.then_some([n, c, co, h * w])
+}
 
 /// Output (or input-gradient) columns per gemm tile: about 256 KB of `rows` rows, so a tile
 /// stays in L2 from its bias fill to its clamp.

@@ -81,14 +81,7 @@ impl ConvKind {
         if let Some(g) = Geometry::new(x, weight, conv) {
             return Some(ConvKind::Depthwise(g));
         }
-        let [n, c, h, w] = x;
-        let [co, ci, kh, kw] = weight;
-        let pointwise = (ci, kh, kw) == (c, 1, 1)
-            && conv.groups == 1
-            && conv.strides == [1, 1]
-            && conv.pads == [0; 4]
-            && n * c * co * h * w > 0;
-        pointwise.then_some(ConvKind::Pointwise([n, c, co, h * w]))
+        pointwise::dims(x, weight, conv).map(ConvKind::Pointwise)
     }
 
     fn output_shape(&self, x: [usize; 4]) -> [usize; 4] {
