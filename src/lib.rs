@@ -3,10 +3,12 @@
 //! Data flows one way: file → [`graph`] → [`engine`] → results. See `docs/ARCHITECTURE.md`.
 
 pub mod app;
+pub mod classify;
 pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod files;
+pub mod format;
 pub mod graph;
 pub mod npy;
 pub mod onnx;

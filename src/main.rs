@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             ephemeral: false,
             frame_bench: cli.frame_bench,
             model: cli.model,
+            builtin_file_dialog: std::env::var("GRAFT_FILE_DIALOG").is_ok_and(|v| v == "builtin"),
         };
         return match graft::app::run(start) {
             Ok(()) => ExitCode::SUCCESS,

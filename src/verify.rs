@@ -26,6 +26,23 @@ impl VerifyReport {
     }
 }
 
+/// The file in tract, optimised and runnable for one `[1, c, h, w]` image.
+fn tract_model(onnx_bytes: &[u8], [c, h, w]: [usize; 3]) -> Result<std::sync::Arc<TypedRunnableModel>, String> {
+    tract_onnx::onnx()
+        .model_for_read(&mut &onnx_bytes[..])
+        .and_then(|m| m.with_input_fact(0, f32::fact([1, c, h, w]).into()))
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| format!("tract cannot load the file: {e:#}"))
+}
+
+/// Whether an independent runtime (tract) loads and optimises an exported file: the quick
+/// check after every export in the window.
+pub fn tract_loads(onnx_bytes: &[u8], net: &Network) -> Result<(), String> {
+    let chw = net.input_chw().unwrap_or([3, 224, 224]);
+    tract_model(onnx_bytes, chw).map(|_| ())
+}
+
 /// Compares on up to `limit` images. `onnx_bytes` is the file as written.
 pub fn verify(
     onnx_bytes: &[u8],
@@ -34,19 +51,11 @@ pub fn verify(
     images: &[PathBuf],
     limit: usize,
 ) -> Result<VerifyReport, String> {
-    let [c, h, w] = net
-        .input_chw()
-        .ok_or("verify needs an N×C×H×W image network")?;
-    let runnable = tract_onnx::onnx()
-        .model_for_read(&mut &onnx_bytes[..])
-        .and_then(|m| m.with_input_fact(0, f32::fact([1, c, h, w]).into()))
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| format!("tract cannot load the file: {e:#}"))?;
+    let (pre, [c, h, w]) = net.input_preprocess()?;
+    let runnable = tract_model(onnx_bytes, [c, h, w])?;
     let (fnet, fstore) = optimize::for_inference(net, store);
     let model =
         Model::build(&fnet, &fstore, &burn::tensor::Device::flex()).map_err(|e| e.to_string())?;
-    let pre = net.preprocess();
     let mut report = VerifyReport {
         images: 0,
         max_abs_diff: 0.0,

@@ -93,11 +93,6 @@ impl Store {
         self.tensors.is_empty()
     }
 
-    /// Total number of f32 values held.
-    pub fn total_values(&self) -> usize {
-        self.tensors.values().map(Tensor::len).sum()
-    }
-
     /// Keep only the tensors whose names `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         self.tensors.retain(|k, _| keep(k));

@@ -8,7 +8,8 @@ use graft::app::{AppCommand, GraftApp, StartOptions, Tab};
 use std::time::{Duration, Instant};
 
 fn harness() -> Harness<'static, GraftApp> {
-    // A fresh, ephemeral app: no remembered project, nothing written to the config folder.
+    // A fresh, ephemeral app: no remembered project, nothing written to the config folder;
+    // file dialogs in the window (no desktop dialog can open under test).
     Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
         .build_eframe(|cc| {
@@ -17,6 +18,7 @@ fn harness() -> Harness<'static, GraftApp> {
                 StartOptions {
                     fresh: true,
                     ephemeral: true,
+                    builtin_file_dialog: true,
                     ..Default::default()
                 },
             )
@@ -135,4 +137,51 @@ fn the_whole_loop_in_the_window() {
         std::fs::read_to_string(dir.path().join("trained.labels.txt")).unwrap(),
         "bag\nsandal\nsneaker\ntrouser\n"
     );
+}
+
+/// Replacing unsaved work asks first: Cancel keeps everything, Discard goes ahead.
+#[test]
+fn the_unsaved_changes_prompt_guards_new_project() {
+    let mut h = harness();
+    wait_until(&mut h, "the default network and sample data", |a| {
+        a.workspace().is_some() && a.dataset_classes().is_some() && !a.is_busy()
+    });
+    h.get_by_label("✚ Adapt to dataset").click();
+    h.run_steps(3);
+    assert!(h.state().is_dirty(), "an edit is an unsaved change");
+    let adapted = h.state().workspace().unwrap().network.clone();
+
+    h.state_mut().push(AppCommand::NewProject);
+    h.run_steps(3);
+    assert!(h.state().is_asking_to_save());
+    h.get_by_label("Cancel").click();
+    h.run_steps(3);
+    assert!(!h.state().is_asking_to_save());
+    assert_eq!(h.state().workspace().unwrap().network, adapted, "Cancel keeps the work");
+    assert!(h.state().is_dirty());
+
+    h.state_mut().push(AppCommand::NewProject);
+    h.run_steps(3);
+    assert!(h.state().is_asking_to_save());
+    h.get_by_label("Discard").click();
+    wait_until(&mut h, "the new project", |a| {
+        !a.is_busy() && a.workspace().is_some_and(|w| w.network != adapted)
+    });
+    assert!(!h.state().is_asking_to_save());
+}
+
+/// With no desktop dialog, "Export ONNX…" opens Graft's own file browser in the window
+/// instead of doing nothing.
+#[test]
+fn export_without_a_desktop_dialog_opens_the_in_window_browser() {
+    let mut h = harness();
+    wait_until(&mut h, "the default network", |a| {
+        a.workspace().is_some() && !a.is_busy()
+    });
+    assert!(!h.state().file_browser_open());
+    h.state_mut().push(AppCommand::PickExport);
+    h.run_steps(4);
+    assert!(h.state().file_browser_open());
+    // The browser is drawn: its title is on screen.
+    assert!(h.query_all_by_label("Export ONNX").next().is_some());
 }

@@ -318,3 +318,100 @@ fn pause_resume_and_stop_are_honoured() {
         "the waker runs on events"
     );
 }
+
+/// One plain SGD step (no momentum, no L2, one batch holding every image) with and without a
+/// learn-rate factor of 0.25 on one layer: that layer moves exactly a quarter as far, every
+/// other layer the same, so the factor reaches the optimizer for that layer alone.
+#[test]
+fn learn_rate_factors_scale_each_layers_step() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_dataset(dir.path(), 4, 32, 5);
+    let options = TrainingOptions {
+        solver: graft::train::Solver::Sgdm,
+        momentum: 0.0,
+        l2: 0.0,
+        epochs: 1,
+        batch_size: 64,
+        learning_rate: 0.05,
+        warmup_epochs: 0.0,
+        schedule: graft::train::Schedule::None,
+        device: DeviceChoice::Cpu,
+        augmentation: None,
+        ..Default::default()
+    };
+    let plain = job(dir.path(), small_network(), false, options);
+    let before = plain.store.clone();
+    let conv = plain
+        .network
+        .nodes
+        .iter()
+        .filter(|n| n.op.onnx_type() == "Conv")
+        .nth(2)
+        .unwrap()
+        .clone();
+    let weight = conv.inputs[1].clone();
+    let mut scaled = plain.clone();
+    let i = scaled.network.node_index(&conv.name).unwrap();
+    scaled.network.nodes[i].lr_factor = 0.25;
+    let (a, _) = run(plain);
+    let (b, _) = run(scaled);
+    assert_eq!(a.history.iterations.len(), 1);
+    let delta = |o: &graft::train::Outcome, name: &str| -> Vec<f32> {
+        let (x, y) = (o.store.get(name).unwrap(), before.get(name).unwrap());
+        x.data.iter().zip(&y.data).map(|(p, q)| p - q).collect()
+    };
+    let (da, db) = (delta(&a, &weight), delta(&b, &weight));
+    let norm = da.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+    assert!(norm > 0.0, "the layer did not move");
+    for (x, y) in da.iter().zip(&db) {
+        assert!(
+            (y - 0.25 * x).abs() <= 1e-3 * norm,
+            "factor 0.25: {y} vs {x}"
+        );
+    }
+    // Another layer's step is unchanged.
+    let other = a
+        .network
+        .nodes
+        .iter()
+        .filter(|n| n.op.onnx_type() == "Conv" && n.name != conv.name)
+        .map(|n| n.inputs[1].clone())
+        .next()
+        .unwrap();
+    let (oa, ob) = (delta(&a, &other), delta(&b, &other));
+    let onorm = oa.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+    assert!(onorm > 0.0);
+    for (x, y) in oa.iter().zip(&ob) {
+        assert!((x - y).abs() <= 1e-3 * onorm, "{x} vs {y}");
+    }
+}
+
+/// Validation after every step with a learning rate too small to move any weight: the
+/// validation loss never improves after the first, so patience 2 stops the run at the third
+/// validation, keeping the first (best) weights.
+#[test]
+fn early_stopping_honours_patience() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_dataset(dir.path(), 8, 32, 9);
+    let options = TrainingOptions {
+        solver: graft::train::Solver::Sgdm,
+        momentum: 0.0,
+        epochs: 5,
+        batch_size: 4,
+        learning_rate: 1e-30,
+        validation_frequency: 1,
+        patience: Some(2),
+        device: DeviceChoice::Cpu,
+        augmentation: None,
+        ..Default::default()
+    };
+    let (outcome, events) = run(job(dir.path(), small_network(), true, options));
+    assert_eq!(outcome.reason, StopReason::EarlyStopped);
+    assert_eq!(outcome.history.validations.len(), 3);
+    assert_eq!(outcome.history.iterations.len(), 3, "stopped mid-epoch");
+    let v = &outcome.history.validations;
+    assert!(v[1].loss >= v[0].loss && v[2].loss >= v[0].loss);
+    assert!(events.iter().any(
+        |e| matches!(e, TrainEvent::Message(m) if m.contains("Stopped early"))
+    ));
+}

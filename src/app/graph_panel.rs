@@ -4,6 +4,7 @@
 use super::layout::{self, Item};
 use super::workspace::Workspace;
 use super::{AppCommand, theme};
+use crate::format::{elide_end, elide_start};
 use crate::graph::edit::{Edit, LayerKind, NewLayer};
 use crate::graph::shape::format_dims;
 use crate::graph::{Network, Op};
@@ -259,7 +260,7 @@ impl NetViewer<'_> {
         (
             shape,
             if params > 0 {
-                format!("{} params", crate::cli::group(params as u64))
+                format!("{} params", crate::format::group(params as u64))
             } else {
                 String::new()
             },
@@ -444,7 +445,7 @@ impl SnarlViewer<Item> for NetViewer<'_> {
             Item::Output(_) => {}
             Item::Layer(i) => {
                 let n = &ws.network.nodes[*i];
-                ui.label(RichText::new(short(&n.name, 34)).small().weak());
+                ui.label(RichText::new(elide_start(&n.name, 34)).small().weak());
                 let (shape, params) = self.node_summary(*i);
                 ui.label(shape);
                 if !params.is_empty() {
@@ -462,7 +463,7 @@ impl SnarlViewer<Item> for NetViewer<'_> {
                     .filter(|i| i.severity == crate::graph::analyze::Severity::Error)
                 {
                     ui.label(
-                        RichText::new(short(&issue.message, 40))
+                        RichText::new(elide_end(&issue.message, 40))
                             .small()
                             .color(theme::ERROR),
                     );
@@ -479,7 +480,7 @@ impl SnarlViewer<Item> for NetViewer<'_> {
                 let frozen = self.frozen_count(members);
                 ui.label(shape);
                 ui.label(
-                    RichText::new(format!("{} params", crate::cli::group(params as u64))).small(),
+                    RichText::new(format!("{} params", crate::format::group(params as u64))).small(),
                 );
                 if frozen > 0 {
                     ui.label(
@@ -649,18 +650,5 @@ impl SnarlViewer<Item> for NetViewer<'_> {
         if self.detailed.len() > CROWDED && to_global.scaling < DETAIL_ZOOM {
             self.detailed.clear();
         }
-    }
-}
-
-fn short(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        format!(
-            "…{}",
-            s.chars()
-                .skip(s.chars().count() - n + 1)
-                .collect::<String>()
-        )
     }
 }

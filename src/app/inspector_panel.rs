@@ -42,10 +42,10 @@ pub fn inspector_ui(
             );
             ui.end_row();
             ui.label("Parameters");
-            ui.label(crate::cli::group(info.params as u64));
+            ui.label(crate::format::group(info.params as u64));
             ui.end_row();
             ui.label("MACs / image");
-            ui.label(crate::cli::group(info.macs));
+            ui.label(crate::format::group(info.macs));
             ui.end_row();
             ui.label("Inputs");
             ui.label(node.present_inputs().collect::<Vec<_>>().join("\n"));

@@ -16,7 +16,8 @@ pub struct Classified {
 pub struct ResultsPanelState {
     /// Thumbnails of misclassified images, made lazily.
     gallery: Vec<(TextureHandle, String)>,
-    gallery_for: usize,
+    /// The result the gallery shows (`LastRun::id`); 0 before any.
+    gallery_for: u64,
     gallery_job: Option<super::jobs::Job<Vec<(ColorImage, String)>>>,
     pub classified: Option<(Option<TextureHandle>, Classified)>,
     pub export_note: Option<String>,
@@ -35,7 +36,7 @@ impl ResultsPanelState {
 pub fn results_ui(
     ui: &mut Ui,
     state: &mut ResultsPanelState,
-    eval: Option<&Evaluation>,
+    eval: Option<(u64, &Evaluation)>,
     trained: bool,
     commands: &mut Vec<AppCommand>,
 ) {
@@ -101,7 +102,7 @@ pub fn results_ui(
             });
         });
     }
-    let Some(e) = eval else {
+    let Some((run, e)) = eval else {
         ui.label(RichText::new("Train with validation images to see a confusion matrix and per-class metrics here.").weak());
         return;
     };
@@ -120,7 +121,7 @@ pub fn results_ui(
         per_class_ui(&mut cols[1], e);
     });
     ui.separator();
-    gallery_ui(ui, state, e);
+    gallery_ui(ui, state, run, e);
 }
 
 fn confusion_ui(ui: &mut Ui, e: &Evaluation) {
@@ -143,7 +144,7 @@ fn confusion_ui(ui: &mut Ui, e: &Evaluation) {
         painter.text(
             egui::pos2(rect.left() + label_w - 6.0, y + cell / 2.0),
             egui::Align2::RIGHT_CENTER,
-            short(&e.classes[t], 12),
+            crate::format::elide_end(&e.classes[t], 12),
             font.clone(),
             ui.visuals().text_color(),
         );
@@ -199,17 +200,16 @@ fn per_class_ui(ui: &mut Ui, e: &Evaluation) {
         });
 }
 
-fn gallery_ui(ui: &mut Ui, state: &mut ResultsPanelState, e: &Evaluation) {
+fn gallery_ui(ui: &mut Ui, state: &mut ResultsPanelState, run: u64, e: &Evaluation) {
     let wrong: Vec<_> = e
         .predictions
         .iter()
         .filter(|p| p.label != p.predicted)
         .collect();
     ui.label(RichText::new(format!("Misclassified validation images ({})", wrong.len())).strong());
-    // Thumbnails are decoded off the UI thread, once per evaluation.
-    let key = e.predictions.len() * 1000 + wrong.len() + 1;
-    if state.gallery_for != key {
-        state.gallery_for = key;
+    // Thumbnails are decoded off the UI thread, once per result.
+    if state.gallery_for != run {
+        state.gallery_for = run;
         state.gallery.clear();
         let items: Vec<(std::path::PathBuf, String)> = wrong
             .iter()
@@ -263,12 +263,4 @@ fn gallery_ui(ui: &mut Ui, state: &mut ResultsPanelState, e: &Evaluation) {
                 }
             });
         });
-}
-
-fn short(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        format!("{}…", s.chars().take(n - 1).collect::<String>())
-    }
 }

@@ -2,7 +2,7 @@
 
 mod bench;
 mod infer;
-pub mod inspect;
+mod inspect;
 mod predict;
 pub mod train;
 
@@ -46,6 +46,9 @@ pub enum Command {
         /// Also list every node's attributes.
         #[arg(long)]
         attributes: bool,
+        /// Print JSON (every node with its full name, shapes, parameters, MACs) for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a network on a NumPy array (NCHW float32) and save the outputs as .npy.
     Infer {
@@ -89,7 +92,11 @@ pub enum Command {
 /// Runs a subcommand; the error is one line for the user.
 pub fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Inspect { model, attributes } => inspect::run(&model, attributes),
+        Command::Inspect {
+            model,
+            attributes,
+            json,
+        } => inspect::run(&model, attributes, json),
         Command::Infer {
             model,
             input,
@@ -115,8 +122,6 @@ pub fn run(command: Command) -> Result<(), String> {
 }
 
 /// Opens a model file, or the embedded default for `default`.
-pub use inspect::group;
-
 pub fn open_model(path: &Path) -> Result<Imported, String> {
     let result = if path.as_os_str() == "default" && !path.exists() {
         onnx::import_bytes(crate::DEFAULT_MODEL)

@@ -236,11 +236,6 @@ fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
-/// The labels file written next to an export: `model.onnx` → `model.labels.txt`.
-pub fn labels_path(export: &Path) -> PathBuf {
-    export.with_extension("labels.txt")
-}
-
 pub fn run(args: TrainArgs) -> Result<(), String> {
     let options = options(&args)?;
     // Fail before training, not after it, if the export cannot be written.
@@ -301,16 +296,11 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     let outcome = watch(&session)?;
     session.join();
 
-    crate::onnx::export_file(&outcome.network, &outcome.store, &args.export)
-        .map_err(|e| e.to_string())?;
-    crate::files::write_atomic(
-        &labels_path(&args.export),
-        (outcome.network.metadata.labels.join("\n") + "\n").as_bytes(),
-    )?;
+    crate::onnx::export_with_labels(&outcome.network, &outcome.store, &args.export)?;
     eprintln!(
         "wrote {} and {}",
         args.export.display(),
-        labels_path(&args.export).display()
+        crate::onnx::labels_path(&args.export).display()
     );
     if outcome.reason == StopReason::Completed {
         // The run is complete; its checkpoint is no longer needed.

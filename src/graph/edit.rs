@@ -251,10 +251,6 @@ pub fn apply(net: &mut Network, store: &mut Store, edit: &Edit) -> Result<Change
 
 type Weights = Vec<(String, Tensor)>;
 
-fn index_of(net: &Network, node: &str) -> Result<usize, EditError> {
-    index(net, node)
-}
-
 fn index(net: &Network, node: &str) -> Result<usize, EditError> {
     net.node_index(node)
         .ok_or_else(|| EditError::NoSuchNode(node.to_owned()))
@@ -301,7 +297,7 @@ fn apply_inner(
         Edit::InsertAfter { node, layer } => return insert_after(net, store, node, layer),
         Edit::Replace { node, layer } => return replace(net, store, node, layer),
         Edit::Rewire { node, index, value } => {
-            let i = index_of(net, node)?;
+            let i = index(net, node)?;
             let defined = value == &net.input.name
                 || store.contains(value)
                 || net.nodes[..i].iter().any(|n| n.outputs.contains(value));

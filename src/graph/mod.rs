@@ -157,6 +157,36 @@ impl Network {
         })
     }
 
+    /// The one preprocessing policy every caller (train, evaluate, predict, verify, the
+    /// window) uses: the file's preprocessing (or ImageNet's), with the crop set to the
+    /// network's input size and the resize scaled with it, so that a file whose metadata says
+    /// "crop 224" but whose input is 260×260 still gets the same framing. Also returns the
+    /// input's channels and side; an input that is not a square N×C×H×W image is an error.
+    pub fn input_preprocess(&self) -> Result<(Preprocess, [usize; 3]), String> {
+        let [c, h, w] = self
+            .input_chw()
+            .ok_or("this needs an N×C×H×W image network")?;
+        if h != w {
+            return Err(format!(
+                "the network takes {c}×{h}×{w}; Graft feeds square images"
+            ));
+        }
+        let mut p = self.preprocess();
+        if p.crop != h {
+            p.resize = p.resize * h / p.crop.max(1);
+            p.crop = h;
+        }
+        Ok((p, [c, h, w]))
+    }
+
+    /// Whether the first output is a Softmax's, so the network already gives probabilities.
+    pub fn ends_in_softmax(&self) -> bool {
+        self.outputs
+            .first()
+            .and_then(|o| self.producer(o))
+            .is_some_and(|i| matches!(self.nodes[i].op, Op::Softmax { .. }))
+    }
+
     /// Number of channels, height and width of the image input.
     pub fn input_chw(&self) -> Option<[usize; 3]> {
         match self.input.shape.as_slice() {

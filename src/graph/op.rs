@@ -397,25 +397,6 @@ impl Op {
         }
     }
 
-    /// Inputs that are state updated during training but not by gradients (BatchNorm's running
-    /// statistics).
-    pub fn state_inputs(&self) -> &'static [usize] {
-        match self {
-            Op::BatchNorm { .. } => &[3, 4],
-            _ => &[],
-        }
-    }
-
-    /// Whether this op's output depends on training vs inference mode.
-    pub fn has_training_mode(&self) -> bool {
-        matches!(self, Op::BatchNorm { .. } | Op::Dropout { .. })
-    }
-
-    /// A learnable classifier: the kind of layer a new head replaces.
-    pub fn is_classifier_candidate(&self) -> bool {
-        matches!(self, Op::Gemm { .. } | Op::MatMul | Op::Conv(_))
-    }
-
     /// Whether the output's axis 0 is the input's axis 0 (the batch stays first), judged from
     /// the op alone. Conservative: `false` where unsure.
     pub fn keeps_batch_axis(&self) -> bool {

@@ -14,7 +14,7 @@ use onnx_ir::{
     AttributeProto, AttributeType, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto,
 };
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const EXPORT_OPSET: i64 = 17;
 
@@ -36,6 +36,24 @@ pub enum ExportError {
 pub fn export_file(net: &Network, store: &Store, path: &Path) -> Result<(), ExportError> {
     let bytes = export_bytes(net, store)?;
     crate::files::write_atomic(path, &bytes).map_err(ExportError::Write)
+}
+
+/// The labels file written next to an export: `model.onnx` → `model.labels.txt`.
+pub fn labels_path(export: &Path) -> PathBuf {
+    export.with_extension("labels.txt")
+}
+
+/// Writes the model and its class names (one per line, next to it), each atomically, and
+/// returns the model's bytes (for a check in another runtime). What `graft train --export`
+/// and the window's "Export ONNX…" write.
+pub fn export_with_labels(net: &Network, store: &Store, path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = export_bytes(net, store).map_err(|e| e.to_string())?;
+    crate::files::write_atomic(path, &bytes)?;
+    crate::files::write_atomic(
+        &labels_path(path),
+        (net.metadata.labels.join("\n") + "\n").as_bytes(),
+    )?;
+    Ok(bytes)
 }
 
 pub fn export_bytes(net: &Network, store: &Store) -> Result<Vec<u8>, ExportError> {

@@ -12,7 +12,7 @@ mod import;
 pub mod ops;
 pub mod tensor;
 
-pub use export::{ExportError, export_bytes, export_file};
+pub use export::{ExportError, export_bytes, export_file, export_with_labels, labels_path};
 pub use import::{ImportOptions, Imported, LABELS_KEY, PREPROCESS_KEY, import_model};
 
 use onnx_ir::{Message, ModelProto};

@@ -1,10 +1,11 @@
 //! Evaluating a finished network on a labelled image folder.
 
-use super::metrics::{Accumulator, Evaluation, softmax};
+use super::metrics::{Accumulator, Evaluation};
+use crate::classify::probabilities;
 use crate::data::loader::{Transform, spawn_batches};
 use crate::data::{Dataset, Skipped};
 use crate::engine::{DeviceInfo, Mode, Model, Value, optimize};
-use crate::graph::{Network, Op};
+use crate::graph::Network;
 use crate::weights::Store;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -43,24 +44,13 @@ pub fn evaluate(
     } else {
         labels.clone()
     };
-    let [channels, h, _] = net
-        .input_chw()
-        .ok_or("evaluation needs an N×C×H×W image network")?;
-    let mut preprocess = net.preprocess();
-    if preprocess.crop != h {
-        preprocess.resize = preprocess.resize * h / preprocess.crop.max(1);
-        preprocess.crop = h;
-    }
+    let (preprocess, [channels, h, _]) = net.input_preprocess()?;
     let transform = Arc::new(Transform {
         preprocess,
         channels,
         augment: None,
     });
-    let ends_in_softmax = net
-        .outputs
-        .first()
-        .and_then(|o| net.producer(o))
-        .is_some_and(|i| matches!(net.nodes[i].op, Op::Softmax { .. }));
+    let ends_in_softmax = net.ends_in_softmax();
     let (fnet, fstore) = optimize::for_inference(net, store);
     let model = Model::build(&fnet, &fstore, &device.device).map_err(|e| e.to_string())?;
     let samples = Arc::new(data.samples.clone());
@@ -93,12 +83,7 @@ pub fn evaluate(
         let c = values.len() / k;
         for (j, (&label, &idx)) in b.labels.iter().zip(&b.indices).enumerate() {
             let row = &values[j * c..(j + 1) * c];
-            let probs = if ends_in_softmax {
-                row.to_vec()
-            } else {
-                softmax(row)
-            };
-            acc.add(&probs, mapping[label], samples[idx].path.clone());
+            acc.add(&probabilities(row, ends_in_softmax), mapping[label], samples[idx].path.clone());
         }
         progress(done, samples.len());
     }

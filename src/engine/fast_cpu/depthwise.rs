@@ -110,6 +110,19 @@ impl Geometry {
         if self.ow >= 4 * V { 4 * V } else { V }
     }
 
+    /// The slices a pass reads have the lengths this convolution's dimensions say (the
+    /// kernels index and read unchecked on that basis).
+    fn check_operands(&self, xs: &[f32], ws: &[f32], bs: Option<&[f32]>, gs: Option<&[f32]>) {
+        assert_eq!(xs.len(), self.n * self.c * self.h * self.w, "depthwise: input length");
+        assert_eq!(ws.len(), self.c * self.taps(), "depthwise: weight length");
+        if let Some(bs) = bs {
+            assert_eq!(bs.len(), self.c, "depthwise: bias length");
+        }
+        if let Some(gs) = gs {
+            assert_eq!(gs.len(), self.output_len(), "depthwise: gradient length");
+        }
+    }
+
     pub fn output_len(&self) -> usize {
         self.n * self.c * self.oh * self.ow
     }
@@ -200,6 +213,7 @@ impl Geometry {
         clamp: (f32, f32),
     ) -> Vec<f32> {
         let (c, hw, ohw, taps) = (self.c, self.h * self.w, self.oh * self.ow, self.taps());
+        self.check_operands(xs, ws, bs, None);
         let len = self.output_len();
         let mut out: Vec<f32> = Vec::with_capacity(len);
         out.spare_capacity_mut()[..len]
@@ -227,6 +241,7 @@ impl Geometry {
         want_dx: bool,
         want_dw: bool,
     ) -> ConvGrads {
+        self.check_operands(xs, ws, None, Some(gs));
         let (n, c, hw, ohw, taps) = (
             self.n,
             self.c,
@@ -425,8 +440,7 @@ impl Geometry {
     ) {
         // The binary targets baseline x86-64 (SSE2); this loop is worth 8-wide FMA.
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if super::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
             return unsafe { self.plane_avx2(input, filter, bias, clamp, out, scratch) };
         }
@@ -516,12 +530,23 @@ impl Geometry {
 }
 
 /// Per tap of a group: Σ over the rows r and vectors o of `gpad` (rows of `ow_v`) of
-/// g · xpad[at + r * step + o]. The caller checks that every read stays inside `xpad`.
+/// g · xpad[at + r * step + o]. Checks that every read stays inside `xpad` before any
+/// (the AVX2 path reads unchecked).
 fn tap_sums(xpad: &[f32], gpad: &[f32], ow_v: usize, step: usize, at: &[usize; G]) -> [f32; G] {
+    assert!(
+        ow_v > 0 && ow_v.is_multiple_of(V) && gpad.len().is_multiple_of(ow_v),
+        "tap_sums: rows of whole vectors"
+    );
+    let rows = gpad.len() / ow_v;
+    if rows == 0 {
+        return [0.0; G];
+    }
+    let furthest = at.iter().copied().max().unwrap_or(0) + (rows - 1) * step + ow_v;
+    assert!(furthest <= xpad.len(), "tap_sums: reads past the scratch");
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if super::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked just above); reads stay inside `xpad`
-        // (the caller's check) and `gpad` (whole rows of whole vectors).
+        // (asserted above) and `gpad` (whole rows of whole vectors, asserted above).
         return unsafe { tap_sums_avx2(xpad, gpad, ow_v, step, at) };
     }
     let mut acc = [[0.0f32; V]; G];

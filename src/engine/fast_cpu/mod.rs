@@ -55,13 +55,22 @@ pub fn clamp<const D: usize>(x: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
     wrap(v, shape)
 }
 
+/// Whether the CPU has AVX2 and FMA: detected once, the one check every kernel here uses.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn has_avx2_fma() -> bool {
+    static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    })
+}
+
 /// Runs `f` compiled for AVX2 and FMA when the CPU has them: the binary targets baseline
 /// x86-64 (SSE2), and the elementwise loops here are worth 8-wide vectors. `f` and what it
 /// calls must be `#[inline(always)]` to be compiled into the AVX2 function.
 #[inline(always)]
 fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         #[target_feature(enable = "avx2,fma")]
         fn run<R>(f: impl FnOnce() -> R) -> R {
             f()

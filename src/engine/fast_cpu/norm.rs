@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 /// Per channel: the batch mean and the (biased) batch variance, over images and pixels.
 pub fn stats(xs: &[f32], [n, c, hw]: [usize; 3]) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(xs.len(), n * c * hw, "batch norm: input length");
     let count = (n * hw).max(1) as f64;
     (0..c)
         .into_par_iter()
@@ -43,6 +44,18 @@ pub struct Affine<'a> {
 }
 
 impl Affine<'_> {
+    /// One value per channel in each per-channel slice.
+    fn check(&self, c: usize) {
+        for (what, v) in [
+            ("mean", self.mean),
+            ("inv_std", self.inv_std),
+            ("gamma", self.gamma),
+            ("beta", self.beta),
+        ] {
+            assert_eq!(v.len(), c, "batch norm: {what} length");
+        }
+    }
+
     /// `(scale, shift)` of channel `ch`: the output is `clamp(x * scale + shift)`. Forward
     /// and backward compute the pre-clamp value with this same expression, so the backward
     /// pass finds exactly the values the clamp cut.
@@ -54,6 +67,8 @@ impl Affine<'_> {
 
 /// `clamp((x - mean) * inv_std * gamma + beta)`, per channel.
 pub fn normalize(xs: &[f32], [n, c, hw]: [usize; 3], f: &Affine) -> Vec<f32> {
+    assert_eq!(xs.len(), n * c * hw, "batch norm: input length");
+    f.check(c);
     let len = n * c * hw;
     let (lo, hi) = f.clamp;
     let mut out: Vec<f32> = Vec::with_capacity(len);
@@ -87,6 +102,9 @@ pub fn backward(
     [n, c, hw]: [usize; 3],
     f: &Affine,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert_eq!(xs.len(), n * c * hw, "batch norm: input length");
+    assert_eq!(gs.len(), xs.len(), "batch norm: gradient length");
+    f.check(c);
     let (lo, hi) = f.clamp;
     // Per channel: Σ g (beta's gradient) and Σ g·x̂ (gamma's gradient), x̂ = (x - mean)·inv_std,
     // with g already through the clamp.

@@ -20,6 +20,25 @@ pub fn dims(x: [usize; 4], weight: [usize; 4], conv: &Conv) -> Option<[usize; 4]
     applies.then_some([n, c, co, h * w])
 }
 
+/// The slices have the lengths `[n, c, co, hw]` says: gemm reads and writes through raw
+/// pointers on that basis.
+fn check_operands(
+    xs: &[f32],
+    ws: &[f32],
+    bs: Option<&[f32]>,
+    gs: Option<&[f32]>,
+    [n, c, co, hw]: [usize; 4],
+) {
+    assert_eq!(xs.len(), n * c * hw, "1x1 convolution: input length");
+    assert_eq!(ws.len(), co * c, "1x1 convolution: weight length");
+    if let Some(bs) = bs {
+        assert_eq!(bs.len(), co, "1x1 convolution: bias length");
+    }
+    if let Some(gs) = gs {
+        assert_eq!(gs.len(), n * co * hw, "1x1 convolution: gradient length");
+    }
+}
+
 /// Output (or input-gradient) columns per gemm tile: about 256 KB of `rows` rows, so a tile
 /// stays in L2 from its bias fill to its clamp.
 fn tile_cols(rows: usize, hw: usize) -> usize {
@@ -47,6 +66,7 @@ pub fn forward(
     [n, c, co, hw]: [usize; 4],
     clamp: (f32, f32),
 ) -> Vec<f32> {
+    check_operands(xs, ws, bs, None, [n, c, co, hw]);
     let tile = tile_cols(co, hw);
     let tiles = hw.div_ceil(tile);
     let parallelism = parallelism(n * tiles);
@@ -122,6 +142,7 @@ pub fn backward(
     want_dx: bool,
     want_dw: bool,
 ) -> ConvGrads {
+    check_operands(xs, ws, None, Some(gs), [n, c, co, hw]);
     let dx = want_dx.then(|| {
         let tile = tile_cols(c, hw);
         let tiles = hw.div_ceil(tile);

@@ -1,0 +1,252 @@
+//! What the app does in answer to commands, off the UI thread: open a network or project,
+//! scan a dataset, start training, export, classify an image, save. Each starts a
+//! [`Job`](super::jobs::Job) (or the training [`Session`]) whose result
+//! [`background`](super::background) collects.
+
+use super::file_picker::PickRequest;
+use super::jobs::Job;
+use super::results_panel::Classified;
+use super::train_panel::TrainRun;
+use super::{GraftApp, Tab, data_panel, describe};
+use crate::classify::Classifier;
+use crate::graph::edit::Edit;
+use crate::graph::shape::Dim;
+use crate::onnx::{self, Imported};
+use crate::project::{DatasetSettings, ModelSource, Project, Results};
+use crate::train::{Session, TrainJob};
+use std::path::PathBuf;
+
+/// A model opened, possibly from a project.
+pub(super) struct Loaded {
+    pub source: ModelSource,
+    pub imported: Imported,
+    pub edits: Vec<Edit>,
+    pub project: Option<(PathBuf, Project)>,
+}
+
+/// What a file dialog was opened for; the chosen path becomes the matching command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Picked {
+    Model,
+    Dataset,
+    Validation,
+    Export,
+    Classify,
+    OpenProject,
+    SaveAs,
+}
+
+impl GraftApp {
+    pub(super) fn open_default(&mut self, ctx: &egui::Context) {
+        self.open_on_sample_data(ctx, ModelSource::Default);
+    }
+
+    /// Opens a network with the embedded sample dataset.
+    pub(super) fn open_on_sample_data(&mut self, ctx: &egui::Context, source: ModelSource) {
+        self.load_model(ctx, source, Vec::new(), None);
+        let sample = super::sample_data_dir();
+        if sample.is_dir() {
+            self.pending_dataset = Some(DatasetSettings {
+                root: sample,
+                val_root: None,
+                val_split: 0.25,
+            });
+        }
+    }
+
+    /// Imports a network and replays `edits` on it, in the background.
+    pub(super) fn load_model(
+        &mut self,
+        ctx: &egui::Context,
+        source: ModelSource,
+        edits: Vec<Edit>,
+        project: Option<(PathBuf, Project)>,
+    ) {
+        let label = match &source {
+            ModelSource::Default => "Opening EfficientNet-Lite0".to_string(),
+            ModelSource::File(p) => format!("Opening {}", p.display()),
+        };
+        self.model_job = Some(Job::spawn(label, ctx, move |_| {
+            let mut imported = match &source {
+                ModelSource::Default => onnx::import_bytes(crate::DEFAULT_MODEL),
+                ModelSource::File(p) => onnx::import(p),
+            }
+            .map_err(|e| e.to_string())?;
+            for e in &edits {
+                crate::graph::edit::apply(&mut imported.network, &mut imported.store, e)
+                    .map_err(|err| format!("replaying '{}': {err}", describe(e)))?;
+            }
+            Ok(Loaded {
+                source,
+                imported,
+                edits,
+                project,
+            })
+        }));
+    }
+
+    pub(super) fn open_project(&mut self, ctx: &egui::Context, path: PathBuf) {
+        match Project::load(&path) {
+            Ok(p) => {
+                self.options = p.options.clone();
+                self.load_model(ctx, p.model.clone(), p.edits.clone(), Some((path, p)));
+            }
+            Err(e) => {
+                self.set_error(format!("Cannot open {}: {e}", path.display()));
+                if self.ws.is_none() && self.model_job.is_none() {
+                    self.open_default(ctx);
+                }
+            }
+        }
+    }
+
+    /// Opens a file dialog (native, or Graft's own where none can open).
+    pub(super) fn pick(&mut self, ctx: &egui::Context, request: PickRequest) {
+        self.picker.open(ctx, request);
+    }
+
+    pub(super) fn scan(&mut self, ctx: &egui::Context, settings: DatasetSettings) {
+        if let Some(j) = &self.scan_job {
+            j.progress.cancel();
+        }
+        self.data.settings = Some(settings.clone());
+        self.scan_job = Some(data_panel::scan_job(ctx, settings));
+        self.dirty = true;
+    }
+
+    /// Why training cannot start now, if it cannot.
+    pub(super) fn training_ready(&self) -> Result<(), String> {
+        let ws = self.ws.as_ref().ok_or("no network open")?;
+        if self.scan_job.is_some() {
+            return Err("the dataset is still being scanned".into());
+        }
+        let (train, _) = self.data.split(self.options.seed)?;
+        if let Some(e) = ws.analysis.errors().next() {
+            return Err(format!("fix the network first: {e}"));
+        }
+        let out = ws
+            .network
+            .outputs
+            .first()
+            .and_then(|o| ws.shapes.get(o))
+            .map(|d| {
+                d.iter()
+                    .skip(1)
+                    .map(|d| match d {
+                        Dim::Fixed(n) => *n,
+                        Dim::Batch => 1,
+                    })
+                    .product::<usize>()
+            });
+        if out != Some(train.classes.len()) || ws.network.metadata.labels != train.classes {
+            return Err(format!(
+                "the network's head does not match the {} classes: press \"Adapt to dataset\"",
+                train.classes.len()
+            ));
+        }
+        self.options.validate()
+    }
+
+    pub(super) fn start_training(&mut self, ctx: &egui::Context) -> Result<(), String> {
+        self.training_ready()?;
+        let ws = self.ws.as_ref().ok_or("no network open")?;
+        let (train, validation) = self.data.split(self.options.seed)?;
+        let mut network = ws.network.clone();
+        if network.metadata.preprocess.is_none() {
+            network.metadata.preprocess = Some(network.preprocess());
+        }
+        let job = TrainJob {
+            network,
+            store: ws.store.clone(),
+            train,
+            validation,
+            options: self.options.clone(),
+            checkpoint: None,
+            resume: false,
+        };
+        let repaint = ctx.clone();
+        let session = Session::start(
+            job,
+            Some(std::sync::Arc::new(move || repaint.request_repaint())),
+        )?;
+        self.run = Some(TrainRun::new(session));
+        self.frames.during_training.clear();
+        self.tab = Tab::Training;
+        Ok(())
+    }
+
+    pub(super) fn export(&mut self, ctx: &egui::Context, path: PathBuf) -> Result<(), String> {
+        let ws = self.ws.as_ref().ok_or("no network open")?;
+        let (net, store) = (ws.network.clone(), ws.store.clone());
+        self.export_job = Some(Job::spawn("Exporting", ctx, move |_| {
+            let bytes = onnx::export_with_labels(&net, &store, &path)?;
+            let check = match crate::verify::tract_loads(&bytes, &net) {
+                Ok(()) => "An independent runtime (tract) loads it.".to_string(),
+                Err(e) => format!("Warning: {e}"),
+            };
+            Ok(format!(
+                "Exported {} and {}. {check}",
+                path.display(),
+                onnx::labels_path(&path).display(),
+            ))
+        }));
+        Ok(())
+    }
+
+    pub(super) fn classify(&mut self, ctx: &egui::Context, path: PathBuf) -> Result<(), String> {
+        let ws = self.ws.as_ref().ok_or("no network open")?;
+        let (net, store) = (ws.network.clone(), ws.store.clone());
+        self.tab = Tab::Results;
+        self.classify_job = Some(Job::spawn("Classifying", ctx, move |_| {
+            let classifier = Classifier::new(&net, &store, &burn::tensor::Device::flex())?;
+            let prediction = classifier.classify_one(&path)?;
+            Ok(Classified {
+                image: data_panel::thumbnail(&path, 96),
+                top: classifier.top(&prediction, 5),
+                path,
+            })
+        }));
+        Ok(())
+    }
+
+    /// The project as it stands (what Save and autosave write).
+    pub(super) fn project(&self) -> Project {
+        let ws = self.ws.as_ref();
+        Project {
+            model: ws.map_or(ModelSource::Default, |w| w.source.clone()),
+            edits: ws.map(|w| w.edits.clone()).unwrap_or_default(),
+            dataset: self.data.settings.clone(),
+            options: self.options.clone(),
+            results: self.last_run.history.clone().map(|history| Results {
+                history,
+                evaluation: self.last_run.evaluation.clone(),
+            }),
+            ..Project::default()
+        }
+    }
+
+    pub(super) fn save(&mut self, ctx: &egui::Context, path: PathBuf) -> Result<(), String> {
+        let ws = self.ws.as_ref().ok_or("no network open")?;
+        let mut project = self.project();
+        // Trained weights go into a file next to the project, which then becomes its source.
+        let weights = if ws.trained
+            || matches!(ws.source, ModelSource::File(ref p) if *p == Project::weights_path(&path))
+        {
+            project.model = ModelSource::File(Project::weights_path(&path));
+            project.edits.clear();
+            Some((ws.network.clone(), ws.store.clone()))
+        } else {
+            None
+        };
+        let target = path.clone();
+        self.save_job = Some(Job::spawn("Saving", ctx, move |_| {
+            if let Some((net, store)) = weights {
+                onnx::export_file(&net, &store, &Project::weights_path(&target))
+                    .map_err(|e| e.to_string())?;
+            }
+            project.save(&target)?;
+            Ok(target)
+        }));
+        Ok(())
+    }
+}

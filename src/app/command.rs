@@ -1,0 +1,242 @@
+//! [`AppCommand`]: everything a widget can ask for, and [`GraftApp::handle`], the one place
+//! the app's state changes in answer (undo and redo live here too).
+
+use super::actions::Picked;
+use super::file_picker::PickRequest;
+use super::chrome::Pending;
+use super::{GraftApp, Tab};
+use crate::graph::edit::{Edit, freeze_backbone, head_start};
+use crate::project::{DatasetSettings, ModelSource};
+use crate::train::TrainingOptions;
+use std::path::PathBuf;
+
+/// Everything a widget can ask for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AppCommand {
+    Edit(Edit),
+    Undo,
+    Redo,
+    Select(Option<String>),
+    Focus(String),
+    FitView,
+    AdaptHead,
+    FreezeBackbone,
+    PickModel,
+    OpenModel(ModelSource),
+    PickDataset,
+    PickValidation,
+    OpenDataset(PathBuf),
+    SetValidation(PathBuf),
+    Rescan,
+    StartTraining,
+    PauseTraining,
+    ResumeTraining,
+    StopTraining,
+    PickExport,
+    Export(PathBuf),
+    PickClassify,
+    Classify(PathBuf),
+    NewProject,
+    PickOpenProject,
+    OpenProject(PathBuf),
+    Save,
+    PickSaveAs,
+    SaveAs(PathBuf),
+    SetTab(Tab),
+}
+
+impl GraftApp {
+    /// Handles every queued command; an error becomes the status line.
+    pub(super) fn handle(&mut self, ctx: &egui::Context) {
+        let commands = std::mem::take(&mut self.commands);
+        for c in commands {
+            if let Err(e) = self.handle_one(ctx, c) {
+                self.set_error(e);
+            }
+        }
+    }
+
+    /// Replacing unsaved work asks first: true when the command now waits for the answer.
+    fn guarded(&mut self, c: &AppCommand) -> bool {
+        if self.dirty && self.confirm.is_none() {
+            self.confirm = Some(Pending::Then(c.clone()));
+            return true;
+        }
+        false
+    }
+
+    fn training(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| r.is_running())
+    }
+
+    fn handle_one(&mut self, ctx: &egui::Context, c: AppCommand) -> Result<(), String> {
+        match c {
+            AppCommand::Edit(e) => {
+                if self.training() {
+                    return Err("stop training before editing the network".into());
+                }
+                let ws = self.ws.as_mut().ok_or("no network open")?;
+                let what = super::describe(&e);
+                ws.apply(e)?;
+                self.dirty = true;
+                self.set_info(what);
+            }
+            AppCommand::Undo | AppCommand::Redo => {
+                if self.training() {
+                    return Err("stop training before undoing".into());
+                }
+                let ws = self.ws.as_mut().ok_or("no network open")?;
+                let done = if c == AppCommand::Undo {
+                    ws.undo().map(|w| format!("Undid {w}"))
+                } else {
+                    ws.redo().map(|w| format!("Redid {w}"))
+                };
+                if let Some(w) = done {
+                    self.dirty = true;
+                    self.set_info(w);
+                }
+            }
+            AppCommand::Select(s) => self.selected = s,
+            AppCommand::Focus(n) => {
+                self.tab = Tab::Network;
+                self.graph.focus = Some(n);
+            }
+            AppCommand::FitView => self.graph.fit = true,
+            AppCommand::AdaptHead => {
+                let classes = self
+                    .data
+                    .train
+                    .as_ref()
+                    .map(|d| d.classes.clone())
+                    .ok_or("choose a dataset first: the new head gets one output per class")?;
+                self.commands.push(AppCommand::Edit(Edit::AdaptHead {
+                    classes,
+                    seed: self.options.seed,
+                }));
+            }
+            AppCommand::FreezeBackbone => {
+                if self.training() {
+                    return Err("stop training first".into());
+                }
+                let ws = self.ws.as_ref().ok_or("no network open")?;
+                let h = head_start(&ws.network, &ws.store).ok_or("no classifier found")?;
+                if h == 0 {
+                    return Err("nothing before the head to freeze".into());
+                }
+                let before = ws.network.nodes[h - 1].name.clone();
+                // Check on a copy that the freeze applies, so the error comes now, not as a
+                // refused edit.
+                let mut probe = ws.network.clone();
+                freeze_backbone(&mut probe, &ws.store).map_err(|e| e.to_string())?;
+                self.commands
+                    .push(AppCommand::Edit(Edit::FreezeUntil { node: before }));
+            }
+            AppCommand::PickModel => self.pick(
+                ctx,
+                PickRequest::file(Picked::Model, "Open a network").filter("ONNX", &["onnx"]),
+            ),
+            AppCommand::OpenModel(source) => {
+                if self.guarded(&AppCommand::OpenModel(source.clone())) {
+                    return Ok(());
+                }
+                self.project_path = None;
+                self.load_model(ctx, source, Vec::new(), None);
+            }
+            AppCommand::PickDataset => self.pick(
+                ctx,
+                PickRequest::folder(Picked::Dataset, "Choose the image folder"),
+            ),
+            AppCommand::PickValidation => self.pick(
+                ctx,
+                PickRequest::folder(Picked::Validation, "Choose a validation folder"),
+            ),
+            AppCommand::OpenDataset(root) => {
+                let split = self.data.settings.as_ref().map_or(0.2, |s| s.val_split);
+                self.scan(
+                    ctx,
+                    DatasetSettings {
+                        root,
+                        val_root: None,
+                        val_split: split,
+                    },
+                );
+                self.tab = Tab::Data;
+            }
+            AppCommand::SetValidation(dir) => {
+                let mut s = self
+                    .data
+                    .settings
+                    .clone()
+                    .ok_or("choose the training folder first")?;
+                s.val_root = Some(dir);
+                self.scan(ctx, s);
+            }
+            AppCommand::Rescan => {
+                if let Some(s) = self.data.settings.clone() {
+                    self.scan(ctx, s);
+                }
+            }
+            AppCommand::StartTraining => self.start_training(ctx)?,
+            AppCommand::PauseTraining => {
+                if let Some(s) = self.run.as_ref().and_then(|r| r.session.as_ref()) {
+                    s.pause();
+                }
+            }
+            AppCommand::ResumeTraining => {
+                if let Some(s) = self.run.as_ref().and_then(|r| r.session.as_ref()) {
+                    s.resume();
+                }
+            }
+            AppCommand::StopTraining => {
+                if let Some(s) = self.run.as_ref().and_then(|r| r.session.as_ref()) {
+                    s.stop();
+                }
+            }
+            AppCommand::PickExport => self.pick(
+                ctx,
+                PickRequest::save(Picked::Export, "Export ONNX", "model.onnx")
+                    .filter("ONNX", &["onnx"]),
+            ),
+            AppCommand::Export(path) => self.export(ctx, path)?,
+            AppCommand::PickClassify => self.pick(
+                ctx,
+                PickRequest::file(Picked::Classify, "Classify an image")
+                    .filter("Images", crate::data::folder::IMAGE_EXTENSIONS),
+            ),
+            AppCommand::Classify(path) => self.classify(ctx, path)?,
+            AppCommand::NewProject => {
+                if self.guarded(&AppCommand::NewProject) {
+                    return Ok(());
+                }
+                self.project_path = None;
+                self.set_evaluation(None, None);
+                self.run = None;
+                self.options = TrainingOptions::default();
+                self.open_default(ctx);
+            }
+            AppCommand::PickOpenProject => self.pick(
+                ctx,
+                PickRequest::file(Picked::OpenProject, "Open a project")
+                    .filter("Graft project", &["ron"]),
+            ),
+            AppCommand::OpenProject(p) => {
+                if self.guarded(&AppCommand::OpenProject(p.clone())) {
+                    return Ok(());
+                }
+                self.open_project(ctx, p);
+            }
+            AppCommand::Save => match self.project_path.clone() {
+                Some(p) => self.save(ctx, p)?,
+                None => self.commands.push(AppCommand::PickSaveAs),
+            },
+            AppCommand::PickSaveAs => self.pick(
+                ctx,
+                PickRequest::save(Picked::SaveAs, "Save the project", "project.graft.ron")
+                    .filter("Graft project", &["ron"]),
+            ),
+            AppCommand::SaveAs(p) => self.save(ctx, p)?,
+            AppCommand::SetTab(t) => self.tab = t,
+        }
+        Ok(())
+    }
+}
