@@ -27,7 +27,10 @@ impl VerifyReport {
 }
 
 /// The file in tract, optimised and runnable for one `[1, c, h, w]` image.
-fn tract_model(onnx_bytes: &[u8], [c, h, w]: [usize; 3]) -> Result<std::sync::Arc<TypedRunnableModel>, String> {
+fn tract_model(
+    onnx_bytes: &[u8],
+    [c, h, w]: [usize; 3],
+) -> Result<std::sync::Arc<TypedRunnableModel>, String> {
     tract_onnx::onnx()
         .model_for_read(&mut &onnx_bytes[..])
         .and_then(|m| m.with_input_fact(0, f32::fact([1, c, h, w]).into()))

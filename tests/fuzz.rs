@@ -24,7 +24,11 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
     fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
         &v[self.below(v.len())]
@@ -231,8 +235,10 @@ fn mutate(m: &mut ModelProto, rng: &mut Rng) -> String {
             // A wire to somewhere else (maybe later: a cycle).
             let i = rng.below(nodes);
             let j = rng.below(nodes);
-            if let (Some(v), false) = (g.node[j].output.first().cloned(), g.node[i].input.is_empty())
-            {
+            if let (Some(v), false) = (
+                g.node[j].output.first().cloned(),
+                g.node[i].input.is_empty(),
+            ) {
                 g.node[i].input[0] = v;
                 return format!("node {i} reads node {j}");
             }
@@ -280,8 +286,12 @@ fn mutated_onnx_files_never_panic() {
             // Structured mutations, 1 to 3 at a time.
             for _ in 0..40 {
                 let mut m = base.clone();
-                let what: Vec<String> = (0..1 + rng.below(3)).map(|_| mutate(&mut m, &mut rng)).collect();
-                let Ok(out) = m.write_to_bytes() else { continue };
+                let what: Vec<String> = (0..1 + rng.below(3))
+                    .map(|_| mutate(&mut m, &mut rng))
+                    .collect();
+                let Ok(out) = m.write_to_bytes() else {
+                    continue;
+                };
                 tried += 1;
                 if onnx::import_bytes(&out).is_ok() {
                     imported += 1;
@@ -314,7 +324,12 @@ fn mutated_onnx_files_never_panic() {
         panics.len()
     );
     assert!(tried >= 500, "too few inputs tried: {tried}");
-    assert!(panics.is_empty(), "{} panics:\n{}", panics.len(), panics.join("\n"));
+    assert!(
+        panics.is_empty(),
+        "{} panics:\n{}",
+        panics.len(),
+        panics.join("\n")
+    );
 }
 
 #[test]
@@ -330,7 +345,9 @@ fn damaged_project_files_never_panic() {
                 classes: vec!["a".into(), "b".into()],
                 seed: 3,
             },
-            Edit::FreezeUntil { node: first.clone() },
+            Edit::FreezeUntil {
+                node: first.clone(),
+            },
             Edit::SetLrFactor {
                 node: head.clone(),
                 factor: 2.0,
@@ -370,7 +387,14 @@ fn damaged_project_files_never_panic() {
         match rng.below(4) {
             0 => {
                 let k = *rng.pick(&numbers);
-                let v = *rng.pick(&["0", "-1", "99999999999", "1e40", "NaN", "18446744073709551615"]);
+                let v = *rng.pick(&[
+                    "0",
+                    "-1",
+                    "99999999999",
+                    "1e40",
+                    "NaN",
+                    "18446744073709551615",
+                ]);
                 t.replace_range(k..k + 1, v);
             }
             1 => {
@@ -411,6 +435,14 @@ fn damaged_project_files_never_panic() {
         "fuzz: {tried} damaged project files, {parsed} parsed and replayed, {} panics",
         panics.len()
     );
-    assert!(parsed > 0, "no damaged project parsed: the mutations are too coarse");
-    assert!(panics.is_empty(), "{} panics, first:\n{}", panics.len(), panics[0]);
+    assert!(
+        parsed > 0,
+        "no damaged project parsed: the mutations are too coarse"
+    );
+    assert!(
+        panics.is_empty(),
+        "{} panics, first:\n{}",
+        panics.len(),
+        panics[0]
+    );
 }

@@ -157,7 +157,11 @@ fn the_unsaved_changes_prompt_guards_new_project() {
     h.get_by_label("Cancel").click();
     h.run_steps(3);
     assert!(!h.state().is_asking_to_save());
-    assert_eq!(h.state().workspace().unwrap().network, adapted, "Cancel keeps the work");
+    assert_eq!(
+        h.state().workspace().unwrap().network,
+        adapted,
+        "Cancel keeps the work"
+    );
     assert!(h.state().is_dirty());
 
     h.state_mut().push(AppCommand::NewProject);

@@ -411,7 +411,9 @@ fn early_stopping_honours_patience() {
     assert_eq!(outcome.history.iterations.len(), 3, "stopped mid-epoch");
     let v = &outcome.history.validations;
     assert!(v[1].loss >= v[0].loss && v[2].loss >= v[0].loss);
-    assert!(events.iter().any(
-        |e| matches!(e, TrainEvent::Message(m) if m.contains("Stopped early"))
-    ));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, TrainEvent::Message(m) if m.contains("Stopped early")))
+    );
 }

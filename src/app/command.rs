@@ -2,8 +2,8 @@
 //! the app's state changes in answer (undo and redo live here too).
 
 use super::actions::Picked;
-use super::file_picker::PickRequest;
 use super::chrome::Pending;
+use super::file_picker::PickRequest;
 use super::{GraftApp, Tab};
 use crate::graph::edit::{Edit, freeze_backbone, head_start};
 use crate::project::{DatasetSettings, ModelSource};

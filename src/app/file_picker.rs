@@ -87,7 +87,9 @@ impl PickRequest {
                 .add_file_filter_extensions(name, ext.to_vec())
                 .default_file_filter(name);
             if let (Mode::Save(_), Some(first)) = (self.mode, ext.first()) {
-                d = d.add_save_extension(name, first).default_save_extension(name);
+                d = d
+                    .add_save_extension(name, first)
+                    .default_save_extension(name);
             }
         }
         if let Mode::Save(name) = self.mode {
@@ -105,9 +107,8 @@ impl PickRequest {
 /// Whether a native dialog can possibly open: a portal needs a session bus; rfd's fallback
 /// is zenity.
 fn native_plausible() -> bool {
-    let zenity = std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| d.join("zenity").is_file())
-    });
+    let zenity = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("zenity").is_file()));
     zenity || std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some()
 }
 

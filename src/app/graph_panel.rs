@@ -480,7 +480,8 @@ impl SnarlViewer<Item> for NetViewer<'_> {
                 let frozen = self.frozen_count(members);
                 ui.label(shape);
                 ui.label(
-                    RichText::new(format!("{} params", crate::format::group(params as u64))).small(),
+                    RichText::new(format!("{} params", crate::format::group(params as u64)))
+                        .small(),
                 );
                 if frozen > 0 {
                     ui.label(

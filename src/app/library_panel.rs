@@ -87,12 +87,9 @@ impl GraftApp {
                 match &self.selected {
                     Some(n) => {
                         ui.label(
-                            RichText::new(format!(
-                                "click to insert after {}",
-                                elide_start(n, 22)
-                            ))
-                            .small()
-                            .weak(),
+                            RichText::new(format!("click to insert after {}", elide_start(n, 22)))
+                                .small()
+                                .weak(),
                         );
                         egui::ScrollArea::vertical()
                             .id_salt("library")

@@ -52,7 +52,11 @@ impl GraftApp {
         };
         // Longer shortcuts first: Ctrl+Z would also match Ctrl+Shift+Z.
         let table = [
-            (Modifiers::COMMAND | Modifiers::SHIFT, Key::Z, AppCommand::Redo),
+            (
+                Modifiers::COMMAND | Modifiers::SHIFT,
+                Key::Z,
+                AppCommand::Redo,
+            ),
             (Modifiers::COMMAND, Key::Y, AppCommand::Redo),
             (Modifiers::COMMAND, Key::Z, AppCommand::Undo),
             (

@@ -297,7 +297,7 @@ fn apply_inner(
         Edit::InsertAfter { node, layer } => return insert_after(net, store, node, layer),
         Edit::Replace { node, layer } => return replace(net, store, node, layer),
         Edit::Rewire { node, index, value } => {
-            let i = index(net, node)?;
+            let i = self::index(net, node)?;
             let defined = value == &net.input.name
                 || store.contains(value)
                 || net.nodes[..i].iter().any(|n| n.outputs.contains(value));
@@ -702,6 +702,19 @@ pub fn freeze_backbone(net: &mut Network, store: &Store) -> Result<(), EditError
     Ok(())
 }
 
+/// Largest weight tensor a library layer may have (256 M values, 1 GiB): a project file or a
+/// typo asking for more gets an error, not an allocation that aborts the process.
+const MAX_NEW_VALUES: usize = 1 << 28;
+
+fn check_new_size(dims: &[usize]) -> Result<(), EditError> {
+    match dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
+        Some(n) if n <= MAX_NEW_VALUES => Ok(()),
+        _ => Err(EditError::Invalid(format!(
+            "a {dims:?} weight is too large (at most {MAX_NEW_VALUES} values)"
+        ))),
+    }
+}
+
 /// Builds a library layer for an input of `shape` (with batch): the node and its new weights.
 fn build_layer(
     layer: &NewLayer,
@@ -737,6 +750,7 @@ fn build_layer(
             padding,
         } => {
             need4("a convolution")?;
+            check_new_size(&[*out_channels, channels, *kernel, *kernel])?;
             let fan_in = channels * kernel * kernel;
             weights.push((
                 w.clone(),
@@ -766,6 +780,7 @@ fn build_layer(
                     "a linear layer needs an N×features input, this one is {shape:?}; insert a Flatten first"
                 )));
             }
+            check_new_size(&[*out_features, channels])?;
             weights.push((
                 w.clone(),
                 Tensor {

@@ -83,7 +83,11 @@ pub fn evaluate(
         let c = values.len() / k;
         for (j, (&label, &idx)) in b.labels.iter().zip(&b.indices).enumerate() {
             let row = &values[j * c..(j + 1) * c];
-            acc.add(&probabilities(row, ends_in_softmax), mapping[label], samples[idx].path.clone());
+            acc.add(
+                &probabilities(row, ends_in_softmax),
+                mapping[label],
+                samples[idx].path.clone(),
+            );
         }
         progress(done, samples.len());
     }

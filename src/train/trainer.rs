@@ -11,8 +11,8 @@ use crate::data::Dataset;
 use crate::data::folder::Sample;
 use crate::data::loader::{Transform, spawn_batches};
 use crate::engine::{Mode, Model, Params, Value, select_device};
-use crate::graph::analyze::analyze;
 use crate::graph::Network;
+use crate::graph::analyze::analyze;
 use crate::weights::Store;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -463,11 +463,7 @@ fn resume_from(
     store: &mut Store,
     reporter: &Reporter,
 ) -> Result<Progress, String> {
-    let Some(path) = job
-        .checkpoint
-        .as_ref()
-        .filter(|p| job.resume && p.exists())
-    else {
+    let Some(path) = job.checkpoint.as_ref().filter(|p| job.resume && p.exists()) else {
         return Ok(Progress::default());
     };
     let c = checkpoint::load(path)?;
@@ -509,7 +505,15 @@ pub(crate) fn run(
     let fingerprint = fingerprint(&job);
     let mut store = job.store.clone();
     let resumed = resume_from(&job, &fingerprint, &mut store, reporter)?;
-    let mut run = Run::new(&job, &prepared, &sources, store, resumed, fingerprint, reporter)?;
+    let mut run = Run::new(
+        &job,
+        &prepared,
+        &sources,
+        store,
+        resumed,
+        fingerprint,
+        reporter,
+    )?;
     reporter.send(TrainEvent::Started {
         device: prepared.dev.description.clone(),
         train_images: sources.train.len(),

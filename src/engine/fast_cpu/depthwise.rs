@@ -113,7 +113,11 @@ impl Geometry {
     /// The slices a pass reads have the lengths this convolution's dimensions say (the
     /// kernels index and read unchecked on that basis).
     fn check_operands(&self, xs: &[f32], ws: &[f32], bs: Option<&[f32]>, gs: Option<&[f32]>) {
-        assert_eq!(xs.len(), self.n * self.c * self.h * self.w, "depthwise: input length");
+        assert_eq!(
+            xs.len(),
+            self.n * self.c * self.h * self.w,
+            "depthwise: input length"
+        );
         assert_eq!(ws.len(), self.c * self.taps(), "depthwise: weight length");
         if let Some(bs) = bs {
             assert_eq!(bs.len(), self.c, "depthwise: bias length");
