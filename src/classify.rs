@@ -105,11 +105,6 @@ impl Classifier {
             .map(|(i, p)| (class_name(&self.labels, i), p))
             .collect()
     }
-
-    /// Whether the file says how to preprocess (else ImageNet's mean/std are assumed).
-    pub fn preprocess(&self) -> &Preprocess {
-        &self.preprocess
-    }
 }
 
 /// A network's output row as probabilities: as it is when the network ends in Softmax,

@@ -74,6 +74,14 @@ fn load(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// A tensor with no values (shape `[0]`).
+fn empty(t: &mut TensorProto) {
+    t.dims = vec![0];
+    t.raw_data.clear();
+    t.float_data.clear();
+    t.int64_data.clear();
+}
+
 /// One random change of the kinds real files have; returns what it did.
 fn mutate(m: &mut ModelProto, rng: &mut Rng) -> String {
     let op_types: Vec<String> = m
@@ -164,10 +172,7 @@ fn mutate(m: &mut ModelProto, rng: &mut Rng) -> String {
             let t: &mut TensorProto = &mut g.initializer[i];
             match rng.below(4) {
                 0 => {
-                    t.dims = vec![0];
-                    t.raw_data.clear();
-                    t.float_data.clear();
-                    t.int64_data.clear();
+                    empty(t);
                     format!("initializer {} emptied", t.name)
                 }
                 1 if !t.dims.is_empty() => {
@@ -198,12 +203,7 @@ fn mutate(m: &mut ModelProto, rng: &mut Rng) -> String {
             for a in &mut n.attribute {
                 if let Some(t) = a.t.as_mut() {
                     match rng.below(3) {
-                        0 => {
-                            t.dims = vec![0];
-                            t.raw_data.clear();
-                            t.int64_data.clear();
-                            t.float_data.clear();
-                        }
+                        0 => empty(t),
                         1 => {
                             t.int64_data = vec![rng.nasty_int(3)];
                             t.raw_data.clear();

@@ -18,6 +18,7 @@ import torchvision.models as tvm
 
 sys.path.insert(0, os.path.dirname(__file__))
 from efficientnet_lite0 import EfficientNetLite0  # noqa: E402
+import peer  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRAFT = os.path.join(ROOT, "target", "release", "graft")
@@ -48,9 +49,7 @@ def bench_torch(model, batch, iters):
 
 
 def bench_ort(path, batch, iters):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(path, peer.ort_options(), providers=["CPUExecutionProvider"])
     x = np.random.randn(batch, 3, 224, 224).astype(np.float32)
     name = sess.get_inputs()[0].name
     return batch / median_time(lambda: sess.run(None, {name: x}), iters)
@@ -64,7 +63,7 @@ def bench_graft(path, batch, iters):
 
 def main():
     os.makedirs(WORK, exist_ok=True)
-    torch.set_num_threads(os.cpu_count())
+    peer.torch_at_best()
     models = {
         "efficientnet_lite0": (os.path.join(ROOT, "assets", "efficientnet_lite0.onnx"), None),
         "mobilenet_v2": (os.path.join(WORK, "mobilenet_v2.onnx"), tvm.mobilenet_v2),
@@ -87,7 +86,7 @@ def main():
             p = bench_torch(model, batch, iters)
             rows.append((name, batch, g, o, p))
             print(rows[-1], flush=True)
-    print(f"\nort {ort.__version__}, torch {torch.__version__}, {os.cpu_count()} cores\n")
+    print(f"\npeer settings: {json.dumps(peer.settings())}\n")
     print("| model | batch | Graft img/s | ONNX Runtime img/s | PyTorch img/s | Graft / ORT | Graft / PyTorch |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, b, g, o, p in rows:

@@ -12,6 +12,8 @@
    batch 32, 10 epochs, no augmentation, seed 0.
 2. Speed, frozen backbone: wall time of those 10 epochs on the 1,000 images. PyTorch runs the
    naive loop (the frozen backbone forward every epoch, under no_grad).
+PyTorch runs on every core (`torch.set_num_threads(os.cpu_count())`, tools/peer.py) with the
+malloc settings above; its settings are printed with the results.
 3. Speed, full fine-tuning: images/s training every layer at batch 32, each side's median
    step after 2 warm-up steps. Graft's steps run while its loader decodes the next batch on the
    same cores; PyTorch's batch is decoded beforehand. With --repeats, the two alternate and
@@ -27,6 +29,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(__file__))
 from efficientnet_lite0 import EfficientNetLite0  # noqa: E402
 import fashion_mnist  # noqa: E402
+import peer  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRAFT = os.path.join(ROOT, "target", "release", "graft")
@@ -162,6 +165,9 @@ def main():
     ap.add_argument("--finetune-only", action="store_true", help="only benchmark 3")
     ap.add_argument("--repeats", type=int, default=1, help="runs of benchmark 3")
     a = ap.parse_args()
+    # The peer at its best: every core (PyTorch alone would take the physical ones, 1 here).
+    peer.torch_at_best()
+    print(f"peer settings: {json.dumps(peer.settings())}", flush=True)
     pth = checkpoint(a.pth)
     data = os.path.join(WORK, "fmnist")
     if not os.path.exists(os.path.join(data, "test")):
@@ -171,7 +177,7 @@ def main():
         fashion_mnist.write(test, size, os.path.join(data, "test"), fashion_mnist.CLASSES)
     _, train_items = load_folder(os.path.join(data, "train"))
     _, test_items = load_folder(os.path.join(data, "test"))
-    results = {}
+    results = {"peer": peer.settings()}
 
     if not a.finetune_only:
         frozen_backbone(data, pth, train_items, [] if a.skip_accuracy else test_items, results)

@@ -57,35 +57,40 @@ impl GraftApp {
         let commands = &mut self.commands;
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
-                let mut item = |ui: &mut egui::Ui, label: &str, c: AppCommand| {
+                let item = |ui: &mut egui::Ui, commands: &mut Vec<_>, label: &str, c| {
                     if ui.button(label).clicked() {
                         commands.push(c);
                     }
                 };
-                item(ui, "New project", AppCommand::NewProject);
-                item(ui, "Open project…  Ctrl+O", AppCommand::PickOpenProject);
-                ui.menu_button("Recent projects", |ui| {
-                    for p in &self.app_state.recent {
-                        if ui.button(p.display().to_string()).clicked() {
-                            commands.push(AppCommand::OpenProject(p.clone()));
-                        }
-                    }
-                });
-                let mut item = |ui: &mut egui::Ui, label: &str, c: AppCommand| {
-                    if ui.button(label).clicked() {
-                        commands.push(c);
-                    }
-                };
-                item(ui, "Save  Ctrl+S", AppCommand::Save);
-                item(ui, "Save as…  Ctrl+Shift+S", AppCommand::PickSaveAs);
-                ui.separator();
-                item(ui, "Open network (ONNX)…", AppCommand::PickModel);
+                item(ui, commands, "New project", AppCommand::NewProject);
                 item(
                     ui,
+                    commands,
+                    "Open project…  Ctrl+O",
+                    AppCommand::PickOpenProject,
+                );
+                ui.menu_button("Recent projects", |ui| {
+                    for p in &self.app_state.recent {
+                        let label = p.display().to_string();
+                        item(ui, commands, &label, AppCommand::OpenProject(p.clone()));
+                    }
+                });
+                item(ui, commands, "Save  Ctrl+S", AppCommand::Save);
+                item(
+                    ui,
+                    commands,
+                    "Save as…  Ctrl+Shift+S",
+                    AppCommand::PickSaveAs,
+                );
+                ui.separator();
+                item(ui, commands, "Open network (ONNX)…", AppCommand::PickModel);
+                item(
+                    ui,
+                    commands,
                     "Open the default network",
                     AppCommand::OpenModel(ModelSource::Default),
                 );
-                item(ui, "Export ONNX…  Ctrl+E", AppCommand::PickExport);
+                item(ui, commands, "Export ONNX…  Ctrl+E", AppCommand::PickExport);
             });
             ui.menu_button("Edit", |ui| {
                 let (u, r) = self

@@ -4,13 +4,15 @@
 
 pub mod analyze;
 pub mod edit;
+mod elementwise;
 mod op;
+mod op_shapes;
 pub mod shape;
+mod shape_math;
 
-pub use op::{
-    Binary, Conv, Nary, Op, PadMode, Pool, Reduce, Unary, broadcast, matmul_shape, norm_axis,
-    reshape_shape, slice_range, window_out,
-};
+pub use elementwise::{Binary, Nary, Reduce, Unary};
+pub use op::{Conv, Op, PadMode, Pool};
+pub use shape_math::{broadcast, matmul_shape, norm_axis, reshape_shape, slice_range, window_out};
 
 use serde::{Deserialize, Serialize};
 

@@ -8,6 +8,8 @@ pub mod events;
 pub mod metrics;
 mod optim;
 pub mod options;
+mod passes;
+mod prepare;
 pub mod session;
 mod trainer;
 

@@ -1,0 +1,276 @@
+//! Before the first step: checking the job, choosing the device, caching the frozen prefix's
+//! activations, and finding the checkpoint to resume from.
+
+use super::cache;
+use super::checkpoint;
+use super::events::{History, TrainEvent};
+use super::passes::Source;
+use super::session::{Control, Reporter, TrainJob};
+use crate::data::folder::Sample;
+use crate::data::loader::Transform;
+use crate::engine::{Model, select_device};
+use crate::graph::Network;
+use crate::graph::analyze::analyze;
+use crate::weights::Store;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// The network the loss sees: the output without its final softmax.
+pub(super) fn logits_network(net: &Network) -> Network {
+    let mut net = net.clone();
+    if net.ends_in_softmax()
+        && let Some(i) = net.outputs.first().and_then(|o| net.producer(o))
+    {
+        net.outputs = vec![net.nodes[i].inputs[0].clone()];
+        net.nodes.remove(i);
+    }
+    net
+}
+
+/// What the run learns from its job before touching data: the network the loss sees, the
+/// classes, the input framing and the device.
+pub(super) struct Prepared {
+    pub(super) logits_net: Network,
+    pub(super) shapes: crate::graph::shape::Shapes,
+    pub(super) classes: Vec<String>,
+    pub(super) preprocess: crate::graph::Preprocess,
+    pub(super) channels: usize,
+    pub(super) dev: crate::engine::DeviceInfo,
+}
+
+/// Checks the job (options, data, network, head size, input) and picks the device.
+pub(super) fn prepare(job: &TrainJob, reporter: &Reporter) -> Result<Prepared, String> {
+    let TrainJob {
+        network,
+        store,
+        train,
+        validation,
+        options,
+        ..
+    } = job;
+    options.validate()?;
+    train.validate().map_err(|e| e.to_string())?;
+    if let Some(v) = validation {
+        train.same_classes(v).map_err(|e| e.to_string())?;
+    }
+    let analysis = analyze(network, store);
+    if let Some(e) = analysis.errors().next() {
+        return Err(format!("the network is not valid: {e}"));
+    }
+    let classes = train.classes.clone();
+    let logits_net = logits_network(network);
+    let (shapes, _) = crate::graph::shape::infer(&logits_net, store, 1);
+    let out_len = logits_net
+        .outputs
+        .first()
+        .and_then(|o| shapes.get(o))
+        .map(|s| s.iter().skip(1).product::<usize>());
+    if out_len != Some(classes.len()) {
+        return Err(format!(
+            "the network has {} outputs but the dataset has {} classes; adapt the head to the dataset first",
+            out_len.unwrap_or(0),
+            classes.len()
+        ));
+    }
+    let (preprocess, [channels, h, w]) = network.input_preprocess()?;
+    if channels != 1 && channels != 3 {
+        return Err(format!(
+            "the network takes {channels}×{h}×{w}; Graft trains on 1- or 3-channel images"
+        ));
+    }
+    let dev = select_device(options.device)?;
+    if let Some(reason) = &dev.fallback_reason {
+        reporter.message(format!("Training on the CPU: {reason}."));
+    }
+    dev.device.seed(options.seed);
+    Ok(Prepared {
+        logits_net,
+        shapes,
+        classes,
+        preprocess,
+        channels,
+        dev,
+    })
+}
+
+/// Where training and validation batches come from, and the network that trains on them.
+pub(super) struct Sources {
+    /// The frozen prefix's cut, when its activations are cached.
+    pub(super) cut: Option<(cache::Cut, Vec<usize>)>,
+    /// The whole logits network, or the head after the cut.
+    pub(super) train_net: Network,
+    pub(super) train: Source,
+    pub(super) val: Source,
+}
+
+/// Decides whether the frozen prefix is cached and, if so, computes its activations once.
+pub(super) fn build_sources(
+    job: &TrainJob,
+    p: &Prepared,
+    reporter: &Reporter,
+    control: &Control,
+) -> Result<Sources, String> {
+    let (options, store) = (&job.options, &job.store);
+    let eval_transform = Arc::new(Transform {
+        preprocess: p.preprocess.clone(),
+        channels: p.channels,
+        augment: None,
+    });
+    let augmenting = options.augmentation.as_ref().is_some_and(|a| a.is_active());
+    let train_transform = Arc::new(Transform {
+        preprocess: p.preprocess.clone(),
+        channels: p.channels,
+        augment: options.augmentation.clone(),
+    });
+    let cut = if options.cache_features && !augmenting {
+        cache::find_cut(&p.logits_net, store)
+    } else {
+        None
+    };
+    let cut = cut.and_then(|c| {
+        let dims: Vec<usize> = p.shapes.get(&c.value)?.iter().skip(1).copied().collect();
+        let images =
+            job.train.samples.len() + job.validation.as_ref().map_or(0, |v| v.samples.len());
+        let bytes = dims.iter().product::<usize>() * 4 * images;
+        if bytes > cache::MAX_CACHE_BYTES {
+            reporter.message(format!(
+                "Not caching the frozen layers: {} MB of activations would not fit.",
+                bytes >> 20
+            ));
+            return None;
+        }
+        Some((c, dims))
+    });
+    let train_samples = Arc::new(job.train.samples.clone());
+    let val_samples = Arc::new(
+        job.validation
+            .as_ref()
+            .map(|v| v.samples.clone())
+            .unwrap_or_default(),
+    );
+    let Some((c, dims)) = &cut else {
+        return Ok(Sources {
+            train_net: p.logits_net.clone(),
+            train: Source::Images {
+                samples: train_samples,
+                transform: train_transform,
+            },
+            val: Source::Images {
+                samples: val_samples,
+                transform: eval_transform,
+            },
+            cut,
+        });
+    };
+    let (prefix, prefix_store) = cache::prefix_network(&p.logits_net, store, c);
+    let prefix_model =
+        Model::build(&prefix, &prefix_store, &p.dev.device).map_err(|e| e.to_string())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let compute = |samples: &Arc<Vec<Sample>>, stage: &str| {
+        cache::compute(
+            &prefix_model,
+            samples.clone(),
+            eval_transform.clone(),
+            32,
+            stop.clone(),
+            |done, total| {
+                reporter.send(TrainEvent::Progress {
+                    stage: stage.into(),
+                    done,
+                    total,
+                });
+                if control.is_stopped() {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            },
+        )
+    };
+    let t = compute(
+        &train_samples,
+        "Computing frozen-layer features (training images)",
+    )?;
+    let v = compute(
+        &val_samples,
+        "Computing frozen-layer features (validation images)",
+    )?;
+    for s in t.failed.iter().chain(&v.failed) {
+        reporter.message(format!("skipped {}: {}", s.path.display(), s.reason));
+    }
+    Ok(Sources {
+        train_net: cache::head_network(&p.logits_net, c, dims),
+        train: Source::Cached(t),
+        val: Source::Cached(v),
+        cut,
+    })
+}
+
+/// Identifies the network, dataset and options a checkpoint belongs to.
+pub(super) fn fingerprint(job: &TrainJob) -> String {
+    let options = &job.options;
+    checkpoint::fingerprint(&[
+        &job.network
+            .nodes
+            .iter()
+            .map(|n| format!("{}:{}:{}", n.name, n.frozen, n.lr_factor))
+            .collect::<Vec<_>>()
+            .join(","),
+        &job.train
+            .samples
+            .iter()
+            .map(|s| s.path.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(","),
+        &format!(
+            "{:?}{}{:?}{}",
+            options.solver, options.batch_size, options.augmentation, options.seed
+        ),
+    ])
+}
+
+/// Where the run stands: fresh, or as a checkpoint left it.
+#[derive(Default)]
+pub(super) struct Progress {
+    pub(super) start_epoch: usize,
+    pub(super) iteration: usize,
+    pub(super) history: History,
+    pub(super) best_val_loss: Option<f64>,
+    pub(super) since_best: usize,
+    pub(super) best_store: Option<Store>,
+    pub(super) optimizer: Option<Vec<u8>>,
+}
+
+/// Loads the checkpoint to resume from (its weights go into `store`), or starts fresh.
+pub(super) fn resume_from(
+    job: &TrainJob,
+    fingerprint: &str,
+    store: &mut Store,
+    reporter: &Reporter,
+) -> Result<Progress, String> {
+    let Some(path) = job.checkpoint.as_ref().filter(|p| job.resume && p.exists()) else {
+        return Ok(Progress::default());
+    };
+    let c = checkpoint::load(path)?;
+    if c.fingerprint != fingerprint {
+        return Err(format!(
+            "{} belongs to another network, dataset or options; remove it or train without --resume",
+            path.display()
+        ));
+    }
+    for (name, t) in c.store.iter() {
+        store.insert(name.clone(), t.clone());
+    }
+    reporter.message(format!(
+        "Resuming after epoch {} from {}.",
+        c.epochs_done,
+        path.display()
+    ));
+    Ok(Progress {
+        start_epoch: c.epochs_done,
+        iteration: c.iteration,
+        history: c.history,
+        best_val_loss: c.best_val_loss,
+        since_best: c.validations_since_best,
+        best_store: c.best,
+        optimizer: Some(c.optimizer),
+    })
+}

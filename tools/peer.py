@@ -1,0 +1,45 @@
+"""The peers (PyTorch, ONNX Runtime) at their best, set up one way for every benchmark here.
+
+PyTorch counts physical cores: on a 2-vCPU machine `torch.get_num_threads()` is 1, and a
+benchmark that leaves it there compares Graft with a peer held to half the machine. Every
+benchmark calls `torch_at_best()` before timing, builds ONNX Runtime sessions with
+`ort_options()`, and prints `settings()` next to its numbers.
+"""
+import os
+
+MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")
+
+
+def torch_at_best():
+    """Every core for PyTorch's intra-op pool (the inter-op pool is unused by these loops)."""
+    import torch
+    torch.set_num_threads(os.cpu_count())
+    return torch.get_num_threads()
+
+
+def ort_options():
+    """ONNX Runtime with every graph optimisation and one intra-op thread per core."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = os.cpu_count()
+    return opts
+
+
+def settings():
+    """What the peers ran with, to print beside their numbers."""
+    out = {"cpus": os.cpu_count()}
+    try:
+        import torch
+        out["torch"] = torch.__version__
+        out["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    try:
+        import onnxruntime as ort
+        out["onnxruntime"] = ort.__version__
+        out["ort_intra_op_threads"] = os.cpu_count()
+    except ImportError:
+        pass
+    out.update({k: os.environ[k] for k in MALLOC_VARS if k in os.environ})
+    return out
