@@ -21,6 +21,9 @@ pub struct Classifier {
     labels: Vec<String>,
 }
 
+/// Files that could not be read, each with the reason.
+pub type Unreadable = Vec<(PathBuf, String)>;
+
 /// One image's answer: probabilities per class (summing to 1).
 pub struct Prediction {
     pub path: PathBuf,
@@ -49,10 +52,7 @@ impl Classifier {
 
     /// Classifies every image; files that cannot be read are returned with the reason, in
     /// order, and do not stop the rest.
-    pub fn classify(
-        &self,
-        paths: &[PathBuf],
-    ) -> Result<(Vec<Prediction>, Vec<(PathBuf, String)>), String> {
+    pub fn classify(&self, paths: &[PathBuf]) -> Result<(Vec<Prediction>, Unreadable), String> {
         let mut predictions = Vec::new();
         let mut failed = Vec::new();
         for chunk in paths.chunks(BATCH) {

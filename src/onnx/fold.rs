@@ -158,8 +158,11 @@ pub fn eval(
         }),
         "Range" => (|| {
             let (s, l, d) = (input(0)?, input(1)?, input(2)?);
+            let not_scalar = || "start, limit and delta must each hold one value".to_string();
             if s.is_float() {
-                let (s, l, d) = (s.to_f32()[0], l.to_f32()[0], d.to_f32()[0]);
+                let f = |t: &HostTensor| t.scalar_f32().ok_or_else(not_scalar);
+                let (s, l, d) = (f(s)?, f(l)?, f(d)?);
+                // A zero delta gives an infinite count (refused below), a NaN one none.
                 let n = ((l - s) / d).ceil().max(0.0) as usize;
                 if n > 1 << 24 {
                     return Err("range too long".to_string());
@@ -169,18 +172,21 @@ pub fn eval(
                     (0..n).map(|i| s + i as f32 * d).collect(),
                 ))
             } else {
-                let (s, l, d) = (s.to_i64()[0], l.to_i64()[0], d.to_i64()[0]);
+                let i = |t: &HostTensor| t.scalar_i64().ok_or_else(not_scalar);
+                let (s, l, d) = (i(s)?, i(l)?, i(d)?);
                 if d == 0 {
                     return Err("range step 0".to_string());
                 }
-                let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
+                // In i128: limit − start of two i64 cannot overflow there.
+                let n = ((l as i128 - s as i128) as f64 / d as f64).ceil().max(0.0) as usize;
                 if n > 1 << 24 {
                     return Err("range too long".to_string());
                 }
-                one(HostTensor::i64(
-                    vec![n],
-                    (0..n as i64).map(|i| s + i * d).collect(),
-                ))
+                let values = (0..n as i64)
+                    .map(|k| k.checked_mul(d).and_then(|v| v.checked_add(s)))
+                    .collect::<Option<Vec<i64>>>()
+                    .ok_or("range values overflow 64-bit integers")?;
+                one(HostTensor::i64(vec![n], values))
             }
         })(),
         "Expand" => input(0).and_then(|x| {
@@ -590,6 +596,43 @@ mod tests {
         assert_eq!(r, HostTensor::i64(vec![2, 3], vec![2, 1, 0, 5, 4, 3]));
         let t = transpose(&x, &[1, 0]).unwrap();
         assert_eq!(t, HostTensor::i64(vec![3, 2], vec![0, 3, 1, 4, 2, 5]));
+    }
+
+    #[test]
+    fn range_refuses_empty_operands_zero_steps_and_overflow() {
+        let node = onnx_ir::NodeProto::default();
+        let range = |s: HostTensor, l: HostTensor, d: HostTensor| {
+            eval(
+                "Range",
+                &Attrs::of(&node),
+                &[Some(&s), Some(&l), Some(&d)],
+                13,
+            )
+            .unwrap()
+        };
+        let i = |v: i64| HostTensor::i64(vec![], vec![v]);
+        assert_eq!(
+            range(i(2), i(9), i(3)).unwrap(),
+            vec![HostTensor::i64(vec![3], vec![2, 5, 8])]
+        );
+        assert_eq!(
+            range(i(5), i(0), i(-2)).unwrap(),
+            vec![HostTensor::i64(vec![3], vec![5, 3, 1])]
+        );
+        let empty = HostTensor::i64(vec![0], vec![]);
+        assert!(
+            range(empty.clone(), i(3), i(1))
+                .unwrap_err()
+                .contains("one value")
+        );
+        assert!(range(i(0), i(3), i(0)).is_err());
+        // limit − start overflows i64: refused, not wrapped.
+        assert!(range(i(i64::MIN), i(i64::MAX), i(1)).is_err());
+        assert!(range(i(i64::MAX - 1), i(i64::MAX), i(2)).is_ok());
+        let f = |v: f32| HostTensor::f32(vec![], vec![v]);
+        assert!(range(f(0.0), f(1.0), f(0.0)).is_err(), "zero float step");
+        assert!(range(f(0.0), f(1.0), f(f32::NAN)).is_ok());
+        assert!(range(HostTensor::f32(vec![0], vec![]), f(1.0), f(1.0)).is_err());
     }
 
     #[test]

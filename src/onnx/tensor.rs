@@ -98,6 +98,11 @@ impl HostTensor {
     pub fn scalar_f32(&self) -> Option<f32> {
         (self.len() == 1).then(|| self.to_f32()[0])
     }
+
+    /// The single integer of a scalar or one-element tensor.
+    pub fn scalar_i64(&self) -> Option<i64> {
+        (self.len() == 1).then(|| self.to_i64()[0])
+    }
 }
 
 fn shape_of(t: &TensorProto) -> Result<(Vec<usize>, usize), String> {

@@ -262,7 +262,10 @@ impl<'a> Run<'a> {
             let o = self.options;
             if self.has_val()
                 && o.validation_frequency > 0
-                && self.progress.iteration % o.validation_frequency == 0
+                && self
+                    .progress
+                    .iteration
+                    .is_multiple_of(o.validation_frequency)
                 && self.validate_now(epoch)?
             {
                 ended = EpochEnd::EarlyStoppedMidway;
