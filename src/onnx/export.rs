@@ -6,13 +6,12 @@
 //! as inputs (Reshape's shape, Clip's bounds, Slice's ranges, ...) become small initializers.
 
 use super::import::{LABELS_KEY, PREPROCESS_KEY};
-use super::tensor::{f32_proto, i64_proto};
+use super::ops::emit::Emitter;
+use super::tensor::f32_proto;
 use crate::graph::shape::{self, Dim};
-use crate::graph::{Network, Node, Op, PadMode, Reduce, Unary};
+use crate::graph::{Network, Node, Op};
 use crate::weights::Store;
-use onnx_ir::{
-    AttributeProto, AttributeType, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto,
-};
+use onnx_ir::{Message, ModelProto, ValueInfoProto};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -68,11 +67,8 @@ pub fn to_model(net: &Network, store: &Store) -> Result<ModelProto, ExportError>
     } else {
         EXPORT_OPSET
     };
-    let mut ex = Exporter {
-        nodes: Vec::new(),
-        initializers: Vec::new(),
-        taken: net
-            .nodes
+    let mut ex = Emitter::new(
+        net.nodes
             .iter()
             .flat_map(|n| {
                 n.inputs
@@ -83,7 +79,7 @@ pub fn to_model(net: &Network, store: &Store) -> Result<ModelProto, ExportError>
             .cloned()
             .chain(store.iter().map(|(k, _)| k.clone()))
             .collect(),
-    };
+    );
     let mut weights = HashSet::new();
     for node in &net.nodes {
         for input in node.present_inputs() {
@@ -91,7 +87,7 @@ pub fn to_model(net: &Network, store: &Store) -> Result<ModelProto, ExportError>
                 weights.insert(input.to_owned());
             }
         }
-        ex.node(node)?;
+        write_node(&mut ex, node)?;
     }
     let mut graph = onnx_ir::GraphProto::new();
     graph.name = net.name.clone();
@@ -169,6 +165,22 @@ pub fn to_model(net: &Network, store: &Store) -> Result<ModelProto, ExportError>
     Ok(model)
 }
 
+/// Writes one node through its family's exporter (`ops::exporter`).
+fn write_node(ex: &mut Emitter, node: &Node) -> Result<(), ExportError> {
+    let failed = |reason: String| ExportError::Node {
+        node: node.name.clone(),
+        op: node.op.onnx_type().into(),
+        reason,
+    };
+    let export = super::ops::exporter(&node.op).ok_or_else(|| {
+        failed(
+            "Graft cannot run this op, so it cannot write it either; cut the network before it"
+                .into(),
+        )
+    })?;
+    export(ex, node).map_err(failed)
+}
+
 fn value_info(name: &str, dims: &[Dim]) -> ValueInfoProto {
     let mut vi = ValueInfoProto::new();
     vi.name = name.to_owned();
@@ -187,419 +199,4 @@ fn value_info(name: &str, dims: &[Dim]) -> ValueInfoProto {
     }
     vi.type_ = Some(ty).into();
     vi
-}
-
-fn attr_int(name: &str, v: i64) -> AttributeProto {
-    let mut a = AttributeProto::new();
-    a.name = name.into();
-    a.type_ = AttributeType::INT.into();
-    a.i = v;
-    a
-}
-
-fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    let mut a = AttributeProto::new();
-    a.name = name.into();
-    a.type_ = AttributeType::INTS.into();
-    a.ints = v.to_vec();
-    a
-}
-
-fn attr_float(name: &str, v: f32) -> AttributeProto {
-    let mut a = AttributeProto::new();
-    a.name = name.into();
-    a.type_ = AttributeType::FLOAT.into();
-    a.f = v;
-    a
-}
-
-fn attr_string(name: &str, v: &str) -> AttributeProto {
-    let mut a = AttributeProto::new();
-    a.name = name.into();
-    a.type_ = AttributeType::STRING.into();
-    a.s = v.as_bytes().to_vec().into();
-    a
-}
-
-fn usizes(v: &[usize]) -> Vec<i64> {
-    v.iter().map(|&x| x as i64).collect()
-}
-
-struct Exporter {
-    nodes: Vec<NodeProto>,
-    initializers: Vec<TensorProto>,
-    /// Every name in use, so that added initializers and helper nodes never collide.
-    taken: HashSet<String>,
-}
-
-impl Exporter {
-    fn fresh(&mut self, base: &str) -> String {
-        let mut name = base.to_owned();
-        let mut i = 1;
-        while !self.taken.insert(name.clone()) {
-            name = format!("{base}_{i}");
-            i += 1;
-        }
-        name
-    }
-
-    fn ints(&mut self, node: &str, what: &str, data: &[i64]) -> String {
-        let name = self.fresh(&format!("{node}/{what}"));
-        self.initializers
-            .push(i64_proto(&name, &[data.len()], data));
-        name
-    }
-
-    fn scalar(&mut self, node: &str, what: &str, v: f32) -> String {
-        let name = self.fresh(&format!("{node}/{what}"));
-        self.initializers.push(f32_proto(&name, &[], &[v]));
-        name
-    }
-
-    fn emit(
-        &mut self,
-        op_type: &str,
-        name: &str,
-        inputs: Vec<String>,
-        outputs: Vec<String>,
-        attrs: Vec<AttributeProto>,
-    ) {
-        let mut n = NodeProto::new();
-        n.op_type = op_type.into();
-        n.name = name.into();
-        n.input = inputs;
-        n.output = outputs;
-        n.attribute = attrs;
-        self.nodes.push(n);
-    }
-
-    fn node(&mut self, node: &Node) -> Result<(), ExportError> {
-        let name = node.name.as_str();
-        let ins = node.inputs.clone();
-        let outs = node.outputs.clone();
-        let x = ins.first().cloned().unwrap_or_default();
-        let err = |reason: &str| ExportError::Node {
-            node: name.into(),
-            op: node.op.onnx_type().into(),
-            reason: reason.into(),
-        };
-        match &node.op {
-            Op::Conv(c) => {
-                let attrs = vec![
-                    attr_ints("strides", &usizes(&c.strides)),
-                    attr_ints("pads", &usizes(&c.pads)),
-                    attr_ints("dilations", &usizes(&c.dilations)),
-                    attr_int("group", c.groups as i64),
-                ];
-                self.emit("Conv", name, trim(ins), outs, attrs);
-            }
-            Op::BatchNorm { epsilon, momentum } => {
-                self.emit(
-                    "BatchNormalization",
-                    name,
-                    ins,
-                    outs,
-                    vec![
-                        attr_float("epsilon", *epsilon),
-                        attr_float("momentum", *momentum),
-                    ],
-                );
-            }
-            Op::LayerNorm { axis, epsilon } => {
-                self.emit(
-                    "LayerNormalization",
-                    name,
-                    trim(ins),
-                    outs,
-                    vec![attr_int("axis", *axis), attr_float("epsilon", *epsilon)],
-                );
-            }
-            Op::Lrn {
-                size,
-                alpha,
-                beta,
-                bias,
-            } => {
-                let attrs = vec![
-                    attr_int("size", *size as i64),
-                    attr_float("alpha", *alpha),
-                    attr_float("beta", *beta),
-                    attr_float("bias", *bias),
-                ];
-                self.emit("LRN", name, ins, outs, attrs);
-            }
-            Op::Gemm {
-                alpha,
-                beta,
-                trans_a,
-                trans_b,
-            } => {
-                let attrs = vec![
-                    attr_float("alpha", *alpha),
-                    attr_float("beta", *beta),
-                    attr_int("transA", *trans_a as i64),
-                    attr_int("transB", *trans_b as i64),
-                ];
-                self.emit("Gemm", name, trim(ins), outs, attrs);
-            }
-            Op::MatMul => self.emit("MatMul", name, ins, outs, vec![]),
-            Op::Unary(Unary::Silu) => {
-                // No ONNX op before opset 22's Swish: x * sigmoid(x).
-                let s = self.fresh(&format!("{name}/sigmoid"));
-                self.emit(
-                    "Sigmoid",
-                    &format!("{name}/Sigmoid"),
-                    vec![x.clone()],
-                    vec![s.clone()],
-                    vec![],
-                );
-                self.emit("Mul", name, vec![x, s], outs, vec![]);
-            }
-            Op::Unary(Unary::Mish) => {
-                // Mish is opset 18: x * tanh(softplus(x)).
-                let sp = self.fresh(&format!("{name}/softplus"));
-                let th = self.fresh(&format!("{name}/tanh"));
-                self.emit(
-                    "Softplus",
-                    &format!("{name}/Softplus"),
-                    vec![x.clone()],
-                    vec![sp.clone()],
-                    vec![],
-                );
-                self.emit(
-                    "Tanh",
-                    &format!("{name}/Tanh"),
-                    vec![sp],
-                    vec![th.clone()],
-                    vec![],
-                );
-                self.emit("Mul", name, vec![x, th], outs, vec![]);
-            }
-            Op::Unary(u) => self.emit(u.onnx_name(), name, ins, outs, vec![]),
-            Op::LeakyRelu { alpha } => self.emit(
-                "LeakyRelu",
-                name,
-                ins,
-                outs,
-                vec![attr_float("alpha", *alpha)],
-            ),
-            Op::Elu { alpha } => {
-                self.emit("Elu", name, ins, outs, vec![attr_float("alpha", *alpha)])
-            }
-            Op::HardSigmoid { alpha, beta } => self.emit(
-                "HardSigmoid",
-                name,
-                ins,
-                outs,
-                vec![attr_float("alpha", *alpha), attr_float("beta", *beta)],
-            ),
-            Op::Clip { min, max } => {
-                let lo = min.map(|v| self.scalar(name, "min", v)).unwrap_or_default();
-                let hi = max.map(|v| self.scalar(name, "max", v)).unwrap_or_default();
-                self.emit("Clip", name, trim(vec![x, lo, hi]), outs, vec![]);
-            }
-            Op::Gelu { tanh } => self.emit(
-                "Gelu",
-                name,
-                ins,
-                outs,
-                vec![attr_string(
-                    "approximate",
-                    if *tanh { "tanh" } else { "none" },
-                )],
-            ),
-            Op::Binary(b) => self.emit(b.onnx_name(), name, ins, outs, vec![]),
-            Op::Nary(n) => self.emit(n.onnx_name(), name, ins, outs, vec![]),
-            Op::MaxPool(p) => {
-                let attrs = vec![
-                    attr_ints("kernel_shape", &usizes(&p.kernel)),
-                    attr_ints("strides", &usizes(&p.strides)),
-                    attr_ints("pads", &usizes(&p.pads)),
-                    attr_ints("dilations", &usizes(&p.dilations)),
-                    attr_int("ceil_mode", p.ceil_mode as i64),
-                ];
-                self.emit("MaxPool", name, ins, outs, attrs);
-            }
-            Op::AveragePool {
-                pool: p,
-                count_include_pad,
-            } => {
-                let attrs = vec![
-                    attr_ints("kernel_shape", &usizes(&p.kernel)),
-                    attr_ints("strides", &usizes(&p.strides)),
-                    attr_ints("pads", &usizes(&p.pads)),
-                    attr_int("ceil_mode", p.ceil_mode as i64),
-                    attr_int("count_include_pad", *count_include_pad as i64),
-                ];
-                self.emit("AveragePool", name, ins, outs, attrs);
-            }
-            Op::GlobalAveragePool => self.emit("GlobalAveragePool", name, ins, outs, vec![]),
-            Op::GlobalMaxPool => self.emit("GlobalMaxPool", name, ins, outs, vec![]),
-            Op::Reduce {
-                kind,
-                axes,
-                keepdims,
-            } => {
-                let mut attrs = vec![attr_int("keepdims", *keepdims as i64)];
-                let mut inputs = vec![x];
-                if *kind == Reduce::Sum {
-                    if !axes.is_empty() {
-                        inputs.push(self.ints(name, "axes", axes));
-                    }
-                } else if !axes.is_empty() {
-                    attrs.push(attr_ints("axes", axes));
-                }
-                self.emit(kind.onnx_name(), name, inputs, outs, attrs);
-            }
-            Op::Softmax { axis, legacy } | Op::LogSoftmax { axis, legacy } => {
-                let op_type = node.op.onnx_type();
-                if *legacy {
-                    // Opset < 13 semantics: softmax over everything from `axis` on.
-                    let flat = self.fresh(&format!("{name}/flat"));
-                    let soft = self.fresh(&format!("{name}/soft"));
-                    let shp = self.fresh(&format!("{name}/shape"));
-                    self.emit(
-                        "Flatten",
-                        &format!("{name}/Flatten"),
-                        vec![x.clone()],
-                        vec![flat.clone()],
-                        vec![attr_int("axis", *axis)],
-                    );
-                    self.emit(
-                        op_type,
-                        &format!("{name}/{op_type}"),
-                        vec![flat],
-                        vec![soft.clone()],
-                        vec![attr_int("axis", 1)],
-                    );
-                    self.emit(
-                        "Shape",
-                        &format!("{name}/Shape"),
-                        vec![x],
-                        vec![shp.clone()],
-                        vec![],
-                    );
-                    self.emit("Reshape", name, vec![soft, shp], outs, vec![]);
-                } else {
-                    self.emit(op_type, name, ins, outs, vec![attr_int("axis", *axis)]);
-                }
-            }
-            Op::Concat { axis } => {
-                self.emit("Concat", name, ins, outs, vec![attr_int("axis", *axis)])
-            }
-            Op::Split { axis, sizes } => {
-                let s = self.ints(name, "split", &usizes(sizes));
-                self.emit(
-                    "Split",
-                    name,
-                    vec![x, s],
-                    outs,
-                    vec![attr_int("axis", *axis)],
-                );
-            }
-            Op::Slice {
-                starts,
-                ends,
-                axes,
-                steps,
-            } => {
-                let inputs = vec![
-                    x,
-                    self.ints(name, "starts", starts),
-                    self.ints(name, "ends", ends),
-                    self.ints(name, "axes", axes),
-                    self.ints(name, "steps", steps),
-                ];
-                self.emit("Slice", name, inputs, outs, vec![]);
-            }
-            Op::Gather {
-                axis,
-                indices,
-                scalar,
-            } => {
-                let iname = self.fresh(&format!("{name}/indices"));
-                let shape: Vec<usize> = if *scalar { vec![] } else { vec![indices.len()] };
-                self.initializers.push(i64_proto(&iname, &shape, indices));
-                self.emit(
-                    "Gather",
-                    name,
-                    vec![x, iname],
-                    outs,
-                    vec![attr_int("axis", *axis)],
-                );
-            }
-            Op::Flatten { axis } => {
-                self.emit("Flatten", name, ins, outs, vec![attr_int("axis", *axis)])
-            }
-            Op::Reshape { shape, allowzero } => {
-                let s = self.ints(name, "shape", shape);
-                let attrs = if *allowzero {
-                    vec![attr_int("allowzero", 1)]
-                } else {
-                    vec![]
-                };
-                self.emit("Reshape", name, vec![x, s], outs, attrs);
-            }
-            Op::Transpose { perm } => self.emit(
-                "Transpose",
-                name,
-                ins,
-                outs,
-                vec![attr_ints("perm", &usizes(perm))],
-            ),
-            Op::Squeeze { axes } => {
-                let mut inputs = vec![x];
-                if !axes.is_empty() {
-                    inputs.push(self.ints(name, "axes", axes));
-                }
-                self.emit("Squeeze", name, inputs, outs, vec![]);
-            }
-            Op::Unsqueeze { axes } => {
-                let a = self.ints(name, "axes", axes);
-                self.emit("Unsqueeze", name, vec![x, a], outs, vec![]);
-            }
-            Op::Expand { shape } => {
-                let s = self.ints(name, "shape", shape);
-                self.emit("Expand", name, vec![x, s], outs, vec![]);
-            }
-            Op::Pad { pads, mode } => {
-                let p = self.ints(name, "pads", pads);
-                let (mode_name, value) = match mode {
-                    PadMode::Constant(v) => ("constant", Some(*v)),
-                    PadMode::Reflect => ("reflect", None),
-                    PadMode::Edge => ("edge", None),
-                };
-                let mut inputs = vec![x, p];
-                if let Some(v) = value {
-                    inputs.push(self.scalar(name, "value", v));
-                }
-                self.emit(
-                    "Pad",
-                    name,
-                    inputs,
-                    outs,
-                    vec![attr_string("mode", mode_name)],
-                );
-            }
-            Op::Dropout { ratio } => {
-                let r = self.scalar(name, "ratio", *ratio);
-                self.emit("Dropout", name, vec![x, r], outs, vec![]);
-            }
-            Op::Identity => self.emit("Identity", name, ins, outs, vec![]),
-            Op::Unsupported { .. } => {
-                return Err(err(
-                    "Graft cannot run this op, so it cannot write it either; cut the network before it",
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Drops trailing absent optional inputs (ONNX allows omitting them).
-fn trim(mut inputs: Vec<String>) -> Vec<String> {
-    while inputs.last().is_some_and(String::is_empty) {
-        inputs.pop();
-    }
-    inputs
 }

@@ -1,4 +1,6 @@
+use super::emit::{Emitter, Parts, attr_float, attr_int, attr_string, parts, trim};
 use super::{Ctx, Lowered};
+use crate::graph::Node;
 use crate::graph::{Op, Unary};
 
 pub fn unary(ctx: &Ctx) -> Result<Lowered, String> {
@@ -68,4 +70,109 @@ pub fn softmax(ctx: &Ctx) -> Result<Lowered, String> {
         Op::LogSoftmax { axis, legacy }
     };
     Ok(Lowered::new(op, ctx.keep(&[0])))
+}
+
+/// Writes a node of this family (the dispatch is `exporter` in `ops/mod.rs`).
+pub fn export(e: &mut Emitter, node: &Node) -> Result<(), String> {
+    let Parts { name, ins, outs, x } = parts(node);
+    match &node.op {
+        Op::Unary(Unary::Silu) => {
+            // No ONNX op before opset 22's Swish: x * sigmoid(x).
+            let s = e.fresh(&format!("{name}/sigmoid"));
+            e.emit(
+                "Sigmoid",
+                &format!("{name}/Sigmoid"),
+                vec![x.clone()],
+                vec![s.clone()],
+                vec![],
+            );
+            e.emit("Mul", name, vec![x, s], outs, vec![]);
+        }
+        Op::Unary(Unary::Mish) => {
+            // Mish is opset 18: x * tanh(softplus(x)).
+            let sp = e.fresh(&format!("{name}/softplus"));
+            let th = e.fresh(&format!("{name}/tanh"));
+            e.emit(
+                "Softplus",
+                &format!("{name}/Softplus"),
+                vec![x.clone()],
+                vec![sp.clone()],
+                vec![],
+            );
+            e.emit(
+                "Tanh",
+                &format!("{name}/Tanh"),
+                vec![sp],
+                vec![th.clone()],
+                vec![],
+            );
+            e.emit("Mul", name, vec![x, th], outs, vec![]);
+        }
+        Op::Unary(u) => e.emit(u.onnx_name(), name, ins, outs, vec![]),
+        Op::LeakyRelu { alpha } => e.emit(
+            "LeakyRelu",
+            name,
+            ins,
+            outs,
+            vec![attr_float("alpha", *alpha)],
+        ),
+        Op::Elu { alpha } => e.emit("Elu", name, ins, outs, vec![attr_float("alpha", *alpha)]),
+        Op::HardSigmoid { alpha, beta } => e.emit(
+            "HardSigmoid",
+            name,
+            ins,
+            outs,
+            vec![attr_float("alpha", *alpha), attr_float("beta", *beta)],
+        ),
+        Op::Clip { min, max } => {
+            let lo = min.map(|v| e.scalar(name, "min", v)).unwrap_or_default();
+            let hi = max.map(|v| e.scalar(name, "max", v)).unwrap_or_default();
+            e.emit("Clip", name, trim(vec![x, lo, hi]), outs, vec![]);
+        }
+        Op::Gelu { tanh } => e.emit(
+            "Gelu",
+            name,
+            ins,
+            outs,
+            vec![attr_string(
+                "approximate",
+                if *tanh { "tanh" } else { "none" },
+            )],
+        ),
+        Op::Softmax { axis, legacy } | Op::LogSoftmax { axis, legacy } => {
+            let op_type = node.op.onnx_type();
+            if *legacy {
+                // Opset < 13 semantics: softmax over everything from `axis` on.
+                let flat = e.fresh(&format!("{name}/flat"));
+                let soft = e.fresh(&format!("{name}/soft"));
+                let shp = e.fresh(&format!("{name}/shape"));
+                e.emit(
+                    "Flatten",
+                    &format!("{name}/Flatten"),
+                    vec![x.clone()],
+                    vec![flat.clone()],
+                    vec![attr_int("axis", *axis)],
+                );
+                e.emit(
+                    op_type,
+                    &format!("{name}/{op_type}"),
+                    vec![flat],
+                    vec![soft.clone()],
+                    vec![attr_int("axis", 1)],
+                );
+                e.emit(
+                    "Shape",
+                    &format!("{name}/Shape"),
+                    vec![x],
+                    vec![shp.clone()],
+                    vec![],
+                );
+                e.emit("Reshape", name, vec![soft, shp], outs, vec![]);
+            } else {
+                e.emit(op_type, name, ins, outs, vec![attr_int("axis", *axis)]);
+            }
+        }
+        other => return Err(format!("{} is not exported here", other.onnx_type())),
+    }
+    Ok(())
 }

@@ -1,4 +1,6 @@
+use super::emit::{Emitter, Parts, attr_int, attr_ints, parts, trim, usizes};
 use super::{Ctx, Lowered, pair, window_pads};
+use crate::graph::Node;
 use crate::graph::{Conv, Op};
 
 pub fn conv(ctx: &Ctx) -> Result<Lowered, String> {
@@ -37,4 +39,24 @@ pub fn conv(ctx: &Ctx) -> Result<Lowered, String> {
         }),
         ctx.keep(&[0, 1, 2]),
     ))
+}
+
+/// Writes a node of this family (the dispatch is `exporter` in `ops/mod.rs`).
+pub fn export(e: &mut Emitter, node: &Node) -> Result<(), String> {
+    let Parts {
+        name, ins, outs, ..
+    } = parts(node);
+    match &node.op {
+        Op::Conv(c) => {
+            let attrs = vec![
+                attr_ints("strides", &usizes(&c.strides)),
+                attr_ints("pads", &usizes(&c.pads)),
+                attr_ints("dilations", &usizes(&c.dilations)),
+                attr_int("group", c.groups as i64),
+            ];
+            e.emit("Conv", name, trim(ins), outs, attrs);
+        }
+        other => return Err(format!("{} is not exported here", other.onnx_type())),
+    }
+    Ok(())
 }

@@ -1,4 +1,6 @@
+use super::emit::{Emitter, Parts, parts};
 use super::{Ctx, Lowered};
+use crate::graph::Node;
 use crate::graph::{Binary, Nary, Op};
 
 pub fn binary(ctx: &Ctx) -> Result<Lowered, String> {
@@ -27,4 +29,17 @@ pub fn nary(ctx: &Ctx) -> Result<Lowered, String> {
         return Err("no inputs".into());
     }
     Ok(Lowered::new(Op::Nary(n), ctx.keep(&all)))
+}
+
+/// Writes a node of this family (the dispatch is `exporter` in `ops/mod.rs`).
+pub fn export(e: &mut Emitter, node: &Node) -> Result<(), String> {
+    let Parts {
+        name, ins, outs, ..
+    } = parts(node);
+    match &node.op {
+        Op::Binary(b) => e.emit(b.onnx_name(), name, ins, outs, vec![]),
+        Op::Nary(n) => e.emit(n.onnx_name(), name, ins, outs, vec![]),
+        other => return Err(format!("{} is not exported here", other.onnx_type())),
+    }
+    Ok(())
 }

@@ -1,4 +1,6 @@
+use super::emit::{Emitter, Parts, attr_float, attr_int, parts, trim};
 use super::{Ctx, Lowered};
+use crate::graph::Node;
 use crate::graph::Op;
 
 pub fn gemm(ctx: &Ctx) -> Result<Lowered, String> {
@@ -15,4 +17,30 @@ pub fn gemm(ctx: &Ctx) -> Result<Lowered, String> {
 
 pub fn matmul(ctx: &Ctx) -> Result<Lowered, String> {
     Ok(Lowered::new(Op::MatMul, ctx.keep(&[0, 1])))
+}
+
+/// Writes a node of this family (the dispatch is `exporter` in `ops/mod.rs`).
+pub fn export(e: &mut Emitter, node: &Node) -> Result<(), String> {
+    let Parts {
+        name, ins, outs, ..
+    } = parts(node);
+    match &node.op {
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => {
+            let attrs = vec![
+                attr_float("alpha", *alpha),
+                attr_float("beta", *beta),
+                attr_int("transA", *trans_a as i64),
+                attr_int("transB", *trans_b as i64),
+            ];
+            e.emit("Gemm", name, trim(ins), outs, attrs);
+        }
+        Op::MatMul => e.emit("MatMul", name, ins, outs, vec![]),
+        other => return Err(format!("{} is not exported here", other.onnx_type())),
+    }
+    Ok(())
 }

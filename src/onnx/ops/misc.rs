@@ -1,4 +1,6 @@
+use super::emit::{Emitter, Parts, attr_int, attr_ints, parts};
 use super::{Ctx, Lowered};
+use crate::graph::Node;
 use crate::graph::{Op, Reduce};
 use crate::onnx::tensor::dtype;
 
@@ -54,4 +56,34 @@ pub fn reduce(ctx: &Ctx) -> Result<Lowered, String> {
         },
         ctx.keep(&[0]),
     ))
+}
+
+/// Writes a node of this family (the dispatch is `exporter` in `ops/mod.rs`).
+pub fn export(e: &mut Emitter, node: &Node) -> Result<(), String> {
+    let Parts { name, ins, outs, x } = parts(node);
+    match &node.op {
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims,
+        } => {
+            let mut attrs = vec![attr_int("keepdims", *keepdims as i64)];
+            let mut inputs = vec![x];
+            if *kind == Reduce::Sum {
+                if !axes.is_empty() {
+                    inputs.push(e.ints(name, "axes", axes));
+                }
+            } else if !axes.is_empty() {
+                attrs.push(attr_ints("axes", axes));
+            }
+            e.emit(kind.onnx_name(), name, inputs, outs, attrs);
+        }
+        Op::Dropout { ratio } => {
+            let r = e.scalar(name, "ratio", *ratio);
+            e.emit("Dropout", name, vec![x, r], outs, vec![]);
+        }
+        Op::Identity => e.emit("Identity", name, ins, outs, vec![]),
+        other => return Err(format!("{} is not exported here", other.onnx_type())),
+    }
+    Ok(())
 }

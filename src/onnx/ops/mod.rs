@@ -1,9 +1,12 @@
-//! One file per family of ONNX ops: how each becomes a graph [`Op`] (import). Ops are found
-//! by name in one table, [`importer`].
+//! One file per family of ONNX ops, holding both directions side by side: how each ONNX node
+//! becomes a graph [`Op`] (import) and how each `Op` is written back (export). Importers are
+//! found by ONNX name in [`importer`], exporters by `Op` in [`exporter`]; `emit.rs` holds
+//! what exporters write with.
 
 mod activation;
 mod conv;
 mod elementwise;
+pub mod emit;
 mod linear;
 mod misc;
 mod norm;
@@ -97,6 +100,43 @@ impl Lowered {
 }
 
 pub type ImportFn = fn(&Ctx) -> Result<Lowered, String>;
+
+pub type ExportFn = fn(&mut emit::Emitter, &crate::graph::Node) -> Result<(), String>;
+
+/// The exporter of an op, by family; `None` for a placeholder Graft cannot run (and so cannot
+/// write). No wildcard: a new `Op` variant must be given a family here.
+pub fn exporter(op: &Op) -> Option<ExportFn> {
+    Some(match op {
+        Op::Conv(_) => conv::export,
+        Op::MaxPool(_) | Op::AveragePool { .. } | Op::GlobalAveragePool | Op::GlobalMaxPool => {
+            pool::export
+        }
+        Op::BatchNorm { .. } | Op::LayerNorm { .. } | Op::Lrn { .. } => norm::export,
+        Op::Gemm { .. } | Op::MatMul => linear::export,
+        Op::Unary(_)
+        | Op::LeakyRelu { .. }
+        | Op::Elu { .. }
+        | Op::HardSigmoid { .. }
+        | Op::Clip { .. }
+        | Op::Gelu { .. }
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. } => activation::export,
+        Op::Binary(_) | Op::Nary(_) => elementwise::export,
+        Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::Gather { .. }
+        | Op::Flatten { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Expand { .. }
+        | Op::Pad { .. } => shape::export,
+        Op::Reduce { .. } | Op::Dropout { .. } | Op::Identity => misc::export,
+        Op::Unsupported { .. } => return None,
+    })
+}
 
 /// The importer for an op of the default ONNX domain, `None` if Graft does not support it.
 pub fn importer(op_type: &str) -> Option<ImportFn> {

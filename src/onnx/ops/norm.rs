@@ -1,4 +1,6 @@
+use super::emit::{Emitter, Parts, attr_float, attr_int, parts, trim};
 use super::{Ctx, Lowered};
+use crate::graph::Node;
 use crate::graph::Op;
 
 pub fn batch_norm(ctx: &Ctx) -> Result<Lowered, String> {
@@ -45,4 +47,50 @@ pub fn lrn(ctx: &Ctx) -> Result<Lowered, String> {
         },
         ctx.keep(&[0]),
     ))
+}
+
+/// Writes a node of this family (the dispatch is `exporter` in `ops/mod.rs`).
+pub fn export(e: &mut Emitter, node: &Node) -> Result<(), String> {
+    let Parts {
+        name, ins, outs, ..
+    } = parts(node);
+    match &node.op {
+        Op::BatchNorm { epsilon, momentum } => {
+            e.emit(
+                "BatchNormalization",
+                name,
+                ins,
+                outs,
+                vec![
+                    attr_float("epsilon", *epsilon),
+                    attr_float("momentum", *momentum),
+                ],
+            );
+        }
+        Op::LayerNorm { axis, epsilon } => {
+            e.emit(
+                "LayerNormalization",
+                name,
+                trim(ins),
+                outs,
+                vec![attr_int("axis", *axis), attr_float("epsilon", *epsilon)],
+            );
+        }
+        Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => {
+            let attrs = vec![
+                attr_int("size", *size as i64),
+                attr_float("alpha", *alpha),
+                attr_float("beta", *beta),
+                attr_float("bias", *bias),
+            ];
+            e.emit("LRN", name, ins, outs, attrs);
+        }
+        other => return Err(format!("{} is not exported here", other.onnx_type())),
+    }
+    Ok(())
 }

@@ -1,4 +1,6 @@
+use super::emit::{Emitter, Parts, attr_int, attr_ints, parts, usizes};
 use super::{Ctx, Lowered, pair, window_pads};
+use crate::graph::Node;
 use crate::graph::{Op, Pool};
 
 fn pool(ctx: &Ctx) -> Result<Pool, String> {
@@ -50,4 +52,40 @@ pub fn global(ctx: &Ctx) -> Result<Lowered, String> {
         Op::GlobalAveragePool
     };
     Ok(Lowered::new(op, ctx.keep(&[0])))
+}
+
+/// Writes a node of this family (the dispatch is `exporter` in `ops/mod.rs`).
+pub fn export(e: &mut Emitter, node: &Node) -> Result<(), String> {
+    let Parts {
+        name, ins, outs, ..
+    } = parts(node);
+    match &node.op {
+        Op::MaxPool(p) => {
+            let attrs = vec![
+                attr_ints("kernel_shape", &usizes(&p.kernel)),
+                attr_ints("strides", &usizes(&p.strides)),
+                attr_ints("pads", &usizes(&p.pads)),
+                attr_ints("dilations", &usizes(&p.dilations)),
+                attr_int("ceil_mode", p.ceil_mode as i64),
+            ];
+            e.emit("MaxPool", name, ins, outs, attrs);
+        }
+        Op::AveragePool {
+            pool: p,
+            count_include_pad,
+        } => {
+            let attrs = vec![
+                attr_ints("kernel_shape", &usizes(&p.kernel)),
+                attr_ints("strides", &usizes(&p.strides)),
+                attr_ints("pads", &usizes(&p.pads)),
+                attr_int("ceil_mode", p.ceil_mode as i64),
+                attr_int("count_include_pad", *count_include_pad as i64),
+            ];
+            e.emit("AveragePool", name, ins, outs, attrs);
+        }
+        Op::GlobalAveragePool => e.emit("GlobalAveragePool", name, ins, outs, vec![]),
+        Op::GlobalMaxPool => e.emit("GlobalMaxPool", name, ins, outs, vec![]),
+        other => return Err(format!("{} is not exported here", other.onnx_type())),
+    }
+    Ok(())
 }

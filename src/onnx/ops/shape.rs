@@ -1,4 +1,6 @@
+use super::emit::{Emitter, Parts, attr_int, attr_ints, attr_string, parts, usizes};
 use super::{Ctx, Lowered};
+use crate::graph::Node;
 use crate::graph::{Op, PadMode, norm_axis};
 
 pub fn flatten(ctx: &Ctx) -> Result<Lowered, String> {
@@ -211,4 +213,105 @@ pub fn pad(ctx: &Ctx) -> Result<Lowered, String> {
         return Err("negative pads are supported only in constant mode".into());
     }
     Ok(Lowered::new(Op::Pad { pads, mode }, ctx.keep(&[0])))
+}
+
+/// Writes a node of this family (the dispatch is `exporter` in `ops/mod.rs`).
+pub fn export(e: &mut Emitter, node: &Node) -> Result<(), String> {
+    let Parts { name, ins, outs, x } = parts(node);
+    match &node.op {
+        Op::Concat { axis } => e.emit("Concat", name, ins, outs, vec![attr_int("axis", *axis)]),
+        Op::Split { axis, sizes } => {
+            let s = e.ints(name, "split", &usizes(sizes));
+            e.emit(
+                "Split",
+                name,
+                vec![x, s],
+                outs,
+                vec![attr_int("axis", *axis)],
+            );
+        }
+        Op::Slice {
+            starts,
+            ends,
+            axes,
+            steps,
+        } => {
+            let inputs = vec![
+                x,
+                e.ints(name, "starts", starts),
+                e.ints(name, "ends", ends),
+                e.ints(name, "axes", axes),
+                e.ints(name, "steps", steps),
+            ];
+            e.emit("Slice", name, inputs, outs, vec![]);
+        }
+        Op::Gather {
+            axis,
+            indices,
+            scalar,
+        } => {
+            let shape: Vec<usize> = if *scalar { vec![] } else { vec![indices.len()] };
+            let iname = e.ints_shaped(name, "indices", &shape, indices);
+            e.emit(
+                "Gather",
+                name,
+                vec![x, iname],
+                outs,
+                vec![attr_int("axis", *axis)],
+            );
+        }
+        Op::Flatten { axis } => e.emit("Flatten", name, ins, outs, vec![attr_int("axis", *axis)]),
+        Op::Reshape { shape, allowzero } => {
+            let s = e.ints(name, "shape", shape);
+            let attrs = if *allowzero {
+                vec![attr_int("allowzero", 1)]
+            } else {
+                vec![]
+            };
+            e.emit("Reshape", name, vec![x, s], outs, attrs);
+        }
+        Op::Transpose { perm } => e.emit(
+            "Transpose",
+            name,
+            ins,
+            outs,
+            vec![attr_ints("perm", &usizes(perm))],
+        ),
+        Op::Squeeze { axes } => {
+            let mut inputs = vec![x];
+            if !axes.is_empty() {
+                inputs.push(e.ints(name, "axes", axes));
+            }
+            e.emit("Squeeze", name, inputs, outs, vec![]);
+        }
+        Op::Unsqueeze { axes } => {
+            let a = e.ints(name, "axes", axes);
+            e.emit("Unsqueeze", name, vec![x, a], outs, vec![]);
+        }
+        Op::Expand { shape } => {
+            let s = e.ints(name, "shape", shape);
+            e.emit("Expand", name, vec![x, s], outs, vec![]);
+        }
+        Op::Pad { pads, mode } => {
+            let p = e.ints(name, "pads", pads);
+            let (mode_name, value) = match mode {
+                PadMode::Constant(v) => ("constant", Some(*v)),
+                PadMode::Reflect => ("reflect", None),
+                PadMode::Edge => ("edge", None),
+            };
+            let mut inputs = vec![x, p];
+            if let Some(v) = value {
+                inputs.push(e.scalar(name, "value", v));
+            }
+            e.emit(
+                "Pad",
+                name,
+                inputs,
+                outs,
+                vec![attr_string("mode", mode_name)],
+            );
+        }
+        other => return Err(format!("{} is not exported here", other.onnx_type())),
+    }
+    Ok(())
 }
