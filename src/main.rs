@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             frame_bench: cli.frame_bench,
             model: cli.model,
             builtin_file_dialog: std::env::var("GRAFT_FILE_DIALOG").is_ok_and(|v| v == "builtin"),
+            hide_frame_time: false,
         };
         return match graft::app::run(start) {
             Ok(()) => ExitCode::SUCCESS,

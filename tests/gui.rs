@@ -189,3 +189,63 @@ fn export_without_a_desktop_dialog_opens_the_in_window_browser() {
     // The browser is drawn: its title is on screen.
     assert!(h.query_all_by_label("Export ONNX").next().is_some());
 }
+
+/// Each tab as the software renderer draws it, against the PNGs in tests/snapshots/
+/// (`UPDATE_SNAPSHOTS=1 cargo test --release --test gui` rewrites them after a deliberate
+/// change; look at them before committing). The frame time, which differs every run, is
+/// hidden; everything else on screen is deterministic once the background work is done.
+#[test]
+fn each_tab_matches_its_snapshot() {
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_eframe(|cc| {
+            GraftApp::new(
+                &cc.egui_ctx,
+                StartOptions {
+                    fresh: true,
+                    ephemeral: true,
+                    builtin_file_dialog: true,
+                    hide_frame_time: true,
+                    ..Default::default()
+                },
+            )
+        });
+    wait_until(&mut h, "the default network and sample data", |a| {
+        a.workspace().is_some() && a.dataset_classes().is_some() && !a.is_busy()
+    });
+    // The Data tab shows the dataset's path: open the sample data through a link whose path
+    // is the same in every checkout.
+    let link = std::env::temp_dir().join("graft-snapshot-sample-data");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(graft::app::sample_data_dir(), &link).unwrap();
+    h.state_mut().push(AppCommand::OpenDataset(link.clone()));
+    wait_until(&mut h, "the linked dataset", |a| {
+        !a.is_busy() && a.dataset_classes().is_some()
+    });
+    h.state_mut().push(AppCommand::AdaptHead);
+    h.state_mut().push(AppCommand::FreezeBackbone);
+    // Software rendering differs from a GPU's by a little anti-aliasing, never by layout; and
+    // a handful of pixels where graph wires meet nodes differ between runs of the same build
+    // (4 seen). A moved widget or changed text differs by hundreds.
+    let options = egui_kittest::SnapshotOptions::new()
+        .threshold(2.0)
+        .max_failed_pixels(20);
+    let mut results = egui_kittest::SnapshotResults::new();
+    for (tab, name) in [
+        (Tab::Network, "tab_network"),
+        (Tab::Data, "tab_data"),
+        (Tab::Training, "tab_training"),
+        (Tab::Results, "tab_results"),
+    ] {
+        h.state_mut().push(AppCommand::SetTab(tab));
+        // Thumbnails and previews load on other threads: let them land, and the status line
+        // (which shows for 12 s) settle to the same text every run.
+        for _ in 0..40 {
+            h.step();
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        wait_until(&mut h, "background work", |a| !a.is_busy());
+        results.add(h.try_snapshot_options(name, &options));
+    }
+    results.unwrap();
+}

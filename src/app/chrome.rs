@@ -200,11 +200,13 @@ impl GraftApp {
                 }));
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                ui.label(
-                    RichText::new(format!("frame p95 {:.1} ms", self.frames.recent_p95()))
-                        .small()
-                        .weak(),
-                );
+                if !self.hide_frame_time {
+                    ui.label(
+                        RichText::new(format!("frame p95 {:.1} ms", self.frames.recent_p95()))
+                            .small()
+                            .weak(),
+                    );
+                }
                 if self.dirty {
                     ui.label(RichText::new("● unsaved").small().color(theme::WARNING));
                 }

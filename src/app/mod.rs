@@ -68,6 +68,8 @@ pub struct StartOptions {
     /// Use Graft's in-window file browser, never the desktop's dialog
     /// (`GRAFT_FILE_DIALOG=builtin`; tests).
     pub builtin_file_dialog: bool,
+    /// Leave the frame time out of the status bar (it differs every run; snapshot tests).
+    pub hide_frame_time: bool,
 }
 
 /// The embedded sample dataset (Fashion-MNIST, 4 classes).
@@ -109,6 +111,7 @@ pub struct GraftApp {
     classify_job: Option<Job<Classified>>,
     save_job: Option<Job<PathBuf>>,
     picker: FilePicker,
+    hide_frame_time: bool,
     /// Dataset to scan once the model is open (startup, projects).
     pending_dataset: Option<DatasetSettings>,
     confirm: Option<Pending>,
@@ -153,6 +156,7 @@ impl GraftApp {
             classify_job: None,
             save_job: None,
             picker: FilePicker::new(start.builtin_file_dialog),
+            hide_frame_time: start.hide_frame_time,
             pending_dataset: None,
             confirm: None,
             allow_close: false,
