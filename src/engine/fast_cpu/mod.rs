@@ -8,6 +8,7 @@
 //! backend, a layout it does not handle — and the caller then runs burn's op.
 
 mod depthwise;
+mod lanes;
 mod norm;
 mod pointwise;
 pub mod train;
@@ -16,6 +17,9 @@ use crate::graph::Conv;
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Tensor, TensorData};
+#[cfg(target_arch = "x86_64")]
+use lanes::has_avx2_fma;
+use lanes::{ConvGrads, clamp1, with_avx2};
 use rayon::prelude::*;
 
 /// `GRAFT_FAST_CPU=0` turns these kernels off (burn's ops run instead), to measure them.
@@ -55,32 +59,6 @@ pub fn clamp<const D: usize>(x: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
     wrap(v, shape)
 }
 
-/// Whether the CPU has AVX2 and FMA: detected once, the one check every kernel here uses.
-#[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx2_fma() -> bool {
-    static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DETECTED.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    })
-}
-
-/// Runs `f` compiled for AVX2 and FMA when the CPU has them: the binary targets baseline
-/// x86-64 (SSE2), and the elementwise loops here are worth 8-wide vectors. `f` and what it
-/// calls must be `#[inline(always)]` to be compiled into the AVX2 function.
-#[inline(always)]
-fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        #[target_feature(enable = "avx2,fma")]
-        fn run<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { run(f) };
-    }
-    f()
-}
-
 /// An f32 tensor's values to change in place, when it owns its whole buffer and is its whole
 /// buffer (no other tensor shares it, no offset view).
 fn unique_values_mut(t: &mut FlexTensor) -> Option<&mut [f32]> {
@@ -90,14 +68,6 @@ fn unique_values_mut(t: &mut FlexTensor) -> Option<&mut [f32]> {
     }
     let s = t.try_storage_mut::<f32>()?;
     (s.len() == len).then_some(s)
-}
-
-/// `v` limited to `[lo, hi]`, written as compares so it vectorises (`f32::max` handles NaN
-/// with extra scalar code); NaN passes through, as in PyTorch.
-#[inline(always)]
-fn clamp1(v: f32, lo: f32, hi: f32) -> f32 {
-    let v = if v < lo { lo } else { v };
-    if v > hi { hi } else { v }
 }
 
 fn clamp_slice(s: &mut [f32], lo: f32, hi: f32) {
@@ -111,13 +81,6 @@ fn clamp_slice(s: &mut [f32], lo: f32, hi: f32) {
             },
         )
     });
-}
-
-/// What a convolution's backward kernel computed: the input gradient, and the weight
-/// gradient with the bias gradient (each `None` when not asked for).
-pub struct ConvGrads {
-    pub x: Option<Vec<f32>>,
-    pub weight_bias: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// Input, weight and (optional) bias values of a convolution.

@@ -1,0 +1,28 @@
+//! The kernels as Graft compiles them, with the smallest surroundings they need. Under Miri
+//! the CPU reports no AVX2, so the portable (scalar) paths run: the ones whose unchecked reads
+//! Miri can check.
+
+/// Stand-in for `graft::graph`: the one type the depthwise kernel reads. A field that drifts
+/// from Graft's `Conv` stops this crate compiling, which is the point.
+pub mod graph {
+    #[derive(Clone, Debug)]
+    pub struct Conv {
+        pub strides: [usize; 2],
+        pub pads: [usize; 4],
+        pub dilations: [usize; 2],
+        pub groups: usize,
+    }
+}
+
+#[path = "../../../src/engine/fast_cpu/lanes.rs"]
+mod lanes;
+
+pub use lanes::ConvGrads;
+#[cfg(target_arch = "x86_64")]
+use lanes::has_avx2_fma;
+use lanes::{clamp1, with_avx2};
+
+#[path = "../../../src/engine/fast_cpu/depthwise.rs"]
+pub mod depthwise;
+#[path = "../../../src/engine/fast_cpu/norm.rs"]
+pub mod norm;

@@ -1,0 +1,196 @@
+//! The kernels against plain loops on small shapes (small enough for Miri).
+
+use graft_kernels_miri::depthwise::Geometry;
+use graft_kernels_miri::graph::Conv;
+use graft_kernels_miri::norm::{self, Affine};
+
+fn seq(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+fn close(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: length");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+            "{what}[{i}]: {x} vs {y}"
+        );
+    }
+}
+
+/// Depthwise convolution, forward and backward, the slow way.
+struct Naive {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+    p: [usize; 4],
+}
+
+impl Naive {
+    fn out(&self) -> (usize, usize) {
+        let span = self.d * (self.k - 1) + 1;
+        (
+            (self.h + self.p[0] + self.p[2] - span) / self.s + 1,
+            (self.w + self.p[1] + self.p[3] - span) / self.s + 1,
+        )
+    }
+
+    /// Calls `f(out index, in index or None, tap)` for every output and tap.
+    fn each(&self, mut f: impl FnMut(usize, Option<usize>, usize, usize)) {
+        let (oh, ow) = self.out();
+        for b in 0..self.n {
+            for ch in 0..self.c {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let o = ((b * self.c + ch) * oh + oy) * ow + ox;
+                        for ki in 0..self.k {
+                            for kj in 0..self.k {
+                                let iy = (oy * self.s + ki * self.d) as isize - self.p[0] as isize;
+                                let ix = (ox * self.s + kj * self.d) as isize - self.p[1] as isize;
+                                let inside = iy >= 0
+                                    && ix >= 0
+                                    && (iy as usize) < self.h
+                                    && (ix as usize) < self.w;
+                                let i = inside.then(|| {
+                                    ((b * self.c + ch) * self.h + iy as usize) * self.w
+                                        + ix as usize
+                                });
+                                f(o, i, ch, ki * self.k + kj);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn depthwise_forward_and_backward_match_plain_loops() {
+    for (k, s, d, p, h, w) in [
+        (3, 1, 1, [1, 1, 1, 1], 5, 7),
+        (3, 2, 1, [1, 1, 1, 1], 6, 9),
+        (3, 1, 2, [2, 2, 2, 2], 5, 5),
+        (5, 2, 1, [2, 1, 2, 1], 7, 11),
+    ] {
+        let nv = Naive {
+            n: 2,
+            c: 3,
+            h,
+            w,
+            k,
+            s,
+            d,
+            p,
+        };
+        let conv = Conv {
+            strides: [s, s],
+            pads: p,
+            dilations: [d, d],
+            groups: 3,
+        };
+        let g = Geometry::new([2, 3, h, w], [3, 1, k, k], &conv).expect("a depthwise geometry");
+        let taps = k * k;
+        let (xs, ws, bs) = (seq(2 * 3 * h * w, 1), seq(3 * taps, 2), seq(3, 3));
+        let y = g.forward(&xs, &ws, Some(&bs), (f32::NEG_INFINITY, f32::INFINITY));
+        let mut want = vec![0.0f32; g.output_len()];
+        for (o, v) in want.iter_mut().enumerate() {
+            *v = bs[(o / (g.oh * g.ow)) % 3];
+        }
+        nv.each(|o, i, ch, t| {
+            if let Some(i) = i {
+                want[o] += ws[ch * taps + t] * xs[i];
+            }
+        });
+        close(&y, &want, &format!("forward k{k} s{s} d{d}"));
+
+        let gs = seq(g.output_len(), 4);
+        let grads = g.backward(&xs, &ws, &gs, true, true);
+        let (mut dx, mut dw, mut db) = (
+            vec![0.0f32; xs.len()],
+            vec![0.0f32; ws.len()],
+            vec![0.0f32; 3],
+        );
+        for (o, v) in gs.iter().enumerate() {
+            db[(o / (g.oh * g.ow)) % 3] += v;
+        }
+        nv.each(|o, i, ch, t| {
+            if let Some(i) = i {
+                dx[i] += gs[o] * ws[ch * taps + t];
+                dw[ch * taps + t] += gs[o] * xs[i];
+            }
+        });
+        close(grads.x.as_ref().unwrap(), &dx, "input gradient");
+        let (gw, gb) = grads.weight_bias.as_ref().unwrap();
+        close(gw, &dw, "weight gradient");
+        close(gb, &db, "bias gradient");
+    }
+}
+
+#[test]
+fn batch_norm_with_clamp_matches_plain_loops() {
+    let (n, c, hw) = (3, 2, 5);
+    let xs: Vec<f32> = seq(n * c * hw, 5).iter().map(|v| v * 4.0 + 100.0).collect();
+    let (mean, var) = norm::stats(&xs, [n, c, hw]);
+    let count = (n * hw) as f32;
+    for ch in 0..c {
+        let vals: Vec<f32> = (0..n)
+            .flat_map(|b| xs[(b * c + ch) * hw..(b * c + ch + 1) * hw].to_vec())
+            .collect();
+        let m = vals.iter().sum::<f32>() / count;
+        let v = vals.iter().map(|x| (x - m) * (x - m)).sum::<f32>() / count;
+        close(&[mean[ch], var[ch]], &[m, v], "statistics");
+    }
+    let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
+    let (gamma, beta) = (vec![1.5, 0.7], vec![0.1, -0.2]);
+    let f = Affine {
+        mean: &mean,
+        inv_std: &inv_std,
+        gamma: &gamma,
+        beta: &beta,
+        clamp: (0.0, 0.8),
+    };
+    let y = norm::normalize(&xs, [n, c, hw], &f);
+    let gs = seq(xs.len(), 6);
+    let (dx, dgamma, dbeta) = norm::backward(&xs, &gs, [n, c, hw], &f);
+    let at = |b: usize, ch: usize, j: usize| (b * c + ch) * hw + j;
+    for ch in 0..c {
+        let (mut sg, mut sgx) = (0.0f32, 0.0f32);
+        for b in 0..n {
+            for j in 0..hw {
+                let i = at(b, ch, j);
+                let xhat = (xs[i] - mean[ch]) * inv_std[ch];
+                let pre = gamma[ch] * xhat + beta[ch];
+                close(&[y[i]], &[pre.clamp(0.0, 0.8)], "output");
+                let g = if pre > 0.0 && pre < 0.8 { gs[i] } else { 0.0 };
+                sg += g;
+                sgx += g * xhat;
+            }
+        }
+        close(
+            &[dbeta[ch], dgamma[ch]],
+            &[sg, sgx],
+            "gamma and beta gradients",
+        );
+        for b in 0..n {
+            for j in 0..hw {
+                let i = at(b, ch, j);
+                let xhat = (xs[i] - mean[ch]) * inv_std[ch];
+                let pre = gamma[ch] * xhat + beta[ch];
+                let g = if pre > 0.0 && pre < 0.8 { gs[i] } else { 0.0 };
+                let want = gamma[ch] * inv_std[ch] / count * (count * g - sg - xhat * sgx);
+                close(&[dx[i]], &[want], "input gradient");
+            }
+        }
+    }
+}
