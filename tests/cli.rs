@@ -88,3 +88,28 @@ fn inspect_lists_nodes_with_the_files_names_and_totals() {
     assert!(out.contains("4,652,008 parameters"), "{out}");
     assert!(out.contains("1000 class names"));
 }
+
+#[test]
+fn inspect_json_lists_every_node_by_its_full_name() {
+    let (ok, out, err) = graft(&["inspect", "default", "--json"]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    let net = graft::onnx::import_bytes(graft::DEFAULT_MODEL)
+        .unwrap()
+        .network;
+    let nodes = report["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), net.nodes.len());
+    // Full names, never elided as in the table; in execution order.
+    for (j, n) in nodes.iter().zip(&net.nodes) {
+        assert_eq!(j["name"], n.name.as_str());
+        assert_eq!(j["op"], n.op.onnx_type());
+    }
+    assert_eq!(report["parameters"], 4_652_008);
+    assert_eq!(
+        report["input"]["shape"],
+        serde_json::json!(["N", "3", "224", "224"])
+    );
+    let last = nodes.last().unwrap();
+    assert_eq!(last["output_shapes"][0], serde_json::json!(["N", "1000"]));
+    assert_eq!(report["labels"].as_array().unwrap().len(), 1000);
+}
