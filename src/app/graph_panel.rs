@@ -1,7 +1,9 @@
-//! The network as a node graph (egui-snarl): blocks and layers on a layered layout, frozen
-//! layers locked and muted, a context menu per node, wires that rewire inputs.
+//! The network as a node graph (egui-snarl) on a layered top-to-bottom layout
+//! (`layout`): blocks that open in place, wires routed round the boxes, text that stays
+//! readable at every zoom, a minimap, and the state of training on the nodes (frozen tinted,
+//! the head in its own colour, the frozen-feature cut marked, unsupported layers red).
 
-use super::layout::{self, Item};
+use super::layout::{self, Item, NODE, View};
 use super::workspace::Workspace;
 use super::{AppCommand, theme};
 use crate::format::{elide_end, elide_start};
@@ -9,15 +11,42 @@ use crate::graph::edit::{Edit, LayerKind, NewLayer};
 use crate::graph::shape::format_dims;
 use crate::graph::{Network, Op};
 use egui::emath::TSTransform;
-use egui::{RichText, Ui};
-use egui_snarl::ui::{PinInfo, SnarlStyle, SnarlViewer, SnarlWidget, get_selected_nodes};
-use egui_snarl::{InPin, InPinId, NodeId, OutPin, OutPinId, Snarl};
-use std::collections::{HashMap, HashSet};
+use egui::{Color32, FontId, Pos2, Rect, RichText, Stroke, Ui, Vec2, pos2, vec2};
+use egui_snarl::ui::{
+    BackgroundPattern, PinInfo, SnarlStyle, SnarlViewer, SnarlWidget, get_selected_nodes,
+};
+use egui_snarl::{InPin, NodeId, OutPin, Snarl};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-const COL: f32 = 260.0;
-const ROW: f32 = 130.0;
+/// Zoom limits. At `MIN_ZOOM` a compact node's two lines (name, shape) still fit its box in
+/// a font `COMPACT_PX` high on screen; below `DETAIL_ZOOM` nodes are compact.
+pub const MIN_ZOOM: f32 = 0.4;
+const MAX_ZOOM: f32 = 2.0;
+const DETAIL_ZOOM: f32 = 0.85;
+/// On-screen height of node text when zoomed out (the issue's floor is 11 px).
+pub const COMPACT_PX: f32 = 12.0;
+/// Title size in graph units when zoomed in (≥ 11.9 px on screen at `DETAIL_ZOOM`).
+const TITLE_SIZE: f32 = 14.0;
+/// Width inside a node's box left for text (pins and margins take the rest).
+const TEXT_WIDTH: f32 = NODE[0] - 44.0;
 
-/// The view's state: which blocks are open, and requests for the next frame.
+/// What the next frame should do with the view.
+#[derive(Clone, Copy, Debug)]
+enum Move {
+    /// The whole graph, as large as fits (never below `MIN_ZOOM`: then its start).
+    Fit,
+    /// Bring this graph rectangle into view at a readable zoom, centred.
+    Show(Rect),
+    /// Keep the zoom; put this graph point at the centre (minimap clicks).
+    Centre(Pos2),
+    /// Keep the zoom; keep this graph rectangle's top-left at this screen point, shifted
+    /// just enough to show the rectangle (a block opening in place).
+    Anchor { rect: Rect, screen: Pos2 },
+    /// Back to a remembered view (a block closing).
+    Restore(TSTransform),
+}
+
+/// The view's state: the laid-out graph, which blocks are open, requests for the next frame.
 pub struct GraphPanelState {
     snarl: Snarl<Item>,
     built_for: u64,
@@ -27,10 +56,26 @@ pub struct GraphPanelState {
     /// Centre this node on the next frame.
     pub focus: Option<String>,
     pub find: String,
-    viewport: egui::Rect,
-    positions: HashMap<NodeId, egui::Pos2>,
+    viewport: Rect,
+    view: View,
+    blocks: BTreeMap<String, Vec<usize>>,
+    /// Snarl node per item, and back.
+    ids: Vec<NodeId>,
+    item_of: HashMap<NodeId, usize>,
+    index_of: HashMap<Item, usize>,
     /// For layers shown inside an open block: that block's key.
     open_block_of: HashMap<usize, String>,
+    /// The head (new classifier and after) and the last node before the cached-feature cut.
+    head: HashSet<usize>,
+    cut: Option<usize>,
+    /// The search match, outlined until the next search.
+    found: Option<usize>,
+    /// Each item's box as drawn last frame (wires attach to it).
+    rects: Vec<Option<Rect>>,
+    transform: TSTransform,
+    /// The view before a block was opened, for when it closes.
+    saved: HashMap<String, TSTransform>,
+    next_move: Option<Move>,
 }
 
 impl Default for GraphPanelState {
@@ -42,9 +87,24 @@ impl Default for GraphPanelState {
             fit: false,
             focus: None,
             find: String::new(),
-            viewport: egui::Rect::NOTHING,
-            positions: HashMap::new(),
+            viewport: Rect::NOTHING,
+            view: View {
+                items: Vec::new(),
+                edges: Vec::new(),
+                layout: Default::default(),
+            },
+            blocks: BTreeMap::new(),
+            ids: Vec::new(),
+            item_of: HashMap::new(),
+            index_of: HashMap::new(),
             open_block_of: HashMap::new(),
+            head: HashSet::new(),
+            cut: None,
+            found: None,
+            rects: Vec::new(),
+            transform: TSTransform::IDENTITY,
+            saved: HashMap::new(),
+            next_move: None,
         }
     }
 }
@@ -54,82 +114,162 @@ impl GraphPanelState {
         let mut style = SnarlStyle::new();
         style.collapsible = Some(false);
         style.bg_pattern = None;
+        style.min_scale = Some(MIN_ZOOM);
+        style.max_scale = Some(MAX_ZOOM);
+        // Text is laid out at its final size rather than magnified (the default draws at
+        // `max_scale` and scales down, which would make every node's text 2× too wide).
+        style.crisp_magnified_text = Some(false);
         SnarlWidget::new()
             .id(egui::Id::new("graft-graph"))
             .style(style)
     }
 
-    /// Rebuilds the snarl from the network when it changed (or the open blocks did).
-    fn rebuild(&mut self, net: &Network, version: u64) {
-        if self.built_for == version && self.snarl.nodes().next().is_some() {
+    /// Lays the network out again when it changed (or the open blocks did).
+    fn rebuild(&mut self, ws: &Workspace) {
+        if self.built_for == ws.version && !self.ids.is_empty() {
             return;
         }
+        let net = &ws.network;
+        self.blocks = crate::graph::blocks::blocks(net);
+        self.open_blocks.retain(|k| self.blocks.contains_key(k));
         self.open_block_of.clear();
-        for (key, members) in layout::blocks(net) {
-            if self.open_blocks.contains(&key) {
-                for m in members {
-                    self.open_block_of.insert(m, key.clone());
-                }
+        for key in &self.open_blocks {
+            for &m in &self.blocks[key] {
+                self.open_block_of.insert(m, key.clone());
             }
         }
-        let items = layout::items(net, &self.open_blocks);
-        let edges = layout::edges(net, &items);
-        let pos = layout::positions(&items, &edges, COL, ROW);
+        self.view = layout::arrange(net, &self.blocks, &self.open_blocks);
+        self.head = crate::graph::edit::head_start(net, &ws.store)
+            .map(|h| {
+                crate::graph::edit::descendants(net, h)
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.cut = crate::train::cache::find_cut(net, &ws.store).map(|c| c.last);
         let mut snarl = Snarl::new();
-        let mut ids = Vec::with_capacity(items.len());
-        self.positions.clear();
-        for (item, (x, y)) in items.into_iter().zip(pos) {
-            let p = egui::pos2(x, y);
-            let id = snarl.insert_node(p, item);
-            self.positions.insert(id, p);
-            ids.push(id);
+        self.ids.clear();
+        self.item_of.clear();
+        for (k, item) in self.view.items.iter().enumerate() {
+            let [x, y] = self.view.layout.pos[k];
+            let id = snarl.insert_node(pos2(x, y), item.clone());
+            self.ids.push(id);
+            self.item_of.insert(id, k);
         }
-        for (a, b) in edges {
-            snarl.connect(
-                OutPinId {
-                    node: ids[a],
-                    output: 0,
-                },
-                InPinId {
-                    node: ids[b],
-                    input: 0,
-                },
-            );
-        }
+        self.index_of = (self.view.items.iter().cloned())
+            .enumerate()
+            .map(|(k, item)| (item, k))
+            .collect();
+        // Wires are drawn by the viewer along the layout's routes; snarl's own pins stay
+        // for rewiring by drag.
         self.snarl = snarl;
-        self.built_for = version;
+        self.rects = vec![None; self.view.items.len()];
+        self.found = None;
+        self.built_for = ws.version;
     }
 
-    /// Forces a rebuild (after opening or closing a block).
+    pub fn zoom(&self) -> f32 {
+        self.transform.scaling
+    }
+
+    pub fn to_screen(&self, r: Rect) -> Rect {
+        self.transform * r
+    }
+
+    /// Forces a new layout (after opening or closing a block).
     pub fn invalidate(&mut self) {
         self.built_for = u64::MAX;
     }
 
-    fn transform_for(&self, target: Option<egui::Rect>) -> Option<TSTransform> {
-        let view = self.viewport;
+    /// The item showing node `i`: its layer, or the closed block holding it.
+    fn item_showing(&self, i: usize) -> Option<usize> {
+        self.view.items.iter().position(|item| match item {
+            Item::Layer(j) => *j == i,
+            Item::Block { members, .. } => members.contains(&i),
+            _ => false,
+        })
+    }
+
+    fn item_rect(&self, k: usize) -> Rect {
+        let [x, y] = self.view.layout.pos[k];
+        Rect::from_min_size(pos2(x, y), NODE.into())
+    }
+
+    /// The graph rectangle holding these nodes' items.
+    fn rect_of_nodes(&self, nodes: &[usize]) -> Rect {
+        let mut r = Rect::NOTHING;
+        for (k, item) in self.view.items.iter().enumerate() {
+            if matches!(item, Item::Layer(i) if nodes.contains(i)) {
+                r = r.union(self.item_rect(k));
+            }
+        }
+        r
+    }
+
+    /// The drawing, with the wires that leave a band's bottom and enter the next one's top.
+    fn bounds(&self) -> Rect {
+        let [w, h] = self.view.layout.size;
+        let gap = params_gap();
+        Rect::from_min_size(pos2(0.0, -gap / 2.0), vec2(w.max(1.0), h.max(1.0) + gap))
+    }
+
+    /// The transform for a requested move, from the current one.
+    fn transform_for(&self, m: Move) -> Option<TSTransform> {
+        let view = self.viewport.shrink(24.0);
         if !view.is_positive() {
             return None;
         }
-        let bounds = match target {
-            Some(r) => r,
-            None => {
-                let mut r = egui::Rect::NOTHING;
-                for p in self.positions.values() {
-                    r = r.union(egui::Rect::from_min_size(*p, egui::vec2(220.0, 100.0)));
-                }
-                r
-            }
-        };
-        if !bounds.is_positive() {
-            return None;
-        }
-        let scale = (view.width() / (bounds.width() + 80.0))
-            .min(view.height() / (bounds.height() + 80.0))
-            .clamp(0.1, 1.2);
-        let translation = view.center().to_vec2() - bounds.center().to_vec2() * scale;
-        Some(TSTransform {
+        let at = |scale: f32, graph: Pos2, screen: Pos2| TSTransform {
             scaling: scale,
-            translation,
+            translation: screen.to_vec2() - graph.to_vec2() * scale,
+        };
+        let fitting = |r: Rect| {
+            (view.width() / r.width())
+                .min(view.height() / r.height())
+                .clamp(MIN_ZOOM, 1.0)
+        };
+        Some(match m {
+            Move::Fit => {
+                let b = self.bounds();
+                let scale = fitting(b);
+                if b.width() * scale > view.width() + 1.0
+                    || b.height() * scale > view.height() + 1.0
+                {
+                    // Too big to read whole: show where the network starts.
+                    at(scale, b.min, view.min)
+                } else {
+                    at(scale, b.center(), view.center())
+                }
+            }
+            Move::Show(r) => {
+                let scale = fitting(r).max(DETAIL_ZOOM.min(self.transform.scaling));
+                at(scale, r.center(), view.center())
+            }
+            Move::Centre(p) => at(self.transform.scaling, p, self.viewport.center()),
+            Move::Anchor { rect, screen } => {
+                let scale = self.transform.scaling.min(fitting(rect));
+                let t = at(scale, rect.min, screen);
+                // Slide just enough to bring the whole rectangle in.
+                let on_screen = t * rect;
+                let mut d = Vec2::ZERO;
+                if on_screen.max.x > view.max.x {
+                    d.x = view.max.x - on_screen.max.x;
+                }
+                if on_screen.min.x + d.x < view.min.x {
+                    d.x = view.min.x - on_screen.min.x;
+                }
+                if on_screen.max.y > view.max.y {
+                    d.y = view.max.y - on_screen.max.y;
+                }
+                if on_screen.min.y + d.y < view.min.y {
+                    d.y = view.min.y - on_screen.min.y;
+                }
+                TSTransform {
+                    translation: t.translation + d,
+                    ..t
+                }
+            }
+            Move::Restore(t) => t,
         })
     }
 
@@ -143,6 +283,38 @@ impl GraphPanelState {
             .find(|n| n.name.to_lowercase().contains(&q))
             .map(|n| n.name.clone())
     }
+
+    /// Opens or closes a block, keeping it in sight: an opened block grows from where it
+    /// was drawn; a closed one brings back the view from before it was opened.
+    fn toggle(&mut self, key: String, ws: &Workspace) {
+        let Some(members) = self.blocks.get(&key).cloned() else {
+            return;
+        };
+        if self.open_blocks.remove(&key) {
+            self.invalidate();
+            self.rebuild(ws);
+            self.next_move = self.saved.remove(&key).map(Move::Restore);
+            return;
+        }
+        let before = self.item_showing(members[0]).map(|k| self.item_rect(k));
+        self.saved.insert(key.clone(), self.transform);
+        self.open_blocks.insert(key);
+        self.invalidate();
+        self.rebuild(ws);
+        let rect = self.rect_of_nodes(&members);
+        self.next_move = Some(match before {
+            Some(b) => Move::Anchor {
+                rect,
+                screen: self.transform * b.min,
+            },
+            None => Move::Show(rect),
+        });
+    }
+}
+
+/// The vertical gap between layers, where the cut line is drawn.
+fn params_gap() -> f32 {
+    layout::params().gap[1]
 }
 
 /// Shows the graph.
@@ -153,59 +325,59 @@ pub fn graph_ui(
     selected: &Option<String>,
     commands: &mut Vec<AppCommand>,
 ) {
-    // A focused node inside a closed block opens that block.
-    if let Some(name) = &state.focus {
-        let blocks = layout::blocks(&ws.network);
-        if let Some(i) = ws.network.node_index(name) {
-            for (key, members) in &blocks {
-                if members.contains(&i) && state.open_blocks.insert(key.clone()) {
-                    state.invalidate();
-                }
-            }
+    state.rebuild(ws);
+    state.viewport = ui.max_rect();
+    // A focused node inside a closed block opens that block, then is centred.
+    if let Some(name) = state.focus.take()
+        && let Some(i) = ws.network.node_index(&name)
+    {
+        let closed: Vec<String> = state
+            .blocks
+            .iter()
+            .filter(|(k, m)| m.contains(&i) && !state.open_blocks.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !closed.is_empty() {
+            state.open_blocks.extend(closed);
+            state.invalidate();
+            state.rebuild(ws);
+        }
+        state.found = state.item_showing(i);
+        if let Some(k) = state.found {
+            state.next_move = Some(Move::Show(state.item_rect(k).expand(60.0)));
         }
     }
-    state.rebuild(&ws.network, ws.version);
-    state.viewport = ui.max_rect();
-    let target = match state.focus.take() {
-        Some(name) => {
-            let id = state
-                .snarl
-                .node_ids()
-                .find(
-                    |(_, item)| matches!(item, Item::Layer(i) if ws.network.nodes[*i].name == name),
-                )
-                .map(|(id, _)| id);
-            id.and_then(|id| state.positions.get(&id)).map(|p| {
-                egui::Rect::from_min_size(*p - egui::vec2(300.0, 200.0), egui::vec2(820.0, 500.0))
-            })
-        }
-        None => None,
-    };
-    let new_transform = if state.fit || target.is_some() {
-        state.transform_for(target)
-    } else {
-        None
-    };
-    state.fit = false;
+    if std::mem::take(&mut state.fit) {
+        state.next_move = Some(Move::Fit);
+    }
+    let transform = state.next_move.take().and_then(|m| state.transform_for(m));
     let mut viewer = NetViewer {
         ws,
         selected,
         commands,
-        transform: new_transform,
+        transform,
         toggled: Vec::new(),
         open_block_of: &state.open_block_of,
         viewport: state.viewport,
+        visible: HashSet::new(),
         detailed: HashSet::new(),
+        scale: state.transform.scaling,
+        current: state.transform,
+        view: &state.view,
+        item_of: &state.item_of,
+        index_of: &state.index_of,
+        head: &state.head,
+        cut: state.cut,
+        found: state.found,
+        rects: &mut state.rects,
     };
-    let widget = GraphPanelState::widget();
-    widget.show(&mut state.snarl, &mut viewer, ui);
+    GraphPanelState::widget().show(&mut state.snarl, &mut viewer, ui);
     let toggled = std::mem::take(&mut viewer.toggled);
+    state.transform = viewer.current;
     for key in toggled {
-        if !state.open_blocks.remove(&key) {
-            state.open_blocks.insert(key);
-        }
-        state.invalidate();
+        state.toggle(key, ws);
     }
+    minimap(ui, state);
     // Selecting in the graph selects in the inspector.
     let chosen = get_selected_nodes(egui::Id::new("graft-graph"), ui.ctx());
     if let [one] = chosen.as_slice()
@@ -218,53 +390,127 @@ pub fn graph_ui(
     }
 }
 
+/// A small picture of the whole graph in the panel's corner, with the visible part framed;
+/// clicking or dragging in it moves the view there. Shown when the graph does not fit.
+fn minimap(ui: &Ui, state: &mut GraphPanelState) {
+    let b = state.bounds();
+    let t = state.transform;
+    let panel = state.viewport;
+    let visible = t.inverse() * panel;
+    if !panel.is_positive() || visible.contains_rect(b) {
+        return;
+    }
+    let scale = (200.0 / b.width()).min(150.0 / b.height());
+    let size = b.size() * scale;
+    let corner = panel.right_bottom() - size - vec2(12.0, 12.0);
+    egui::Area::new(egui::Id::new("graft-minimap"))
+        .order(egui::Order::Middle)
+        .fixed_pos(corner)
+        .show(ui.ctx(), |ui| {
+            let (resp, painter) = ui.allocate_painter(size, egui::Sense::click_and_drag());
+            let to_map = |p: Pos2| resp.rect.min + (p - b.min) * scale;
+            painter.rect_filled(resp.rect.expand(4.0), 4.0, Color32::from_black_alpha(190));
+            for (k, item) in state.view.items.iter().enumerate() {
+                let r = state.item_rect(k);
+                let r = Rect::from_min_max(to_map(r.min), to_map(r.max));
+                painter.rect_filled(r, 0.0, item_colour(item, &state.head));
+            }
+            let v = Rect::from_min_max(to_map(visible.min), to_map(visible.max))
+                .intersect(resp.rect.expand(2.0));
+            painter.rect_stroke(
+                v,
+                0.0,
+                Stroke::new(1.5, theme::SELECTED),
+                egui::StrokeKind::Outside,
+            );
+            if (resp.clicked() || resp.dragged())
+                && let Some(p) = resp.interact_pointer_pos()
+            {
+                let graph = b.min + (p - resp.rect.min) / scale;
+                state.next_move = Some(Move::Centre(graph));
+                ui.ctx().request_repaint();
+            }
+            resp.on_hover_text("Overview: click to go there");
+        });
+}
+
+/// An item's colour in the minimap.
+fn item_colour(item: &Item, head: &HashSet<usize>) -> Color32 {
+    match item {
+        Item::Layer(i) if head.contains(i) => theme::HEAD,
+        Item::Block { members, .. } if members.iter().any(|m| head.contains(m)) => theme::HEAD,
+        Item::Block { .. } => Color32::from_rgb(120, 130, 150),
+        _ => theme::PIN,
+    }
+}
+
 struct NetViewer<'a> {
     ws: &'a Workspace,
     selected: &'a Option<String>,
     commands: &'a mut Vec<AppCommand>,
+    /// A transform to apply this frame (fit, focus, a block opening).
     transform: Option<TSTransform>,
     /// Blocks to open or close after this frame.
     toggled: Vec<String>,
     open_block_of: &'a HashMap<usize, String>,
     /// The graph's screen rectangle.
-    viewport: egui::Rect,
-    /// Items drawn in full this frame (see `current_transform`); the rest show their header.
+    viewport: Rect,
+    /// Items on screen this frame; the rest get an empty header (egui lays out every widget
+    /// it is handed, visible or not).
+    visible: HashSet<usize>,
+    /// Items drawn in full this frame; the rest are compact (name and shape).
     detailed: HashSet<usize>,
+    /// This frame's zoom and transform.
+    scale: f32,
+    current: TSTransform,
+    view: &'a View,
+    item_of: &'a HashMap<NodeId, usize>,
+    index_of: &'a HashMap<Item, usize>,
+    head: &'a HashSet<usize>,
+    cut: Option<usize>,
+    found: Option<usize>,
+    rects: &'a mut Vec<Option<Rect>>,
 }
 
-/// With more than `CROWDED` nodes on screen below this zoom, bodies are too small to read and
-/// too many to lay out every frame: nodes show only their header.
-const DETAIL_ZOOM: f32 = 0.6;
-const CROWDED: usize = 120;
-
-/// Identifies a layer or block for `NetViewer::detailed`.
-fn item_id(item: &Item) -> Option<usize> {
-    match item {
-        Item::Layer(i) => Some(*i),
-        Item::Block { members, .. } => members.first().copied(),
-        _ => None,
+/// A layer's name as a node shows it: its module path without the open block's part
+/// (the block is drawn around it), the last two parts, the op's own name dropped when a
+/// module names the node (`branch2.0/conv`, not `branch2.0/conv/Conv`; the colour and the
+/// details say the op).
+fn short_name(name: &str, op: &str, block: Option<&str>) -> String {
+    let mut parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty()).collect();
+    if let Some(key) = block {
+        let depth = key.split('/').count();
+        if parts.len() > depth + 1 && parts[..depth].join("/") == key {
+            parts.drain(..depth);
+        }
     }
+    if parts.len() >= 2 && parts.last().is_some_and(|l| l.starts_with(op)) {
+        parts.pop();
+    }
+    let n = parts.len();
+    parts[n.saturating_sub(2)..].join("/")
 }
 
 impl NetViewer<'_> {
-    fn node_summary(&self, i: usize) -> (String, String) {
-        let n = &self.ws.network.nodes[i];
-        let info = self.ws.analysis.nodes.get(i);
-        let shape = n
+    fn item(&self, node: NodeId) -> Option<usize> {
+        self.item_of.get(&node).copied()
+    }
+
+    fn shape_of(&self, i: usize) -> String {
+        self.ws.network.nodes[i]
             .outputs
             .first()
             .and_then(|o| self.ws.shapes.get(o))
             .map(|d| format_dims(d))
-            .unwrap_or_else(|| "?".into());
-        let params = info.map_or(0, |x| x.params);
-        (
-            shape,
-            if params > 0 {
-                format!("{} params", crate::format::group(params as u64))
-            } else {
-                String::new()
-            },
-        )
+            .unwrap_or_else(|| "?".into())
+    }
+
+    fn params_of(&self, members: &[usize]) -> usize {
+        members
+            .iter()
+            .filter_map(|&m| self.ws.analysis.nodes.get(m))
+            .map(|x| x.params)
+            .sum()
     }
 
     fn frozen_count(&self, members: &[usize]) -> usize {
@@ -272,6 +518,126 @@ impl NetViewer<'_> {
             .iter()
             .filter(|&&i| self.ws.network.nodes[i].is_frozen())
             .count()
+    }
+
+    /// Compact text: `COMPACT_PX` on screen whatever the zoom, elided to the box.
+    fn compact_font(&self) -> (FontId, usize) {
+        let size = (COMPACT_PX / self.scale).max(TITLE_SIZE);
+        let chars = (TEXT_WIDTH / (0.56 * size)).floor().max(4.0) as usize;
+        (FontId::proportional(size), chars)
+    }
+
+    /// Name (or block key) and shape, the two lines every node shows.
+    fn name_and_shape(&self, item: &Item) -> (String, String, Color32) {
+        let net = &self.ws.network;
+        match item {
+            Item::Input => (
+                "Input".into(),
+                self.ws
+                    .shapes
+                    .get(&net.input.name)
+                    .map(|d| format_dims(d))
+                    .unwrap_or_default(),
+                theme::PIN,
+            ),
+            Item::Output(o) => (
+                "Output".into(),
+                net.outputs.get(*o).cloned().unwrap_or_default(),
+                theme::PIN,
+            ),
+            Item::Layer(i) => {
+                let n = &net.nodes[*i];
+                (
+                    short_name(
+                        &n.name,
+                        n.op.onnx_type(),
+                        self.open_block_of.get(i).map(String::as_str),
+                    ),
+                    self.shape_of(*i),
+                    theme::op_color(&n.op),
+                )
+            }
+            Item::Block { key, members } => (
+                key.clone(),
+                format!(
+                    "{} · {} layers",
+                    self.shape_of(*members.last().unwrap_or(&0)),
+                    members.len()
+                ),
+                Color32::from_rgb(225, 228, 235),
+            ),
+        }
+    }
+}
+
+impl NetViewer<'_> {
+    /// A node's fill and outline: the state of training at a glance (unsupported red, the
+    /// head in its colour, frozen tinted), then selection and the search match.
+    fn look(&self, node: NodeId, snarl: &Snarl<Item>) -> (Color32, Option<Stroke>) {
+        let ws = self.ws;
+        let k = self.item(node);
+        let (frozen, head, selected, error) = match &snarl[node] {
+            Item::Layer(i) => {
+                let n = &ws.network.nodes[*i];
+                (
+                    n.is_frozen(),
+                    self.head.contains(i),
+                    self.selected.as_deref() == Some(n.name.as_str()),
+                    !n.op.is_supported()
+                        || ws
+                            .analysis
+                            .issues_for(&n.name)
+                            .any(|x| x.severity == crate::graph::analyze::Severity::Error),
+                )
+            }
+            Item::Block { members, .. } => (
+                self.frozen_count(members) == members.len(),
+                members.iter().any(|m| self.head.contains(m)),
+                false,
+                members
+                    .iter()
+                    .any(|&m| !ws.network.nodes[m].op.is_supported()),
+            ),
+            _ => (false, false, false, false),
+        };
+        let fill = if error {
+            theme::ERROR_FILL
+        } else if head {
+            theme::HEAD_FILL
+        } else if frozen {
+            theme::FROZEN_FILL
+        } else {
+            theme::NODE_FILL
+        };
+        // Strokes are in graph units: keep them a visible width on screen.
+        let w = (2.0 / self.scale).max(2.0);
+        let stroke = if selected {
+            Some(Stroke::new(w, theme::SELECTED))
+        } else if k.is_some() && k == self.found {
+            Some(Stroke::new(w, theme::FOUND))
+        } else if error {
+            Some(Stroke::new(w, theme::ERROR))
+        } else if head {
+            Some(Stroke::new(w * 0.75, theme::HEAD))
+        } else {
+            None
+        };
+        (fill, stroke)
+    }
+
+    /// A click on a node's title selects its layer, or opens its block.
+    fn header_clicked(&mut self, r: egui::Response, item: &Item) {
+        if !r.clicked() {
+            return;
+        }
+        match item {
+            Item::Layer(i) => {
+                let name = self.ws.network.nodes[*i].name.clone();
+                self.commands.push(AppCommand::Select(Some(name)));
+            }
+            Item::Block { key, .. } => self.toggled.push(key.clone()),
+            _ => {}
+        }
     }
 }
 
@@ -322,15 +688,7 @@ pub fn library_menu(
 
 impl SnarlViewer<Item> for NetViewer<'_> {
     fn title(&mut self, item: &Item) -> String {
-        match item {
-            Item::Input => format!("Input {}", self.ws.network.input.name),
-            Item::Output(o) => format!(
-                "Output {}",
-                self.ws.network.outputs.get(*o).cloned().unwrap_or_default()
-            ),
-            Item::Layer(i) => self.ws.network.nodes[*i].name.clone(),
-            Item::Block { key, .. } => key.clone(),
-        }
+        self.name_and_shape(item).0
     }
 
     fn show_header(
@@ -342,12 +700,46 @@ impl SnarlViewer<Item> for NetViewer<'_> {
         snarl: &mut Snarl<Item>,
     ) {
         let ws = self.ws;
-        match &snarl[node] {
+        let item = &snarl[node];
+        if !self.item(node).is_some_and(|k| self.visible.contains(&k)) {
+            return;
+        }
+        let detailed = self.item(node).is_some_and(|k| self.detailed.contains(&k));
+        if !detailed {
+            // Zoomed out: name and shape in a font that stays readable on screen.
+            let (font, chars) = self.compact_font();
+            let (name, shape, colour) = self.name_and_shape(item);
+            ui.vertical(|ui| {
+                // Every box the same width, as the layout assumed; text elided, not wrapped.
+                ui.set_width(TEXT_WIDTH);
+                ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
+                ui.spacing_mut().item_spacing.y = 0.0;
+                let title = ui.add(
+                    egui::Label::new(
+                        RichText::new(elide_start(&name, chars))
+                            .font(font.clone())
+                            .color(colour)
+                            .strong(),
+                    )
+                    .selectable(false)
+                    .sense(egui::Sense::click()),
+                );
+                if !shape.is_empty() {
+                    ui.label(RichText::new(elide_end(&shape, chars)).font(font));
+                }
+                self.header_clicked(title, item);
+            });
+            return;
+        }
+        let size = FontId::proportional(TITLE_SIZE);
+        ui.set_width(TEXT_WIDTH);
+        ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
+        match item {
             Item::Input => {
-                ui.label(RichText::new("Input").strong());
+                ui.label(RichText::new("Input").font(size).strong());
             }
             Item::Output(_) => {
-                ui.label(RichText::new("Output").strong());
+                ui.label(RichText::new("Output").font(size).strong());
             }
             Item::Layer(i) => {
                 let n = &ws.network.nodes[*i];
@@ -372,14 +764,11 @@ impl SnarlViewer<Item> for NetViewer<'_> {
                         }
                     }
                     let title = RichText::new(n.op.onnx_type())
+                        .font(size)
                         .strong()
                         .color(theme::op_color(&n.op));
-                    if ui
-                        .add(egui::Label::new(title).sense(egui::Sense::click()))
-                        .clicked()
-                    {
-                        self.commands.push(AppCommand::Select(Some(n.name.clone())));
-                    }
+                    let r = ui.add(egui::Label::new(title).sense(egui::Sense::click()));
+                    self.header_clicked(r, item);
                 });
             }
             Item::Block { key, members } => {
@@ -392,7 +781,12 @@ impl SnarlViewer<Item> for NetViewer<'_> {
                     {
                         self.toggled.push(key.clone());
                     }
-                    ui.label(RichText::new(format!("{key}  ·  {count} layers")).strong());
+                    let r = ui.add(
+                        egui::Label::new(RichText::new(elide_start(&key, 18)).font(size).strong())
+                            .sense(egui::Sense::click()),
+                    );
+                    self.header_clicked(r.on_hover_text("Open this block"), item);
+                    ui.label(RichText::new(format!("{count} layers")).small().weak());
                 });
             }
         }
@@ -417,11 +811,9 @@ impl SnarlViewer<Item> for NetViewer<'_> {
     }
 
     fn has_body(&mut self, item: &Item) -> bool {
-        match item {
-            Item::Output(_) => false,
-            Item::Input => true,
-            _ => item_id(item).is_some_and(|id| self.detailed.contains(&id)),
-        }
+        // Called with the item only: find its index (`detailed` is keyed by index).
+        let k = self.index_of.get(item);
+        !matches!(item, Item::Output(_)) && k.is_some_and(|k| self.detailed.contains(k))
     }
 
     fn show_body(
@@ -433,23 +825,23 @@ impl SnarlViewer<Item> for NetViewer<'_> {
         snarl: &mut Snarl<Item>,
     ) {
         let ws = self.ws;
+        ui.set_width(TEXT_WIDTH);
+        ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
         ui.vertical(|ui| match &snarl[node] {
             Item::Input => {
-                let dims = ws
-                    .shapes
-                    .get(&ws.network.input.name)
-                    .map(|d| format_dims(d))
-                    .unwrap_or_default();
-                ui.label(dims);
+                ui.label(self.name_and_shape(&Item::Input).1);
             }
             Item::Output(_) => {}
             Item::Layer(i) => {
                 let n = &ws.network.nodes[*i];
                 ui.label(RichText::new(elide_start(&n.name, 34)).small().weak());
-                let (shape, params) = self.node_summary(*i);
-                ui.label(shape);
-                if !params.is_empty() {
-                    ui.label(RichText::new(params).small());
+                ui.label(self.shape_of(*i));
+                let params = self.params_of(&[*i]);
+                if params > 0 {
+                    ui.label(
+                        RichText::new(format!("{} params", crate::format::group(params as u64)))
+                            .small(),
+                    );
                 }
                 if n.is_frozen() && matches!(n.op, Op::BatchNorm { .. }) {
                     ui.label(RichText::new("inference mode").small().italics());
@@ -470,19 +862,13 @@ impl SnarlViewer<Item> for NetViewer<'_> {
                 }
             }
             Item::Block { members, .. } => {
-                let last = *members.last().unwrap_or(&0);
-                let (shape, _) = self.node_summary(last);
-                let params: usize = members
-                    .iter()
-                    .filter_map(|&m| ws.analysis.nodes.get(m))
-                    .map(|x| x.params)
-                    .sum();
-                let frozen = self.frozen_count(members);
-                ui.label(shape);
+                ui.label(self.shape_of(*members.last().unwrap_or(&0)));
+                let params = self.params_of(members);
                 ui.label(
                     RichText::new(format!("{} params", crate::format::group(params as u64)))
                         .small(),
                 );
+                let frozen = self.frozen_count(members);
                 if frozen > 0 {
                     ui.label(
                         RichText::new(format!("🔒 {frozen}/{} frozen", members.len())).small(),
@@ -500,34 +886,24 @@ impl SnarlViewer<Item> for NetViewer<'_> {
         _outputs: &[OutPin],
         snarl: &Snarl<Item>,
     ) -> egui::Frame {
-        let ws = self.ws;
-        let (frozen, selected, error) = match &snarl[node] {
-            Item::Layer(i) => {
-                let n = &ws.network.nodes[*i];
-                (
-                    n.is_frozen(),
-                    self.selected.as_deref() == Some(n.name.as_str()),
-                    ws.analysis
-                        .issues_for(&n.name)
-                        .any(|x| x.severity == crate::graph::analyze::Severity::Error),
-                )
-            }
-            Item::Block { members, .. } => {
-                (self.frozen_count(members) == members.len(), false, false)
-            }
-            _ => (false, false, false),
-        };
-        let mut f = default.fill(if frozen {
-            theme::FROZEN_FILL
-        } else {
-            theme::NODE_FILL
-        });
-        if error {
-            f = f.stroke(egui::Stroke::new(2.0, theme::ERROR));
-        } else if selected {
-            f = f.stroke(egui::Stroke::new(2.0, theme::SELECTED));
+        let (fill, stroke) = self.look(node, snarl);
+        let f = default.fill(fill);
+        match stroke {
+            Some(s) => f.stroke(s),
+            None => f,
         }
-        f
+    }
+
+    fn header_frame(
+        &mut self,
+        default: egui::Frame,
+        node: NodeId,
+        _inputs: &[InPin],
+        _outputs: &[OutPin],
+        snarl: &Snarl<Item>,
+    ) -> egui::Frame {
+        // The header covers most of a compact node: it carries the state's tint too.
+        default.fill(self.look(node, snarl).0)
     }
 
     fn has_node_menu(&mut self, item: &Item) -> bool {
@@ -630,26 +1006,123 @@ impl SnarlViewer<Item> for NetViewer<'_> {
 
     fn drop_outputs(&mut self, _pin: &OutPin, _snarl: &mut Snarl<Item>) {}
 
-    fn current_transform(&mut self, to_global: &mut TSTransform, snarl: &mut Snarl<Item>) {
+    fn final_node_rect(
+        &mut self,
+        node: NodeId,
+        rect: Rect,
+        _ui: &mut Ui,
+        _snarl: &mut Snarl<Item>,
+    ) {
+        // Off-screen nodes are drawn empty: keep the size they had when last shown.
+        if let Some(k) = self.item(node)
+            && self.visible.contains(&k)
+            && let Some(slot) = self.rects.get_mut(k)
+        {
+            *slot = Some(rect);
+        }
+    }
+
+    fn draw_background(
+        &mut self,
+        _background: Option<&BackgroundPattern>,
+        viewport: &Rect,
+        _snarl_style: &SnarlStyle,
+        _style: &egui::Style,
+        painter: &egui::Painter,
+        _snarl: &Snarl<Item>,
+    ) {
+        // Wires along the layout's routes, from each box's bottom to the next one's top
+        // (boxes are drawn where the layout put them; their real height decides the start).
+        let width = (1.3 / self.scale).max(1.3);
+        let colour = Color32::from_rgb(110, 118, 135);
+        let rect_of = |k: usize| {
+            self.rects.get(k).copied().flatten().unwrap_or_else(|| {
+                let [x, y] = self.view.layout.pos[k];
+                Rect::from_min_size(pos2(x, y), NODE.into())
+            })
+        };
+        for route in &self.view.layout.routes {
+            let mut pts: Vec<Pos2> = route.points.iter().map(|&[x, y]| pos2(x, y)).collect();
+            if pts.len() < 2 {
+                continue;
+            }
+            let last = pts.len() - 1;
+            pts[0] = rect_of(route.from).center_bottom();
+            pts[last] = rect_of(route.to).center_top();
+            let bb = Rect::from_points(&pts);
+            if !bb.expand(width).intersects(*viewport) {
+                continue;
+            }
+            let stroke = Stroke::new(width, colour);
+            for w in pts.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                let dy = b.y - a.y;
+                if (b.x - a.x).abs() < 0.5 || dy <= 0.0 {
+                    painter.line_segment([a, b], stroke);
+                } else {
+                    painter.add(egui::epaint::CubicBezierShape::from_points_stroke(
+                        [a, pos2(a.x, a.y + dy * 0.5), pos2(b.x, b.y - dy * 0.5), b],
+                        false,
+                        Color32::TRANSPARENT,
+                        stroke,
+                    ));
+                }
+            }
+            // An arrowhead into the reader.
+            let end = pts[last];
+            let s = 5.0 * width;
+            painter.add(egui::Shape::convex_polygon(
+                vec![end, end + vec2(-s * 0.6, -s), end + vec2(s * 0.6, -s)],
+                colour,
+                Stroke::NONE,
+            ));
+        }
+        // The frozen-feature cut: a dashed line under the last cached layer.
+        if let Some(cut) = self.cut
+            && let Some(k) = self.view.items.iter().position(|it| {
+                matches!(it, Item::Layer(i) if *i == cut)
+                    || matches!(it, Item::Block { members, .. } if members.last() == Some(&cut))
+            })
+        {
+            let r = rect_of(k);
+            let y = r.bottom() + params_gap() / 2.0;
+            let stroke = Stroke::new(width * 1.5, theme::HEAD);
+            painter.extend(egui::Shape::dashed_line(
+                &[pos2(r.left() - 30.0, y), pos2(r.right() + 30.0, y)],
+                stroke,
+                8.0 * width,
+                5.0 * width,
+            ));
+            // The label sits on the line, right of the wire, on the background colour.
+            let font = FontId::proportional((COMPACT_PX / self.scale).max(12.0));
+            let text = painter.layout_no_wrap("✂ cached features".into(), font, theme::HEAD);
+            let at = pos2(r.center().x + 12.0, y - text.size().y / 2.0);
+            painter.rect_filled(
+                Rect::from_min_size(at, text.size()).expand(2.0),
+                2.0,
+                Color32::from_rgb(10, 10, 10),
+            );
+            painter.galley(at, text, theme::HEAD);
+        }
+    }
+
+    fn current_transform(&mut self, to_global: &mut TSTransform, _snarl: &mut Snarl<Item>) {
         if let Some(t) = self.transform.take() {
             *to_global = t;
         }
-        // Level of detail: egui lays out every widget it is given, visible or not, so node
-        // bodies are built only for nodes on screen, and not at all for a crowded, zoomed-out
-        // view. This keeps a frame of a 400-node graph cheap while training shares the CPU
-        // (docs/BENCHMARKS.md).
+        self.scale = to_global.scaling;
+        self.current = *to_global;
+        // Level of detail: off screen, nodes are empty; zoomed out, compact; zoomed in, full.
+        self.visible.clear();
         self.detailed.clear();
-        let view = to_global.inverse() * self.viewport;
-        for (_, pos, item) in snarl.nodes_pos_ids() {
-            let rect = egui::Rect::from_min_size(pos, egui::vec2(260.0, 160.0));
-            if rect.intersects(view)
-                && let Some(id) = item_id(item)
-            {
-                self.detailed.insert(id);
+        let view = (to_global.inverse() * self.viewport).expand(40.0);
+        for (k, &[x, y]) in self.view.layout.pos.iter().enumerate() {
+            if Rect::from_min_size(pos2(x, y), NODE.into()).intersects(view) {
+                self.visible.insert(k);
             }
         }
-        if self.detailed.len() > CROWDED && to_global.scaling < DETAIL_ZOOM {
-            self.detailed.clear();
+        if self.scale >= DETAIL_ZOOM {
+            self.detailed.clone_from(&self.visible);
         }
     }
 }

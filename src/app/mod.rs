@@ -182,6 +182,16 @@ impl GraftApp {
         self.ws.as_ref()
     }
 
+    /// The graph view's zoom (screen pixels per graph unit), for tests.
+    pub fn graph_zoom(&self) -> f32 {
+        self.graph.zoom()
+    }
+
+    /// Where a rectangle of the graph view (graph units) is on screen, for tests.
+    pub fn graph_to_screen(&self, r: egui::Rect) -> egui::Rect {
+        self.graph.to_screen(r)
+    }
+
     pub fn is_busy(&self) -> bool {
         self.model_job.is_some()
             || self.scan_job.is_some()

@@ -73,17 +73,26 @@ impl Script {
                 }
             }
             1 => {
-                // Open one block and select the new head so the view shows detail.
-                app.graph.open_blocks.insert("_blocks.15".into());
-                app.graph.open_blocks.insert("head".into());
+                // The whole network fitted: frozen backbone tinted, the new head in its
+                // colour, the cached-feature cut marked. With GoogLeNet (the script's second
+                // run) instead: its first inception block opened in place, then stop.
+                app.graph.open_blocks.clear();
+                if let Some(ws) = &app.ws
+                    && crate::graph::blocks::blocks(&ws.network).contains_key("inception3a")
+                {
+                    app.graph.open_blocks.insert("inception3a".into());
+                    app.graph.invalidate();
+                    app.push(AppCommand::FitView);
+                    self.stage = 20;
+                    self.wait = 30;
+                    return;
+                }
                 app.graph.invalidate();
-                app.push(AppCommand::Select(Some(
-                    crate::graph::edit::HEAD_CLASSIFIER.into(),
-                )));
                 app.push(AppCommand::FitView);
                 self.stage = 2;
                 self.wait = 30;
             }
+            20 => self.shoot(ctx, "graph_googlenet"),
             2 => self.shoot(ctx, "graph"),
             3 => {
                 app.tab = Tab::Data;
@@ -159,7 +168,9 @@ impl FrameBench {
         let Some(ws) = &app.ws else { return };
         match view {
             0 | 1 => {
-                app.graph.open_blocks = super::layout::blocks(&ws.network).into_keys().collect()
+                app.graph.open_blocks = crate::graph::blocks::blocks(&ws.network)
+                    .into_keys()
+                    .collect()
             }
             _ => app.graph.open_blocks.clear(),
         }

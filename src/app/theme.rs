@@ -4,8 +4,15 @@ use crate::graph::Op;
 use egui::Color32;
 
 pub const NODE_FILL: Color32 = Color32::from_rgb(38, 42, 50);
-/// Frozen layers look muted.
-pub const FROZEN_FILL: Color32 = Color32::from_rgb(28, 32, 44);
+/// Frozen layers are tinted blue-grey: their weights do not change.
+pub const FROZEN_FILL: Color32 = Color32::from_rgb(27, 36, 62);
+/// The head (the layers trained for the new task) and the frozen-feature cut.
+pub const HEAD: Color32 = Color32::from_rgb(80, 200, 190);
+pub const HEAD_FILL: Color32 = Color32::from_rgb(24, 58, 60);
+/// Layers Graft cannot run.
+pub const ERROR_FILL: Color32 = Color32::from_rgb(78, 30, 32);
+/// The search match.
+pub const FOUND: Color32 = Color32::from_rgb(120, 220, 255);
 pub const SELECTED: Color32 = Color32::from_rgb(250, 200, 80);
 pub const ERROR: Color32 = Color32::from_rgb(235, 90, 80);
 pub const WARNING: Color32 = Color32::from_rgb(230, 180, 70);

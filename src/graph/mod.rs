@@ -3,6 +3,7 @@
 //! tested without burn, egui or protobuf.
 
 pub mod analyze;
+pub mod blocks;
 pub mod edit;
 mod elementwise;
 mod op;

@@ -140,9 +140,11 @@ pub fn eval(
         }),
         "ConstantOfShape" => input(0).and_then(|s| {
             let shape: Vec<usize> = s.to_i64().iter().map(|&d| d.max(0) as usize).collect();
+            // Converted files (the onnx package's light models) make whole weight tensors
+            // this way: VGG's first dense layer holds 103 M values. 1 GiB of f32 at most.
             let n = crate::weights::numel(&shape)
-                .filter(|&n| n <= 1 << 24)
-                .ok_or("shape too large")?;
+                .filter(|&n| n <= 1 << 28)
+                .ok_or_else(|| format!("shape {shape:?} is too large (at most 2^28 values)"))?;
             let value = match attrs.tensor("value") {
                 Some(t) => t?,
                 None => HostTensor::f32(vec![1], vec![0.0]),
