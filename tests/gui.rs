@@ -305,6 +305,14 @@ fn an_opened_inception_block_fitted_to_view_has_readable_titles() {
         .graph_to_screen(h.get_by_label("inception3a").rect())
         .center();
     click_at(&mut h, at);
+    // Opened in place and kept in sight: its first tower is on screen before any fit.
+    let tower = h
+        .state()
+        .graph_to_screen(h.get_by_label_contains("anch1/conv").rect());
+    assert!(
+        tower.min.x >= 0.0 && tower.min.y >= 0.0 && tower.max.x <= 1400.0 && tower.max.y <= 900.0,
+        "opened block's tower at {tower:?}"
+    );
     h.state_mut().push(AppCommand::FitView);
     h.run_steps(3);
     let zoom = h.state().graph_zoom();

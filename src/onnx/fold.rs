@@ -588,6 +588,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn constant_of_shape_makes_real_weight_sizes_and_refuses_absurd_ones() {
+        // The onnx package's light AlexNet (4 KB) builds its 61 M weights this way; its
+        // first dense layer alone is 9216×4096.
+        let net = crate::onnx::import(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/light/light_bvlc_alexnet.onnx"
+        ))
+        .unwrap();
+        let params: usize = net.store.iter().map(|(_, t)| t.data.len()).sum();
+        assert!(params > 60_000_000, "{params}");
+        let node = onnx_ir::NodeProto::default();
+        let shape = HostTensor::i64(vec![2], vec![1 << 20, 1 << 20]);
+        let err = eval("ConstantOfShape", &Attrs::of(&node), &[Some(&shape)], 13)
+            .unwrap()
+            .unwrap_err();
+        assert!(err.contains("too large"), "{err}");
+    }
+
+    #[test]
     fn gather_slice_and_transpose_follow_onnx() {
         let x = HostTensor::i64(vec![2, 3], vec![0, 1, 2, 3, 4, 5]);
         let g = gather(&x, &HostTensor::i64(vec![], vec![-1]), 1).unwrap();

@@ -223,6 +223,9 @@ mod tests {
             check(&format!("{path} with {key} open"), &opened);
             keeps_order(path, &closed, &opened, key);
         }
+        // Closing gives back the same picture: the layout is a function of what is open.
+        let again = arrange(&net, &groups, &HashSet::new());
+        assert_eq!(again.layout.pos, closed.layout.pos, "{path}");
         let all: HashSet<String> = groups.keys().cloned().collect();
         check(&format!("{path} all open"), &arrange(&net, &groups, &all));
         groups.len()
