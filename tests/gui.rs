@@ -343,4 +343,31 @@ fn an_opened_inception_block_fitted_to_view_has_readable_titles() {
     }
     // Fitted means zoomed out (the towers and the rest fit the panel), not left at 1.
     assert!(zoom < 1.0, "zoom {zoom}");
+
+    // Search (what the find box does): the match's closed block opens, the view centres
+    // on it at a zoom where details show.
+    let target = "/inception4c/branch3/branch3.0/conv/Conv";
+    h.state_mut().push(AppCommand::Select(Some(target.into())));
+    h.state_mut().push(AppCommand::Focus(target.into()));
+    h.run_steps(4);
+    // (inception3a is still open: its tower of the same name may be on screen too.)
+    let centred = h
+        .query_all_by_label_contains("ch3.0/conv")
+        .map(|n| h.state().graph_to_screen(n.rect()))
+        .any(|r| (r.center().x - 650.0).abs() < 300.0 && (r.center().y - 450.0).abs() < 250.0);
+    assert!(centred, "the match is near the middle of the graph panel");
+
+    // The minimap (the graph no longer fits): a click in its top-left corner moves the view
+    // to the start of the network.
+    let before = h.state().graph_to_screen(egui::Rect::ZERO).min;
+    let map = h
+        .state()
+        .minimap_rect()
+        .expect("a minimap when the graph does not fit");
+    click_at(&mut h, map.left_top() + egui::vec2(3.0, 3.0));
+    let after = h.state().graph_to_screen(egui::Rect::ZERO).min;
+    assert!(
+        after.y > before.y + 100.0,
+        "view moved from {before:?} to {after:?}"
+    );
 }

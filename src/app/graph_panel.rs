@@ -76,6 +76,8 @@ pub struct GraphPanelState {
     /// The view before a block was opened, for when it closes.
     saved: HashMap<String, TSTransform>,
     next_move: Option<Move>,
+    /// Where the minimap was drawn last frame.
+    minimap: Option<Rect>,
 }
 
 impl Default for GraphPanelState {
@@ -105,6 +107,7 @@ impl Default for GraphPanelState {
             transform: TSTransform::IDENTITY,
             saved: HashMap::new(),
             next_move: None,
+            minimap: None,
         }
     }
 }
@@ -170,6 +173,10 @@ impl GraphPanelState {
 
     pub fn zoom(&self) -> f32 {
         self.transform.scaling
+    }
+
+    pub fn minimap_rect(&self) -> Option<Rect> {
+        self.minimap
     }
 
     pub fn to_screen(&self, r: Rect) -> Rect {
@@ -397,6 +404,7 @@ fn minimap(ui: &Ui, state: &mut GraphPanelState) {
     let t = state.transform;
     let panel = state.viewport;
     let visible = t.inverse() * panel;
+    state.minimap = None;
     if !panel.is_positive() || visible.contains_rect(b) {
         return;
     }
@@ -408,6 +416,7 @@ fn minimap(ui: &Ui, state: &mut GraphPanelState) {
         .fixed_pos(corner)
         .show(ui.ctx(), |ui| {
             let (resp, painter) = ui.allocate_painter(size, egui::Sense::click_and_drag());
+            state.minimap = Some(resp.rect);
             let to_map = |p: Pos2| resp.rect.min + (p - b.min) * scale;
             painter.rect_filled(resp.rect.expand(4.0), 4.0, Color32::from_black_alpha(190));
             for (k, item) in state.view.items.iter().enumerate() {

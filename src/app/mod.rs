@@ -192,6 +192,11 @@ impl GraftApp {
         self.graph.to_screen(r)
     }
 
+    /// The minimap's screen rectangle, when one is shown (tests).
+    pub fn minimap_rect(&self) -> Option<egui::Rect> {
+        self.graph.minimap_rect()
+    }
+
     pub fn is_busy(&self) -> bool {
         self.model_job.is_some()
             || self.scan_job.is_some()
