@@ -9,6 +9,7 @@ pub mod data;
 pub mod engine;
 pub mod files;
 pub mod format;
+pub mod gallery;
 pub mod graph;
 pub mod npy;
 pub mod onnx;

@@ -21,14 +21,22 @@ fn main() -> ExitCode {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     let Some(command) = cli.command else {
-        // No subcommand: the designer window.
+        // No subcommand: the designer window. A gallery name for --model is downloaded here,
+        // with a progress bar on the terminal, before the window opens.
+        let model = match cli.model.as_deref().map(graft::cli::model_path).transpose() {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let start = graft::app::StartOptions {
             project: cli.project,
             fresh: cli.fresh,
             screenshots: cli.screenshots,
             ephemeral: false,
             frame_bench: cli.frame_bench,
-            model: cli.model,
+            model,
             builtin_file_dialog: std::env::var("GRAFT_FILE_DIALOG").is_ok_and(|v| v == "builtin"),
             hide_frame_time: false,
         };

@@ -69,7 +69,7 @@ impl GraftApp {
         self.model_job = Some(Job::spawn(label, ctx, move |_| {
             let mut imported = match &source {
                 ModelSource::Default => onnx::import_bytes(crate::DEFAULT_MODEL),
-                ModelSource::File(p) => onnx::import(p),
+                ModelSource::File(p) => crate::gallery::import_file(p),
             }
             .map_err(|e| e.to_string())?;
             for e in &edits {

@@ -3,6 +3,7 @@
 mod bench;
 mod infer;
 mod inspect;
+mod models;
 mod predict;
 pub mod train;
 
@@ -77,6 +78,11 @@ pub enum Command {
     Evaluate(train::EvaluateArgs),
     /// Run a file in an independent runtime (tract) and in Graft; compare the outputs.
     Verify(train::VerifyArgs),
+    /// The gallery of pretrained networks: list, download, locate.
+    Models {
+        #[command(subcommand)]
+        action: models::ModelsAction,
+    },
     /// Time inference: median images/s over repeated runs on random input (JSON line).
     Bench {
         model: PathBuf,
@@ -118,15 +124,26 @@ pub fn run(command: Command) -> Result<(), String> {
             iterations,
             device,
         } => bench::run(&model, batch, iterations.max(1), device),
+        Command::Models { action } => models::run(action),
     }
 }
 
-/// Opens a model file, or the embedded default for `default`.
+/// Opens a model file, the embedded default for `default`, or a gallery network by name
+/// (downloaded first when it is not cached).
 pub fn open_model(path: &Path) -> Result<Imported, String> {
-    let result = if path.as_os_str() == "default" && !path.exists() {
-        onnx::import_bytes(crate::DEFAULT_MODEL)
-    } else {
-        onnx::import(path)
-    };
-    result.map_err(|e| format!("{}: {e}", path.display()))
+    if path.as_os_str() == "default" && !path.exists() {
+        return onnx::import_bytes(crate::DEFAULT_MODEL)
+            .map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let file = model_path(path)?;
+    crate::gallery::import_file(&file).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// A model argument as a file path: itself, or a gallery network's cached file (downloaded
+/// first when needed). For the window, which opens files.
+pub fn model_path(path: &Path) -> Result<PathBuf, String> {
+    match crate::gallery::entry_for(path)? {
+        Some(entry) => models::pull_with_bar(&entry),
+        None => Ok(path.to_path_buf()),
+    }
 }

@@ -56,8 +56,13 @@ impl Transform {
             }
             _ => resize_center_crop(img, p.resize, p.crop),
         };
-        let chw = normalize_chw(&view, p.mean, p.std);
         if self.channels == 1 {
+            // Luma from R, G, B in that order, whatever order a colour network would take.
+            let rgb = Preprocess {
+                bgr: false,
+                ..p.clone()
+            };
+            let chw = normalize_chw(&view, &rgb);
             // Luma (ITU-R 601), normalised with the first channel's statistics.
             let plane = p.crop * p.crop;
             let (r, rest) = chw.split_at(plane);
@@ -70,7 +75,7 @@ impl Transform {
                 })
                 .collect();
         }
-        chw
+        normalize_chw(&view, p)
     }
 
     pub fn load(&self, sample: &Sample, seed: u64) -> Result<Vec<f32>, String> {

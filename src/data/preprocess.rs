@@ -50,13 +50,15 @@ pub fn resize_center_crop(img: &RgbImage, resize: usize, crop: usize) -> RgbImag
 }
 
 /// HWC RGB bytes → normalised CHW floats.
-pub fn normalize_chw(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+pub fn normalize_chw(img: &RgbImage, p: &Preprocess) -> Vec<f32> {
     let (w, h) = img.dimensions();
     let plane = (w * h) as usize;
     let mut out = vec![0.0; 3 * plane];
-    for (i, p) in img.pixels().enumerate() {
+    for (i, px) in img.pixels().enumerate() {
         for c in 0..3 {
-            out[c * plane + i] = (p.0[c] as f32 / 255.0 - mean[c]) / std[c];
+            // Output plane `c` holds source channel `c`, or `2 - c` for BGR networks.
+            let src = if p.bgr { 2 - c } else { c };
+            out[c * plane + i] = (px.0[src] as f32 / 255.0 - p.mean[src]) / p.std[src];
         }
     }
     out
@@ -67,7 +69,26 @@ pub fn image_to_input(path: &Path, p: &Preprocess) -> Result<Vec<f32>, String> {
     let img = load_rgb(path)?;
     Ok(normalize_chw(
         &resize_center_crop(&img, p.resize, p.crop),
-        p.mean,
-        p.std,
+        p,
     ))
+}
+
+#[cfg(test)]
+mod bgr_tests {
+    use super::*;
+
+    #[test]
+    fn bgr_networks_get_blue_first_with_each_channels_own_statistics() {
+        let img = RgbImage::from_pixel(2, 1, image::Rgb([255, 0, 204]));
+        let mut p = Preprocess::imagenet(2);
+        p.mean = [0.5, 0.0, 0.2];
+        p.std = [0.5, 1.0, 0.2];
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        // R = (1 − 0.5) / 0.5, G = 0, B = (0.8 − 0.2) / 0.2, plane by plane.
+        let rgb = normalize_chw(&img, &p);
+        assert!(close(&rgb, &[1.0, 1.0, 0.0, 0.0, 3.0, 3.0]), "{rgb:?}");
+        p.bgr = true;
+        let bgr = normalize_chw(&img, &p);
+        assert!(close(&bgr, &[3.0, 3.0, 0.0, 0.0, 1.0, 1.0]), "{bgr:?}");
+    }
 }

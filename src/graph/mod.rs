@@ -101,13 +101,16 @@ pub struct Metadata {
 }
 
 /// How an image becomes the network's input: resize the shorter side to `resize`, crop the
-/// centre `crop` square, scale pixels to [0, 1], subtract `mean`, divide by `std` (RGB).
+/// centre `crop` square, scale pixels to [0, 1], subtract `mean`, divide by `std` (both per
+/// R, G, B), and feed the channels in B, G, R order when `bgr` (Caffe-era networks).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Preprocess {
     pub resize: usize,
     pub crop: usize,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    #[serde(default)]
+    pub bgr: bool,
 }
 
 impl Preprocess {
@@ -118,6 +121,7 @@ impl Preprocess {
             crop,
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
+            bgr: false,
         }
     }
 }
