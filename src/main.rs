@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             model,
             builtin_file_dialog: std::env::var("GRAFT_FILE_DIALOG").is_ok_and(|v| v == "builtin"),
             hide_frame_time: false,
+            gallery: None,
         };
         return match graft::app::run(start) {
             Ok(()) => ExitCode::SUCCESS,

@@ -381,6 +381,16 @@ fn the_command_line_pulls_and_opens_by_name() {
     let (ok, out, err) = graft(&["models", "pull", "tiny-googlenet"]);
     assert!(ok, "{err}");
     assert_eq!(std::fs::read(out.trim()).unwrap(), bytes);
+    // Measured once after the download: parameters (90,500) shown by `list`.
+    let (ok, out, _) = graft(&["models", "list"]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("tiny-googlenet"))
+        .unwrap();
+    assert!(
+        ok && line.contains("0.1 M") && line.ends_with("yes"),
+        "{line}"
+    );
     let (ok, out, _) = graft(&["models", "path", "Tiny GoogLeNet"]);
     assert!(ok && out.trim().ends_with("tiny.onnx"));
     // By name wherever a file path goes; the catalogue fills in what the file lacks: its

@@ -371,3 +371,108 @@ fn an_opened_inception_block_fitted_to_view_has_readable_titles() {
         "view moved from {before:?} to {after:?}"
     );
 }
+
+/// Serves one file over HTTP on localhost for as long as the test runs.
+fn serve_file(bytes: Vec<u8>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                bytes.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&bytes);
+        }
+    });
+    base
+}
+
+/// The gallery in the window: cards, the "under 10 MB" filter, and "Download and open"
+/// fetching a network from a local server and opening it on the dataset already loaded.
+#[test]
+fn the_gallery_downloads_a_network_and_keeps_the_dataset() {
+    use graft::gallery::{Catalog, Place, sha256_of};
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/googlenet_op11/model.onnx"
+    );
+    let bytes = std::fs::read(fixture).unwrap();
+    let base = serve_file(bytes.clone());
+    let sha = sha256_of(std::path::Path::new(fixture)).unwrap();
+    let big = "b".repeat(64);
+    let catalog = Catalog::parse(
+        &format!(
+            r#"(entries: [
+            (name: "tiny", title: "Tiny GoogLeNet", family: "Inception", file: "tiny.onnx",
+             urls: ["{base}/tiny.onnx"], sha256: "{sha}", bytes: {}, opset: 11, licence: "test",
+             source: "tests", layout: NCHW, input: (3, 64, 64), preprocess: None, labels: "",
+             top1: Some(60.0), note: "a fixture"),
+            (name: "big", title: "Big Fake", family: "VGG", file: "big.onnx",
+             urls: ["{base}/big.onnx"], sha256: "{big}", bytes: 500000000, opset: 11,
+             licence: "test", source: "tests", layout: NCHW, input: (3, 224, 224),
+             preprocess: None, labels: "", top1: Some(70.0), note: "never downloaded"),
+        ])"#,
+            bytes.len()
+        ),
+        "test",
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let place = Place {
+        cache: cache.path().into(),
+        mirror: None,
+    };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_eframe(|cc| {
+            GraftApp::new(
+                &cc.egui_ctx,
+                StartOptions {
+                    fresh: true,
+                    ephemeral: true,
+                    builtin_file_dialog: true,
+                    gallery: Some((catalog, place)),
+                    ..Default::default()
+                },
+            )
+        });
+    wait_until(&mut h, "the default network and sample data", |a| {
+        a.workspace().is_some() && a.dataset_classes().is_some() && !a.is_busy()
+    });
+    h.get_by_label("📚 Pretrained networks…").click();
+    h.run_steps(3);
+    assert!(h.query_by_label("Tiny GoogLeNet").is_some());
+    assert!(h.query_by_label("Big Fake").is_some());
+    h.get_by_label("under 10 MB").click();
+    h.run_steps(3);
+    assert!(
+        h.query_by_label("Big Fake").is_none(),
+        "a 500 MB network under 10 MB"
+    );
+    assert!(h.query_by_label("Tiny GoogLeNet").is_some());
+    h.get_by_label("Download and open").click();
+    wait_until(&mut h, "the downloaded network", |a| {
+        !a.is_busy()
+            && a.workspace()
+                .is_some_and(|w| w.network.node("/inception3a/Concat").is_some())
+    });
+    // The dataset stayed; the file is in the cache, measured once.
+    assert_eq!(h.state().dataset_classes().unwrap().len(), 4);
+    assert!(cache.path().join("tiny.onnx").is_file());
+    assert!(cache.path().join("facts.ron").is_file());
+    h.get_by_label("📚 Pretrained networks…").click();
+    h.run_steps(3);
+    assert!(h.query_by_label("✓ downloaded").is_some());
+    assert!(
+        h.query_by_label_contains("params").is_some(),
+        "measured facts on the card"
+    );
+}

@@ -32,6 +32,17 @@ impl GraftApp {
                 }
             }
         }
+        if let Some(r) = take(&mut self.download_job) {
+            self.gallery.refresh();
+            match r {
+                Ok(path) => {
+                    // A new network on the dataset already open.
+                    self.project_path = None;
+                    self.load_model(ctx, ModelSource::File(path), Vec::new(), None);
+                }
+                Err(e) => self.set_error(e),
+            }
+        }
         if self.model_job.is_none()
             && let Some(d) = self.pending_dataset.take()
         {

@@ -83,6 +83,12 @@ impl GraftApp {
                     AppCommand::PickSaveAs,
                 );
                 ui.separator();
+                item(
+                    ui,
+                    commands,
+                    "New from pretrained…",
+                    AppCommand::ShowGallery,
+                );
                 item(ui, commands, "Open network (ONNX)…", AppCommand::PickModel);
                 item(
                     ui,
@@ -178,6 +184,24 @@ impl GraftApp {
                     "{label}{}",
                     p.map(|f| format!(" {:.0}%", f * 100.0)).unwrap_or_default()
                 ));
+            }
+            if let Some(job) = &self.download_job {
+                ui.separator();
+                let p = &job.progress;
+                ui.label(&job.label);
+                ui.add(
+                    egui::ProgressBar::new(p.fraction().unwrap_or(0.0))
+                        .desired_width(140.0)
+                        .show_percentage(),
+                );
+                ui.label(format!(
+                    "{:.1} MB · {:.1} MB/s",
+                    p.done() as f64 / 1e6,
+                    p.rate() / 1e6
+                ));
+                if ui.button("Cancel").clicked() {
+                    self.commands.push(AppCommand::CancelDownload);
+                }
             }
             if let Some(run) = &self.run
                 && run.is_running()

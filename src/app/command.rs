@@ -23,6 +23,11 @@ pub enum AppCommand {
     FreezeBackbone,
     PickModel,
     OpenModel(ModelSource),
+    /// The gallery dialog ("New from pretrained…").
+    ShowGallery,
+    /// Download (if needed) and open a gallery network by name, keeping the dataset.
+    OpenGallery(String),
+    CancelDownload,
     PickDataset,
     PickValidation,
     OpenDataset(PathBuf),
@@ -135,6 +140,50 @@ impl GraftApp {
                 ctx,
                 PickRequest::file(Picked::Model, "Open a network").filter("ONNX", &["onnx"]),
             ),
+            AppCommand::ShowGallery => self.gallery.show(),
+            AppCommand::OpenGallery(name) => {
+                if self.guarded(&AppCommand::OpenGallery(name.clone())) {
+                    return Ok(());
+                }
+                if self.download_job.is_some() {
+                    return Err("a download is already running".into());
+                }
+                if self.gallery.source.is_none() {
+                    self.gallery.show();
+                    self.gallery.open = false;
+                }
+                let (entry, place) = self
+                    .gallery
+                    .entry(&name)
+                    .ok_or_else(|| format!("no network named {name} in the gallery"))?;
+                self.download_job = Some(super::jobs::Job::spawn(
+                    format!("Downloading {}", entry.title),
+                    ctx,
+                    move |p| {
+                        let mut report = |g: &crate::gallery::Progress| {
+                            p.set(g.done as usize, g.total as usize);
+                            p.set_rate(g.bytes_per_s);
+                        };
+                        let path =
+                            crate::gallery::pull(&entry, &place, &mut report, p.cancel_flag())
+                                .map_err(|e| e.to_string())?;
+                        // Measured once: parameters, MACs, images/s on this machine.
+                        if !crate::gallery::facts::load(&place).contains_key(&entry.name)
+                            && let Ok(mut imported) = crate::onnx::import(&path)
+                        {
+                            crate::gallery::complete(&entry, &mut imported);
+                            let facts = crate::gallery::facts::measure(&imported);
+                            crate::gallery::facts::record(&place, &entry.name, facts)?;
+                        }
+                        Ok(path)
+                    },
+                ));
+            }
+            AppCommand::CancelDownload => {
+                if let Some(j) = &self.download_job {
+                    j.progress.cancel();
+                }
+            }
             AppCommand::OpenModel(source) => {
                 if self.guarded(&AppCommand::OpenModel(source.clone())) {
                     return Ok(());

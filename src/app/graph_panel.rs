@@ -78,6 +78,8 @@ pub struct GraphPanelState {
     next_move: Option<Move>,
     /// Where the minimap was drawn last frame.
     minimap: Option<Rect>,
+    /// Laid out again this frame.
+    fresh: bool,
 }
 
 impl Default for GraphPanelState {
@@ -108,6 +110,7 @@ impl Default for GraphPanelState {
             saved: HashMap::new(),
             next_move: None,
             minimap: None,
+            fresh: false,
         }
     }
 }
@@ -168,6 +171,7 @@ impl GraphPanelState {
         self.snarl = snarl;
         self.rects = vec![None; self.view.items.len()];
         self.found = None;
+        self.fresh = true;
         self.built_for = ws.version;
     }
 
@@ -379,6 +383,11 @@ pub fn graph_ui(
         rects: &mut state.rects,
     };
     GraphPanelState::widget().show(&mut state.snarl, &mut viewer, ui);
+    // The first frame after a new layout draws wires to the layout's boxes; nodes report
+    // their real size during it, so draw once more with those.
+    if std::mem::take(&mut state.fresh) {
+        ui.ctx().request_repaint();
+    }
     let toggled = std::mem::take(&mut viewer.toggled);
     state.transform = viewer.current;
     for key in toggled {

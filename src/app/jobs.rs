@@ -11,6 +11,8 @@ pub struct Progress {
     done: AtomicUsize,
     total: AtomicUsize,
     cancel: AtomicBool,
+    /// Bytes (or items) per second, as f64 bits; 0 when unknown.
+    rate: std::sync::atomic::AtomicU64,
 }
 
 impl Progress {
@@ -23,6 +25,18 @@ impl Progress {
     pub fn fraction(&self) -> Option<f32> {
         let total = self.total.load(Ordering::Relaxed);
         (total > 0).then(|| self.done.load(Ordering::Relaxed) as f32 / total as f32)
+    }
+
+    pub fn set_rate(&self, per_s: f64) {
+        self.rate.store(per_s.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn rate(&self) -> f64 {
+        f64::from_bits(self.rate.load(Ordering::Relaxed))
+    }
+
+    pub fn done(&self) -> usize {
+        self.done.load(Ordering::Relaxed)
     }
 
     pub fn cancel(&self) {

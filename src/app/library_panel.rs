@@ -27,6 +27,13 @@ impl GraftApp {
             .default_size(210.0)
             .show(ui, |ui| {
                 ui.heading("Network");
+                if ui
+                    .button("📚 Pretrained networks…")
+                    .on_hover_text("The gallery: size, accuracy and speed of each network")
+                    .clicked()
+                {
+                    self.commands.push(AppCommand::ShowGallery);
+                }
                 let matches_data = self
                     .data
                     .train

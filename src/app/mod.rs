@@ -12,6 +12,7 @@ mod command;
 mod data_panel;
 mod file_picker;
 mod frames;
+mod gallery_panel;
 mod graph_panel;
 mod inspector_panel;
 mod jobs;
@@ -70,6 +71,8 @@ pub struct StartOptions {
     pub builtin_file_dialog: bool,
     /// Leave the frame time out of the status bar (it differs every run; snapshot tests).
     pub hide_frame_time: bool,
+    /// The gallery's catalogue and cache instead of `GRAFT_GALLERY` / the cache folder (tests).
+    pub gallery: Option<(crate::gallery::Catalog, crate::gallery::Place)>,
 }
 
 /// The embedded sample dataset (Fashion-MNIST, 4 classes).
@@ -106,6 +109,9 @@ pub struct GraftApp {
     commands: Vec<AppCommand>,
     status: Option<Status>,
     model_job: Option<Job<Loaded>>,
+    /// A gallery network being downloaded (then measured), before it opens.
+    download_job: Option<Job<PathBuf>>,
+    gallery: gallery_panel::GalleryPanelState,
     scan_job: Option<Job<Scanned>>,
     export_job: Option<Job<String>>,
     classify_job: Option<Job<Classified>>,
@@ -151,6 +157,8 @@ impl GraftApp {
             commands: Vec::new(),
             status: None,
             model_job: None,
+            download_job: None,
+            gallery: gallery_panel::GalleryPanelState::with_source(start.gallery.clone()),
             scan_job: None,
             export_job: None,
             classify_job: None,
@@ -199,6 +207,7 @@ impl GraftApp {
 
     pub fn is_busy(&self) -> bool {
         self.model_job.is_some()
+            || self.download_job.is_some()
             || self.scan_job.is_some()
             || self.export_job.is_some()
             || self.run.as_ref().is_some_and(TrainRun::is_running)
@@ -342,6 +351,12 @@ impl eframe::App for GraftApp {
                 });
             }
         }
+        gallery_panel::gallery_window(
+            &ctx,
+            &mut self.gallery,
+            self.download_job.is_some(),
+            &mut self.commands,
+        );
         self.confirm_ui(&ctx);
         self.drop_hint_ui(&ctx);
         self.handle(&ctx);

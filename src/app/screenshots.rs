@@ -95,6 +95,14 @@ impl Script {
             20 => self.shoot(ctx, "graph_googlenet"),
             2 => self.shoot(ctx, "graph"),
             3 => {
+                // The gallery over the graph (sorted by published accuracy).
+                app.gallery.show();
+                self.stage = 30;
+                self.wait = 20;
+            }
+            30 => self.shoot(ctx, "gallery"),
+            31 => {
+                app.gallery.open = false;
                 app.tab = Tab::Data;
                 app.options.augmentation = None;
                 self.stage = 4;

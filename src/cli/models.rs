@@ -8,7 +8,8 @@ use std::sync::atomic::AtomicBool;
 pub enum ModelsAction {
     /// The gallery's networks: size, published ImageNet top-1, input, licence, cached or not.
     List,
-    /// Download a network into the cache (resuming a partial download), check its sha256.
+    /// Download a network into the cache (resuming a partial download), check its sha256,
+    /// then measure its parameters, MACs and images/s on this machine (once).
     Pull { name: String },
     /// Print where a downloaded network's file is.
     Path { name: String },
@@ -25,9 +26,10 @@ pub fn run(action: ModelsAction) -> Result<(), String> {
     };
     match action {
         ModelsAction::List => {
+            let facts = gallery::facts::load(&place);
             println!(
-                "{:<20} {:<20} {:>9} {:>6}  {:<13} {:<13} cached",
-                "name", "network", "size", "top-1", "input", "licence"
+                "{:<20} {:<20} {:>9} {:>6}  {:<13} {:<13} {:>7} {:>7} {:>8}  cached",
+                "name", "network", "size", "top-1", "input", "licence", "params", "GMACs", "img/s"
             );
             for e in &catalog.entries {
                 let size = if e.embedded {
@@ -36,14 +38,19 @@ pub fn run(action: ModelsAction) -> Result<(), String> {
                     format!("{:.1} MB", e.bytes as f64 / 1e6)
                 };
                 let (c, h, w) = e.input;
+                let f = facts.get(&e.name);
+                let or_blank = |v: Option<String>| v.unwrap_or_default();
                 println!(
-                    "{:<20} {:<20} {:>9} {:>6}  {:<13} {:<13} {}",
+                    "{:<20} {:<20} {:>9} {:>6}  {:<13} {:<13} {:>7} {:>7} {:>8}  {}",
                     e.name,
                     e.title,
                     size,
-                    e.top1.map(|t| format!("{t:.1}%")).unwrap_or_default(),
+                    or_blank(e.top1.map(|t| format!("{t:.1}%"))),
                     format!("{c}×{h}×{w} {:?}", e.layout),
                     e.licence,
+                    or_blank(f.map(|f| format!("{:.1} M", f.params as f64 / 1e6))),
+                    or_blank(f.map(|f| format!("{:.2}", f.macs as f64 / 1e9))),
+                    or_blank(f.and_then(|f| f.images_per_s).map(|s| format!("{s:.1}"))),
                     if gallery::cached(e, &place).is_some() {
                         "yes"
                     } else {
@@ -51,10 +58,21 @@ pub fn run(action: ModelsAction) -> Result<(), String> {
                     }
                 );
             }
+            if let Some(d) = facts.values().map(|f| &f.device).find(|d| !d.is_empty()) {
+                println!("img/s: batch 8 on {d}, measured once after each download");
+            }
             Ok(())
         }
         ModelsAction::Pull { name } => {
-            let path = pull_with_bar(&find(&name)?)?;
+            let entry = find(&name)?;
+            let path = pull_with_bar(&entry)?;
+            if !gallery::facts::load(&place).contains_key(&entry.name) {
+                let mut imported =
+                    crate::onnx::import(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                gallery::complete(&entry, &mut imported);
+                eprintln!("measuring {} on this machine…", entry.title);
+                gallery::facts::record(&place, &entry.name, gallery::facts::measure(&imported))?;
+            }
             println!("{}", path.display());
             Ok(())
         }

@@ -12,6 +12,7 @@ mod fast_cpu;
 pub mod optimize;
 pub mod params;
 pub mod profile;
+pub mod speed;
 pub mod value;
 
 pub use device::{DeviceChoice, DeviceInfo, select_device};

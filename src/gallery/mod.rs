@@ -8,6 +8,7 @@
 
 mod catalog;
 mod download;
+pub mod facts;
 
 pub use catalog::{Catalog, Entry, Layout};
 pub use download::{DownloadError, Place, Progress, cache_dir, cached, pull, sha256_of};
