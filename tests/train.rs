@@ -417,3 +417,76 @@ fn early_stopping_honours_patience() {
             .any(|e| matches!(e, TrainEvent::Message(m) if m.contains("Stopped early")))
     );
 }
+
+/// `graft compare`: two networks, one recipe, one split; a table and a JSON report with a
+/// line per network, the Pareto front marked, and the retrained files written.
+#[test]
+fn compare_trains_each_network_on_the_same_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_dataset(&data, 8, 32, 21);
+    let fixture = |n: &str| {
+        format!(
+            "{}/tests/fixtures/{n}/model.onnx",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
+    let report = dir.path().join("compare.json");
+    let out_dir = dir.path().join("trained");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args([
+            "compare",
+            "--models",
+            &format!(
+                "{},{}",
+                fixture("resnet18_op13"),
+                fixture("squeezenet1_1_op13")
+            ),
+            "--data",
+            data.to_str().unwrap(),
+            "--val-split",
+            "0.25",
+            "--epochs",
+            "2",
+            "--batch",
+            "8",
+            "--export-dir",
+            out_dir.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pareto") && stdout.contains("★"),
+        "{stdout}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["validation_images"], serde_json::json!(6));
+    assert_eq!(r["train_images"], serde_json::json!(18));
+    let rows = r["networks"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let names: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["resnet18_op13", "squeezenet1_1_op13"]);
+    for name in &names {
+        assert!(
+            out_dir.join(format!("{name}.onnx")).is_file(),
+            "{name} exported"
+        );
+    }
+    for row in rows {
+        let acc = row["validation_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{row}");
+        assert!(row["inference_images_per_s"].as_f64().unwrap() > 0.0);
+        assert!(row["params"].as_u64().unwrap() > 1000);
+        assert_eq!(row["per_class_accuracy"].as_array().unwrap().len(), 3);
+    }
+    assert!(rows.iter().any(|r| r["pareto"] == serde_json::json!(true)));
+}

@@ -1,6 +1,7 @@
 //! `graft` subcommands for headless use, over the same library calls the GUI makes.
 
 mod bench;
+mod compare;
 mod infer;
 mod inspect;
 mod models;
@@ -78,6 +79,9 @@ pub enum Command {
     Evaluate(train::EvaluateArgs),
     /// Run a file in an independent runtime (tract) and in Graft; compare the outputs.
     Verify(train::VerifyArgs),
+    /// Train the same new head on several networks with one recipe and split; compare
+    /// accuracy, speed and size in one table.
+    Compare(Box<compare::CompareArgs>),
     /// The gallery of pretrained networks: list, download, locate.
     Models {
         #[command(subcommand)]
@@ -125,6 +129,7 @@ pub fn run(command: Command) -> Result<(), String> {
             device,
         } => bench::run(&model, batch, iterations.max(1), device),
         Command::Models { action } => models::run(action),
+        Command::Compare(args) => compare::run(*args),
     }
 }
 

@@ -192,7 +192,7 @@ fn options(args: &TrainArgs) -> Result<TrainingOptions, String> {
     Ok(o)
 }
 
-fn scan_with_bar(dir: &Path) -> Result<Dataset, String> {
+pub(super) fn scan_with_bar(dir: &Path) -> Result<Dataset, String> {
     let bar = ProgressBar::new(0).with_style(style("{msg} {bar:30} {pos}/{len}"));
     bar.set_message(format!("Scanning {}", dir.display()));
     let never = AtomicBool::new(false);
@@ -334,7 +334,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
 }
 
 /// Shows the session's events until it finishes.
-fn watch(session: &Session) -> Result<Outcome, String> {
+pub(super) fn watch(session: &Session) -> Result<Outcome, String> {
     let bar =
         ProgressBar::new(0).with_style(style("{msg:40} {bar:30} {pos}/{len} [{elapsed}<{eta}]"));
     let mut total = 0u64;
