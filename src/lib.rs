@@ -5,6 +5,7 @@
 pub mod app;
 pub mod classify;
 pub mod cli;
+pub mod compare;
 pub mod data;
 pub mod engine;
 pub mod files;

@@ -475,4 +475,37 @@ fn the_gallery_downloads_a_network_and_keeps_the_dataset() {
         h.query_by_label_contains("params").is_some(),
         "measured facts on the card"
     );
+
+    // Compare: tick both cards (the filter off again), run: a row per network that could be
+    // had. The second one cannot be downloaded (its checksum is made up): that is reported
+    // and the comparison goes on without it.
+    h.get_by_label("under 10 MB").click();
+    h.run_steps(2);
+    let ticks: Vec<_> = h.query_all_by_label("compare").collect();
+    assert_eq!(ticks.len(), 2);
+    for t in ticks {
+        t.click();
+    }
+    h.run_steps(2);
+    h.get_by_label("Compare 2 ticked on my data…").click();
+    h.run_steps(2);
+    wait_until(&mut h, "the comparison", |a| !a.is_busy());
+    let rows = h.state().comparison();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].model, "Tiny GoogLeNet");
+    assert!(rows[0].pareto && rows[0].inference_images_per_s > 0.0);
+    assert!((0.0..=1.0).contains(&rows[0].validation_accuracy));
+    assert!(
+        h.query_all_by_label_contains("not compared: Big Fake")
+            .count()
+            >= 1,
+        "the failure is named"
+    );
+    // Use it: the network opens with its trained head for the dataset's 4 classes.
+    h.get_by_label("Use this one").click();
+    wait_until(&mut h, "the compared network", |a| {
+        !a.is_busy()
+            && a.workspace()
+                .is_some_and(|w| w.network.metadata.labels.len() == 4)
+    });
 }

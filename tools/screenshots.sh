@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the designer under Xvfb through the whole loop (network, data, training, results) and
-# writes screenshots/{graph,data,training,results}.png; then opens torchvision's GoogLeNet
+# writes screenshots/{graph,gallery,data,training,results}.png; then opens torchvision's GoogLeNet
 # (exported here with random weights: the layout, not the weights, is the point) and writes
-# screenshots/graph_googlenet.png with its first inception block opened in place. Needs
+# screenshots/graph_googlenet.png with its first inception block opened in place; then
+# screenshots/compare.png (three torchvision networks compared on the sample data). Needs
 # Debian's xvfb and mesa-vulkan-drivers (software Vulkan for the wgpu renderer) and, for
 # GoogLeNet, tools/pyenv.sh's torchvision.
 #   cargo build --release && tools/screenshots.sh
@@ -24,4 +25,32 @@ torch.onnx.export(m, torch.zeros(1, 3, 224, 224), sys.argv[1], opset_version=13,
 PY
 fi
 xvfb-run -a -s "-screen 0 1440x900x24" "$root/target/release/graft" --fresh --model "$googlenet" --screenshots "$out"
+# The comparison window: three torchvision networks (random weights) as a gallery of their
+# own, served from a folder mirror, compared on the sample data.
+cmp="$root/target/screenshots/compare"
+mkdir -p "$cmp"
+"$root/tools/pyenv.sh" python - "$cmp" <<'PY'
+import hashlib, os, sys, torch, torchvision
+out = sys.argv[1]
+nets = {"resnet18": ("ResNet-18", "ResNet", torchvision.models.resnet18),
+        "mobilenetv2": ("MobileNet-v2", "MobileNet", torchvision.models.mobilenet_v2),
+        "shufflenetv2": ("ShuffleNet-v2", "ShuffleNet", torchvision.models.shufflenet_v2_x1_0)}
+entries = []
+for name, (title, family, make) in nets.items():
+    path = os.path.join(out, f"{name}.onnx")
+    if not os.path.exists(path):
+        torch.onnx.export(make().eval(), torch.zeros(1, 3, 224, 224), path, opset_version=13,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+    data = open(path, "rb").read()
+    entries.append(f'(name: "{name}", title: "{title}", family: "{family}", file: "{name}.onnx", '
+                   f'urls: [], sha256: "{hashlib.sha256(data).hexdigest()}", bytes: {len(data)}, '
+                   f'opset: 13, licence: "BSD-3-Clause", source: "torchvision, random weights", '
+                   f'layout: NCHW, input: (3, 224, 224), preprocess: None, labels: "", '
+                   f'top1: None, note: "")')
+open(os.path.join(out, "gallery.ron"), "w").write("(entries: [" + ",\n".join(entries) + "])")
+PY
+GRAFT_SHOT=compare GRAFT_GALLERY="$cmp/gallery.ron" GRAFT_MODEL_MIRROR="$cmp" \
+  GRAFT_CACHE_DIR="$cmp/cache" \
+  xvfb-run -a -s "-screen 0 1440x900x24" "$root/target/release/graft" --fresh --screenshots "$out"
 ls -la "$out"

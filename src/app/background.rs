@@ -32,6 +32,13 @@ impl GraftApp {
                 }
             }
         }
+        if let Some(r) = take(&mut self.compare.job) {
+            self.gallery.refresh();
+            match r {
+                Ok(()) => self.set_info("comparison finished"),
+                Err(e) => self.set_error(e),
+            }
+        }
         if let Some(r) = take(&mut self.download_job) {
             self.gallery.refresh();
             match r {

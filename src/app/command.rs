@@ -28,6 +28,8 @@ pub enum AppCommand {
     /// Download (if needed) and open a gallery network by name, keeping the dataset.
     OpenGallery(String),
     CancelDownload,
+    /// Compare the gallery networks ticked in the gallery on the current dataset.
+    StartCompare,
     PickDataset,
     PickValidation,
     OpenDataset(PathBuf),
@@ -178,6 +180,31 @@ impl GraftApp {
                         Ok(path)
                     },
                 ));
+            }
+            AppCommand::StartCompare => {
+                if self.compare.job.is_some() || self.training() {
+                    return Err("wait for the running comparison or training to end".into());
+                }
+                let (train, validation) = self.data.split(self.options.seed)?;
+                let validation = validation
+                    .ok_or("comparing needs validation images: set a validation split")?;
+                let mut entries = Vec::new();
+                let mut place = None;
+                for name in &self.compare.selected {
+                    let (e, p) = self
+                        .gallery
+                        .entry(name)
+                        .ok_or_else(|| format!("no network named {name} in the gallery"))?;
+                    entries.push(e);
+                    place = Some(p);
+                }
+                let place = place.ok_or("tick two or more networks in the gallery")?;
+                let recipe = crate::compare::Recipe {
+                    options: self.options.clone(),
+                    fine_tune: self.compare.fine_tune,
+                };
+                self.compare
+                    .start(ctx, entries, place, (train, validation), recipe);
             }
             AppCommand::CancelDownload => {
                 if let Some(j) = &self.download_job {

@@ -8,7 +8,7 @@ use crate::format::group;
 use crate::gallery::facts::Facts;
 use crate::gallery::{Catalog, Entry, Place, cached};
 use egui::{RichText, Ui};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SortBy {
@@ -138,6 +138,8 @@ pub fn gallery_window(
     ctx: &egui::Context,
     state: &mut GalleryPanelState,
     busy: bool,
+    selected: &mut BTreeSet<String>,
+    fine_tune: &mut bool,
     commands: &mut Vec<AppCommand>,
 ) {
     if !state.open {
@@ -151,6 +153,24 @@ pub fn gallery_window(
         .collapsible(false)
         .show(ctx, |ui| {
             controls(ui, state, commands);
+            ui.horizontal(|ui| {
+                let n = selected.len();
+                let r = ui.add_enabled(
+                    n >= 2 && !busy,
+                    egui::Button::new(format!("Compare {n} ticked on my data…")),
+                );
+                if r.on_hover_text(
+                    "Train a new head on each with the same recipe and split, then compare \
+                     accuracy, speed and size",
+                )
+                .clicked()
+                {
+                    commands.push(AppCommand::StartCompare);
+                    state.open = false;
+                }
+                ui.checkbox(fine_tune, "fine-tune every layer (slower)");
+                ui.label(RichText::new("tick two or more cards").small().weak());
+            });
             ui.separator();
             if let Some(e) = &state.error {
                 ui.label(RichText::new(e).color(theme::ERROR));
@@ -163,7 +183,7 @@ pub fn gallery_window(
                 for row in shown.chunks(3) {
                     ui.horizontal(|ui| {
                         for e in row {
-                            card(ui, state, e, busy, commands);
+                            card(ui, state, e, busy, selected, commands);
                         }
                     });
                 }
@@ -201,6 +221,7 @@ fn card(
     state: &mut GalleryPanelState,
     e: &Entry,
     busy: bool,
+    selected: &mut BTreeSet<String>,
     commands: &mut Vec<AppCommand>,
 ) {
     let here = e.embedded
@@ -255,11 +276,21 @@ fn card(
             }
             ui.label(RichText::new(&e.note).small().weak());
             let label = if here { "Open" } else { "Download and open" };
-            let r = ui.add_enabled(!busy, egui::Button::new(label));
-            if r.clicked() {
-                commands.push(AppCommand::OpenGallery(e.name.clone()));
-                state.open = false;
-            }
+            ui.horizontal(|ui| {
+                let r = ui.add_enabled(!busy, egui::Button::new(label));
+                if r.clicked() {
+                    commands.push(AppCommand::OpenGallery(e.name.clone()));
+                    state.open = false;
+                }
+                let mut ticked = selected.contains(&e.name);
+                if ui.checkbox(&mut ticked, "compare").changed() {
+                    if ticked {
+                        selected.insert(e.name.clone());
+                    } else {
+                        selected.remove(&e.name);
+                    }
+                }
+            });
             if here && !e.embedded {
                 ui.label(RichText::new("✓ downloaded").small().color(theme::OK));
             }

@@ -9,6 +9,7 @@ mod actions;
 mod background;
 mod chrome;
 mod command;
+mod compare_panel;
 mod data_panel;
 mod file_picker;
 mod frames;
@@ -112,6 +113,7 @@ pub struct GraftApp {
     /// A gallery network being downloaded (then measured), before it opens.
     download_job: Option<Job<PathBuf>>,
     gallery: gallery_panel::GalleryPanelState,
+    compare: compare_panel::ComparePanelState,
     scan_job: Option<Job<Scanned>>,
     export_job: Option<Job<String>>,
     classify_job: Option<Job<Classified>>,
@@ -159,6 +161,7 @@ impl GraftApp {
             model_job: None,
             download_job: None,
             gallery: gallery_panel::GalleryPanelState::with_source(start.gallery.clone()),
+            compare: compare_panel::ComparePanelState::default(),
             scan_job: None,
             export_job: None,
             classify_job: None,
@@ -205,9 +208,15 @@ impl GraftApp {
         self.graph.minimap_rect()
     }
 
+    /// The comparison's rows so far (tests).
+    pub fn comparison(&self) -> Vec<crate::compare::Row> {
+        self.compare.rows().into_iter().map(|(r, _)| r).collect()
+    }
+
     pub fn is_busy(&self) -> bool {
         self.model_job.is_some()
             || self.download_job.is_some()
+            || self.compare.job.is_some()
             || self.scan_job.is_some()
             || self.export_job.is_some()
             || self.run.as_ref().is_some_and(TrainRun::is_running)
@@ -354,9 +363,12 @@ impl eframe::App for GraftApp {
         gallery_panel::gallery_window(
             &ctx,
             &mut self.gallery,
-            self.download_job.is_some(),
+            self.download_job.is_some() || self.compare.job.is_some(),
+            &mut self.compare.selected,
+            &mut self.compare.fine_tune,
             &mut self.commands,
         );
+        compare_panel::compare_window(&ctx, &mut self.compare, &mut self.commands);
         self.confirm_ui(&ctx);
         self.drop_hint_ui(&ctx);
         self.handle(&ctx);

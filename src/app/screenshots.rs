@@ -14,10 +14,12 @@ pub struct Script {
 }
 
 impl Script {
+    /// `GRAFT_SHOT=compare` runs the comparison script instead (tools/screenshots.sh).
     pub fn new(dir: PathBuf) -> Self {
+        let compare = std::env::var("GRAFT_SHOT").is_ok_and(|v| v == "compare");
         Script {
             dir,
-            stage: 0,
+            stage: if compare { 40 } else { 0 },
             wait: 0,
             shot: None,
             done: false,
@@ -93,6 +95,30 @@ impl Script {
                 self.wait = 30;
             }
             20 => self.shoot(ctx, "graph_googlenet"),
+            // Comparison: every gallery network ticked and compared on the sample data.
+            40 => {
+                if app.ws.is_some() && app.data.train.is_some() && !app.is_busy() {
+                    let _ = std::fs::create_dir_all(&self.dir);
+                    app.gallery.show();
+                    app.gallery.open = false;
+                    if let Some((catalog, _)) = &app.gallery.source {
+                        app.compare.selected =
+                            catalog.entries.iter().map(|e| e.name.clone()).collect();
+                    }
+                    app.options.epochs = 5;
+                    app.push(AppCommand::StartCompare);
+                    self.stage = 41;
+                    self.wait = 5;
+                }
+            }
+            41 => {
+                if app.compare.job.is_none() {
+                    self.stage = 42;
+                    self.wait = 30;
+                }
+            }
+            42 => self.shoot(ctx, "compare"),
+            43 => self.stage = 99,
             2 => self.shoot(ctx, "graph"),
             3 => {
                 // The gallery over the graph (sorted by published accuracy).

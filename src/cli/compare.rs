@@ -1,16 +1,12 @@
-//! `graft compare`: which backbone suits *this* dataset? Every network gets the same recipe
-//! on the same split with the same seed — a new head, the backbone frozen (its features
-//! computed once) unless `--fine-tune` — one after another; then one table: validation
-//! accuracy and loss, training time, inference images/s on this machine, parameters and the
-//! retrained file's size, with the accuracy/speed Pareto front marked.
+//! `graft compare`: which backbone suits *this* dataset? Every network runs through
+//! `compare::train_one` with one recipe and split, one after another; then one table, the
+//! accuracy/speed Pareto front marked.
 
 use super::train::{scan_with_bar, watch};
+use crate::compare::{Recipe, Row, mark_pareto};
 use crate::engine::DeviceChoice;
-use crate::graph::edit::{Edit, apply, freeze_backbone};
-use crate::train::{Session, TrainJob, TrainingOptions};
-use serde::Serialize;
+use crate::train::TrainingOptions;
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct CompareArgs {
@@ -46,22 +42,6 @@ pub struct CompareArgs {
     pub report: Option<PathBuf>,
 }
 
-/// One network's line of the table.
-#[derive(Clone, Debug, Serialize)]
-pub struct Row {
-    pub model: String,
-    pub validation_accuracy: f64,
-    pub validation_loss: f64,
-    /// Recall per class, in the dataset's class order.
-    pub per_class_accuracy: Vec<(String, f64)>,
-    pub train_seconds: f64,
-    pub inference_images_per_s: f64,
-    pub params: usize,
-    pub file_bytes: usize,
-    /// No other network is at least as accurate and as fast, and better in one.
-    pub pareto: bool,
-}
-
 pub fn run(args: CompareArgs) -> Result<(), String> {
     if args.models.len() < 2 {
         return Err("compare needs two networks or more (--models a,b)".into());
@@ -87,6 +67,10 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
     if let Some(dir) = &args.export_dir {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    let recipe = Recipe {
+        options: options.clone(),
+        fine_tune: args.fine_tune,
+    };
     let mut rows: Vec<Row> = Vec::new();
     for model in &args.models {
         let mut name = display_name(model);
@@ -94,67 +78,20 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
             name = format!("{name}-{}", rows.len() + 1);
         }
         eprintln!("── {name}");
-        let started = Instant::now();
         let imported = super::open_model(model)?;
-        let (mut net, mut store) = (imported.network, imported.store);
-        apply(
-            &mut net,
-            &mut store,
-            &Edit::AdaptHead {
-                classes: train.classes.clone(),
-                seed: options.seed,
-            },
-        )
-        .map_err(|e| format!("{name}: {e}"))?;
-        if !args.fine_tune {
-            freeze_backbone(&mut net, &store).map_err(|e| format!("{name}: {e}"))?;
-        }
-        if net.metadata.preprocess.is_none() {
-            net.metadata.preprocess = Some(net.preprocess());
-        }
-        let session = Session::start(
-            TrainJob {
-                network: net,
-                store,
-                train: train.clone(),
-                validation: Some(validation.clone()),
-                options: options.clone(),
-                checkpoint: None,
-                resume: false,
-            },
-            None,
+        let trained = crate::compare::train_one(
+            &name,
+            imported,
+            &train,
+            &validation,
+            &recipe,
+            &mut |session| watch(session),
         )?;
-        let outcome = watch(&session)?;
-        session.join();
-        let train_seconds = started.elapsed().as_secs_f64();
-        let eval = outcome
-            .evaluation
-            .as_ref()
-            .ok_or_else(|| format!("{name}: no validation result"))?;
-        let speed =
-            crate::engine::speed::measure(&outcome.network, &outcome.store, 8, 5, options.device)?;
-        let bytes = crate::onnx::export_bytes(&outcome.network, &outcome.store)
-            .map_err(|e| format!("{name}: {e}"))?;
         if let Some(dir) = &args.export_dir {
             let out = dir.join(format!("{name}.onnx"));
-            crate::onnx::export_with_labels(&outcome.network, &outcome.store, &out)?;
+            crate::onnx::export_with_labels(&trained.network, &trained.store, &out)?;
         }
-        let analysis = crate::graph::analyze::analyze(&outcome.network, &outcome.store);
-        rows.push(Row {
-            model: name,
-            validation_accuracy: eval.accuracy,
-            validation_loss: eval.loss,
-            per_class_accuracy: eval
-                .per_class
-                .iter()
-                .map(|c| (c.class.clone(), c.recall))
-                .collect(),
-            train_seconds,
-            inference_images_per_s: speed.images_per_s,
-            params: analysis.total_params,
-            file_bytes: bytes.len(),
-            pareto: false,
-        });
+        rows.push(trained.row);
     }
     mark_pareto(&mut rows);
     print_table(&rows, validation.samples.len());
@@ -189,21 +126,6 @@ fn display_name(model: &std::path::Path) -> String {
     stem
 }
 
-/// Marks the rows no other row beats on both accuracy and speed.
-pub fn mark_pareto(rows: &mut [Row]) {
-    let points: Vec<(f64, f64)> = rows
-        .iter()
-        .map(|r| (r.validation_accuracy, r.inference_images_per_s))
-        .collect();
-    for (i, r) in rows.iter_mut().enumerate() {
-        let (a, s) = points[i];
-        r.pareto = !points
-            .iter()
-            .enumerate()
-            .any(|(j, &(b, t))| j != i && b >= a && t >= s && (b > a || t > s));
-    }
-}
-
 fn print_table(rows: &[Row], val_images: usize) {
     let mut order: Vec<&Row> = rows.iter().collect();
     order.sort_by(|a, b| b.validation_accuracy.total_cmp(&a.validation_accuracy));
@@ -225,37 +147,4 @@ fn print_table(rows: &[Row], val_images: usize) {
         );
     }
     println!("validation: {val_images} images; infer/s: batch 8 on this machine");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(acc: f64, speed: f64) -> Row {
-        Row {
-            model: String::new(),
-            validation_accuracy: acc,
-            validation_loss: 0.0,
-            per_class_accuracy: vec![],
-            train_seconds: 0.0,
-            inference_images_per_s: speed,
-            params: 0,
-            file_bytes: 0,
-            pareto: false,
-        }
-    }
-
-    #[test]
-    fn the_pareto_front_is_what_nothing_beats_on_both() {
-        // (accuracy, speed): a is fastest, c most accurate, b beaten by c on both, d ties a.
-        let mut rows = vec![
-            row(0.7, 100.0),
-            row(0.8, 20.0),
-            row(0.9, 30.0),
-            row(0.7, 100.0),
-        ];
-        mark_pareto(&mut rows);
-        let front: Vec<bool> = rows.iter().map(|r| r.pareto).collect();
-        assert_eq!(front, vec![true, false, true, true]);
-    }
 }
