@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: file → [`graph`] → [`engine`] → results. See `docs/ARCHITECTURE.md`.
 
+#[cfg(feature = "window")]
 pub mod app;
 pub mod classify;
 pub mod cli;

@@ -21,33 +21,7 @@ fn main() -> ExitCode {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     let Some(command) = cli.command else {
-        // No subcommand: the designer window. A gallery name for --model is downloaded here,
-        // with a progress bar on the terminal, before the window opens.
-        let model = match cli.model.as_deref().map(graft::cli::model_path).transpose() {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let start = graft::app::StartOptions {
-            project: cli.project,
-            fresh: cli.fresh,
-            screenshots: cli.screenshots,
-            ephemeral: false,
-            frame_bench: cli.frame_bench,
-            model,
-            builtin_file_dialog: std::env::var("GRAFT_FILE_DIALOG").is_ok_and(|v| v == "builtin"),
-            hide_frame_time: false,
-            gallery: None,
-        };
-        return match graft::app::run(start) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return window(cli);
     };
     // Never a raw panic for the user: a bug deep in a dependency becomes one error line.
     std::panic::set_hook(Box::new(|info| {
@@ -75,4 +49,42 @@ fn main() -> ExitCode {
         }
         Err(_) => ExitCode::FAILURE,
     }
+}
+
+/// No subcommand: the designer window. A gallery name for --model is downloaded here, with a
+/// progress bar on the terminal, before the window opens.
+#[cfg(feature = "window")]
+fn window(cli: Cli) -> ExitCode {
+    let model = match cli.model.as_deref().map(graft::cli::model_path).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let start = graft::app::StartOptions {
+        project: cli.project,
+        fresh: cli.fresh,
+        screenshots: cli.screenshots,
+        ephemeral: false,
+        frame_bench: cli.frame_bench,
+        model,
+        builtin_file_dialog: std::env::var("GRAFT_FILE_DIALOG").is_ok_and(|v| v == "builtin"),
+        hide_frame_time: false,
+        gallery: None,
+    };
+    match graft::app::run(start) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A build without the window (`--no-default-features`): the command line only.
+#[cfg(not(feature = "window"))]
+fn window(_cli: Cli) -> ExitCode {
+    eprintln!("error: this graft was built without the window; run `graft --help` for commands");
+    ExitCode::FAILURE
 }
