@@ -53,6 +53,8 @@ pub struct Project {
     pub dataset: Option<DatasetSettings>,
     pub options: TrainingOptions,
     pub results: Option<Results>,
+    /// The last comparison of backbones: a row per network and its retrained file.
+    pub comparison: Vec<(crate::compare::Row, PathBuf)>,
 }
 
 impl Default for Project {
@@ -64,6 +66,7 @@ impl Default for Project {
             dataset: None,
             options: TrainingOptions::default(),
             results: None,
+            comparison: Vec::new(),
         }
     }
 }
@@ -173,6 +176,20 @@ mod tests {
                 root: "/data".into(),
                 ..Default::default()
             }),
+            comparison: vec![(
+                crate::compare::Row {
+                    model: "ResNet-18".into(),
+                    validation_accuracy: 0.5,
+                    validation_loss: 1.25,
+                    per_class_accuracy: vec![("a".into(), 0.75), ("b".into(), 0.25)],
+                    train_seconds: 9.5,
+                    inference_images_per_s: 21.5,
+                    params: 11_000_000,
+                    file_bytes: 44_000_000,
+                    pareto: true,
+                },
+                "/cache/compare/resnet18.onnx".into(),
+            )],
             ..Project::default()
         };
         p.save(&path).unwrap();

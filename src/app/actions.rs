@@ -221,6 +221,7 @@ impl GraftApp {
                 history,
                 evaluation: self.last_run.evaluation.clone(),
             }),
+            comparison: self.compare.rows(),
             ..Project::default()
         }
     }

@@ -140,6 +140,7 @@ impl GraftApp {
         self.dirty = false;
         if let Some((path, project)) = loaded.project {
             self.options = project.options;
+            self.compare.restore(project.comparison);
             match project.results {
                 Some(r) => self.set_evaluation(Some(r.history), r.evaluation),
                 None => self.set_evaluation(None, None),

@@ -127,6 +127,9 @@ impl GraftApp {
                 if ui.button("Fit graph to view  F").clicked() {
                     commands.push(AppCommand::FitView);
                 }
+                if ui.button("Comparison of backbones").clicked() {
+                    commands.push(AppCommand::ShowComparison);
+                }
             });
         });
     }

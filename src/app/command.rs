@@ -30,6 +30,8 @@ pub enum AppCommand {
     CancelDownload,
     /// Compare the gallery networks ticked in the gallery on the current dataset.
     StartCompare,
+    /// The comparison window (the last comparison, also after reopening a project).
+    ShowComparison,
     PickDataset,
     PickValidation,
     OpenDataset(PathBuf),
@@ -206,6 +208,7 @@ impl GraftApp {
                 self.compare
                     .start(ctx, entries, place, (train, validation), recipe);
             }
+            AppCommand::ShowComparison => self.compare.open = true,
             AppCommand::CancelDownload => {
                 if let Some(j) = &self.download_job {
                     j.progress.cancel();

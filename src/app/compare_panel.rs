@@ -44,6 +44,16 @@ impl ComparePanelState {
             .unwrap_or_default()
     }
 
+    /// A comparison saved with a project (shown when the window is opened).
+    pub fn restore(&mut self, rows: Vec<(Row, PathBuf)>) {
+        let status = if rows.is_empty() {
+            String::new()
+        } else {
+            format!("{} networks compared (saved with the project)", rows.len())
+        };
+        self.shared = Arc::new(Mutex::new(Shared { rows, status }));
+    }
+
     /// Starts the comparison of `entries` on `train`/`validation`.
     pub fn start(
         &mut self,
