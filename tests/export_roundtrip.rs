@@ -85,3 +85,58 @@ fn fixtures_survive_export_with_names_and_outputs() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A channels-last file (as tf2onnx writes them: N×H×W×3 in, a Transpose inside): Graft feeds
+/// it channels-first and matches ONNX Runtime; the export is channels-last again and runs in
+/// tract on the original N×H×W×3 input with the same answers.
+#[test]
+fn a_channels_last_file_trains_channels_first_and_exports_channels_last() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nhwc");
+    let imported = onnx::import(dir.join("nhwc.onnx")).unwrap();
+    assert_eq!(imported.network.input.shape[1..], [3, 16, 16]);
+    assert_eq!(imported.network.input_chw(), Some([3, 16, 16]));
+    let (nhwc_shape, nhwc) = graft::npy::read_f32(&dir.join("input_nhwc.npy")).unwrap();
+    let (_, want) = graft::npy::read_f32(&dir.join("output_ort.npy")).unwrap();
+    let [n, h, w, c] = nhwc_shape[..] else {
+        panic!("{nhwc_shape:?}")
+    };
+    // The same images, channels first.
+    let mut nchw = vec![0.0f32; nhwc.len()];
+    for b in 0..n {
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..c {
+                    nchw[((b * c + ch) * h + y) * w + x] = nhwc[((b * h + y) * w + x) * c + ch];
+                }
+            }
+        }
+    }
+    let device = burn::tensor::Device::flex();
+    let model = Model::build(&imported.network, &imported.store, &device).unwrap();
+    let outs = model.infer(&[n, c, h, w], nchw).unwrap();
+    let err = max_rel_error(&outs[0].1, &want);
+    assert!(err < 1e-4, "Graft vs ONNX Runtime: {err}");
+
+    let bytes = export_bytes(&imported.network, &imported.store).unwrap();
+    let proto = <onnx_ir::ModelProto as onnx_ir::Message>::parse_from_bytes(&bytes).unwrap();
+    let input = &proto.graph.as_ref().unwrap().input[0];
+    assert_eq!(input.name, "images:0");
+    let dims: Vec<i64> = input
+        .type_
+        .as_ref()
+        .unwrap()
+        .tensor_type()
+        .shape
+        .dim
+        .iter()
+        .map(|d| d.dim_value())
+        .collect();
+    assert_eq!(
+        dims[1..],
+        [16, 16, 3],
+        "exported input is channels-last again"
+    );
+    let got = run_tract(&bytes, &nhwc_shape, &nhwc).unwrap();
+    let err = max_rel_error(&got, &want);
+    assert!(err < 1e-4, "exported file in tract vs ONNX Runtime: {err}");
+}

@@ -62,6 +62,8 @@ pub fn export_bytes(net: &Network, store: &Store) -> Result<Vec<u8>, ExportError
 }
 
 pub fn to_model(net: &Network, store: &Store) -> Result<ModelProto, ExportError> {
+    // A channels-last file is written channels-last again (onnx/layout.rs).
+    let net = &*super::layout::channels_last_for_export(net);
     let opset = if net.nodes.iter().any(|n| matches!(n.op, Op::Gelu { .. })) {
         20
     } else {

@@ -130,7 +130,7 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
             )));
         }
     }
-    let network = Network {
+    let mut network = Network {
         name: if graph.name.is_empty() {
             "network".into()
         } else {
@@ -141,6 +141,7 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
         nodes,
         metadata: metadata(model, opset),
     };
+    super::layout::channels_first(&mut network);
     Ok(Imported { network, store })
 }
 

@@ -9,6 +9,7 @@ mod attrs;
 pub mod export;
 mod fold;
 mod import;
+pub mod layout;
 pub mod ops;
 pub mod tensor;
 
