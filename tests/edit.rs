@@ -355,3 +355,33 @@ fn a_saved_project_replays_to_the_same_network_bytes() {
     assert_eq!(net2, net);
     assert_eq!(onnx::export_bytes(&net2, &store2).unwrap(), direct);
 }
+
+/// Caffe-era files end in N×1000×1×1 (SqueezeNet's 1×1 Conv classifier, DenseNet's pooled
+/// scores): the adapted head flattens to N×classes, so the loss and the softmax see class
+/// scores. The onnx package's light models (tests/fixtures/light).
+#[test]
+fn a_four_dimensional_classifier_output_becomes_class_scores() {
+    for file in ["light_squeezenet.onnx", "light_densenet121.onnx"] {
+        let path = format!("{}/tests/fixtures/light/{file}", env!("CARGO_MANIFEST_DIR"));
+        let mut imported = graft::onnx::import(&path).unwrap();
+        let (net, store) = (&mut imported.network, &mut imported.store);
+        let (before, _) = graft::graph::shape::infer(net, store, 1);
+        assert_eq!(before[&net.outputs[0]].len(), 4, "{file} ends N×1000×1×1");
+        graft::graph::edit::apply(
+            net,
+            store,
+            &graft::graph::edit::Edit::AdaptHead {
+                classes: vec!["a".into(), "b".into(), "c".into()],
+                seed: 1,
+            },
+        )
+        .unwrap();
+        let (after, errors) = graft::graph::shape::infer(net, store, 2);
+        assert!(errors.is_empty(), "{file}: {errors:?}");
+        assert_eq!(after[&net.outputs[0]], vec![2, 3], "{file}");
+        assert!(
+            net.node(graft::graph::edit::HEAD_FLATTEN).is_some(),
+            "{file}"
+        );
+    }
+}

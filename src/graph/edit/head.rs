@@ -54,6 +54,7 @@ pub fn find_classifier(net: &Network, store: &Store) -> Option<usize> {
 
 pub const HEAD_CLASSIFIER: &str = "head/classifier";
 pub const HEAD_SOFTMAX: &str = "head/softmax";
+pub const HEAD_FLATTEN: &str = "head/flatten";
 pub const HEAD_OUTPUT: &str = "probabilities";
 
 pub(super) fn adapt_head(
@@ -221,6 +222,17 @@ pub(super) fn adapt_head(
             data: bias,
         },
     ));
+    // Caffe-era files end in N×K×1×1 (a 1×1 Conv classifier, then pooling): the new head
+    // gives N×K, what the loss, the softmax and every consumer of class scores expect.
+    if shapes.get(&final_value).is_some_and(|s| s.len() != 2) {
+        kept.push(Node::new(
+            HEAD_FLATTEN,
+            Op::Flatten { axis: 1 },
+            vec![final_value],
+            vec!["head/scores".into()],
+        ));
+        final_value = "head/scores".into();
+    }
     kept.push(Node::new(
         HEAD_SOFTMAX,
         Op::Softmax {

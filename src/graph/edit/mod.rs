@@ -10,7 +10,8 @@ mod library;
 mod reach;
 
 pub use head::{
-    HEAD_CLASSIFIER, HEAD_OUTPUT, HEAD_SOFTMAX, find_classifier, freeze_backbone, head_start,
+    HEAD_CLASSIFIER, HEAD_FLATTEN, HEAD_OUTPUT, HEAD_SOFTMAX, find_classifier, freeze_backbone,
+    head_start,
 };
 pub use library::{LayerKind, NewLayer};
 pub use reach::{ancestors, cut_after, descendants, prune};
