@@ -140,3 +140,120 @@ fn a_channels_last_file_trains_channels_first_and_exports_channels_last() {
     let err = max_rel_error(&got, &want);
     assert!(err < 1e-4, "exported file in tract vs ONNX Runtime: {err}");
 }
+
+/// The onnx package's light model `file` with each ConstantOfShape weight replaced by a seeded
+/// random initializer (so every channel differs), ending at the class scores before its
+/// final softmax (which saturates to one-hot in deep networks).
+fn randomised_light_model(file: &str, rnd: &mut impl FnMut() -> f32) -> Vec<u8> {
+    use onnx_ir::{Message, ModelProto, TensorProto};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/light")
+        .join(file);
+    let mut m = ModelProto::parse_from_bytes(&std::fs::read(path).unwrap()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let dims_of = |t: &TensorProto| -> Vec<i64> {
+        if t.int64_data.is_empty() {
+            t.raw_data
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                .collect()
+        } else {
+            t.int64_data.clone()
+        }
+    };
+    let shapes: std::collections::HashMap<String, Vec<i64>> = g
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == 7)
+        .map(|t| (t.name.clone(), dims_of(t)))
+        .collect();
+    let mut weights = Vec::new();
+    g.node.retain(|n| {
+        if n.op_type != "ConstantOfShape" {
+            return true;
+        }
+        let dims = shapes[&n.input[0]].clone();
+        let count: i64 = dims.iter().product();
+        // Kaiming-like scale keeps activations finite through 100+ layers; 1-D tensors
+        // (BatchNorm variances and scales, biases) stay positive.
+        let fan_in = dims.iter().skip(1).product::<i64>().max(1) as f32;
+        let scale = (6.0 / fan_in).sqrt();
+        let mut t = TensorProto::new();
+        t.name = n.output[0].clone();
+        t.data_type = 1;
+        t.dims = dims.clone();
+        t.float_data = (0..count)
+            .map(|_| {
+                let r = rnd();
+                if dims.len() == 1 {
+                    0.5 + r.abs()
+                } else {
+                    2.0 * r * scale
+                }
+            })
+            .collect();
+        weights.push(t);
+        false
+    });
+    g.initializer.extend(weights);
+    if let Some(k) = g.node.iter().rposition(|n| n.op_type == "Softmax")
+        && g.output
+            .first()
+            .is_some_and(|o| g.node[k].output[0] == o.name)
+    {
+        let scores = g.node.remove(k).input[0].clone();
+        g.output[0].name = scores;
+        g.output[0].type_ = Default::default();
+    }
+    m.write_to_bytes().unwrap()
+}
+
+/// The Caffe2-era topologies of the ONNX Model Zoo (the onnx package's light models: LRN with
+/// Caffe parameters, Dropout left in, Sum, channel shuffle as 5-D Reshape + Transpose,
+/// N×1000×1×1 outputs), with random weights: Graft's class scores agree with tract's on the
+/// original graph, and with tract's on Graft's export.
+#[test]
+fn caffe2_era_topologies_agree_with_tract() {
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    for file in [
+        "light_bvlc_alexnet.onnx",
+        "light_inception_v1.onnx",
+        "light_resnet50.onnx",
+        "light_squeezenet.onnx",
+        "light_shufflenet.onnx",
+        "light_densenet121.onnx",
+    ] {
+        let original = randomised_light_model(file, &mut rnd);
+        let imported = onnx::import_bytes(&original).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let (net, store) = (&imported.network, &imported.store);
+        let shape = [1, 3, 224, 224];
+        let input: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rnd() * 2.0)
+            .collect();
+        let device = burn::tensor::Device::flex();
+        let ours = Model::build(net, store, &device)
+            .and_then(|m| m.infer(&shape, input.clone()))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let theirs = run_tract(&original, &shape, &input).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let err = max_rel_error(&ours[0].1, &theirs);
+        let exported = run_tract(&export_bytes(net, store).unwrap(), &shape, &input).unwrap();
+        let err_export = max_rel_error(&exported, &theirs);
+        eprintln!("{file}: vs tract on the file {err:.2e}, on the export {err_export:.2e}");
+        assert!(err < 1e-4, "{file}: Graft vs tract {err}");
+        assert!(
+            err_export < 1e-4,
+            "{file}: export vs original in tract {err_export}"
+        );
+        // Not a degenerate constant: the scores differ from class to class.
+        assert!(
+            theirs.iter().any(|v| (v - theirs[0]).abs() > 1e-3),
+            "{file}: constant output"
+        );
+    }
+}
