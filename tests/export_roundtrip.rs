@@ -257,3 +257,32 @@ fn caffe2_era_topologies_agree_with_tract() {
         );
     }
 }
+
+/// A float16 file (input, weights and output in float16): Graft computes in float32, matches
+/// ONNX Runtime's float16 result within float16's precision, and says what it did.
+#[test]
+fn a_float16_file_computes_in_float32_and_says_so() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fp16");
+    let imported = onnx::import(dir.join("fp16.onnx")).unwrap();
+    assert!(
+        imported
+            .network
+            .metadata
+            .notes
+            .iter()
+            .any(|n| n.contains("float32")),
+        "{:?}",
+        imported.network.metadata.notes
+    );
+    let (shape, input) = graft::npy::read_f32(&dir.join("input.f32.npy")).unwrap();
+    let (_, want) = graft::npy::read_f32(&dir.join("output_ort.npy")).unwrap();
+    let device = burn::tensor::Device::flex();
+    let outs = Model::build(&imported.network, &imported.store, &device)
+        .and_then(|m| m.infer(&shape, input))
+        .unwrap();
+    let err = max_rel_error(&outs[0].1, &want);
+    assert!(
+        err < 1e-2,
+        "Graft (float32) vs ONNX Runtime (float16): {err}"
+    );
+}

@@ -37,6 +37,8 @@ struct Report<'a> {
     macs_per_image: u64,
     labels: &'a [String],
     preprocess: Preprocess,
+    /// What import changed (float16 computed in float32, channels-last fed channels-first).
+    notes: &'a [String],
     issues: Vec<IssueReport<'a>>,
 }
 
@@ -109,6 +111,7 @@ impl<'a> Report<'a> {
             macs_per_image: analysis.total_macs,
             labels: &net.metadata.labels,
             preprocess: net.preprocess(),
+            notes: &net.metadata.notes,
             issues: analysis
                 .issues
                 .iter()
@@ -192,6 +195,9 @@ fn print_table(net: &Network, analysis: &Analysis, input_dims: &[Dim], attribute
             net.metadata.labels.len(),
             net.preprocess()
         );
+    }
+    for note in &net.metadata.notes {
+        println!("note: {note}");
     }
     for issue in &analysis.issues {
         if issue.severity == Severity::Error || attributes {

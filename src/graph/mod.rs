@@ -98,6 +98,10 @@ pub struct Metadata {
     pub doc: String,
     /// Other `metadata_props`, kept for export.
     pub extra: Vec<(String, String)>,
+    /// What import changed about the file that a user should know (float16 computed and
+    /// exported as float32, a channels-last input fed channels-first).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// How an image becomes the network's input: resize the shorter side to `resize`, crop the

@@ -141,6 +141,18 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
         nodes,
         metadata: metadata(model, opset),
     };
+    let half = |t: i32| t == tensor::dtype::FLOAT16 || t == tensor::dtype::BFLOAT16;
+    let input_half = graph.input.iter().any(|i| {
+        i.type_
+            .as_ref()
+            .filter(|t| t.has_tensor_type())
+            .is_some_and(|t| half(t.tensor_type().elem_type))
+    });
+    if input_half || graph.initializer.iter().any(|t| half(t.data_type)) {
+        network.metadata.notes.push(
+            "16-bit floats in the file: Graft computes, trains and exports in float32".into(),
+        );
+    }
     super::layout::channels_first(&mut network);
     Ok(Imported { network, store })
 }

@@ -36,6 +36,9 @@ pub fn channels_first(net: &mut Network) {
     }
     let s = &net.input.shape;
     net.input.shape = vec![s[0], s[3], s[1], s[2]];
+    net.metadata.notes.push(
+        "channels-last input: fed channels-first inside Graft, exported channels-last".into(),
+    );
     net.nodes.insert(
         0,
         Node::new(
