@@ -286,3 +286,55 @@ fn a_float16_file_computes_in_float32_and_says_so() {
         "Graft (float32) vs ONNX Runtime (float16): {err}"
     );
 }
+
+/// An int8 file in QDQ form (int8 weights behind DequantizeLinear, activations through
+/// QuantizeLinear → DequantizeLinear): read as float — the weights dequantised exactly
+/// (matching ONNX Runtime on the float network with those weights), the activation rounding
+/// dropped (so it differs from ONNX Runtime's int8 result by that rounding only) — and said.
+#[test]
+fn an_int8_qdq_file_is_read_as_float() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/int8");
+    let imported = onnx::import(dir.join("qdq.onnx")).unwrap();
+    assert!(
+        imported
+            .network
+            .metadata
+            .notes
+            .iter()
+            .any(|n| n.contains("QDQ")),
+        "{:?}",
+        imported.network.metadata.notes
+    );
+    let (shape, input) = graft::npy::read_f32(&dir.join("input.npy")).unwrap();
+    let (_, float) = graft::npy::read_f32(&dir.join("output_float.npy")).unwrap();
+    let (_, int8) = graft::npy::read_f32(&dir.join("output_qdq.npy")).unwrap();
+    let device = burn::tensor::Device::flex();
+    let outs = Model::build(&imported.network, &imported.store, &device)
+        .and_then(|m| m.infer(&shape, input))
+        .unwrap();
+    let exact = max_rel_error(&outs[0].1, &float);
+    assert!(exact < 1e-5, "vs the dequantised float network: {exact}");
+    let rounding = max_rel_error(&outs[0].1, &int8);
+    assert!(rounding < 0.1, "vs ONNX Runtime's int8 run: {rounding}");
+    // Trainable: the dequantised weights are ordinary parameters.
+    assert!(
+        imported
+            .store
+            .iter()
+            .any(|(_, t)| t.shape == vec![8, 3, 3, 3])
+    );
+
+    // The QOperator form (int8 values read by something else than DequantizeLinear) is
+    // refused, naming the nodes.
+    use onnx_ir::Message;
+    let mut m =
+        onnx_ir::ModelProto::parse_from_bytes(&std::fs::read(dir.join("qdq.onnx")).unwrap())
+            .unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let dq = g.node.iter_mut().find(|n| n.name == "r_dq").unwrap();
+    dq.op_type = "QLinearGlobalAveragePool".into();
+    let err = onnx::import_bytes(&m.write_to_bytes().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'r_q'") && err.contains("QOperator"), "{err}");
+}

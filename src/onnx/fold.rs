@@ -37,6 +37,12 @@ pub fn eval(
             }
         }),
         "Size" => input(0).and_then(|x| one(HostTensor::i64(vec![], vec![x.len() as i64]))),
+        // Quantised weights (QDQ form): (x − zero point) × scale, per tensor or per channel.
+        "DequantizeLinear" => (|| {
+            let (x, scale) = (input(0)?, input(1)?);
+            let zero = inputs.get(2).copied().flatten().map(HostTensor::to_f32);
+            dequantize(x, &scale.to_f32(), zero.as_deref(), attrs.int("axis", 1)).map(|t| vec![t])
+        })(),
         "Gather" => input(0).and_then(|x| {
             let idx = input(1)?;
             gather(x, idx, attrs.int("axis", 0)).map(|t| vec![t])
@@ -583,9 +589,67 @@ fn reduce(op: &str, x: &HostTensor, axes: Vec<i64>, keepdims: bool) -> Result<Ho
     })
 }
 
+/// `DequantizeLinear` on a constant: scale and zero point are scalars or one per slice
+/// along `axis`.
+fn dequantize(
+    x: &HostTensor,
+    scale: &[f32],
+    zero: Option<&[f32]>,
+    axis: i64,
+) -> Result<HostTensor, String> {
+    let values = x.to_f32();
+    let per = |v: &[f32], what: &str| -> Result<(), String> {
+        if v.is_empty() {
+            Err(format!("empty {what}"))
+        } else {
+            Ok(())
+        }
+    };
+    per(scale, "scale")?;
+    if let Some(z) = zero {
+        per(z, "zero point")?;
+        if z.len() != scale.len() {
+            return Err("scale and zero point differ in length".into());
+        }
+    }
+    let (channels, inner) = if scale.len() == 1 {
+        (1, values.len().max(1))
+    } else {
+        let a = norm_axis(axis, x.shape.len())?;
+        if x.shape[a] != scale.len() {
+            return Err(format!(
+                "{} scales for axis {a} of size {}",
+                scale.len(),
+                x.shape[a]
+            ));
+        }
+        (scale.len(), x.shape[a + 1..].iter().product::<usize>())
+    };
+    let out = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = (i / inner) % channels;
+            (v - zero.map_or(0.0, |z| z[c])) * scale[c]
+        })
+        .collect();
+    Ok(HostTensor::f32(x.shape.clone(), out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dequantize_per_tensor_and_per_channel() {
+        let x = HostTensor::i64(vec![2, 2], vec![-2, 4, 10, -10]);
+        let t = dequantize(&x, &[0.5], Some(&[2.0]), 1).unwrap();
+        assert_eq!(t.to_f32(), vec![-2.0, 1.0, 4.0, -6.0]);
+        // One scale per row (axis 0).
+        let t = dequantize(&x, &[1.0, 0.1], None, 0).unwrap();
+        assert_eq!(t.to_f32(), vec![-2.0, 4.0, 1.0, -1.0]);
+        assert!(dequantize(&x, &[1.0, 2.0, 3.0], None, 0).is_err());
+    }
 
     #[test]
     fn constant_of_shape_makes_real_weight_sizes_and_refuses_absurd_ones() {

@@ -70,6 +70,7 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
         })?;
         initializers.insert(t.name.clone(), host);
     }
+    quantized_pairs_only(graph)?;
     let (input, file_batch) = graph_input(graph, &initializers, options.free_batch)?;
     let names = node_names(graph);
     let order = topological_order(graph, &names, &initializers, &input.name)?;
@@ -148,6 +149,13 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
             .filter(|t| t.has_tensor_type())
             .is_some_and(|t| half(t.tensor_type().elem_type))
     });
+    if graph.node.iter().any(|n| n.op_type == "QuantizeLinear") {
+        network.metadata.notes.push(
+            "int8 (QDQ) file: weights dequantised to float32 on import, activation \
+             quantisation dropped, so it can be fine-tuned; exported in float32"
+                .into(),
+        );
+    }
     if input_half || graph.initializer.iter().any(|t| half(t.data_type)) {
         network.metadata.notes.push(
             "16-bit floats in the file: Graft computes, trains and exports in float32".into(),
@@ -155,6 +163,28 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
     }
     super::layout::channels_first(&mut network);
     Ok(Imported { network, store })
+}
+
+/// QDQ files are read as float: each activation QuantizeLinear must feed DequantizeLinear
+/// only (the QOperator form, QLinearConv and the like, reads the int8 values directly).
+fn quantized_pairs_only(graph: &GraphProto) -> Result<(), ImportError> {
+    for q in graph.node.iter().filter(|n| n.op_type == "QuantizeLinear") {
+        let Some(out) = q.output.first() else {
+            continue;
+        };
+        if let Some(reader) = graph
+            .node
+            .iter()
+            .find(|n| n.input.contains(out) && n.op_type != "DequantizeLinear")
+        {
+            return Err(ImportError::Unsupported(format!(
+                "QuantizeLinear '{}' feeds {} '{}' directly (the QOperator int8 form); Graft \
+                 reads int8 files in QDQ form",
+                q.name, reader.op_type, reader.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The one non-initializer input, and the batch size the file fixes (if it does). With

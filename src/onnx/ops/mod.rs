@@ -171,6 +171,7 @@ pub fn importer(op_type: &str) -> Option<ImportFn> {
         "Dropout" => misc::dropout,
         "Identity" => misc::identity,
         "Cast" => misc::cast,
+        "QuantizeLinear" | "DequantizeLinear" => misc::quantize_dropped,
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
         | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSumExp" => misc::reduce,
         _ => return None,
@@ -189,6 +190,7 @@ pub const SUPPORTED: &[&str] = &[
     "Concat",
     "Conv",
     "Cos",
+    "DequantizeLinear",
     "Div",
     "Dropout",
     "Elu",
@@ -220,6 +222,7 @@ pub const SUPPORTED: &[&str] = &[
     "Neg",
     "Pad",
     "Pow",
+    "QuantizeLinear",
     "Reciprocal",
     "ReduceL1",
     "ReduceL2",
