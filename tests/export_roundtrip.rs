@@ -258,29 +258,43 @@ fn caffe2_era_topologies_agree_with_tract() {
     }
 }
 
+/// A generated fixture of `tests/fixtures/{dir}`: the file imported, with the note import
+/// must have made about it, and Graft's CPU output on the `input` array there.
+fn imported_with_note(
+    dir: &str,
+    file: &str,
+    note: &str,
+    input: &str,
+) -> (onnx::Imported, Vec<f32>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir);
+    let imported = onnx::import(dir.join(file)).unwrap();
+    let notes = &imported.network.metadata.notes;
+    assert!(notes.iter().any(|n| n.contains(note)), "{notes:?}");
+    let (shape, data) = graft::npy::read_f32(&dir.join(input)).unwrap();
+    let device = burn::tensor::Device::flex();
+    let outs = Model::build(&imported.network, &imported.store, &device)
+        .and_then(|m| m.infer(&shape, data))
+        .unwrap();
+    let out = outs[0].1.clone();
+    (imported, out)
+}
+
+fn reference(dir: &str, file: &str) -> Vec<f32> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir)
+        .join(file);
+    graft::npy::read_f32(&path).unwrap().1
+}
+
 /// A float16 file (input, weights and output in float16): Graft computes in float32, matches
 /// ONNX Runtime's float16 result within float16's precision, and says what it did.
 #[test]
 fn a_float16_file_computes_in_float32_and_says_so() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fp16");
-    let imported = onnx::import(dir.join("fp16.onnx")).unwrap();
-    assert!(
-        imported
-            .network
-            .metadata
-            .notes
-            .iter()
-            .any(|n| n.contains("float32")),
-        "{:?}",
-        imported.network.metadata.notes
-    );
-    let (shape, input) = graft::npy::read_f32(&dir.join("input.f32.npy")).unwrap();
-    let (_, want) = graft::npy::read_f32(&dir.join("output_ort.npy")).unwrap();
-    let device = burn::tensor::Device::flex();
-    let outs = Model::build(&imported.network, &imported.store, &device)
-        .and_then(|m| m.infer(&shape, input))
-        .unwrap();
-    let err = max_rel_error(&outs[0].1, &want);
+    let (_, ours) = imported_with_note("fp16", "fp16.onnx", "float32", "input.f32.npy");
+    let err = max_rel_error(&ours, &reference("fp16", "output_ort.npy"));
     assert!(
         err < 1e-2,
         "Graft (float32) vs ONNX Runtime (float16): {err}"
@@ -293,28 +307,10 @@ fn a_float16_file_computes_in_float32_and_says_so() {
 /// dropped (so it differs from ONNX Runtime's int8 result by that rounding only) — and said.
 #[test]
 fn an_int8_qdq_file_is_read_as_float() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/int8");
-    let imported = onnx::import(dir.join("qdq.onnx")).unwrap();
-    assert!(
-        imported
-            .network
-            .metadata
-            .notes
-            .iter()
-            .any(|n| n.contains("QDQ")),
-        "{:?}",
-        imported.network.metadata.notes
-    );
-    let (shape, input) = graft::npy::read_f32(&dir.join("input.npy")).unwrap();
-    let (_, float) = graft::npy::read_f32(&dir.join("output_float.npy")).unwrap();
-    let (_, int8) = graft::npy::read_f32(&dir.join("output_qdq.npy")).unwrap();
-    let device = burn::tensor::Device::flex();
-    let outs = Model::build(&imported.network, &imported.store, &device)
-        .and_then(|m| m.infer(&shape, input))
-        .unwrap();
-    let exact = max_rel_error(&outs[0].1, &float);
+    let (imported, ours) = imported_with_note("int8", "qdq.onnx", "QDQ", "input.npy");
+    let exact = max_rel_error(&ours, &reference("int8", "output_float.npy"));
     assert!(exact < 1e-5, "vs the dequantised float network: {exact}");
-    let rounding = max_rel_error(&outs[0].1, &int8);
+    let rounding = max_rel_error(&ours, &reference("int8", "output_qdq.npy"));
     assert!(rounding < 0.1, "vs ONNX Runtime's int8 run: {rounding}");
     // Trainable: the dequantised weights are ordinary parameters.
     assert!(
@@ -327,9 +323,8 @@ fn an_int8_qdq_file_is_read_as_float() {
     // The QOperator form (int8 values read by something else than DequantizeLinear) is
     // refused, naming the nodes.
     use onnx_ir::Message;
-    let mut m =
-        onnx_ir::ModelProto::parse_from_bytes(&std::fs::read(dir.join("qdq.onnx")).unwrap())
-            .unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/int8/qdq.onnx");
+    let mut m = onnx_ir::ModelProto::parse_from_bytes(&std::fs::read(file).unwrap()).unwrap();
     let g = m.graph.as_mut().unwrap();
     let dq = g.node.iter_mut().find(|n| n.name == "r_dq").unwrap();
     dq.op_type = "QLinearGlobalAveragePool".into();
