@@ -20,6 +20,10 @@ fn main() -> ExitCode {
     // SAFETY: setting an option before any allocation-heavy work; mimalloc reads it lazily.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
+    if let Err(e) = graft::cli::set_input_size(cli.input_size) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let Some(command) = cli.command else {
         return window(cli);
     };
@@ -72,6 +76,7 @@ fn window(cli: Cli) -> ExitCode {
         builtin_file_dialog: std::env::var("GRAFT_FILE_DIALOG").is_ok_and(|v| v == "builtin"),
         hide_frame_time: false,
         gallery: None,
+        input_size: cli.input_size,
     };
     match graft::app::run(start) {
         Ok(()) => ExitCode::SUCCESS,

@@ -333,3 +333,40 @@ fn an_int8_qdq_file_is_read_as_float() {
         .to_string();
     assert!(err.contains("'r_q'") && err.contains("QOperator"), "{err}");
 }
+
+/// A file that leaves the image size open (N×3×?×?) is built at the size asked for (224 when
+/// none is), says so, and matches ONNX Runtime at that size; the command line takes the size
+/// from `--input-size`.
+#[test]
+fn an_open_image_size_is_chosen_not_assumed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/open_size");
+    let default = onnx::import(dir.join("open.onnx")).unwrap();
+    assert_eq!(default.network.input.shape[1..], [3, 224, 224]);
+    let options = onnx::ImportOptions {
+        image_size: Some(32),
+        ..Default::default()
+    };
+    let imported = onnx::import_with(dir.join("open.onnx"), &options).unwrap();
+    assert_eq!(imported.network.input.shape[1..], [3, 32, 32]);
+    let notes = &imported.network.metadata.notes;
+    assert!(notes.iter().any(|n| n.contains("32×32")), "{notes:?}");
+    let (shape, data) = graft::npy::read_f32(&dir.join("input32.npy")).unwrap();
+    let device = burn::tensor::Device::flex();
+    let outs = Model::build(&imported.network, &imported.store, &device)
+        .and_then(|m| m.infer(&shape, data))
+        .unwrap();
+    let ours = &outs[0].1;
+    let err = max_rel_error(ours, &reference("open_size", "output32.npy"));
+    assert!(err < 1e-4, "vs ONNX Runtime at 32×32: {err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["inspect", "--json", "--input-size", "48"])
+        .arg(dir.join("open.onnx"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["input"]["shape"],
+        serde_json::json!(["N", "3", "48", "48"]),
+        "{v}"
+    );
+}

@@ -93,7 +93,13 @@ fn run_case(dir: &Path) -> Outcome {
     if inputs[0].dims.is_empty() {
         return Outcome::Skip;
     }
-    let imported = match import_model(&model, &ImportOptions { free_batch: false }) {
+    let imported = match import_model(
+        &model,
+        &ImportOptions {
+            free_batch: false,
+            image_size: None,
+        },
+    ) {
         Ok(i) => i,
         Err(e) => return Outcome::Unsupported(e.to_string()),
     };

@@ -66,10 +66,11 @@ impl GraftApp {
             ModelSource::Default => "Opening EfficientNet-Lite0".to_string(),
             ModelSource::File(p) => format!("Opening {}", p.display()),
         };
+        let options = self.import_options.clone();
         self.model_job = Some(Job::spawn(label, ctx, move |_| {
             let mut imported = match &source {
                 ModelSource::Default => onnx::import_bytes(crate::DEFAULT_MODEL),
-                ModelSource::File(p) => crate::gallery::import_file(p),
+                ModelSource::File(p) => crate::gallery::import_file(p, &options),
             }
             .map_err(|e| e.to_string())?;
             for e in &edits {

@@ -74,6 +74,8 @@ pub struct StartOptions {
     pub hide_frame_time: bool,
     /// The gallery's catalogue and cache instead of `GRAFT_GALLERY` / the cache folder (tests).
     pub gallery: Option<(crate::gallery::Catalog, crate::gallery::Place)>,
+    /// Image side for networks whose file leaves it open (`--input-size`).
+    pub input_size: Option<usize>,
 }
 
 /// The embedded sample dataset (Fashion-MNIST, 4 classes).
@@ -112,6 +114,8 @@ pub struct GraftApp {
     model_job: Option<Job<Loaded>>,
     /// A gallery network being downloaded (then measured), before it opens.
     download_job: Option<Job<PathBuf>>,
+    /// How networks are imported (`--input-size`).
+    import_options: crate::onnx::ImportOptions,
     gallery: gallery_panel::GalleryPanelState,
     compare: compare_panel::ComparePanelState,
     scan_job: Option<Job<Scanned>>,
@@ -160,6 +164,10 @@ impl GraftApp {
             status: None,
             model_job: None,
             download_job: None,
+            import_options: crate::onnx::ImportOptions {
+                image_size: start.input_size,
+                ..Default::default()
+            },
             gallery: gallery_panel::GalleryPanelState::with_source(start.gallery.clone()),
             compare: compare_panel::ComparePanelState::default(),
             scan_job: None,

@@ -37,6 +37,31 @@ pub struct Cli {
     /// Open this ONNX network in the window (with the sample data).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Image side for networks whose file leaves height and width open (N×3×?×?); 224 if
+    /// not given. Applies to every command that opens a network.
+    #[arg(long, global = true, value_name = "N")]
+    pub input_size: Option<usize>,
+}
+
+/// `--input-size`, for every network the command opens.
+static INPUT_SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Records `--input-size` before a command runs.
+pub fn set_input_size(size: Option<usize>) -> Result<(), String> {
+    if let Some(s) = size {
+        if !(8..=4096).contains(&s) {
+            return Err(format!("--input-size {s}: give a side between 8 and 4096"));
+        }
+        let _ = INPUT_SIZE.set(s);
+    }
+    Ok(())
+}
+
+fn import_options() -> onnx::ImportOptions {
+    onnx::ImportOptions {
+        image_size: INPUT_SIZE.get().copied(),
+        ..Default::default()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -141,7 +166,8 @@ pub fn open_model(path: &Path) -> Result<Imported, String> {
             .map_err(|e| format!("{}: {e}", path.display()));
     }
     let file = model_path(path)?;
-    crate::gallery::import_file(&file).map_err(|e| format!("{}: {e}", file.display()))
+    crate::gallery::import_file(&file, &import_options())
+        .map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// A model argument as a file path: itself, or a gallery network's cached file (downloaded

@@ -61,8 +61,11 @@ pub fn imagenet_labels() -> Vec<String> {
 
 /// Imports a file; a file from the gallery's cache also gets what its catalogue entry knows
 /// (preprocessing, class names), as when it was opened by name.
-pub fn import_file(path: &Path) -> Result<Imported, onnx::ImportError> {
-    let mut imported = onnx::import(path)?;
+pub fn import_file(
+    path: &Path,
+    options: &onnx::ImportOptions,
+) -> Result<Imported, onnx::ImportError> {
+    let mut imported = onnx::import_with(path, options)?;
     if let Some(entry) = entry_of_cached_file(path) {
         complete(&entry, &mut imported);
     }

@@ -33,11 +33,20 @@ pub struct ImportOptions {
     /// Treat dimension 0 of the input as a free batch size (image networks). When false, the
     /// input shape is exactly what the file declares.
     pub free_batch: bool,
+    /// The side of the image for a file that leaves height and width open (`N×3×?×?`,
+    /// common in converter exports and detection backbones); 224 when not given.
+    pub image_size: Option<usize>,
 }
+
+/// The image side used when a file leaves it open and nobody chose one.
+pub const DEFAULT_IMAGE_SIZE: usize = 224;
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        Self { free_batch: true }
+        Self {
+            free_batch: true,
+            image_size: None,
+        }
     }
 }
 
@@ -71,7 +80,7 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
         initializers.insert(t.name.clone(), host);
     }
     quantized_pairs_only(graph)?;
-    let (input, file_batch) = graph_input(graph, &initializers, options.free_batch)?;
+    let (input, file_batch, open_size) = graph_input(graph, &initializers, options)?;
     let names = node_names(graph);
     let order = topological_order(graph, &names, &initializers, &input.name)?;
 
@@ -149,6 +158,13 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
             .filter(|t| t.has_tensor_type())
             .is_some_and(|t| half(t.tensor_type().elem_type))
     });
+    if open_size {
+        let side = options.image_size.unwrap_or(DEFAULT_IMAGE_SIZE);
+        network.metadata.notes.push(format!(
+            "the file leaves the image size open: built for {side}×{side} \
+             (graft --input-size N chooses another)"
+        ));
+    }
     if graph.node.iter().any(|n| n.op_type == "QuantizeLinear") {
         network.metadata.notes.push(
             "int8 (QDQ) file: weights dequantised to float32 on import, activation \
@@ -189,11 +205,13 @@ fn quantized_pairs_only(graph: &GraphProto) -> Result<(), ImportError> {
 
 /// The one non-initializer input, and the batch size the file fixes (if it does). With
 /// `free_batch`, dimension 0 is the batch (stored as 1).
+/// Also whether the file left the image size open.
 fn graph_input(
     graph: &GraphProto,
     initializers: &HashMap<String, HostTensor>,
-    free_batch: bool,
-) -> Result<(Input, Option<usize>), ImportError> {
+    options: &ImportOptions,
+) -> Result<(Input, Option<usize>, bool), ImportError> {
+    let free_batch = options.free_batch;
     let inputs: Vec<_> = graph
         .input
         .iter()
@@ -236,13 +254,17 @@ fn graph_input(
         )));
     }
     let mut shape = Vec::with_capacity(dims.len());
+    let mut open_size = false;
     for (i, d) in dims.iter().enumerate() {
         shape.push(match (i, d) {
             (0, _) if free_batch => 1,
             (_, Some(d)) => *d,
-            // An image size the file leaves open gets the common default.
+            // An image size the file leaves open: the one asked for, else the common one.
             (1, None) if dims.len() == 4 => 3,
-            (2 | 3, None) if dims.len() == 4 => 224,
+            (2 | 3, None) if dims.len() == 4 => {
+                open_size = true;
+                options.image_size.unwrap_or(DEFAULT_IMAGE_SIZE)
+            }
             _ => {
                 return Err(ImportError::Unsupported(format!(
                     "input '{}' has no fixed size in dimension {i}",
@@ -258,6 +280,7 @@ fn graph_input(
             free_batch,
         },
         dims[0],
+        open_size,
     ))
 }
 

@@ -59,6 +59,14 @@ pub enum ImportError {
 
 /// Reads an ONNX file.
 pub fn import(path: impl AsRef<Path>) -> Result<Imported, ImportError> {
+    import_with(path, &ImportOptions::default())
+}
+
+/// Reads an ONNX file with import options (an image size for files that leave it open).
+pub fn import_with(
+    path: impl AsRef<Path>,
+    options: &ImportOptions,
+) -> Result<Imported, ImportError> {
     let path = path.as_ref();
     let io = |source| ImportError::Io {
         path: path.display().to_string(),
@@ -69,15 +77,19 @@ pub fn import(path: impl AsRef<Path>) -> Result<Imported, ImportError> {
         return Err(ImportError::TooLarge(len));
     }
     let bytes = std::fs::read(path).map_err(io)?;
-    import_bytes(&bytes)
+    import_bytes_with(&bytes, options)
 }
 
 /// Reads an ONNX model from memory.
 pub fn import_bytes(bytes: &[u8]) -> Result<Imported, ImportError> {
+    import_bytes_with(bytes, &ImportOptions::default())
+}
+
+pub fn import_bytes_with(bytes: &[u8], options: &ImportOptions) -> Result<Imported, ImportError> {
     if bytes.is_empty() {
         return Err(ImportError::NotOnnx("the file is empty".into()));
     }
     let model = ModelProto::parse_from_bytes(bytes)
         .map_err(|e| ImportError::NotOnnx(format!("it is not a valid ONNX protobuf ({e})")))?;
-    import_model(&model, &ImportOptions::default())
+    import_model(&model, options)
 }
