@@ -98,18 +98,23 @@ fn io_error(path: &Path, e: std::io::Error) -> DownloadError {
 }
 
 /// The gallery's cache folder: `GRAFT_CACHE_DIR`, else the platform's cache folder
-/// (`~/.cache/graft/models` on Linux).
-pub fn cache_dir() -> Result<PathBuf, DownloadError> {
-    let dir = match std::env::var_os("GRAFT_CACHE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => dirs::cache_dir()
+/// (`~/.cache/graft/models` on Linux). Not created.
+pub fn cache_path() -> Result<PathBuf, DownloadError> {
+    match std::env::var_os("GRAFT_CACHE_DIR") {
+        Some(d) => Ok(PathBuf::from(d)),
+        None => Ok(dirs::cache_dir()
             .ok_or_else(|| DownloadError::Io {
                 path: PathBuf::from("~/.cache"),
                 message: "no cache folder on this system (set GRAFT_CACHE_DIR)".into(),
             })?
             .join("graft")
-            .join("models"),
-    };
+            .join("models")),
+    }
+}
+
+/// The gallery's cache folder, created if needed.
+pub fn cache_dir() -> Result<PathBuf, DownloadError> {
+    let dir = cache_path()?;
     fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
     Ok(dir)
 }

@@ -11,7 +11,9 @@ mod download;
 pub mod facts;
 
 pub use catalog::{Catalog, Entry, Layout};
-pub use download::{DownloadError, Place, Progress, cache_dir, cached, pull, sha256_of};
+pub use download::{
+    DownloadError, Place, Progress, cache_dir, cache_path, cached, pull, sha256_of,
+};
 
 use crate::onnx::{self, Imported};
 use std::path::Path;
@@ -73,7 +75,8 @@ pub fn import_file(
 }
 
 fn entry_of_cached_file(path: &Path) -> Option<Entry> {
-    let dir = std::fs::canonicalize(cache_dir().ok()?).ok()?;
+    // Only looks: opening a file must not create the cache folder.
+    let dir = std::fs::canonicalize(cache_path().ok()?).ok()?;
     let file = std::fs::canonicalize(path).ok()?;
     if file.parent()? != dir {
         return None;
