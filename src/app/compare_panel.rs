@@ -92,6 +92,10 @@ impl ComparePanelState {
                     &out_dir,
                     &|s| say(format!("{at}: {s}")),
                 ) {
+                    // A run stopped by Cancel trained fewer epochs: not a fair row.
+                    _ if p.cancel_flag().load(std::sync::atomic::Ordering::Relaxed) => {
+                        return Err("comparison cancelled".into());
+                    }
                     Ok((row, path)) => {
                         if let Ok(mut g) = shared.lock() {
                             g.rows.push((row, path));
