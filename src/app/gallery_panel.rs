@@ -45,6 +45,8 @@ pub struct GalleryPanelState {
     pub source: Option<(Catalog, Place)>,
     /// Loaded when the dialog opens and after each download.
     facts: BTreeMap<String, Facts>,
+    /// Names of the entries in the cache (same times).
+    downloaded: BTreeSet<String>,
     pub error: Option<String>,
 }
 
@@ -58,6 +60,7 @@ impl Default for GalleryPanelState {
             find: String::new(),
             source: None,
             facts: BTreeMap::new(),
+            downloaded: BTreeSet::new(),
             error: None,
         }
     }
@@ -86,9 +89,17 @@ impl GalleryPanelState {
         self.refresh();
     }
 
+    /// Reads what is downloaded and measured: when the dialog opens and after a download,
+    /// not every frame.
     pub fn refresh(&mut self) {
-        if let Some((_, place)) = &self.source {
+        if let Some((catalog, place)) = &self.source {
             self.facts = crate::gallery::facts::load(place);
+            self.downloaded = catalog
+                .entries
+                .iter()
+                .filter(|e| cached(e, place).is_some())
+                .map(|e| e.name.clone())
+                .collect();
         }
     }
 
@@ -99,7 +110,7 @@ impl GalleryPanelState {
 
     /// The entries shown, in order.
     fn shown(&self) -> Vec<&Entry> {
-        let Some((catalog, place)) = &self.source else {
+        let Some((catalog, _)) = &self.source else {
             return Vec::new();
         };
         let q = self.find.trim().to_lowercase();
@@ -107,7 +118,7 @@ impl GalleryPanelState {
             .entries
             .iter()
             .filter(|e| !self.small_only || e.embedded || e.bytes < SMALL)
-            .filter(|e| !self.downloaded_only || cached(e, place).is_some())
+            .filter(|e| !self.downloaded_only || self.downloaded.contains(&e.name))
             .filter(|e| {
                 q.is_empty()
                     || e.title.to_lowercase().contains(&q)
@@ -224,11 +235,7 @@ fn card(
     selected: &mut BTreeSet<String>,
     commands: &mut Vec<AppCommand>,
 ) {
-    let here = e.embedded
-        || state
-            .source
-            .as_ref()
-            .is_some_and(|(_, place)| cached(e, place).is_some());
+    let here = e.embedded || state.downloaded.contains(&e.name);
     let facts = state.facts.get(&e.name);
     egui::Frame::group(ui.style()).show(ui, |ui| {
         ui.set_width(CARD_W - 20.0);

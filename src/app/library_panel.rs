@@ -1,7 +1,7 @@
 //! The Network tab: the graph in the middle, the inspector on the right, and on the left the
 //! head/freeze buttons, layer search, the layer library and the problem list.
 
-use super::{AppCommand, GraftApp, graph_panel, inspector_panel, theme};
+use super::{AppCommand, GraftApp, graph_panel, graph_viewer, inspector_panel, theme};
 use crate::format::elide_start;
 use egui::{Key, RichText};
 
@@ -102,7 +102,7 @@ impl GraftApp {
                             .id_salt("library")
                             .max_height(260.0)
                             .show(ui, |ui| {
-                                graph_panel::library_menu(
+                                graph_viewer::library_menu(
                                     ui,
                                     &ws.network,
                                     n,

@@ -15,6 +15,7 @@ mod file_picker;
 mod frames;
 mod gallery_panel;
 mod graph_panel;
+mod graph_viewer;
 mod inspector_panel;
 mod jobs;
 pub mod layout;
