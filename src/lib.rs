@@ -8,6 +8,7 @@ pub mod classify;
 pub mod cli;
 pub mod compare;
 pub mod data;
+pub mod detect;
 pub mod engine;
 pub mod files;
 pub mod format;

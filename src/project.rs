@@ -55,6 +55,9 @@ pub struct Project {
     pub results: Option<Results>,
     /// The last comparison of backbones: a row per network and its retrained file.
     pub comparison: Vec<(crate::compare::Row, PathBuf)>,
+    /// The image side chosen for a network whose file leaves it open (else the dataset's
+    /// typical side is used).
+    pub input_size: Option<usize>,
 }
 
 impl Default for Project {
@@ -67,6 +70,7 @@ impl Default for Project {
             options: TrainingOptions::default(),
             results: None,
             comparison: Vec::new(),
+            input_size: None,
         }
     }
 }

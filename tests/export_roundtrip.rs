@@ -210,10 +210,11 @@ fn randomised_light_model(file: &str, rnd: &mut impl FnMut() -> f32) -> Vec<u8> 
 
 /// The Caffe2-era topologies of the ONNX Model Zoo (the onnx package's light models: LRN with
 /// Caffe parameters, Dropout left in, Sum, channel shuffle as 5-D Reshape + Transpose,
-/// N×1000×1×1 outputs), with random weights: Graft's class scores agree with tract's on the
-/// original graph, and with tract's on Graft's export.
+/// N×1000×1×1 outputs), with random weights: Graft's class scores agree with ONNX Runtime's
+/// (`tools/make_light_references.py` makes the same weights from the same stream) and with
+/// tract's on the original graph, and with tract's on Graft's export.
 #[test]
-fn caffe2_era_topologies_agree_with_tract() {
+fn caffe2_era_topologies_agree_with_onnx_runtime_and_tract() {
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     let mut rnd = move || {
         seed ^= seed << 13;
@@ -242,9 +243,15 @@ fn caffe2_era_topologies_agree_with_tract() {
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         let theirs = run_tract(&original, &shape, &input).unwrap_or_else(|e| panic!("{file}: {e}"));
         let err = max_rel_error(&ours[0].1, &theirs);
+        let ort = reference("light", &file.replace(".onnx", ".ort.npy"));
+        let err_ort = max_rel_error(&ours[0].1, &ort);
         let exported = run_tract(&export_bytes(net, store).unwrap(), &shape, &input).unwrap();
         let err_export = max_rel_error(&exported, &theirs);
-        eprintln!("{file}: vs tract on the file {err:.2e}, on the export {err_export:.2e}");
+        eprintln!(
+            "{file}: vs ONNX Runtime {err_ort:.2e}, vs tract on the file {err:.2e}, \
+             on the export {err_export:.2e}"
+        );
+        assert!(err_ort < 1e-4, "{file}: Graft vs ONNX Runtime {err_ort}");
         assert!(err < 1e-4, "{file}: Graft vs tract {err}");
         assert!(
             err_export < 1e-4,
@@ -319,19 +326,88 @@ fn an_int8_qdq_file_is_read_as_float() {
             .iter()
             .any(|(_, t)| t.shape == vec![8, 3, 3, 3])
     );
+}
 
-    // The QOperator form (int8 values read by something else than DequantizeLinear) is
-    // refused, naming the nodes.
+/// An int8 file in QOperator form (QLinearConv, QLinearMatMul and ONNX Runtime's
+/// `com.microsoft` QLinearAdd, QLinearConcat, QLinearLeakyRelu, QLinearAveragePool,
+/// QLinearGlobalAveragePool, QGemm, with MaxPool and Flatten on the uint8 values): read as the
+/// float network it stands for — matching ONNX Runtime on that float network, and its int8
+/// run within the activation rounding — with the Relus the quantizer folded into zero points
+/// written back; it exports as plain float ONNX that tract runs with the same answers.
+#[test]
+fn an_int8_qoperator_file_is_read_as_float() {
+    let (imported, ours) = imported_with_note("int8", "qoperator.onnx", "QOperator", "input.npy");
+    let exact = max_rel_error(&ours, &reference("int8", "output_qoperator_float.npy"));
+    assert!(exact < 1e-5, "vs the dequantised float network: {exact}");
+    let rounding = max_rel_error(&ours, &reference("int8", "output_qoperator.npy"));
+    assert!(rounding < 0.1, "vs ONNX Runtime's int8 run: {rounding}");
+
+    let net = &imported.network;
+    let op_of = |name: &str| {
+        net.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.op.onnx_type())
+    };
+    // Each QLinear op kept its name as its float op.
+    for (name, op) in [
+        ("conv1", "Conv"),
+        ("conv2", "Conv"),
+        ("add", "Add"),
+        ("concat", "Concat"),
+        ("lrelu", "LeakyRelu"),
+        ("avgpool", "AveragePool"),
+        ("gap", "GlobalAveragePool"),
+        ("fc1", "MatMul"),
+        ("fc2", "Gemm"),
+    ] {
+        assert_eq!(op_of(name), Some(op), "{name}");
+    }
+    // A Relu where the output's range starts at 0 after a weighted op; none after a sum or
+    // concatenation of values that are already non-negative.
+    for relu in ["conv1/relu", "conv2/relu", "fc1/relu"] {
+        assert_eq!(op_of(relu), Some("Relu"), "{relu}");
+    }
+    assert!(op_of("add/relu").is_none() && op_of("concat/relu").is_none());
+    // The weights are float parameters to fine-tune.
+    assert!(
+        net.nodes
+            .iter()
+            .all(|n| !n.op.onnx_type().starts_with("QLinear"))
+    );
+    assert!(
+        imported
+            .store
+            .iter()
+            .any(|(_, t)| t.shape == vec![8, 3, 3, 3])
+    );
+
+    let bytes = export_bytes(net, &imported.store).unwrap();
+    let (shape, data) = graft::npy::read_f32(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/int8/input.npy"),
+    )
+    .unwrap();
+    let theirs = run_tract(&bytes, &shape, &data).unwrap();
+    let err = max_rel_error(&theirs, &ours);
+    assert!(err < 1e-5, "tract on the exported file: {err}");
+
+    // An int8 op Graft does not read stays a placeholder that names itself.
     use onnx_ir::Message;
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/int8/qdq.onnx");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/int8/qoperator.onnx");
     let mut m = onnx_ir::ModelProto::parse_from_bytes(&std::fs::read(file).unwrap()).unwrap();
     let g = m.graph.as_mut().unwrap();
-    let dq = g.node.iter_mut().find(|n| n.name == "r_dq").unwrap();
-    dq.op_type = "QLinearGlobalAveragePool".into();
-    let err = onnx::import_bytes(&m.write_to_bytes().unwrap())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("'r_q'") && err.contains("QOperator"), "{err}");
+    g.node
+        .iter_mut()
+        .find(|n| n.name == "lrelu")
+        .unwrap()
+        .op_type = "QLinearSoftmax".into();
+    let imported = onnx::import_bytes(&m.write_to_bytes().unwrap()).unwrap();
+    let unsupported: Vec<_> = imported.network.unsupported().collect();
+    assert!(
+        unsupported.iter().any(|n| n.name == "lrelu"),
+        "{:?}",
+        unsupported.iter().map(|n| &n.name).collect::<Vec<_>>()
+    );
 }
 
 /// A file that leaves the image size open (N×3×?×?) is built at the size asked for (224 when
@@ -369,4 +445,97 @@ fn an_open_image_size_is_chosen_not_assumed() {
         serde_json::json!(["N", "3", "48", "48"]),
         "{v}"
     );
+}
+
+/// Files written by converters and old exporters (tools/make_converter_fixtures.py):
+/// paddle2onnx's hard-swish, Casts, Shape/Slice/Cast arithmetic feeding a nearest Resize,
+/// a bilinear Resize to a non-integer size, and an SE block whose Reshapes bake in batch 1
+/// although the input's batch is free; and an opset-7 file with Upsample's `scales`
+/// attribute, BatchNormalization's `spatial`, Sum, Dropout and MatMul + Add. Each matches ONNX
+/// Runtime at batch 2 (which ONNX Runtime itself cannot run for the paddle file: its
+/// reference is each image alone), and its export runs in tract with the same answers.
+#[test]
+fn converter_and_old_exporter_files_match_onnx_runtime() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/converters");
+    let (shape, data) = graft::npy::read_f32(&dir.join("input.npy")).unwrap();
+    assert_eq!(shape[0], 2);
+    let device = burn::tensor::Device::flex();
+    for (file, want) in [
+        ("paddle.onnx", "output_paddle.npy"),
+        ("old.onnx", "output_old.npy"),
+    ] {
+        let imported = onnx::import(dir.join(file)).unwrap();
+        let net = &imported.network;
+        let unsupported: Vec<_> = net.unsupported().map(|n| n.name.clone()).collect();
+        assert!(unsupported.is_empty(), "{file}: {unsupported:?}");
+        let outs = Model::build(net, &imported.store, &device)
+            .and_then(|m| m.infer(&shape, data.clone()))
+            .unwrap();
+        let ours = &outs[0].1;
+        let err = max_rel_error(ours, &reference("converters", want));
+        assert!(err < 1e-4, "{file} vs ONNX Runtime: {err}");
+        let bytes = export_bytes(net, &imported.store).unwrap();
+        let theirs = run_tract(&bytes, &shape, &data).unwrap();
+        let err = max_rel_error(&theirs, ours);
+        assert!(err < 1e-4, "{file}: tract on the export: {err}");
+    }
+    let paddle = onnx::import(dir.join("paddle.onnx")).unwrap().network;
+    let op = |name: &str| {
+        paddle
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap()
+            .op
+            .clone()
+    };
+    // The batch-1 Reshapes copy the batch now.
+    for name in ["se_flat", "se_unflat"] {
+        let graft::graph::Op::Reshape { shape, .. } = op(name) else {
+            panic!("{name} is not a Reshape")
+        };
+        assert_eq!(shape[0], 0, "{name}: {shape:?}");
+    }
+    assert!(matches!(
+        op("upsample"),
+        graft::graph::Op::Resize {
+            scales: [2.0, 2.0],
+            mode: graft::graph::ResizeMode::Nearest
+        }
+    ));
+}
+
+/// Resize spellings that would compute something else than Graft's sampling are refused,
+/// naming the attribute, rather than imported wrongly.
+#[test]
+fn resize_modes_graft_cannot_compute_are_named() {
+    use onnx_ir::Message;
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/converters/paddle.onnx");
+    let model = onnx_ir::ModelProto::parse_from_bytes(&std::fs::read(file).unwrap()).unwrap();
+    for (attr, value, expect) in [
+        (
+            "coordinate_transformation_mode",
+            "asymmetric",
+            "linear resize",
+        ),
+        ("mode", "cubic", "cubic"),
+    ] {
+        let mut m = model.clone();
+        let g = m.graph.as_mut().unwrap();
+        let node = g
+            .node
+            .iter_mut()
+            .find(|n| n.name == "resize_linear")
+            .unwrap();
+        let a = node.attribute.iter_mut().find(|a| a.name == attr).unwrap();
+        a.s = value.as_bytes().to_vec().into();
+        let imported = onnx::import_bytes(&m.write_to_bytes().unwrap()).unwrap();
+        let bad: Vec<_> = imported.network.unsupported().collect();
+        assert_eq!(bad.len(), 1);
+        let graft::graph::Op::Unsupported { reason, .. } = &bad[0].op else {
+            unreachable!()
+        };
+        assert_eq!(bad[0].name, "resize_linear");
+        assert!(reason.contains(expect), "{reason}");
+    }
 }

@@ -4,6 +4,8 @@
 //! command line (`graft models pull/path`, `graft inspect NAME`) on a catalogue naming a
 //! fixture.
 
+mod common;
+
 use graft::gallery::{Catalog, DownloadError, Entry, Layout, Place, Progress, pull, sha256_of};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -412,4 +414,252 @@ fn the_command_line_pulls_and_opens_by_name() {
     );
     let (ok, _, err) = graft(&["inspect", "no-such-network"]);
     assert!(!ok && err.contains("no-such-network"), "{err}");
+}
+
+/// A stand-in for each network of the shipped catalogue: a small file of the same architecture
+/// and form (the ONNX Model Zoo's files cannot be fetched here), with the reference output
+/// ONNX Runtime gives on its input (for the torchvision-style fixtures, the output PyTorch and
+/// ONNX Runtime agreed on when `tools/make_fixtures.py` wrote them).
+/// Entry name, file, input, reference, whether the input is channels-last.
+const STAND_INS: &[(&str, &str, &str, &str, bool)] = &[
+    (
+        "efficientnet-lite0",
+        "",
+        "efficientnet_lite0_default/input.npy",
+        "efficientnet_lite0_default/output.npy",
+        false,
+    ),
+    (
+        "googlenet",
+        "googlenet_op11/model.onnx",
+        "googlenet_op11/input.npy",
+        "googlenet_op11/output.npy",
+        false,
+    ),
+    (
+        "vgg16",
+        "vgg16_op13/model.onnx",
+        "vgg16_op13/input.npy",
+        "vgg16_op13/output.npy",
+        false,
+    ),
+    (
+        "vgg19",
+        "vgg19_op15/model.onnx",
+        "vgg19_op15/input.npy",
+        "vgg19_op15/output.npy",
+        false,
+    ),
+    (
+        "squeezenet1.0",
+        "squeezenet1_0_op11/model.onnx",
+        "squeezenet1_0_op11/input.npy",
+        "squeezenet1_0_op11/output.npy",
+        false,
+    ),
+    (
+        "squeezenet1.1",
+        "squeezenet1_1_op13/model.onnx",
+        "squeezenet1_1_op13/input.npy",
+        "squeezenet1_1_op13/output.npy",
+        false,
+    ),
+    (
+        "mobilenetv2",
+        "mobilenet_v2_op10/model.onnx",
+        "mobilenet_v2_op10/input.npy",
+        "mobilenet_v2_op10/output.npy",
+        false,
+    ),
+    (
+        "shufflenetv2",
+        "shufflenet_v2_op11/model.onnx",
+        "shufflenet_v2_op11/input.npy",
+        "shufflenet_v2_op11/output.npy",
+        false,
+    ),
+    (
+        "resnet18",
+        "resnet18_op13/model.onnx",
+        "resnet18_op13/input.npy",
+        "resnet18_op13/output.npy",
+        false,
+    ),
+    (
+        "resnet50",
+        "resnet50_op17/model.onnx",
+        "resnet50_op17/input.npy",
+        "resnet50_op17/output.npy",
+        false,
+    ),
+    (
+        "alexnet",
+        "alexnet_op14/model.onnx",
+        "alexnet_op14/input.npy",
+        "alexnet_op14/output.npy",
+        false,
+    ),
+    (
+        "densenet121",
+        "densenet121_op13/model.onnx",
+        "densenet121_op13/input.npy",
+        "densenet121_op13/output.npy",
+        false,
+    ),
+    (
+        "efficientnet-lite4",
+        "nhwc/nhwc.onnx",
+        "nhwc/input_nhwc.npy",
+        "nhwc/output_ort.npy",
+        true,
+    ),
+];
+
+/// Done means, per gallery entry: it downloads (its stand-in, from the local server, with the
+/// entry's own preprocessing and layout), imports, matches ONNX Runtime on its fixture,
+/// adapts its head, trains (frozen backbone, the comparison's recipe) and exports a file that
+/// gives the trained network's answers. A new catalogue entry fails here until it has a
+/// stand-in.
+#[test]
+fn every_gallery_entry_downloads_matches_onnx_runtime_trains_and_exports() {
+    let catalog = Catalog::builtin().unwrap();
+    let names: Vec<&str> = catalog.entries.iter().map(|e| e.name.as_str()).collect();
+    let covered: Vec<&str> = STAND_INS.iter().map(|s| s.0).collect();
+    assert_eq!(
+        names, covered,
+        "every catalogue entry has a stand-in, in order"
+    );
+
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let routes: Vec<(String, Vec<u8>)> = STAND_INS
+        .iter()
+        .filter(|s| !s.1.is_empty())
+        .map(|s| {
+            (
+                format!("/{}", s.0),
+                std::fs::read(fixtures.join(s.1)).unwrap(),
+            )
+        })
+        .collect();
+    let server = serve(
+        routes
+            .iter()
+            .map(|(p, b)| (p.as_str(), b.clone(), Mode::Serve))
+            .collect(),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_dataset(data.path(), 6, 24, 3);
+    let dataset = graft::data::scan(data.path(), &|_, _| {}, &AtomicBool::new(false)).unwrap();
+    let (train, validation) = dataset.split(0.34, 1).unwrap();
+    let recipe = graft::compare::Recipe {
+        options: graft::train::TrainingOptions {
+            epochs: 1,
+            batch_size: 4,
+            device: graft::engine::DeviceChoice::Cpu,
+            ..Default::default()
+        },
+        fine_tune: false,
+    };
+    let device = burn::tensor::Device::flex();
+    for &(name, file, input, want, channels_last) in STAND_INS {
+        let mut entry = catalog.find(name).unwrap().clone();
+        if !entry.embedded {
+            let body = &routes.iter().find(|r| r.0 == format!("/{name}")).unwrap().1;
+            let tmp = cache.path().join("stand-in");
+            std::fs::write(&tmp, body).unwrap();
+            entry.sha256 = sha256_of(&tmp).unwrap();
+            entry.bytes = body.len() as u64;
+            entry.urls = vec![format!("{}/{name}", server.base)];
+        }
+        let imported = graft::gallery::open(
+            &entry,
+            &place(cache.path()),
+            &mut |_| {},
+            &AtomicBool::new(false),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Some(p) = &entry.preprocess {
+            let got = imported.network.metadata.preprocess.as_ref();
+            assert_eq!(got, Some(p), "{name}: the catalogue's preprocessing");
+        }
+        let (shape, x) = graft::npy::read_f32(&fixtures.join(input)).unwrap();
+        let (shape, x) = if channels_last {
+            to_channels_first(&shape, &x)
+        } else {
+            (shape, x)
+        };
+        let ours = graft::engine::Model::build(&imported.network, &imported.store, &device)
+            .and_then(|m| m.infer(&shape, x.clone()))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))[0]
+            .1
+            .clone();
+        let (_, reference) = graft::npy::read_f32(&fixtures.join(want)).unwrap();
+        let err = max_rel_error(&ours, &reference);
+        assert!(err < 1e-4, "{name} ({file}) vs ONNX Runtime: {err}");
+
+        let trained =
+            graft::compare::train_one(name, imported, &train, &validation, &recipe, &mut wait)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(trained.network.metadata.labels.len(), 3, "{name}: adapted");
+        let bytes = graft::onnx::export_bytes(&trained.network, &trained.store).unwrap();
+        let again = graft::onnx::import_bytes(&bytes).unwrap();
+        let run = |net: &graft::graph::Network, store: &graft::weights::Store| {
+            graft::engine::Model::build(net, store, &device)
+                .and_then(|m| m.infer(&shape, x.clone()))
+                .unwrap()[0]
+                .1
+                .clone()
+        };
+        let (a, b) = (
+            run(&trained.network, &trained.store),
+            run(&again.network, &again.store),
+        );
+        assert_eq!(a.len(), shape[0] * 3, "{name}: three classes out");
+        let diff = max_rel_error(&b, &a);
+        assert!(
+            diff < 1e-5,
+            "{name}: the export changed the answers by {diff}"
+        );
+    }
+}
+
+fn wait(session: &graft::train::Session) -> Result<graft::train::Outcome, String> {
+    use graft::train::TrainEvent;
+    for e in session.events().iter() {
+        match e {
+            TrainEvent::Finished(o) => return Ok(*o),
+            TrainEvent::Failed(e) => return Err(e),
+            _ => {}
+        }
+    }
+    Err("the session ended without a result".into())
+}
+
+fn max_rel_error(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+/// NHWC values as NCHW (what the imported network of a channels-last file takes).
+fn to_channels_first(shape: &[usize], x: &[f32]) -> (Vec<usize>, Vec<f32>) {
+    let [n, h, w, c] = shape[..] else {
+        panic!("{shape:?}")
+    };
+    let mut out = vec![0.0f32; x.len()];
+    for b in 0..n {
+        for y in 0..h {
+            for xx in 0..w {
+                for ch in 0..c {
+                    out[((b * c + ch) * h + y) * w + xx] = x[((b * h + y) * w + xx) * c + ch];
+                }
+            }
+        }
+    }
+    (vec![n, c, h, w], out)
 }

@@ -512,3 +512,60 @@ fn the_gallery_downloads_a_network_and_keeps_the_dataset() {
                 .is_some_and(|w| w.network.metadata.labels.len() == 4)
     });
 }
+
+/// A network whose file leaves the image size open is built at the dataset's typical side
+/// (the sample's 28 px images → 32), says so in the inspector, and is rebuilt at the side
+/// typed there, with its edits replayed and the choice saved in the project.
+#[test]
+fn an_open_size_network_takes_its_size_from_the_data_then_from_the_inspector() {
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/open_size/open.onnx"
+    );
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_eframe(|cc| {
+            GraftApp::new(
+                &cc.egui_ctx,
+                StartOptions {
+                    fresh: true,
+                    ephemeral: true,
+                    builtin_file_dialog: true,
+                    model: Some(model.into()),
+                    ..Default::default()
+                },
+            )
+        });
+    let side = |a: &GraftApp| a.workspace().map(|w| w.network.input.shape[2]);
+    wait_until(&mut h, "the network rebuilt at the data's side", |a| {
+        side(a) == Some(32) && a.dataset_classes().is_some() && !a.is_busy()
+    });
+    // Nothing selected: the inspector shows the network, its note and the size field.
+    h.get_by_label("Image size");
+    h.get_by_label("Rebuild");
+    assert!(
+        h.state()
+            .workspace()
+            .unwrap()
+            .network
+            .metadata
+            .notes
+            .iter()
+            .any(|n| n.contains("32×32"))
+    );
+
+    h.get_by_label("✚ Adapt to dataset").click();
+    h.run_steps(3);
+    h.state_mut().push(AppCommand::SetImageSize(Some(64)));
+    wait_until(&mut h, "the network rebuilt at 64", |a| {
+        side(a) == Some(64) && !a.is_busy()
+    });
+    let ws = h.state().workspace().unwrap();
+    assert_eq!(
+        ws.network.metadata.labels.len(),
+        4,
+        "the adapted head replayed"
+    );
+    let project = h.state().project();
+    assert_eq!(project.input_size, Some(64));
+}

@@ -6,7 +6,8 @@
 use burn::tensor::Device;
 use graft::engine::Model;
 use graft::graph::{
-    Binary, Conv, Input, Metadata, Nary, Network, Node, Op, PadMode, Pool, Reduce, Unary,
+    Binary, Conv, Input, Metadata, Nary, Network, Node, Op, PadMode, Pool, Reduce, ResizeMode,
+    Unary,
 };
 use graft::onnx;
 use graft::weights::{Store, Tensor};
@@ -49,6 +50,7 @@ fn variant(op: &Op) -> &'static str {
         Op::Unsqueeze { .. } => "Unsqueeze",
         Op::Expand { .. } => "Expand",
         Op::Pad { .. } => "Pad",
+        Op::Resize { .. } => "Resize",
         Op::Dropout { .. } => "Dropout",
         Op::Identity => "Identity",
         Op::Unsupported { .. } => "Unsupported",
@@ -282,6 +284,24 @@ fn cases() -> Vec<Case> {
     for legacy in [false, true] {
         v.push(case(Op::Softmax { axis: 1, legacy }, &["x"]));
         v.push(case(Op::LogSoftmax { axis: 1, legacy }, &["x"]));
+    }
+    for (scales, mode) in [
+        ([2.0, 2.0], ResizeMode::Nearest),
+        ([3.0, 0.5], ResizeMode::Nearest),
+        (
+            [2.0, 1.5],
+            ResizeMode::Linear {
+                align_corners: false,
+            },
+        ),
+        (
+            [1.5, 2.0],
+            ResizeMode::Linear {
+                align_corners: true,
+            },
+        ),
+    ] {
+        v.push(case(Op::Resize { scales, mode }, &["x"]));
     }
     for mode in [PadMode::Constant(0.5), PadMode::Reflect, PadMode::Edge] {
         v.push(case(

@@ -490,3 +490,78 @@ fn compare_trains_each_network_on_the_same_split() {
     }
     assert!(rows.iter().any(|r| r["pareto"] == serde_json::json!(true)));
 }
+
+/// Files that are not fresh PyTorch exports fine-tune end to end: an int8 QOperator file
+/// (read as float), a paddle2onnx-style file (nearest and bilinear Resize, forward and
+/// backward; batch-1 Reshapes made batch-free) and an opset-7 file (Upsample). Each adapts
+/// its head, trains every layer at batch 6, moves its convolution weights, and exports a
+/// file that gives the trained network's answers.
+#[test]
+fn converted_and_quantised_files_fine_tune() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_dataset(dir.path(), 6, 24, 9);
+    for (file, conv) in [
+        ("int8/qoperator.onnx", "conv1"),
+        ("converters/paddle.onnx", "conv2"),
+        ("converters/old.onnx", "conv"),
+    ] {
+        let imported = onnx::import(common::fixture(file)).unwrap();
+        let options = TrainingOptions {
+            epochs: 2,
+            batch_size: 6,
+            learning_rate: 1e-2,
+            device: DeviceChoice::Cpu,
+            ..Default::default()
+        };
+        let job = job(dir.path(), imported, false, options);
+        let weight = job
+            .network
+            .nodes
+            .iter()
+            .find(|n| n.name == conv)
+            .map(|n| n.inputs[1].clone())
+            .unwrap();
+        let before = job.store.get(&weight).cloned().unwrap();
+        let (outcome, _) = run(job);
+        assert_eq!(outcome.reason, StopReason::Completed, "{file}");
+        assert!(
+            outcome
+                .history
+                .iterations
+                .iter()
+                .all(|r| r.loss.is_finite()),
+            "{file}"
+        );
+        assert_ne!(
+            outcome.store.get(&weight),
+            Some(&before),
+            "{file}: {conv} moved"
+        );
+
+        let bytes = onnx::export_bytes(&outcome.network, &outcome.store).unwrap();
+        let again = onnx::import_bytes(&bytes).unwrap();
+        let x: Vec<f32> = (0..2 * 3 * 16 * 16)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let device = burn::tensor::Device::flex();
+        let infer = |i: &onnx::Imported| {
+            Model::build(&i.network, &i.store, &device)
+                .unwrap()
+                .infer(&[2, 3, 16, 16], x.clone())
+                .unwrap()[0]
+                .1
+                .clone()
+        };
+        let trained = onnx::Imported {
+            network: outcome.network.clone(),
+            store: outcome.store.clone(),
+        };
+        let (a, b) = (infer(&trained), infer(&again));
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-5, "{file}: export changed the outputs by {diff}");
+    }
+}

@@ -66,7 +66,7 @@ impl GraftApp {
             ModelSource::Default => "Opening EfficientNet-Lite0".to_string(),
             ModelSource::File(p) => format!("Opening {}", p.display()),
         };
-        let options = self.import_options.clone();
+        let options = self.import_options_now();
         self.model_job = Some(Job::spawn(label, ctx, move |_| {
             let mut imported = match &source {
                 ModelSource::Default => onnx::import_bytes(crate::DEFAULT_MODEL),
@@ -86,10 +86,39 @@ impl GraftApp {
         }));
     }
 
+    /// How the next network is read: for a file that leaves the image size open, the side
+    /// chosen (`--input-size`, the inspector's field, the project), else the dataset's
+    /// typical side, else 224.
+    pub(super) fn import_options_now(&self) -> onnx::ImportOptions {
+        let mut options = self.import_options.clone();
+        options.image_size = options.image_size.or(self.data.typical_side);
+        options
+    }
+
+    /// Rebuilds a network whose file leaves the image size open at the side
+    /// [`Self::import_options_now`] gives, replaying its edits — unless it is that size
+    /// already, or holds trained weights that no file has yet.
+    pub(super) fn fit_open_size(&mut self, ctx: &egui::Context) {
+        let Some(ws) = &self.ws else { return };
+        let Some(side) = self.import_options_now().image_size else {
+            return;
+        };
+        if !ws.network.metadata.open_image_size
+            || ws.trained
+            || self.model_job.is_some()
+            || ws.network.input.shape.get(2) == Some(&side)
+        {
+            return;
+        }
+        let (source, edits) = (ws.source.clone(), ws.edits.clone());
+        self.load_model(ctx, source, edits, None);
+    }
+
     pub(super) fn open_project(&mut self, ctx: &egui::Context, path: PathBuf) {
         match Project::load(&path) {
             Ok(p) => {
                 self.options = p.options.clone();
+                self.import_options.image_size = p.input_size;
                 self.load_model(ctx, p.model.clone(), p.edits.clone(), Some((path, p)));
             }
             Err(e) => {
@@ -211,7 +240,7 @@ impl GraftApp {
     }
 
     /// The project as it stands (what Save and autosave write).
-    pub(super) fn project(&self) -> Project {
+    pub fn project(&self) -> Project {
         let ws = self.ws.as_ref();
         Project {
             model: ws.map_or(ModelSource::Default, |w| w.source.clone()),
@@ -223,6 +252,7 @@ impl GraftApp {
                 evaluation: self.last_run.evaluation.clone(),
             }),
             comparison: self.compare.rows(),
+            input_size: self.import_options.image_size,
             ..Project::default()
         }
     }

@@ -67,6 +67,7 @@ impl GraftApp {
                     } else {
                         format!("{n} images found")
                     });
+                    self.fit_open_size(ctx);
                 }
                 Err(e) => {
                     self.data.error = Some(e.clone());

@@ -23,6 +23,9 @@ pub enum AppCommand {
     FreezeBackbone,
     PickModel,
     OpenModel(ModelSource),
+    /// Rebuild a network whose file leaves the image size open at this side (`None`: the
+    /// dataset's typical side).
+    SetImageSize(Option<usize>),
     /// The gallery dialog ("New from pretrained…").
     ShowGallery,
     /// Download (if needed) and open a gallery network by name, keeping the dataset.
@@ -220,6 +223,11 @@ impl GraftApp {
                 }
                 self.project_path = None;
                 self.load_model(ctx, source, Vec::new(), None);
+            }
+            AppCommand::SetImageSize(side) => {
+                self.import_options.image_size = side;
+                self.dirty = true;
+                self.fit_open_size(ctx);
             }
             AppCommand::PickDataset => self.pick(
                 ctx,

@@ -20,6 +20,8 @@ pub struct Scanned {
     pub train: Dataset,
     pub validation: Option<Dataset>,
     pub thumbs: Vec<Vec<ColorImage>>,
+    /// [`Dataset::typical_side`] of the training images.
+    pub typical_side: Option<usize>,
 }
 
 #[derive(Default)]
@@ -27,6 +29,8 @@ pub struct DataPanelState {
     pub settings: Option<DatasetSettings>,
     pub train: Option<Dataset>,
     pub validation: Option<Dataset>,
+    /// The training images' typical side, for networks that leave their image size open.
+    pub typical_side: Option<usize>,
     pub error: Option<String>,
     thumbs: Vec<Vec<TextureHandle>>,
     preview: Vec<TextureHandle>,
@@ -68,10 +72,12 @@ pub fn scan_job(ctx: &egui::Context, settings: DatasetSettings) -> Job<Scanned> 
                     .collect()
             })
             .collect();
+        let typical_side = train.typical_side();
         Ok(Scanned {
             train,
             validation,
             thumbs,
+            typical_side,
         })
     })
 }
@@ -97,6 +103,7 @@ impl DataPanelState {
             .collect();
         self.train = Some(s.train);
         self.validation = s.validation;
+        self.typical_side = s.typical_side;
         self.preview.clear();
         self.error = None;
     }

@@ -13,10 +13,11 @@ pub fn inspector_ui(
     ui: &mut Ui,
     ws: &Workspace,
     selected: &Option<String>,
+    typical_side: Option<usize>,
     commands: &mut Vec<AppCommand>,
 ) {
     let Some(name) = selected else {
-        ui.label(RichText::new("Select a layer in the graph to see and edit it.").weak());
+        network_summary(ui, ws, typical_side, commands);
         return;
     };
     let Some(i) = ws.network.node_index(name) else {
@@ -194,4 +195,118 @@ pub fn problems_ui(ui: &mut Ui, ws: &Workspace, commands: &mut Vec<AppCommand>) 
                 }
             }
         });
+}
+
+/// With no layer selected: the network as a whole — input, size, what import changed
+/// (`Metadata.notes`) and, for a file that leaves the image size open, the side to build at.
+fn network_summary(
+    ui: &mut Ui,
+    ws: &Workspace,
+    typical_side: Option<usize>,
+    commands: &mut Vec<AppCommand>,
+) {
+    let net = &ws.network;
+    ui.heading(&net.name);
+    ui.label(RichText::new("Select a layer in the graph to see and edit it.").weak());
+    ui.separator();
+    egui::Grid::new("network-facts")
+        .num_columns(2)
+        .striped(true)
+        .show(ui, |ui| {
+            ui.label("Input");
+            ui.label(format!("{} {}", net.input.name, input_dims(&net.input)));
+            ui.end_row();
+            ui.label("Parameters");
+            ui.label(crate::format::group(ws.analysis.total_params as u64));
+            ui.end_row();
+            ui.label("MACs / image");
+            ui.label(crate::format::group(ws.analysis.total_macs));
+            ui.end_row();
+            ui.label("Layers");
+            ui.label(net.nodes.len().to_string());
+            ui.end_row();
+            if net.metadata.opset > 0 {
+                ui.label("Opset");
+                ui.label(net.metadata.opset.to_string());
+                ui.end_row();
+            }
+        });
+    if net.metadata.open_image_size {
+        ui.separator();
+        image_size_ui(ui, ws, typical_side, commands);
+    }
+    if !net.metadata.notes.is_empty() {
+        ui.separator();
+        ui.label(RichText::new("On import").strong());
+        for note in &net.metadata.notes {
+            ui.label(RichText::new(format!("ⓘ {note}")).small());
+        }
+    }
+}
+
+/// The side a network whose file leaves it open is built at: a field and a button to
+/// rebuild, and the dataset's typical side offered.
+fn image_size_ui(
+    ui: &mut Ui,
+    ws: &Workspace,
+    typical_side: Option<usize>,
+    commands: &mut Vec<AppCommand>,
+) {
+    let current = ws.network.input.shape.get(2).copied().unwrap_or(224);
+    ui.label(RichText::new("Image size").strong());
+    ui.label(
+        RichText::new("The file leaves height and width open; Graft builds it at this side.")
+            .small(),
+    );
+    let id = ui.id().with("image-side");
+    let mut side = ui.data_mut(|d| *d.get_temp_mut_or(id, current));
+    ui.add_enabled_ui(!ws.trained, |ui| {
+        ui.horizontal(|ui| {
+            ui.add(
+                egui::DragValue::new(&mut side)
+                    .range(32..=1024)
+                    .speed(8)
+                    .suffix(" px"),
+            );
+            if ui
+                .add_enabled(side != current, egui::Button::new("Rebuild"))
+                .on_hover_text("Read the file again at this size and replay the edits")
+                .clicked()
+            {
+                commands.push(AppCommand::SetImageSize(Some(side)));
+            }
+        });
+        if let Some(t) = typical_side.filter(|&t| t != current) {
+            if ui
+                .button(format!("Use my images' side ({t} px)"))
+                .on_hover_text("The median shorter side of the training images, rounded to 32")
+                .clicked()
+            {
+                side = t;
+                commands.push(AppCommand::SetImageSize(None));
+            }
+        }
+    })
+    .response
+    .on_disabled_hover_text(
+        "Export or save the trained network first: rebuilding re-reads the file",
+    );
+    ui.data_mut(|d| d.insert_temp(id, side));
+}
+
+/// `N×3×224×224`: the batch shown as N where it is free.
+fn input_dims(input: &crate::graph::Input) -> String {
+    let dims: Vec<String> = input
+        .shape
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            if i == 0 && input.free_batch {
+                "N".into()
+            } else {
+                d.to_string()
+            }
+        })
+        .collect();
+    dims.join("×")
 }

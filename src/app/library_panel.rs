@@ -18,7 +18,13 @@ impl GraftApp {
                 egui::ScrollArea::vertical()
                     .id_salt("inspector")
                     .show(ui, |ui| {
-                        inspector_panel::inspector_ui(ui, ws, &self.selected, &mut self.commands);
+                        inspector_panel::inspector_ui(
+                            ui,
+                            ws,
+                            &self.selected,
+                            self.data.typical_side,
+                            &mut self.commands,
+                        );
                     });
             });
         let mut not_found = false;

@@ -78,7 +78,7 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
             name = format!("{name}-{}", rows.len() + 1);
         }
         eprintln!("── {name}");
-        let imported = super::open_model(model)?;
+        let imported = super::open_model_for(model, &train)?;
         let trained = crate::compare::train_one(
             &name,
             imported,

@@ -170,6 +170,30 @@ pub fn open_model(path: &Path) -> Result<Imported, String> {
         .map_err(|e| format!("{}: {e}", file.display()))
 }
 
+/// Opens a model for training on `data`: a file that leaves the image size open is built at
+/// the images' typical side ([`Dataset::typical_side`](crate::data::Dataset::typical_side))
+/// unless `--input-size` chose one.
+pub fn open_model_for(path: &Path, data: &crate::data::Dataset) -> Result<Imported, String> {
+    let imported = open_model(path)?;
+    if !imported.network.metadata.open_image_size || INPUT_SIZE.get().is_some() {
+        return Ok(imported);
+    }
+    let Some(side) = data.typical_side() else {
+        return Ok(imported);
+    };
+    eprintln!(
+        "{}: the file leaves the image size open; built at {side}×{side}, the training \
+         images' typical side (--input-size N chooses another)",
+        path.display()
+    );
+    let file = model_path(path)?;
+    let options = onnx::ImportOptions {
+        image_size: Some(side),
+        ..import_options()
+    };
+    crate::gallery::import_file(&file, &options).map_err(|e| format!("{}: {e}", file.display()))
+}
+
 /// A model argument as a file path: itself, or a gallery network's cached file (downloaded
 /// first when needed). For the window, which opens files.
 pub fn model_path(path: &Path) -> Result<PathBuf, String> {

@@ -243,9 +243,9 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let imported = super::open_model(&args.model)?;
-    let (mut net, mut store) = (imported.network, imported.store);
     let data = scan_with_bar(&args.data)?;
+    let imported = super::open_model_for(&args.model, &data)?;
+    let (mut net, mut store) = (imported.network, imported.store);
     let (train, validation) = match (&args.val_data, args.val_split) {
         (Some(dir), _) => {
             let v = scan_with_bar(dir)?;

@@ -27,6 +27,9 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// How many image headers [`Dataset::typical_side`] reads.
+pub const SIDE_SAMPLES: usize = 64;
+
 /// A scanned image folder.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Dataset {
@@ -122,6 +125,28 @@ impl Dataset {
             skipped: Vec::new(),
         };
         Ok((part(train), part(val)))
+    }
+
+    /// The image side a network that leaves its input size open should be built at for these
+    /// images: the median shorter side of up to [`SIDE_SAMPLES`] images spread over the set
+    /// (read from their headers only), rounded to a multiple of 32 (the stride of most
+    /// backbones) between 32 and 1024. `None` when no header can be read.
+    pub fn typical_side(&self) -> Option<usize> {
+        let n = self.samples.len();
+        let step = n.div_ceil(SIDE_SAMPLES).max(1);
+        let mut sides: Vec<u32> = self
+            .samples
+            .iter()
+            .step_by(step)
+            .filter_map(|s| image::image_dimensions(&s.path).ok())
+            .map(|(w, h)| w.min(h))
+            .collect();
+        if sides.is_empty() {
+            return None;
+        }
+        sides.sort_unstable();
+        let median = sides[sides.len() / 2] as usize;
+        Some((((median + 16) / 32) * 32).clamp(32, 1024))
     }
 
     /// Re-labels a second folder (a validation root) to these classes; its class set must

@@ -5,13 +5,16 @@ use super::params::LayerParams;
 use super::value::{Value, map, visit, zip};
 use super::{Mode, Step};
 use crate::graph::{
-    Binary, Nary, Op, PadMode, Reduce, Unary, norm_axis, reshape_shape, slice_range,
+    Binary, Nary, Op, PadMode, Reduce, ResizeMode, Unary, norm_axis, reshape_shape, resized,
+    slice_range,
 };
 use burn::tensor::activation as act;
 use burn::tensor::module::{
-    avg_pool2d, batch_norm, batch_norm_train, conv2d, layer_norm, max_pool2d,
+    avg_pool2d, batch_norm, batch_norm_train, conv2d, interpolate, layer_norm, max_pool2d,
 };
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::ops::{
+    AvgPoolOptions, ConvOptions, InterpolateMode, InterpolateOptions, MaxPoolOptions,
+};
 use burn::tensor::{Distribution, Int, Slice, Tensor, TensorData};
 
 type Res = Result<Vec<Value>, String>;
@@ -575,6 +578,20 @@ pub fn run(
                 y = map!(y, t => t.slice(slices.as_slice()));
             }
             one(y)
+        }
+        Op::Resize { scales, mode } => {
+            let x = take(0)?.into_r4()?;
+            let [_, _, h, w] = x.dims();
+            let size = [resized(h, scales[0]), resized(w, scales[1])];
+            let options = match mode {
+                // burn's nearest samples floor(out × in / out_size): ONNX's asymmetric/floor.
+                ResizeMode::Nearest => InterpolateOptions::new(InterpolateMode::Nearest),
+                ResizeMode::Linear { align_corners } => {
+                    InterpolateOptions::new(InterpolateMode::Bilinear)
+                        .with_align_corners(*align_corners)
+                }
+            };
+            one(Value::R4(interpolate(x, options.with_output_size(size))))
         }
         Op::Dropout { ratio } => {
             let x = take(0)?;

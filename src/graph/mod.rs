@@ -12,7 +12,8 @@ pub mod shape;
 mod shape_math;
 
 pub use elementwise::{Binary, Nary, Reduce, Unary};
-pub use op::{Conv, Op, PadMode, Pool};
+pub use op::{Conv, Op, PadMode, Pool, ResizeMode};
+pub use op_shapes::resized;
 pub use shape_math::{broadcast, matmul_shape, norm_axis, reshape_shape, slice_range, window_out};
 
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,10 @@ pub struct Metadata {
     /// exported as float32, a channels-last input fed channels-first).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The file leaves the image's height and width open (`N×3×?×?`): the network was built
+    /// at a chosen side and can be rebuilt at another.
+    #[serde(default)]
+    pub open_image_size: bool,
 }
 
 /// How an image becomes the network's input: resize the shorter side to `resize`, crop the

@@ -31,6 +31,16 @@ pub struct Pool {
     pub ceil_mode: bool,
 }
 
+/// How Resize samples: ONNX `nearest` with floor sampling (`asymmetric`/`floor`, which is
+/// also what every coordinate mode gives for integer upscales), or `linear` with the corners
+/// aligned or half-pixel centres. Import refuses the combinations that would compute
+/// something else.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ResizeMode {
+    Nearest,
+    Linear { align_corners: bool },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum PadMode {
     Constant(f32),
@@ -154,6 +164,12 @@ pub enum Op {
         pads: Vec<i64>,
         mode: PadMode,
     },
+    /// Resize / Upsample of `[N,C,H,W]`: the output is `floor(H × scales[0]) ×
+    /// floor(W × scales[1])`.
+    Resize {
+        scales: [f32; 2],
+        mode: ResizeMode,
+    },
     Dropout {
         ratio: f32,
     },
@@ -204,6 +220,7 @@ impl Op {
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::Expand { .. } => "Expand",
             Op::Pad { .. } => "Pad",
+            Op::Resize { .. } => "Resize",
             Op::Dropout { .. } => "Dropout",
             Op::Identity => "Identity",
             Op::Unsupported { op_type, .. } => op_type,
@@ -246,6 +263,7 @@ impl Op {
             | Op::GlobalMaxPool
             | Op::Dropout { .. }
             | Op::Identity
+            | Op::Resize { .. }
             | Op::Expand { .. } => true,
             Op::LayerNorm { axis, .. } => *axis != 0,
             Op::Gemm { trans_a, .. } => !trans_a,

@@ -331,7 +331,31 @@ impl Op {
                 }
                 one(out)
             }
+            Op::Resize { scales, .. } => {
+                let x0 = x(0)?;
+                if x0.len() != 4 {
+                    return Err(format!(
+                        "Resize of a rank-{} value; Graft resizes N×C×H×W",
+                        x0.len()
+                    ));
+                }
+                let h = resized(x0[2], scales[0]);
+                let w = resized(x0[3], scales[1]);
+                if h == 0 || w == 0 {
+                    return Err(format!(
+                        "resizing {}×{} by {scales:?} leaves nothing",
+                        x0[2], x0[3]
+                    ));
+                }
+                one(vec![x0[0], x0[1], h, w])
+            }
             Op::Unsupported { op_type, .. } => Err(format!("{op_type} is not supported")),
         }
     }
+}
+
+/// ONNX's output size for a resize: `floor(size × scale)`, computed in f32 as ONNX Runtime
+/// does (import picks scales for which this gives the size the file asked for).
+pub fn resized(size: usize, scale: f32) -> usize {
+    (size as f32 * scale).floor().max(0.0) as usize
 }

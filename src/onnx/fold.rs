@@ -591,7 +591,7 @@ fn reduce(op: &str, x: &HostTensor, axes: Vec<i64>, keepdims: bool) -> Result<Ho
 
 /// `DequantizeLinear` on a constant: scale and zero point are scalars or one per slice
 /// along `axis`.
-fn dequantize(
+pub(super) fn dequantize(
     x: &HostTensor,
     scale: &[f32],
     zero: Option<&[f32]>,

@@ -79,7 +79,8 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
         })?;
         initializers.insert(t.name.clone(), host);
     }
-    quantized_pairs_only(graph)?;
+    let dequantised = super::quantized::to_float(graph, &mut initializers)?;
+    let graph = dequantised.as_ref().map_or(graph, |(g, _)| g);
     let (input, file_batch, open_size) = graph_input(graph, &initializers, options)?;
     let names = node_names(graph);
     let order = topological_order(graph, &names, &initializers, &input.name)?;
@@ -102,6 +103,7 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
             nodes: Vec::new(),
             used_constants: HashMap::new(),
             file_batch: file_batch.filter(|_| options.free_batch),
+            free_batch: options.free_batch,
             batch_axis: HashSet::new(),
             batch,
         }
@@ -158,6 +160,7 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
             .filter(|t| t.has_tensor_type())
             .is_some_and(|t| half(t.tensor_type().elem_type))
     });
+    network.metadata.open_image_size = open_size;
     if open_size {
         let side = options.image_size.unwrap_or(DEFAULT_IMAGE_SIZE);
         network.metadata.notes.push(format!(
@@ -165,12 +168,8 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
              (graft --input-size N chooses another)"
         ));
     }
-    if graph.node.iter().any(|n| n.op_type == "QuantizeLinear") {
-        network.metadata.notes.push(
-            "int8 (QDQ) file: weights dequantised to float32 on import, activation \
-             quantisation dropped, so it can be fine-tuned; exported in float32"
-                .into(),
-        );
+    if let Some((_, form)) = &dequantised {
+        network.metadata.notes.push(form.note());
     }
     if input_half || graph.initializer.iter().any(|t| half(t.data_type)) {
         network.metadata.notes.push(
@@ -179,28 +178,6 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
     }
     super::layout::channels_first(&mut network);
     Ok(Imported { network, store })
-}
-
-/// QDQ files are read as float: each activation QuantizeLinear must feed DequantizeLinear
-/// only (the QOperator form, QLinearConv and the like, reads the int8 values directly).
-fn quantized_pairs_only(graph: &GraphProto) -> Result<(), ImportError> {
-    for q in graph.node.iter().filter(|n| n.op_type == "QuantizeLinear") {
-        let Some(out) = q.output.first() else {
-            continue;
-        };
-        if let Some(reader) = graph
-            .node
-            .iter()
-            .find(|n| n.input.contains(out) && n.op_type != "DequantizeLinear")
-        {
-            return Err(ImportError::Unsupported(format!(
-                "QuantizeLinear '{}' feeds {} '{}' directly (the QOperator int8 form); Graft \
-                 reads int8 files in QDQ form",
-                q.name, reader.op_type, reader.name
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The one non-initializer input, and the batch size the file fixes (if it does). With
@@ -377,6 +354,8 @@ struct Lowering<'a> {
     used_constants: HashMap<String, HostTensor>,
     /// The batch size the file was exported with, when it fixes one and the batch is free.
     file_batch: Option<usize>,
+    /// Whether dimension 0 of the input is a free batch size.
+    free_batch: bool,
     /// Values whose dimension 0 is the batch.
     batch_axis: HashSet<String>,
     /// The batch size of this lowering.
@@ -504,21 +483,37 @@ impl Lowering<'_> {
 
         // A file exported with a fixed batch bakes it into Reshape targets ([1, 58, 2, 28, 28]);
         // where the reshaped value's first axis is the batch, the entry becomes "copy the
-        // batch" (0) so that any batch size runs.
+        // batch" (0) so that any batch size runs. Converters (paddle2onnx) write batch-1
+        // targets even into files whose batch is free ([1, C, 1, 1] in SE blocks): there the
+        // 1 is taken for the batch only when the rest of the target holds exactly one
+        // sample's values, so that it cannot mean anything else.
         let batch_in = kept_inputs
             .first()
             .is_some_and(|v| self.batch_axis.contains(v));
+        let per_sample = kept_inputs
+            .first()
+            .and_then(|v| self.shapes.get(v))
+            .map(|s| s[1..].iter().product::<usize>() as i64);
         if let (
-            Some(fb),
             true,
             Op::Reshape {
                 shape,
                 allowzero: false,
             },
-        ) = (self.file_batch, batch_in, &mut op)
-            && shape.first() == Some(&(fb as i64))
+        ) = (batch_in && self.free_batch, &mut op)
         {
-            shape[0] = 0;
+            let rest_fixed = shape[1..].iter().all(|&d| d > 0);
+            let baked = match self.file_batch {
+                Some(fb) => shape.first() == Some(&(fb as i64)),
+                None => {
+                    shape.first() == Some(&1)
+                        && rest_fixed
+                        && per_sample == Some(shape[1..].iter().product())
+                }
+            };
+            if baked {
+                shape[0] = 0;
+            }
         }
         // A Reshape whose batch entry came from a Shape chain keeps the batch first too.
         let reshape_keeps =

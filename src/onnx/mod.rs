@@ -11,6 +11,7 @@ mod fold;
 mod import;
 pub mod layout;
 pub mod ops;
+mod quantized;
 pub mod tensor;
 
 pub use export::{ExportError, export_bytes, export_file, export_with_labels, labels_path};

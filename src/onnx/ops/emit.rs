@@ -46,6 +46,14 @@ impl Emitter {
         name
     }
 
+    /// A 1-D float initializer named after `node` and `what`; returns its name.
+    pub fn floats(&mut self, node: &str, what: &str, data: &[f32]) -> String {
+        let name = self.fresh(&format!("{node}/{what}"));
+        self.initializers
+            .push(f32_proto(&name, &[data.len()], data));
+        name
+    }
+
     pub fn scalar(&mut self, node: &str, what: &str, v: f32) -> String {
         let name = self.fresh(&format!("{node}/{what}"));
         self.initializers.push(f32_proto(&name, &[], &[v]));

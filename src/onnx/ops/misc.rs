@@ -24,13 +24,6 @@ pub fn identity(ctx: &Ctx) -> Result<Lowered, String> {
     Ok(Lowered::new(Op::Identity, ctx.keep(&[0])))
 }
 
-/// QDQ quantisation of an activation (QuantizeLinear → DequantizeLinear) is dropped on
-/// import: the value stays float so the network can be fine-tuned (onnx/import.rs checks that
-/// each QuantizeLinear feeds only DequantizeLinear, and notes the change).
-pub fn quantize_dropped(ctx: &Ctx) -> Result<Lowered, String> {
-    Ok(Lowered::new(Op::Identity, ctx.keep(&[0])))
-}
-
 /// A cast of an activation: to a float type it changes nothing in an f32 engine.
 pub fn cast(ctx: &Ctx) -> Result<Lowered, String> {
     let to = ctx.attrs.int("to", dtype::FLOAT as i64) as i32;

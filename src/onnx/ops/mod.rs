@@ -11,6 +11,7 @@ mod linear;
 mod misc;
 mod norm;
 mod pool;
+mod resize;
 mod shape;
 
 use super::attrs::Attrs;
@@ -133,6 +134,7 @@ pub fn exporter(op: &Op) -> Option<ExportFn> {
         | Op::Unsqueeze { .. }
         | Op::Expand { .. }
         | Op::Pad { .. } => shape::export,
+        Op::Resize { .. } => resize::export,
         Op::Reduce { .. } | Op::Dropout { .. } | Op::Identity => misc::export,
         Op::Unsupported { .. } => return None,
     })
@@ -168,10 +170,10 @@ pub fn importer(op_type: &str) -> Option<ImportFn> {
         "Gather" => shape::gather,
         "Expand" => shape::expand,
         "Pad" => shape::pad,
+        "Resize" | "Upsample" => resize::resize,
         "Dropout" => misc::dropout,
         "Identity" => misc::identity,
         "Cast" => misc::cast,
-        "QuantizeLinear" | "DequantizeLinear" => misc::quantize_dropped,
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
         | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSumExp" => misc::reduce,
         _ => return None,
@@ -190,7 +192,6 @@ pub const SUPPORTED: &[&str] = &[
     "Concat",
     "Conv",
     "Cos",
-    "DequantizeLinear",
     "Div",
     "Dropout",
     "Elu",
@@ -222,7 +223,6 @@ pub const SUPPORTED: &[&str] = &[
     "Neg",
     "Pad",
     "Pow",
-    "QuantizeLinear",
     "Reciprocal",
     "ReduceL1",
     "ReduceL2",
@@ -235,6 +235,7 @@ pub const SUPPORTED: &[&str] = &[
     "ReduceSumSquare",
     "Relu",
     "Reshape",
+    "Resize",
     "Round",
     "Sigmoid",
     "Sign",
@@ -252,6 +253,7 @@ pub const SUPPORTED: &[&str] = &[
     "Tanh",
     "Transpose",
     "Unsqueeze",
+    "Upsample",
 ];
 
 /// 2-D window attributes shared by Conv and the pools: `auto_pad` resolved into explicit pads

@@ -10,6 +10,12 @@ pub fn batch_norm(ctx: &Ctx) -> Result<Lowered, String> {
     if ctx.attrs.int("training_mode", 0) != 0 {
         return Err("training_mode=1 (batch statistics at inference) is not supported".into());
     }
+    // Opsets 1–8: `spatial=0` keeps statistics per activation, not per channel. (`is_test`
+    // of opsets 1–6 is ignored, as ONNX Runtime does: an imported network is evaluated with
+    // its running statistics.)
+    if ctx.opset < 9 && ctx.attrs.int("spatial", 1) == 0 {
+        return Err("spatial=0 (statistics per activation) is not supported".into());
+    }
     Ok(Lowered::new(
         Op::BatchNorm {
             epsilon: ctx.attrs.float("epsilon", 1e-5),
