@@ -208,35 +208,40 @@ fn network_summary(
     let net = &ws.network;
     ui.heading(&net.name);
     ui.label(RichText::new("Select a layer in the graph to see and edit it.").weak());
-    ui.separator();
-    egui::Grid::new("network-facts")
-        .num_columns(2)
-        .striped(true)
-        .show(ui, |ui| {
-            ui.label("Input");
-            ui.label(format!("{} {}", net.input.name, input_dims(&net.input)));
-            ui.end_row();
-            ui.label("Parameters");
-            ui.label(crate::format::group(ws.analysis.total_params as u64));
-            ui.end_row();
-            ui.label("MACs / image");
-            ui.label(crate::format::group(ws.analysis.total_macs));
-            ui.end_row();
-            ui.label("Layers");
-            ui.label(net.nodes.len().to_string());
-            ui.end_row();
-            if net.metadata.opset > 0 {
-                ui.label("Opset");
-                ui.label(net.metadata.opset.to_string());
-                ui.end_row();
-            }
+    ui.add_space(8.0);
+    // Wrapped lines and spaces, no grid or separator: in this resizable panel those make its
+    // width creep by a pixel over frames, and the graph view beside it with it.
+    let fact = |ui: &mut Ui, what: &str, value: String| {
+        ui.horizontal_wrapped(|ui| {
+            ui.label(RichText::new(what).weak());
+            ui.label(value);
         });
+    };
+    fact(
+        ui,
+        "Input",
+        format!("{} {}", net.input.name, input_dims(&net.input)),
+    );
+    fact(
+        ui,
+        "Parameters",
+        crate::format::group(ws.analysis.total_params as u64),
+    );
+    fact(
+        ui,
+        "MACs / image",
+        crate::format::group(ws.analysis.total_macs),
+    );
+    fact(ui, "Layers", net.nodes.len().to_string());
+    if net.metadata.opset > 0 {
+        fact(ui, "Opset", net.metadata.opset.to_string());
+    }
     if net.metadata.open_image_size {
-        ui.separator();
+        ui.add_space(8.0);
         image_size_ui(ui, ws, typical_side, commands);
     }
     if !net.metadata.notes.is_empty() {
-        ui.separator();
+        ui.add_space(8.0);
         ui.label(RichText::new("On import").strong());
         for note in &net.metadata.notes {
             ui.label(RichText::new(format!("ⓘ {note}")).small());
@@ -276,15 +281,14 @@ fn image_size_ui(
                 commands.push(AppCommand::SetImageSize(Some(side)));
             }
         });
-        if let Some(t) = typical_side.filter(|&t| t != current) {
-            if ui
+        if let Some(t) = typical_side.filter(|&t| t != current)
+            && ui
                 .button(format!("Use my images' side ({t} px)"))
                 .on_hover_text("The median shorter side of the training images, rounded to 32")
                 .clicked()
-            {
-                side = t;
-                commands.push(AppCommand::SetImageSize(None));
-            }
+        {
+            side = t;
+            commands.push(AppCommand::SetImageSize(None));
         }
     })
     .response

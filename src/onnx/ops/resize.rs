@@ -42,7 +42,7 @@ pub fn resize(ctx: &Ctx) -> Result<Lowered, String> {
             policy.unwrap_or_default()
         ));
     }
-    let integer_upscale = out[0] % h == 0 && out[1] % w == 0;
+    let integer_upscale = out[0].is_multiple_of(h) && out[1].is_multiple_of(w);
     let mode = match mode.as_str() {
         "nearest" => {
             let rounding = if old {
