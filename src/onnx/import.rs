@@ -493,7 +493,8 @@ impl Lowering<'_> {
         let per_sample = kept_inputs
             .first()
             .and_then(|v| self.shapes.get(v))
-            .map(|s| s[1..].iter().product::<usize>() as i64);
+            .and_then(|s| s.get(1..))
+            .map(|rest| rest.iter().product::<usize>() as i64);
         if let (
             true,
             Op::Reshape {
@@ -502,13 +503,13 @@ impl Lowering<'_> {
             },
         ) = (batch_in && self.free_batch, &mut op)
         {
-            let rest_fixed = shape[1..].iter().all(|&d| d > 0);
+            let rest = shape.get(1..).unwrap_or_default();
             let baked = match self.file_batch {
                 Some(fb) => shape.first() == Some(&(fb as i64)),
                 None => {
                     shape.first() == Some(&1)
-                        && rest_fixed
-                        && per_sample == Some(shape[1..].iter().product())
+                        && rest.iter().all(|&d| d > 0)
+                        && per_sample == Some(rest.iter().product())
                 }
             };
             if baked {

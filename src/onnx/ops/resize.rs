@@ -145,7 +145,9 @@ fn requested_scales(ctx: &Ctx, upsample: bool, [c, h, w]: [usize; 3]) -> Result<
         let v = ctx.require_constant(sizes, "sizes")?.to_i64();
         let mut v = spread(v.iter().map(|&s| s as f32).collect(), -1.0)?;
         // The batch entry may be whatever batch the file was traced with.
-        v[0] = -1.0;
+        if let Some(batch) = v.first_mut() {
+            *batch = -1.0;
+        }
         match v[..] {
             [_, cs, sh, sw] if (cs < 0.0 || cs == c as f32) && sh >= 1.0 && sw >= 1.0 => {
                 Ok([exact_scale(h, sh as usize), exact_scale(w, sw as usize)])
