@@ -138,6 +138,14 @@ pub fn augmented_view(
     out
 }
 
+/// Bilinear sample at a point inside the image's extent, edge pixels extended (no black
+/// seeping in at the border; detection's letterbox, `detect/transform.rs`).
+pub(crate) fn bilinear_clamped(img: &RgbImage, x: f32, y: f32) -> [u8; 3] {
+    let x = x.clamp(0.0, img.width().saturating_sub(1) as f32);
+    let y = y.clamp(0.0, img.height().saturating_sub(1) as f32);
+    bilinear(img, x, y)
+}
+
 /// Bilinear sample with black outside the image.
 fn bilinear(img: &RgbImage, x: f32, y: f32) -> [u8; 3] {
     let (w, h) = (img.width() as i64, img.height() as i64);

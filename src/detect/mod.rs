@@ -1,12 +1,14 @@
 //! Object detection (issue 10), built up in parts. So far: boxes and their overlap measures
 //! ([`boxes`]), box datasets in the YOLO, COCO and Pascal VOC layouts ([`dataset`]), average
 //! precision by the VOC and COCO definitions ([`ap`]), anchor boxes by k-means on IoU
-//! ([`anchors`]). The detection head, its loss, decoding and export come next; see
+//! ([`anchors`]), and the input view with its boxes: letterbox or stretch, seeded
+//! augmentation that moves the boxes with the pixels ([`transform`]). The detection head, its loss, decoding and export come next; see
 //! docs/ARCHITECTURE.md.
 
 pub mod anchors;
 pub mod ap;
 pub mod boxes;
 pub mod dataset;
+pub mod transform;
 
 pub use boxes::BBox;
