@@ -224,3 +224,63 @@ fn undecodable_images_are_skipped_and_unknown_classes_name_their_files() {
         Err(BoxError::Unrecognised(_))
     ));
 }
+
+/// `graft boxes DIR` reports the layout, boxes per class, findings and anchors (in the
+/// detector's input pixels), as text and JSON; a folder that is no box dataset is one clear
+/// error.
+#[test]
+fn the_command_line_checks_a_box_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    write_coco(dir.path());
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_graft"))
+            .arg("boxes")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let root = dir.path().to_str().unwrap();
+    let out = run(&[root, "--json", "--anchors", "3", "--side", "128"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["format"], "COCO");
+    assert_eq!(v["images"], 4);
+    assert_eq!(v["classes"][1]["name"], "dog");
+    assert_eq!(v["classes"][1]["boxes"], 2);
+    assert_eq!(v["findings"].as_array().unwrap().len(), 4, "{v}");
+    // Three boxes, three anchors: the boxes themselves, in the 128 px input (images a and b
+    // are 64 px wide: scale 2), smallest area first — b's clipped 24×16 dog, a's 16×26 cat,
+    // a's 30×30 dog.
+    let anchors: Vec<(f64, f64)> = v["anchors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a[0].as_f64().unwrap(), a[1].as_f64().unwrap()))
+        .collect();
+    assert_eq!(
+        anchors,
+        vec![(48.0, 32.0), (32.0, 52.0), (60.0, 60.0)],
+        "{v}"
+    );
+    assert_eq!(v["anchor_mean_iou"], 1.0);
+
+    let text = run(&[root, "--anchors", "2"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        run(&[root]).status.success(),
+        "too few boxes for anchors is a line, not a failure"
+    );
+    assert!(
+        text.contains("COCO layout, 4 images, 3 boxes") && text.contains("anchors for a 416×416"),
+        "{text}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = run(&[empty.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a box dataset"));
+}

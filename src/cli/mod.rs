@@ -1,6 +1,7 @@
 //! `graft` subcommands for headless use, over the same library calls the GUI makes.
 
 mod bench;
+mod boxes;
 mod compare;
 mod infer;
 mod inspect;
@@ -107,6 +108,9 @@ pub enum Command {
     /// Train the same new head on several networks with one recipe and split; compare
     /// accuracy, speed and size in one table.
     Compare(Box<compare::CompareArgs>),
+    /// Check a box dataset (YOLO, COCO or Pascal VOC): classes, boxes per class, what was
+    /// clipped, dropped or skipped, and anchor boxes for a detector.
+    Boxes(boxes::BoxesArgs),
     /// The gallery of pretrained networks: list, download, locate.
     Models {
         #[command(subcommand)]
@@ -155,6 +159,7 @@ pub fn run(command: Command) -> Result<(), String> {
         } => bench::run(&model, batch, iterations.max(1), device),
         Command::Models { action } => models::run(action),
         Command::Compare(args) => compare::run(*args),
+        Command::Boxes(args) => boxes::run(&args),
     }
 }
 
