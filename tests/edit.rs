@@ -385,3 +385,114 @@ fn a_four_dimensional_classifier_output_becomes_class_scores() {
         );
     }
 }
+
+/// A detection head on a backbone (issue 10): on the default feature map (the deepest
+/// stride-32 one), ordinary nodes ending in one prediction map of anchors × (box,
+/// objectness, classes) channels, objectness starting near a 1 % prior; the spec travels in
+/// the metadata and through export; freezing the backbone leaves the head trainable; undo
+/// brings the classifier back; a node without a feature map is refused, naming it.
+#[test]
+fn a_detection_head_goes_on_a_feature_map_as_ordinary_nodes() {
+    use graft::graph::edit::{DetectionSpec, default_feature, freeze_backbone};
+    let imported = onnx::import_bytes(graft::DEFAULT_MODEL).unwrap();
+    let (mut net, mut store) = (imported.network, imported.store);
+    let original = net.clone();
+    let feature = default_feature(&net, &store).unwrap();
+    let (shapes, _) = graft::graph::shape::infer(&net, &store, 1);
+    let out = &net.node(&feature).unwrap().outputs[0];
+    assert_eq!(shapes[out][2..], [7, 7], "{feature}: stride 32 of 224");
+    let anchors = vec![(30.0, 40.0), (80.0, 60.0), (150.0, 170.0)];
+    let change = apply(
+        &mut net,
+        &mut store,
+        &Edit::AddDetectionHead {
+            node: feature.clone(),
+            classes: classes(2),
+            anchors: anchors.clone(),
+            seed: 5,
+        },
+    )
+    .unwrap();
+    let spec = DetectionSpec::of(&net).unwrap();
+    assert_eq!(
+        (spec.stride, spec.anchors.clone(), spec.per_anchor()),
+        (32, anchors, 7)
+    );
+    let (shapes, _) = graft::graph::shape::infer(&net, &store, 1);
+    assert_eq!(shapes[&net.outputs[0]], vec![1, 21, 7, 7]);
+    assert!(
+        net.nodes
+            .iter()
+            .all(|n| !matches!(n.op, Op::Softmax { .. }))
+    );
+
+    let x: Vec<f32> = (0..2 * 3 * 224 * 224)
+        .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+        .collect();
+    let device = burn::tensor::Device::flex();
+    let y = Model::build(&net, &store, &device)
+        .unwrap()
+        .infer(&[2, 3, 224, 224], x.clone())
+        .unwrap()[0]
+        .1
+        .clone();
+    // Channel 4 of each anchor (objectness): about ln(1/99) = −4.6 before any training.
+    let cells = 49;
+    let objectness: Vec<f32> = (0..2)
+        .flat_map(|b| (0..3).map(move |a| (b, a)))
+        .flat_map(|(b, a)| {
+            let start = (b * 21 + a * 7 + 4) * cells;
+            y[start..start + cells].to_vec()
+        })
+        .collect();
+    let mean = objectness.iter().sum::<f32>() / objectness.len() as f32;
+    assert!(
+        (-7.0..-2.5).contains(&mean),
+        "objectness logits start near −4.6: {mean}"
+    );
+
+    // Export keeps the head and its spec.
+    let again = onnx::import_bytes(&onnx::export_bytes(&net, &store).unwrap()).unwrap();
+    assert_eq!(DetectionSpec::of(&again.network), Some(spec));
+    let z = Model::build(&again.network, &again.store, &device)
+        .unwrap()
+        .infer(&[2, 3, 224, 224], x)
+        .unwrap()[0]
+        .1
+        .clone();
+    let diff = y
+        .iter()
+        .zip(&z)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-4, "export changed the predictions by {diff}");
+
+    freeze_backbone(&mut net, &store).unwrap();
+    for n in &net.nodes {
+        assert_eq!(n.frozen, !n.name.starts_with("detect/"), "{}", n.name);
+    }
+    change.undo(&mut net, &mut store);
+    net.nodes.iter_mut().for_each(|n| n.frozen = false);
+    assert_eq!(net, original);
+
+    let flat = net
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, Op::Flatten { .. }))
+        .unwrap()
+        .name
+        .clone();
+    let err = apply(
+        &mut net,
+        &mut store,
+        &Edit::AddDetectionHead {
+            node: flat.clone(),
+            classes: classes(2),
+            anchors: vec![(10.0, 10.0)],
+            seed: 1,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(&flat) && err.contains("feature map"), "{err}");
+}

@@ -259,9 +259,11 @@ pub(super) fn adapt_head(
     Ok((removed_weights, added))
 }
 
-/// The first node of the head (the classifier), for "freeze the backbone".
+/// The first node of the head (the classifier, or a detection head's first Conv), for
+/// "freeze the backbone".
 pub fn head_start(net: &Network, store: &Store) -> Option<usize> {
     net.node_index(HEAD_CLASSIFIER)
+        .or_else(|| net.node_index(super::DETECT_CONV))
         .or_else(|| find_classifier(net, store))
 }
 

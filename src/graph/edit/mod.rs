@@ -5,10 +5,14 @@
 //! `library.rs` builds layers from the layer library, `reach.rs` answers what depends on
 //! what (and cuts and prunes).
 
+mod detection_head;
 mod head;
 mod library;
 mod reach;
 
+pub use detection_head::{
+    DETECT_CONV, DETECT_OUTPUT, DETECTION_KEY, DetectionSpec, default_feature,
+};
 pub use head::{
     HEAD_CLASSIFIER, HEAD_FLATTEN, HEAD_OUTPUT, HEAD_SOFTMAX, find_classifier, freeze_backbone,
     head_start,
@@ -55,6 +59,14 @@ pub enum Edit {
     /// for `classes`, followed by a softmax.
     AdaptHead {
         classes: Vec<String>,
+        seed: u64,
+    },
+    /// Replace everything after `node` (a feature map) by a detection head for `classes`
+    /// with `anchors` ((width, height) in input pixels), freshly initialised.
+    AddDetectionHead {
+        node: String,
+        classes: Vec<String>,
+        anchors: Vec<(f32, f32)>,
         seed: u64,
     },
     /// Keep the network up to `node` (its first output becomes the output).
@@ -214,6 +226,12 @@ fn apply_inner(
             net.nodes[i].lr_factor = *factor;
         }
         Edit::AdaptHead { classes, seed } => return head::adapt_head(net, store, classes, *seed),
+        Edit::AddDetectionHead {
+            node,
+            classes,
+            anchors,
+            seed,
+        } => return detection_head::add(net, store, node, classes, anchors, *seed),
         Edit::InsertAfter { node, layer } => return library::insert_after(net, store, node, layer),
         Edit::Replace { node, layer } => return library::replace(net, store, node, layer),
         Edit::Rewire { node, index, value } => {
