@@ -2,13 +2,17 @@
 //! ([`boxes`]), box datasets in the YOLO, COCO and Pascal VOC layouts ([`dataset`]), average
 //! precision by the VOC and COCO definitions ([`ap`]), anchor boxes by k-means on IoU
 //! ([`anchors`]), and the input view with its boxes: letterbox or stretch, seeded
-//! augmentation that moves the boxes with the pixels ([`transform`]). The detection head, its loss, decoding and export come next; see
-//! docs/ARCHITECTURE.md.
+//! augmentation that moves the boxes with the pixels ([`transform`]); what the head's
+//! prediction map means, decoded to boxes with non-maximum suppression and encoded from true
+//! boxes as training targets ([`yolo`]); the head itself is a graph edit
+//! (`graph::edit::Edit::AddDetectionHead`). The loss, training, evaluation in the session,
+//! the window and the exported decoding come next; see docs/ARCHITECTURE.md.
 
 pub mod anchors;
 pub mod ap;
 pub mod boxes;
 pub mod dataset;
 pub mod transform;
+pub mod yolo;
 
 pub use boxes::BBox;

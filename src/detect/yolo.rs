@@ -1,0 +1,265 @@
+//! The prediction map's meaning, both ways (YOLO v2/v3): per cell `(i, j)` and anchor `a`,
+//! channels `tx ty tw th obj c₀ c₁ …` at `a · (5 + K)` in the head's output.
+//! - **Decoding**: centre `((σ(tx) + j) · s, (σ(ty) + i) · s)`, size `(aw · e^tw, ah · e^th)`,
+//!   score `σ(obj) · σ(c_k)`; then class-aware non-maximum suppression.
+//! - **Targets**: each true box goes to the cell holding its centre and the anchor whose shape
+//!   fits it best (IoU of centred boxes), with the `tx ty tw th` that decode back to it.
+//!
+//! The loss (next) compares the two on burn tensors; export writes the decoding as ONNX ops.
+
+use super::anchors::shape_iou;
+use super::boxes::BBox;
+use super::dataset::Object;
+use crate::graph::edit::DetectionSpec;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn logit(p: f32) -> f32 {
+    let p = p.clamp(1e-6, 1.0 - 1e-6);
+    (p / (1.0 - p)).ln()
+}
+
+/// One predicted box in input pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Predicted {
+    pub class: usize,
+    pub score: f32,
+    pub bbox: BBox,
+}
+
+/// Non-maximum suppression and limits, shared by the window, the CLI and the export.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Suppression {
+    pub score_threshold: f32,
+    pub iou_threshold: f32,
+    pub max_detections: usize,
+}
+
+impl Default for Suppression {
+    fn default() -> Self {
+        Self {
+            score_threshold: 0.25,
+            iou_threshold: 0.45,
+            max_detections: 100,
+        }
+    }
+}
+
+/// Decodes one image's prediction map (`channels × h × w`, row-major, as the head writes it)
+/// into boxes scoring at least `min_score`, before suppression.
+pub fn decode(
+    map: &[f32],
+    spec: &DetectionSpec,
+    (h, w): (usize, usize),
+    min_score: f32,
+) -> Vec<Predicted> {
+    let per = spec.per_anchor();
+    let cells = h * w;
+    let at = |a: usize, k: usize, cell: usize| map[(a * per + k) * cells + cell];
+    let s = spec.stride as f32;
+    let mut out = Vec::new();
+    for (a, &(aw, ah)) in spec.anchors.iter().enumerate() {
+        for cell in 0..cells {
+            let obj = sigmoid(at(a, 4, cell));
+            if obj < min_score {
+                continue;
+            }
+            let (best, p) = (0..spec.classes.len())
+                .map(|k| (k, sigmoid(at(a, 5 + k, cell))))
+                .fold((0, f32::MIN), |b, x| if x.1 > b.1 { x } else { b });
+            let score = obj * p;
+            if score < min_score {
+                continue;
+            }
+            let (i, j) = (cell / w, cell % w);
+            let cx = (sigmoid(at(a, 0, cell)) + j as f32) * s;
+            let cy = (sigmoid(at(a, 1, cell)) + i as f32) * s;
+            let bw = aw * at(a, 2, cell).min(10.0).exp();
+            let bh = ah * at(a, 3, cell).min(10.0).exp();
+            out.push(Predicted {
+                class: best,
+                score,
+                bbox: BBox::from_centre(cx, cy, bw, bh),
+            });
+        }
+    }
+    out
+}
+
+/// Class-aware NMS: per class, highest score first, dropping boxes that overlap a kept one
+/// by more than the threshold; at most `max_detections`, best first.
+pub fn suppress(mut boxes: Vec<Predicted>, s: &Suppression) -> Vec<Predicted> {
+    boxes.retain(|b| b.score >= s.score_threshold);
+    boxes.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<Predicted> = Vec::new();
+    for b in boxes {
+        if kept.len() == s.max_detections {
+            break;
+        }
+        let clash = kept
+            .iter()
+            .any(|k| k.class == b.class && k.bbox.iou(&b.bbox) > s.iou_threshold);
+        if !clash {
+            kept.push(b);
+        }
+    }
+    kept
+}
+
+/// What one true box asks of the prediction map.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Target {
+    pub anchor: usize,
+    /// Row and column of the cell.
+    pub cell: (usize, usize),
+    /// The raw `tx ty tw th` that decode to the box.
+    pub t: [f32; 4],
+    pub class: usize,
+    /// The box in input pixels (for a GIoU loss on the decoded prediction).
+    pub bbox: BBox,
+}
+
+/// Targets for one image's boxes (input pixels). Two boxes wanting the same cell and anchor:
+/// the larger keeps it (it is the harder one to find elsewhere). Ignored (difficult) boxes
+/// get no target.
+pub fn targets(objects: &[Object], spec: &DetectionSpec, (h, w): (usize, usize)) -> Vec<Target> {
+    let s = spec.stride as f32;
+    let mut order: Vec<&Object> = objects.iter().filter(|o| !o.difficult).collect();
+    order.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
+    let mut out: Vec<Target> = Vec::new();
+    for o in order {
+        let b = o.bbox;
+        let (cx, cy) = ((b.x0 + b.x1) / 2.0, (b.y0 + b.y1) / 2.0);
+        let j = ((cx / s) as usize).min(w - 1);
+        let i = ((cy / s) as usize).min(h - 1);
+        let (bw, bh) = (b.width().max(1e-3), b.height().max(1e-3));
+        let anchor = (0..spec.anchors.len())
+            .max_by(|&p, &q| {
+                shape_iou((bw, bh), spec.anchors[p])
+                    .total_cmp(&shape_iou((bw, bh), spec.anchors[q]))
+            })
+            .unwrap_or(0);
+        if out.iter().any(|t| t.anchor == anchor && t.cell == (i, j)) {
+            continue;
+        }
+        let (aw, ah) = spec.anchors[anchor];
+        out.push(Target {
+            anchor,
+            cell: (i, j),
+            t: [
+                logit(cx / s - j as f32),
+                logit(cy / s - i as f32),
+                (bw / aw).ln(),
+                (bh / ah).ln(),
+            ],
+            class: o.class,
+            bbox: b,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> DetectionSpec {
+        DetectionSpec {
+            classes: vec!["cat".into(), "dog".into()],
+            anchors: vec![(20.0, 20.0), (60.0, 40.0)],
+            stride: 32,
+        }
+    }
+
+    fn object(class: usize, b: BBox) -> Object {
+        Object {
+            class,
+            bbox: b,
+            difficult: false,
+        }
+    }
+
+    /// A map that says exactly the targets (objectness and class logits high there, low
+    /// elsewhere) decodes back to the true boxes.
+    #[test]
+    fn targets_decode_back_to_their_boxes() {
+        let spec = spec();
+        let (h, w) = (4, 5);
+        let objects = vec![
+            object(0, BBox::new(10.0, 12.0, 30.0, 34.0)),
+            object(1, BBox::new(70.0, 60.0, 135.0, 98.0)),
+        ];
+        let ts = targets(&objects, &spec, (h, w));
+        assert_eq!(ts.len(), 2);
+        let cat = ts.iter().find(|t| t.class == 0).unwrap();
+        assert_eq!((cat.anchor, cat.cell), (0, (0, 0)));
+        let dog = ts.iter().find(|t| t.class == 1).unwrap();
+        assert_eq!(
+            (dog.anchor, dog.cell),
+            (1, (2, 3)),
+            "centre (102.5, 79) in cell row 2, col 3"
+        );
+
+        let per = spec.per_anchor();
+        let cells = h * w;
+        let mut map = vec![-12.0f32; spec.anchors.len() * per * cells];
+        for t in &ts {
+            let cell = t.cell.0 * w + t.cell.1;
+            for k in 0..4 {
+                map[(t.anchor * per + k) * cells + cell] = t.t[k];
+            }
+            map[(t.anchor * per + 4) * cells + cell] = 12.0;
+            map[(t.anchor * per + 5 + t.class) * cells + cell] = 12.0;
+        }
+        let found = suppress(decode(&map, &spec, (h, w), 0.01), &Suppression::default());
+        assert_eq!(found.len(), 2, "{found:?}");
+        for o in &objects {
+            let p = found.iter().find(|p| p.class == o.class).unwrap();
+            assert!(p.bbox.iou(&o.bbox) > 0.999, "{:?} vs {:?}", p.bbox, o.bbox);
+            assert!(p.score > 0.99);
+        }
+    }
+
+    #[test]
+    fn suppression_is_per_class_and_keeps_the_best() {
+        let p = |class, score, x: f32| Predicted {
+            class,
+            score,
+            bbox: BBox::new(x, 0.0, x + 10.0, 10.0),
+        };
+        let boxes = vec![
+            p(0, 0.9, 0.0),
+            p(0, 0.8, 1.0), // IoU 9/11 with the first: gone
+            p(1, 0.7, 1.0), // another class: kept
+            p(0, 0.6, 20.0),
+            p(0, 0.1, 40.0), // below the score threshold
+        ];
+        let kept = suppress(boxes, &Suppression::default());
+        let got: Vec<(usize, f32)> = kept.iter().map(|k| (k.class, k.score)).collect();
+        assert_eq!(got, vec![(0, 0.9), (1, 0.7), (0, 0.6)]);
+        let one = suppress(
+            kept,
+            &Suppression {
+                max_detections: 1,
+                ..Suppression::default()
+            },
+        );
+        assert_eq!(one.len(), 1);
+    }
+
+    #[test]
+    fn two_boxes_for_one_cell_and_anchor_keep_the_larger_and_difficult_boxes_none() {
+        let spec = spec();
+        let mut objects = vec![
+            object(0, BBox::new(2.0, 2.0, 20.0, 20.0)),
+            object(1, BBox::new(0.0, 0.0, 24.0, 24.0)),
+            object(0, BBox::new(100.0, 100.0, 110.0, 110.0)),
+        ];
+        objects[2].difficult = true;
+        let ts = targets(&objects, &spec, (4, 4));
+        assert_eq!(ts.len(), 1);
+        assert_eq!(ts[0].class, 1);
+    }
+}
