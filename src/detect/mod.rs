@@ -4,14 +4,15 @@
 //! ([`anchors`]), and the input view with its boxes: letterbox or stretch, seeded
 //! augmentation that moves the boxes with the pixels ([`transform`]); what the head's
 //! prediction map means, decoded to boxes with non-maximum suppression and encoded from true
-//! boxes as training targets ([`yolo`]); the head itself is a graph edit
-//! (`graph::edit::Edit::AddDetectionHead`). The loss, training, evaluation in the session,
+//! boxes as training targets ([`yolo`]); the loss on burn tensors ([`loss`]); the head itself is a graph edit
+//! (`graph::edit::Edit::AddDetectionHead`). Training in the session, evaluation,
 //! the window and the exported decoding come next; see docs/ARCHITECTURE.md.
 
 pub mod anchors;
 pub mod ap;
 pub mod boxes;
 pub mod dataset;
+pub mod loss;
 pub mod transform;
 pub mod yolo;
 
