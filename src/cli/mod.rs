@@ -3,6 +3,7 @@
 mod bench;
 mod boxes;
 mod compare;
+mod detect;
 mod infer;
 mod inspect;
 mod models;
@@ -108,6 +109,8 @@ pub enum Command {
     /// Train the same new head on several networks with one recipe and split; compare
     /// accuracy, speed and size in one table.
     Compare(Box<compare::CompareArgs>),
+    /// Find objects with a detector: boxes per image, printed, as JSON, or drawn.
+    Detect(Box<detect::DetectArgs>),
     /// Check a box dataset (YOLO, COCO or Pascal VOC): classes, boxes per class, what was
     /// clipped, dropped or skipped, and anchor boxes for a detector.
     Boxes(boxes::BoxesArgs),
@@ -160,6 +163,7 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::Models { action } => models::run(action),
         Command::Compare(args) => compare::run(*args),
         Command::Boxes(args) => boxes::run(&args),
+        Command::Detect(args) => detect::run(&args),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod ap;
 pub mod boxes;
 pub mod dataset;
 pub mod loss;
+pub mod predict;
 pub mod transform;
 pub mod yolo;
 

@@ -1,0 +1,103 @@
+//! `graft detect MODEL IMAGE...`: the boxes a detector finds, in each image's own pixels —
+//! printed, as JSON (`--json OUT`), or drawn onto copies of the images (`--draw DIR`).
+
+use crate::detect::predict::{Detector, draw};
+use crate::detect::yolo::Suppression;
+use crate::engine::{DeviceChoice, select_device};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct DetectArgs {
+    /// A network with a detection head (an ONNX file Graft exported).
+    pub model: PathBuf,
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Write every image's boxes as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write each image with its boxes drawn into this folder.
+    #[arg(long)]
+    pub draw: Option<PathBuf>,
+    /// Lowest score kept.
+    #[arg(long, default_value_t = Suppression::default().score_threshold)]
+    pub score: f32,
+    /// Overlap above which the weaker of two boxes of a class is dropped.
+    #[arg(long, default_value_t = Suppression::default().iou_threshold)]
+    pub iou: f32,
+    /// Most boxes per image.
+    #[arg(long, default_value_t = Suppression::default().max_detections)]
+    pub max: usize,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    pub device: DeviceChoice,
+}
+
+pub fn run(args: &DetectArgs) -> Result<(), String> {
+    let imported = super::open_model(&args.model)?;
+    let dev = select_device(args.device)?;
+    let mut detector = Detector::new(&imported.network, &imported.store, &dev.device)
+        .map_err(|e| format!("{}: {e}", args.model.display()))?;
+    detector.suppression = Suppression {
+        score_threshold: args.score,
+        iou_threshold: args.iou,
+        max_detections: args.max,
+    };
+    if let Some(dir) = &args.draw {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let classes = detector.spec().classes.clone();
+    let mut report = Vec::new();
+    let mut failed = 0;
+    for path in &args.images {
+        let mut img = match crate::data::preprocess::load_rgb(path) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("skipped {}: {e}", path.display());
+                failed += 1;
+                continue;
+            }
+        };
+        let found = detector.detect(&img)?;
+        println!("{}: {} boxes", path.display(), found.len());
+        for p in &found {
+            let b = p.bbox;
+            println!(
+                "  {:<16} {:5.1}%  {:.0},{:.0} – {:.0},{:.0}",
+                classes[p.class],
+                p.score * 100.0,
+                b.x0,
+                b.y0,
+                b.x1,
+                b.y1
+            );
+        }
+        if let Some(dir) = &args.draw {
+            draw(&mut img, &found);
+            let name = path
+                .file_name()
+                .map_or("image.png".into(), |n| n.to_os_string());
+            let out = dir.join(name).with_extension("png");
+            let mut png = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            crate::files::write_atomic(&out, &png)?;
+        }
+        report.push(serde_json::json!({
+            "image": path,
+            "boxes": found.iter().map(|p| serde_json::json!({
+                "class": classes[p.class], "score": p.score,
+                "box": [p.bbox.x0, p.bbox.y0, p.bbox.x1, p.bbox.y1],
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    if let Some(out) = &args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        crate::files::write_atomic(out, text.as_bytes())?;
+    }
+    if failed > 0 {
+        return Err(format!(
+            "{failed} of {} image(s) could not be read",
+            args.images.len()
+        ));
+    }
+    Ok(())
+}
