@@ -566,6 +566,7 @@ fn an_open_size_network_takes_its_size_from_the_data_then_from_the_inspector() {
         4,
         "the adapted head replayed"
     );
+    assert!(h.state().is_dirty(), "a chosen size is an unsaved change");
     let project = h.state().project();
     assert_eq!(project.input_size, Some(64));
 }

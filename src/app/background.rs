@@ -127,6 +127,13 @@ impl GraftApp {
 
     /// A network (and maybe its project) finished opening.
     fn opened(&mut self, loaded: Loaded) {
+        // The same file with the same edits, read again (at another image size): the
+        // project's unsaved state stays as it was.
+        let rebuilt = loaded.project.is_none()
+            && self
+                .ws
+                .as_ref()
+                .is_some_and(|w| w.source == loaded.source && w.edits == loaded.edits);
         let mut ws = Workspace::new(
             loaded.source,
             loaded.imported.network,
@@ -138,7 +145,7 @@ impl GraftApp {
         self.graph = GraphPanelState::default();
         self.graph.fit = true;
         self.selected = None;
-        self.dirty = false;
+        self.dirty &= rebuilt;
         if let Some((path, project)) = loaded.project {
             self.options = project.options;
             self.compare.restore(project.comparison);
