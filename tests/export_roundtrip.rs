@@ -2,6 +2,9 @@
 //! node names and the same outputs, and the exported file runs in an independent runtime
 //! (tract) with the same logits.
 
+mod common;
+
+use common::{max_rel_error, to_channels_first};
 use graft::engine::Model;
 use graft::onnx::{self, export_bytes};
 use std::path::{Path, PathBuf};
@@ -16,15 +19,6 @@ fn fixtures() -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
-}
-
-fn max_rel_error(got: &[f32], want: &[f32]) -> f32 {
-    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
-        / scale
 }
 
 fn run_tract(bytes: &[u8], shape: &[usize], data: &[f32]) -> TractResult<Vec<f32>> {
@@ -97,23 +91,11 @@ fn a_channels_last_file_trains_channels_first_and_exports_channels_last() {
     assert_eq!(imported.network.input_chw(), Some([3, 16, 16]));
     let (nhwc_shape, nhwc) = graft::npy::read_f32(&dir.join("input_nhwc.npy")).unwrap();
     let (_, want) = graft::npy::read_f32(&dir.join("output_ort.npy")).unwrap();
-    let [n, h, w, c] = nhwc_shape[..] else {
-        panic!("{nhwc_shape:?}")
-    };
     // The same images, channels first.
-    let mut nchw = vec![0.0f32; nhwc.len()];
-    for b in 0..n {
-        for y in 0..h {
-            for x in 0..w {
-                for ch in 0..c {
-                    nchw[((b * c + ch) * h + y) * w + x] = nhwc[((b * h + y) * w + x) * c + ch];
-                }
-            }
-        }
-    }
+    let (nchw_shape, nchw) = to_channels_first(&nhwc_shape, &nhwc);
     let device = burn::tensor::Device::flex();
     let model = Model::build(&imported.network, &imported.store, &device).unwrap();
-    let outs = model.infer(&[n, c, h, w], nchw).unwrap();
+    let outs = model.infer(&nchw_shape, nchw).unwrap();
     let err = max_rel_error(&outs[0].1, &want);
     assert!(err < 1e-4, "Graft vs ONNX Runtime: {err}");
 

@@ -585,7 +585,7 @@ fn every_gallery_entry_downloads_matches_onnx_runtime_trains_and_exports() {
         }
         let (shape, x) = graft::npy::read_f32(&fixtures.join(input)).unwrap();
         let (shape, x) = if channels_last {
-            to_channels_first(&shape, &x)
+            common::to_channels_first(&shape, &x)
         } else {
             (shape, x)
         };
@@ -595,7 +595,7 @@ fn every_gallery_entry_downloads_matches_onnx_runtime_trains_and_exports() {
             .1
             .clone();
         let (_, reference) = graft::npy::read_f32(&fixtures.join(want)).unwrap();
-        let err = max_rel_error(&ours, &reference);
+        let err = common::max_rel_error(&ours, &reference);
         assert!(err < 1e-4, "{name} ({file}) vs ONNX Runtime: {err}");
 
         let trained =
@@ -616,7 +616,7 @@ fn every_gallery_entry_downloads_matches_onnx_runtime_trains_and_exports() {
             run(&again.network, &again.store),
         );
         assert_eq!(a.len(), shape[0] * 3, "{name}: three classes out");
-        let diff = max_rel_error(&b, &a);
+        let diff = common::max_rel_error(&b, &a);
         assert!(
             diff < 1e-5,
             "{name}: the export changed the answers by {diff}"
@@ -634,32 +634,4 @@ fn wait(session: &graft::train::Session) -> Result<graft::train::Outcome, String
         }
     }
     Err("the session ended without a result".into())
-}
-
-fn max_rel_error(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
-        / scale
-}
-
-/// NHWC values as NCHW (what the imported network of a channels-last file takes).
-fn to_channels_first(shape: &[usize], x: &[f32]) -> (Vec<usize>, Vec<f32>) {
-    let [n, h, w, c] = shape[..] else {
-        panic!("{shape:?}")
-    };
-    let mut out = vec![0.0f32; x.len()];
-    for b in 0..n {
-        for y in 0..h {
-            for xx in 0..w {
-                for ch in 0..c {
-                    out[((b * c + ch) * h + y) * w + xx] = x[((b * h + y) * w + xx) * c + ch];
-                }
-            }
-        }
-    }
-    (vec![n, c, h, w], out)
 }

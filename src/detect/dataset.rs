@@ -239,6 +239,20 @@ fn finish_image(
     }
 }
 
+/// An image's size from its header; one that cannot be read is listed and skipped.
+fn image_size(path: &Path, findings: &mut Vec<Finding>) -> Option<(u32, u32)> {
+    match image::image_dimensions(path) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            findings.push(Finding::Unreadable {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
 fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
@@ -289,15 +303,8 @@ fn yolo(root: &Path) -> Result<BoxDataset, BoxError> {
     let mut unknown: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut images = Vec::new();
     for path in paths {
-        let size = match image::image_dimensions(&path) {
-            Ok(s) => s,
-            Err(e) => {
-                findings.push(Finding::Unreadable {
-                    path,
-                    reason: e.to_string(),
-                });
-                continue;
-            }
+        let Some(size) = image_size(&path, &mut findings) else {
+            continue;
         };
         let label = yolo_label_path(&path);
         let text = match std::fs::read_to_string(&label) {
@@ -544,15 +551,8 @@ fn coco(root: &Path) -> Result<BoxDataset, BoxError> {
             .map(|f| f.join(&img.file_name))
             .find(|p| p.is_file())
             .unwrap_or_else(|| root.join("images").join(&img.file_name));
-        let size = match image::image_dimensions(&path) {
-            Ok(s) => s,
-            Err(e) => {
-                findings.push(Finding::Unreadable {
-                    path,
-                    reason: e.to_string(),
-                });
-                continue;
-            }
+        let Some(size) = image_size(&path, &mut findings) else {
+            continue;
         };
         if img.width != 0 && (img.width, img.height) != size {
             return Err(malformed(
@@ -621,15 +621,8 @@ fn voc(root: &Path) -> Result<BoxDataset, BoxError> {
     let mut images = Vec::new();
     for (xml, f) in parsed {
         let path = root.join("JPEGImages").join(&f.filename);
-        let size = match image::image_dimensions(&path) {
-            Ok(s) => s,
-            Err(e) => {
-                findings.push(Finding::Unreadable {
-                    path,
-                    reason: e.to_string(),
-                });
-                continue;
-            }
+        let Some(size) = image_size(&path, &mut findings) else {
+            continue;
         };
         let mut raw = Vec::new();
         for (name, bbox, difficult) in f.objects {

@@ -21,6 +21,7 @@
 use super::ImportError;
 use super::attrs::Attrs;
 use super::fold::dequantize;
+use super::ops::emit::Names;
 use super::tensor::{HostTensor, dtype};
 use onnx_ir::{GraphProto, NodeProto};
 use std::collections::{HashMap, HashSet};
@@ -114,12 +115,14 @@ pub fn to_float(
             .iter()
             .flat_map(|n| n.output.iter().map(move |o| (o.clone(), n.op_type.clone())))
             .collect(),
-        taken: graph
-            .node
-            .iter()
-            .flat_map(|n| n.input.iter().chain(&n.output).cloned())
-            .chain(initializers.keys().cloned())
-            .collect(),
+        names: Names::new(
+            graph
+                .node
+                .iter()
+                .flat_map(|n| n.input.iter().chain(&n.output).cloned())
+                .chain(initializers.keys().cloned())
+                .collect(),
+        ),
         initializers,
     };
     let mut out = graph.clone();
@@ -159,18 +162,12 @@ struct Rewrite<'a> {
     /// The op type producing each value.
     producers: HashMap<String, String>,
     /// Every name in use, so that new values never collide.
-    taken: HashSet<String>,
+    names: Names,
 }
 
 impl Rewrite<'_> {
     fn fresh(&mut self, base: &str) -> String {
-        let mut name = base.to_owned();
-        let mut i = 1;
-        while !self.taken.insert(name.clone()) {
-            name = format!("{base}_{i}");
-            i += 1;
-        }
-        name
+        self.names.fresh(base)
     }
 
     fn constant(&self, name: &str, what: &str) -> Result<&HostTensor, String> {

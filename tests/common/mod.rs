@@ -1,4 +1,5 @@
-//! Helpers shared by integration tests: tiny generated datasets.
+//! Helpers shared by integration tests: tiny generated datasets, fixture paths, comparing
+//! outputs.
 
 #![allow(dead_code)]
 
@@ -37,4 +38,33 @@ pub fn fixture(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
+}
+
+/// The largest difference, relative to the reference's largest magnitude (at least 1).
+pub fn max_rel_error(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "output sizes differ");
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+/// NHWC values as NCHW (what the imported network of a channels-last file takes).
+pub fn to_channels_first(shape: &[usize], x: &[f32]) -> (Vec<usize>, Vec<f32>) {
+    let [n, h, w, c] = shape[..] else {
+        panic!("{shape:?} is not N×H×W×C")
+    };
+    let mut out = vec![0.0f32; x.len()];
+    for b in 0..n {
+        for y in 0..h {
+            for xx in 0..w {
+                for ch in 0..c {
+                    out[((b * c + ch) * h + y) * w + xx] = x[((b * h + y) * w + xx) * c + ch];
+                }
+            }
+        }
+    }
+    (vec![n, c, h, w], out)
 }

@@ -6,11 +6,30 @@ use crate::graph::Node;
 use onnx_ir::{AttributeProto, AttributeType, NodeProto, TensorProto};
 use std::collections::HashSet;
 
+/// Every name in use, handing out new ones that never collide (`base`, else `base_1`, …).
+pub struct Names(HashSet<String>);
+
+impl Names {
+    pub fn new(taken: HashSet<String>) -> Self {
+        Self(taken)
+    }
+
+    pub fn fresh(&mut self, base: &str) -> String {
+        let mut name = base.to_owned();
+        let mut i = 1;
+        while !self.0.insert(name.clone()) {
+            name = format!("{base}_{i}");
+            i += 1;
+        }
+        name
+    }
+}
+
 pub struct Emitter {
     pub nodes: Vec<NodeProto>,
     pub initializers: Vec<TensorProto>,
-    /// Every name in use, so that added initializers and helper nodes never collide.
-    taken: HashSet<String>,
+    /// So that added initializers and helper nodes never collide.
+    names: Names,
 }
 
 impl Emitter {
@@ -20,18 +39,12 @@ impl Emitter {
         Self {
             nodes: Vec::new(),
             initializers: Vec::new(),
-            taken,
+            names: Names::new(taken),
         }
     }
 
     pub fn fresh(&mut self, base: &str) -> String {
-        let mut name = base.to_owned();
-        let mut i = 1;
-        while !self.taken.insert(name.clone()) {
-            name = format!("{base}_{i}");
-            i += 1;
-        }
-        name
+        self.names.fresh(base)
     }
 
     /// A 1-D integer initializer named after `node` and `what`; returns its name.
