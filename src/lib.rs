@@ -4,6 +4,7 @@
 
 #[cfg(feature = "window")]
 pub mod app;
+pub mod audio;
 pub mod classify;
 pub mod cli;
 pub mod compare;
