@@ -225,9 +225,17 @@ impl GraftApp {
                 self.load_model(ctx, source, Vec::new(), None);
             }
             AppCommand::SetImageSize(side) => {
-                self.import_options.image_size = side;
-                self.dirty = true;
-                self.fit_open_size(ctx);
+                // Rebuilding re-reads the file: trained weights no file holds would be lost.
+                if self.ws.as_ref().is_some_and(|w| w.trained) {
+                    self.set_error(
+                        "Export or save the trained network first: rebuilding at another \
+                         image size re-reads the file",
+                    );
+                } else {
+                    self.import_options.image_size = side;
+                    self.dirty = true;
+                    self.fit_open_size(ctx);
+                }
             }
             AppCommand::PickDataset => self.pick(
                 ctx,
