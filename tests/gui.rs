@@ -8,18 +8,23 @@ use graft::app::{AppCommand, GraftApp, StartOptions, Tab};
 use std::time::{Duration, Instant};
 
 fn harness() -> Harness<'static, GraftApp> {
-    // A fresh, ephemeral app: no remembered project, nothing written to the config folder;
-    // file dialogs in the window (no desktop dialog can open under test).
+    harness_with(StartOptions::default())
+}
+
+/// A fresh, ephemeral app (no remembered project, nothing written to the config folder; file
+/// dialogs in the window, as no desktop dialog can open under test) with `options`' other
+/// settings (a model, a gallery, …).
+fn harness_with(options: StartOptions) -> Harness<'static, GraftApp> {
     Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(|cc| {
+        .build_eframe(move |cc| {
             GraftApp::new(
                 &cc.egui_ctx,
                 StartOptions {
                     fresh: true,
                     ephemeral: true,
                     builtin_file_dialog: true,
-                    ..Default::default()
+                    ..options
                 },
             )
         })
@@ -196,20 +201,10 @@ fn export_without_a_desktop_dialog_opens_the_in_window_browser() {
 /// hidden; everything else on screen is deterministic once the background work is done.
 #[test]
 fn each_tab_matches_its_snapshot() {
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(|cc| {
-            GraftApp::new(
-                &cc.egui_ctx,
-                StartOptions {
-                    fresh: true,
-                    ephemeral: true,
-                    builtin_file_dialog: true,
-                    hide_frame_time: true,
-                    ..Default::default()
-                },
-            )
-        });
+    let mut h = harness_with(StartOptions {
+        hide_frame_time: true,
+        ..Default::default()
+    });
     wait_until(&mut h, "the default network and sample data", |a| {
         a.workspace().is_some() && a.dataset_classes().is_some() && !a.is_busy()
     });
@@ -280,20 +275,10 @@ fn an_opened_inception_block_fitted_to_view_has_readable_titles() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/googlenet_op11/model.onnx"
     );
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(|cc| {
-            GraftApp::new(
-                &cc.egui_ctx,
-                StartOptions {
-                    fresh: true,
-                    ephemeral: true,
-                    builtin_file_dialog: true,
-                    model: Some(model.into()),
-                    ..Default::default()
-                },
-            )
-        });
+    let mut h = harness_with(StartOptions {
+        model: Some(model.into()),
+        ..Default::default()
+    });
     wait_until(&mut h, "GoogLeNet", |a| {
         a.workspace()
             .is_some_and(|w| w.network.node("/inception3a/Concat").is_some())
@@ -433,20 +418,10 @@ fn the_gallery_downloads_a_network_and_keeps_the_dataset() {
         cache: cache.path().into(),
         mirror: None,
     };
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(|cc| {
-            GraftApp::new(
-                &cc.egui_ctx,
-                StartOptions {
-                    fresh: true,
-                    ephemeral: true,
-                    builtin_file_dialog: true,
-                    gallery: Some((catalog, place)),
-                    ..Default::default()
-                },
-            )
-        });
+    let mut h = harness_with(StartOptions {
+        gallery: Some((catalog, place)),
+        ..Default::default()
+    });
     wait_until(&mut h, "the default network and sample data", |a| {
         a.workspace().is_some() && a.dataset_classes().is_some() && !a.is_busy()
     });
@@ -522,20 +497,10 @@ fn an_open_size_network_takes_its_size_from_the_data_then_from_the_inspector() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/open_size/open.onnx"
     );
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(|cc| {
-            GraftApp::new(
-                &cc.egui_ctx,
-                StartOptions {
-                    fresh: true,
-                    ephemeral: true,
-                    builtin_file_dialog: true,
-                    model: Some(model.into()),
-                    ..Default::default()
-                },
-            )
-        });
+    let mut h = harness_with(StartOptions {
+        model: Some(model.into()),
+        ..Default::default()
+    });
     let side = |a: &GraftApp| a.workspace().map(|w| w.network.input.shape[2]);
     wait_until(&mut h, "the network rebuilt at the data's side", |a| {
         side(a) == Some(32) && a.dataset_classes().is_some() && !a.is_busy()

@@ -5,6 +5,9 @@
 //! the convolutions), as `graft infer` runs it; on the CPU, inference plans also run Graft's
 //! fused kernels (`engine/fast_cpu.rs`), so these fixtures check them on every architecture.
 
+mod common;
+
+use common::max_rel_error;
 use graft::engine::{Model, optimize};
 use graft::onnx;
 use std::path::{Path, PathBuf};
@@ -28,15 +31,6 @@ fn model_path(dir: &Path) -> PathBuf {
         // The embedded network's reference lives next to the fixtures, its file in assets/.
         Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/efficientnet_lite0.onnx")
     }
-}
-
-fn max_rel_error(got: &[f32], want: &[f32]) -> f32 {
-    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
-        / scale
 }
 
 #[test]

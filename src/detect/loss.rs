@@ -11,8 +11,7 @@
 //! [`yolo::targets`](super::yolo::targets); the arithmetic that needs gradients stays on the
 //! device.
 
-use super::boxes::BBox;
-use super::yolo::Target;
+use super::yolo::{Target, decode_box};
 use crate::graph::edit::DetectionSpec;
 use burn::tensor::activation::{sigmoid, softplus};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -82,16 +81,8 @@ pub fn loss(
     let mut tcls = vec![0.0f32; b * a * k.max(1) * hw];
     let mut counted = vec![1.0f32; b * a * hw];
     let decode_host = |row: usize, cell: usize| {
-        let at = |c: usize| host[(row * per + c) * hw + cell];
-        let (i, j) = (cell / w, cell % w);
-        let (aw, ah) = spec.anchors[row % a];
-        let sg = |x: f32| 1.0 / (1.0 + (-x).exp());
-        BBox::from_centre(
-            (sg(at(0)) + j as f32) * s,
-            (sg(at(1)) + i as f32) * s,
-            aw * at(2).min(10.0).exp(),
-            ah * at(3).min(10.0).exp(),
-        )
+        let t = [0, 1, 2, 3].map(|c| host[(row * per + c) * hw + cell]);
+        decode_box(t, (cell / w, cell % w), spec.anchors[row % a], s)
     };
     for (img, ts) in targets.iter().enumerate() {
         for row in img * a..(img + 1) * a {
@@ -209,6 +200,7 @@ pub fn loss(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::boxes::BBox;
     use crate::detect::dataset::Object;
     use crate::detect::yolo::{Suppression, decode, suppress, targets};
 

@@ -47,6 +47,17 @@ impl Default for Suppression {
     }
 }
 
+/// One box from its raw `tx ty tw th` at cell (row, column) with an anchor, in input pixels
+/// (the size's exponent is capped at 10 so a wild prediction stays finite).
+pub fn decode_box(t: [f32; 4], (i, j): (usize, usize), (aw, ah): (f32, f32), stride: f32) -> BBox {
+    BBox::from_centre(
+        (sigmoid(t[0]) + j as f32) * stride,
+        (sigmoid(t[1]) + i as f32) * stride,
+        aw * t[2].min(10.0).exp(),
+        ah * t[3].min(10.0).exp(),
+    )
+}
+
 /// Decodes one image's prediction map (`channels × h × w`, row-major, as the head writes it)
 /// into boxes scoring at least `min_score`, before suppression.
 pub fn decode(
@@ -73,15 +84,11 @@ pub fn decode(
             if score < min_score {
                 continue;
             }
-            let (i, j) = (cell / w, cell % w);
-            let cx = (sigmoid(at(a, 0, cell)) + j as f32) * s;
-            let cy = (sigmoid(at(a, 1, cell)) + i as f32) * s;
-            let bw = aw * at(a, 2, cell).min(10.0).exp();
-            let bh = ah * at(a, 3, cell).min(10.0).exp();
+            let t = [0, 1, 2, 3].map(|k| at(a, k, cell));
             out.push(Predicted {
                 class: best,
                 score,
-                bbox: BBox::from_centre(cx, cy, bw, bh),
+                bbox: decode_box(t, (cell / w, cell % w), (aw, ah), s),
             });
         }
     }
