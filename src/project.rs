@@ -41,6 +41,9 @@ impl Default for DatasetSettings {
 pub struct Results {
     pub history: History,
     pub evaluation: Option<Evaluation>,
+    /// A detector's results (box datasets).
+    #[serde(default)]
+    pub detection: Option<crate::detect::evaluate::DetectionEvaluation>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -141,3 +141,147 @@ pub fn images_in(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A detector's file against Graft: the same final boxes.
+#[derive(Clone, Debug, Serialize)]
+pub struct DetectorVerifyReport {
+    pub images: usize,
+    /// Boxes Graft found (over all images), each paired with the file's box of its class
+    /// that overlaps it most.
+    pub boxes: usize,
+    /// Images where the two runtimes found a different number of boxes.
+    pub count_mismatches: usize,
+    /// The lowest IoU of a pair (1 when there were none).
+    pub min_iou: f32,
+    /// The largest |score difference| of a pair.
+    pub max_score_diff: f32,
+    /// Largest |tract − Graft| over the prediction map (the file's last output).
+    pub max_map_diff: f32,
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+impl DetectorVerifyReport {
+    /// What Graft promises of an exported detector: the same boxes (IoU ≥ 0.99), scores
+    /// within 1e-4.
+    pub fn passed(&self) -> bool {
+        self.images > 0
+            && self.count_mismatches == 0
+            && self.min_iou >= 0.99
+            && self.max_score_diff <= 1e-4
+    }
+}
+
+/// Runs a detector's file (decoding and NMS inside, `onnx::detector`) in tract and Graft's
+/// own decoding and suppression on the same letterboxed images, and pairs the boxes.
+pub fn verify_detector(
+    onnx_bytes: &[u8],
+    net: &Network,
+    store: &Store,
+    images: &[PathBuf],
+    limit: usize,
+) -> Result<DetectorVerifyReport, String> {
+    use crate::detect::transform::fitted;
+    use crate::detect::yolo::{Suppression, decode, suppress};
+    let spec = crate::graph::edit::DetectionSpec::of(net).ok_or("not a detector")?;
+    let (pre, [c, h, w]) = net.input_preprocess()?;
+    if c != 3 || h != w {
+        return Err(format!("a detector takes 3×S×S images, not {c}×{h}×{w}"));
+    }
+    let runnable = tract_model(onnx_bytes, [c, h, w])?;
+    let (fnet, fstore) = optimize::for_inference(net, store);
+    let model =
+        Model::build(&fnet, &fstore, &burn::tensor::Device::flex()).map_err(|e| e.to_string())?;
+    let s = Suppression::default();
+    let mut r = DetectorVerifyReport {
+        images: 0,
+        boxes: 0,
+        count_mismatches: 0,
+        min_iou: 1.0,
+        max_score_diff: 0.0,
+        max_map_diff: 0.0,
+        failed: Vec::new(),
+    };
+    for path in images.iter().take(limit) {
+        let img = match crate::data::preprocess::load_rgb(path) {
+            Ok(i) => i,
+            Err(e) => {
+                r.failed.push((path.clone(), e));
+                continue;
+            }
+        };
+        let view = fitted(&img, &[], h, spec.fit);
+        let x = crate::data::preprocess::normalize_chw(&view.image, &pre);
+        let (dims, map) = model
+            .infer(&[1, c, h, w], x.clone())
+            .map_err(|e| e.to_string())?
+            .remove(0);
+        let [_, _, mh, mw] = dims[..] else {
+            return Err(format!("the detection output is {dims:?}, not N×C×H×W"));
+        };
+        let ours = suppress(decode(&map, &spec, (mh, mw), s.score_threshold), &s);
+        let input = Tensor::from_shape(&[1, c, h, w], &x).map_err(|e| e.to_string())?;
+        let out = runnable
+            .run(tvec!(input.into()))
+            .map_err(|e| format!("tract failed on {}: {e:#}", path.display()))?;
+        let floats = |t: &TValue| -> Result<Vec<f32>, String> {
+            Ok(t.to_plain_array_view::<f32>()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .copied()
+                .collect())
+        };
+        let their_map = floats(out.last().ok_or("tract gave no output")?)?;
+        if their_map.len() != map.len() {
+            return Err(format!(
+                "the file's last output has {} values, Graft's map {}",
+                their_map.len(),
+                map.len()
+            ));
+        }
+        for (a, b) in map.iter().zip(&their_map) {
+            r.max_map_diff = r.max_map_diff.max((a - b).abs());
+        }
+        if out.len() != 5 {
+            return Err(format!(
+                "the file has {} outputs; verify compares detectors exported with NMS inside \
+                 (boxes, scores, classes, batch_index, map)",
+                out.len()
+            ));
+        }
+        let boxes = floats(&out[0])?;
+        let scores = floats(&out[1])?;
+        let classes: Vec<i64> = out[2]
+            .to_plain_array_view::<i64>()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .copied()
+            .collect();
+        let mut used = vec![false; scores.len()];
+        if scores.len() != ours.len() {
+            r.count_mismatches += 1;
+        }
+        for o in &ours {
+            let best = (0..scores.len())
+                .filter(|&i| !used[i] && classes[i] == o.class as i64)
+                .map(|i| {
+                    let b = &boxes[i * 4..i * 4 + 4];
+                    (
+                        i,
+                        crate::detect::BBox::new(b[0], b[1], b[2], b[3]).iou(&o.bbox),
+                    )
+                })
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            match best {
+                Some((i, iou)) => {
+                    used[i] = true;
+                    r.min_iou = r.min_iou.min(iou);
+                    r.max_score_diff = r.max_score_diff.max((scores[i] - o.score).abs());
+                }
+                None => r.min_iou = 0.0,
+            }
+            r.boxes += 1;
+        }
+        r.images += 1;
+    }
+    Ok(r)
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Graft's tests need, if they are missing:
-#   libonnx-testdata     the ONNX project's node conformance tests (tests/onnx_conformance.rs)
-#   mesa-vulkan-drivers  a software Vulkan adapter for the wgpu smoke test (tests/wgpu_smoke.rs)
+#   libonnx-testdata     the ONNX project's node conformance tests (tests/suite/onnx_conformance.rs)
+#   mesa-vulkan-drivers  a software Vulkan adapter for the wgpu smoke test (tests/suite/wgpu_smoke.rs)
 set -euo pipefail
 need=()
 [ -d /usr/share/libonnx-testdata/data/node ] || need+=(libonnx-testdata)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """ONNX Runtime's class scores for the Caffe2-era light models (tests/fixtures/light) with the
-random weights `caffe2_era_topologies_agree_with_onnx_runtime` (tests/export_roundtrip.rs)
+random weights `caffe2_era_topologies_agree_with_onnx_runtime` (tests/suite/export_roundtrip.rs)
 gives them. The weights are far too big to commit (AlexNet's are 240 MB), so both sides make
 them from the same xorshift64 stream, in the same order: for each file in turn, each
 ConstantOfShape in file order (count values, Kaiming-like scale, 1-D tensors kept positive),

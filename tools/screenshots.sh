@@ -3,7 +3,8 @@
 # writes screenshots/{graph,gallery,data,training,results}.png; then opens torchvision's GoogLeNet
 # (exported here with random weights: the layout, not the weights, is the point) and writes
 # screenshots/graph_googlenet.png with its first inception block opened in place; then
-# screenshots/compare.png (three torchvision networks compared on the sample data). Needs
+# screenshots/compare.png (three torchvision networks compared on the sample data); then
+# screenshots/{data_boxes,training_detect,results_detect}.png (a detector). Needs
 # Debian's xvfb and mesa-vulkan-drivers (software Vulkan for the wgpu renderer) and, for
 # GoogLeNet, tools/pyenv.sh's torchvision.
 #   cargo build --release && tools/screenshots.sh
@@ -52,5 +53,11 @@ open(os.path.join(out, "gallery.ron"), "w").write("(entries: [" + ",\n".join(ent
 PY
 GRAFT_SHOT=compare GRAFT_GALLERY="$cmp/gallery.ron" GRAFT_MODEL_MIRROR="$cmp" \
   GRAFT_CACHE_DIR="$cmp/cache" \
+  xvfb-run -a -s "-screen 0 1440x900x24" "$root/target/release/graft" --fresh --screenshots "$out"
+# Detection: scikit-image's photos composited into a box dataset
+# (tools/make_detection_dataset.py), a detection head, a short run, results, boxes found.
+boxes="$root/target/screenshots/boxes"
+[ -f "$boxes/yolo/data.yaml" ] || "$root/tools/pyenv.sh" python "$root/tools/make_detection_dataset.py" "$boxes" --train 160 --val 40
+GRAFT_SHOT=detect GRAFT_SHOT_DATA="$boxes/yolo" \
   xvfb-run -a -s "-screen 0 1440x900x24" "$root/target/release/graft" --fresh --screenshots "$out"
 ls -la "$out"

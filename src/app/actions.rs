@@ -144,6 +144,56 @@ impl GraftApp {
         self.dirty = true;
     }
 
+    /// The edit that puts a detection head on the open network for the box dataset: on the
+    /// selected node if it gives a feature map, else on the default feature map; anchors as
+    /// the data panel estimates them for the network's input side.
+    pub(super) fn detection_head_edit(&mut self) -> Result<Edit, String> {
+        let ws = self.ws.as_ref().ok_or("no network open")?;
+        let train = self
+            .data
+            .train
+            .as_ref()
+            .ok_or("choose a box dataset first")?;
+        let view = self
+            .data
+            .boxes
+            .as_mut()
+            .ok_or("the dataset has no boxes: choose a YOLO, COCO or Pascal VOC folder")?;
+        let side = match ws.network.input.shape[..] {
+            [_, _, h, w] if h == w => h,
+            ref s => {
+                return Err(format!(
+                    "a detector takes square images; this network takes {s:?}"
+                ));
+            }
+        };
+        let d = &self.options.detection;
+        let anchors = view.estimate(side, d.anchors, d.fit).anchors.clone()?.sizes;
+        let is_map = |n: &str| {
+            ws.network
+                .nodes
+                .iter()
+                .find(|x| x.name == n)
+                .is_some_and(|x| {
+                    x.outputs
+                        .first()
+                        .and_then(|o| ws.shapes.get(o))
+                        .is_some_and(|s| s.len() == 4)
+                })
+        };
+        let node = match self.selected.as_deref().filter(|n| is_map(n)) {
+            Some(n) => n.to_string(),
+            None => crate::graph::edit::default_feature(&ws.network, &ws.store)
+                .ok_or("no stride-16 or stride-32 feature map found; select one in the graph")?,
+        };
+        Ok(Edit::AddDetectionHead {
+            node,
+            classes: train.classes.clone(),
+            anchors,
+            seed: self.options.seed,
+        })
+    }
+
     /// Why training cannot start now, if it cannot.
     pub(super) fn training_ready(&self) -> Result<(), String> {
         let ws = self.ws.as_ref().ok_or("no network open")?;
@@ -168,6 +218,16 @@ impl GraftApp {
                     })
                     .product::<usize>()
             });
+        if train.task == crate::data::Task::Detect {
+            let spec = crate::graph::edit::DetectionSpec::of(&ws.network);
+            if spec.is_none_or(|s| s.classes != train.classes) {
+                return Err(format!(
+                    "the network has no detection head for the {} classes: press \"Add detection head\"",
+                    train.classes.len()
+                ));
+            }
+            return self.options.validate();
+        }
         if out != Some(train.classes.len()) || ws.network.metadata.labels != train.classes {
             return Err(format!(
                 "the network's head does not match the {} classes: press \"Adapt to dataset\"",
@@ -227,12 +287,37 @@ impl GraftApp {
         let ws = self.ws.as_ref().ok_or("no network open")?;
         let (net, store) = (ws.network.clone(), ws.store.clone());
         self.tab = Tab::Results;
+        if crate::graph::edit::DetectionSpec::of(&net).is_some() {
+            self.classify_job = Some(Job::spawn("Detecting", ctx, move |_| {
+                let mut detector = crate::detect::predict::Detector::new(
+                    &net,
+                    &store,
+                    &burn::tensor::Device::flex(),
+                )?;
+                // Down to the lowest score the threshold slider offers.
+                detector.suppression.score_threshold = crate::detect::evaluate::KEPT_SCORE;
+                let img = crate::data::preprocess::load_rgb(&path)?;
+                let found = detector.detect(&img)?;
+                Ok(Classified {
+                    image: data_panel::thumbnail(&path, 320),
+                    top: Vec::new(),
+                    boxes: Some(super::results_panel::Detected {
+                        found,
+                        size: (img.width(), img.height()),
+                        classes: detector.spec().classes.clone(),
+                    }),
+                    path,
+                })
+            }));
+            return Ok(());
+        }
         self.classify_job = Some(Job::spawn("Classifying", ctx, move |_| {
             let classifier = Classifier::new(&net, &store, &burn::tensor::Device::flex())?;
             let prediction = classifier.classify_one(&path)?;
             Ok(Classified {
                 image: data_panel::thumbnail(&path, 96),
                 top: classifier.top(&prediction, 5),
+                boxes: None,
                 path,
             })
         }));
@@ -250,6 +335,7 @@ impl GraftApp {
             results: self.last_run.history.clone().map(|history| Results {
                 history,
                 evaluation: self.last_run.evaluation.clone(),
+                detection: self.last_run.detection.clone(),
             }),
             comparison: self.compare.rows(),
             input_size: self.import_options.image_size,

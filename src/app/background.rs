@@ -150,8 +150,8 @@ impl GraftApp {
             self.options = project.options;
             self.compare.restore(project.comparison);
             match project.results {
-                Some(r) => self.set_evaluation(Some(r.history), r.evaluation),
-                None => self.set_evaluation(None, None),
+                Some(r) => self.set_evaluation(Some(r.history), r.evaluation, r.detection),
+                None => self.set_evaluation(None, None, None),
             }
             if let Some(d) = project.dataset {
                 self.pending_dataset = Some(d);
@@ -210,11 +210,12 @@ impl GraftApp {
     }
 
     fn trained(&mut self, o: Outcome) {
-        let accuracy = o
-            .evaluation
-            .as_ref()
-            .map_or("n/a".into(), |e| format!("{:.1}%", e.accuracy * 100.0));
-        self.set_evaluation(Some(o.history), o.evaluation);
+        let score = match (&o.evaluation, &o.detection) {
+            (Some(e), _) => format!("validation accuracy {:.1}%", e.accuracy * 100.0),
+            (_, Some(d)) => format!("validation mAP@0.5 {:.1}%", d.report.map50 * 100.0),
+            _ => "no validation images".into(),
+        };
+        self.set_evaluation(Some(o.history), o.evaluation, o.detection);
         if let Some(ws) = &mut self.ws {
             ws.set_trained(o.network, o.store);
         }
@@ -233,10 +234,7 @@ impl GraftApp {
                 .collect();
             let _ = std::fs::write(path, text);
         }
-        self.set_info(format!(
-            "Training {:?}: validation accuracy {accuracy}",
-            o.reason
-        ));
+        self.set_info(format!("Training {:?}: {score}", o.reason));
         if self.script.is_none() {
             self.tab = Tab::Results;
         }

@@ -20,6 +20,9 @@ pub enum AppCommand {
     Focus(String),
     FitView,
     AdaptHead,
+    /// A detection head for the box dataset: on the selected node when it is a feature map,
+    /// else the default one, with the anchors the data panel shows.
+    AddDetectionHead,
     FreezeBackbone,
     PickModel,
     OpenModel(ModelSource),
@@ -125,6 +128,11 @@ impl GraftApp {
                     classes,
                     seed: self.options.seed,
                 }));
+            }
+            AppCommand::AddDetectionHead => {
+                let edit = self.detection_head_edit()?;
+                self.commands.push(AppCommand::Edit(edit));
+                self.tab = Tab::Network;
             }
             AppCommand::FreezeBackbone => {
                 if self.training() {
@@ -304,7 +312,7 @@ impl GraftApp {
                     return Ok(());
                 }
                 self.project_path = None;
-                self.set_evaluation(None, None);
+                self.set_evaluation(None, None, None);
                 self.run = None;
                 self.options = TrainingOptions::default();
                 self.open_default(ctx);

@@ -1,11 +1,13 @@
 //! The dataset: folder pickers, class table with counts and thumbnails, skipped files, the
 //! validation split and augmentation with a preview.
 
+use super::boxes_panel::BoxView;
 use super::jobs::{Job, Progress};
 use super::{AppCommand, theme};
 use crate::data::augment::augmented_view;
 use crate::data::preprocess::load_rgb;
 use crate::data::{Augmentation, Dataset};
+use crate::detect::dataset::BoxDataset;
 use crate::project::DatasetSettings;
 use crate::train::TrainingOptions;
 use egui::{ColorImage, RichText, TextureHandle, Ui};
@@ -22,6 +24,8 @@ pub struct Scanned {
     pub thumbs: Vec<Vec<ColorImage>>,
     /// [`Dataset::typical_side`] of the training images.
     pub typical_side: Option<usize>,
+    /// A box dataset as read (for its findings and box sizes) and sample images with boxes.
+    pub boxes: Option<(BoxDataset, Vec<ColorImage>)>,
 }
 
 #[derive(Default)]
@@ -31,6 +35,8 @@ pub struct DataPanelState {
     pub validation: Option<Dataset>,
     /// The training images' typical side, for networks that leave their image size open.
     pub typical_side: Option<usize>,
+    /// A box dataset's view (object detection); `None` for an image folder.
+    pub boxes: Option<BoxView>,
     pub error: Option<String>,
     thumbs: Vec<Vec<TextureHandle>>,
     preview: Vec<TextureHandle>,
@@ -46,9 +52,48 @@ pub fn thumbnail(path: &std::path::Path, size: u32) -> Option<ColorImage> {
     ))
 }
 
-/// Scans the folders (off the UI thread) and makes thumbnails.
+/// Reads a box dataset (YOLO, COCO or VOC layout) with its validation set (a second folder,
+/// or the one its own `data.yaml` names) and sample images with their boxes drawn.
+fn read_boxes(settings: &DatasetSettings) -> Result<Scanned, String> {
+    let load =
+        |dir: &std::path::Path| crate::detect::dataset::load(dir, None).map_err(|e| e.to_string());
+    let boxes = load(&settings.root)?;
+    let train = boxes.to_dataset();
+    let second = match &settings.val_root {
+        Some(dir) => Some(load(dir)?),
+        None => crate::detect::dataset::load_validation(&boxes).map_err(|e| e.to_string())?,
+    };
+    let validation = match second {
+        Some(v) => {
+            let v = v.to_dataset();
+            train.same_classes(&v).map_err(|e| e.to_string())?;
+            Some(v)
+        }
+        None => None,
+    };
+    let samples = boxes
+        .images
+        .iter()
+        .filter(|i| !i.objects.is_empty())
+        .take(super::boxes_panel::SAMPLES)
+        .filter_map(super::boxes_panel::boxed_thumbnail)
+        .collect();
+    Ok(Scanned {
+        typical_side: train.typical_side(),
+        train,
+        validation,
+        thumbs: Vec::new(),
+        boxes: Some((boxes, samples)),
+    })
+}
+
+/// Scans the folders (off the UI thread) and makes thumbnails. A folder in a box dataset's
+/// layout is read as one (object detection).
 pub fn scan_job(ctx: &egui::Context, settings: DatasetSettings) -> Job<Scanned> {
     Job::spawn("Scanning images", ctx, move |p: &Progress| {
+        if crate::detect::dataset::detect_format(&settings.root).is_some() {
+            return read_boxes(&settings);
+        }
         let progress = |d: usize, t: usize| p.set(d, t);
         let train = crate::data::scan(&settings.root, &progress, p.cancel_flag())
             .map_err(|e| e.to_string())?;
@@ -78,6 +123,7 @@ pub fn scan_job(ctx: &egui::Context, settings: DatasetSettings) -> Job<Scanned> 
             validation,
             thumbs,
             typical_side,
+            boxes: None,
         })
     })
 }
@@ -101,6 +147,9 @@ impl DataPanelState {
                     .collect()
             })
             .collect();
+        self.boxes = s
+            .boxes
+            .map(|(dataset, samples)| BoxView::new(ctx, dataset, samples));
         self.train = Some(s.train);
         self.validation = s.validation;
         self.typical_side = s.typical_side;
@@ -186,7 +235,10 @@ pub fn data_ui(
     ui.horizontal(|ui| {
         if ui
             .button("📂 Choose image folder…")
-            .on_hover_text("One sub-folder per class (you can also drop a folder on the window)")
+            .on_hover_text(
+                "One sub-folder per class, or a box dataset for detection (YOLO data.yaml, COCO \
+                 instances.json, Pascal VOC Annotations/); you can also drop a folder on the window",
+            )
             .clicked()
         {
             commands.push(AppCommand::PickDataset);
@@ -240,9 +292,31 @@ pub fn data_ui(
                 changed |= ui
                     .add(egui::Slider::new(&mut s.val_split, 0.0..=0.5).fixed_decimals(2))
                     .changed();
-                ui.label(RichText::new("stratified per class, seeded").weak());
+                ui.label(
+                    RichText::new(if state.boxes.is_some() {
+                        "random images, seeded"
+                    } else {
+                        "stratified per class, seeded"
+                    })
+                    .weak(),
+                );
             }
         });
+    }
+    if state.boxes.is_some() {
+        let validation = state.split(options.seed).ok().and_then(|(_, v)| v);
+        if let Some(view) = &mut state.boxes {
+            changed |= super::boxes_panel::boxes_ui(
+                ui,
+                view,
+                &train,
+                validation.as_ref(),
+                options,
+                crop.1,
+                commands,
+            );
+        }
+        return changed;
     }
     let counts = train.counts();
     let val_counts = match state.split(options.seed) {

@@ -516,6 +516,15 @@ impl SnarlViewer<Item> for NetViewer<'_> {
                         .push(AppCommand::Edit(Edit::CutAfter { node: name.clone() }));
                     ui.close();
                 }
+                if ui
+                    .button("Add detection head here")
+                    .on_hover_text("Replace everything after this feature map by a detection head for the box dataset")
+                    .clicked()
+                {
+                    self.commands.push(AppCommand::Select(Some(name.clone())));
+                    self.commands.push(AppCommand::AddDetectionHead);
+                    ui.close();
+                }
                 if ui.button("Delete").clicked() {
                     self.commands
                         .push(AppCommand::Edit(Edit::RemoveNode { node: name }));

@@ -45,17 +45,32 @@ impl GraftApp {
                     .train
                     .as_ref()
                     .is_some_and(|d| d.classes == ws.network.metadata.labels);
-                let adapt = ui.add_enabled(
-                    self.data.train.is_some(),
-                    egui::Button::new(RichText::new("✚ Adapt to dataset").strong()),
-                );
-                if adapt
-                    .on_hover_text(
-                        "Replace the final classifier with a new one for the dataset's classes",
-                    )
-                    .clicked()
-                {
-                    self.commands.push(AppCommand::AdaptHead);
+                if self.data.boxes.is_some() {
+                    let add = ui.add(egui::Button::new(
+                        RichText::new("✚ Add detection head").strong(),
+                    ));
+                    if add
+                        .on_hover_text(
+                            "Replace the layers after the deepest stride-16 feature map (or the \
+                             selected node) by a YOLO-style detection head for the box dataset",
+                        )
+                        .clicked()
+                    {
+                        self.commands.push(AppCommand::AddDetectionHead);
+                    }
+                } else {
+                    let adapt = ui.add_enabled(
+                        self.data.train.is_some(),
+                        egui::Button::new(RichText::new("✚ Adapt to dataset").strong()),
+                    );
+                    if adapt
+                        .on_hover_text(
+                            "Replace the final classifier with a new one for the dataset's classes",
+                        )
+                        .clicked()
+                    {
+                        self.commands.push(AppCommand::AdaptHead);
+                    }
                 }
                 if matches_data {
                     ui.label(

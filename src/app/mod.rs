@@ -7,10 +7,12 @@
 
 mod actions;
 mod background;
+mod boxes_panel;
 mod chrome;
 mod command;
 mod compare_panel;
 mod data_panel;
+mod detection_results;
 mod file_picker;
 mod frames;
 mod gallery_panel;
@@ -31,6 +33,7 @@ pub use command::AppCommand;
 pub use frames::FrameStats;
 pub use workspace::describe;
 
+use crate::detect::evaluate::DetectionEvaluation;
 use crate::project::{AppState, DatasetSettings, ModelSource};
 use crate::train::{Evaluation, History, TrainingOptions};
 use actions::Loaded;
@@ -94,6 +97,8 @@ struct LastRun {
     id: u64,
     history: Option<History>,
     evaluation: Option<Evaluation>,
+    /// A detector's results (then `evaluation` is `None`).
+    detection: Option<DetectionEvaluation>,
 }
 
 pub struct GraftApp {
@@ -239,6 +244,16 @@ impl GraftApp {
         self.last_run.evaluation.as_ref()
     }
 
+    /// A detector's results after training (`None` for a classifier).
+    pub fn detection(&self) -> Option<&DetectionEvaluation> {
+        self.last_run.detection.as_ref()
+    }
+
+    /// The latest validation record of the run shown (mAP for a detector).
+    pub fn last_validation(&self) -> Option<&crate::train::ValidationRecord> {
+        self.run.as_ref()?.validations.last()
+    }
+
     pub fn dataset_classes(&self) -> Option<Vec<String>> {
         self.data.train.as_ref().map(|d| d.classes.clone())
     }
@@ -272,11 +287,17 @@ impl GraftApp {
     }
 
     /// A new result replaces the last one (and gets a new id).
-    fn set_evaluation(&mut self, history: Option<History>, evaluation: Option<Evaluation>) {
+    fn set_evaluation(
+        &mut self,
+        history: Option<History>,
+        evaluation: Option<Evaluation>,
+        detection: Option<DetectionEvaluation>,
+    ) {
         self.last_run = LastRun {
             id: self.last_run.id + 1,
             history,
             evaluation,
+            detection,
         };
     }
 }
@@ -354,15 +375,18 @@ impl eframe::App for GraftApp {
             Tab::Results => {
                 egui::CentralPanel::default().show(ui, |ui| {
                     let trained = self.ws.as_ref().is_some_and(|w| w.trained);
-                    let evaluation = self
-                        .last_run
-                        .evaluation
-                        .as_ref()
-                        .map(|e| (self.last_run.id, e));
+                    let id = self.last_run.id;
+                    let evaluation = self.last_run.evaluation.as_ref().map(|e| (id, e));
+                    let detection = self.last_run.detection.as_ref().map(|d| (id, d));
+                    let detector = self.ws.as_ref().is_some_and(|w| {
+                        crate::graph::edit::DetectionSpec::of(&w.network).is_some()
+                    });
                     results_panel::results_ui(
                         ui,
                         &mut self.results,
                         evaluation,
+                        detection,
+                        detector,
                         trained,
                         &mut self.commands,
                     );

@@ -2,14 +2,23 @@
 //! misclassified validation images, classifying a dropped image, and export.
 
 use super::{AppCommand, theme};
+use crate::detect::evaluate::DetectionEvaluation;
 use crate::train::Evaluation;
 use egui::{ColorImage, RichText, TextureHandle, Ui};
 
-/// A classified image: its thumbnail and the top classes.
+/// A classified image: its thumbnail and the top classes; for a detector, the boxes found
+/// (in the image's pixels), the image's size and the class names.
 pub struct Classified {
     pub path: std::path::PathBuf,
     pub image: Option<ColorImage>,
     pub top: Vec<(String, f32)>,
+    pub boxes: Option<Detected>,
+}
+
+pub struct Detected {
+    pub found: Vec<crate::detect::yolo::Predicted>,
+    pub size: (u32, u32),
+    pub classes: Vec<String>,
 }
 
 #[derive(Default)]
@@ -21,6 +30,7 @@ pub struct ResultsPanelState {
     gallery_job: Option<super::jobs::Job<Vec<(ColorImage, String)>>>,
     pub classified: Option<(Option<TextureHandle>, Classified)>,
     pub export_note: Option<String>,
+    pub detection: super::detection_results::DetectionPanelState,
 }
 
 impl ResultsPanelState {
@@ -37,6 +47,8 @@ pub fn results_ui(
     ui: &mut Ui,
     state: &mut ResultsPanelState,
     eval: Option<(u64, &Evaluation)>,
+    detection: Option<(u64, &DetectionEvaluation)>,
+    detector: bool,
     trained: bool,
     commands: &mut Vec<AppCommand>,
 ) {
@@ -52,8 +64,13 @@ pub fn results_ui(
         {
             commands.push(AppCommand::PickExport);
         }
+        let what = if detector {
+            "🖼 Detect in an image…"
+        } else {
+            "🖼 Classify an image…"
+        };
         if ui
-            .button("🖼 Classify an image…")
+            .button(what)
             .on_hover_text("Or drop an image on the window")
             .clicked()
         {
@@ -69,7 +86,49 @@ pub fn results_ui(
                 .weak(),
         );
     }
-    if let Some((tex, c)) = &state.classified {
+    if let Some((Some(tex), c)) = &state.classified
+        && let Some(d) = &c.boxes
+    {
+        ui.group(|ui| {
+            super::detection_results::threshold_ui(ui, &mut state.detection);
+            ui.horizontal(|ui| {
+                super::detection_results::boxed_image(
+                    ui,
+                    tex,
+                    320.0,
+                    &super::detection_results::Overlay {
+                        size: d.size,
+                        truths: &[],
+                        found: &d.found,
+                        threshold: state.detection.score_threshold,
+                        classes: &d.classes,
+                    },
+                );
+                ui.vertical(|ui| {
+                    let shown: Vec<_> = d
+                        .found
+                        .iter()
+                        .filter(|p| p.score >= state.detection.score_threshold)
+                        .collect();
+                    ui.label(RichText::new(format!("{} boxes", shown.len())).strong());
+                    for p in shown.iter().take(12) {
+                        ui.label(
+                            RichText::new(format!(
+                                "{} {:.0}% at ({:.0}, {:.0})–({:.0}, {:.0})",
+                                d.classes.get(p.class).map_or("?", String::as_str),
+                                p.score * 100.0,
+                                p.bbox.x0,
+                                p.bbox.y0,
+                                p.bbox.x1,
+                                p.bbox.y1
+                            ))
+                            .color(theme::class_color(p.class)),
+                        );
+                    }
+                });
+            });
+        });
+    } else if let Some((tex, c)) = &state.classified {
         ui.group(|ui| {
             ui.horizontal(|ui| {
                 if let Some(t) = tex {
@@ -101,6 +160,10 @@ pub fn results_ui(
                 });
             });
         });
+    }
+    if let Some((run, d)) = detection {
+        super::detection_results::detection_ui(ui, &mut state.detection, run, d);
+        return;
     }
     let Some((run, e)) = eval else {
         ui.label(RichText::new("Train with validation images to see a confusion matrix and per-class metrics here.").weak());

@@ -1,6 +1,6 @@
 //! `graft --screenshots DIR`: drives the real window through the whole loop (network, data,
-//! training with live plots, results) and saves a PNG of each view, then quits. Run under
-//! Xvfb by tools/screenshots.sh.
+//! training with live plots, results) and saves a PNG of each view, then quits; the same for
+//! a comparison and for detection (`GRAFT_SHOT`). Run under Xvfb by tools/screenshots.sh.
 
 use super::{AppCommand, GraftApp, Tab};
 use std::path::PathBuf;
@@ -14,12 +14,17 @@ pub struct Script {
 }
 
 impl Script {
-    /// `GRAFT_SHOT=compare` runs the comparison script instead (tools/screenshots.sh).
+    /// `GRAFT_SHOT=compare` runs the comparison script instead, `GRAFT_SHOT=detect` the
+    /// detection script on the box dataset `GRAFT_SHOT_DATA` names (tools/screenshots.sh).
     pub fn new(dir: PathBuf) -> Self {
-        let compare = std::env::var("GRAFT_SHOT").is_ok_and(|v| v == "compare");
+        let stage = match std::env::var("GRAFT_SHOT").as_deref() {
+            Ok("compare") => 40,
+            Ok("detect") => 60,
+            _ => 0,
+        };
         Script {
             dir,
-            stage: if compare { 40 } else { 0 },
+            stage,
             wait: 0,
             shot: None,
             done: false,
@@ -119,6 +124,72 @@ impl Script {
             }
             42 => self.shoot(ctx, "compare"),
             43 => self.stage = 99,
+            // Detection: a box dataset, the head added, a short frozen-backbone run, results,
+            // and the detector on one validation image.
+            60 => {
+                if app.ws.is_some() && !app.is_busy() {
+                    let _ = std::fs::create_dir_all(&self.dir);
+                    match std::env::var_os("GRAFT_SHOT_DATA") {
+                        Some(d) => app.push(AppCommand::OpenDataset(PathBuf::from(d))),
+                        None => {
+                            eprintln!("GRAFT_SHOT_DATA names no box dataset");
+                            self.stage = 99;
+                            return;
+                        }
+                    }
+                    app.tab = Tab::Data;
+                    self.stage = 61;
+                    self.wait = 5;
+                }
+            }
+            61 => {
+                if app.data.boxes.is_some() && !app.is_busy() {
+                    self.stage = 62;
+                    self.wait = 30;
+                }
+            }
+            62 => self.shoot(ctx, "data_boxes"),
+            63 => {
+                app.push(AppCommand::AddDetectionHead);
+                app.push(AppCommand::FreezeBackbone);
+                app.options.epochs = 30;
+                app.options.batch_size = 16;
+                app.options.learning_rate = 1e-3;
+                app.options.detection.augmentation = None;
+                app.push(AppCommand::StartTraining);
+                self.stage = 64;
+                self.wait = 5;
+            }
+            64 => {
+                if app.run.as_ref().is_some_and(|r| r.finished) {
+                    app.tab = Tab::Training;
+                    self.stage = 65;
+                    self.wait = 20;
+                }
+            }
+            65 => self.shoot(ctx, "training_detect"),
+            66 => {
+                app.tab = Tab::Results;
+                let image = app
+                    .data
+                    .validation
+                    .as_ref()
+                    .and_then(|v| v.samples.iter().find(|s| s.objects.len() >= 2))
+                    .map(|s| s.path.clone());
+                if let Some(p) = image {
+                    app.push(AppCommand::Classify(p));
+                }
+                self.stage = 67;
+                self.wait = 5;
+            }
+            67 => {
+                if !app.is_busy() {
+                    self.stage = 68;
+                    self.wait = 40;
+                }
+            }
+            68 => self.shoot(ctx, "results_detect"),
+            69 => self.stage = 99,
             2 => self.shoot(ctx, "graph"),
             3 => {
                 // The gallery over the graph (sorted by published accuracy).

@@ -21,6 +21,17 @@ pub const PIN: Color32 = Color32::from_rgb(150, 160, 180);
 pub const TRAIN: Color32 = Color32::from_rgb(90, 160, 240);
 pub const TRAIN_SMOOTH: Color32 = Color32::from_rgb(30, 110, 230);
 pub const VALIDATION: Color32 = Color32::from_rgb(240, 140, 60);
+/// A detector's loss terms.
+pub const BOX_TERM: Color32 = Color32::from_rgb(120, 210, 140);
+pub const OBJECT_TERM: Color32 = Color32::from_rgb(190, 140, 255);
+pub const CLASS_TERM: Color32 = Color32::from_rgb(255, 200, 90);
+
+/// A class's colour in boxes drawn in the window (the same palette `detect::predict::draw`
+/// uses on images).
+pub fn class_color(class: usize) -> Color32 {
+    let [r, g, b] = crate::detect::predict::class_rgb(class);
+    Color32::from_rgb(r, g, b)
+}
 
 /// A colour per op family: convolutions, normalisation, activations, pooling, dense.
 pub fn op_color(op: &Op) -> Color32 {

@@ -379,6 +379,108 @@ fn plots_ui(ui: &mut Ui, r: &TrainRun) {
         r.iterations.iter().map(|i| (i.iteration as f64, i.loss)),
         0.1,
     );
+    let val_loss: Vec<[f64; 2]> = r
+        .validations
+        .iter()
+        .map(|v| [v.iteration as f64, v.loss])
+        .collect();
+    let epochs = r.epoch_ends.clone();
+    let total = r.total_iterations.max(1) as f64;
+    // A detector has no accuracy: its top plot is validation mAP, its loss plot the terms.
+    let detecting = r.iterations.iter().any(|i| i.terms.is_some())
+        || r.validations.iter().any(|v| v.map.is_some());
+    let epoch_lines = |p: &mut egui_plot::PlotUi| {
+        for e in &epochs {
+            p.vline(VLine::new("epoch", *e as f64).color(egui::Color32::from_gray(90)));
+        }
+    };
+    if detecting {
+        let series = |f: fn(&crate::train::MapScores) -> f64| -> Vec<[f64; 2]> {
+            r.validations
+                .iter()
+                .filter_map(|v| Some([v.iteration as f64, f(v.map.as_ref()?) * 100.0]))
+                .collect()
+        };
+        let (map50, map) = (series(|m| m.map50), series(|m| m.map));
+        Plot::new("map-plot")
+            .height(h)
+            .legend(Legend::default())
+            .include_x(0.0)
+            .include_x(total)
+            .include_y(0.0)
+            .include_y(100.0)
+            .y_axis_label("validation mAP %")
+            .link_axis("train-plots", [true, false])
+            .show(ui, |p| {
+                p.line(
+                    Line::new("mAP@0.5", PlotPoints::from(map50.clone())).color(theme::VALIDATION),
+                );
+                p.points(
+                    Points::new("mAP@0.5 points", PlotPoints::from(map50))
+                        .color(theme::VALIDATION)
+                        .radius(4.0),
+                );
+                p.line(
+                    Line::new("mAP@[.5:.95]", PlotPoints::from(map.clone()))
+                        .color(theme::TRAIN_SMOOTH)
+                        .style(egui_plot::LineStyle::dashed_loose()),
+                );
+                p.points(
+                    Points::new("mAP@[.5:.95] points", PlotPoints::from(map))
+                        .color(theme::TRAIN_SMOOTH)
+                        .radius(3.0),
+                );
+                epoch_lines(p);
+            });
+        let term = |f: fn(&crate::train::LossTerms) -> f64| {
+            smooth(
+                r.iterations
+                    .iter()
+                    .filter_map(|i| Some((i.iteration as f64, f(i.terms.as_ref()?)))),
+                0.1,
+            )
+        };
+        let terms = [
+            ("box (1 − GIoU)", term(|t| t.box_), theme::BOX_TERM),
+            ("objectness", term(|t| t.objectness), theme::OBJECT_TERM),
+            ("class", term(|t| t.class), theme::CLASS_TERM),
+        ];
+        Plot::new("loss-plot")
+            .height(h)
+            .legend(Legend::default())
+            .include_x(0.0)
+            .include_x(total)
+            .include_y(0.0)
+            .x_axis_label("iteration")
+            .y_axis_label("loss")
+            .link_axis("train-plots", [true, false])
+            .show(ui, |p| {
+                p.line(
+                    Line::new("total", PlotPoints::from(loss_raw))
+                        .color(theme::TRAIN.gamma_multiply(0.4)),
+                );
+                p.line(
+                    Line::new("total (smoothed)", PlotPoints::from(loss_smooth))
+                        .color(theme::TRAIN_SMOOTH)
+                        .width(2.0),
+                );
+                for (name, points, colour) in terms {
+                    p.line(Line::new(name, PlotPoints::from(points)).color(colour));
+                }
+                p.line(
+                    Line::new("validation", PlotPoints::from(val_loss.clone()))
+                        .color(theme::VALIDATION)
+                        .style(egui_plot::LineStyle::dashed_loose()),
+                );
+                p.points(
+                    Points::new("validation points", PlotPoints::from(val_loss))
+                        .color(theme::VALIDATION)
+                        .radius(4.0),
+                );
+                epoch_lines(p);
+            });
+        return;
+    }
     let acc_raw: Vec<[f64; 2]> = r
         .iterations
         .iter()
@@ -390,18 +492,11 @@ fn plots_ui(ui: &mut Ui, r: &TrainRun) {
             .map(|i| (i.iteration as f64, i.accuracy * 100.0)),
         0.1,
     );
-    let val_loss: Vec<[f64; 2]> = r
-        .validations
-        .iter()
-        .map(|v| [v.iteration as f64, v.loss])
-        .collect();
     let val_acc: Vec<[f64; 2]> = r
         .validations
         .iter()
         .map(|v| [v.iteration as f64, v.accuracy * 100.0])
         .collect();
-    let epochs = r.epoch_ends.clone();
-    let total = r.total_iterations.max(1) as f64;
     Plot::new("accuracy-plot")
         .height(h)
         .legend(Legend::default())
@@ -431,9 +526,7 @@ fn plots_ui(ui: &mut Ui, r: &TrainRun) {
                     .color(theme::VALIDATION)
                     .radius(4.0),
             );
-            for e in &epochs {
-                p.vline(VLine::new("epoch", *e as f64).color(egui::Color32::from_gray(90)));
-            }
+            epoch_lines(p);
         });
     Plot::new("loss-plot")
         .height(h)
@@ -464,8 +557,6 @@ fn plots_ui(ui: &mut Ui, r: &TrainRun) {
                     .color(theme::VALIDATION)
                     .radius(4.0),
             );
-            for e in &epochs {
-                p.vline(VLine::new("epoch", *e as f64).color(egui::Color32::from_gray(90)));
-            }
+            epoch_lines(p);
         });
 }

@@ -4,7 +4,7 @@
 
 use crate::detect::anchors;
 use crate::detect::dataset::{self, BoxFormat};
-use crate::detect::transform::{Fit, Placement};
+use crate::detect::transform::Fit;
 use std::path::Path;
 
 #[derive(clap::Args, Debug)]
@@ -45,17 +45,7 @@ impl From<FormatArg> for BoxFormat {
 pub fn run(args: &BoxesArgs) -> Result<(), String> {
     let ds = dataset::load(&args.data, args.format.map(Into::into)).map_err(|e| e.to_string())?;
     // Box sizes in the detector's input, where anchors live.
-    let sizes: Vec<(f32, f32)> = ds
-        .images
-        .iter()
-        .flat_map(|img| {
-            let p = Placement::fit(img.width, img.height, args.side, Fit::Letterbox);
-            img.objects.iter().map(move |o| {
-                let b = p.to_output(&o.bbox);
-                (b.width(), b.height())
-            })
-        })
-        .collect();
+    let sizes = anchors::input_box_sizes(&ds.images, args.side, Fit::Letterbox);
     let found = anchors::estimate(&sizes, args.anchors, 0);
     let counts = ds.counts();
     if args.json {

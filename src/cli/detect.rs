@@ -18,17 +18,41 @@ pub struct DetectArgs {
     /// Write each image with its boxes drawn into this folder.
     #[arg(long)]
     pub draw: Option<PathBuf>,
+    #[command(flatten)]
+    pub suppression: SuppressionArgs,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    pub device: DeviceChoice,
+}
+
+/// Non-maximum suppression and limits: `graft detect`'s, and what `graft train --task
+/// detect` writes into the exported file.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct SuppressionArgs {
     /// Lowest score kept.
     #[arg(long, default_value_t = Suppression::default().score_threshold)]
     pub score: f32,
     /// Overlap above which the weaker of two boxes of a class is dropped.
     #[arg(long, default_value_t = Suppression::default().iou_threshold)]
     pub iou: f32,
-    /// Most boxes per image.
+    /// Most boxes per image (per class in an exported file's NonMaxSuppression).
     #[arg(long, default_value_t = Suppression::default().max_detections)]
     pub max: usize,
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-    pub device: DeviceChoice,
+}
+
+impl SuppressionArgs {
+    pub fn get(&self) -> Result<Suppression, String> {
+        if !(0.0..=1.0).contains(&self.score) || !(0.0..=1.0).contains(&self.iou) {
+            return Err(format!(
+                "--score {} and --iou {} must be between 0 and 1",
+                self.score, self.iou
+            ));
+        }
+        Ok(Suppression {
+            score_threshold: self.score,
+            iou_threshold: self.iou,
+            max_detections: self.max.max(1),
+        })
+    }
 }
 
 pub fn run(args: &DetectArgs) -> Result<(), String> {
@@ -36,11 +60,7 @@ pub fn run(args: &DetectArgs) -> Result<(), String> {
     let dev = select_device(args.device)?;
     let mut detector = Detector::new(&imported.network, &imported.store, &dev.device)
         .map_err(|e| format!("{}: {e}", args.model.display()))?;
-    detector.suppression = Suppression {
-        score_threshold: args.score,
-        iou_threshold: args.iou,
-        max_detections: args.max,
-    };
+    detector.suppression = args.suppression.get()?;
     if let Some(dir) = &args.draw {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }

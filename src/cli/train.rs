@@ -1,6 +1,8 @@
 //! `graft train` and `graft evaluate`: the library's training session with a progress bar.
 
 use crate::data::{Augmentation, Dataset};
+use crate::detect::evaluate::DetectionEvaluation;
+use crate::detect::transform::{BoxAugmentation, Fit};
 use crate::engine::{DeviceChoice, select_device};
 use crate::graph::edit::{Edit, apply, freeze_backbone};
 use crate::train::evaluate::evaluate;
@@ -18,9 +20,42 @@ pub struct TrainArgs {
     /// The pretrained network (an ONNX file, or `default`).
     #[arg(long)]
     pub model: PathBuf,
-    /// Training images: one sub-folder per class.
+    /// Training images: one sub-folder per class, or (`--task detect`) a box dataset in the
+    /// YOLO, COCO or Pascal VOC layout.
     #[arg(long)]
     pub data: PathBuf,
+    /// What to train: a classifier (a new head for the classes), or a detector (a YOLO-style
+    /// detection head on a feature map of the backbone).
+    #[arg(long, value_enum, default_value_t = TaskArg::Classify)]
+    pub task: TaskArg,
+    /// Detection: read the box dataset as this layout instead of detecting it.
+    #[arg(long, value_enum)]
+    pub format: Option<super::boxes::FormatArg>,
+    /// Detection: how many anchor boxes to estimate from the training boxes (k-means on IoU;
+    /// default 5).
+    #[arg(long)]
+    pub anchors: Option<usize>,
+    /// Detection: the node whose output feeds the head (default: the deepest stride-16 feature
+    /// map, else stride 32).
+    #[arg(long)]
+    pub feature: Option<String>,
+    /// Detection: `letterbox` (keep the aspect ratio, pad) or `stretch` each image into the
+    /// square input.
+    #[arg(long, value_enum)]
+    pub fit: Option<FitArg>,
+    /// Detection: augmentation that moves the boxes: `default` (horizontal flip, ±30 % scale,
+    /// ±10 % shift, ±20 % colour), `none`, or a list of `flip`, `vflip`, `scale=MIN:MAX`,
+    /// `translate=FRACTION`, `colour=FRACTION`.
+    #[arg(long)]
+    pub box_augment: Option<String>,
+    /// Detection: what the exported file outputs: `nms` (final boxes, scores, classes, batch
+    /// index; ONNX NonMaxSuppression inside), `boxes` (every decoded box and its class
+    /// scores), or `map` (the raw prediction map).
+    #[arg(long, value_enum, default_value_t = crate::onnx::detector::Decoding::Nms)]
+    pub decoding: crate::onnx::detector::Decoding,
+    /// Detection: the exported file's suppression (`--score`, `--iou`, `--max`).
+    #[command(flatten)]
+    pub suppression: super::detect::SuppressionArgs,
     /// Validation images in a second folder with the same classes.
     #[arg(long, conflicts_with = "val_split")]
     pub val_data: Option<PathBuf>,
@@ -84,6 +119,64 @@ pub struct TrainArgs {
     /// Check the export in an independent runtime on the validation images.
     #[arg(long)]
     pub verify: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskArg {
+    Classify,
+    Detect,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum FitArg {
+    Letterbox,
+    Stretch,
+}
+
+/// `--box-augment`: `default`, `none`, or a list (see [`TrainArgs::box_augment`]).
+pub fn parse_box_augment(spec: &str) -> Result<Option<BoxAugmentation>, String> {
+    match spec {
+        "default" => return Ok(Some(BoxAugmentation::default())),
+        "none" => return Ok(None),
+        _ => {}
+    }
+    let mut a = BoxAugmentation {
+        horizontal_flip: false,
+        vertical_flip: false,
+        scale: (1.0, 1.0),
+        translation: 0.0,
+        colour: 0.0,
+    };
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = part.split_once('=').unwrap_or((part, ""));
+        let num = |v: &str| -> Result<f32, String> {
+            v.parse::<f32>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or(format!("{part}: not a non-negative number"))
+        };
+        match key {
+            "flip" => a.horizontal_flip = true,
+            "vflip" => a.vertical_flip = true,
+            "scale" => {
+                let (lo, hi) = value
+                    .split_once(':')
+                    .ok_or(format!("{part}: use scale=MIN:MAX"))?;
+                a.scale = (num(lo)?, num(hi)?);
+                if a.scale.0 <= 0.0 || a.scale.0 > a.scale.1 {
+                    return Err(format!("{part}: need 0 < MIN ≤ MAX"));
+                }
+            }
+            "translate" => a.translation = num(value)?,
+            "colour" | "color" => a.colour = num(value)?,
+            other => {
+                return Err(format!(
+                    "unknown box augmentation '{other}' (flip, vflip, scale=MIN:MAX, translate=, colour=)"
+                ));
+            }
+        }
+    }
+    Ok(Some(a))
 }
 
 pub fn parse_augment(spec: &str) -> Result<Augmentation, String> {
@@ -188,6 +281,17 @@ fn options(args: &TrainArgs) -> Result<TrainingOptions, String> {
     if args.no_cache {
         o.cache_features = false;
     }
+    if let Some(f) = args.fit {
+        o.detection.fit = f.into();
+    }
+    if let Some(a) = args.anchors {
+        o.detection.anchors = a;
+    }
+    // Checked now, not after training, though only the export uses it.
+    args.suppression.get()?;
+    if let Some(v) = &args.box_augment {
+        o.detection.augmentation = parse_box_augment(v)?;
+    }
     o.validate()?;
     Ok(o)
 }
@@ -243,32 +347,13 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let data = scan_with_bar(&args.data)?;
-    let imported = super::open_model_for(&args.model, &data)?;
-    let (mut net, mut store) = (imported.network, imported.store);
-    let (train, validation) = match (&args.val_data, args.val_split) {
-        (Some(dir), _) => {
-            let v = scan_with_bar(dir)?;
-            data.same_classes(&v).map_err(|e| e.to_string())?;
-            (data, Some(v))
-        }
-        (None, Some(f)) if f > 0.0 => {
-            let (t, v) = data.split(f, options.seed).map_err(|e| e.to_string())?;
-            (t, Some(v))
-        }
-        _ => (data, None),
+    let (mut net, mut store, train, validation) = match args.task {
+        TaskArg::Classify => classifier_job(&args, &options)?,
+        TaskArg::Detect => detector_job(&args, &options)?,
     };
     let edit = |net: &mut _, store: &mut _, e: Edit| {
         apply(net, store, &e).map(|_| ()).map_err(|e| e.to_string())
     };
-    edit(
-        &mut net,
-        &mut store,
-        Edit::AdaptHead {
-            classes: train.classes.clone(),
-            seed: options.seed,
-        },
-    )?;
     if args.freeze_backbone {
         freeze_backbone(&mut net, &store).map_err(|e| e.to_string())?;
     } else if let Some(node) = &args.freeze_until {
@@ -296,7 +381,13 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     let outcome = watch(&session)?;
     session.join();
 
-    crate::onnx::export_with_labels(&outcome.network, &outcome.store, &args.export)?;
+    crate::onnx::export_with_labels_as(
+        &outcome.network,
+        &outcome.store,
+        &args.export,
+        args.decoding,
+        &args.suppression.get()?,
+    )?;
     eprintln!(
         "wrote {} and {}",
         args.export.display(),
@@ -313,9 +404,16 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             .map(|v| v.samples.iter().map(|s| s.path.clone()).collect())
             .unwrap_or_else(|| crate::verify::images_in(&args.data));
         let bytes = std::fs::read(&args.export).map_err(|e| e.to_string())?;
-        let r = crate::verify::verify(&bytes, &outcome.network, &outcome.store, &images, 64)?;
-        print_verify(&r);
-        verify_report = Some(r);
+        let (net, store) = (&outcome.network, &outcome.store);
+        if args.task == TaskArg::Detect {
+            let r = crate::verify::verify_detector(&bytes, net, store, &images, 64)?;
+            print_verify_detector(&r);
+            verify_report = Some(json!(r));
+        } else {
+            let r = crate::verify::verify(&bytes, net, store, &images, 64)?;
+            print_verify(&r);
+            verify_report = Some(json!(r));
+        }
     }
     if let Some(path) = &args.report {
         let mut report = outcome_json(&outcome, &options);
@@ -331,6 +429,165 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// A network, its weights, and the training and validation sets.
+type Job = (
+    crate::graph::Network,
+    crate::weights::Store,
+    Dataset,
+    Option<Dataset>,
+);
+
+/// A classifier: the image folders, the network with its head adapted to their classes.
+fn classifier_job(args: &TrainArgs, options: &TrainingOptions) -> Result<Job, String> {
+    let data = scan_with_bar(&args.data)?;
+    let imported = super::open_model_for(&args.model, &data)?;
+    let (mut net, mut store) = (imported.network, imported.store);
+    let (train, validation) = match (&args.val_data, args.val_split) {
+        (Some(dir), _) => {
+            let v = scan_with_bar(dir)?;
+            data.same_classes(&v).map_err(|e| e.to_string())?;
+            (data, Some(v))
+        }
+        (None, Some(f)) if f > 0.0 => {
+            let (t, v) = data.split(f, options.seed).map_err(|e| e.to_string())?;
+            (t, Some(v))
+        }
+        _ => (data, None),
+    };
+    apply(
+        &mut net,
+        &mut store,
+        &Edit::AdaptHead {
+            classes: train.classes.clone(),
+            seed: options.seed,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((net, store, train, validation))
+}
+
+/// Reads a box dataset and reports what it found.
+fn load_boxes(dir: &Path, args: &TrainArgs) -> Result<crate::detect::dataset::BoxDataset, String> {
+    let ds = crate::detect::dataset::load(dir, args.format.map(Into::into))
+        .map_err(|e| e.to_string())?;
+    for f in &ds.findings {
+        eprintln!("{f}");
+    }
+    let counts = ds.counts();
+    let summary: Vec<String> = ds
+        .classes
+        .iter()
+        .zip(&counts)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    eprintln!(
+        "{}: {} layout, {} images, boxes per class: {}",
+        dir.display(),
+        ds.format.name(),
+        ds.images.len(),
+        summary.join(", ")
+    );
+    Ok(ds)
+}
+
+/// A detector: the box dataset (validation from `--val-data`, `--val-split`, or the folder
+/// the dataset's own `data.yaml` names), anchors estimated from the training boxes at the
+/// network's input side, and a detection head on the chosen feature map.
+fn detector_job(args: &TrainArgs, options: &TrainingOptions) -> Result<Job, String> {
+    let boxes = load_boxes(&args.data, args)?;
+    let data = boxes.to_dataset();
+    data.validate().map_err(|e| e.to_string())?;
+    let imported = super::open_model_for(&args.model, &data)?;
+    let (mut net, mut store) = (imported.network, imported.store);
+    let second = match (&args.val_data, args.val_split) {
+        (Some(dir), _) => Some(load_boxes(dir, args)?),
+        (None, None) => {
+            let own = crate::detect::dataset::load_validation(&boxes).map_err(|e| e.to_string())?;
+            if let Some(v) = &own {
+                eprintln!(
+                    "{}: {} validation images named by the dataset",
+                    v.root.display(),
+                    v.images.len()
+                );
+            }
+            own
+        }
+        _ => None,
+    };
+    let (train, train_images, validation) = match (second, args.val_split) {
+        (Some(v), _) => {
+            let v = v.to_dataset();
+            data.same_classes(&v).map_err(|e| e.to_string())?;
+            (data, boxes.images, Some(v))
+        }
+        (None, Some(f)) if f > 0.0 => {
+            let (t, v) = data.split(f, options.seed).map_err(|e| e.to_string())?;
+            let kept: std::collections::HashSet<&Path> =
+                t.samples.iter().map(|s| s.path.as_path()).collect();
+            let images = boxes
+                .images
+                .iter()
+                .filter(|i| kept.contains(i.path.as_path()))
+                .cloned()
+                .collect();
+            (t, images, Some(v))
+        }
+        _ => (data, boxes.images, None),
+    };
+    // A detector for these classes trains on (fine-tuning a trained one); anything else
+    // gets a new head.
+    if let Some(spec) = crate::graph::edit::DetectionSpec::of(&net)
+        && spec.classes == train.classes
+        && args.feature.is_none()
+    {
+        eprintln!(
+            "keeping the network's detection head ({} anchors, stride {})",
+            spec.anchors.len(),
+            spec.stride
+        );
+        return Ok((net, store, train, validation));
+    }
+    let side = match net.input.shape[..] {
+        [_, _, h, w] if h == w => h,
+        ref s => {
+            return Err(format!(
+                "a detector takes square images; the network takes {s:?}"
+            ));
+        }
+    };
+    let sizes = crate::detect::anchors::input_box_sizes(&train_images, side, options.detection.fit);
+    let anchors = crate::detect::anchors::estimate(&sizes, options.detection.anchors, 0)?;
+    let list: Vec<String> = anchors
+        .sizes
+        .iter()
+        .map(|(w, h)| format!("{w:.0}×{h:.0}"))
+        .collect();
+    eprintln!(
+        "{} anchors for the {side}×{side} input (mean IoU {:.2}): {}",
+        anchors.sizes.len(),
+        anchors.mean_iou,
+        list.join(", ")
+    );
+    let node = match &args.feature {
+        Some(n) => n.clone(),
+        None => crate::graph::edit::default_feature(&net, &store)
+            .ok_or("no stride-16 or stride-32 feature map found; name one with --feature")?,
+    };
+    apply(
+        &mut net,
+        &mut store,
+        &Edit::AddDetectionHead {
+            node: node.clone(),
+            classes: train.classes.clone(),
+            anchors: anchors.sizes,
+            seed: options.seed,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    eprintln!("detection head on {node}");
+    Ok((net, store, train, validation))
 }
 
 /// Shows the session's events until it finishes.
@@ -376,14 +633,29 @@ pub(super) fn watch(session: &Session) -> Result<Outcome, String> {
             TrainEvent::Iteration(r) => {
                 bar.set_length(total);
                 bar.set_position(r.iteration as u64);
-                bar.set_message(format!(
-                    "epoch {} loss {:.3} acc {:.1}%{last_val}",
-                    r.epoch,
-                    r.loss,
-                    r.accuracy * 100.0
-                ));
+                bar.set_message(match r.terms {
+                    Some(t) => format!(
+                        "epoch {} loss {:.3} (box {:.2} obj {:.2} cls {:.2}){last_val}",
+                        r.epoch, r.loss, t.box_, t.objectness, t.class
+                    ),
+                    None => format!(
+                        "epoch {} loss {:.3} acc {:.1}%{last_val}",
+                        r.epoch,
+                        r.loss,
+                        r.accuracy * 100.0
+                    ),
+                });
             }
-            TrainEvent::Validation(v) => last_val = format!(" val {:.1}%", v.accuracy * 100.0),
+            TrainEvent::Validation(v) => {
+                last_val = match v.map {
+                    Some(m) => format!(
+                        " val mAP@0.5 {:.1}% mAP {:.1}%",
+                        m.map50 * 100.0,
+                        m.map * 100.0
+                    ),
+                    None => format!(" val {:.1}%", v.accuracy * 100.0),
+                }
+            }
             TrainEvent::EpochEnd { epoch, seconds, .. } => {
                 say(&bar, format!("epoch {epoch}: {seconds:.1} s{last_val}"))
             }
@@ -407,15 +679,19 @@ pub(super) fn watch(session: &Session) -> Result<Outcome, String> {
 }
 
 fn print_summary(o: &Outcome) {
+    let accuracy = if o.final_train_accuracy.is_nan() {
+        String::new()
+    } else {
+        format!(", accuracy {:.2}%", o.final_train_accuracy * 100.0)
+    };
     eprintln!(
-        "{}: train loss {:.4}, accuracy {:.2}%; {:.1} images/s{}",
+        "{}: train loss {:.4}{accuracy}; {:.1} images/s{}",
         match o.reason {
             StopReason::Completed => "finished",
             StopReason::Stopped => "stopped",
             StopReason::EarlyStopped => "stopped early",
         },
         o.final_train_loss,
-        o.final_train_accuracy * 100.0,
         o.images_per_sec,
         if o.cached_prefix {
             " (frozen layers cached)"
@@ -425,6 +701,39 @@ fn print_summary(o: &Outcome) {
     );
     if let Some(e) = &o.evaluation {
         print_evaluation(e);
+    }
+    if let Some(d) = &o.detection {
+        print_detection(d);
+    }
+}
+
+/// A detector's AP table: per class, then the means.
+pub fn print_detection(d: &DetectionEvaluation) {
+    let r = &d.report;
+    eprintln!(
+        "validation: mAP@0.5 {:.1}%, mAP@[.5:.95] {:.1}% on {} images (loss {:.4})",
+        r.map50 * 100.0,
+        r.map * 100.0,
+        d.images.len(),
+        d.loss
+    );
+    let w = d
+        .classes
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 24);
+    eprintln!("{:<w$}  boxes  AP@0.5  AP@[.5:.95]", "class");
+    let pct = |v: Option<f32>| v.map_or("—".to_string(), |v| format!("{:.1}", v * 100.0));
+    for c in &r.classes {
+        eprintln!(
+            "{:<w$}  {:>5}  {:>6}  {:>11}",
+            d.classes.get(c.class).map_or("?", String::as_str),
+            c.truths,
+            pct(c.ap50),
+            pct(c.ap)
+        );
     }
 }
 
@@ -459,6 +768,19 @@ pub fn print_evaluation(e: &Evaluation) {
     }
 }
 
+fn print_verify_detector(r: &crate::verify::DetectorVerifyReport) {
+    eprintln!(
+        "verify (tract vs Graft, {} images, {} boxes): lowest IoU {:.4}, max |score difference|          {:.2e}, {} images with another box count, max |map difference| {:.2e} — {}",
+        r.images,
+        r.boxes,
+        r.min_iou,
+        r.max_score_diff,
+        r.count_mismatches,
+        r.max_map_diff,
+        if r.passed() { "OK" } else { "MISMATCH" }
+    );
+}
+
 fn print_verify(r: &crate::verify::VerifyReport) {
     eprintln!(
         "verify (tract vs Graft, {} images): max |logit difference| {:.2e}, top-1 agreement {:.1}% — {}",
@@ -479,6 +801,11 @@ fn outcome_json(o: &Outcome, options: &TrainingOptions) -> serde_json::Value {
             "confusion": e.confusion, "per_class": e.per_class,
             "misclassified": e.predictions.iter().filter(|p| p.label != p.predicted).collect::<Vec<_>>(),
         })),
+        "detection": o.detection.as_ref().map(|d| json!({
+            "map50": d.report.map50, "map": d.report.map, "loss": d.loss,
+            "images": d.images.len(), "per_class": d.report.classes,
+            "worst": d.worst(20),
+        })),
         "images_per_sec": o.images_per_sec,
         "epoch_seconds": o.history.epoch_seconds,
         "cached_frozen_layers": o.cached_prefix,
@@ -490,16 +817,36 @@ fn outcome_json(o: &Outcome, options: &TrainingOptions) -> serde_json::Value {
 #[derive(clap::Args, Debug)]
 pub struct EvaluateArgs {
     pub model: PathBuf,
+    /// Labelled images: a folder per class for a classifier; a box dataset (YOLO, COCO or
+    /// Pascal VOC layout) for a detector.
     #[arg(long)]
     pub data: PathBuf,
     #[arg(long)]
     pub report: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
     pub device: DeviceChoice,
+    /// Detection: read the box dataset as this layout instead of detecting it.
+    #[arg(long, value_enum)]
+    pub format: Option<super::boxes::FormatArg>,
+    /// Detection: how images meet the input (as in training).
+    #[arg(long, value_enum, default_value_t = FitArg::Letterbox)]
+    pub fit: FitArg,
+}
+
+impl From<FitArg> for Fit {
+    fn from(f: FitArg) -> Self {
+        match f {
+            FitArg::Letterbox => Fit::Letterbox,
+            FitArg::Stretch => Fit::Stretch,
+        }
+    }
 }
 
 pub fn evaluate_cmd(args: EvaluateArgs) -> Result<(), String> {
     let imported = super::open_model(&args.model)?;
+    if crate::graph::edit::DetectionSpec::of(&imported.network).is_some() {
+        return evaluate_detector_cmd(&args, &imported);
+    }
     let data = scan_with_bar(&args.data)?;
     let dev = select_device(args.device)?;
     let bar = ProgressBar::new(data.samples.len() as u64)
@@ -518,6 +865,48 @@ pub fn evaluate_cmd(args: EvaluateArgs) -> Result<(), String> {
             "classes": e.classes, "accuracy": e.accuracy, "loss": e.loss, "images": e.images,
             "confusion": e.confusion, "per_class": e.per_class, "predictions": e.predictions,
             "skipped": run.failed,
+        });
+        crate::files::write_atomic(
+            path,
+            serde_json::to_string_pretty(&report)
+                .map_err(|e| e.to_string())?
+                .as_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+/// `graft evaluate` with a detector: mAP on a box dataset.
+fn evaluate_detector_cmd(
+    args: &EvaluateArgs,
+    imported: &crate::onnx::Imported,
+) -> Result<(), String> {
+    let boxes = crate::detect::dataset::load(&args.data, args.format.map(Into::into))
+        .map_err(|e| e.to_string())?;
+    for f in &boxes.findings {
+        eprintln!("{f}");
+    }
+    let data = boxes.to_dataset();
+    let dev = select_device(args.device)?;
+    let bar = ProgressBar::new(data.samples.len() as u64)
+        .with_style(style("evaluating {bar:30} {pos}/{len}"));
+    let (d, failed) = crate::train::evaluate::evaluate_detector(
+        &imported.network,
+        &imported.store,
+        &data,
+        args.fit.into(),
+        &dev,
+        |done, _| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    for s in &failed {
+        eprintln!("skipped {}: {}", s.path.display(), s.reason);
+    }
+    print_detection(&d);
+    if let Some(path) = &args.report {
+        let report = json!({
+            "classes": d.classes, "map50": d.report.map50, "map": d.report.map,
+            "per_class": d.report.classes, "images": d.images, "skipped": failed,
         });
         crate::files::write_atomic(
             path,
@@ -548,6 +937,24 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<(), String> {
         std::fs::read(&args.model).map_err(|e| e.to_string())?
     };
     let images = crate::verify::images_in(&args.data);
+    if crate::graph::edit::DetectionSpec::of(&imported.network).is_some() {
+        let r = crate::verify::verify_detector(
+            &bytes,
+            &imported.network,
+            &imported.store,
+            &images,
+            args.limit,
+        )?;
+        for (p, why) in &r.failed {
+            eprintln!("skipped {}: {why}", p.display());
+        }
+        print_verify_detector(&r);
+        return if r.passed() {
+            Ok(())
+        } else {
+            Err("the runtimes disagree".into())
+        };
+    }
     let r = crate::verify::verify(
         &bytes,
         &imported.network,

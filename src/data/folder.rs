@@ -1,6 +1,7 @@
 //! ImageFolder datasets: one sub-folder per class under a root (the torchvision / Keras /
 //! MATLAB `imageDatastore(..., 'LabelSource', 'foldernames')` convention).
 
+use crate::detect::dataset::Object;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -18,7 +19,21 @@ pub const IMAGE_EXTENSIONS: &[&str] = &[
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     pub path: PathBuf,
+    /// The class of a classification image (0 in a box dataset, whose classes are per box).
     pub label: usize,
+    /// A box dataset's objects in the image's own pixels (empty for classification).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<Object>,
+}
+
+/// What a dataset teaches: a class per image (a folder per class), or boxes with a class
+/// each (a box dataset, `detect::dataset`). One `Dataset` type carries both so that the
+/// session, the splits, the loader and the frozen-feature cache serve both tasks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Task {
+    #[default]
+    Classify,
+    Detect,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,6 +54,8 @@ pub struct Dataset {
     pub samples: Vec<Sample>,
     /// Files that will not be used, and why.
     pub skipped: Vec<Skipped>,
+    #[serde(default)]
+    pub task: Task,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -53,6 +70,10 @@ pub enum DataError {
     NoImages(PathBuf),
     #[error("class '{0}' has no usable images")]
     EmptyClass(String),
+    #[error(
+        "class '{0}' has no boxes; remove it from the dataset's class list or label some of it"
+    )]
+    ClassWithoutBoxes(String),
     #[error("only one class ('{0}'): training a classifier needs at least two")]
     OneClass(String),
     #[error(
@@ -69,16 +90,24 @@ pub enum DataError {
 }
 
 impl Dataset {
-    /// Images per class.
+    /// Images per class; boxes per class in a box dataset.
     pub fn counts(&self) -> Vec<usize> {
         let mut c = vec![0; self.classes.len()];
         for s in &self.samples {
-            c[s.label] += 1;
+            match self.task {
+                Task::Classify => c[s.label] += 1,
+                Task::Detect => {
+                    for o in &s.objects {
+                        c[o.class] += 1;
+                    }
+                }
+            }
         }
         c
     }
 
-    /// A dataset is trainable with at least two classes, each with at least one image.
+    /// A classification set is trainable with at least two classes, each with at least one
+    /// image; a box dataset with at least one class, each with at least one box.
     pub fn validate(&self) -> Result<(), DataError> {
         if self.classes.is_empty() {
             return Err(DataError::NoClasses(self.root.clone()));
@@ -87,9 +116,13 @@ impl Dataset {
             return Err(DataError::NoImages(self.root.clone()));
         }
         if let Some((i, _)) = self.counts().iter().enumerate().find(|(_, n)| **n == 0) {
-            return Err(DataError::EmptyClass(self.classes[i].clone()));
+            let name = self.classes[i].clone();
+            return Err(match self.task {
+                Task::Classify => DataError::EmptyClass(name),
+                Task::Detect => DataError::ClassWithoutBoxes(name),
+            });
         }
-        if self.classes.len() == 1 {
+        if self.classes.len() == 1 && self.task == Task::Classify {
             return Err(DataError::OneClass(self.classes[0].clone()));
         }
         Ok(())
@@ -103,7 +136,12 @@ impl Dataset {
         }
         let mut train = Vec::new();
         let mut val = Vec::new();
-        for class in 0..self.classes.len() {
+        // A box dataset's images hold several classes each: one group, split at random.
+        let groups = match self.task {
+            Task::Classify => self.classes.len(),
+            Task::Detect => 1,
+        };
+        for class in 0..groups {
             let mut members: Vec<&Sample> =
                 self.samples.iter().filter(|s| s.label == class).collect();
             let mut rng = ChaCha8Rng::seed_from_u64(
@@ -123,6 +161,7 @@ impl Dataset {
             classes: self.classes.clone(),
             samples,
             skipped: Vec::new(),
+            task: self.task,
         };
         Ok((part(train), part(val)))
     }
@@ -152,7 +191,7 @@ impl Dataset {
     /// Re-labels a second folder (a validation root) to these classes; its class set must
     /// be the same.
     pub fn same_classes(&self, other: &Dataset) -> Result<(), DataError> {
-        if self.classes != other.classes {
+        if self.classes != other.classes || self.task != other.task {
             return Err(DataError::ClassMismatch {
                 expected: self.classes.clone(),
                 found: other.classes.clone(),
@@ -206,6 +245,7 @@ pub fn scan(
                 .map(|()| Sample {
                     path: path.clone(),
                     label,
+                    objects: Vec::new(),
                 })
                 .map_err(|reason| Skipped { path, reason });
             progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);

@@ -3,6 +3,8 @@
 use super::augment::{Augmentation, augmented_view};
 use super::folder::{Sample, Skipped};
 use super::preprocess::{load_rgb, normalize_chw, resize_center_crop};
+use crate::detect::dataset::Object;
+use crate::detect::transform::{self as boxes, BoxAugmentation, Fit, Placement};
 use crate::graph::Preprocess;
 use crossbeam_channel::{Receiver, bounded};
 use image::RgbImage;
@@ -20,6 +22,30 @@ pub struct Transform {
     pub channels: usize,
     /// `None` for evaluation (resize + centre crop).
     pub augment: Option<Augmentation>,
+    /// A detector's framing: the whole image into the square input with its boxes
+    /// (`preprocess.crop` is the side); replaces resize, crop and `augment`.
+    pub boxes: Option<BoxFraming>,
+}
+
+/// How a box dataset's images meet a detector's input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BoxFraming {
+    pub fit: Fit,
+    /// `None` for evaluation.
+    pub augment: Option<BoxAugmentation>,
+}
+
+/// An image's network values, and its boxes as framed (box datasets).
+pub type Loaded = (Vec<f32>, Option<Framed>);
+
+/// An image's boxes as the network saw them: objects in input pixels, and the map from the
+/// image's pixels to the input's (to take predictions back).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Framed {
+    pub objects: Vec<Object>,
+    pub placement: Placement,
+    /// The image's own width and height.
+    pub size: (u32, u32),
 }
 
 impl Transform {
@@ -27,7 +53,35 @@ impl Transform {
         self.channels * self.preprocess.crop * self.preprocess.crop
     }
 
-    /// Applies the transform to a decoded image. `seed` fixes the augmentation.
+    /// Applies the transform to a decoded image and its objects (a box dataset's; empty for
+    /// classification). `seed` fixes the augmentation.
+    pub fn apply_framed(&self, img: &RgbImage, objects: &[Object], seed: u64) -> Loaded {
+        let Some(framing) = &self.boxes else {
+            return (self.apply(img, seed), None);
+        };
+        let side = self.preprocess.crop;
+        let view = match &framing.augment {
+            Some(a) => boxes::augmented(
+                img,
+                objects,
+                side,
+                framing.fit,
+                a,
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            ),
+            None => boxes::fitted(img, objects, side, framing.fit),
+        };
+        (
+            self.values(&view.image),
+            Some(Framed {
+                objects: view.objects,
+                placement: view.placement,
+                size: (img.width(), img.height()),
+            }),
+        )
+    }
+
+    /// Applies the classification transform to a decoded image. `seed` fixes the augmentation.
     pub fn apply(&self, img: &RgbImage, seed: u64) -> Vec<f32> {
         let p = &self.preprocess;
         let view = match &self.augment {
@@ -56,13 +110,19 @@ impl Transform {
             }
             _ => resize_center_crop(img, p.resize, p.crop),
         };
+        self.values(&view)
+    }
+
+    /// The network's values for a view already at the input size: normalised CHW, or luma.
+    fn values(&self, view: &RgbImage) -> Vec<f32> {
+        let p = &self.preprocess;
         if self.channels == 1 {
             // Luma from R, G, B in that order, whatever order a colour network would take.
             let rgb = Preprocess {
                 bgr: false,
                 ..p.clone()
             };
-            let chw = normalize_chw(&view, &rgb);
+            let chw = normalize_chw(view, &rgb);
             // Luma (ITU-R 601), normalised with the first channel's statistics.
             let plane = p.crop * p.crop;
             let (r, rest) = chw.split_at(plane);
@@ -75,21 +135,23 @@ impl Transform {
                 })
                 .collect();
         }
-        normalize_chw(&view, p)
+        normalize_chw(view, p)
     }
 
-    pub fn load(&self, sample: &Sample, seed: u64) -> Result<Vec<f32>, String> {
-        Ok(self.apply(&load_rgb(&sample.path)?, seed))
+    pub fn load(&self, sample: &Sample, seed: u64) -> Result<Loaded, String> {
+        Ok(self.apply_framed(&load_rgb(&sample.path)?, &sample.objects, seed))
     }
 }
 
-/// One batch: images (`[n, C, H, W]` row-major), their labels and dataset indices, and the
-/// files that failed to decode (left out of the batch).
+/// One batch: images (`[n, C, H, W]` row-major), their labels and dataset indices, their
+/// boxes as framed (a box dataset's; else empty), and the files that failed to decode (left
+/// out of the batch).
 #[derive(Debug)]
 pub struct Batch {
     pub indices: Vec<usize>,
     pub data: Vec<f32>,
     pub labels: Vec<usize>,
+    pub framed: Vec<Framed>,
     pub failed: Vec<Skipped>,
 }
 
@@ -121,7 +183,7 @@ pub fn spawn_batches(
                 if cancel.load(Ordering::Relaxed) {
                     return;
                 }
-                let decoded: Vec<(usize, Result<Vec<f32>, String>)> = chunk
+                let decoded: Vec<(usize, Result<Loaded, String>)> = chunk
                     .par_iter()
                     .map(|&i| (i, transform.load(&samples[i], sample_seed(seed, epoch, i))))
                     .collect();
@@ -129,14 +191,16 @@ pub fn spawn_batches(
                     indices: Vec::with_capacity(chunk.len()),
                     data: Vec::with_capacity(chunk.len() * transform.values_per_image()),
                     labels: Vec::with_capacity(chunk.len()),
+                    framed: Vec::new(),
                     failed: Vec::new(),
                 };
                 for (i, r) in decoded {
                     match r {
-                        Ok(x) => {
+                        Ok((x, framed)) => {
                             batch.indices.push(i);
                             batch.data.extend(x);
                             batch.labels.push(samples[i].label);
+                            batch.framed.extend(framed);
                         }
                         Err(reason) => batch.failed.push(Skipped {
                             path: samples[i].path.clone(),

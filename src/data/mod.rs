@@ -7,5 +7,5 @@ pub mod loader;
 pub mod preprocess;
 
 pub use augment::Augmentation;
-pub use folder::{DataError, Dataset, Sample, Skipped, scan};
-pub use loader::{Batch, Transform};
+pub use folder::{DataError, Dataset, Sample, Skipped, Task, scan};
+pub use loader::{Batch, BoxFraming, Framed, Transform};

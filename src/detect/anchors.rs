@@ -13,6 +13,28 @@ pub fn shape_iou(a: (f32, f32), b: (f32, f32)) -> f32 {
     if union > 0.0 { inter / union } else { 0.0 }
 }
 
+/// Every box's (width, height) in a detector's `side`-pixel input, the images fitted into it
+/// as training will fit them: anchors live in input pixels.
+pub fn input_box_sizes(
+    images: &[super::dataset::BoxImage],
+    side: usize,
+    fit: super::transform::Fit,
+) -> Vec<(f32, f32)> {
+    images
+        .iter()
+        .flat_map(|img| {
+            let p = super::transform::Placement::fit(img.width, img.height, side, fit);
+            img.objects.iter().map(move |o| {
+                let b = p.to_output(&o.bbox);
+                (b.width(), b.height())
+            })
+        })
+        .collect()
+}
+
+/// At most this many boxes (evenly spaced) go into the k-means.
+pub const MAX_BOXES: usize = 20_000;
+
 /// Anchors found for a set of boxes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Anchors {
@@ -25,8 +47,11 @@ pub struct Anchors {
 /// `k` anchors for the box sizes: k-means++ seeding (seeded, so the answer repeats), then
 /// Lloyd iterations with the median of each cluster, until the assignment stops changing.
 pub fn estimate(sizes: &[(f32, f32)], k: usize, seed: u64) -> Result<Anchors, String> {
+    // A big dataset's boxes, evenly thinned: the anchors barely move, the window stays quick.
+    let step = sizes.len().div_ceil(MAX_BOXES).max(1);
     let sizes: Vec<(f32, f32)> = sizes
         .iter()
+        .step_by(step)
         .copied()
         .filter(|&(w, h)| w > 0.0 && h > 0.0 && w.is_finite() && h.is_finite())
         .collect();

@@ -147,6 +147,36 @@ impl BoxDataset {
         n
     }
 
+    /// The images as a training set ([`Task::Detect`](crate::data::Task)): each sample
+    /// carries its objects; images that did not decode are its skipped files.
+    pub fn to_dataset(&self) -> crate::data::Dataset {
+        crate::data::Dataset {
+            root: self.root.clone(),
+            classes: self.classes.clone(),
+            samples: self
+                .images
+                .iter()
+                .map(|i| crate::data::Sample {
+                    path: i.path.clone(),
+                    label: 0,
+                    objects: i.objects.clone(),
+                })
+                .collect(),
+            skipped: self
+                .findings
+                .iter()
+                .filter_map(|f| match f {
+                    Finding::Unreadable { path, reason } => Some(crate::data::Skipped {
+                        path: path.clone(),
+                        reason: reason.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            task: crate::data::Task::Detect,
+        }
+    }
+
     /// Every box's (width, height) in pixels (for anchors and the size histogram).
     pub fn box_sizes(&self) -> Vec<(f32, f32)> {
         self.images
@@ -297,8 +327,46 @@ fn yolo(root: &Path) -> Result<BoxDataset, BoxError> {
             .map(String::from);
         (names.collect(), root.join("images"), None)
     };
+    let (images, findings) = yolo_images(&train, &classes)?;
+    Ok(BoxDataset {
+        root: root.to_path_buf(),
+        format: BoxFormat::Yolo,
+        classes,
+        images,
+        findings,
+        validation_dir: val,
+    })
+}
+
+/// The validation images a dataset names itself (YOLO's `val:` folder), read with the
+/// training set's classes; `None` when it names none.
+pub fn load_validation(ds: &BoxDataset) -> Result<Option<BoxDataset>, BoxError> {
+    let Some(dir) = &ds.validation_dir else {
+        return Ok(None);
+    };
+    let (mut images, findings) = match ds.format {
+        BoxFormat::Yolo => yolo_images(dir, &ds.classes)?,
+        // COCO and VOC keep validation in another file or folder: a second dataset.
+        _ => return Ok(None),
+    };
+    if images.is_empty() {
+        return Err(BoxError::NoImages(dir.clone()));
+    }
+    images.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Some(BoxDataset {
+        root: dir.clone(),
+        format: ds.format,
+        classes: ds.classes.clone(),
+        images,
+        findings,
+        validation_dir: None,
+    }))
+}
+
+/// The images under `dir` and their YOLO label files, for `classes`.
+fn yolo_images(dir: &Path, classes: &[String]) -> Result<(Vec<BoxImage>, Vec<Finding>), BoxError> {
     let mut paths = Vec::new();
-    images_under(&train, &mut paths)?;
+    images_under(dir, &mut paths)?;
     let mut findings = Vec::new();
     let mut unknown: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut images = Vec::new();
@@ -364,14 +432,7 @@ fn yolo(root: &Path) -> Result<BoxDataset, BoxError> {
             files,
         });
     }
-    Ok(BoxDataset {
-        root: root.to_path_buf(),
-        format: BoxFormat::Yolo,
-        classes,
-        images,
-        findings,
-        validation_dir: val,
-    })
+    Ok((images, findings))
 }
 
 /// `names` (a list, or a map from id to name), and the `train`/`val` image folders

@@ -213,6 +213,7 @@ mod tests {
             classes: vec!["cat".into(), "dog".into()],
             anchors: vec![(20.0, 20.0), (60.0, 40.0)],
             stride: 16,
+            fit: Default::default(),
         };
         let (h, w) = (4, 4);
         let objects = vec![

@@ -4,14 +4,16 @@
 //! ([`anchors`]), and the input view with its boxes: letterbox or stretch, seeded
 //! augmentation that moves the boxes with the pixels ([`transform`]); what the head's
 //! prediction map means, decoded to boxes with non-maximum suppression and encoded from true
-//! boxes as training targets ([`yolo`]); the loss on burn tensors ([`loss`]); the head itself is a graph edit
-//! (`graph::edit::Edit::AddDetectionHead`). Training in the session, evaluation,
-//! the window and the exported decoding come next; see docs/ARCHITECTURE.md.
+//! boxes as training targets ([`yolo`]); the loss on burn tensors ([`loss`]); results on
+//! labelled images as AP and per-image mistakes ([`evaluate`]). The head itself is a graph
+//! edit (`graph::edit::Edit::AddDetectionHead`); training runs in the same `train::Session`
+//! as classification (a box dataset is a `data::Dataset` of `Task::Detect`).
 
 pub mod anchors;
 pub mod ap;
 pub mod boxes;
 pub mod dataset;
+pub mod evaluate;
 pub mod loss;
 pub mod predict;
 pub mod transform;

@@ -37,10 +37,10 @@ impl Detector {
         };
         Ok(Self {
             model: Model::build(net, store, device).map_err(|e| e.to_string())?,
+            fit: spec.fit,
             spec,
             preprocess: net.preprocess(),
             side,
-            fit: Fit::Letterbox,
             suppression: Suppression::default(),
         })
     }
@@ -77,8 +77,8 @@ impl Detector {
     }
 }
 
-/// Draws each box's outline (2 px, a colour per class) onto `img`.
-pub fn draw(img: &mut RgbImage, boxes: &[Predicted]) {
+/// A class's colour: the same in drawn images and in the window.
+pub fn class_rgb(class: usize) -> [u8; 3] {
     const COLOURS: [[u8; 3]; 6] = [
         [230, 25, 75],
         [60, 180, 75],
@@ -87,9 +87,14 @@ pub fn draw(img: &mut RgbImage, boxes: &[Predicted]) {
         [145, 30, 180],
         [70, 240, 240],
     ];
+    COLOURS[class % COLOURS.len()]
+}
+
+/// Draws each box's outline (2 px, a colour per class) onto `img`.
+pub fn draw(img: &mut RgbImage, boxes: &[Predicted]) {
     let (w, h) = (img.width() as i64, img.height() as i64);
     for p in boxes {
-        let c = image::Rgb(COLOURS[p.class % COLOURS.len()]);
+        let c = image::Rgb(class_rgb(p.class));
         let (x0, y0) = (p.bbox.x0 as i64, p.bbox.y0 as i64);
         let (x1, y1) = ((p.bbox.x1 as i64).min(w - 1), (p.bbox.y1 as i64).min(h - 1));
         let mut put = |x: i64, y: i64| {

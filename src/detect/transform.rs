@@ -14,9 +14,10 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// How the image meets the square input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Fit {
     /// Keep the aspect ratio, centre, pad the rest with [`PAD`] grey.
+    #[default]
     Letterbox,
     /// Scale each axis to the side (objects change shape).
     Stretch,

@@ -22,7 +22,7 @@ fn logit(p: f32) -> f32 {
 }
 
 /// One predicted box in input pixels.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Predicted {
     pub class: usize,
     pub score: f32,
@@ -177,6 +177,7 @@ mod tests {
             classes: vec!["cat".into(), "dog".into()],
             anchors: vec![(20.0, 20.0), (60.0, 40.0)],
             stride: 32,
+            fit: Default::default(),
         }
     }
 

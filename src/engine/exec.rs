@@ -115,7 +115,9 @@ pub fn run(
                 );
                 one(y)
             } else {
-                let (mean, var) = (p.running_mean.value(), p.running_var.value());
+                // `value_sync`: a validation between steps on the training thread sees the
+                // latest step's update, not the one before.
+                let (mean, var) = (p.running_mean.value_sync(), p.running_var.value_sync());
                 let y = map!(x, t => batch_norm(t, p.gamma.val(), p.beta.val(), mean.clone(), var.clone(), eps));
                 one(match step.clamp {
                     Some((lo, hi)) => clamp(y, lo, hi, mode),

@@ -563,8 +563,8 @@ impl Plan {
                 LayerParams::BatchNorm(p) => vec![
                     Some(params::to_vec(&p.gamma.val()).map_err(err)?),
                     Some(params::to_vec(&p.beta.val()).map_err(err)?),
-                    Some(params::to_vec(&p.running_mean.value()).map_err(err)?),
-                    Some(params::to_vec(&p.running_var.value()).map_err(err)?),
+                    Some(params::to_vec(&p.running_mean.value_sync()).map_err(err)?),
+                    Some(params::to_vec(&p.running_var.value_sync()).map_err(err)?),
                 ],
             };
             for (name, data) in binding.names.iter().zip(values) {

@@ -99,3 +99,63 @@ pub(crate) fn to_vec<const D: usize>(t: &Tensor<D>) -> Result<Vec<f32>, String> 
         .try_to_vec::<f32>()
         .map_err(|e| format!("{e:?}"))
 }
+
+impl Params {
+    /// A copy that keeps today's BatchNorm running statistics. `clone()` shares them (burn's
+    /// `RunningState` is shared state), so a clone kept as "the best weights so far" would
+    /// see every later step's statistics; parameters themselves are immutable tensors. Call
+    /// it on the thread that trains: `value_sync` takes that thread's latest update.
+    pub fn snapshot(&self) -> Params {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                LayerParams::BatchNorm(p) => LayerParams::BatchNorm(BatchNormParams {
+                    gamma: p.gamma.clone(),
+                    beta: p.beta.clone(),
+                    running_mean: RunningState::new(p.running_mean.value_sync()),
+                    running_var: RunningState::new(p.running_var.value_sync()),
+                }),
+                other => other.clone(),
+            })
+            .collect();
+        Params { layers }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot keeps the running statistics it was taken with while training goes on (a
+    /// plain clone does not: that was how "best weights" came back with the last epoch's
+    /// BatchNorm statistics).
+    #[test]
+    fn a_snapshot_keeps_its_batchnorm_statistics() {
+        let device = Device::flex();
+        let bn = |v: f32| BatchNormParams {
+            gamma: param(param_id(0, 0), [2], vec![1.0; 2], &device, true),
+            beta: param(param_id(0, 1), [2], vec![0.0; 2], &device, true),
+            running_mean: RunningState::new(tensor([2], vec![v; 2], &device)),
+            running_var: RunningState::new(tensor([2], vec![1.0; 2], &device)),
+        };
+        let live = Params {
+            layers: vec![LayerParams::BatchNorm(bn(0.0))],
+        };
+        let kept = live.snapshot();
+        let shared = live.clone();
+        let LayerParams::BatchNorm(p) = &live.layers[0] else {
+            unreachable!()
+        };
+        p.running_mean.update(tensor([2], vec![5.0; 2], &device));
+        let mean = |ps: &Params| {
+            let LayerParams::BatchNorm(p) = &ps.layers[0] else {
+                unreachable!()
+            };
+            to_vec(&p.running_mean.value_sync()).unwrap()
+        };
+        assert_eq!(mean(&live), vec![5.0; 2]);
+        assert_eq!(mean(&shared), vec![5.0; 2], "a clone shares the statistics");
+        assert_eq!(mean(&kept), vec![0.0; 2], "a snapshot does not");
+    }
+}

@@ -5,9 +5,11 @@
 //! ONNX Runtime, tract, TensorRT and OpenVINO read. Folded attributes that later opsets take
 //! as inputs (Reshape's shape, Clip's bounds, Slice's ranges, ...) become small initializers.
 
+use super::detector::Decoding;
 use super::import::{LABELS_KEY, PREPROCESS_KEY};
 use super::ops::emit::Emitter;
 use super::tensor::f32_proto;
+use crate::detect::yolo::Suppression;
 use crate::graph::shape::{self, Dim};
 use crate::graph::{Network, Node, Op};
 use crate::weights::Store;
@@ -44,9 +46,30 @@ pub fn labels_path(export: &Path) -> PathBuf {
 
 /// Writes the model and its class names (one per line, next to it), each atomically, and
 /// returns the model's bytes (for a check in another runtime). What `graft train --export`
-/// and the window's "Export ONNX…" write.
+/// and the window's "Export ONNX…" write. A detector gets its decoding and non-maximum
+/// suppression inside ([`export_with_labels_as`] chooses otherwise).
 pub fn export_with_labels(net: &Network, store: &Store, path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = export_bytes(net, store).map_err(|e| e.to_string())?;
+    export_with_labels_as(
+        net,
+        store,
+        path,
+        Decoding::default(),
+        &Suppression::default(),
+    )
+}
+
+/// [`export_with_labels`] with a detector's outputs chosen (a classifier ignores them).
+pub fn export_with_labels_as(
+    net: &Network,
+    store: &Store,
+    path: &Path,
+    decoding: Decoding,
+    suppression: &Suppression,
+) -> Result<Vec<u8>, String> {
+    let bytes = super::detector::to_model(net, store, decoding, suppression)
+        .map_err(|e| e.to_string())?
+        .write_to_bytes()
+        .map_err(|e| format!("cannot encode the model: {e}"))?;
     crate::files::write_atomic(path, &bytes)?;
     crate::files::write_atomic(
         &labels_path(path),

@@ -6,6 +6,7 @@
 //! the rest of the network still opens.
 
 mod attrs;
+pub mod detector;
 pub mod export;
 mod fold;
 mod import;
@@ -14,7 +15,9 @@ pub mod ops;
 mod quantized;
 pub mod tensor;
 
-pub use export::{ExportError, export_bytes, export_file, export_with_labels, labels_path};
+pub use export::{
+    ExportError, export_bytes, export_file, export_with_labels, export_with_labels_as, labels_path,
+};
 pub use import::{ImportOptions, Imported, LABELS_KEY, PREPROCESS_KEY, import_model};
 
 use onnx_ir::{Message, ModelProto};

@@ -3,7 +3,7 @@
 //! computed once per image and later epochs run only the trainable rest.
 
 use crate::data::folder::{Sample, Skipped};
-use crate::data::loader::{Transform, spawn_batches};
+use crate::data::loader::{Framed, Transform, spawn_batches};
 use crate::engine::{Mode, Model, Value, optimize};
 use crate::graph::{Input, Network, Op};
 use crate::weights::Store;
@@ -106,6 +106,8 @@ pub struct Features {
     /// Per-image values, `values_per_image` each, in `kept` order.
     pub data: Vec<f32>,
     pub labels: Vec<usize>,
+    /// A box dataset's boxes as framed, in `kept` order (else empty).
+    pub framed: Vec<Framed>,
     /// Indices into the sample list of the images that decoded.
     pub kept: Vec<usize>,
     pub failed: Vec<Skipped>,
@@ -157,6 +159,7 @@ pub fn compute(
                 .map_err(|e| e.to_string())?;
             out.data.extend(y[0].to_vec()?);
             out.labels.extend(b.labels);
+            out.framed.extend(b.framed);
             out.kept.extend(b.indices);
         }
         progress(done, total);

@@ -1,11 +1,15 @@
-//! Evaluating a finished network on a labelled image folder.
+//! Evaluating a finished network on labelled images: a classifier on an image folder, a
+//! detector on a box dataset.
 
 use super::metrics::{Accumulator, Evaluation};
 use crate::classify::probabilities;
-use crate::data::loader::{Transform, spawn_batches};
-use crate::data::{Dataset, Skipped};
+use crate::data::loader::{Batch, BoxFraming, Transform, spawn_batches};
+use crate::data::{Dataset, Sample, Skipped};
+use crate::detect::evaluate::{Collector, DetectionEvaluation};
+use crate::detect::transform::Fit;
 use crate::engine::{DeviceInfo, Mode, Model, Value, optimize};
 use crate::graph::Network;
+use crate::graph::edit::DetectionSpec;
 use crate::weights::Store;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -24,7 +28,7 @@ pub fn evaluate(
     store: &Store,
     data: &Dataset,
     device: &DeviceInfo,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<EvaluationRun, String> {
     let labels = &net.metadata.labels;
     let mapping: Vec<usize> = if labels.is_empty() {
@@ -44,55 +48,141 @@ pub fn evaluate(
     } else {
         labels.clone()
     };
-    let (preprocess, [channels, h, _]) = net.input_preprocess()?;
-    let transform = Arc::new(Transform {
+    let (preprocess, [channels, _, _]) = net.input_preprocess()?;
+    let transform = Transform {
         preprocess,
         channels,
         augment: None,
-    });
+        boxes: None,
+    };
     let ends_in_softmax = net.ends_in_softmax();
+    let mut acc = Accumulator::new(classes);
+    let samples = &data.samples;
+    let failed = over_images(
+        net,
+        store,
+        samples,
+        transform,
+        device,
+        progress,
+        |b, values, _| {
+            let c = values.len() / b.indices.len();
+            for (j, (&label, &idx)) in b.labels.iter().zip(&b.indices).enumerate() {
+                let row = &values[j * c..(j + 1) * c];
+                acc.add(
+                    &probabilities(row, ends_in_softmax),
+                    mapping[label],
+                    samples[idx].path.clone(),
+                );
+            }
+            Ok(())
+        },
+    )?;
+    Ok(EvaluationRun {
+        evaluation: acc.finish(),
+        failed,
+    })
+}
+
+/// A detector on a box dataset ([`Task::Detect`](crate::data::Task)): AP per class, PR
+/// curves and each image's boxes and mistakes, with the images that could not be read. The
+/// dataset's classes must be the detector's, in its order.
+pub fn evaluate_detector(
+    net: &Network,
+    store: &Store,
+    data: &Dataset,
+    fit: Fit,
+    device: &DeviceInfo,
+    progress: impl FnMut(usize, usize),
+) -> Result<(DetectionEvaluation, Vec<Skipped>), String> {
+    let spec = DetectionSpec::of(net).ok_or("the network has no detection head")?;
+    if spec.classes != data.classes {
+        return Err(format!(
+            "the detector finds {:?} but the dataset's classes are {:?}",
+            spec.classes, data.classes
+        ));
+    }
+    let (preprocess, [channels, _, _]) = net.input_preprocess()?;
+    let transform = Transform {
+        preprocess,
+        channels,
+        augment: None,
+        boxes: Some(BoxFraming { fit, augment: None }),
+    };
+    let mut collector = Collector::new(spec);
+    let samples = &data.samples;
+    let failed = over_images(
+        net,
+        store,
+        samples,
+        transform,
+        device,
+        progress,
+        |b, values, dims| {
+            let per = values.len() / b.indices.len();
+            let [_, _, h, w] = dims[..] else {
+                return Err(format!("the detection output is {dims:?}, not N×C×H×W"));
+            };
+            for (j, (f, &idx)) in b.framed.iter().zip(&b.indices).enumerate() {
+                let s = &samples[idx];
+                collector.add(
+                    &values[j * per..(j + 1) * per],
+                    (h, w),
+                    f,
+                    s.path.clone(),
+                    &s.objects,
+                );
+            }
+            Ok(())
+        },
+    )?;
+    Ok((collector.finish(), failed))
+}
+
+/// Runs `net` (inference rewrites applied) over every image of `samples` in batches of 32,
+/// handing each batch that decoded, with its first output's values and dims, to `each`.
+/// Returns the images that could not be read.
+fn over_images(
+    net: &Network,
+    store: &Store,
+    samples: &[Sample],
+    transform: Transform,
+    device: &DeviceInfo,
+    mut progress: impl FnMut(usize, usize),
+    mut each: impl FnMut(&Batch, &[f32], &[usize]) -> Result<(), String>,
+) -> Result<Vec<Skipped>, String> {
     let (fnet, fstore) = optimize::for_inference(net, store);
     let model = Model::build(&fnet, &fstore, &device.device).map_err(|e| e.to_string())?;
-    let samples = Arc::new(data.samples.clone());
+    let side = transform.preprocess.crop;
+    let channels = transform.channels;
+    let samples = Arc::new(samples.to_vec());
     let order: Vec<usize> = (0..samples.len()).collect();
     let rx = spawn_batches(
         samples.clone(),
         order,
         32,
-        transform,
+        Arc::new(transform),
         0,
         0,
         2,
         Arc::new(AtomicBool::new(false)),
     )?;
-    let mut acc = Accumulator::new(classes);
     let mut failed = Vec::new();
     let mut done = 0;
-    for b in rx {
+    for mut b in rx {
         done += b.indices.len() + b.failed.len();
-        failed.extend(b.failed);
-        if b.indices.is_empty() {
-            continue;
-        }
-        let k = b.indices.len();
-        let x = Value::from_data(&[k, channels, h, h], b.data, &device.device);
-        let out = model
-            .forward(x, Mode::Inference)
-            .map_err(|e| e.to_string())?;
-        let values = out[0].to_vec()?;
-        let c = values.len() / k;
-        for (j, (&label, &idx)) in b.labels.iter().zip(&b.indices).enumerate() {
-            let row = &values[j * c..(j + 1) * c];
-            acc.add(
-                &probabilities(row, ends_in_softmax),
-                mapping[label],
-                samples[idx].path.clone(),
-            );
+        failed.append(&mut b.failed);
+        if !b.indices.is_empty() {
+            let k = b.indices.len();
+            let data = std::mem::take(&mut b.data);
+            let x = Value::from_data(&[k, channels, side, side], data, &device.device);
+            let out = model
+                .forward(x, Mode::Inference)
+                .map_err(|e| e.to_string())?;
+            let first = out.first().ok_or("the network gave no output")?;
+            each(&b, &first.to_vec()?, &first.dims())?;
         }
         progress(done, samples.len());
     }
-    Ok(EvaluationRun {
-        evaluation: acc.finish(),
-        failed,
-    })
+    Ok(failed)
 }

@@ -1,6 +1,7 @@
 //! What a training session reports, over a channel, as it runs.
 
 use super::metrics::Evaluation;
+use crate::detect::evaluate::DetectionEvaluation;
 use crate::graph::Network;
 use crate::weights::Store;
 use serde::{Deserialize, Serialize};
@@ -11,9 +12,20 @@ pub struct IterationRecord {
     pub epoch: usize,
     pub iteration: usize,
     pub loss: f64,
+    /// The batch's accuracy (NaN for a detector, which has none per batch).
     pub accuracy: f64,
     pub learning_rate: f64,
     pub images_per_sec: f64,
+    /// A detector's loss terms (unweighted), each plotted on its own.
+    #[serde(default)]
+    pub terms: Option<LossTerms>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LossTerms {
+    pub box_: f64,
+    pub objectness: f64,
+    pub class: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,7 +33,19 @@ pub struct ValidationRecord {
     pub epoch: usize,
     pub iteration: usize,
     pub loss: f64,
+    /// Accuracy; a detector's mAP@0.5.
     pub accuracy: f64,
+    /// A detector's mean average precision.
+    #[serde(default)]
+    pub map: Option<MapScores>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MapScores {
+    /// VOC mAP at IoU 0.5.
+    pub map50: f64,
+    /// COCO mAP over IoU 0.5…0.95.
+    pub map: f64,
 }
 
 /// Everything a run measured, for plots and reports.
@@ -51,8 +75,10 @@ pub struct Outcome {
     pub store: Store,
     pub history: History,
     pub reason: StopReason,
-    /// On the validation images, with the returned weights.
+    /// On the validation images, with the returned weights (a classifier's).
     pub evaluation: Option<Evaluation>,
+    /// A detector's results on the validation images, with the returned weights.
+    pub detection: Option<DetectionEvaluation>,
     pub final_train_loss: f64,
     pub final_train_accuracy: f64,
     /// Mean training throughput.

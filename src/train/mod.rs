@@ -13,8 +13,11 @@ mod prepare;
 pub mod session;
 mod trainer;
 
-pub use events::{History, IterationRecord, Outcome, StopReason, TrainEvent, ValidationRecord};
+pub use events::{
+    History, IterationRecord, LossTerms, MapScores, Outcome, StopReason, TrainEvent,
+    ValidationRecord,
+};
 pub use metrics::Evaluation;
-pub use options::{Schedule, Solver, TrainingOptions};
+pub use options::{DetectionOptions, Schedule, Solver, TrainingOptions};
 pub use session::{Control, Session, TrainJob, Waker};
 pub use trainer::load_dataset;

@@ -1,6 +1,8 @@
 //! What a training run does, as the user sets it (saved in projects as RON).
 
 use crate::data::Augmentation;
+use crate::detect::loss::LossWeights;
+use crate::detect::transform::{BoxAugmentation, Fit};
 use crate::engine::DeviceChoice;
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +51,33 @@ pub struct TrainingOptions {
     pub augmentation: Option<Augmentation>,
     /// Compute a frozen prefix's activations once and train only the rest (when possible).
     pub cache_features: bool,
+    /// What a detector's training adds (box datasets only).
+    pub detection: DetectionOptions,
+}
+
+/// A detector's training: how images meet the input, how boxes move with augmentation, and
+/// the loss terms' weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DetectionOptions {
+    /// Anchor boxes per cell when the window adds a head (k-means on the training boxes).
+    pub anchors: usize,
+    pub fit: Fit,
+    /// Training-time augmentation that moves the boxes; `None` trains on the fitted view
+    /// (and lets a frozen backbone's features be cached).
+    pub augmentation: Option<BoxAugmentation>,
+    pub loss: LossWeights,
+}
+
+impl Default for DetectionOptions {
+    fn default() -> Self {
+        Self {
+            anchors: 5,
+            fit: Fit::Letterbox,
+            augmentation: Some(BoxAugmentation::default()),
+            loss: LossWeights::default(),
+        }
+    }
 }
 
 impl Default for TrainingOptions {
@@ -69,6 +98,7 @@ impl Default for TrainingOptions {
             device: DeviceChoice::Auto,
             augmentation: None,
             cache_features: true,
+            detection: DetectionOptions::default(),
         }
     }
 }

@@ -5,8 +5,12 @@ use super::cache::Features;
 use super::metrics::{Accumulator, Evaluation, argmax, softmax};
 use super::session::Reporter;
 use crate::data::folder::Sample;
-use crate::data::loader::{Transform, spawn_batches};
+use crate::data::loader::{Framed, Transform, spawn_batches};
+use crate::detect::evaluate::{Collector, DetectionEvaluation};
+use crate::detect::loss::{LossWeights, loss};
+use crate::detect::yolo::targets;
 use crate::engine::{Mode, Model, Params, Value};
+use crate::graph::edit::DetectionSpec;
 use burn::module::Module;
 use burn::tensor::Device;
 use rand::SeedableRng;
@@ -35,10 +39,12 @@ impl Source {
     }
 }
 
-/// A batch ready for the model: values, labels, and the source indices.
+/// A batch ready for the model: values, labels, boxes as framed (box datasets), and the
+/// source indices.
 pub(super) struct Ready {
     pub(super) data: Vec<f32>,
     pub(super) labels: Vec<usize>,
+    pub(super) framed: Vec<Framed>,
     pub(super) indices: Vec<usize>,
 }
 
@@ -69,9 +75,15 @@ pub(super) fn for_each_batch(
                     data.extend_from_slice(&feat.data[i * per..(i + 1) * per]);
                 }
                 let labels = chunk.iter().map(|&i| feat.labels[i]).collect();
+                let framed = if feat.framed.is_empty() {
+                    Vec::new()
+                } else {
+                    chunk.iter().map(|&i| feat.framed[i].clone()).collect()
+                };
                 if !f(Ready {
                     data,
                     labels,
+                    framed,
                     indices: chunk.iter().map(|&i| feat.kept[i]).collect(),
                 })? {
                     break;
@@ -99,6 +111,7 @@ pub(super) fn for_each_batch(
                 if !f(Ready {
                     data: b.data,
                     labels: b.labels,
+                    framed: b.framed,
                     indices: b.indices,
                 })? {
                     break;
@@ -198,4 +211,58 @@ pub(super) fn evaluate_source(
         acc.add(&softmax(logits), label, samples[idx].path.clone());
     })?;
     Ok(acc.finish())
+}
+
+/// A detector over every item of a source, in inference mode: each image's map decoded and
+/// matched against its sample's boxes, and the detection loss per image (validation's loss).
+pub(super) fn detection_pass(
+    model: &Model,
+    params: &Params,
+    source: &Source,
+    samples: &[Sample],
+    spec: &DetectionSpec,
+    weights: &LossWeights,
+    feed: &Feeder,
+) -> Result<DetectionEvaluation, String> {
+    let order: Vec<usize> = (0..source.len()).collect();
+    let frozen = params.clone().no_grad();
+    let device = model.device().clone();
+    let dims = model.plan.input_dims().to_vec();
+    let mut collector = Collector::new(spec.clone());
+    for_each_batch(source, &order, 0, feed, |b| {
+        let k = b.indices.len();
+        let out = model
+            .plan
+            .forward(
+                &frozen,
+                to_input(b.data, k, &dims, &device),
+                Mode::Inference,
+            )
+            .map_err(|e| e.to_string())?;
+        let map = out[0].clone();
+        let host = map.to_vec()?;
+        let pred = map.into_r4()?;
+        let [_, _, h, w] = pred.dims();
+        let wanted: Vec<_> = b
+            .framed
+            .iter()
+            .map(|f| targets(&f.objects, spec, (h, w)))
+            .collect();
+        let l = loss(pred, &wanted, spec, weights, &device)?;
+        let total = crate::engine::params::to_vec(&l.total)?[0] as f64;
+        collector.add_loss(total * k as f64, k);
+        let per = host.len() / k.max(1);
+        for (j, (f, &idx)) in b.framed.iter().zip(&b.indices).enumerate() {
+            let s = &samples[idx];
+            collector.add(
+                &host[j * per..(j + 1) * per],
+                (h, w),
+                f,
+                s.path.clone(),
+                &s.objects,
+            );
+        }
+        Ok(true)
+    })?;
+    Ok(collector.finish())
 }

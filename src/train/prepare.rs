@@ -6,11 +6,13 @@ use super::checkpoint;
 use super::events::{History, TrainEvent};
 use super::passes::Source;
 use super::session::{Control, Reporter, TrainJob};
+use crate::data::Task;
 use crate::data::folder::Sample;
-use crate::data::loader::Transform;
+use crate::data::loader::{BoxFraming, Transform};
 use crate::engine::{Model, select_device};
 use crate::graph::Network;
 use crate::graph::analyze::analyze;
+use crate::graph::edit::DetectionSpec;
 use crate::weights::Store;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -36,6 +38,8 @@ pub(super) struct Prepared {
     pub(super) preprocess: crate::graph::Preprocess,
     pub(super) channels: usize,
     pub(super) dev: crate::engine::DeviceInfo,
+    /// What a detector's head predicts (box datasets).
+    pub(super) detection: Option<DetectionSpec>,
 }
 
 /// Checks the job (options, data, network, head size, input) and picks the device.
@@ -58,24 +62,48 @@ pub(super) fn prepare(job: &TrainJob, reporter: &Reporter) -> Result<Prepared, S
         return Err(format!("the network is not valid: {e}"));
     }
     let classes = train.classes.clone();
-    let logits_net = logits_network(network);
+    let detection = match train.task {
+        Task::Classify => None,
+        Task::Detect => Some(detection_spec(network, &classes)?),
+    };
+    let logits_net = if detection.is_some() {
+        network.clone()
+    } else {
+        logits_network(network)
+    };
     let (shapes, _) = crate::graph::shape::infer(&logits_net, store, 1);
-    let out_len = logits_net
-        .outputs
-        .first()
-        .and_then(|o| shapes.get(o))
-        .map(|s| s.iter().skip(1).product::<usize>());
-    if out_len != Some(classes.len()) {
-        return Err(format!(
-            "the network has {} outputs but the dataset has {} classes; adapt the head to the dataset first",
-            out_len.unwrap_or(0),
-            classes.len()
-        ));
+    let out_shape = logits_net.outputs.first().and_then(|o| shapes.get(o));
+    match &detection {
+        None => {
+            let out_len = out_shape.map(|s| s.iter().skip(1).product::<usize>());
+            if out_len != Some(classes.len()) {
+                return Err(format!(
+                    "the network has {} outputs but the dataset has {} classes; adapt the head to the dataset first",
+                    out_len.unwrap_or(0),
+                    classes.len()
+                ));
+            }
+        }
+        Some(spec) => {
+            let want = spec.anchors.len() * spec.per_anchor();
+            if !matches!(out_shape.map(Vec::as_slice), Some([_, c, _, _]) if *c == want) {
+                return Err(format!(
+                    "the detection head's output is {out_shape:?}, not N×{want}×H×W ({} anchors × (5 + {} classes))",
+                    spec.anchors.len(),
+                    spec.classes.len()
+                ));
+            }
+        }
     }
     let (preprocess, [channels, h, w]) = network.input_preprocess()?;
     if channels != 1 && channels != 3 {
         return Err(format!(
             "the network takes {channels}×{h}×{w}; Graft trains on 1- or 3-channel images"
+        ));
+    }
+    if detection.is_some() && h != w {
+        return Err(format!(
+            "a detector takes square images; this network takes {h}×{w}"
         ));
     }
     let dev = select_device(options.device)?;
@@ -90,7 +118,22 @@ pub(super) fn prepare(job: &TrainJob, reporter: &Reporter) -> Result<Prepared, S
         preprocess,
         channels,
         dev,
+        detection,
     })
+}
+
+/// A box dataset's detector: the head's spec, for the dataset's classes.
+fn detection_spec(network: &Network, classes: &[String]) -> Result<DetectionSpec, String> {
+    let spec = DetectionSpec::of(network).ok_or(
+        "the dataset has boxes but the network has no detection head; add one (Network → Add detection head, or graft train --task detect)",
+    )?;
+    if spec.classes != classes {
+        return Err(format!(
+            "the detection head predicts {:?} but the dataset's classes are {:?}; add the head again for this dataset",
+            spec.classes, classes
+        ));
+    }
+    Ok(spec)
 }
 
 /// Where training and validation batches come from, and the network that trains on them.
@@ -111,16 +154,28 @@ pub(super) fn build_sources(
     control: &Control,
 ) -> Result<Sources, String> {
     let (options, store) = (&job.options, &job.store);
+    let d = &options.detection;
+    let framing = |augment| {
+        p.detection.as_ref().map(|_| BoxFraming {
+            fit: d.fit,
+            augment,
+        })
+    };
     let eval_transform = Arc::new(Transform {
         preprocess: p.preprocess.clone(),
         channels: p.channels,
         augment: None,
+        boxes: framing(None),
     });
-    let augmenting = options.augmentation.as_ref().is_some_and(|a| a.is_active());
+    let augmenting = match &p.detection {
+        None => options.augmentation.as_ref().is_some_and(|a| a.is_active()),
+        Some(_) => d.augmentation.is_some(),
+    };
     let train_transform = Arc::new(Transform {
         preprocess: p.preprocess.clone(),
         channels: p.channels,
         augment: options.augmentation.clone(),
+        boxes: framing(d.augmentation.clone()),
     });
     let cut = if options.cache_features && !augmenting {
         cache::find_cut(&p.logits_net, store)
@@ -221,8 +276,12 @@ pub(super) fn fingerprint(job: &TrainJob) -> String {
             .collect::<Vec<_>>()
             .join(","),
         &format!(
-            "{:?}{}{:?}{}",
-            options.solver, options.batch_size, options.augmentation, options.seed
+            "{:?}{}{:?}{}{:?}",
+            options.solver,
+            options.batch_size,
+            options.augmentation,
+            options.seed,
+            options.detection
         ),
     ])
 }

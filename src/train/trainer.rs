@@ -2,20 +2,24 @@
 //! `passes.rs` feeds it batches; here are the epochs, the steps, checkpoints and the outcome.
 
 use super::checkpoint::{self, Checkpoint};
-use super::events::{IterationRecord, Outcome, StopReason, TrainEvent, ValidationRecord};
+use super::events::{
+    IterationRecord, LossTerms, MapScores, Outcome, StopReason, TrainEvent, ValidationRecord,
+};
 use super::metrics::argmax;
 use super::optim::{GroupedOptimizer, Groups};
 use super::options::TrainingOptions;
 use super::passes::{
-    Feeder, Ready, epoch_order, evaluate_source, for_each_batch, to_input, validate,
+    Feeder, Ready, detection_pass, epoch_order, evaluate_source, for_each_batch, to_input, validate,
 };
 use super::prepare::{
     Prepared, Progress, Sources, build_sources, fingerprint, prepare, resume_from,
 };
 use super::session::{Control, Reporter, TrainJob};
 use crate::data::Dataset;
-use crate::engine::{Mode, Model, Params};
+use crate::detect::yolo::targets;
+use crate::engine::{Mode, Model, Params, Value};
 use crate::graph::Network;
+use crate::graph::edit::DetectionSpec;
 use crate::weights::Store;
 use burn::tensor::{Device, Tensor, TensorData};
 use std::sync::Arc;
@@ -89,7 +93,12 @@ pub(crate) fn run(
         if end != EpochEnd::Completed {
             run.reason = StopReason::EarlyStopped;
             reporter.message(format!(
-                "Stopped early: validation loss did not improve for {} validations.",
+                "Stopped early: validation {} did not improve for {} validations.",
+                if run.detection.is_some() {
+                    "mAP@0.5"
+                } else {
+                    "loss"
+                },
                 run.progress.since_best
             ));
             break;
@@ -126,6 +135,8 @@ struct Run<'a> {
     fingerprint: String,
     checkpoint: Option<std::path::PathBuf>,
     train_device: Device,
+    /// What a detector's head predicts; `None` trains a classifier.
+    detection: Option<DetectionSpec>,
     per_epoch: usize,
     cancel: Arc<AtomicBool>,
     reason: StopReason,
@@ -180,6 +191,7 @@ impl<'a> Run<'a> {
             fingerprint,
             checkpoint: job.checkpoint.clone(),
             train_device,
+            detection: p.detection.clone(),
             per_epoch: sources.train.len().div_ceil(options.batch_size),
             cancel: Arc::new(AtomicBool::new(false)),
             reason: StopReason::Completed,
@@ -203,31 +215,92 @@ impl<'a> Run<'a> {
         self.sources.val.len() > 0
     }
 
-    /// Validates now; true when early stopping says to stop.
+    /// Validates now; true when early stopping says to stop. The best point is the lowest
+    /// validation loss for a classifier, the highest mAP@0.5 for a detector (its loss mixes
+    /// terms whose balance shifts as it learns; mAP is what the user judges it by).
     fn validate_now(&mut self, epoch: usize) -> Result<bool, String> {
-        let (loss, accuracy) = validate(
-            &self.model,
-            &self.model.params,
-            &self.sources.val,
-            &self.feeder(false),
-        )?;
+        let (loss, accuracy, map) = match (&self.detection, self.validation) {
+            (Some(spec), Some(v)) => {
+                let e = detection_pass(
+                    &self.model,
+                    &self.model.params,
+                    &self.sources.val,
+                    &v.samples,
+                    spec,
+                    &self.options.detection.loss,
+                    &self.feeder(false),
+                )?;
+                let scores = MapScores {
+                    map50: e.report.map50 as f64,
+                    map: e.report.map as f64,
+                };
+                (e.loss, scores.map50, Some(scores))
+            }
+            _ => {
+                let (loss, accuracy) = validate(
+                    &self.model,
+                    &self.model.params,
+                    &self.sources.val,
+                    &self.feeder(false),
+                )?;
+                (loss, accuracy, None)
+            }
+        };
         let rec = ValidationRecord {
             epoch: epoch + 1,
             iteration: self.progress.iteration,
             loss,
             accuracy,
+            map,
         };
         self.progress.history.validations.push(rec.clone());
         self.reporter.send(TrainEvent::Validation(rec));
+        // Lower is better: the loss, or a detector's mAP negated.
+        let score = match map {
+            Some(m) => -m.map50,
+            None => loss,
+        };
         let p = &mut self.progress;
-        if p.best_val_loss.is_none_or(|b| loss < b) {
-            p.best_val_loss = Some(loss);
+        if p.best_val_loss.is_none_or(|b| score < b) {
+            p.best_val_loss = Some(score);
             p.since_best = 0;
-            self.best_params = Some(self.model.params.clone());
+            self.best_params = Some(self.model.params.snapshot());
         } else {
             p.since_best += 1;
         }
         Ok(self.options.patience.is_some_and(|n| p.since_best >= n))
+    }
+
+    /// The batch's loss, its accuracy (NaN for a detector) and a detector's loss terms.
+    fn batch_loss(
+        &self,
+        out: Value,
+        b: &Ready,
+    ) -> Result<(Tensor<1>, f64, Option<LossTerms>), String> {
+        let Some(spec) = &self.detection else {
+            let (loss, accuracy) = cross_entropy(out.into_r2()?, &b.labels, &self.train_device)?;
+            return Ok((loss, accuracy, None));
+        };
+        let pred = out.into_r4()?;
+        let [_, _, h, w] = pred.dims();
+        let wanted: Vec<_> = b
+            .framed
+            .iter()
+            .map(|f| targets(&f.objects, spec, (h, w)))
+            .collect();
+        let l = crate::detect::loss::loss(
+            pred,
+            &wanted,
+            spec,
+            &self.options.detection.loss,
+            &self.train_device,
+        )?;
+        let terms = LossTerms {
+            box_: l.box_ as f64,
+            objectness: l.objectness as f64,
+            class: l.class as f64,
+        };
+        Ok((l.total, f64::NAN, Some(terms)))
     }
 
     /// One epoch of steps and the validations due in it.
@@ -297,21 +370,20 @@ impl<'a> Run<'a> {
     /// One optimizer step on a batch.
     fn step(
         &mut self,
-        b: Ready,
+        mut b: Ready,
         epoch: usize,
         in_epoch: usize,
         dims: &[usize],
     ) -> Result<(), String> {
         let t = Instant::now();
-        let k = b.labels.len();
-        let x = to_input(b.data, k, dims, &self.train_device);
+        let k = b.indices.len();
+        let x = to_input(std::mem::take(&mut b.data), k, dims, &self.train_device);
         let out = self
             .model
             .plan
             .forward(&self.model.params, x, Mode::Train)
             .map_err(|e| e.to_string())?;
-        let (loss, accuracy) =
-            cross_entropy(out[0].clone().into_r2()?, &b.labels, &self.train_device)?;
+        let (loss, accuracy, terms) = self.batch_loss(out[0].clone(), &b)?;
         let loss_value = crate::engine::params::to_vec(&loss.clone().detach())?[0] as f64;
         if !loss_value.is_finite() {
             return Err(format!(
@@ -337,6 +409,7 @@ impl<'a> Run<'a> {
             accuracy,
             learning_rate: lr,
             images_per_sec: k as f64 / secs.max(1e-9),
+            terms,
         };
         self.progress.history.iterations.push(rec.clone());
         self.reporter.send(TrainEvent::Iteration(rec));
@@ -393,25 +466,48 @@ impl<'a> Run<'a> {
             .plan
             .write_back(&final_params, &mut store)
             .map_err(|e| e.to_string())?;
-        let evaluation = match self.validation {
-            Some(v) if self.has_val() => Some(evaluate_source(
-                &self.model,
-                &final_params,
-                &self.sources.val,
-                &v.samples,
-                &classes,
-                &self.feeder(false),
-            )?),
-            _ => None,
-        };
+        let (mut evaluation, mut detection) = (None, None);
+        match (self.validation, &self.detection) {
+            (Some(v), None) if self.has_val() => {
+                evaluation = Some(evaluate_source(
+                    &self.model,
+                    &final_params,
+                    &self.sources.val,
+                    &v.samples,
+                    &classes,
+                    &self.feeder(false),
+                )?);
+            }
+            (Some(v), Some(spec)) if self.has_val() => {
+                detection = Some(detection_pass(
+                    &self.model,
+                    &final_params,
+                    &self.sources.val,
+                    &v.samples,
+                    spec,
+                    &self.options.detection.loss,
+                    &self.feeder(false),
+                )?);
+            }
+            _ => {}
+        }
         let mut network = self.network.clone();
         network.metadata.labels = classes;
+        if let Some(spec) = &self.detection {
+            // The export says how its images were fitted, so every runtime frames them alike.
+            let spec = DetectionSpec {
+                fit: self.options.detection.fit,
+                ..spec.clone()
+            };
+            spec.write_to(&mut network);
+        }
         Ok(Outcome {
             network,
             store,
             history: self.progress.history,
             reason: self.reason,
             evaluation,
+            detection,
             final_train_loss: self.last.0,
             final_train_accuracy: self.last.1,
             images_per_sec: self.images_seen as f64 / self.train_secs.max(1e-9),

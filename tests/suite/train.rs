@@ -1,7 +1,7 @@
 //! End to end: a small network learns a tiny generated dataset; frozen weights keep their
 //! bytes; the export matches; a killed run resumes.
 
-mod common;
+use crate::common;
 
 use graft::data::Augmentation;
 use graft::engine::{DeviceChoice, Model};

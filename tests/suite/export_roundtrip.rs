@@ -2,7 +2,7 @@
 //! node names and the same outputs, and the exported file runs in an independent runtime
 //! (tract) with the same logits.
 
-mod common;
+use crate::common;
 
 use common::{max_rel_error, to_channels_first};
 use graft::engine::Model;

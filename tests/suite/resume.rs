@@ -1,7 +1,7 @@
 //! `graft train --resume` after the process was killed continues from the last checkpoint
 //! with the same data order, and ends with the weights an uninterrupted run gives.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

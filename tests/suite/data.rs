@@ -1,7 +1,7 @@
 //! Image folders: scanning, skipped files with reasons, clear errors for unusable datasets,
 //! stratified seeded splits, and every image kind decoded to RGB.
 
-mod common;
+use crate::common;
 
 use graft::data::{DataError, Dataset, scan};
 use image::{ImageBuffer, Luma, LumaA, Rgb, Rgba};

@@ -4,7 +4,7 @@
 //! command line (`graft models pull/path`, `graft inspect NAME`) on a catalogue naming a
 //! fixture.
 
-mod common;
+use crate::common;
 
 use graft::gallery::{Catalog, DownloadError, Entry, Layout, Place, Progress, pull, sha256_of};
 use std::io::{BufRead, BufReader, Write};

@@ -5,7 +5,7 @@
 //! the convolutions), as `graft infer` runs it; on the CPU, inference plans also run Graft's
 //! fused kernels (`engine/fast_cpu.rs`), so these fixtures check them on every architecture.
 
-mod common;
+use crate::common;
 
 use common::max_rel_error;
 use graft::engine::{Model, optimize};

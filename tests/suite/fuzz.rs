@@ -2,7 +2,7 @@
 //! (an op's type or attribute values, missing or extra inputs, empty or mis-shaped tensors,
 //! odd opsets, truncation, flipped bytes) must import to a network or to an error, never a
 //! panic; so must project files with damaged text, and replaying their edits. The counts of
-//! inputs tried are printed (`cargo test --release --test fuzz -- --nocapture`); the seed is
+//! inputs tried are printed (`cargo test --release --test suite fuzz:: -- --nocapture`); the seed is
 //! fixed, so a failure repeats.
 
 use graft::graph::analyze::analyze;

@@ -1,6 +1,6 @@
 //! Head adaptation on the literature's architectures, freezing, and undo/redo.
 
-mod common;
+use crate::common;
 
 use graft::engine::Model;
 use graft::graph::Op;
@@ -387,7 +387,7 @@ fn a_four_dimensional_classifier_output_becomes_class_scores() {
 }
 
 /// A detection head on a backbone (issue 10): on the default feature map (the deepest
-/// stride-32 one), ordinary nodes ending in one prediction map of anchors × (box,
+/// stride-16 one), ordinary nodes ending in one prediction map of anchors × (box,
 /// objectness, classes) channels, objectness starting near a 1 % prior; the spec travels in
 /// the metadata and through export; freezing the backbone leaves the head trainable; undo
 /// brings the classifier back; a node without a feature map is refused, naming it.
@@ -400,7 +400,7 @@ fn a_detection_head_goes_on_a_feature_map_as_ordinary_nodes() {
     let feature = default_feature(&net, &store).unwrap();
     let (shapes, _) = graft::graph::shape::infer(&net, &store, 1);
     let out = &net.node(&feature).unwrap().outputs[0];
-    assert_eq!(shapes[out][2..], [7, 7], "{feature}: stride 32 of 224");
+    assert_eq!(shapes[out][2..], [14, 14], "{feature}: stride 16 of 224");
     let anchors = vec![(30.0, 40.0), (80.0, 60.0), (150.0, 170.0)];
     let change = apply(
         &mut net,
@@ -416,10 +416,10 @@ fn a_detection_head_goes_on_a_feature_map_as_ordinary_nodes() {
     let spec = DetectionSpec::of(&net).unwrap();
     assert_eq!(
         (spec.stride, spec.anchors.clone(), spec.per_anchor()),
-        (32, anchors, 7)
+        (16, anchors, 7)
     );
     let (shapes, _) = graft::graph::shape::infer(&net, &store, 1);
-    assert_eq!(shapes[&net.outputs[0]], vec![1, 21, 7, 7]);
+    assert_eq!(shapes[&net.outputs[0]], vec![1, 21, 14, 14]);
     assert!(
         net.nodes
             .iter()
@@ -437,7 +437,7 @@ fn a_detection_head_goes_on_a_feature_map_as_ordinary_nodes() {
         .1
         .clone();
     // Channel 4 of each anchor (objectness): about ln(1/99) = −4.6 before any training.
-    let cells = 49;
+    let cells = 14 * 14;
     let objectness: Vec<f32> = (0..2)
         .flat_map(|b| (0..3).map(move |a| (b, a)))
         .flat_map(|(b, a)| {

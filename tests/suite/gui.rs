@@ -196,7 +196,7 @@ fn export_without_a_desktop_dialog_opens_the_in_window_browser() {
 }
 
 /// Each tab as the software renderer draws it, against the PNGs in tests/snapshots/
-/// (`UPDATE_SNAPSHOTS=1 cargo test --release --test gui` rewrites them after a deliberate
+/// (`UPDATE_SNAPSHOTS=1 cargo test --release --test suite gui::` rewrites them after a deliberate
 /// change; look at them before committing). The frame time, which differs every run, is
 /// hidden; everything else on screen is deterministic once the background work is done.
 #[test]
@@ -534,4 +534,71 @@ fn an_open_size_network_takes_its_size_from_the_data_then_from_the_inspector() {
     assert!(h.state().is_dirty(), "a chosen size is an unsaved change");
     let project = h.state().project();
     assert_eq!(project.input_size, Some(64));
+}
+
+/// Object detection in the window: open a YOLO box dataset, "Add detection head" (anchors
+/// from the boxes), freeze the backbone, train a few epochs on the CPU, see validation mAP in
+/// the plots' records and the results, then export a file whose decoding holds NMS.
+#[test]
+fn a_box_dataset_trains_a_detector_in_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("boxes");
+    crate::common::write_box_dataset(&data, 24, 5);
+    let mut h = harness();
+    wait_until(&mut h, "the default network", |a| {
+        a.workspace().is_some() && !a.is_busy()
+    });
+    h.state_mut().push(AppCommand::OpenDataset(data.clone()));
+    wait_until(&mut h, "the box dataset", |a| {
+        a.dataset_classes().is_some_and(|c| c == ["disc", "square"]) && !a.is_busy()
+    });
+    h.state_mut().push(AppCommand::SetTab(Tab::Network));
+    h.run_steps(2);
+    h.get_by_label("✚ Add detection head").click();
+    h.run_steps(3);
+    let spec = graft::graph::edit::DetectionSpec::of(&h.state().workspace().unwrap().network)
+        .expect("a detection head");
+    assert_eq!(spec.classes, ["disc", "square"]);
+    assert_eq!(
+        spec.anchors.len(),
+        5,
+        "the data panel's default anchor count"
+    );
+    h.get_by_label("🔒 Freeze backbone").click();
+    h.run_steps(3);
+
+    h.state_mut().push(AppCommand::SetTab(Tab::Training));
+    h.run_steps(2);
+    {
+        let o = h.state_mut().options_mut();
+        o.epochs = 3;
+        o.batch_size = 8;
+        o.learning_rate = 0.002;
+        o.device = graft::engine::DeviceChoice::Cpu;
+        o.detection.augmentation = None;
+    }
+    h.get_by_label("▶ Train").click();
+    wait_until(&mut h, "training to finish", |a| {
+        a.detection().is_some() && !a.is_busy()
+    });
+    let v = h.state().last_validation().expect("validations");
+    assert!(v.map.is_some(), "validation reports mAP: {v:?}");
+    let d = h.state().detection().unwrap();
+    assert_eq!(d.classes, ["disc", "square"]);
+    assert!(!d.images.is_empty());
+    h.state_mut().push(AppCommand::SetTab(Tab::Results));
+    h.run_steps(3);
+    h.get_by_label("🖼 Detect in an image…");
+
+    let path = dir.path().join("detector.onnx");
+    h.state_mut().push(AppCommand::Export(path.clone()));
+    wait_until(&mut h, "the export", |a| path.exists() && !a.is_busy());
+    let bytes = std::fs::read(&path).unwrap();
+    let model = <onnx_ir::ModelProto as onnx_ir::Message>::parse_from_bytes(&bytes).unwrap();
+    let graph = model.graph.as_ref().unwrap();
+    assert!(graph.node.iter().any(|n| n.op_type == "NonMaxSuppression"));
+    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(outputs[..4], ["boxes", "scores", "classes", "batch_index"]);
+    let again = graft::onnx::import(&path).unwrap();
+    assert!(graft::graph::edit::DetectionSpec::of(&again.network).is_some());
 }
