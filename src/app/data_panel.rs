@@ -278,7 +278,20 @@ pub fn data_ui(
     }
     ui.separator();
     // Split.
-    if let Some(s) = &mut state.settings {
+    let own_validation = state.validation.as_ref().filter(|_| {
+        state
+            .settings
+            .as_ref()
+            .is_some_and(|s| s.val_root.is_none())
+    });
+    if let Some(v) = own_validation {
+        // A box dataset that names its own validation images (YOLO's `val:`).
+        ui.label(format!(
+            "Validation: {} ({} images, named by the dataset)",
+            v.root.display(),
+            v.samples.len()
+        ));
+    } else if let Some(s) = &mut state.settings {
         ui.horizontal(|ui| match &s.val_root {
             Some(v) => {
                 ui.label(format!("Validation: {}", v.display()));

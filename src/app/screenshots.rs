@@ -149,9 +149,18 @@ impl Script {
                 }
             }
             62 => self.shoot(ctx, "data_boxes"),
+            // Each command's edit lands a frame later, so the next waits.
             63 => {
                 app.push(AppCommand::AddDetectionHead);
+                self.stage = 70;
+                self.wait = 5;
+            }
+            70 => {
                 app.push(AppCommand::FreezeBackbone);
+                self.stage = 71;
+                self.wait = 5;
+            }
+            71 => {
                 app.options.epochs = 30;
                 app.options.batch_size = 16;
                 app.options.learning_rate = 1e-3;

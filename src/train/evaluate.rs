@@ -48,13 +48,6 @@ pub fn evaluate(
     } else {
         labels.clone()
     };
-    let (preprocess, [channels, _, _]) = net.input_preprocess()?;
-    let transform = Transform {
-        preprocess,
-        channels,
-        augment: None,
-        boxes: None,
-    };
     let ends_in_softmax = net.ends_in_softmax();
     let mut acc = Accumulator::new(classes);
     let samples = &data.samples;
@@ -62,7 +55,7 @@ pub fn evaluate(
         net,
         store,
         samples,
-        transform,
+        None,
         device,
         progress,
         |b, values, _| {
@@ -102,20 +95,14 @@ pub fn evaluate_detector(
             spec.classes, data.classes
         ));
     }
-    let (preprocess, [channels, _, _]) = net.input_preprocess()?;
-    let transform = Transform {
-        preprocess,
-        channels,
-        augment: None,
-        boxes: Some(BoxFraming { fit, augment: None }),
-    };
+    let framing = BoxFraming { fit, augment: None };
     let mut collector = Collector::new(spec);
     let samples = &data.samples;
     let failed = over_images(
         net,
         store,
         samples,
-        transform,
+        Some(framing),
         device,
         progress,
         |b, values, dims| {
@@ -140,21 +127,28 @@ pub fn evaluate_detector(
 }
 
 /// Runs `net` (inference rewrites applied) over every image of `samples` in batches of 32,
-/// handing each batch that decoded, with its first output's values and dims, to `each`.
-/// Returns the images that could not be read.
+/// with its own preprocessing (a detector's images framed by `boxes`), handing each batch
+/// that decoded, with its first output's values and dims, to `each`. Returns the images
+/// that could not be read.
 fn over_images(
     net: &Network,
     store: &Store,
     samples: &[Sample],
-    transform: Transform,
+    boxes: Option<BoxFraming>,
     device: &DeviceInfo,
     mut progress: impl FnMut(usize, usize),
     mut each: impl FnMut(&Batch, &[f32], &[usize]) -> Result<(), String>,
 ) -> Result<Vec<Skipped>, String> {
+    let (preprocess, [channels, _, _]) = net.input_preprocess()?;
+    let side = preprocess.crop;
+    let transform = Transform {
+        preprocess,
+        channels,
+        augment: None,
+        boxes,
+    };
     let (fnet, fstore) = optimize::for_inference(net, store);
     let model = Model::build(&fnet, &fstore, &device.device).map_err(|e| e.to_string())?;
-    let side = transform.preprocess.crop;
-    let channels = transform.channels;
     let samples = Arc::new(samples.to_vec());
     let order: Vec<usize> = (0..samples.len()).collect();
     let rx = spawn_batches(

@@ -140,9 +140,34 @@ pub(super) fn to_input(data: Vec<f32>, n: usize, dims: &[usize], device: &Device
     Value::from_data(&shape, data, device)
 }
 
-/// Runs the model in inference mode (no gradient graph) over every item of a source, in
-/// order, and hands each item's logits to `each` with its label and sample index. Validation
-/// and the final evaluation both go through here.
+/// Runs the model in inference mode (no gradient graph) over every batch of a source, in
+/// order, handing each batch (its labels, boxes, indices; not its data) and the first
+/// output to `each`. Validation and the final evaluation of both tasks go through here.
+fn forward_batches(
+    model: &Model,
+    params: &Params,
+    source: &Source,
+    feed: &Feeder,
+    mut each: impl FnMut(&Ready, Value) -> Result<(), String>,
+) -> Result<(), String> {
+    let order: Vec<usize> = (0..source.len()).collect();
+    let frozen = params.clone().no_grad();
+    let device = model.device().clone();
+    let dims = model.plan.input_dims().to_vec();
+    for_each_batch(source, &order, 0, feed, |mut b| {
+        let k = b.indices.len();
+        let x = to_input(std::mem::take(&mut b.data), k, &dims, &device);
+        let out = model
+            .plan
+            .forward(&frozen, x, Mode::Inference)
+            .map_err(|e| e.to_string())?;
+        let first = out.into_iter().next().ok_or("the network gave no output")?;
+        each(&b, first)?;
+        Ok(true)
+    })
+}
+
+/// Each item's logits, with its label and sample index (a classifier's passes).
 pub(super) fn inference_pass(
     model: &Model,
     params: &Params,
@@ -150,27 +175,31 @@ pub(super) fn inference_pass(
     feed: &Feeder,
     mut each: impl FnMut(&[f32], usize, usize),
 ) -> Result<(), String> {
-    let order: Vec<usize> = (0..source.len()).collect();
-    let frozen = params.clone().no_grad();
-    let device = model.device().clone();
-    let dims = model.plan.input_dims().to_vec();
-    for_each_batch(source, &order, 0, feed, |b| {
-        let k = b.labels.len();
-        let out = model
-            .plan
-            .forward(
-                &frozen,
-                to_input(b.data, k, &dims, &device),
-                Mode::Inference,
-            )
-            .map_err(|e| e.to_string())?;
-        let logits = out[0].to_vec()?;
-        let c = logits.len() / k.max(1);
+    forward_batches(model, params, source, feed, |b, out| {
+        let logits = out.to_vec()?;
+        let c = logits.len() / b.indices.len().max(1);
         for (j, (&label, &idx)) in b.labels.iter().zip(&b.indices).enumerate() {
             each(&logits[j * c..(j + 1) * c], label, idx);
         }
-        Ok(true)
+        Ok(())
     })
+}
+
+/// The detection loss of a batch's prediction maps against its framed boxes (training steps
+/// and validation alike).
+pub(super) fn framed_loss(
+    pred: burn::tensor::Tensor<4>,
+    framed: &[Framed],
+    spec: &DetectionSpec,
+    weights: &LossWeights,
+    device: &burn::tensor::Device,
+) -> Result<crate::detect::loss::Loss, String> {
+    let [_, _, h, w] = pred.dims();
+    let wanted: Vec<_> = framed
+        .iter()
+        .map(|f| targets(&f.objects, spec, (h, w)))
+        .collect();
+    loss(pred, &wanted, spec, weights, device)
 }
 
 /// Mean cross-entropy and accuracy over a source.
@@ -224,31 +253,14 @@ pub(super) fn detection_pass(
     weights: &LossWeights,
     feed: &Feeder,
 ) -> Result<DetectionEvaluation, String> {
-    let order: Vec<usize> = (0..source.len()).collect();
-    let frozen = params.clone().no_grad();
     let device = model.device().clone();
-    let dims = model.plan.input_dims().to_vec();
     let mut collector = Collector::new(spec.clone());
-    for_each_batch(source, &order, 0, feed, |b| {
+    forward_batches(model, params, source, feed, |b, map| {
         let k = b.indices.len();
-        let out = model
-            .plan
-            .forward(
-                &frozen,
-                to_input(b.data, k, &dims, &device),
-                Mode::Inference,
-            )
-            .map_err(|e| e.to_string())?;
-        let map = out[0].clone();
         let host = map.to_vec()?;
         let pred = map.into_r4()?;
         let [_, _, h, w] = pred.dims();
-        let wanted: Vec<_> = b
-            .framed
-            .iter()
-            .map(|f| targets(&f.objects, spec, (h, w)))
-            .collect();
-        let l = loss(pred, &wanted, spec, weights, &device)?;
+        let l = framed_loss(pred, &b.framed, spec, weights, &device)?;
         let total = crate::engine::params::to_vec(&l.total)?[0] as f64;
         collector.add_loss(total * k as f64, k);
         let per = host.len() / k.max(1);
@@ -262,7 +274,7 @@ pub(super) fn detection_pass(
                 &s.objects,
             );
         }
-        Ok(true)
+        Ok(())
     })?;
     Ok(collector.finish())
 }

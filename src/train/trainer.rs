@@ -9,14 +9,14 @@ use super::metrics::argmax;
 use super::optim::{GroupedOptimizer, Groups};
 use super::options::TrainingOptions;
 use super::passes::{
-    Feeder, Ready, detection_pass, epoch_order, evaluate_source, for_each_batch, to_input, validate,
+    Feeder, Ready, detection_pass, epoch_order, evaluate_source, for_each_batch, framed_loss,
+    to_input, validate,
 };
 use super::prepare::{
     Prepared, Progress, Sources, build_sources, fingerprint, prepare, resume_from,
 };
 use super::session::{Control, Reporter, TrainJob};
 use crate::data::Dataset;
-use crate::detect::yolo::targets;
 use crate::engine::{Mode, Model, Params, Value};
 use crate::graph::Network;
 use crate::graph::edit::DetectionSpec;
@@ -281,16 +281,9 @@ impl<'a> Run<'a> {
             let (loss, accuracy) = cross_entropy(out.into_r2()?, &b.labels, &self.train_device)?;
             return Ok((loss, accuracy, None));
         };
-        let pred = out.into_r4()?;
-        let [_, _, h, w] = pred.dims();
-        let wanted: Vec<_> = b
-            .framed
-            .iter()
-            .map(|f| targets(&f.objects, spec, (h, w)))
-            .collect();
-        let l = crate::detect::loss::loss(
-            pred,
-            &wanted,
+        let l = framed_loss(
+            out.into_r4()?,
+            &b.framed,
             spec,
             &self.options.detection.loss,
             &self.train_device,
