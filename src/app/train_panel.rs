@@ -368,6 +368,18 @@ pub fn train_ui(
     }
 }
 
+/// A plot over the run's iterations, its x axis linked with the other training plots.
+fn iteration_plot(id: &str, h: f32, total: f64, y_label: &str) -> Plot<'static> {
+    Plot::new(id)
+        .height(h)
+        .legend(Legend::default())
+        .include_x(0.0)
+        .include_x(total)
+        .include_y(0.0)
+        .y_axis_label(y_label.to_owned())
+        .link_axis("train-plots", [true, false])
+}
+
 fn plots_ui(ui: &mut Ui, r: &TrainRun) {
     let h = (ui.available_height() / 2.0 - 8.0).max(120.0);
     let loss_raw: Vec<[f64; 2]> = r
@@ -402,15 +414,8 @@ fn plots_ui(ui: &mut Ui, r: &TrainRun) {
                 .collect()
         };
         let (map50, map) = (series(|m| m.map50), series(|m| m.map));
-        Plot::new("map-plot")
-            .height(h)
-            .legend(Legend::default())
-            .include_x(0.0)
-            .include_x(total)
-            .include_y(0.0)
+        iteration_plot("map-plot", h, total, "validation mAP %")
             .include_y(100.0)
-            .y_axis_label("validation mAP %")
-            .link_axis("train-plots", [true, false])
             .show(ui, |p| {
                 p.line(
                     Line::new("mAP@0.5", PlotPoints::from(map50.clone())).color(theme::VALIDATION),
@@ -445,15 +450,8 @@ fn plots_ui(ui: &mut Ui, r: &TrainRun) {
             ("objectness", term(|t| t.objectness), theme::OBJECT_TERM),
             ("class", term(|t| t.class), theme::CLASS_TERM),
         ];
-        Plot::new("loss-plot")
-            .height(h)
-            .legend(Legend::default())
-            .include_x(0.0)
-            .include_x(total)
-            .include_y(0.0)
+        iteration_plot("loss-plot", h, total, "loss")
             .x_axis_label("iteration")
-            .y_axis_label("loss")
-            .link_axis("train-plots", [true, false])
             .show(ui, |p| {
                 p.line(
                     Line::new("total", PlotPoints::from(loss_raw))
@@ -497,15 +495,8 @@ fn plots_ui(ui: &mut Ui, r: &TrainRun) {
         .iter()
         .map(|v| [v.iteration as f64, v.accuracy * 100.0])
         .collect();
-    Plot::new("accuracy-plot")
-        .height(h)
-        .legend(Legend::default())
-        .include_x(0.0)
-        .include_x(total)
-        .include_y(0.0)
+    iteration_plot("accuracy-plot", h, total, "accuracy %")
         .include_y(100.0)
-        .y_axis_label("accuracy %")
-        .link_axis("train-plots", [true, false])
         .show(ui, |p| {
             p.line(
                 Line::new("training", PlotPoints::from(acc_raw))
@@ -528,15 +519,8 @@ fn plots_ui(ui: &mut Ui, r: &TrainRun) {
             );
             epoch_lines(p);
         });
-    Plot::new("loss-plot")
-        .height(h)
-        .legend(Legend::default())
-        .include_x(0.0)
-        .include_x(total)
-        .include_y(0.0)
+    iteration_plot("loss-plot", h, total, "loss")
         .x_axis_label("iteration")
-        .y_axis_label("loss")
-        .link_axis("train-plots", [true, false])
         .show(ui, |p| {
             p.line(
                 Line::new("training", PlotPoints::from(loss_raw))
