@@ -101,7 +101,8 @@ def pytorch_one(classes, train, val):
 
 def main():
     os.makedirs(WORK, exist_ok=True)
-    threads = peer.torch_at_best()
+    torch.set_num_threads(os.cpu_count())  # PyTorch alone would use the physical cores
+    threads = torch.get_num_threads()
     paths = [export(n) for n in NETWORKS]
     classes, train, val = samples()
     report = os.path.join(WORK, "compare.json")

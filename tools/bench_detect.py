@@ -339,7 +339,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--finetune-epochs", type=int, default=8)
     a = ap.parse_args()
-    threads = peer.torch_at_best()
+    torch.set_num_threads(os.cpu_count())  # PyTorch alone would use the physical cores
+    threads = torch.get_num_threads()
     os.makedirs(WORK, exist_ok=True)
     names, train = read_yolo(a.data, "train")
     _, val = read_yolo(a.data, "val")

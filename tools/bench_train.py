@@ -166,7 +166,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=1, help="runs of benchmark 3")
     a = ap.parse_args()
     # The peer at its best: every core (PyTorch alone would take the physical ones, 1 here).
-    peer.torch_at_best()
+    torch.set_num_threads(os.cpu_count())  # PyTorch alone would use the physical cores
     print(f"peer settings: {json.dumps(peer.settings())}", flush=True)
     pth = checkpoint(a.pth)
     data = os.path.join(WORK, "fmnist")
