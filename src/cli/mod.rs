@@ -4,6 +4,7 @@ mod bench;
 mod boxes;
 mod compare;
 mod detect;
+mod evaluate;
 mod infer;
 mod inspect;
 mod models;
@@ -103,9 +104,9 @@ pub enum Command {
     /// Train a new head (and any unfrozen layers) on a folder of images, then export ONNX.
     Train(Box<train::TrainArgs>),
     /// Accuracy, per-class metrics and confusion matrix of a network on a labelled folder.
-    Evaluate(train::EvaluateArgs),
+    Evaluate(evaluate::EvaluateArgs),
     /// Run a file in an independent runtime (tract) and in Graft; compare the outputs.
-    Verify(train::VerifyArgs),
+    Verify(evaluate::VerifyArgs),
     /// Train the same new head on several networks with one recipe and split; compare
     /// accuracy, speed and size in one table.
     Compare(Box<compare::CompareArgs>),
@@ -152,8 +153,8 @@ pub fn run(command: Command) -> Result<(), String> {
             device,
         } => predict::run(&model, &images, top, device),
         Command::Train(args) => train::run(*args),
-        Command::Evaluate(args) => train::evaluate_cmd(args),
-        Command::Verify(args) => train::verify_cmd(args),
+        Command::Evaluate(args) => evaluate::evaluate_cmd(args),
+        Command::Verify(args) => evaluate::verify_cmd(args),
         Command::Bench {
             model,
             batch,
