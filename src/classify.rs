@@ -1,6 +1,10 @@
-//! A network on image files: the model's own preprocessing, probabilities, the top classes.
-//! `graft predict` and the window's "Classify an image" both go through [`Classifier`].
+//! A network on image files (or sound files, for a network trained on sound): the model's
+//! own preprocessing, probabilities, the top classes. `graft predict` and the window's
+//! "Classify an image" both go through [`Classifier`].
 
+use crate::audio::clips::SoundFraming;
+use crate::audio::front::FrontEnd;
+use crate::data::Sample;
 use crate::data::preprocess::image_to_input;
 use crate::engine::{Model, optimize};
 use crate::graph::{Network, Preprocess};
@@ -17,6 +21,9 @@ pub struct Classifier {
     model: Model,
     preprocess: Preprocess,
     side: usize,
+    channels: usize,
+    /// A sound network's front end: files are clips (the first clip of a longer file).
+    sound: Option<SoundFraming>,
     ends_in_softmax: bool,
     labels: Vec<String>,
 }
@@ -34,7 +41,11 @@ impl Classifier {
     /// Builds the inference plan (BatchNorm folded) of an RGB image network on `device`.
     pub fn new(net: &Network, store: &Store, device: &Device) -> Result<Self, String> {
         let (preprocess, [c, side, _]) = net.input_preprocess()?;
-        if c != 3 {
+        let sound = FrontEnd::of(net).map(|front| SoundFraming {
+            front,
+            augment: None,
+        });
+        if c != 3 && sound.is_none() {
             return Err(format!(
                 "the network takes {c} channels; Graft classifies RGB images"
             ));
@@ -45,9 +56,25 @@ impl Classifier {
             model,
             preprocess,
             side,
+            channels: c,
+            sound,
             ends_in_softmax: net.ends_in_softmax(),
             labels: net.metadata.labels.clone(),
         })
+    }
+
+    /// A file's network input: its pixels preprocessed, or its first clip's spectrogram.
+    fn input(&self, path: &Path) -> Result<Vec<f32>, String> {
+        let Some(sound) = &self.sound else {
+            return image_to_input(path, &self.preprocess);
+        };
+        let sample = Sample {
+            path: path.to_path_buf(),
+            label: 0,
+            objects: Vec::new(),
+            start: Some(0.0),
+        };
+        sound.input(&sample, self.side, self.channels, 0)
     }
 
     /// Classifies every image; files that cannot be read are returned with the reason, in
@@ -59,7 +86,7 @@ impl Classifier {
             let mut batch = Vec::new();
             let mut read = Vec::new();
             for path in chunk {
-                match image_to_input(path, &self.preprocess) {
+                match self.input(path) {
                     Ok(x) => {
                         batch.extend(x);
                         read.push(path);
@@ -72,7 +99,7 @@ impl Classifier {
             }
             let (_, out) = self
                 .model
-                .infer(&[read.len(), 3, self.side, self.side], batch)
+                .infer(&[read.len(), self.channels, self.side, self.side], batch)
                 .map_err(|e| e.to_string())?
                 .into_iter()
                 .next()

@@ -2,6 +2,7 @@
 //! dataset, the training options and the last results. Saved atomically: a failed save says
 //! why and keeps the old file.
 
+use crate::detect::dataset::BoxFormat;
 use crate::graph::edit::Edit;
 use crate::train::{Evaluation, History, TrainingOptions};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,62 @@ pub struct DatasetSettings {
     /// A second folder for validation; else `val_split` of the training folder.
     pub val_root: Option<PathBuf>,
     pub val_split: f32,
+    /// How the folders are read: found by looking, or as the user chose.
+    pub layout: Layout,
+    /// Sound folders: how clips are cut and turned into spectrograms.
+    pub audio: crate::audio::front::AudioSettings,
+}
+
+/// How a dataset folder is read (the Data tab's "Layout"; `graft train --format` on the
+/// command line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// A box dataset if the folder has one's files (data.yaml, an instances*.json,
+    /// Annotations/), else sound clips if most files are sounds, else images; one
+    /// sub-folder per class either way.
+    #[default]
+    Automatic,
+    /// One sub-folder of images per class: classification.
+    Classes,
+    /// One sub-folder of sound clips per class: classification of spectrograms.
+    Sounds,
+    /// A box dataset in this layout: object detection.
+    Boxes(crate::detect::dataset::BoxFormat),
+}
+
+impl Layout {
+    pub const ALL: [Layout; 6] = [
+        Layout::Automatic,
+        Layout::Classes,
+        Layout::Sounds,
+        Layout::Boxes(BoxFormat::Yolo),
+        Layout::Boxes(BoxFormat::Coco),
+        Layout::Boxes(BoxFormat::Voc),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Automatic => "automatic",
+            Layout::Classes => "images, folder per class",
+            Layout::Sounds => "sound clips, folder per class",
+            Layout::Boxes(f) => f.name(),
+        }
+    }
+
+    /// The layout `root` is read in: this one, or for [`Layout::Automatic`] the one its files
+    /// show.
+    pub fn resolve(self, root: &std::path::Path) -> Layout {
+        if self != Layout::Automatic {
+            return self;
+        }
+        if let Some(f) = crate::detect::dataset::detect_format(root) {
+            Layout::Boxes(f)
+        } else if crate::audio::clips::is_sound_folder(root) {
+            Layout::Sounds
+        } else {
+            Layout::Classes
+        }
+    }
 }
 
 impl Default for DatasetSettings {
@@ -32,6 +89,8 @@ impl Default for DatasetSettings {
             root: PathBuf::new(),
             val_root: None,
             val_split: 0.2,
+            layout: Layout::Automatic,
+            audio: Default::default(),
         }
     }
 }

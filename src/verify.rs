@@ -1,6 +1,9 @@
 //! Does an exported file behave elsewhere as it did here? Runs it in an independent ONNX
 //! runtime (tract) and in Graft's engine on the same preprocessed images, and compares.
 
+use crate::audio::clips::SoundFraming;
+use crate::audio::front::FrontEnd;
+use crate::data::Sample;
 use crate::data::preprocess::image_to_input;
 use crate::engine::{Model, optimize};
 use crate::graph::Network;
@@ -17,23 +20,38 @@ pub struct VerifyReport {
     /// Images whose top-1 class is the same in both runtimes.
     pub top1_agreement: f64,
     pub failed: Vec<(PathBuf, String)>,
+    /// The largest difference allowed: 1e-4 for images; 1e-3 for a sound network, whose file
+    /// computes its spectrograms with the runtime's own FFT.
+    pub tolerance: f32,
 }
 
 impl VerifyReport {
-    /// The agreement Graft promises: every top-1 the same, outputs within 1e-4.
+    /// The agreement Graft promises: every top-1 the same, outputs within the tolerance.
     pub fn passed(&self) -> bool {
-        self.images > 0 && self.top1_agreement == 1.0 && self.max_abs_diff <= 1e-4
+        self.images > 0 && self.top1_agreement == 1.0 && self.max_abs_diff <= self.tolerance
     }
 }
 
-/// The file in tract, optimised and runnable for one `[1, c, h, w]` image.
+/// The shape of one input to the exported file: `[1, c, h, w]`, or `[1, samples]` of raw
+/// sound for a network trained on sound.
+fn file_input_shape(net: &Network) -> Result<Vec<usize>, String> {
+    if let Some(f) = FrontEnd::of(net) {
+        return Ok(vec![1, f.settings.clip_samples()]);
+    }
+    let [c, h, w] = net
+        .input_chw()
+        .ok_or("the network does not take N×C×H×W images")?;
+    Ok(vec![1, c, h, w])
+}
+
+/// The file in tract, optimised and runnable for one input of `shape`.
 fn tract_model(
     onnx_bytes: &[u8],
-    [c, h, w]: [usize; 3],
+    shape: &[usize],
 ) -> Result<std::sync::Arc<TypedRunnableModel>, String> {
     tract_onnx::onnx()
         .model_for_read(&mut &onnx_bytes[..])
-        .and_then(|m| m.with_input_fact(0, f32::fact([1, c, h, w]).into()))
+        .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
         .and_then(|m| m.into_optimized())
         .and_then(|m| m.into_runnable())
         .map_err(|e| format!("tract cannot load the file: {e:#}"))
@@ -42,11 +60,12 @@ fn tract_model(
 /// Whether an independent runtime (tract) loads and optimises an exported file: the quick
 /// check after every export in the window.
 pub fn tract_loads(onnx_bytes: &[u8], net: &Network) -> Result<(), String> {
-    let chw = net.input_chw().unwrap_or([3, 224, 224]);
-    tract_model(onnx_bytes, chw).map(|_| ())
+    let shape = file_input_shape(net).unwrap_or_else(|_| vec![1, 3, 224, 224]);
+    tract_model(onnx_bytes, &shape).map(|_| ())
 }
 
-/// Compares on up to `limit` images. `onnx_bytes` is the file as written.
+/// Compares on up to `limit` images (sound files for a network trained on sound: the file
+/// gets the raw clip, Graft its own spectrogram of it). `onnx_bytes` is the file as written.
 pub fn verify(
     onnx_bytes: &[u8],
     net: &Network,
@@ -55,7 +74,12 @@ pub fn verify(
     limit: usize,
 ) -> Result<VerifyReport, String> {
     let (pre, [c, h, w]) = net.input_preprocess()?;
-    let runnable = tract_model(onnx_bytes, [c, h, w])?;
+    let file_shape = file_input_shape(net)?;
+    let runnable = tract_model(onnx_bytes, &file_shape)?;
+    let sound = FrontEnd::of(net).map(|front| SoundFraming {
+        front,
+        augment: None,
+    });
     let (fnet, fstore) = optimize::for_inference(net, store);
     let model =
         Model::build(&fnet, &fstore, &burn::tensor::Device::flex()).map_err(|e| e.to_string())?;
@@ -64,28 +88,43 @@ pub fn verify(
         max_abs_diff: 0.0,
         top1_agreement: 0.0,
         failed: Vec::new(),
+        tolerance: if sound.is_some() { 1e-3 } else { 1e-4 },
     };
     let mut agree = 0;
     for path in images.iter().take(limit) {
-        let x = match image_to_input(path, &pre) {
-            Ok(x) if c == 3 => x,
-            Ok(_) => {
-                report
-                    .failed
-                    .push((path.clone(), "verify feeds RGB images".into()));
-                continue;
+        // (Graft's input, the file's input)
+        let fed = match &sound {
+            Some(framing) => {
+                let sample = Sample {
+                    path: path.clone(),
+                    label: 0,
+                    objects: Vec::new(),
+                    start: Some(0.0),
+                };
+                framing
+                    .clip(&sample)
+                    .map(|clip| (framing.front.input(&clip, h, c), clip))
+                    .map_err(|e| e.to_string())
             }
+            None => match image_to_input(path, &pre) {
+                Ok(x) if c == 3 => Ok((x.clone(), x)),
+                Ok(_) => Err("verify feeds RGB images".into()),
+                Err(e) => Err(e),
+            },
+        };
+        let (x, file_x) = match fed {
+            Ok(v) => v,
             Err(e) => {
                 report.failed.push((path.clone(), e));
                 continue;
             }
         };
         let ours = model
-            .infer(&[1, c, h, w], x.clone())
+            .infer(&[1, c, h, w], x)
             .map_err(|e| e.to_string())?
             .remove(0)
             .1;
-        let input = Tensor::from_shape(&[1, c, h, w], &x).map_err(|e| e.to_string())?;
+        let input = Tensor::from_shape(&file_shape, &file_x).map_err(|e| e.to_string())?;
         let out = runnable
             .run(tvec!(input.into()))
             .map_err(|e| format!("tract failed on {}: {e:#}", path.display()))?;
@@ -118,26 +157,38 @@ pub fn verify(
     Ok(report)
 }
 
-/// Every image under `dir` (an image folder or a flat folder), sorted.
+/// Every image (or, with `sounds`, every sound file) under `dir`, sorted.
 pub fn images_in(dir: &Path) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    files_in(dir, false)
+}
+
+/// What [`verify`] feeds a network: its sound files if it was trained on sound, else images.
+pub fn inputs_for(net: &Network, dir: &Path) -> Vec<PathBuf> {
+    files_in(dir, FrontEnd::of(net).is_some())
+}
+
+fn files_in(dir: &Path, sounds: bool) -> Vec<PathBuf> {
+    fn walk(dir: &Path, sounds: bool, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
         for e in entries.filter_map(Result::ok) {
             let p = e.path();
             if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| {
-                crate::data::folder::IMAGE_EXTENSIONS
-                    .contains(&x.to_string_lossy().to_lowercase().as_str())
-            }) {
+                walk(&p, sounds, out);
+            } else if sounds && crate::audio::decode::is_audio(&p)
+                || !sounds
+                    && p.extension().is_some_and(|x| {
+                        crate::data::folder::IMAGE_EXTENSIONS
+                            .contains(&x.to_string_lossy().to_lowercase().as_str())
+                    })
+            {
                 out.push(p);
             }
         }
     }
     let mut out = Vec::new();
-    walk(dir, &mut out);
+    walk(dir, sounds, &mut out);
     out.sort();
     out
 }
@@ -187,7 +238,7 @@ pub fn verify_detector(
     if c != 3 || h != w {
         return Err(format!("a detector takes 3×S×S images, not {c}×{h}×{w}"));
     }
-    let runnable = tract_model(onnx_bytes, [c, h, w])?;
+    let runnable = tract_model(onnx_bytes, &[1, c, h, w])?;
     let (fnet, fstore) = optimize::for_inference(net, store);
     let model =
         Model::build(&fnet, &fstore, &burn::tensor::Device::flex()).map_err(|e| e.to_string())?;

@@ -12,7 +12,7 @@ same checkpoint, tools/efficientnet_lite0.py), a detection head (Conv 3×3 → 2
 LeakyReLU 0.1, 1×1 prediction Conv; objectness/class biases at a 1 % prior) on its deepest
 stride-16 map (Graft's default), the anchors Graft estimated (read from Graft's export, so
 both use the same), 224×224 letterbox input, (p − 127)/128, no augmentation, Adam lr 1e-3, L2 1e-4, batch 16,
-seed 0. Loss: 1 − GIoU at assigned cells (torchvision's generalized_box_iou_loss), objectness
+seed 0 (--seed). Loss: 1 − GIoU at assigned cells (torchvision's generalized_box_iou_loss), objectness
 BCE summed over cells per image with YOLO v3's ignore rule (IoU > 0.5), class BCE.
 1. Frozen backbone: both compute the backbone's features once (PyTorch at its best: no
    backbone pass per epoch), then train the head for --epochs.
@@ -242,10 +242,10 @@ def voc_map50(predictions, truths, classes):
     return float(np.mean(aps)) if aps else 0.0
 
 
-def graft_train(data, out, epochs, extra, model="default"):
+def graft_train(data, out, epochs, extra, seed, model="default"):
     cmd = [GRAFT, "train", "--task", "detect", "--model", model, "--data", data,
            "--box-augment", "none", "--anchors", "5", "--epochs", str(epochs), "--batch", "16",
-           "--l2", "1e-4", "--seed", "0", "--device", "cpu",
+           "--l2", "1e-4", "--seed", str(seed), "--device", "cpu",
            # Validate once, at the end (as the PyTorch script does); the file keeps boxes down
            # to AP's score threshold.
            "--validation-frequency", "1000000", "--score", str(SCORE), "--iou", str(IOU),
@@ -282,8 +282,8 @@ def anchors_of(model):
     return [tuple(a) for a in spec["anchors"]]
 
 
-def torch_train(pth, names, train, val, anchors, epochs, finetune_epochs):
-    torch.manual_seed(0)
+def torch_train(pth, names, train, val, anchors, epochs, finetune_epochs, seed):
+    torch.manual_seed(seed)
     classes = len(names)
     net = EfficientNetLite0().load_checkpoint(torch.load(pth, map_location="cpu"))
     backbone = Backbone(net).eval()
@@ -295,7 +295,7 @@ def torch_train(pth, names, train, val, anchors, epochs, finetune_epochs):
     with torch.no_grad():
         feats = torch.cat([backbone(xs[i:i + 32]) for i in range(0, len(xs), 32)])
     opt = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         head.train()
         for idx in torch.randperm(len(feats), generator=g).split(16):
@@ -338,6 +338,8 @@ def main():
     ap.add_argument("--data", default=os.path.join(WORK, "data", "yolo"))
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--finetune-epochs", type=int, default=8)
+    # Both sides' head initialisation and batch order (the split is the dataset's own).
+    ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count())  # PyTorch alone would use the physical cores
     threads = torch.get_num_threads()
@@ -345,7 +347,7 @@ def main():
     names, train = read_yolo(a.data, "train")
     _, val = read_yolo(a.data, "val")
     frozen = os.path.join(WORK, "graft_frozen")
-    g_frozen_secs, g_frozen = graft_train(a.data, frozen, a.epochs, ["--freeze-backbone"])
+    g_frozen_secs, g_frozen = graft_train(a.data, frozen, a.epochs, ["--freeze-backbone"], a.seed)
     anchors = anchors_of(frozen + ".onnx")
     g_frozen_ort = graft_ort_map(frozen + ".onnx", val, len(names))
     tuned = os.path.join(WORK, "graft_finetuned")
@@ -353,13 +355,13 @@ def main():
     if a.finetune_epochs > 0:
         # Fine-tuning starts from the frozen run's head: the frozen export is the model.
         g_tune_secs, g_tune = graft_train(a.data, tuned, a.finetune_epochs, ["--lr", "1e-4"],
-                                          model=frozen + ".onnx")
+                                          a.seed, model=frozen + ".onnx")
         g_tune_ort = graft_ort_map(tuned + ".onnx", val, len(names))
     pth = checkpoint(a.pth)
     t_frozen_secs, t_frozen, t_tune_secs, t_tune = torch_train(
-        pth, names, train, val, anchors, a.epochs, a.finetune_epochs)
+        pth, names, train, val, anchors, a.epochs, a.finetune_epochs, a.seed)
     result = {
-        "peer": peer.settings(), "torch_threads": threads, "anchors": anchors,
+        "peer": peer.settings(), "torch_threads": threads, "anchors": anchors, "seed": a.seed,
         "train_images": len(train), "val_images": len(val),
         "frozen": {"epochs": a.epochs,
                    "graft": {"seconds": g_frozen_secs, "map50_ort": g_frozen_ort,

@@ -4,7 +4,8 @@
 # (exported here with random weights: the layout, not the weights, is the point) and writes
 # screenshots/graph_googlenet.png with its first inception block opened in place; then
 # screenshots/compare.png (three torchvision networks compared on the sample data); then
-# screenshots/{data_boxes,training_detect,results_detect}.png (a detector). Needs
+# screenshots/{data_boxes,training_detect,results_detect}.png (a detector); then
+# screenshots/data_sounds.png (a folder of sound clips). Needs
 # Debian's xvfb and mesa-vulkan-drivers (software Vulkan for the wgpu renderer) and, for
 # GoogLeNet, tools/pyenv.sh's torchvision.
 #   cargo build --release && tools/screenshots.sh
@@ -59,5 +60,10 @@ GRAFT_SHOT=compare GRAFT_GALLERY="$cmp/gallery.ron" GRAFT_MODEL_MIRROR="$cmp" \
 boxes="$root/target/screenshots/boxes"
 [ -f "$boxes/yolo/data.yaml" ] || "$root/tools/pyenv.sh" python "$root/tools/make_detection_dataset.py" "$boxes" --train 160 --val 40
 GRAFT_SHOT=detect GRAFT_SHOT_DATA="$boxes/yolo" \
+  xvfb-run -a -s "-screen 0 1440x900x24" "$root/target/release/graft" --fresh --screenshots "$out"
+# Sound: synthesised clips in mixed formats (tools/make_sound_dataset.py) in the data panel.
+sounds="$root/target/screenshots/sounds"
+[ -d "$sounds/tone" ] || "$root/tools/pyenv.sh" python "$root/tools/make_sound_dataset.py" "$sounds" --per-class 40
+GRAFT_SHOT=sound GRAFT_SHOT_DATA="$sounds" \
   xvfb-run -a -s "-screen 0 1440x900x24" "$root/target/release/graft" --fresh --screenshots "$out"
 ls -la "$out"

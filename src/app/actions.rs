@@ -48,8 +48,8 @@ impl GraftApp {
         if sample.is_dir() {
             self.pending_dataset = Some(DatasetSettings {
                 root: sample,
-                val_root: None,
                 val_split: 0.25,
+                ..Default::default()
             });
         }
     }
@@ -168,7 +168,11 @@ impl GraftApp {
             }
         };
         let d = &self.options.detection;
-        let anchors = view.estimate(side, d.anchors, d.fit).anchors.clone()?.sizes;
+        let anchors = view
+            .estimate_now((side, d.anchors, d.fit))
+            .anchors
+            .clone()?
+            .sizes;
         let is_map = |n: &str| {
             ws.network
                 .nodes
@@ -268,8 +272,13 @@ impl GraftApp {
     pub(super) fn export(&mut self, ctx: &egui::Context, path: PathBuf) -> Result<(), String> {
         let ws = self.ws.as_ref().ok_or("no network open")?;
         let (net, store) = (ws.network.clone(), ws.store.clone());
+        // A detector's outputs and suppression as set in the Results tab.
+        let (decoding, suppression) = (
+            self.options.detection.decoding,
+            self.options.detection.suppression,
+        );
         self.export_job = Some(Job::spawn("Exporting", ctx, move |_| {
-            let bytes = onnx::export_with_labels(&net, &store, &path)?;
+            let bytes = onnx::export_with_labels_as(&net, &store, &path, decoding, &suppression)?;
             let check = match crate::verify::tract_loads(&bytes, &net) {
                 Ok(()) => "An independent runtime (tract) loads it.".to_string(),
                 Err(e) => format!("Warning: {e}"),
@@ -294,8 +303,13 @@ impl GraftApp {
                     &store,
                     &burn::tensor::Device::flex(),
                 )?;
-                // Down to the lowest score the threshold slider offers.
-                detector.suppression.score_threshold = crate::detect::evaluate::KEPT_SCORE;
+                // Every box down to the lowest score the window offers, before any NMS: the
+                // Results tab applies the project's suppression as it is set, each frame.
+                detector.suppression = crate::detect::yolo::Suppression {
+                    score_threshold: crate::detect::evaluate::KEPT_SCORE,
+                    iou_threshold: 1.0,
+                    max_detections: usize::MAX,
+                };
                 let img = crate::data::preprocess::load_rgb(&path)?;
                 let found = detector.detect(&img)?;
                 Ok(Classified {
@@ -314,8 +328,21 @@ impl GraftApp {
         self.classify_job = Some(Job::spawn("Classifying", ctx, move |_| {
             let classifier = Classifier::new(&net, &store, &burn::tensor::Device::flex())?;
             let prediction = classifier.classify_one(&path)?;
+            // A sound file is shown as the spectrogram of the clip the network heard.
+            let image = match crate::audio::front::FrontEnd::of(&net) {
+                Some(front) => super::sound_panel::spectrogram_thumbnail(
+                    &crate::data::Sample {
+                        path: path.clone(),
+                        label: 0,
+                        objects: Vec::new(),
+                        start: Some(0.0),
+                    },
+                    &front.settings,
+                ),
+                None => data_panel::thumbnail(&path, 96),
+            };
             Ok(Classified {
-                image: data_panel::thumbnail(&path, 96),
+                image,
                 top: classifier.top(&prediction, 5),
                 boxes: None,
                 path,

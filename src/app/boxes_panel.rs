@@ -3,62 +3,136 @@
 //! with their boxes in class colours, a histogram of box sizes in the detector's input with
 //! the estimated anchors drawn over it, and augmentation that moves the boxes.
 
+use super::jobs::Job;
 use super::{AppCommand, theme};
 use crate::data::Dataset;
 use crate::detect::anchors::{self, Anchors};
-use crate::detect::dataset::{BoxDataset, BoxImage};
+use crate::detect::dataset::{BoxDataset, BoxImage, Object};
 use crate::detect::transform::{BoxAugmentation, Fit};
 use crate::train::TrainingOptions;
 use egui::{ColorImage, RichText, TextureHandle, Ui};
 use egui_plot::{Bar, BarChart, Legend, Plot, VLine};
+use image::RgbImage;
+use std::sync::Arc;
 
 /// Sample images shown with their boxes.
 pub const SAMPLES: usize = 12;
 /// Their longest side, in pixels.
 const SAMPLE_SIDE: u32 = 112;
+/// An augmentation preview's side, in pixels.
+const PREVIEW_SIDE: u32 = 96;
 /// Histogram bin width (pixels of √(w·h) in the input).
 const BIN: f32 = 8.0;
+
+/// `objects` drawn on `img` in class colours, their coordinates scaled by `scale`.
+pub fn draw_objects(img: &mut RgbImage, objects: &[Object], scale: f32) {
+    let boxes: Vec<crate::detect::yolo::Predicted> = objects
+        .iter()
+        .map(|o| crate::detect::yolo::Predicted {
+            class: o.class,
+            score: 1.0,
+            bbox: crate::detect::BBox::new(
+                o.bbox.x0 * scale,
+                o.bbox.y0 * scale,
+                o.bbox.x1 * scale,
+                o.bbox.y1 * scale,
+            ),
+        })
+        .collect();
+    crate::detect::predict::draw(img, &boxes);
+}
+
+fn to_color_image(img: &RgbImage) -> ColorImage {
+    ColorImage::from_rgb([img.width() as usize, img.height() as usize], img.as_raw())
+}
 
 /// A sample image with its boxes drawn (made off the UI thread by the scan job).
 pub fn boxed_thumbnail(image: &BoxImage) -> Option<ColorImage> {
     let img = crate::data::preprocess::load_rgb(&image.path).ok()?;
     let mut t = image::imageops::thumbnail(&img, SAMPLE_SIDE, SAMPLE_SIDE);
     let s = t.width() as f32 / img.width().max(1) as f32;
-    let scaled: Vec<crate::detect::yolo::Predicted> = image
-        .objects
-        .iter()
-        .map(|o| crate::detect::yolo::Predicted {
-            class: o.class,
-            score: 1.0,
-            bbox: crate::detect::BBox::new(
-                o.bbox.x0 * s,
-                o.bbox.y0 * s,
-                o.bbox.x1 * s,
-                o.bbox.y1 * s,
-            ),
-        })
-        .collect();
-    crate::detect::predict::draw(&mut t, &scaled);
-    Some(ColorImage::from_rgb(
-        [t.width() as usize, t.height() as usize],
-        t.as_raw(),
-    ))
+    draw_objects(&mut t, &image.objects, s);
+    Some(to_color_image(&t))
 }
+
+/// Augmented training views of a few images with objects, the boxes drawn where
+/// augmentation moved them: three seeded views each of four images (off the UI thread).
+pub fn augmentation_preview(
+    ctx: &egui::Context,
+    dataset: &Arc<BoxDataset>,
+    augmentation: BoxAugmentation,
+    side: usize,
+    fit: Fit,
+    seed: u64,
+) -> Job<Vec<ColorImage>> {
+    use rand::SeedableRng;
+    let dataset = dataset.clone();
+    Job::spawn("Augmentation preview", ctx, move |_| {
+        let with_boxes: Vec<&BoxImage> = dataset
+            .images
+            .iter()
+            .filter(|i| !i.objects.is_empty())
+            .collect();
+        let step = (with_boxes.len() / 4).max(1);
+        let mut out = Vec::new();
+        for (k, image) in with_boxes.iter().step_by(step).take(4).enumerate() {
+            let img = crate::data::preprocess::load_rgb(&image.path)?;
+            for j in 0..3 {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + (k * 3 + j) as u64);
+                let v = crate::detect::transform::augmented(
+                    &img,
+                    &image.objects,
+                    side,
+                    fit,
+                    &augmentation,
+                    &mut rng,
+                );
+                let mut shown = v.image;
+                draw_objects(&mut shown, &v.objects, 1.0);
+                out.push(to_color_image(&image::imageops::thumbnail(
+                    &shown,
+                    PREVIEW_SIDE,
+                    PREVIEW_SIDE,
+                )));
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// (input side, anchor count, fit): what an [`Estimate`] depends on.
+type EstimateKey = (usize, usize, Fit);
 
 /// A box dataset as the panel shows it.
 pub struct BoxView {
-    pub dataset: BoxDataset,
+    /// Shared with the jobs that estimate anchors and make previews.
+    pub dataset: Arc<BoxDataset>,
     samples: Vec<TextureHandle>,
-    /// Box sizes and anchors for (input side, count, fit), made when one of them changes.
+    /// The latest estimate; shown (marked as such) while a newer one is made.
     estimate: Option<Estimate>,
+    estimating: Option<(EstimateKey, Job<Estimate>)>,
 }
 
 /// The training boxes in a detector's input: their sizes √(w·h) and the anchors.
 #[derive(Clone)]
 pub struct Estimate {
-    key: (usize, usize, Fit),
+    key: EstimateKey,
     pub sizes: Vec<f32>,
     pub anchors: Result<Anchors, String>,
+}
+
+impl Estimate {
+    /// K-means on up to tens of thousands of boxes: tens of milliseconds, so it runs in a job
+    /// when the panel asks.
+    fn compute(images: &[BoxImage], key: EstimateKey) -> Self {
+        let (side, count, fit) = key;
+        let sizes = anchors::input_box_sizes(images, side, fit);
+        Estimate {
+            key,
+            anchors: anchors::estimate(&sizes, count, 0),
+            sizes: sizes.iter().map(|(w, h)| (w * h).sqrt()).collect(),
+        }
+    }
 }
 
 impl BoxView {
@@ -71,23 +145,44 @@ impl BoxView {
             })
             .collect();
         Self {
-            dataset,
+            dataset: Arc::new(dataset),
             samples,
             estimate: None,
+            estimating: None,
         }
     }
 
-    /// The training boxes fitted into a `side` input, and the `count` anchors k-means finds
-    /// for them (the ones "Add detection head" uses); cached until an argument changes.
-    pub fn estimate(&mut self, side: usize, count: usize, fit: Fit) -> &Estimate {
-        let key = (side, count, fit);
-        if self.estimate.as_ref().is_none_or(|e| e.key != key) {
-            let sizes = anchors::input_box_sizes(&self.dataset.images, side, fit);
-            self.estimate = Some(Estimate {
-                key,
-                anchors: anchors::estimate(&sizes, count, 0),
-                sizes: sizes.iter().map(|(w, h)| (w * h).sqrt()).collect(),
+    /// The estimate the panel shows for `key`: the latest one made, which is for an older key
+    /// (the flag is true) while a job makes the one for `key`.
+    fn estimate_for(&mut self, ctx: &egui::Context, key: EstimateKey) -> (Option<&Estimate>, bool) {
+        if let Some((k, job)) = &self.estimating
+            && let Some(r) = job.poll()
+        {
+            // A failed job leaves its error in place of anchors, so it is not started again.
+            self.estimate = Some(r.unwrap_or_else(|e| Estimate {
+                key: *k,
+                sizes: Vec::new(),
+                anchors: Err(e),
+            }));
+            self.estimating = None;
+        }
+        let current = self.estimate.as_ref().is_some_and(|e| e.key == key);
+        let started = self.estimating.as_ref().is_some_and(|(k, _)| *k == key);
+        if !current && !started {
+            let dataset = self.dataset.clone();
+            let job = Job::spawn("Estimating anchors", ctx, move |_| {
+                Ok(Estimate::compute(&dataset.images, key))
             });
+            self.estimating = Some((key, job));
+        }
+        (self.estimate.as_ref(), !current)
+    }
+
+    /// The estimate for `key` now (what "Add detection head" uses): the panel's when it is
+    /// for this key, else made here, once, on the click.
+    pub fn estimate_now(&mut self, key: EstimateKey) -> &Estimate {
+        if self.estimate.as_ref().is_none_or(|e| e.key != key) {
+            self.estimate = Some(Estimate::compute(&self.dataset.images, key));
         }
         self.estimate.as_ref().expect("just set")
     }
@@ -202,25 +297,33 @@ pub fn boxes_ui(
             commands.push(AppCommand::AddDetectionHead);
         }
     });
-    let (count, fit) = (d.anchors, d.fit);
-    let estimate = view.estimate(side, count, fit);
-    match &estimate.anchors {
-        Ok(a) => ui.label(
-            RichText::new(format!(
-                "{} anchors for the {side}×{side} input, mean IoU {:.2}: {}",
-                a.sizes.len(),
-                a.mean_iou,
-                a.sizes
-                    .iter()
-                    .map(|(w, h)| format!("{w:.0}×{h:.0}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-            .small(),
-        ),
-        Err(e) => ui.label(RichText::new(format!("anchors: {e}")).color(theme::WARNING)),
-    };
-    size_histogram(ui, &estimate.sizes, estimate.anchors.as_ref().ok());
+    let key = (side, d.anchors, d.fit);
+    let (estimate, stale) = view.estimate_for(ui.ctx(), key);
+    if stale {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label(RichText::new("estimating anchors…").small());
+        });
+    }
+    if let Some(estimate) = estimate {
+        match &estimate.anchors {
+            Ok(a) => ui.label(
+                RichText::new(format!(
+                    "{} anchors for the {side}×{side} input, mean IoU {:.2}: {}",
+                    a.sizes.len(),
+                    a.mean_iou,
+                    a.sizes
+                        .iter()
+                        .map(|(w, h)| format!("{w:.0}×{h:.0}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .small(),
+            ),
+            Err(e) => ui.label(RichText::new(format!("anchors: {e}")).color(theme::WARNING)),
+        };
+        size_histogram(ui, &estimate.sizes, estimate.anchors.as_ref().ok());
+    }
     ui.separator();
     changed |= box_augmentation_ui(ui, &mut options.detection.augmentation);
     changed

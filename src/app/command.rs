@@ -254,13 +254,15 @@ impl GraftApp {
                 PickRequest::folder(Picked::Validation, "Choose a validation folder"),
             ),
             AppCommand::OpenDataset(root) => {
-                let split = self.data.settings.as_ref().map_or(0.2, |s| s.val_split);
+                // A new folder is looked at afresh; the split and sound settings carry over.
+                let previous = self.data.settings.clone().unwrap_or_default();
                 self.scan(
                     ctx,
                     DatasetSettings {
                         root,
                         val_root: None,
-                        val_split: split,
+                        layout: Default::default(),
+                        ..previous
                     },
                 );
                 self.tab = Tab::Data;
@@ -301,11 +303,16 @@ impl GraftApp {
                     .filter("ONNX", &["onnx"]),
             ),
             AppCommand::Export(path) => self.export(ctx, path)?,
-            AppCommand::PickClassify => self.pick(
-                ctx,
-                PickRequest::file(Picked::Classify, "Classify an image")
-                    .filter("Images", crate::data::folder::IMAGE_EXTENSIONS),
-            ),
+            AppCommand::PickClassify => {
+                let request = if self.sound_network() {
+                    PickRequest::file(Picked::Classify, "Classify a sound file")
+                        .filter("Sounds", crate::audio::decode::AUDIO_EXTENSIONS)
+                } else {
+                    PickRequest::file(Picked::Classify, "Classify an image")
+                        .filter("Images", crate::data::folder::IMAGE_EXTENSIONS)
+                };
+                self.pick(ctx, request)
+            }
             AppCommand::Classify(path) => self.classify(ctx, path)?,
             AppCommand::NewProject => {
                 if self.guarded(&AppCommand::NewProject) {

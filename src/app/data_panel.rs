@@ -6,9 +6,9 @@ use super::jobs::{Job, Progress};
 use super::{AppCommand, theme};
 use crate::data::augment::augmented_view;
 use crate::data::preprocess::load_rgb;
-use crate::data::{Augmentation, Dataset};
-use crate::detect::dataset::BoxDataset;
-use crate::project::DatasetSettings;
+use crate::data::{Augmentation, Dataset, Media};
+use crate::detect::dataset::{BoxDataset, BoxFormat, Reading};
+use crate::project::{DatasetSettings, Layout};
 use crate::train::TrainingOptions;
 use egui::{ColorImage, RichText, TextureHandle, Ui};
 use rand::SeedableRng;
@@ -52,16 +52,28 @@ pub fn thumbnail(path: &std::path::Path, size: u32) -> Option<ColorImage> {
     ))
 }
 
-/// Reads a box dataset (YOLO, COCO or VOC layout) with its validation set (a second folder,
-/// or the one its own `data.yaml` names) and sample images with their boxes drawn.
-fn read_boxes(settings: &DatasetSettings) -> Result<Scanned, String> {
-    let load =
-        |dir: &std::path::Path| crate::detect::dataset::load(dir, None).map_err(|e| e.to_string());
-    let boxes = load(&settings.root)?;
+/// Reads a box dataset in `format` with its validation set (a second folder, or the one
+/// its own `data.yaml` names) and sample images with their boxes drawn.
+fn read_boxes(
+    settings: &DatasetSettings,
+    format: BoxFormat,
+    p: &Progress,
+) -> Result<Scanned, String> {
+    let progress = |d: usize, t: usize| p.set(d, t);
+    let reading = Reading {
+        progress: &progress,
+        cancel: p.cancel_flag(),
+    };
+    let read = |dir: &std::path::Path| {
+        crate::detect::dataset::read(dir, Some(format), reading).map_err(|e| e.to_string())
+    };
+    let boxes = read(&settings.root)?;
     let train = boxes.to_dataset();
     let second = match &settings.val_root {
-        Some(dir) => Some(load(dir)?),
-        None => crate::detect::dataset::load_validation(&boxes).map_err(|e| e.to_string())?,
+        Some(dir) => Some(read(dir)?),
+        None => {
+            crate::detect::dataset::load_validation(&boxes, reading).map_err(|e| e.to_string())?
+        }
     };
     let validation = match second {
         Some(v) => {
@@ -87,20 +99,28 @@ fn read_boxes(settings: &DatasetSettings) -> Result<Scanned, String> {
     })
 }
 
-/// Scans the folders (off the UI thread) and makes thumbnails. A folder in a box dataset's
-/// layout is read as one (object detection).
+/// Scans the folders (off the UI thread) and makes thumbnails: as a box dataset (object
+/// detection) when the layout says so or, left automatic, the folder looks like one.
 pub fn scan_job(ctx: &egui::Context, settings: DatasetSettings) -> Job<Scanned> {
     Job::spawn("Scanning images", ctx, move |p: &Progress| {
-        if crate::detect::dataset::detect_format(&settings.root).is_some() {
-            return read_boxes(&settings);
-        }
+        let sounds = match settings.layout.resolve(&settings.root) {
+            Layout::Boxes(format) => return read_boxes(&settings, format, p),
+            Layout::Sounds => true,
+            Layout::Classes | Layout::Automatic => false,
+        };
         let progress = |d: usize, t: usize| p.set(d, t);
-        let train = crate::data::scan(&settings.root, &progress, p.cancel_flag())
-            .map_err(|e| e.to_string())?;
+        let scan = |dir: &std::path::Path| {
+            if sounds {
+                crate::audio::clips::scan(dir, &settings.audio, &progress, p.cancel_flag())
+            } else {
+                crate::data::scan(dir, &progress, p.cancel_flag())
+            }
+            .map_err(|e| e.to_string())
+        };
+        let train = scan(&settings.root)?;
         let validation = match &settings.val_root {
             Some(dir) => {
-                let v = crate::data::scan(dir, &progress, p.cancel_flag())
-                    .map_err(|e| e.to_string())?;
+                let v = scan(dir)?;
                 train.same_classes(&v).map_err(|e| e.to_string())?;
                 Some(v)
             }
@@ -113,7 +133,10 @@ pub fn scan_job(ctx: &egui::Context, settings: DatasetSettings) -> Job<Scanned> 
                     .iter()
                     .filter(|s| s.label == c)
                     .take(THUMBS_PER_CLASS)
-                    .filter_map(|s| thumbnail(&s.path, THUMB))
+                    .filter_map(|s| match &train.media {
+                        Media::Images => thumbnail(&s.path, THUMB),
+                        Media::Sounds(a) => super::sound_panel::spectrogram_thumbnail(s, a),
+                    })
                     .collect()
             })
             .collect();
@@ -172,40 +195,6 @@ impl DataPanelState {
         Ok((t, Some(v)))
     }
 
-    fn start_preview(
-        &mut self,
-        ctx: &egui::Context,
-        augment: Augmentation,
-        resize: usize,
-        crop: usize,
-        seed: u64,
-    ) {
-        let Some(train) = &self.train else { return };
-        let paths: Vec<PathBuf> = train
-            .samples
-            .iter()
-            .step_by((train.samples.len() / 4).max(1))
-            .take(4)
-            .map(|s| s.path.clone())
-            .collect();
-        self.preview_job = Some(Job::spawn("Augmentation preview", ctx, move |_| {
-            let mut out = Vec::new();
-            for (k, p) in paths.iter().enumerate() {
-                let img = load_rgb(p)?;
-                for j in 0..3 {
-                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + (k * 3 + j) as u64);
-                    let v = augmented_view(&img, resize, crop, &augment, &mut rng);
-                    let t = image::imageops::thumbnail(&v, 72, 72);
-                    out.push(ColorImage::from_rgb(
-                        [t.width() as usize, t.height() as usize],
-                        t.as_raw(),
-                    ));
-                }
-            }
-            Ok(out)
-        }));
-    }
-
     pub fn set_preview(&mut self, ctx: &egui::Context, imgs: Vec<ColorImage>) {
         self.preview = imgs
             .into_iter()
@@ -213,6 +202,33 @@ impl DataPanelState {
             .map(|(i, img)| ctx.load_texture(format!("aug-{i}"), img, egui::TextureOptions::LINEAR))
             .collect();
     }
+}
+
+/// Three seeded augmented views of each of `paths` (off the UI thread).
+fn augmentation_preview(
+    ctx: &egui::Context,
+    paths: Vec<PathBuf>,
+    augment: Augmentation,
+    resize: usize,
+    crop: usize,
+    seed: u64,
+) -> Job<Vec<ColorImage>> {
+    Job::spawn("Augmentation preview", ctx, move |_| {
+        let mut out = Vec::new();
+        for (k, p) in paths.iter().enumerate() {
+            let img = load_rgb(p)?;
+            for j in 0..3 {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + (k * 3 + j) as u64);
+                let v = augmented_view(&img, resize, crop, &augment, &mut rng);
+                let t = image::imageops::thumbnail(&v, 72, 72);
+                out.push(ColorImage::from_rgb(
+                    [t.width() as usize, t.height() as usize],
+                    t.as_raw(),
+                ));
+            }
+        }
+        Ok(out)
+    })
 }
 
 fn image(ui: &mut Ui, t: &TextureHandle, size: f32) {
@@ -234,10 +250,11 @@ pub fn data_ui(
     ui.heading("Data");
     ui.horizontal(|ui| {
         if ui
-            .button("📂 Choose image folder…")
+            .button("📂 Choose data folder…")
             .on_hover_text(
-                "One sub-folder per class, or a box dataset for detection (YOLO data.yaml, COCO \
-                 instances.json, Pascal VOC Annotations/); you can also drop a folder on the window",
+                "One sub-folder of images or sound clips per class, or a box dataset for \
+                 detection (YOLO data.yaml, COCO instances.json, Pascal VOC Annotations/); you \
+                 can also drop a folder on the window",
             )
             .clicked()
         {
@@ -250,8 +267,18 @@ pub fn data_ui(
         {
             commands.push(AppCommand::PickValidation);
         }
-        if let Some(s) = &state.settings {
+        // What the folder was read as, for "automatic".
+        let found = match (&state.boxes, &state.train) {
+            (Some(v), _) => Some(v.dataset.format.name()),
+            (None, Some(t)) if matches!(t.media, Media::Sounds(_)) => Some("sound clips"),
+            (None, Some(_)) => Some("images"),
+            (None, None) => None,
+        };
+        if let Some(s) = &mut state.settings {
             ui.label(RichText::new(s.root.display().to_string()).monospace());
+            if layout_ui(ui, &mut s.layout, found) {
+                commands.push(AppCommand::Rescan);
+            }
         }
     });
     if let Some(p) = scanning {
@@ -329,6 +356,13 @@ pub fn data_ui(
                 commands,
             );
         }
+        if let (Some(a), Some(view)) = (&options.detection.augmentation, &state.boxes) {
+            let (a, dataset) = (a.clone(), view.dataset.clone());
+            let (fit, seed, side) = (options.detection.fit, options.seed, crop.1);
+            preview_ui(ui, state, |ctx| {
+                super::boxes_panel::augmentation_preview(ctx, &dataset, a, side, fit, seed)
+            });
+        }
         return changed;
     }
     let counts = train.counts();
@@ -336,21 +370,36 @@ pub fn data_ui(
         Ok((_, Some(v))) => v.counts(),
         _ => vec![0; counts.len()],
     };
-    ui.label(format!(
-        "{} images in {} classes",
-        train.samples.len(),
-        train.classes.len()
-    ));
+    let sounds = matches!(train.media, Media::Sounds(_));
+    let seconds = super::sound_panel::seconds_per_class(&train);
+    if sounds {
+        ui.label(format!(
+            "Sound clips: {} clips from {} files in {} classes, {:.0} s of sound",
+            train.samples.len(),
+            train.sounds.len(),
+            train.classes.len(),
+            seconds.iter().sum::<f32>()
+        ));
+    } else {
+        ui.label(format!(
+            "{} images in {} classes",
+            train.samples.len(),
+            train.classes.len()
+        ));
+    }
     egui::ScrollArea::vertical()
         .id_salt("classes")
         .max_height(ui.available_height() * 0.55)
         .show(ui, |ui| {
             egui::Grid::new("class-table")
-                .num_columns(4)
+                .num_columns(if sounds { 5 } else { 4 })
                 .striped(true)
                 .show(ui, |ui| {
                     ui.label(RichText::new("Class").strong());
-                    ui.label(RichText::new("Images").strong());
+                    ui.label(RichText::new(if sounds { "Clips" } else { "Images" }).strong());
+                    if sounds {
+                        ui.label(RichText::new("Sound").strong());
+                    }
                     ui.label(RichText::new("Validation").strong());
                     ui.label(RichText::new("Samples").strong());
                     ui.end_row();
@@ -362,10 +411,26 @@ pub fn data_ui(
                         } else {
                             RichText::new(n.to_string())
                         });
+                        if sounds {
+                            ui.label(format!("{:.1} s", seconds[c]));
+                        }
                         ui.label(val_counts.get(c).copied().unwrap_or(0).to_string());
                         ui.horizontal(|ui| {
                             for t in state.thumbs.get(c).into_iter().flatten() {
-                                image(ui, t, 40.0);
+                                // Spectrograms keep their time-by-bands shape.
+                                let size = t.size_vec2();
+                                let shown = if sounds {
+                                    egui::vec2(40.0 * size.x / size.y.max(1.0), 40.0)
+                                        .min(egui::vec2(120.0, 40.0))
+                                } else {
+                                    egui::vec2(40.0, 40.0)
+                                };
+                                ui.add(
+                                    egui::Image::from_texture(
+                                        egui::load::SizedTexture::from_handle(t),
+                                    )
+                                    .fit_to_exact_size(shown),
+                                );
                             }
                         });
                         ui.end_row();
@@ -389,23 +454,81 @@ pub fn data_ui(
                 });
         });
     }
+    if sounds {
+        if let Some(settings) = &mut state.settings {
+            changed |=
+                super::sound_panel::sound_ui(ui, &train, &mut settings.audio, options, commands);
+        }
+        if let (Some(a), Some(settings)) = (&options.sound_augmentation, &state.settings) {
+            let (a, audio, seed) = (a.clone(), settings.audio.clone(), options.seed);
+            preview_ui(ui, state, |ctx| {
+                super::sound_panel::augmentation_preview(ctx, &train, audio, a, seed)
+            });
+        }
+        return changed;
+    }
     ui.separator();
     changed |= augmentation_ui(ui, options);
-    if let Some(a) = options.augmentation.clone().filter(Augmentation::is_active) {
-        ui.horizontal(|ui| {
-            if ui.button("Preview augmented samples").clicked() {
-                state.start_preview(ui.ctx(), a, crop.0, crop.1, options.seed);
-            }
-            if state.preview_job.is_some() {
-                ui.spinner();
-            }
-        });
-        ui.horizontal_wrapped(|ui| {
-            for t in &state.preview {
-                image(ui, t, 72.0);
-            }
+    if let Some(a) = options.augmentation.clone().filter(Augmentation::is_active)
+        && let Some(train) = &state.train
+    {
+        let paths: Vec<PathBuf> = train
+            .samples
+            .iter()
+            .step_by((train.samples.len() / 4).max(1))
+            .take(4)
+            .map(|s| s.path.clone())
+            .collect();
+        let seed = options.seed;
+        preview_ui(ui, state, |ctx| {
+            augmentation_preview(ctx, paths, a, crop.0, crop.1, seed)
         });
     }
+    changed
+}
+
+/// The "Preview augmented samples" button (`start` makes the job) and the views it made.
+fn preview_ui(
+    ui: &mut Ui,
+    state: &mut DataPanelState,
+    start: impl FnOnce(&egui::Context) -> Job<Vec<ColorImage>>,
+) {
+    ui.horizontal(|ui| {
+        if ui.button("Preview augmented samples").clicked() {
+            state.preview_job = Some(start(ui.ctx()));
+        }
+        if state.preview_job.is_some() {
+            ui.spinner();
+        }
+    });
+    ui.horizontal_wrapped(|ui| {
+        for t in &state.preview {
+            image(ui, t, 72.0);
+        }
+    });
+}
+
+/// How the folder is read; true when the user chose another layout (the folder is then read
+/// again).
+fn layout_ui(ui: &mut Ui, layout: &mut Layout, found: Option<&str>) -> bool {
+    let mut changed = false;
+    ui.label("Layout");
+    let shown = match (*layout, found) {
+        (Layout::Automatic, Some(f)) => format!("automatic: {f}"),
+        (l, _) => l.name().to_string(),
+    };
+    egui::ComboBox::from_id_salt("dataset-layout")
+        .selected_text(shown)
+        .show_ui(ui, |ui| {
+            for l in Layout::ALL {
+                changed |= ui.selectable_value(layout, l, l.name()).changed();
+            }
+        })
+        .response
+        .on_hover_text(
+            "Automatic reads a box dataset (YOLO data.yaml, COCO instances.json, Pascal VOC \
+             Annotations/) for detection and otherwise one sub-folder per class",
+        );
     changed
 }
 

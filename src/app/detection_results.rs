@@ -1,12 +1,13 @@
 //! A detector's results: mAP@0.5 and mAP@[.5:.95], the per-class AP table, precision–recall
 //! curves, and the validation images with the most mistakes, predicted boxes (class colours,
-//! scores) over true ones (white), all filtered by a score-threshold slider.
+//! scores) over true ones (white). The boxes shown pass the project's [`Suppression`] (score,
+//! IoU, most boxes), set here and used by the export too.
 
 use super::jobs::{self, Job};
 use super::theme;
 use crate::detect::BBox;
 use crate::detect::evaluate::{DetectionEvaluation, ImageResult, KEPT_SCORE};
-use crate::detect::yolo::Predicted;
+use crate::detect::yolo::{Predicted, Suppression, suppress};
 use egui::{ColorImage, RichText, TextureHandle, Ui};
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
@@ -18,9 +19,8 @@ const SIDE: u32 = 200;
 /// A worst image as decoded off the UI thread: thumbnail, result, its own size.
 type Decoded = (ColorImage, ImageResult, (u32, u32));
 
+#[derive(Default)]
 pub struct DetectionPanelState {
-    /// Boxes below this score are not drawn.
-    pub score_threshold: f32,
     worst: Vec<(TextureHandle, ImageResult, (u32, u32))>,
     /// The result the gallery shows (`LastRun::id`).
     worst_for: u64,
@@ -33,21 +33,17 @@ pub struct Overlay<'a> {
     pub size: (u32, u32),
     /// True boxes (thin, white).
     pub truths: &'a [BBox],
-    /// Found boxes, drawn from `threshold` up in class colours with class and score.
+    /// Found boxes (as [`shown`] leaves them), drawn in class colours with class and score.
     pub found: &'a [Predicted],
-    pub threshold: f32,
     pub classes: &'a [String],
 }
 
-impl Default for DetectionPanelState {
-    fn default() -> Self {
-        Self {
-            score_threshold: crate::detect::evaluate::SHOWN_SCORE,
-            worst: Vec::new(),
-            worst_for: 0,
-            worst_job: None,
-        }
-    }
+/// The boxes the window shows of `found`: through the project's suppression. Found boxes are
+/// kept down to [`KEPT_SCORE`] and (for a dropped image) before any NMS, so every setting
+/// is exact; a validation image's boxes went through the evaluation's NMS at IoU 0.45, so
+/// there an IoU above that shows no more boxes than 0.45 does.
+pub fn shown(found: &[Predicted], s: &Suppression) -> Vec<Predicted> {
+    suppress(found.to_vec(), s)
 }
 
 /// An image, `longest` points on its longer side, with an [`Overlay`] of boxes.
@@ -74,7 +70,7 @@ pub fn boxed_image(ui: &mut Ui, texture: &TextureHandle, longest: f32, o: &Overl
             egui::StrokeKind::Inside,
         );
     }
-    for p in o.found.iter().filter(|p| p.score >= o.threshold) {
+    for p in o.found {
         let colour = theme::class_color(p.class);
         let rect = to_screen(&p.bbox);
         painter.rect_stroke(
@@ -97,20 +93,43 @@ pub fn boxed_image(ui: &mut Ui, texture: &TextureHandle, longest: f32, o: &Overl
     }
 }
 
-/// The score-threshold slider shared by the worst images and a dropped image.
-pub fn threshold_ui(ui: &mut Ui, state: &mut DetectionPanelState) {
+/// The suppression controls (score, IoU, most boxes) shared by the validation images, a
+/// dropped image and the export; true when one changed.
+pub fn suppression_ui(ui: &mut Ui, s: &mut Suppression) -> bool {
     ui.horizontal(|ui| {
-        ui.label("Score threshold");
-        ui.add(egui::Slider::new(&mut state.score_threshold, KEPT_SCORE..=0.95).fixed_decimals(2));
-    });
+        let mut changed = false;
+        ui.label("Score ≥");
+        changed |= ui
+            .add(egui::Slider::new(&mut s.score_threshold, KEPT_SCORE..=0.95).fixed_decimals(2))
+            .on_hover_text("Boxes scored lower are not shown or exported")
+            .changed();
+        ui.label("IoU ≤");
+        changed |= ui
+            .add(egui::Slider::new(&mut s.iou_threshold, 0.1..=0.95).fixed_decimals(2))
+            .on_hover_text(
+                "Non-maximum suppression: a box overlapping a better box of its class by more \
+                 than this is dropped",
+            )
+            .changed();
+        ui.label("At most");
+        changed |= ui
+            .add(egui::DragValue::new(&mut s.max_detections).range(1..=1000))
+            .on_hover_text("Boxes per image, best first")
+            .changed();
+        ui.label("boxes");
+        changed
+    })
+    .inner
 }
 
+/// The detector's results; true when the suppression changed.
 pub fn detection_ui(
     ui: &mut Ui,
     state: &mut DetectionPanelState,
+    suppression: &mut Suppression,
     run: u64,
     d: &DetectionEvaluation,
-) {
+) -> bool {
     let r = &d.report;
     ui.label(
         RichText::new(format!(
@@ -127,8 +146,9 @@ pub fn detection_ui(
         pr_curves(&mut cols[1], d);
     });
     ui.separator();
-    threshold_ui(ui, state);
-    worst_ui(ui, state, run, d);
+    let changed = suppression_ui(ui, suppression);
+    worst_ui(ui, state, suppression, run, d);
+    changed
 }
 
 fn ap_table(ui: &mut Ui, d: &DetectionEvaluation) {
@@ -188,7 +208,13 @@ fn pr_curves(ui: &mut Ui, d: &DetectionEvaluation) {
         });
 }
 
-fn worst_ui(ui: &mut Ui, state: &mut DetectionPanelState, run: u64, d: &DetectionEvaluation) {
+fn worst_ui(
+    ui: &mut Ui,
+    state: &mut DetectionPanelState,
+    suppression: &Suppression,
+    run: u64,
+    d: &DetectionEvaluation,
+) {
     let worst: Vec<ImageResult> = d.worst(WORST).into_iter().cloned().collect();
     ui.label(
         RichText::new(format!(
@@ -227,7 +253,6 @@ fn worst_ui(ui: &mut Ui, state: &mut DetectionPanelState, run: u64, d: &Detectio
             })
             .collect();
     }
-    let threshold = state.score_threshold;
     egui::ScrollArea::vertical()
         .id_salt("worst")
         .show(ui, |ui| {
@@ -235,6 +260,7 @@ fn worst_ui(ui: &mut Ui, state: &mut DetectionPanelState, run: u64, d: &Detectio
                 for (t, r, size) in &state.worst {
                     ui.vertical(|ui| {
                         let truths: Vec<BBox> = r.truths.iter().map(|o| o.bbox).collect();
+                        let found = shown(&r.predicted, suppression);
                         boxed_image(
                             ui,
                             t,
@@ -242,8 +268,7 @@ fn worst_ui(ui: &mut Ui, state: &mut DetectionPanelState, run: u64, d: &Detectio
                             &Overlay {
                                 size: *size,
                                 truths: &truths,
-                                found: &r.predicted,
-                                threshold,
+                                found: &found,
                                 classes: &d.classes,
                             },
                         );

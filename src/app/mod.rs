@@ -25,6 +25,7 @@ mod library_panel;
 mod results_panel;
 mod screenshots;
 mod shortcuts;
+mod sound_panel;
 mod theme;
 mod train_panel;
 mod workspace;
@@ -244,6 +245,13 @@ impl GraftApp {
         self.last_run.evaluation.as_ref()
     }
 
+    /// Whether the open network was trained on sound (takes clips, not images).
+    pub fn sound_network(&self) -> bool {
+        self.ws
+            .as_ref()
+            .is_some_and(|w| crate::audio::front::FrontEnd::of(&w.network).is_some())
+    }
+
     /// A detector's results after training (`None` for a classifier).
     pub fn detection(&self) -> Option<&DetectionEvaluation> {
         self.last_run.detection.as_ref()
@@ -381,12 +389,15 @@ impl eframe::App for GraftApp {
                     let detector = self.ws.as_ref().is_some_and(|w| {
                         crate::graph::edit::DetectionSpec::of(&w.network).is_some()
                     });
-                    results_panel::results_ui(
+                    let sound = self.sound_network();
+                    self.dirty |= results_panel::results_ui(
                         ui,
                         &mut self.results,
                         evaluation,
                         detection,
                         detector,
+                        sound,
+                        &mut self.options.detection,
                         trained,
                         &mut self.commands,
                     );

@@ -3,7 +3,8 @@
 
 use super::{AppCommand, theme};
 use crate::detect::evaluate::DetectionEvaluation;
-use crate::train::Evaluation;
+use crate::onnx::detector::Decoding;
+use crate::train::{DetectionOptions, Evaluation};
 use egui::{ColorImage, RichText, TextureHandle, Ui};
 
 /// A classified image: its thumbnail and the top classes; for a detector, the boxes found
@@ -43,15 +44,20 @@ impl ResultsPanelState {
     }
 }
 
+/// The Results tab; true when a detector's options (suppression, export outputs) changed.
+#[allow(clippy::too_many_arguments)]
 pub fn results_ui(
     ui: &mut Ui,
     state: &mut ResultsPanelState,
     eval: Option<(u64, &Evaluation)>,
     detection: Option<(u64, &DetectionEvaluation)>,
     detector: bool,
+    sound: bool,
+    options: &mut DetectionOptions,
     trained: bool,
     commands: &mut Vec<AppCommand>,
-) {
+) -> bool {
+    let mut changed = false;
     ui.horizontal(|ui| {
         ui.heading("Results");
         ui.add_space(20.0);
@@ -64,14 +70,19 @@ pub fn results_ui(
         {
             commands.push(AppCommand::PickExport);
         }
+        if detector {
+            changed |= decoding_ui(ui, &mut options.decoding);
+        }
         let what = if detector {
             "🖼 Detect in an image…"
+        } else if sound {
+            "🔊 Classify a sound file…"
         } else {
             "🖼 Classify an image…"
         };
         if ui
             .button(what)
-            .on_hover_text("Or drop an image on the window")
+            .on_hover_text("Or drop a file on the window")
             .clicked()
         {
             commands.push(AppCommand::PickClassify);
@@ -90,7 +101,8 @@ pub fn results_ui(
         && let Some(d) = &c.boxes
     {
         ui.group(|ui| {
-            super::detection_results::threshold_ui(ui, &mut state.detection);
+            changed |= super::detection_results::suppression_ui(ui, &mut options.suppression);
+            let shown = super::detection_results::shown(&d.found, &options.suppression);
             ui.horizontal(|ui| {
                 super::detection_results::boxed_image(
                     ui,
@@ -99,17 +111,11 @@ pub fn results_ui(
                     &super::detection_results::Overlay {
                         size: d.size,
                         truths: &[],
-                        found: &d.found,
-                        threshold: state.detection.score_threshold,
+                        found: &shown,
                         classes: &d.classes,
                     },
                 );
                 ui.vertical(|ui| {
-                    let shown: Vec<_> = d
-                        .found
-                        .iter()
-                        .filter(|p| p.score >= state.detection.score_threshold)
-                        .collect();
                     ui.label(RichText::new(format!("{} boxes", shown.len())).strong());
                     for p in shown.iter().take(12) {
                         ui.label(
@@ -162,12 +168,18 @@ pub fn results_ui(
         });
     }
     if let Some((run, d)) = detection {
-        super::detection_results::detection_ui(ui, &mut state.detection, run, d);
-        return;
+        changed |= super::detection_results::detection_ui(
+            ui,
+            &mut state.detection,
+            &mut options.suppression,
+            run,
+            d,
+        );
+        return changed;
     }
     let Some((run, e)) = eval else {
         ui.label(RichText::new("Train with validation images to see a confusion matrix and per-class metrics here.").weak());
-        return;
+        return changed;
     };
     ui.label(
         RichText::new(format!(
@@ -185,6 +197,31 @@ pub fn results_ui(
     });
     ui.separator();
     gallery_ui(ui, state, run, e);
+    changed
+}
+
+/// What an exported detector outputs (the same choice as `graft train --decoding`).
+fn decoding_ui(ui: &mut Ui, decoding: &mut Decoding) -> bool {
+    let name = |d: Decoding| match d {
+        Decoding::Nms => "final boxes (NMS inside)",
+        Decoding::Boxes => "every decoded box",
+        Decoding::Map => "the raw prediction map",
+    };
+    let mut changed = false;
+    egui::ComboBox::from_id_salt("export-decoding")
+        .selected_text(name(*decoding))
+        .show_ui(ui, |ui| {
+            for d in [Decoding::Nms, Decoding::Boxes, Decoding::Map] {
+                changed |= ui.selectable_value(decoding, d, name(d)).changed();
+            }
+        })
+        .response
+        .on_hover_text(
+            "What the exported file outputs: boxes, scores and classes after non-maximum \
+             suppression with the settings below; every decoded box with its class scores \
+             (the caller suppresses); or the head's map alone",
+        );
+    changed
 }
 
 fn confusion_ui(ui: &mut Ui, e: &Evaluation) {

@@ -15,11 +15,13 @@ pub struct Script {
 
 impl Script {
     /// `GRAFT_SHOT=compare` runs the comparison script instead, `GRAFT_SHOT=detect` the
-    /// detection script on the box dataset `GRAFT_SHOT_DATA` names (tools/screenshots.sh).
+    /// detection script on the box dataset `GRAFT_SHOT_DATA` names, `GRAFT_SHOT=sound` the
+    /// data panel on the sound folder it names (tools/screenshots.sh).
     pub fn new(dir: PathBuf) -> Self {
         let stage = match std::env::var("GRAFT_SHOT").as_deref() {
             Ok("compare") => 40,
             Ok("detect") => 60,
+            Ok("sound") => 80,
             _ => 0,
         };
         Script {
@@ -199,6 +201,54 @@ impl Script {
             }
             68 => self.shoot(ctx, "results_detect"),
             69 => self.stage = 99,
+            // Sound: a folder of clips in the data panel (spectrograms, seconds per class,
+            // the front end's settings) with augmentation on and previewed.
+            80 => {
+                if app.ws.is_some() && !app.is_busy() {
+                    let _ = std::fs::create_dir_all(&self.dir);
+                    match std::env::var_os("GRAFT_SHOT_DATA") {
+                        Some(d) => app.push(AppCommand::OpenDataset(PathBuf::from(d))),
+                        None => {
+                            eprintln!("GRAFT_SHOT_DATA names no sound folder");
+                            self.stage = 99;
+                            return;
+                        }
+                    }
+                    app.options.sound_augmentation =
+                        Some(crate::audio::front::AudioAugmentation::default());
+                    app.tab = Tab::Data;
+                    self.stage = 81;
+                    self.wait = 5;
+                }
+            }
+            81 => {
+                let sounds = app
+                    .data
+                    .train
+                    .as_ref()
+                    .is_some_and(|d| matches!(d.media, crate::data::Media::Sounds(_)));
+                if sounds && !app.is_busy() {
+                    if let (Some(train), Some(settings)) = (&app.data.train, &app.data.settings) {
+                        app.data.preview_job = Some(super::sound_panel::augmentation_preview(
+                            ctx,
+                            train,
+                            settings.audio.clone(),
+                            crate::audio::front::AudioAugmentation::default(),
+                            app.options.seed,
+                        ));
+                    }
+                    self.stage = 82;
+                    self.wait = 10;
+                }
+            }
+            82 => {
+                if app.data.preview_job.is_none() {
+                    self.stage = 83;
+                    self.wait = 30;
+                }
+            }
+            83 => self.shoot(ctx, "data_sounds"),
+            84 => self.stage = 99,
             2 => self.shoot(ctx, "graph"),
             3 => {
                 // The gallery over the graph (sorted by published accuracy).

@@ -64,3 +64,20 @@ pub fn heat(f: f32) -> Color32 {
     let lerp = |a: u8, b: u8| (a as f32 + (b as f32 - a as f32) * f) as u8;
     Color32::from_rgb(lerp(30, 40), lerp(36, 120), lerp(48, 230))
 }
+
+/// A spectrogram's colour for a fraction in [0, 1]: black through purple and orange to pale
+/// yellow (a magma-like ramp, so loudness reads at a glance).
+pub fn spectrogram(f: f32) -> [u8; 3] {
+    const STOPS: [[f32; 3]; 5] = [
+        [0.0, 0.0, 4.0],
+        [80.0, 18.0, 123.0],
+        [182.0, 54.0, 121.0],
+        [251.0, 136.0, 97.0],
+        [252.0, 253.0, 191.0],
+    ];
+    let x = f.clamp(0.0, 1.0) * (STOPS.len() - 1) as f32;
+    let i = (x.floor() as usize).min(STOPS.len() - 2);
+    let t = x - i as f32;
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    [0, 1, 2].map(|c| (a[c] + (b[c] - a[c]) * t) as u8)
+}

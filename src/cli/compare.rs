@@ -13,9 +13,11 @@ pub struct CompareArgs {
     /// Gallery names or ONNX files, comma-separated (`resnet18,googlenet,my.onnx`).
     #[arg(long, value_delimiter = ',', required = true)]
     pub models: Vec<PathBuf>,
-    /// One sub-folder of images per class.
+    /// One sub-folder of images (or sound clips) per class.
     #[arg(long)]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub sound: super::sound::SoundArgs,
     /// Validation images (else `--val-split` of `--data`).
     #[arg(long)]
     pub val_data: Option<PathBuf>,
@@ -52,11 +54,13 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
     options.learning_rate = args.lr.unwrap_or(options.learning_rate);
     options.seed = args.seed.unwrap_or(options.seed);
     options.device = args.device.unwrap_or(options.device);
+    options.sound_augmentation = args.sound.augmentation()?;
     // One split for every network.
-    let data = scan_with_bar(&args.data)?;
+    let audio = args.sound.settings()?;
+    let data = scan_with_bar(&args.data, &audio)?;
     let (train, validation) = match &args.val_data {
         Some(dir) => {
-            let v = scan_with_bar(dir)?;
+            let v = scan_with_bar(dir, &audio)?;
             data.same_classes(&v).map_err(|e| e.to_string())?;
             (data, v)
         }

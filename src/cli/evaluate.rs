@@ -119,7 +119,11 @@ pub fn evaluate_cmd(args: EvaluateArgs) -> Result<(), String> {
     if crate::graph::edit::DetectionSpec::of(&imported.network).is_some() {
         return evaluate_detector_cmd(&args, &imported);
     }
-    let data = scan_with_bar(&args.data)?;
+    // A sound network's clips are cut as it was trained.
+    let audio = crate::audio::front::FrontEnd::of(&imported.network)
+        .map(|f| f.settings)
+        .unwrap_or_default();
+    let data = scan_with_bar(&args.data, &audio)?;
     let dev = select_device(args.device)?;
     let bar = ProgressBar::new(data.samples.len() as u64)
         .with_style(style("evaluating {bar:30} {pos}/{len}"));
@@ -208,7 +212,7 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<(), String> {
     } else {
         std::fs::read(&args.model).map_err(|e| e.to_string())?
     };
-    let images = crate::verify::images_in(&args.data);
+    let images = crate::verify::inputs_for(&imported.network, &args.data);
     if crate::graph::edit::DetectionSpec::of(&imported.network).is_some() {
         let r = crate::verify::verify_detector(
             &bytes,

@@ -9,6 +9,7 @@ mod infer;
 mod inspect;
 mod models;
 mod predict;
+mod sound;
 pub mod train;
 
 use crate::engine::DeviceChoice;

@@ -2,7 +2,9 @@
 //! image folder, or a detector on a box dataset).
 
 use super::evaluate::{print_detection, print_evaluation, print_verify, print_verify_detector};
+use crate::audio::front::AudioSettings;
 use crate::data::{Augmentation, Dataset};
+use crate::detect::dataset::Reading;
 use crate::detect::transform::{BoxAugmentation, Fit};
 use crate::engine::DeviceChoice;
 use crate::graph::edit::{Edit, apply, freeze_backbone};
@@ -56,6 +58,8 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub suppression: super::detect::SuppressionArgs,
     /// Validation images in a second folder with the same classes.
+    #[command(flatten)]
+    pub sound: super::sound::SoundArgs,
     #[arg(long, conflicts_with = "val_split")]
     pub val_data: Option<PathBuf>,
     /// Hold out this fraction of each class for validation (stratified, seeded).
@@ -295,21 +299,28 @@ fn options(args: &TrainArgs) -> Result<TrainingOptions, String> {
     if let Some(a) = args.anchors {
         o.detection.anchors = a;
     }
-    // Checked now, not after training, though only the export uses it.
-    args.suppression.get()?;
+    // Checked now, not after training, though only the export uses them.
+    o.detection.suppression = args.suppression.get()?;
+    o.detection.decoding = args.decoding;
     if let Some(v) = &args.box_augment {
         o.detection.augmentation = parse_box_augment(v)?;
+    }
+    if args.sound.sound_augment.is_some() {
+        o.sound_augmentation = args.sound.augmentation()?;
     }
     o.validate()?;
     Ok(o)
 }
 
-pub(super) fn scan_with_bar(dir: &Path) -> Result<Dataset, String> {
+/// Scans a folder of classes (images, or sound clips cut as `audio` says) with a progress
+/// bar, and reports what it found.
+pub(super) fn scan_with_bar(dir: &Path, audio: &AudioSettings) -> Result<Dataset, String> {
     let bar = ProgressBar::new(0).with_style(style("{msg} {bar:30} {pos}/{len}"));
     bar.set_message(format!("Scanning {}", dir.display()));
     let never = AtomicBool::new(false);
-    let d = crate::data::scan(
+    let d = crate::data::scan_classes(
         dir,
+        audio,
         &|done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
@@ -329,8 +340,25 @@ pub(super) fn scan_with_bar(dir: &Path) -> Result<Dataset, String> {
         .zip(&counts)
         .map(|(c, n)| format!("{c} {n}"))
         .collect();
+    let what = match &d.media {
+        crate::data::Media::Images => "images",
+        crate::data::Media::Sounds(a) => {
+            let short = d
+                .sounds
+                .iter()
+                .filter(|f| f.seconds < a.min_seconds)
+                .count();
+            if short > 0 {
+                eprintln!(
+                    "{short} files are shorter than {} s (padded with silence)",
+                    a.min_seconds
+                );
+            }
+            "sound clips"
+        }
+    };
     eprintln!(
-        "{}: {} images in {} classes ({})",
+        "{}: {} {what} in {} classes ({})",
         dir.display(),
         d.samples.len(),
         d.classes.len(),
@@ -393,8 +421,8 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         &outcome.network,
         &outcome.store,
         &args.export,
-        args.decoding,
-        &args.suppression.get()?,
+        options.detection.decoding,
+        &options.detection.suppression,
     )?;
     eprintln!(
         "wrote {} and {}",
@@ -410,7 +438,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         let images: Vec<PathBuf> = validation
             .as_ref()
             .map(|v| v.samples.iter().map(|s| s.path.clone()).collect())
-            .unwrap_or_else(|| crate::verify::images_in(&args.data));
+            .unwrap_or_else(|| crate::verify::inputs_for(&outcome.network, &args.data));
         let bytes = std::fs::read(&args.export).map_err(|e| e.to_string())?;
         let (net, store) = (&outcome.network, &outcome.store);
         if args.task == TaskArg::Detect {
@@ -449,12 +477,13 @@ type Job = (
 
 /// A classifier: the image folders, the network with its head adapted to their classes.
 fn classifier_job(args: &TrainArgs, options: &TrainingOptions) -> Result<Job, String> {
-    let data = scan_with_bar(&args.data)?;
+    let audio = args.sound.settings()?;
+    let data = scan_with_bar(&args.data, &audio)?;
     let imported = super::open_model_for(&args.model, &data)?;
     let (mut net, mut store) = (imported.network, imported.store);
     let (train, validation) = match (&args.val_data, args.val_split) {
         (Some(dir), _) => {
-            let v = scan_with_bar(dir)?;
+            let v = scan_with_bar(dir, &audio)?;
             data.same_classes(&v).map_err(|e| e.to_string())?;
             (data, Some(v))
         }
@@ -512,7 +541,8 @@ fn detector_job(args: &TrainArgs, options: &TrainingOptions) -> Result<Job, Stri
     let second = match (&args.val_data, args.val_split) {
         (Some(dir), _) => Some(load_boxes(dir, args)?),
         (None, None) => {
-            let own = crate::detect::dataset::load_validation(&boxes).map_err(|e| e.to_string())?;
+            let own = crate::detect::dataset::load_validation(&boxes, Reading::quiet())
+                .map_err(|e| e.to_string())?;
             if let Some(v) = &own {
                 eprintln!(
                     "{}: {} validation images named by the dataset",

@@ -24,6 +24,29 @@ pub struct Sample {
     /// A box dataset's objects in the image's own pixels (empty for classification).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<Object>,
+    /// A sound dataset's clip: where it starts in its file, in seconds (long files give
+    /// several clips; `Media::Sounds` says how long each is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<f32>,
+}
+
+/// What a dataset's files hold: images, or sounds whose clips become spectrogram images
+/// (cut and computed as the settings say).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum Media {
+    #[default]
+    Images,
+    Sounds(crate::audio::front::AudioSettings),
+}
+
+/// A sound file as the scan read it (the Data tab's counts and durations).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SoundFile {
+    pub path: PathBuf,
+    pub label: usize,
+    pub seconds: f32,
+    /// The file's own sample rate and channel count.
+    pub rate: u32,
 }
 
 /// What a dataset teaches: a class per image (a folder per class), or boxes with a class
@@ -56,6 +79,11 @@ pub struct Dataset {
     pub skipped: Vec<Skipped>,
     #[serde(default)]
     pub task: Task,
+    #[serde(default)]
+    pub media: Media,
+    /// A sound dataset's files (empty for images).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sounds: Vec<SoundFile>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -87,6 +115,10 @@ pub enum DataError {
     BadSplit(f32),
     #[error("cancelled")]
     Cancelled,
+    #[error(
+        "the validation folder holds other media (images vs sounds, or clips cut another way) than the training folder"
+    )]
+    MediaMismatch,
 }
 
 impl Dataset {
@@ -142,19 +174,33 @@ impl Dataset {
             Task::Detect => 1,
         };
         for class in 0..groups {
-            let mut members: Vec<&Sample> =
-                self.samples.iter().filter(|s| s.label == class).collect();
+            // Split files, not samples: the clips of one sound file all land on one side, so
+            // validation never hears a piece of a training recording.
+            let in_group = |s: &&Sample| self.task == Task::Detect || s.label == class;
+            let mut files: Vec<&Path> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for s in self.samples.iter().filter(in_group) {
+                if seen.insert(s.path.as_path()) {
+                    files.push(&s.path);
+                }
+            }
             let mut rng = ChaCha8Rng::seed_from_u64(
                 seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
-            members.shuffle(&mut rng);
-            let n = members.len();
+            files.shuffle(&mut rng);
+            let n = files.len();
             let mut k = (n as f32 * fraction).round() as usize;
             if fraction > 0.0 && n >= 2 {
                 k = k.clamp(1, n - 1);
             }
-            val.extend(members[..k].iter().map(|s| (*s).clone()));
-            train.extend(members[k..].iter().map(|s| (*s).clone()));
+            let to_val: std::collections::HashSet<&Path> = files[..k].iter().copied().collect();
+            for s in self.samples.iter().filter(in_group) {
+                if to_val.contains(s.path.as_path()) {
+                    val.push(s.clone());
+                } else {
+                    train.push(s.clone());
+                }
+            }
         }
         let part = |samples| Dataset {
             root: self.root.clone(),
@@ -162,6 +208,8 @@ impl Dataset {
             samples,
             skipped: Vec::new(),
             task: self.task,
+            media: self.media.clone(),
+            sounds: Vec::new(),
         };
         Ok((part(train), part(val)))
     }
@@ -191,6 +239,9 @@ impl Dataset {
     /// Re-labels a second folder (a validation root) to these classes; its class set must
     /// be the same.
     pub fn same_classes(&self, other: &Dataset) -> Result<(), DataError> {
+        if self.media != other.media {
+            return Err(DataError::MediaMismatch);
+        }
         if self.classes != other.classes || self.task != other.task {
             return Err(DataError::ClassMismatch {
                 expected: self.classes.clone(),
@@ -210,26 +261,7 @@ pub fn scan(
     progress: &(dyn Fn(usize, usize) + Sync),
     cancel: &AtomicBool,
 ) -> Result<Dataset, DataError> {
-    let unreadable = |path: &Path, e: std::io::Error| DataError::Unreadable {
-        path: path.to_owned(),
-        message: e.to_string(),
-    };
-    let mut classes: Vec<(String, PathBuf)> = std::fs::read_dir(root)
-        .map_err(|e| unreadable(root, e))?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .collect();
-    classes.sort();
-    if classes.is_empty() {
-        return Err(DataError::NoClasses(root.to_owned()));
-    }
-    let mut files: Vec<(PathBuf, usize)> = Vec::new();
-    for (label, (_, dir)) in classes.iter().enumerate() {
-        collect_files(dir, label, &mut files);
-    }
-    files.sort();
+    let (classes, files) = class_files(root)?;
     let total = files.len();
     let done = AtomicUsize::new(0);
     let checked: Vec<Result<Sample, Skipped>> = files
@@ -246,6 +278,7 @@ pub fn scan(
                     path: path.clone(),
                     label,
                     objects: Vec::new(),
+                    start: None,
                 })
                 .map_err(|reason| Skipped { path, reason });
             progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
@@ -257,7 +290,7 @@ pub fn scan(
     }
     let mut dataset = Dataset {
         root: root.to_owned(),
-        classes: classes.into_iter().map(|(n, _)| n).collect(),
+        classes,
         ..Dataset::default()
     };
     for r in checked {
@@ -267,6 +300,34 @@ pub fn scan(
         }
     }
     Ok(dataset)
+}
+
+/// A file under a class folder, with its class.
+pub(crate) type ClassFile = (PathBuf, usize);
+
+/// The class names under `root` (its sub-folders, sorted) and every file inside them with
+/// its class, sorted: what an image scan and a sound scan both start from.
+pub(crate) fn class_files(root: &Path) -> Result<(Vec<String>, Vec<ClassFile>), DataError> {
+    let mut classes: Vec<(String, PathBuf)> = std::fs::read_dir(root)
+        .map_err(|e| DataError::Unreadable {
+            path: root.to_owned(),
+            message: e.to_string(),
+        })?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(DataError::NoClasses(root.to_owned()));
+    }
+    let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    for (label, (_, dir)) in classes.iter().enumerate() {
+        collect_files(dir, label, &mut files);
+    }
+    files.sort();
+    Ok((classes.into_iter().map(|(n, _)| n).collect(), files))
 }
 
 fn collect_files(dir: &Path, label: usize, out: &mut Vec<(PathBuf, usize)>) {

@@ -3,6 +3,7 @@
 use super::augment::{Augmentation, augmented_view};
 use super::folder::{Sample, Skipped};
 use super::preprocess::{load_rgb, normalize_chw, resize_center_crop};
+use crate::audio::clips::SoundFraming;
 use crate::detect::dataset::Object;
 use crate::detect::transform::{self as boxes, BoxAugmentation, Fit, Placement};
 use crate::graph::Preprocess;
@@ -25,6 +26,9 @@ pub struct Transform {
     /// A detector's framing: the whole image into the square input with its boxes
     /// (`preprocess.crop` is the side); replaces resize, crop and `augment`.
     pub boxes: Option<BoxFraming>,
+    /// A sound dataset's: each sample is a clip whose spectrogram fills the square input
+    /// (`preprocess.crop` is the side); replaces everything about images.
+    pub sound: Option<SoundFraming>,
 }
 
 /// How a box dataset's images meet a detector's input.
@@ -139,6 +143,10 @@ impl Transform {
     }
 
     pub fn load(&self, sample: &Sample, seed: u64) -> Result<Loaded, String> {
+        if let Some(sound) = &self.sound {
+            let side = self.preprocess.crop;
+            return Ok((sound.input(sample, side, self.channels, seed)?, None));
+        }
         Ok(self.apply_framed(&load_rgb(&sample.path)?, &sample.objects, seed))
     }
 }

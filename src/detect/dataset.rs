@@ -17,6 +17,7 @@ use crate::data::folder::IMAGE_EXTENSIONS;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BoxFormat {
@@ -110,6 +111,40 @@ pub enum BoxError {
     },
     #[error("{0} has no images")]
     NoImages(PathBuf),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Progress and cancelling while a box dataset is read (each image's header is read: the
+/// window's scan job shows how far it is and can stop it).
+#[derive(Clone, Copy)]
+pub struct Reading<'a> {
+    /// Called with (images done, images in all).
+    pub progress: &'a (dyn Fn(usize, usize) + Sync),
+    pub cancel: &'a AtomicBool,
+}
+
+fn no_progress(_: usize, _: usize) {}
+static NEVER_CANCELLED: AtomicBool = AtomicBool::new(false);
+
+impl Reading<'static> {
+    /// Neither progress nor cancelling (the command line, tests).
+    pub fn quiet() -> Self {
+        Reading {
+            progress: &no_progress,
+            cancel: &NEVER_CANCELLED,
+        }
+    }
+}
+
+impl Reading<'_> {
+    fn step(&self, done: usize, total: usize) -> Result<(), BoxError> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(BoxError::Cancelled);
+        }
+        (self.progress)(done, total);
+        Ok(())
+    }
 }
 
 fn list(files: &[PathBuf]) -> String {
@@ -160,6 +195,7 @@ impl BoxDataset {
                     path: i.path.clone(),
                     label: 0,
                     objects: i.objects.clone(),
+                    start: None,
                 })
                 .collect(),
             skipped: self
@@ -174,6 +210,7 @@ impl BoxDataset {
                 })
                 .collect(),
             task: crate::data::Task::Detect,
+            ..Default::default()
         }
     }
 
@@ -203,13 +240,18 @@ pub fn detect_format(root: &Path) -> Option<BoxFormat> {
 
 /// Reads a box dataset, in `format` or the one found.
 pub fn load(root: &Path, format: Option<BoxFormat>) -> Result<BoxDataset, BoxError> {
+    read(root, format, Reading::quiet())
+}
+
+/// [`load`] with progress and cancelling.
+pub fn read(root: &Path, format: Option<BoxFormat>, r: Reading) -> Result<BoxDataset, BoxError> {
     let format = format
         .or_else(|| detect_format(root))
         .ok_or_else(|| BoxError::Unrecognised(root.to_path_buf()))?;
     let mut ds = match format {
-        BoxFormat::Yolo => yolo(root)?,
-        BoxFormat::Coco => coco(root)?,
-        BoxFormat::Voc => voc(root)?,
+        BoxFormat::Yolo => yolo(root, r)?,
+        BoxFormat::Coco => coco(root, r)?,
+        BoxFormat::Voc => voc(root, r)?,
     };
     if ds.images.is_empty() {
         return Err(BoxError::NoImages(root.to_path_buf()));
@@ -314,7 +356,7 @@ fn yolo_names_file(root: &Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn yolo(root: &Path) -> Result<BoxDataset, BoxError> {
+fn yolo(root: &Path, r: Reading) -> Result<BoxDataset, BoxError> {
     let file = yolo_names_file(root).ok_or_else(|| BoxError::Unrecognised(root.to_path_buf()))?;
     let text = read_text(&file)?;
     let (classes, train, val) = if file.extension().is_some_and(|e| e == "yaml") {
@@ -327,7 +369,7 @@ fn yolo(root: &Path) -> Result<BoxDataset, BoxError> {
             .map(String::from);
         (names.collect(), root.join("images"), None)
     };
-    let (images, findings) = yolo_images(&train, &classes)?;
+    let (images, findings) = yolo_images(&train, &classes, r)?;
     Ok(BoxDataset {
         root: root.to_path_buf(),
         format: BoxFormat::Yolo,
@@ -340,12 +382,12 @@ fn yolo(root: &Path) -> Result<BoxDataset, BoxError> {
 
 /// The validation images a dataset names itself (YOLO's `val:` folder), read with the
 /// training set's classes; `None` when it names none.
-pub fn load_validation(ds: &BoxDataset) -> Result<Option<BoxDataset>, BoxError> {
+pub fn load_validation(ds: &BoxDataset, r: Reading) -> Result<Option<BoxDataset>, BoxError> {
     let Some(dir) = &ds.validation_dir else {
         return Ok(None);
     };
     let (mut images, findings) = match ds.format {
-        BoxFormat::Yolo => yolo_images(dir, &ds.classes)?,
+        BoxFormat::Yolo => yolo_images(dir, &ds.classes, r)?,
         // COCO and VOC keep validation in another file or folder: a second dataset.
         _ => return Ok(None),
     };
@@ -364,13 +406,19 @@ pub fn load_validation(ds: &BoxDataset) -> Result<Option<BoxDataset>, BoxError> 
 }
 
 /// The images under `dir` and their YOLO label files, for `classes`.
-fn yolo_images(dir: &Path, classes: &[String]) -> Result<(Vec<BoxImage>, Vec<Finding>), BoxError> {
+fn yolo_images(
+    dir: &Path,
+    classes: &[String],
+    r: Reading,
+) -> Result<(Vec<BoxImage>, Vec<Finding>), BoxError> {
     let mut paths = Vec::new();
     images_under(dir, &mut paths)?;
     let mut findings = Vec::new();
     let mut unknown: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut images = Vec::new();
-    for path in paths {
+    let total = paths.len();
+    for (i, path) in paths.into_iter().enumerate() {
+        r.step(i, total)?;
         let Some(size) = image_size(&path, &mut findings) else {
             continue;
         };
@@ -561,7 +609,7 @@ struct CocoCategory {
     name: String,
 }
 
-fn coco(root: &Path) -> Result<BoxDataset, BoxError> {
+fn coco(root: &Path, r: Reading) -> Result<BoxDataset, BoxError> {
     let file = coco_json(root).ok_or_else(|| BoxError::Unrecognised(root.to_path_buf()))?;
     let parsed: CocoFile =
         serde_json::from_str(&read_text(&file)?).map_err(|e| malformed(&file, e.to_string()))?;
@@ -606,7 +654,9 @@ fn coco(root: &Path) -> Result<BoxDataset, BoxError> {
     }
     let mut findings = Vec::new();
     let mut images = Vec::new();
-    for img in parsed.images {
+    let total = parsed.images.len();
+    for (i, img) in parsed.images.into_iter().enumerate() {
+        r.step(i, total)?;
         let path = folders
             .iter()
             .map(|f| f.join(&img.file_name))
@@ -639,7 +689,7 @@ fn coco(root: &Path) -> Result<BoxDataset, BoxError> {
 
 // ---- Pascal VOC ------------------------------------------------------------------------
 
-fn voc(root: &Path) -> Result<BoxDataset, BoxError> {
+fn voc(root: &Path, r: Reading) -> Result<BoxDataset, BoxError> {
     let dir = root.join("Annotations");
     let mut xmls: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| BoxError::Unreadable {
@@ -657,7 +707,10 @@ fn voc(root: &Path) -> Result<BoxDataset, BoxError> {
         .map(|f| root.join(f))
         .find(|p| p.is_file());
     let mut parsed = Vec::new();
-    for xml in &xmls {
+    // Two passes over the files (annotations, then image headers): progress counts both.
+    let total = 2 * xmls.len();
+    for (i, xml) in xmls.iter().enumerate() {
+        r.step(i, total)?;
         parsed.push((xml.clone(), voc_file(xml)?));
     }
     let classes: Vec<String> = match &declared {
@@ -680,7 +733,8 @@ fn voc(root: &Path) -> Result<BoxDataset, BoxError> {
     let mut unknown: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut findings = Vec::new();
     let mut images = Vec::new();
-    for (xml, f) in parsed {
+    for (i, (xml, f)) in parsed.into_iter().enumerate() {
+        r.step(xmls.len() + i, total)?;
         let path = root.join("JPEGImages").join(&f.filename);
         let Some(size) = image_size(&path, &mut findings) else {
             continue;

@@ -187,6 +187,8 @@ pub fn to_model(net: &Network, store: &Store) -> Result<ModelProto, ExportError>
         }
     }
     model.graph = Some(graph).into();
+    // A network trained on sound takes raw audio: its spectrogram front end goes first.
+    super::sound::prepend_front_end(&mut model, net)?;
     Ok(model)
 }
 

@@ -82,6 +82,9 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
     // A detector Graft exported carries its decoding; the engine decodes in Rust.
     let undecoded = super::detector::without_decoding(graph);
     let graph = undecoded.as_ref().unwrap_or(graph);
+    // A sound network Graft exported carries its front end; the engine computes it in Rust.
+    let unfronted = super::sound::without_front_end(graph);
+    let graph = unfronted.as_ref().unwrap_or(graph);
     let dequantised = super::quantized::to_float(graph, &mut initializers)?;
     let graph = dequantised.as_ref().map_or(graph, |(g, _)| g);
     let (input, file_batch, open_size) = graph_input(graph, &initializers, options)?;

@@ -13,6 +13,7 @@ mod import;
 pub mod layout;
 pub mod ops;
 mod quantized;
+pub mod sound;
 pub mod tensor;
 
 pub use export::{

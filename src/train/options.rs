@@ -1,9 +1,12 @@
 //! What a training run does, as the user sets it (saved in projects as RON).
 
+use crate::audio::front::AudioAugmentation;
 use crate::data::Augmentation;
 use crate::detect::loss::LossWeights;
 use crate::detect::transform::{BoxAugmentation, Fit};
+use crate::detect::yolo::Suppression;
 use crate::engine::DeviceChoice;
+use crate::onnx::detector::Decoding;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -53,6 +56,9 @@ pub struct TrainingOptions {
     pub cache_features: bool,
     /// What a detector's training adds (box datasets only).
     pub detection: DetectionOptions,
+    /// Training-time changes to sound clips (sound datasets only); `None` trains on the
+    /// clips as they are (and lets a frozen backbone's features be cached).
+    pub sound_augmentation: Option<AudioAugmentation>,
 }
 
 /// A detector's training: how images meet the input, how boxes move with augmentation, and
@@ -67,6 +73,11 @@ pub struct DetectionOptions {
     /// (and lets a frozen backbone's features be cached).
     pub augmentation: Option<BoxAugmentation>,
     pub loss: LossWeights,
+    /// Which found boxes the window shows and the export keeps (score, IoU, most per image);
+    /// `graft train --score/--iou/--max` set the same.
+    pub suppression: Suppression,
+    /// What an exported detector outputs (`graft train --decoding`).
+    pub decoding: Decoding,
 }
 
 impl Default for DetectionOptions {
@@ -76,6 +87,8 @@ impl Default for DetectionOptions {
             fit: Fit::Letterbox,
             augmentation: Some(BoxAugmentation::default()),
             loss: LossWeights::default(),
+            suppression: Suppression::default(),
+            decoding: Decoding::default(),
         }
     }
 }
@@ -99,6 +112,7 @@ impl Default for TrainingOptions {
             augmentation: None,
             cache_features: true,
             detection: DetectionOptions::default(),
+            sound_augmentation: None,
         }
     }
 }

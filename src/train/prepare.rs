@@ -6,7 +6,10 @@ use super::checkpoint;
 use super::events::{History, TrainEvent};
 use super::passes::Source;
 use super::session::{Control, Reporter, TrainJob};
+use crate::audio::clips::SoundFraming;
+use crate::audio::front::FrontEnd;
 use crate::data::Task;
+use crate::data::folder::Media;
 use crate::data::folder::Sample;
 use crate::data::loader::{BoxFraming, Transform};
 use crate::engine::{Model, select_device};
@@ -16,6 +19,9 @@ use crate::graph::edit::DetectionSpec;
 use crate::weights::Store;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+
+/// How many training clips the spectrogram statistics are measured on.
+const FRONT_END_CLIPS: usize = 256;
 
 /// The network the loss sees: the output without its final softmax.
 pub(super) fn logits_network(net: &Network) -> Network {
@@ -40,6 +46,9 @@ pub(super) struct Prepared {
     pub(super) dev: crate::engine::DeviceInfo,
     /// What a detector's head predicts (box datasets).
     pub(super) detection: Option<DetectionSpec>,
+    /// How clips become input (sound datasets): the network's own front end when it was
+    /// trained on sound with these settings, else one measured on the training clips.
+    pub(super) audio: Option<FrontEnd>,
 }
 
 /// Checks the job (options, data, network, head size, input) and picks the device.
@@ -95,15 +104,32 @@ pub(super) fn prepare(job: &TrainJob, reporter: &Reporter) -> Result<Prepared, S
             }
         }
     }
+    let audio = match &train.media {
+        Media::Images => None,
+        Media::Sounds(settings) => {
+            settings.validate()?;
+            Some(
+                match FrontEnd::of(network).filter(|f| f.settings == *settings) {
+                    Some(f) => f,
+                    None => crate::audio::clips::fit_front_end(train, settings, FRONT_END_CLIPS)?,
+                },
+            )
+        }
+    };
     let (preprocess, [channels, h, w]) = network.input_preprocess()?;
     if channels != 1 && channels != 3 {
         return Err(format!(
             "the network takes {channels}×{h}×{w}; Graft trains on 1- or 3-channel images"
         ));
     }
-    if detection.is_some() && h != w {
+    if (detection.is_some() || audio.is_some()) && h != w {
         return Err(format!(
-            "a detector takes square images; this network takes {h}×{w}"
+            "{} takes square images; this network takes {h}×{w}",
+            if audio.is_some() {
+                "a spectrogram network"
+            } else {
+                "a detector"
+            }
         ));
     }
     let dev = select_device(options.device)?;
@@ -119,6 +145,7 @@ pub(super) fn prepare(job: &TrainJob, reporter: &Reporter) -> Result<Prepared, S
         channels,
         dev,
         detection,
+        audio,
     })
 }
 
@@ -161,21 +188,30 @@ pub(super) fn build_sources(
             augment,
         })
     };
+    let sound = |augment| {
+        p.audio.as_ref().map(|front| SoundFraming {
+            front: front.clone(),
+            augment,
+        })
+    };
     let eval_transform = Arc::new(Transform {
         preprocess: p.preprocess.clone(),
         channels: p.channels,
         augment: None,
         boxes: framing(None),
+        sound: sound(None),
     });
-    let augmenting = match &p.detection {
-        None => options.augmentation.as_ref().is_some_and(|a| a.is_active()),
-        Some(_) => d.augmentation.is_some(),
+    let augmenting = match (&p.detection, &p.audio) {
+        (Some(_), _) => d.augmentation.is_some(),
+        (None, Some(_)) => options.sound_augmentation.is_some(),
+        (None, None) => options.augmentation.as_ref().is_some_and(|a| a.is_active()),
     };
     let train_transform = Arc::new(Transform {
         preprocess: p.preprocess.clone(),
         channels: p.channels,
         augment: options.augmentation.clone(),
         boxes: framing(d.augmentation.clone()),
+        sound: sound(options.sound_augmentation.clone()),
     });
     let cut = if options.cache_features && !augmenting {
         cache::find_cut(&p.logits_net, store)

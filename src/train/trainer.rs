@@ -137,6 +137,8 @@ struct Run<'a> {
     train_device: Device,
     /// What a detector's head predicts; `None` trains a classifier.
     detection: Option<DetectionSpec>,
+    /// A sound network's front end, written into the trained network.
+    audio: Option<crate::audio::front::FrontEnd>,
     per_epoch: usize,
     cancel: Arc<AtomicBool>,
     reason: StopReason,
@@ -192,6 +194,7 @@ impl<'a> Run<'a> {
             checkpoint: job.checkpoint.clone(),
             train_device,
             detection: p.detection.clone(),
+            audio: p.audio.clone(),
             per_epoch: sources.train.len().div_ceil(options.batch_size),
             cancel: Arc::new(AtomicBool::new(false)),
             reason: StopReason::Completed,
@@ -493,6 +496,10 @@ impl<'a> Run<'a> {
                 ..spec.clone()
             };
             spec.write_to(&mut network);
+        }
+        if let Some(front) = &self.audio {
+            // The export and `graft predict` compute the same spectrograms from raw sound.
+            front.write_to(&mut network);
         }
         Ok(Outcome {
             network,

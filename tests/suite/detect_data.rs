@@ -126,6 +126,31 @@ fn the_three_layouts_read_back_to_the_same_boxes_with_a_report() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path());
         assert_eq!(detect_format(dir.path()), Some(format));
+        use graft::project::Layout;
+        assert_eq!(Layout::Automatic.resolve(dir.path()), Layout::Boxes(format));
+        // The window's progress: every image counted, the last as the total.
+        let seen = std::sync::Mutex::new((0, 0));
+        let never = std::sync::atomic::AtomicBool::new(false);
+        let note = |d: usize, t: usize| *seen.lock().unwrap() = (d, t);
+        let reading = graft::detect::dataset::Reading {
+            progress: &note,
+            cancel: &never,
+        };
+        graft::detect::dataset::read(dir.path(), None, reading).unwrap();
+        let (done, total) = *seen.lock().unwrap();
+        assert!(
+            total >= 4 && done + 1 == total,
+            "{format:?}: {done}/{total}"
+        );
+        let stop = std::sync::atomic::AtomicBool::new(true);
+        let cancelled = graft::detect::dataset::Reading {
+            progress: &note,
+            cancel: &stop,
+        };
+        assert_eq!(
+            graft::detect::dataset::read(dir.path(), None, cancelled).unwrap_err(),
+            BoxError::Cancelled
+        );
         let ds = load(dir.path(), None).unwrap_or_else(|e| panic!("{format:?}: {e}"));
         assert_eq!(ds.classes, CLASSES, "{format:?}");
         assert_eq!(ds.images.len(), 4, "{format:?}");

@@ -589,6 +589,13 @@ fn a_box_dataset_trains_a_detector_in_the_window() {
     h.state_mut().push(AppCommand::SetTab(Tab::Results));
     h.run_steps(3);
     h.get_by_label("🖼 Detect in an image…");
+    // The suppression the Results tab sets is the export's (score, IoU, most boxes).
+    h.get_by_label("At most");
+    h.state_mut()
+        .options_mut()
+        .detection
+        .suppression
+        .max_detections = 7;
 
     let path = dir.path().join("detector.onnx");
     h.state_mut().push(AppCommand::Export(path.clone()));
@@ -596,9 +603,84 @@ fn a_box_dataset_trains_a_detector_in_the_window() {
     let bytes = std::fs::read(&path).unwrap();
     let model = <onnx_ir::ModelProto as onnx_ir::Message>::parse_from_bytes(&bytes).unwrap();
     let graph = model.graph.as_ref().unwrap();
-    assert!(graph.node.iter().any(|n| n.op_type == "NonMaxSuppression"));
+    let nms = graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "NonMaxSuppression")
+        .expect("NMS inside");
+    let max = graph
+        .initializer
+        .iter()
+        .find(|t| t.name == nms.input[2])
+        .unwrap();
+    let max = graft::onnx::tensor::from_proto(max).unwrap().to_i64();
+    assert_eq!(max, [7]);
     let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
     assert_eq!(outputs[..4], ["boxes", "scores", "classes", "batch_index"]);
     let again = graft::onnx::import(&path).unwrap();
     assert!(graft::graph::edit::DetectionSpec::of(&again.network).is_some());
+}
+
+/// A folder of sound clips: read as sounds (spectrograms, seconds per class), a frozen
+/// backbone trained on them, "Classify a sound file…" offered, and the export takes raw audio.
+#[test]
+fn a_sound_folder_trains_in_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sounds");
+    crate::common::write_sounds(&data, 8, 3);
+    let mut h = harness();
+    wait_until(&mut h, "the default network", |a| {
+        a.workspace().is_some() && !a.is_busy()
+    });
+    h.state_mut().push(AppCommand::OpenDataset(data.clone()));
+    wait_until(&mut h, "the sound folder", |a| {
+        a.dataset_classes()
+            .is_some_and(|c| c == ["clicks", "noise", "tone"])
+            && !a.is_busy()
+    });
+    h.run_steps(3);
+    h.get_by_label_contains("Sound clips: 24 clips from 24 files in 3 classes");
+    // Nothing to apply until a spectrogram setting changes.
+    assert!(
+        h.query_by_label("Apply and read the folder again")
+            .is_none()
+    );
+
+    h.state_mut().push(AppCommand::SetTab(Tab::Network));
+    h.run_steps(2);
+    h.get_by_label("✚ Adapt to dataset").click();
+    h.run_steps(3);
+    h.get_by_label("🔒 Freeze backbone").click();
+    h.run_steps(3);
+    h.state_mut().push(AppCommand::SetTab(Tab::Training));
+    h.run_steps(2);
+    {
+        let o = h.state_mut().options_mut();
+        o.epochs = 3;
+        o.batch_size = 8;
+        o.learning_rate = 0.01;
+        o.device = graft::engine::DeviceChoice::Cpu;
+    }
+    h.get_by_label("▶ Train").click();
+    wait_until(&mut h, "training to finish", |a| {
+        a.evaluation().is_some() && !a.is_busy()
+    });
+    assert!(
+        h.state().sound_network(),
+        "the trained network keeps its front end"
+    );
+    h.state_mut().push(AppCommand::SetTab(Tab::Results));
+    h.run_steps(3);
+    h.get_by_label("🔊 Classify a sound file…");
+
+    let path = dir.path().join("sounds.onnx");
+    h.state_mut().push(AppCommand::Export(path.clone()));
+    wait_until(&mut h, "the export", |a| path.exists() && !a.is_busy());
+    let bytes = std::fs::read(&path).unwrap();
+    let model = <onnx_ir::ModelProto as onnx_ir::Message>::parse_from_bytes(&bytes).unwrap();
+    let graph = model.graph.as_ref().unwrap();
+    assert_eq!(graph.input[0].name, "waveform");
+    assert!(graph.node.iter().any(|n| n.op_type == "STFT"));
+    let again = graft::onnx::import(&path).unwrap();
+    assert!(graft::audio::front::FrontEnd::of(&again.network).is_some());
 }

@@ -1,0 +1,178 @@
+//! Folders of sound clips, one sub-folder per class: scanned into a [`Dataset`] of
+//! [`Media::Sounds`] whose samples are clips (a file's start, or windows of a long file),
+//! and read back into network input by the loader ([`SoundFraming`]).
+
+use super::decode::{self, AudioError, is_audio};
+use super::front::{AudioAugmentation, AudioSettings, FrontEnd, clip, plane_to_input};
+use crate::data::folder::{DataError, Dataset, Media, Sample, Skipped, SoundFile, class_files};
+use rand::SeedableRng;
+use rayon::prelude::*;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// A file whose loudest sample is below this (−80 dBFS) is silent: skipped and listed.
+pub const SILENT_PEAK: f32 = 1e-4;
+
+/// Whether `root`'s class folders hold sound files rather than images (more of them).
+pub fn is_sound_folder(root: &Path) -> bool {
+    let Ok((_, files)) = class_files(root) else {
+        return false;
+    };
+    let sounds = files.iter().filter(|(p, _)| is_audio(p)).count();
+    let images = files
+        .iter()
+        .filter(|(p, _)| {
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                crate::data::folder::IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+            })
+        })
+        .count();
+    sounds > 0 && sounds >= images
+}
+
+/// Scans a folder of sound clips: every file is decoded (in parallel) to check it and
+/// measure it; unreadable, empty and silent files are skipped with the reason. Each good
+/// file gives the clips `settings` cut from it. `progress(done, total)` as files are read;
+/// `cancel` stops the scan.
+pub fn scan(
+    root: &Path,
+    settings: &AudioSettings,
+    progress: &(dyn Fn(usize, usize) + Sync),
+    cancel: &AtomicBool,
+) -> Result<Dataset, DataError> {
+    let (classes, files) = class_files(root)?;
+    let total = files.len();
+    let done = AtomicUsize::new(0);
+    let checked: Vec<Result<SoundFile, Skipped>> = files
+        .into_par_iter()
+        .map(|(path, label)| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Skipped {
+                    path,
+                    reason: "cancelled".into(),
+                });
+            }
+            let result = check(&path, label).map_err(|reason| Skipped { path, reason });
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+            result
+        })
+        .collect();
+    if cancel.load(Ordering::Relaxed) {
+        return Err(DataError::Cancelled);
+    }
+    let mut dataset = Dataset {
+        root: root.to_owned(),
+        classes,
+        media: Media::Sounds(settings.clone()),
+        ..Dataset::default()
+    };
+    for r in checked {
+        match r {
+            Ok(f) => {
+                for start in settings.clip_starts(f.seconds) {
+                    dataset.samples.push(Sample {
+                        path: f.path.clone(),
+                        label: f.label,
+                        objects: Vec::new(),
+                        start: Some(start),
+                    });
+                }
+                dataset.sounds.push(f);
+            }
+            Err(s) => dataset.skipped.push(s),
+        }
+    }
+    if dataset.samples.is_empty() {
+        return Err(DataError::NoImages(root.to_owned()));
+    }
+    Ok(dataset)
+}
+
+/// Decodes a file to check and measure it; the reason it is skipped otherwise.
+fn check(path: &Path, label: usize) -> Result<SoundFile, String> {
+    if !is_audio(path) {
+        return Err("not a sound file (file type)".into());
+    }
+    let sound = decode::decode(path).map_err(|e| match e {
+        AudioError::Empty { .. } => "empty (no samples)".to_string(),
+        AudioError::Unsupported { message, .. } => format!("not a sound file ({message})"),
+        AudioError::Corrupt { message, .. } => format!("corrupt ({message})"),
+        e => e.to_string(),
+    })?;
+    let peak = sound.samples.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if peak < SILENT_PEAK {
+        return Err("silent".into());
+    }
+    Ok(SoundFile {
+        path: path.to_path_buf(),
+        label,
+        seconds: sound.seconds() as f32,
+        rate: sound.rate,
+    })
+}
+
+/// How the loader turns a sound sample into network input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SoundFraming {
+    pub front: FrontEnd,
+    /// `None` for evaluation.
+    pub augment: Option<AudioAugmentation>,
+}
+
+impl SoundFraming {
+    /// The sample's clip at the front end's rate and length.
+    pub fn clip(&self, sample: &Sample) -> Result<Vec<f32>, AudioError> {
+        let s = &self.front.settings;
+        let rate = s.mel.sample_rate;
+        let sound = decode::load(&sample.path, rate)?;
+        let start = (sample.start.unwrap_or(0.0) as f64 * rate as f64).round() as usize;
+        Ok(clip(&sound, start, s.clip_samples()))
+    }
+
+    /// The network's input for a sample: `channels`×`side`×`side`, augmented with `seed`.
+    pub fn input(
+        &self,
+        sample: &Sample,
+        side: usize,
+        channels: usize,
+        seed: u64,
+    ) -> Result<Vec<f32>, String> {
+        let mut c = self.clip(sample).map_err(|e| e.to_string())?;
+        let Some(a) = &self.augment else {
+            return Ok(self.front.input(&c, side, channels));
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        a.wave(&mut c, self.front.settings.mel.sample_rate, &mut rng);
+        let (mut spec, h, w) = self.front.spectrogram(&c);
+        a.masks(&mut spec, h, w, &mut rng);
+        Ok(plane_to_input(&spec, h, w, side, channels))
+    }
+}
+
+/// The front end for training on `dataset`: `settings` with the log-mel mean and spread of
+/// up to `most` of its clips, spread over the set.
+pub fn fit_front_end(
+    dataset: &Dataset,
+    settings: &AudioSettings,
+    most: usize,
+) -> Result<FrontEnd, String> {
+    let framing = SoundFraming {
+        front: FrontEnd {
+            settings: settings.clone(),
+            mean: 0.0,
+            std: 1.0,
+        },
+        augment: None,
+    };
+    let step = dataset.samples.len().div_ceil(most.max(1)).max(1);
+    let clips: Vec<Vec<f32>> = dataset
+        .samples
+        .par_iter()
+        .step_by(step)
+        .filter_map(|s| framing.clip(s).ok())
+        .collect();
+    if clips.is_empty() {
+        return Err("no training clip could be read to measure the spectrograms".into());
+    }
+    Ok(FrontEnd::fit(settings, &clips))
+}

@@ -1,0 +1,245 @@
+//! A sound network's front end written into its ONNX file, so that a deployment feeds raw
+//! audio: the file's input is **waveform** `[N, samples]` (mono, at the front end's rate, one
+//! clip's length), and before the network the exporter puts (opset 17):
+//!
+//! `Unsqueeze` → `STFT` (frames of `fft` samples every `hop`, a periodic Hann window as a
+//! constant, one-sided) → power (`Mul`, `ReduceSum` over real and imaginary) → `MatMul` by
+//! the mel filter bank (a constant: see `audio::mel` for why not `MelWeightMatrix`) →
+//! `Add` offset, `Log` → standardise (`Sub` mean, `Div` spread) → `Transpose` to bands × time →
+//! `Resize` (linear, half-pixel) to the network's square input → `Concat` into its channels.
+//!
+//! These are exactly `audio::front`'s steps, so any runtime gives Graft's numbers. Every
+//! node's name starts with [`FRONT_PREFIX`]; Graft's importer removes them again (the engine
+//! computes the front end in Rust) and the re-imported network is the one exported, its
+//! front end still in the metadata (`graft.audio`).
+
+use super::export::ExportError;
+use super::ops::emit::{Emitter, attr_int, attr_ints, attr_string};
+use super::tensor::f32_proto;
+use crate::audio::front::FrontEnd;
+use crate::audio::mel::mel_weights;
+use crate::graph::Network;
+use onnx_ir::{GraphProto, ModelProto, ValueInfoProto};
+use std::collections::HashSet;
+
+/// Names of the nodes the exporter prepends start with this.
+pub const FRONT_PREFIX: &str = "graft_audio/";
+/// The exported file's input.
+pub const WAVEFORM: &str = "waveform";
+/// The name of the constant holding the network's input side (what the importer reads back).
+const SIZE: &str = "graft_audio/size";
+
+/// Puts the front end before the network's input, if the network was trained on sound.
+pub fn prepend_front_end(model: &mut ModelProto, net: &Network) -> Result<(), ExportError> {
+    let Some(front) = FrontEnd::of(net) else {
+        return Ok(());
+    };
+    let (channels, side) = match net.input.shape[..] {
+        [_, c, h, w] if h == w => (c, h),
+        ref s => {
+            return Err(ExportError::Invalid(format!(
+                "a sound network takes square spectrogram images, not {s:?}"
+            )));
+        }
+    };
+    let s = &front.settings;
+    let m = &s.mel;
+    let samples = s.clip_samples();
+    let graph = model.graph.mut_or_insert_default();
+    let taken: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| {
+            n.input
+                .iter()
+                .chain(&n.output)
+                .chain(std::iter::once(&n.name))
+                .cloned()
+        })
+        .chain(graph.initializer.iter().map(|t| t.name.clone()))
+        .chain(graph.input.iter().map(|i| i.name.clone()))
+        .chain(graph.output.iter().map(|o| o.name.clone()))
+        .collect();
+    if taken.contains(WAVEFORM) {
+        return Err(ExportError::Invalid(format!(
+            "the network already has a value named '{WAVEFORM}'"
+        )));
+    }
+    let mut f = Front {
+        ex: Emitter::new(taken),
+    };
+    let wave = WAVEFORM.to_string();
+    let axis2 = f.ints("axes", &[2]);
+    let signal = f.node("Unsqueeze", vec![wave.clone(), axis2], vec![]);
+    let hop = f.scalar_i64("hop", m.hop as i64);
+    let window: Vec<f32> = (0..m.fft)
+        .map(|n| {
+            let x = 2.0 * std::f64::consts::PI * n as f64 / m.fft as f64;
+            (0.5 - 0.5 * x.cos()) as f32
+        })
+        .collect();
+    let window = f.floats("window", &[m.fft], &window);
+    let length = f.scalar_i64("frame_length", m.fft as i64);
+    let stft = f.node(
+        "STFT",
+        vec![signal, hop, window, length],
+        vec![attr_int("onesided", 1)],
+    );
+    let squared = f.node("Mul", vec![stft.clone(), stft], vec![]);
+    let last = f.ints("axes", &[-1]);
+    let power = f.node(
+        "ReduceSum",
+        vec![squared, last],
+        vec![attr_int("keepdims", 0)],
+    );
+    let bank = f.floats("mel_weights", &[m.bins(), m.mels], &mel_weights(m));
+    let mel = f.node("MatMul", vec![power, bank], vec![]);
+    let offset = f.floats("log_offset", &[], &[m.log_offset]);
+    let shifted = f.node("Add", vec![mel, offset], vec![]);
+    let log = f.node("Log", vec![shifted], vec![]);
+    let mean = f.floats("mean", &[], &[front.mean]);
+    let centred = f.node("Sub", vec![log, mean], vec![]);
+    let std = f.floats("std", &[], &[front.std]);
+    let standard = f.node("Div", vec![centred, std], vec![]);
+    let bands = f.node(
+        "Transpose",
+        vec![standard],
+        vec![attr_ints("perm", &[0, 2, 1])],
+    );
+    let axis1 = f.ints("axes", &[1]);
+    let plane = f.node("Unsqueeze", vec![bands, axis1], vec![]);
+    // Resize by sizes (the batch and channel from the input, then side × side): scales would
+    // leave the output size to float rounding.
+    let shape = f.node("Shape", vec![plane.clone()], vec![]);
+    let (from, to, zero) = (
+        f.ints("start", &[0]),
+        f.ints("end", &[2]),
+        f.ints("axes", &[0]),
+    );
+    let nc = f.node("Slice", vec![shape, from, to, zero], vec![]);
+    let hw = f.ints("size", &[side as i64, side as i64]);
+    let sizes = f.node("Concat", vec![nc, hw], vec![attr_int("axis", 0)]);
+    let resized = f.node(
+        "Resize",
+        vec![plane, String::new(), String::new(), sizes],
+        vec![
+            attr_string("mode", "linear"),
+            attr_string("coordinate_transformation_mode", "half_pixel"),
+        ],
+    );
+    // The one plane into every channel, under the network's own input name.
+    let name = f.ex.fresh(&format!("{FRONT_PREFIX}channels"));
+    f.ex.emit(
+        "Concat",
+        &name,
+        vec![resized; channels],
+        vec![net.input.name.clone()],
+        vec![attr_int("axis", 1)],
+    );
+
+    let mut nodes = std::mem::take(&mut f.ex.nodes);
+    nodes.append(&mut graph.node);
+    graph.node = nodes;
+    graph.initializer.append(&mut f.ex.initializers);
+    graph.input.retain(|i| i.name != net.input.name);
+    graph.input.insert(0, waveform_info(samples));
+    Ok(())
+}
+
+/// A graph without the front end [`prepend_front_end`] put in (`None` when it has none): its
+/// nodes and constants go, and the network's image input `[N, C, side, side]` is the input
+/// again.
+pub fn without_front_end(graph: &GraphProto) -> Option<GraphProto> {
+    if !graph.node.iter().any(|n| n.name.starts_with(FRONT_PREFIX)) {
+        return None;
+    }
+    let mut g = graph.clone();
+    let (front, keep): (Vec<_>, Vec<_>) = g
+        .node
+        .drain(..)
+        .partition(|n| n.name.starts_with(FRONT_PREFIX));
+    g.node = keep;
+    // The last node gives the network's input: its channels are its inputs, its side the
+    // `size` constant of the Resize.
+    let last = front.last()?;
+    let input = last.output.first()?.clone();
+    let channels = last.input.len();
+    let side = graph
+        .initializer
+        .iter()
+        .find(|t| t.name.starts_with(SIZE))
+        .and_then(|t| super::tensor::from_proto(t).ok())
+        .and_then(|h| h.to_i64().first().copied())? as usize;
+    let used: HashSet<&String> = g.node.iter().flat_map(|n| &n.input).collect();
+    let dropped: HashSet<String> = front
+        .iter()
+        .flat_map(|n| &n.input)
+        .filter(|i| !used.contains(i))
+        .cloned()
+        .collect();
+    g.initializer.retain(|t| !dropped.contains(&t.name));
+    g.input.retain(|i| i.name != WAVEFORM);
+    g.input.insert(
+        0,
+        image_info(&input, &[None, Some(channels), Some(side), Some(side)]),
+    );
+    Some(g)
+}
+
+struct Front {
+    ex: Emitter,
+}
+
+impl Front {
+    fn node(
+        &mut self,
+        op: &str,
+        inputs: Vec<String>,
+        attrs: Vec<onnx_ir::AttributeProto>,
+    ) -> String {
+        let name = self.ex.fresh(&format!("{FRONT_PREFIX}{op}"));
+        let out = self.ex.fresh(&name);
+        self.ex.emit(op, &name, inputs, vec![out.clone()], attrs);
+        out
+    }
+
+    fn ints(&mut self, what: &str, v: &[i64]) -> String {
+        self.ex.ints(FRONT_PREFIX.trim_end_matches('/'), what, v)
+    }
+
+    fn scalar_i64(&mut self, what: &str, v: i64) -> String {
+        self.ex
+            .ints_shaped(FRONT_PREFIX.trim_end_matches('/'), what, &[], &[v])
+    }
+
+    fn floats(&mut self, what: &str, shape: &[usize], v: &[f32]) -> String {
+        let name = self.ex.fresh(&format!("{FRONT_PREFIX}{what}"));
+        self.ex.initializers.push(f32_proto(&name, shape, v));
+        name
+    }
+}
+
+fn waveform_info(samples: usize) -> ValueInfoProto {
+    image_info(WAVEFORM, &[None, Some(samples)])
+}
+
+/// A float input's value info; `None` dims are the batch `N`.
+fn image_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
+    let mut vi = ValueInfoProto::new();
+    vi.name = name.to_owned();
+    let mut ty = onnx_ir::TypeProto::new();
+    let tt = ty.mut_tensor_type();
+    tt.elem_type = super::tensor::dtype::FLOAT;
+    let shape = tt.shape.mut_or_insert_default();
+    for d in dims {
+        shape.dim.push(Default::default());
+        if let Some(dim) = shape.dim.last_mut() {
+            match d {
+                Some(n) => dim.set_dim_value(*n as i64),
+                None => dim.set_dim_param("N".into()),
+            }
+        }
+    }
+    vi.type_ = Some(ty).into();
+    vi
+}
