@@ -157,12 +157,8 @@ pub fn verify(
     Ok(report)
 }
 
-/// Every image (or, with `sounds`, every sound file) under `dir`, sorted.
-pub fn images_in(dir: &Path) -> Vec<PathBuf> {
-    files_in(dir, false)
-}
-
-/// What [`verify`] feeds a network: its sound files if it was trained on sound, else images.
+/// What [`verify`] feeds a network, sorted: every sound file under `dir` if it was trained
+/// on sound, else every image.
 pub fn inputs_for(net: &Network, dir: &Path) -> Vec<PathBuf> {
     files_in(dir, FrontEnd::of(net).is_some())
 }

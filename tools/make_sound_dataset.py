@@ -14,7 +14,10 @@ python3-soundfile), at 8, 16, 22.05, 44.1 and 48 kHz, mono and stereo. With --fo
 only WAV is written (no libsndfile needed).
 
     tools/pyenv.sh python tools/make_sound_dataset.py OUT [--per-class 60] [--seed 0]
-        [--formats all|wav] [--fixtures DIR]
+        [--formats all|wav] [--snr LO,HI] [--fixtures DIR]
+
+--snr LO,HI adds white background noise at a signal-to-noise ratio drawn in [LO, HI] dB per
+clip (the benchmark's harder set).
 
 --fixtures DIR also writes one short chirp in every format to DIR (the decoder's tests).
 """
@@ -78,14 +81,20 @@ def clicks(rng, rate, n):
 MAKERS = {"tone": tone, "chirp": chirp, "noise": noise, "clicks": clicks}
 
 
-def clip(rng, cls, rate):
+def clip(rng, cls, rate, snr=None):
     n = int(rate * rng.uniform(0.6, 1.4))
     x = MAKERS[cls](rng, rate, n)
     fade = np.ones(n)
     k = min(n // 4, int(rate * 0.02))
     fade[:k] = np.linspace(0, 1, k)
     fade[n - k:] = np.linspace(1, 0, k)
-    x = x * fade * rng.uniform(0.1, 0.8)
+    x = x * fade
+    if snr is not None:
+        # Background noise at a random signal-to-noise ratio: the harder set.
+        db = rng.uniform(*snr)
+        rms = np.sqrt(np.mean(x * x)) + 1e-9
+        x = x + rng.standard_normal(n) * rms / 10 ** (db / 20)
+    x = x / (np.abs(x).max() + 1e-9) * rng.uniform(0.1, 0.8)
     x = x + rng.standard_normal(n) * 0.003
     return np.clip(x, -1, 1).astype(np.float32)
 
@@ -147,9 +156,11 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--formats", choices=["all", "wav"], default="all")
     ap.add_argument("--fixtures", help="also write one short clip per format here")
+    ap.add_argument("--snr", help="LO,HI: add background noise at a random SNR in dB (harder)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     writers = formats(args.formats)
+    snr = tuple(float(v) for v in args.snr.split(",")) if args.snr else None
     for cls in CLASSES:
         d = os.path.join(args.out, cls)
         os.makedirs(d, exist_ok=True)
@@ -158,7 +169,7 @@ def main():
             # MP3 takes 8-48 kHz; Vorbis and FLAC any of these.
             ext, write = writers[(i + CLASSES.index(cls)) % len(writers)]
             channels = 2 if rng.random() < 0.3 else 1
-            write(os.path.join(d, f"{cls}_{i:04d}.{ext}"), clip(rng, cls, rate), rate, channels)
+            write(os.path.join(d, f"{cls}_{i:04d}.{ext}"), clip(rng, cls, rate, snr), rate, channels)
     if args.fixtures:
         os.makedirs(args.fixtures, exist_ok=True)
         fixed = np.random.default_rng(7)

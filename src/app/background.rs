@@ -61,11 +61,12 @@ impl GraftApp {
                 Ok(s) => {
                     let n = s.train.samples.len();
                     let skipped = s.train.skipped.len();
+                    let noun = s.train.samples_noun();
                     self.data.set_scanned(ctx, s);
                     self.set_info(if skipped > 0 {
-                        format!("{n} images found, {skipped} skipped")
+                        format!("{n} {noun} found, {skipped} files skipped")
                     } else {
-                        format!("{n} images found")
+                        format!("{n} {noun} found")
                     });
                     self.fit_open_size(ctx);
                 }

@@ -166,8 +166,9 @@ impl GraftApp {
             if let Some(d) = &self.data.train {
                 ui.separator();
                 ui.label(format!(
-                    "{} images · {} classes",
+                    "{} {} · {} classes",
                     d.samples.len(),
+                    d.samples_noun(),
                     d.classes.len()
                 ));
             }

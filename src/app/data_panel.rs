@@ -335,6 +335,8 @@ pub fn data_ui(
                 ui.label(
                     RichText::new(if state.boxes.is_some() {
                         "random images, seeded"
+                    } else if matches!(train.media, Media::Sounds(_)) {
+                        "stratified per class, by file, seeded"
                     } else {
                         "stratified per class, seeded"
                     })

@@ -175,13 +175,30 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
         return Ok(samples.to_vec());
     }
     let err = |message: String| AudioError::Resample { from, to, message };
-    let mut resampler = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Both)
-        .map_err(|e| err(e.to_string()))?;
-    let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| err(e.to_string()))?;
-    let out = resampler
-        .process_all(&input, samples.len(), None)
-        .map_err(|e| err(e.to_string()))?;
-    Ok(out.take_data())
+    // Making a resampler plans its FFTs: one per thread and pair of rates, reused (a
+    // loader resamples every clip of a folder recorded at the same rate).
+    RESAMPLERS.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        let resampler = match cache.entry((from, to)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Both)
+                    .map_err(|e| err(e.to_string()))?,
+            ),
+        };
+        let input =
+            InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| err(e.to_string()))?;
+        // `process_all` resets the resampler first, so reuse cannot leak one clip into the next.
+        let out = resampler
+            .process_all(&input, samples.len(), None)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(out.take_data())
+    })
+}
+
+thread_local! {
+    static RESAMPLERS: std::cell::RefCell<std::collections::HashMap<(u32, u32), Fft<f32>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 /// [`decode`] then [`resample`] to `rate`.

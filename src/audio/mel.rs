@@ -9,7 +9,9 @@
 //! (mels + 2) where the specification says mels + 1, so the op gives different numbers in
 //! different runtimes; a constant gives the same everywhere.
 
-use realfft::RealFftPlanner;
+use realfft::{RealFftPlanner, RealToComplex};
+use std::cell::RefCell;
+use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 /// The front end's settings (saved in the project and the exported file's metadata).
@@ -102,18 +104,63 @@ pub fn mel_weights(s: &MelSettings) -> Vec<f32> {
     w
 }
 
+/// What [`log_mel`] needs for one set of settings: the FFT plan, the window and each band's
+/// non-zero weights. Made once per thread and settings (loaders call `log_mel` per clip).
+struct Plan {
+    settings: MelSettings,
+    fft: Arc<dyn RealToComplex<f32>>,
+    window: Vec<f32>,
+    /// Per band: its first bin and its weights from there.
+    bands: Vec<(usize, Vec<f32>)>,
+}
+
+impl Plan {
+    fn new(s: &MelSettings) -> Self {
+        let (bins, mels) = (s.bins(), s.mels);
+        let weights = mel_weights(s);
+        let bands = (0..mels)
+            .map(|m| {
+                let w: Vec<f32> = (0..bins).map(|b| weights[b * mels + m]).collect();
+                let first = w.iter().position(|v| *v != 0.0).unwrap_or(0);
+                let last = w.iter().rposition(|v| *v != 0.0).map_or(first, |l| l + 1);
+                (first, w[first..last.max(first)].to_vec())
+            })
+            .collect();
+        // Periodic Hann: 0.5 − 0.5·cos(2πn/N).
+        let window = (0..s.fft)
+            .map(|n| {
+                let x = 2.0 * std::f64::consts::PI * n as f64 / s.fft as f64;
+                (0.5 - 0.5 * x.cos()) as f32
+            })
+            .collect();
+        Plan {
+            settings: s.clone(),
+            fft: RealFftPlanner::<f32>::new().plan_fft_forward(s.fft),
+            window,
+            bands,
+        }
+    }
+}
+
+thread_local! {
+    static PLAN: RefCell<Option<Plan>> = const { RefCell::new(None) };
+}
+
 /// `[frames, mels]` log-mel values of a mono clip, row-major.
 pub fn log_mel(clip: &[f32], s: &MelSettings) -> Vec<f32> {
+    PLAN.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.as_ref().is_none_or(|p| p.settings != *s) {
+            *cached = Some(Plan::new(s));
+        }
+        let plan = cached.as_ref().expect("just set");
+        log_mel_with(clip, s, plan)
+    })
+}
+
+fn log_mel_with(clip: &[f32], s: &MelSettings, plan: &Plan) -> Vec<f32> {
     let (bins, mels, frames) = (s.bins(), s.mels, s.frames(clip.len()));
-    let weights = mel_weights(s);
-    // Periodic Hann: 0.5 − 0.5·cos(2πn/N).
-    let window: Vec<f32> = (0..s.fft)
-        .map(|n| {
-            let x = 2.0 * std::f64::consts::PI * n as f64 / s.fft as f64;
-            (0.5 - 0.5 * x.cos()) as f32
-        })
-        .collect();
-    let fft = RealFftPlanner::<f32>::new().plan_fft_forward(s.fft);
+    let fft = &plan.fft;
     let mut frame = fft.make_input_vec();
     let mut spectrum = fft.make_output_vec();
     let mut power = vec![0.0f32; bins];
@@ -121,15 +168,19 @@ pub fn log_mel(clip: &[f32], s: &MelSettings) -> Vec<f32> {
     for f in 0..frames {
         let start = f * s.hop;
         for (k, v) in frame.iter_mut().enumerate() {
-            *v = clip[start + k] * window[k];
+            *v = clip[start + k] * plan.window[k];
         }
         // Lengths come from the planner itself, so processing cannot fail.
         let _ = fft.process(&mut frame, &mut spectrum);
         for (p, c) in power.iter_mut().zip(&spectrum) {
             *p = c.norm_sqr();
         }
-        for m in 0..mels {
-            let e: f32 = (0..bins).map(|b| power[b] * weights[b * mels + m]).sum();
+        for (m, (first, w)) in plan.bands.iter().enumerate() {
+            let e: f32 = power[*first..*first + w.len()]
+                .iter()
+                .zip(w)
+                .map(|(p, w)| p * w)
+                .sum();
             out[f * mels + m] = (e + s.log_offset).ln();
         }
     }

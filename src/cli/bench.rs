@@ -23,3 +23,54 @@ pub fn run(
     );
     Ok(())
 }
+
+/// Clips per second through the sound front end (decode, resample, clip, log-mel,
+/// standardise, resize, three channels) on one thread, for tools/bench_sound.py.
+pub fn front(dir: &Path, sound: &super::sound::SoundArgs) -> Result<(), String> {
+    use crate::audio::clips::SoundFraming;
+    use crate::audio::front::FrontEnd;
+    let settings = sound.settings()?;
+    let framing = SoundFraming {
+        front: FrontEnd {
+            settings,
+            mean: 0.0,
+            std: 1.0,
+        },
+        augment: None,
+    };
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if crate::audio::decode::is_audio(&p) {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("no sound files under {}", dir.display()));
+    }
+    let start = std::time::Instant::now();
+    let mut values = 0usize;
+    for path in &files {
+        let sample = crate::data::Sample {
+            path: path.clone(),
+            label: 0,
+            objects: Vec::new(),
+            start: Some(0.0),
+        };
+        values += framing.input(&sample, 224, 3, 0)?.len();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"clips\": {}, \"seconds\": {secs:.4}, \"clips_per_s\": {:.2}, \"values\": {values}}}",
+        files.len(),
+        files.len() as f64 / secs
+    );
+    Ok(())
+}

@@ -121,6 +121,13 @@ pub enum Command {
         #[command(subcommand)]
         action: models::ModelsAction,
     },
+    /// Time the sound front end on one thread: every sound file under DIR decoded,
+    /// resampled, cut to a clip and turned into a 224×224×3 spectrogram input (JSON line).
+    BenchFront {
+        dir: PathBuf,
+        #[command(flatten)]
+        sound: sound::SoundArgs,
+    },
     /// Time inference: median images/s over repeated runs on random input (JSON line).
     Bench {
         model: PathBuf,
@@ -162,6 +169,7 @@ pub fn run(command: Command) -> Result<(), String> {
             iterations,
             device,
         } => bench::run(&model, batch, iterations.max(1), device),
+        Command::BenchFront { dir, sound } => bench::front(&dir, &sound),
         Command::Models { action } => models::run(action),
         Command::Compare(args) => compare::run(*args),
         Command::Boxes(args) => boxes::run(&args),

@@ -122,6 +122,14 @@ pub enum DataError {
 }
 
 impl Dataset {
+    /// What its samples are called in messages: "images", or "clips" for sounds.
+    pub fn samples_noun(&self) -> &'static str {
+        match self.media {
+            Media::Images => "images",
+            Media::Sounds(_) => "clips",
+        }
+    }
+
     /// Images per class; boxes per class in a box dataset.
     pub fn counts(&self) -> Vec<usize> {
         let mut c = vec![0; self.classes.len()];
