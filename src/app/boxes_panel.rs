@@ -362,24 +362,12 @@ fn size_histogram(ui: &mut Ui, sizes: &[f32], anchors: Option<&Anchors>) {
 
 /// Augmentation that moves the boxes with the pixels.
 fn box_augmentation_ui(ui: &mut Ui, augmentation: &mut Option<BoxAugmentation>) -> bool {
-    let mut changed = false;
-    let mut on = augmentation.is_some();
-    ui.horizontal(|ui| {
-        ui.label(RichText::new("Augmentation").strong());
-        if ui
-            .checkbox(&mut on, "augment training images (boxes move with them)")
-            .changed()
-        {
-            *augmentation = on.then(BoxAugmentation::default);
-            changed = true;
-        }
-    });
-    let Some(a) = augmentation else {
-        ui.label(
-            RichText::new("Without augmentation a frozen backbone's features are computed once.")
-                .small()
-                .weak(),
-        );
+    let (mut changed, on) = super::data_panel::augmentation_switch(
+        ui,
+        augmentation,
+        "augment training images (boxes move with them)",
+    );
+    let Some(a) = on else {
         return changed;
     };
     ui.horizontal(|ui| {

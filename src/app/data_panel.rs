@@ -534,6 +534,33 @@ fn layout_ui(ui: &mut Ui, layout: &mut Layout, found: Option<&str>) -> bool {
     changed
 }
 
+/// The "Augmentation" heading with its on/off box for an optional augmentation (boxes,
+/// sounds): switching it on starts from the defaults. Returns (changed, the settings when on);
+/// when off it says what that buys.
+pub fn augmentation_switch<'a, T: Default>(
+    ui: &mut Ui,
+    augmentation: &'a mut Option<T>,
+    what: &str,
+) -> (bool, Option<&'a mut T>) {
+    let mut changed = false;
+    let mut on = augmentation.is_some();
+    ui.horizontal(|ui| {
+        ui.label(RichText::new("Augmentation").strong());
+        if ui.checkbox(&mut on, what).changed() {
+            *augmentation = on.then(T::default);
+            changed = true;
+        }
+    });
+    if augmentation.is_none() {
+        ui.label(
+            RichText::new("Without augmentation a frozen backbone's features are computed once.")
+                .small()
+                .weak(),
+        );
+    }
+    (changed, augmentation.as_mut())
+}
+
 /// Augmentation options (MATLAB's imageDataAugmenter set).
 pub fn augmentation_ui(ui: &mut Ui, options: &mut TrainingOptions) -> bool {
     let mut changed = false;

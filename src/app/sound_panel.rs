@@ -139,33 +139,24 @@ pub fn sound_ui(
         .num_columns(4)
         .show(ui, |ui| {
             let m = &mut edited.mel;
-            ui.label("Sample rate (Hz)");
-            ui.add(egui::DragValue::new(&mut m.sample_rate).range(4000..=96000));
-            ui.label("Clip (s)");
-            ui.add(
-                egui::DragValue::new(&mut edited.clip_seconds)
-                    .range(0.1..=60.0)
-                    .speed(0.05),
+            setting(
+                ui,
+                "Sample rate (Hz)",
+                &mut m.sample_rate,
+                4000..=96000,
+                1.0,
             );
+            setting(ui, "Clip (s)", &mut edited.clip_seconds, 0.1..=60.0, 0.05);
             ui.end_row();
-            ui.label("FFT size");
-            ui.add(egui::DragValue::new(&mut m.fft).range(64..=8192));
-            ui.label("Hop (samples)");
-            ui.add(egui::DragValue::new(&mut m.hop).range(1..=8192));
+            setting(ui, "FFT size", &mut m.fft, 64..=8192, 1.0);
+            setting(ui, "Hop (samples)", &mut m.hop, 1..=8192, 1.0);
             ui.end_row();
-            ui.label("Mel bands");
-            ui.add(egui::DragValue::new(&mut m.mels).range(8..=256));
-            ui.label("Long files: a clip every (s, 0 = one)");
-            ui.add(
-                egui::DragValue::new(&mut edited.hop_seconds)
-                    .range(0.0..=60.0)
-                    .speed(0.05),
-            );
+            setting(ui, "Mel bands", &mut m.mels, 8..=256, 1.0);
+            let every = "Long files: a clip every (s, 0 = one)";
+            setting(ui, every, &mut edited.hop_seconds, 0.0..=60.0, 0.05);
             ui.end_row();
-            ui.label("Lowest band (Hz)");
-            ui.add(egui::DragValue::new(&mut m.fmin).range(0.0..=20000.0));
-            ui.label("Highest band (Hz)");
-            ui.add(egui::DragValue::new(&mut m.fmax).range(100.0..=48000.0));
+            setting(ui, "Lowest band (Hz)", &mut m.fmin, 0.0..=20000.0, 1.0);
+            setting(ui, "Highest band (Hz)", &mut m.fmax, 100.0..=48000.0, 1.0);
             ui.end_row();
         });
     if edited != *settings {
@@ -205,23 +196,23 @@ pub fn sound_ui(
     sound_augmentation_ui(ui, &mut options.sound_augmentation)
 }
 
+/// A labelled number in the settings grid.
+fn setting<N: egui::emath::Numeric>(
+    ui: &mut Ui,
+    label: &str,
+    value: &mut N,
+    range: std::ops::RangeInclusive<N>,
+    speed: f64,
+) {
+    ui.label(label);
+    ui.add(egui::DragValue::new(value).range(range).speed(speed));
+}
+
 /// Time shift, gain and SpecAugment masks.
 fn sound_augmentation_ui(ui: &mut Ui, augmentation: &mut Option<AudioAugmentation>) -> bool {
-    let mut changed = false;
-    let mut on = augmentation.is_some();
-    ui.horizontal(|ui| {
-        ui.label(RichText::new("Augmentation").strong());
-        if ui.checkbox(&mut on, "augment training clips").changed() {
-            *augmentation = on.then(AudioAugmentation::default);
-            changed = true;
-        }
-    });
-    let Some(a) = augmentation else {
-        ui.label(
-            RichText::new("Without augmentation a frozen backbone's features are computed once.")
-                .small()
-                .weak(),
-        );
+    let (mut changed, on) =
+        super::data_panel::augmentation_switch(ui, augmentation, "augment training clips");
+    let Some(a) = on else {
         return changed;
     };
     changed |= ui

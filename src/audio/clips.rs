@@ -4,11 +4,11 @@
 
 use super::decode::{self, AudioError, is_audio};
 use super::front::{AudioAugmentation, AudioSettings, FrontEnd, clip, plane_to_input};
-use crate::data::folder::{DataError, Dataset, Media, Sample, Skipped, SoundFile, class_files};
+use crate::data::folder::{DataError, Dataset, Media, Sample, SoundFile, check_files, class_files};
 use rand::SeedableRng;
 use rayon::prelude::*;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// A file whose loudest sample is below this (−80 dBFS) is silent: skipped and listed.
 pub const SILENT_PEAK: f32 = 1e-4;
@@ -41,25 +41,7 @@ pub fn scan(
     cancel: &AtomicBool,
 ) -> Result<Dataset, DataError> {
     let (classes, files) = class_files(root)?;
-    let total = files.len();
-    let done = AtomicUsize::new(0);
-    let checked: Vec<Result<SoundFile, Skipped>> = files
-        .into_par_iter()
-        .map(|(path, label)| {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Skipped {
-                    path,
-                    reason: "cancelled".into(),
-                });
-            }
-            let result = check(&path, label).map_err(|reason| Skipped { path, reason });
-            progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
-            result
-        })
-        .collect();
-    if cancel.load(Ordering::Relaxed) {
-        return Err(DataError::Cancelled);
-    }
+    let checked = check_files(files, progress, cancel, check)?;
     let mut dataset = Dataset {
         root: root.to_owned(),
         classes,

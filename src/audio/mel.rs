@@ -10,9 +10,9 @@
 //! different runtimes; a constant gives the same everywhere.
 
 use realfft::{RealFftPlanner, RealToComplex};
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::sync::Arc;
-use serde::{Deserialize, Serialize};
 
 /// The front end's settings (saved in the project and the exported file's metadata).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -270,32 +270,14 @@ pub fn scan(
     cancel: &AtomicBool,
 ) -> Result<Dataset, DataError> {
     let (classes, files) = class_files(root)?;
-    let total = files.len();
-    let done = AtomicUsize::new(0);
-    let checked: Vec<Result<Sample, Skipped>> = files
-        .into_par_iter()
-        .map(|(path, label)| {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Skipped {
-                    path,
-                    reason: "cancelled".into(),
-                });
-            }
-            let result = check_image(&path)
-                .map(|()| Sample {
-                    path: path.clone(),
-                    label,
-                    objects: Vec::new(),
-                    start: None,
-                })
-                .map_err(|reason| Skipped { path, reason });
-            progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
-            result
+    let checked = check_files(files, progress, cancel, |path, label| {
+        check_image(path).map(|()| Sample {
+            path: path.to_path_buf(),
+            label,
+            objects: Vec::new(),
+            start: None,
         })
-        .collect();
-    if cancel.load(Ordering::Relaxed) {
-        return Err(DataError::Cancelled);
-    }
+    })?;
     let mut dataset = Dataset {
         root: root.to_owned(),
         classes,
@@ -308,6 +290,36 @@ pub fn scan(
         }
     }
     Ok(dataset)
+}
+
+/// Checks every file with `check` on the rayon pool: what it made, or the file skipped with
+/// the reason. `progress(done, total)` as files are checked; `cancel` stops it.
+pub(crate) fn check_files<T: Send>(
+    files: Vec<ClassFile>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+    cancel: &AtomicBool,
+    check: impl Fn(&Path, usize) -> Result<T, String> + Sync,
+) -> Result<Vec<Result<T, Skipped>>, DataError> {
+    let total = files.len();
+    let done = AtomicUsize::new(0);
+    let checked: Vec<Result<T, Skipped>> = files
+        .into_par_iter()
+        .map(|(path, label)| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Skipped {
+                    path,
+                    reason: "cancelled".into(),
+                });
+            }
+            let result = check(&path, label).map_err(|reason| Skipped { path, reason });
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+            result
+        })
+        .collect();
+    if cancel.load(Ordering::Relaxed) {
+        return Err(DataError::Cancelled);
+    }
+    Ok(checked)
 }
 
 /// A file under a class folder, with its class.

@@ -14,13 +14,12 @@
 //! fitted, so a caller can map them back.
 
 use super::export::ExportError;
-use super::ops::emit::{Emitter, attr_int, attr_ints};
-use super::tensor::f32_proto;
+use super::ops::emit::{Prefixed, ValueDim, attr_int, attr_ints, value_info};
 use crate::detect::yolo::Suppression;
 use crate::graph::Network;
 use crate::graph::edit::DetectionSpec;
 use crate::weights::Store;
-use onnx_ir::{GraphProto, ModelProto, ValueInfoProto};
+use onnx_ir::{GraphProto, ModelProto};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -74,27 +73,15 @@ pub fn to_model(
         .first()
         .map_or(super::export::EXPORT_OPSET, |o| o.version);
     let graph = model.graph.mut_or_insert_default();
-    let taken: HashSet<String> = graph
-        .node
-        .iter()
-        .flat_map(|n| {
-            n.input
-                .iter()
-                .chain(&n.output)
-                .chain(std::iter::once(&n.name))
-                .cloned()
-        })
-        .chain(graph.initializer.iter().map(|t| t.name.clone()))
-        .collect();
-    let mut ex = Emitter::new(taken);
+    let mut p = Prefixed::for_graph(graph, DECODE_PREFIX);
     let d = Decoder {
-        ex: &mut ex,
+        p: &mut p,
         spec: &spec,
         opset,
     };
     let outputs = d.write(map, (a, per, k), (h, w), decoding, suppression);
-    graph.node.append(&mut ex.nodes);
-    graph.initializer.append(&mut ex.initializers);
+    graph.node.append(&mut p.ex.nodes);
+    graph.initializer.append(&mut p.ex.initializers);
     // The decoded outputs first, the map last.
     let map_info = graph.output.drain(..).collect::<Vec<_>>();
     for (name, elem, dims) in outputs {
@@ -129,19 +116,15 @@ pub fn without_decoding(graph: &GraphProto) -> Option<GraphProto> {
     Some(g)
 }
 
-/// An output's dimension: the batch, the number of detections, or fixed.
-#[derive(Clone, Copy)]
-enum Dim {
-    N,
-    D,
-    Fixed(usize),
-}
+/// The batch and the number of detections, as an output's dimensions.
+const N: ValueDim = ValueDim::Param("N");
+const D: ValueDim = ValueDim::Param("D");
 
 /// (name, ONNX element type, dims).
-type Output = (String, i32, Vec<Dim>);
+type Output = (String, i32, Vec<ValueDim>);
 
 struct Decoder<'a> {
-    ex: &'a mut Emitter,
+    p: &'a mut Prefixed,
     spec: &'a DetectionSpec,
     opset: i64,
 }
@@ -153,33 +136,15 @@ impl Decoder<'_> {
         inputs: Vec<String>,
         attrs: Vec<onnx_ir::AttributeProto>,
     ) -> String {
-        let name = self.ex.fresh(&format!("{DECODE_PREFIX}{op}"));
-        let out = self.ex.fresh(&name);
-        self.ex.emit(op, &name, inputs, vec![out.clone()], attrs);
-        out
-    }
-
-    fn ints(&mut self, what: &str, v: &[i64]) -> String {
-        self.ex.ints(DECODE_PREFIX.trim_end_matches('/'), what, v)
-    }
-
-    fn scalar_i64(&mut self, what: &str, v: i64) -> String {
-        self.ex
-            .ints_shaped(DECODE_PREFIX.trim_end_matches('/'), what, &[], &[v])
-    }
-
-    fn floats(&mut self, what: &str, shape: &[usize], v: &[f32]) -> String {
-        let name = self.ex.fresh(&format!("{DECODE_PREFIX}{what}"));
-        self.ex.initializers.push(f32_proto(&name, shape, v));
-        name
+        self.p.node(op, inputs, attrs)
     }
 
     /// `x[..., from..to]` on axis 2.
     fn slice(&mut self, x: &str, from: i64, to: i64) -> String {
         let (s, e, ax) = (
-            self.ints("start", &[from]),
-            self.ints("end", &[to]),
-            self.ints("axis", &[2]),
+            self.p.ints("start", &[from]),
+            self.p.ints("end", &[to]),
+            self.p.ints("axis", &[2]),
         );
         self.node("Slice", vec![x.into(), s, e, ax], vec![])
     }
@@ -194,10 +159,10 @@ impl Decoder<'_> {
     ) -> Vec<Output> {
         let (hw, m) = (h * w, a * h * w);
         // [N, A·per, H, W] → [N, A, per, HW] → [N, A, HW, per] → [N, M, per].
-        let shape = self.ints("shape", &[0, a as i64, per as i64, hw as i64]);
+        let shape = self.p.ints("shape", &[0, a as i64, per as i64, hw as i64]);
         let r = self.node("Reshape", vec![map.into(), shape], vec![]);
         let t = self.node("Transpose", vec![r], vec![attr_ints("perm", &[0, 1, 3, 2])]);
-        let shape = self.ints("shape", &[0, m as i64, per as i64]);
+        let shape = self.p.ints("shape", &[0, m as i64, per as i64]);
         let f = self.node("Reshape", vec![t, shape], vec![]);
 
         // Each row's cell (column, row) and anchor, in the order of M.
@@ -208,11 +173,11 @@ impl Decoder<'_> {
                 anchors.extend([aw, ah]);
             }
         }
-        let grid = self.floats("grid", &[1, m, 2], &grid);
-        let anchors = self.floats("anchors", &[1, m, 2], &anchors);
-        let stride = self.floats("stride", &[], &[self.spec.stride as f32]);
-        let cap = self.floats("cap", &[], &[10.0]);
-        let half = self.floats("half", &[], &[0.5]);
+        let grid = self.p.floats("grid", &[1, m, 2], &grid);
+        let anchors = self.p.floats("anchors", &[1, m, 2], &anchors);
+        let stride = self.p.floats("stride", &[], &[self.spec.stride as f32]);
+        let cap = self.p.floats("cap", &[], &[10.0]);
+        let half = self.p.floats("half", &[], &[0.5]);
 
         let xy = self.slice(&f, 0, 2);
         let wh = self.slice(&f, 2, 4);
@@ -232,7 +197,7 @@ impl Decoder<'_> {
         // σ(obj)·σ(class), kept for the best class only (as `decode` does).
         let p = self.node("Sigmoid", vec![cls], vec![]);
         let best = if self.opset >= 18 {
-            let axes = self.ints("axes", &[2]);
+            let axes = self.p.ints("axes", &[2]);
             self.node(
                 "ReduceMax",
                 vec![p.clone(), axes],
@@ -260,8 +225,8 @@ impl Decoder<'_> {
             let b = self.rename(&boxes, "boxes");
             let sc = self.rename(&scores, "scores");
             return vec![
-                (b, float, vec![Dim::N, Dim::Fixed(m), Dim::Fixed(4)]),
-                (sc, float, vec![Dim::N, Dim::Fixed(m), Dim::Fixed(k)]),
+                (b, float, vec![N, ValueDim::Fixed(m), ValueDim::Fixed(4)]),
+                (sc, float, vec![N, ValueDim::Fixed(m), ValueDim::Fixed(k)]),
             ];
         }
 
@@ -271,16 +236,16 @@ impl Decoder<'_> {
             vec![scores],
             vec![attr_ints("perm", &[0, 2, 1])],
         );
-        let max = self.ints("max_per_class", &[s.max_detections as i64]);
-        let iou = self.floats("iou", &[1], &[s.iou_threshold]);
-        let min_score = self.floats("score", &[1], &[s.score_threshold]);
+        let max = self.p.ints("max_per_class", &[s.max_detections as i64]);
+        let iou = self.p.floats("iou", &[1], &[s.iou_threshold]);
+        let min_score = self.p.floats("score", &[1], &[s.score_threshold]);
         let sel = self.node(
             "NonMaxSuppression",
             vec![boxes.clone(), st.clone(), max, iou, min_score],
             vec![attr_int("center_point_box", 0)],
         );
         let column = |d: &mut Self, i: i64| {
-            let idx = d.scalar_i64("column", i);
+            let idx = d.p.scalar_i64("column", i);
             d.node("Gather", vec![sel.clone(), idx], vec![attr_int("axis", 1)])
         };
         let (bi, ci, mi) = (
@@ -288,12 +253,12 @@ impl Decoder<'_> {
             column(&mut self, 1),
             column(&mut self, 2),
         );
-        let m_const = self.scalar_i64("M", m as i64);
-        let k_const = self.scalar_i64("K", k as i64);
+        let m_const = self.p.scalar_i64("M", m as i64);
+        let k_const = self.p.scalar_i64("K", k as i64);
         // Box b·M + m of boxes [N·M, 4]; score (b·K + c)·M + m of scores [N·K·M].
         let bm = self.node("Mul", vec![bi.clone(), m_const.clone()], vec![]);
         let box_index = self.node("Add", vec![bm, mi.clone()], vec![]);
-        let flat = self.ints("shape", &[-1, 4]);
+        let flat = self.p.ints("shape", &[-1, 4]);
         let all_boxes = self.node("Reshape", vec![boxes, flat], vec![]);
         let picked = self.node(
             "Gather",
@@ -304,7 +269,7 @@ impl Decoder<'_> {
         let bkc = self.node("Add", vec![bk, ci.clone()], vec![]);
         let bkcm = self.node("Mul", vec![bkc, m_const], vec![]);
         let score_index = self.node("Add", vec![bkcm, mi], vec![]);
-        let flat = self.ints("shape", &[-1]);
+        let flat = self.p.ints("shape", &[-1]);
         let all_scores = self.node("Reshape", vec![st, flat], vec![]);
         let picked_scores = self.node(
             "Gather",
@@ -316,19 +281,19 @@ impl Decoder<'_> {
             (
                 self.rename(&picked, "boxes"),
                 float,
-                vec![Dim::D, Dim::Fixed(4)],
+                vec![D, ValueDim::Fixed(4)],
             ),
-            (self.rename(&picked_scores, "scores"), float, vec![Dim::D]),
-            (self.rename(&ci, "classes"), int64, vec![Dim::D]),
-            (self.rename(&bi, "batch_index"), int64, vec![Dim::D]),
+            (self.rename(&picked_scores, "scores"), float, vec![D]),
+            (self.rename(&ci, "classes"), int64, vec![D]),
+            (self.rename(&bi, "batch_index"), int64, vec![D]),
         ]
     }
 
     /// An Identity giving `value` an output's plain name.
     fn rename(&mut self, value: &str, name: &str) -> String {
-        let out = self.ex.fresh(name);
-        let node = self.ex.fresh(&format!("{DECODE_PREFIX}{name}"));
-        self.ex.emit(
+        let out = self.p.ex.fresh(name);
+        let node = self.p.fresh(name);
+        self.p.ex.emit(
             "Identity",
             &node,
             vec![value.into()],
@@ -337,25 +302,4 @@ impl Decoder<'_> {
         );
         out
     }
-}
-
-fn value_info(name: &str, elem: i32, dims: &[Dim]) -> ValueInfoProto {
-    let mut vi = ValueInfoProto::new();
-    vi.name = name.to_owned();
-    let mut ty = onnx_ir::TypeProto::new();
-    let tt = ty.mut_tensor_type();
-    tt.elem_type = elem;
-    let shape = tt.shape.mut_or_insert_default();
-    for d in dims {
-        shape.dim.push(Default::default());
-        if let Some(dim) = shape.dim.last_mut() {
-            match d {
-                Dim::Fixed(n) => dim.set_dim_value(*n as i64),
-                Dim::N => dim.set_dim_param("N".into()),
-                Dim::D => dim.set_dim_param("D".into()),
-            }
-        }
-    }
-    vi.type_ = Some(ty).into();
-    vi
 }

@@ -7,7 +7,7 @@
 
 use super::detector::Decoding;
 use super::import::{LABELS_KEY, PREPROCESS_KEY};
-use super::ops::emit::Emitter;
+use super::ops::emit::{Emitter, ValueDim, value_info};
 use super::tensor::f32_proto;
 use crate::detect::yolo::Suppression;
 use crate::graph::shape::{self, Dim};
@@ -147,12 +147,12 @@ pub fn to_model(net: &Network, store: &Store) -> Result<ModelProto, ExportError>
             }
         })
         .collect();
-    graph.input.push(value_info(&net.input.name, &input_dims));
+    graph.input.push(float_info(&net.input.name, &input_dims));
     for out in &net.outputs {
         let dims = shapes
             .get(out)
             .ok_or_else(|| ExportError::Invalid(format!("output '{out}' is not computed")))?;
-        graph.output.push(value_info(out, dims));
+        graph.output.push(float_info(out, dims));
     }
 
     let mut model = ModelProto::new();
@@ -208,22 +208,14 @@ fn write_node(ex: &mut Emitter, node: &Node) -> Result<(), ExportError> {
     export(ex, node).map_err(failed)
 }
 
-fn value_info(name: &str, dims: &[Dim]) -> ValueInfoProto {
-    let mut vi = ValueInfoProto::new();
-    vi.name = name.to_owned();
-    let mut ty = onnx_ir::TypeProto::new();
-    let tt = ty.mut_tensor_type();
-    tt.elem_type = super::tensor::dtype::FLOAT;
-    let shape = tt.shape.mut_or_insert_default();
-    for d in dims {
-        shape.dim.push(Default::default());
-        if let Some(dim) = shape.dim.last_mut() {
-            match d {
-                Dim::Batch => dim.set_dim_param("N".into()),
-                Dim::Fixed(n) => dim.set_dim_value(*n as i64),
-            }
-        }
-    }
-    vi.type_ = Some(ty).into();
-    vi
+/// A float value's declaration, the batch as `N`.
+fn float_info(name: &str, dims: &[Dim]) -> ValueInfoProto {
+    let dims: Vec<ValueDim> = dims
+        .iter()
+        .map(|d| match d {
+            Dim::Batch => ValueDim::Param("N"),
+            Dim::Fixed(n) => ValueDim::Fixed(*n),
+        })
+        .collect();
+    value_info(name, super::tensor::dtype::FLOAT, &dims)
 }

@@ -14,8 +14,7 @@
 //! front end still in the metadata (`graft.audio`).
 
 use super::export::ExportError;
-use super::ops::emit::{Emitter, attr_int, attr_ints, attr_string};
-use super::tensor::f32_proto;
+use super::ops::emit::{Prefixed, ValueDim, attr_int, attr_ints, attr_string, value_info};
 use crate::audio::front::FrontEnd;
 use crate::audio::mel::mel_weights;
 use crate::graph::Network;
@@ -46,28 +45,17 @@ pub fn prepend_front_end(model: &mut ModelProto, net: &Network) -> Result<(), Ex
     let m = &s.mel;
     let samples = s.clip_samples();
     let graph = model.graph.mut_or_insert_default();
-    let taken: HashSet<String> = graph
-        .node
-        .iter()
-        .flat_map(|n| {
-            n.input
-                .iter()
-                .chain(&n.output)
-                .chain(std::iter::once(&n.name))
-                .cloned()
-        })
-        .chain(graph.initializer.iter().map(|t| t.name.clone()))
-        .chain(graph.input.iter().map(|i| i.name.clone()))
-        .chain(graph.output.iter().map(|o| o.name.clone()))
-        .collect();
-    if taken.contains(WAVEFORM) {
+    if graph.input.iter().any(|i| i.name == WAVEFORM)
+        || graph
+            .node
+            .iter()
+            .any(|n| n.output.iter().any(|o| o == WAVEFORM))
+    {
         return Err(ExportError::Invalid(format!(
             "the network already has a value named '{WAVEFORM}'"
         )));
     }
-    let mut f = Front {
-        ex: Emitter::new(taken),
-    };
+    let mut f = Prefixed::for_graph(graph, FRONT_PREFIX);
     let wave = WAVEFORM.to_string();
     let axis2 = f.ints("axes", &[2]);
     let signal = f.node("Unsqueeze", vec![wave.clone(), axis2], vec![]);
@@ -128,7 +116,7 @@ pub fn prepend_front_end(model: &mut ModelProto, net: &Network) -> Result<(), Ex
         ],
     );
     // The one plane into every channel, under the network's own input name.
-    let name = f.ex.fresh(&format!("{FRONT_PREFIX}channels"));
+    let name = f.fresh("channels");
     f.ex.emit(
         "Concat",
         &name,
@@ -186,60 +174,15 @@ pub fn without_front_end(graph: &GraphProto) -> Option<GraphProto> {
     Some(g)
 }
 
-struct Front {
-    ex: Emitter,
-}
-
-impl Front {
-    fn node(
-        &mut self,
-        op: &str,
-        inputs: Vec<String>,
-        attrs: Vec<onnx_ir::AttributeProto>,
-    ) -> String {
-        let name = self.ex.fresh(&format!("{FRONT_PREFIX}{op}"));
-        let out = self.ex.fresh(&name);
-        self.ex.emit(op, &name, inputs, vec![out.clone()], attrs);
-        out
-    }
-
-    fn ints(&mut self, what: &str, v: &[i64]) -> String {
-        self.ex.ints(FRONT_PREFIX.trim_end_matches('/'), what, v)
-    }
-
-    fn scalar_i64(&mut self, what: &str, v: i64) -> String {
-        self.ex
-            .ints_shaped(FRONT_PREFIX.trim_end_matches('/'), what, &[], &[v])
-    }
-
-    fn floats(&mut self, what: &str, shape: &[usize], v: &[f32]) -> String {
-        let name = self.ex.fresh(&format!("{FRONT_PREFIX}{what}"));
-        self.ex.initializers.push(f32_proto(&name, shape, v));
-        name
-    }
-}
-
 fn waveform_info(samples: usize) -> ValueInfoProto {
     image_info(WAVEFORM, &[None, Some(samples)])
 }
 
-/// A float input's value info; `None` dims are the batch `N`.
+/// A float input's declaration; `None` dims are the batch `N`.
 fn image_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
-    let mut vi = ValueInfoProto::new();
-    vi.name = name.to_owned();
-    let mut ty = onnx_ir::TypeProto::new();
-    let tt = ty.mut_tensor_type();
-    tt.elem_type = super::tensor::dtype::FLOAT;
-    let shape = tt.shape.mut_or_insert_default();
-    for d in dims {
-        shape.dim.push(Default::default());
-        if let Some(dim) = shape.dim.last_mut() {
-            match d {
-                Some(n) => dim.set_dim_value(*n as i64),
-                None => dim.set_dim_param("N".into()),
-            }
-        }
-    }
-    vi.type_ = Some(ty).into();
-    vi
+    let dims: Vec<ValueDim> = dims
+        .iter()
+        .map(|d| d.map_or(ValueDim::Param("N"), ValueDim::Fixed))
+        .collect();
+    value_info(name, super::tensor::dtype::FLOAT, &dims)
 }

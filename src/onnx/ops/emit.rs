@@ -3,7 +3,7 @@
 
 use super::super::tensor::{f32_proto, i64_proto};
 use crate::graph::Node;
-use onnx_ir::{AttributeProto, AttributeType, NodeProto, TensorProto};
+use onnx_ir::{AttributeProto, AttributeType, GraphProto, NodeProto, TensorProto, ValueInfoProto};
 use std::collections::HashSet;
 
 /// Every name in use, handing out new ones that never collide (`base`, else `base_1`, …).
@@ -89,6 +89,95 @@ impl Emitter {
         n.attribute = attrs;
         self.nodes.push(n);
     }
+}
+
+/// An [`Emitter`] for what an exporter adds around a network (a detector's decoding, a sound
+/// network's front end): every node and constant is named under `prefix`, by which the
+/// importer finds them and takes them away again.
+pub struct Prefixed {
+    pub ex: Emitter,
+    prefix: &'static str,
+}
+
+impl Prefixed {
+    /// An emitter avoiding every name already in `graph`.
+    pub fn for_graph(graph: &GraphProto, prefix: &'static str) -> Self {
+        let taken: HashSet<String> = graph
+            .node
+            .iter()
+            .flat_map(|n| {
+                n.input
+                    .iter()
+                    .chain(&n.output)
+                    .chain(std::iter::once(&n.name))
+                    .cloned()
+            })
+            .chain(graph.initializer.iter().map(|t| t.name.clone()))
+            .chain(graph.input.iter().map(|i| i.name.clone()))
+            .chain(graph.output.iter().map(|o| o.name.clone()))
+            .collect();
+        Self {
+            ex: Emitter::new(taken),
+            prefix,
+        }
+    }
+
+    /// A node of `op` with one new output; returns the output's name.
+    pub fn node(&mut self, op: &str, inputs: Vec<String>, attrs: Vec<AttributeProto>) -> String {
+        let name = self.ex.fresh(&format!("{}{op}", self.prefix));
+        let out = self.ex.fresh(&name);
+        self.ex.emit(op, &name, inputs, vec![out.clone()], attrs);
+        out
+    }
+
+    /// A fresh name under the prefix.
+    pub fn fresh(&mut self, what: &str) -> String {
+        self.ex.fresh(&format!("{}{what}", self.prefix))
+    }
+
+    pub fn ints(&mut self, what: &str, v: &[i64]) -> String {
+        self.ex.ints(self.prefix.trim_end_matches('/'), what, v)
+    }
+
+    pub fn scalar_i64(&mut self, what: &str, v: i64) -> String {
+        self.ex
+            .ints_shaped(self.prefix.trim_end_matches('/'), what, &[], &[v])
+    }
+
+    pub fn floats(&mut self, what: &str, shape: &[usize], v: &[f32]) -> String {
+        let name = self.fresh(what);
+        self.ex.initializers.push(f32_proto(&name, shape, v));
+        name
+    }
+}
+
+/// A dimension of a graph input's or output's declared shape.
+#[derive(Clone, Copy, Debug)]
+pub enum ValueDim {
+    /// Named and free (`N`, the batch; `D`, a detector's count of boxes).
+    Param(&'static str),
+    Fixed(usize),
+}
+
+/// A graph input's or output's declaration: name, ONNX element type, shape.
+pub fn value_info(name: &str, elem: i32, dims: &[ValueDim]) -> ValueInfoProto {
+    let mut vi = ValueInfoProto::new();
+    vi.name = name.to_owned();
+    let mut ty = onnx_ir::TypeProto::new();
+    let tt = ty.mut_tensor_type();
+    tt.elem_type = elem;
+    let shape = tt.shape.mut_or_insert_default();
+    for d in dims {
+        shape.dim.push(Default::default());
+        if let Some(dim) = shape.dim.last_mut() {
+            match d {
+                ValueDim::Fixed(n) => dim.set_dim_value(*n as i64),
+                ValueDim::Param(p) => dim.set_dim_param((*p).into()),
+            }
+        }
+    }
+    vi.type_ = Some(ty).into();
+    vi
 }
 
 /// The parts of a graph node an exporter writes from: its name, inputs, outputs and first
