@@ -41,10 +41,7 @@ impl Classifier {
     /// Builds the inference plan (BatchNorm folded) of an RGB image network on `device`.
     pub fn new(net: &Network, store: &Store, device: &Device) -> Result<Self, String> {
         let (preprocess, [c, side, _]) = net.input_preprocess()?;
-        let sound = FrontEnd::of(net).map(|front| SoundFraming {
-            front,
-            augment: None,
-        });
+        let sound = FrontEnd::of(net).map(SoundFraming::plain);
         if c != 3 && sound.is_none() {
             return Err(format!(
                 "the network takes {c} channels; Graft classifies RGB images"

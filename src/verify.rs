@@ -76,10 +76,7 @@ pub fn verify(
     let (pre, [c, h, w]) = net.input_preprocess()?;
     let file_shape = file_input_shape(net)?;
     let runnable = tract_model(onnx_bytes, &file_shape)?;
-    let sound = FrontEnd::of(net).map(|front| SoundFraming {
-        front,
-        augment: None,
-    });
+    let sound = FrontEnd::of(net).map(SoundFraming::plain);
     let (fnet, fstore) = optimize::for_inference(net, store);
     let model =
         Model::build(&fnet, &fstore, &burn::tensor::Device::flex()).map_err(|e| e.to_string())?;

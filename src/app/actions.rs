@@ -30,6 +30,7 @@ pub(super) enum Picked {
     Model,
     Dataset,
     Validation,
+    NoiseFolder,
     Export,
     Classify,
     OpenProject,

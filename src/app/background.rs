@@ -114,6 +114,7 @@ impl GraftApp {
                 Picked::Model => AppCommand::OpenModel(ModelSource::File(p)),
                 Picked::Dataset => AppCommand::OpenDataset(p),
                 Picked::Validation => AppCommand::SetValidation(p),
+                Picked::NoiseFolder => AppCommand::SetNoiseFolder(Some(p)),
                 Picked::Export => AppCommand::Export(p),
                 Picked::Classify => AppCommand::Classify(p),
                 Picked::OpenProject => AppCommand::OpenProject(p),

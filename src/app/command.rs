@@ -40,6 +40,9 @@ pub enum AppCommand {
     ShowComparison,
     PickDataset,
     PickValidation,
+    /// Sound augmentation: choose the folder of background noise; `None` stops mixing it in.
+    PickNoiseFolder,
+    SetNoiseFolder(Option<PathBuf>),
     OpenDataset(PathBuf),
     SetValidation(PathBuf),
     Rescan,
@@ -266,6 +269,16 @@ impl GraftApp {
                     },
                 );
                 self.tab = Tab::Data;
+            }
+            AppCommand::PickNoiseFolder => self.pick(
+                ctx,
+                PickRequest::folder(Picked::NoiseFolder, "Choose a folder of background noise"),
+            ),
+            AppCommand::SetNoiseFolder(dir) => {
+                if let Some(a) = &mut self.options.sound_augmentation {
+                    a.noise_folder = dir;
+                    self.dirty = true;
+                }
             }
             AppCommand::SetValidation(dir) => {
                 let mut s = self

@@ -30,18 +30,20 @@ pub fn spectrogram_picture(spec: &[f32], mels: usize, frames: usize) -> ColorIma
     ColorImage::from_rgb([w, h], &rgb)
 }
 
+/// Clips as the settings cut them, before any standardising (pictures standardise each clip
+/// by its own values).
+fn raw(settings: &AudioSettings) -> SoundFraming {
+    SoundFraming::plain(FrontEnd {
+        settings: settings.clone(),
+        mean: 0.0,
+        std: 1.0,
+    })
+}
+
 /// A clip's spectrogram thumbnail (made off the UI thread by the scan job), standardised by
 /// its own values so that quiet clips show their shape too.
 pub fn spectrogram_thumbnail(sample: &Sample, settings: &AudioSettings) -> Option<ColorImage> {
-    let raw = SoundFraming {
-        front: FrontEnd {
-            settings: settings.clone(),
-            mean: 0.0,
-            std: 1.0,
-        },
-        augment: None,
-    };
-    let clip = raw.clip(sample).ok()?;
+    let clip = raw(settings).clip(sample).ok()?;
     let own = FrontEnd::fit(settings, std::slice::from_ref(&clip));
     let (spec, mels, frames) = own.spectrogram(&clip);
     Some(spectrogram_picture(&spec, mels, frames))
@@ -65,22 +67,19 @@ pub fn augmentation_preview(
         .collect();
     Job::spawn("Augmentation preview", ctx, move |_| {
         use rand::SeedableRng;
+        let noise = match &augmentation.noise_folder {
+            Some(dir) => crate::audio::clips::load_noise(dir, settings.mel.sample_rate)?,
+            None => Vec::new(),
+        };
         let mut out = Vec::new();
         for (k, s) in samples.iter().enumerate() {
-            let raw = SoundFraming {
-                front: FrontEnd {
-                    settings: settings.clone(),
-                    mean: 0.0,
-                    std: 1.0,
-                },
-                augment: None,
-            };
-            let clip = raw.clip(s).map_err(|e| e.to_string())?;
+            let clip = raw(&settings).clip(s).map_err(|e| e.to_string())?;
             let front = FrontEnd::fit(&settings, std::slice::from_ref(&clip));
             for j in 0..3 {
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + (k * 3 + j) as u64);
                 let mut c = clip.clone();
                 augmentation.wave(&mut c, settings.mel.sample_rate, &mut rng);
+                augmentation.mix_noise(&mut c, &noise, &mut rng);
                 let (mut spec, mels, frames) = front.spectrogram(&c);
                 augmentation.masks(&mut spec, mels, frames, &mut rng);
                 out.push(spectrogram_picture(&spec, mels, frames));
@@ -193,7 +192,7 @@ pub fn sound_ui(
         }
     });
     ui.separator();
-    sound_augmentation_ui(ui, &mut options.sound_augmentation)
+    sound_augmentation_ui(ui, &mut options.sound_augmentation, commands)
 }
 
 /// A labelled number in the settings grid.
@@ -208,8 +207,12 @@ fn setting<N: egui::emath::Numeric>(
     ui.add(egui::DragValue::new(value).range(range).speed(speed));
 }
 
-/// Time shift, gain and SpecAugment masks.
-fn sound_augmentation_ui(ui: &mut Ui, augmentation: &mut Option<AudioAugmentation>) -> bool {
+/// Time shift, gain, background noise and SpecAugment masks.
+fn sound_augmentation_ui(
+    ui: &mut Ui,
+    augmentation: &mut Option<AudioAugmentation>,
+    commands: &mut Vec<AppCommand>,
+) -> bool {
     let (mut changed, on) =
         super::data_panel::augmentation_switch(ui, augmentation, "augment training clips");
     let Some(a) = on else {
@@ -221,6 +224,54 @@ fn sound_augmentation_ui(ui: &mut Ui, augmentation: &mut Option<AudioAugmentatio
     changed |= ui
         .add(egui::Slider::new(&mut a.gain_db, 0.0..=20.0).text("gain ± dB"))
         .changed();
+    ui.horizontal(|ui| {
+        ui.label("Background noise");
+        match &a.noise_folder {
+            Some(dir) => {
+                ui.label(RichText::new(dir.display().to_string()).monospace());
+                if ui
+                    .small_button("✖")
+                    .on_hover_text("No background noise")
+                    .clicked()
+                {
+                    commands.push(AppCommand::SetNoiseFolder(None));
+                }
+            }
+            None => {
+                ui.label(RichText::new("none").weak());
+            }
+        }
+        if ui
+            .button("Folder…")
+            .on_hover_text("Sound files (any depth) mixed into training clips")
+            .clicked()
+        {
+            commands.push(AppCommand::PickNoiseFolder);
+        }
+    });
+    if a.noise_folder.is_some() {
+        ui.horizontal(|ui| {
+            changed |= ui
+                .add(egui::Slider::new(&mut a.noise_probability, 0.0..=1.0).text("of clips"))
+                .changed();
+            ui.label("at SNR");
+            changed |= ui
+                .add(
+                    egui::DragValue::new(&mut a.noise_snr_db.0)
+                        .range(-20.0..=40.0)
+                        .suffix(" dB"),
+                )
+                .changed();
+            ui.label("to");
+            changed |= ui
+                .add(
+                    egui::DragValue::new(&mut a.noise_snr_db.1)
+                        .range(-20.0..=40.0)
+                        .suffix(" dB"),
+                )
+                .changed();
+        });
+    }
     ui.horizontal(|ui| {
         ui.label("Time masks");
         changed |= ui

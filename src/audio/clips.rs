@@ -99,6 +99,66 @@ pub struct SoundFraming {
     pub front: FrontEnd,
     /// `None` for evaluation.
     pub augment: Option<AudioAugmentation>,
+    /// The augmentation's background noise, decoded at the front end's rate
+    /// ([`load_noise`]); empty without it.
+    pub noise: std::sync::Arc<Vec<Vec<f32>>>,
+}
+
+/// Every sound file under `folder` (any depth), mono at `rate`: the background noise an
+/// augmentation mixes in. Files that do not decode are skipped; a folder without any sound
+/// is an error naming it. Silent files are left out (they would add nothing).
+pub fn load_noise(folder: &Path, rate: u32) -> Result<Vec<Vec<f32>>, String> {
+    let mut files = Vec::new();
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| format!("cannot read the noise folder {}: {e}", dir.display()))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if is_audio(&p) {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let sounds: Vec<Vec<f32>> = files
+        .par_iter()
+        .filter_map(|p| decode::load(p, rate).ok())
+        .filter(|s| s.iter().any(|v| v.abs() >= SILENT_PEAK))
+        .collect();
+    if sounds.is_empty() {
+        return Err(format!(
+            "the noise folder {} holds no sound file Graft can read",
+            folder.display()
+        ));
+    }
+    Ok(sounds)
+}
+
+impl SoundFraming {
+    /// Evaluation framing: the front end alone.
+    pub fn plain(front: FrontEnd) -> Self {
+        SoundFraming {
+            front,
+            augment: None,
+            noise: Default::default(),
+        }
+    }
+
+    /// Training framing: with `augment`'s background noise loaded (when it names a folder).
+    pub fn augmented(front: FrontEnd, augment: AudioAugmentation) -> Result<Self, String> {
+        let noise = match &augment.noise_folder {
+            Some(dir) => load_noise(dir, front.settings.mel.sample_rate)?,
+            None => Vec::new(),
+        };
+        Ok(SoundFraming {
+            front,
+            augment: Some(augment),
+            noise: std::sync::Arc::new(noise),
+        })
+    }
 }
 
 impl SoundFraming {
@@ -125,6 +185,7 @@ impl SoundFraming {
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         a.wave(&mut c, self.front.settings.mel.sample_rate, &mut rng);
+        a.mix_noise(&mut c, &self.noise, &mut rng);
         let (mut spec, h, w) = self.front.spectrogram(&c);
         a.masks(&mut spec, h, w, &mut rng);
         Ok(plane_to_input(&spec, h, w, side, channels))
@@ -138,14 +199,11 @@ pub fn fit_front_end(
     settings: &AudioSettings,
     most: usize,
 ) -> Result<FrontEnd, String> {
-    let framing = SoundFraming {
-        front: FrontEnd {
-            settings: settings.clone(),
-            mean: 0.0,
-            std: 1.0,
-        },
-        augment: None,
-    };
+    let framing = SoundFraming::plain(FrontEnd {
+        settings: settings.clone(),
+        mean: 0.0,
+        std: 1.0,
+    });
     let step = dataset.samples.len().div_ceil(most.max(1)).max(1);
     let clips: Vec<Vec<f32>> = dataset
         .samples

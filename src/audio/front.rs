@@ -217,6 +217,12 @@ pub struct AudioAugmentation {
     /// SpecAugment: this many frequency masks, each up to `freq_mask_fraction` of the bands.
     pub freq_masks: usize,
     pub freq_mask_fraction: f32,
+    /// Mix in background noise: a random stretch of a random sound file from this folder
+    /// (any depth), into a clip with probability `noise_probability`, at a signal-to-noise
+    /// ratio drawn from `noise_snr_db`.
+    pub noise_folder: Option<std::path::PathBuf>,
+    pub noise_probability: f32,
+    pub noise_snr_db: (f32, f32),
 }
 
 impl Default for AudioAugmentation {
@@ -228,11 +234,53 @@ impl Default for AudioAugmentation {
             time_mask_fraction: 0.1,
             freq_masks: 1,
             freq_mask_fraction: 0.1,
+            noise_folder: None,
+            noise_probability: 0.5,
+            noise_snr_db: (5.0, 20.0),
         }
     }
 }
 
 impl AudioAugmentation {
+    /// Background noise mixed into `clip` (when the draw says so): a random stretch of one of
+    /// `noise` (looped if shorter), scaled to an SNR from `noise_snr_db` against the clip's
+    /// own level.
+    pub fn mix_noise(&self, clip: &mut [f32], noise: &[Vec<f32>], rng: &mut impl Rng) {
+        let sounds: Vec<&Vec<f32>> = noise.iter().filter(|n| !n.is_empty()).collect();
+        if sounds.is_empty()
+            || clip.is_empty()
+            || !rng.random_bool(self.noise_probability.clamp(0.0, 1.0) as f64)
+        {
+            return;
+        }
+        let n = sounds[rng.random_range(0..sounds.len())];
+        let start = rng.random_range(0..n.len());
+        let (lo, hi) = (
+            self.noise_snr_db.0.min(self.noise_snr_db.1),
+            self.noise_snr_db.0.max(self.noise_snr_db.1),
+        );
+        let snr = if hi > lo {
+            rng.random_range(lo..=hi)
+        } else {
+            lo
+        };
+        let rms = |x: &mut dyn Iterator<Item = f32>| {
+            let (sum, count) = x.fold((0.0f64, 0usize), |(s, c), v| (s + (v * v) as f64, c + 1));
+            (sum / count.max(1) as f64).sqrt() as f32
+        };
+        let stretch = |i: usize| n[(start + i) % n.len()];
+        let signal = rms(&mut clip.iter().copied());
+        let noise_level = rms(&mut (0..clip.len()).map(stretch));
+        if noise_level <= 0.0 {
+            return;
+        }
+        // A silent clip still gets noise at the quietest level a clip of this set would.
+        let k = signal.max(1e-3) / noise_level / 10f32.powf(snr / 20.0);
+        for (i, v) in clip.iter_mut().enumerate() {
+            *v += k * stretch(i);
+        }
+    }
+
     /// The clip shifted and its gain changed.
     pub fn wave(&self, clip: &mut [f32], rate: u32, rng: &mut impl Rng) {
         let max_shift = (self.time_shift_seconds.max(0.0) * rate as f32) as i64;
@@ -317,6 +365,37 @@ mod tests {
     fn clips_are_padded_and_cropped() {
         assert_eq!(clip(&[1.0, 2.0, 3.0], 1, 4), vec![2.0, 3.0, 0.0, 0.0]);
         assert_eq!(clip(&[1.0, 2.0, 3.0], 5, 2), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn background_noise_is_mixed_at_the_drawn_snr() {
+        use rand::SeedableRng;
+        let rms = |x: &[f32]| (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
+        let clip: Vec<f32> = (0..4000).map(|i| (i as f32 * 0.05).sin() * 0.5).collect();
+        let noise = vec![
+            (0..1000)
+                .map(|i| if i % 2 == 0 { 0.1 } else { -0.1 })
+                .collect(),
+        ];
+        let a = AudioAugmentation {
+            noise_probability: 1.0,
+            noise_snr_db: (6.0, 6.0),
+            ..Default::default()
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut mixed = clip.clone();
+        a.mix_noise(&mut mixed, &noise, &mut rng);
+        let added: Vec<f32> = mixed.iter().zip(&clip).map(|(m, c)| m - c).collect();
+        // 6 dB: the noise at half the clip's level, looped over the whole clip.
+        let ratio = rms(&added) / rms(&clip);
+        assert!((ratio - 0.5012).abs() < 0.01, "noise/clip level {ratio}");
+        let never = AudioAugmentation {
+            noise_probability: 0.0,
+            ..a
+        };
+        let mut same = clip.clone();
+        never.mix_noise(&mut same, &noise, &mut rng);
+        assert_eq!(same, clip);
     }
 
     #[test]

@@ -30,14 +30,11 @@ pub fn front(dir: &Path, sound: &super::sound::SoundArgs) -> Result<(), String> 
     use crate::audio::clips::SoundFraming;
     use crate::audio::front::FrontEnd;
     let settings = sound.settings()?;
-    let framing = SoundFraming {
-        front: FrontEnd {
-            settings,
-            mean: 0.0,
-            std: 1.0,
-        },
-        augment: None,
-    };
+    let framing = SoundFraming::plain(FrontEnd {
+        settings,
+        mean: 0.0,
+        std: 1.0,
+    });
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -33,7 +33,9 @@ pub struct SoundArgs {
     #[arg(long)]
     pub fmax: Option<f32>,
     /// Sound augmentation: `default`, `none`, or comma-separated `shift=SECONDS`,
-    /// `gain=DB`, `time-masks=N`, `time-mask=FRACTION`, `freq-masks=N`, `freq-mask=FRACTION`.
+    /// `gain=DB`, `time-masks=N`, `time-mask=FRACTION`, `freq-masks=N`, `freq-mask=FRACTION`,
+    /// `noise=DIR` (mix in background noise from DIR's sound files), `noise-p=P`,
+    /// `snr=LO:HI` (dB).
     #[arg(long, num_args = 0..=1, default_missing_value = "default")]
     pub sound_augment: Option<String>,
 }
@@ -77,9 +79,8 @@ fn parse_sound_augment(v: &str) -> Result<Option<AudioAugmentation>, String> {
         time_shift_seconds: 0.0,
         gain_db: 0.0,
         time_masks: 0,
-        time_mask_fraction: AudioAugmentation::default().time_mask_fraction,
         freq_masks: 0,
-        freq_mask_fraction: AudioAugmentation::default().freq_mask_fraction,
+        ..AudioAugmentation::default()
     };
     for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, value) = part
@@ -104,9 +105,30 @@ fn parse_sound_augment(v: &str) -> Result<Option<AudioAugmentation>, String> {
             "time-mask" => a.time_mask_fraction = number()?.min(1.0),
             "freq-masks" => a.freq_masks = count()?,
             "freq-mask" => a.freq_mask_fraction = number()?.min(1.0),
+            "noise" => {
+                let dir = std::path::PathBuf::from(value);
+                if !dir.is_dir() {
+                    return Err(format!("{part}: not a folder"));
+                }
+                a.noise_folder = Some(dir);
+            }
+            "noise-p" => a.noise_probability = number()?.min(1.0),
+            "snr" => {
+                let (lo, hi) = value
+                    .split_once(':')
+                    .ok_or(format!("{part}: use snr=LO:HI"))?;
+                let db = |v: &str| {
+                    v.parse::<f32>()
+                        .ok()
+                        .filter(|x| x.is_finite())
+                        .ok_or(format!("{part}: not a number of dB"))
+                };
+                a.noise_snr_db = (db(lo)?, db(hi)?);
+            }
             _ => {
                 return Err(format!(
-                    "{key}: unknown (use shift, gain, time-masks, time-mask, freq-masks, freq-mask)"
+                    "{key}: unknown (use shift, gain, time-masks, time-mask, freq-masks, \
+                     freq-mask, noise, noise-p, snr)"
                 ));
             }
         }
@@ -128,6 +150,9 @@ mod tests {
         assert_eq!(a.time_masks, 2);
         assert_eq!(a.gain_db, 0.0);
         assert!(parse_sound_augment("gain=-3").is_err());
+        assert!(parse_sound_augment("noise=/no/such/folder").is_err());
+        let n = parse_sound_augment("snr=0:10,noise-p=1").unwrap().unwrap();
+        assert_eq!((n.noise_snr_db, n.noise_probability), ((0.0, 10.0), 1.0));
         assert!(parse_sound_augment("echo=1").is_err());
     }
 }

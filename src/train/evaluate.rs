@@ -147,12 +147,7 @@ fn over_images(
         augment: None,
         boxes,
         // A network trained on sound hears its clips through the front end it learned with.
-        sound: crate::audio::front::FrontEnd::of(net).map(|front| {
-            crate::audio::clips::SoundFraming {
-                front,
-                augment: None,
-            }
-        }),
+        sound: crate::audio::front::FrontEnd::of(net).map(crate::audio::clips::SoundFraming::plain),
     };
     let (fnet, fstore) = optimize::for_inference(net, store);
     let model = Model::build(&fnet, &fstore, &device.device).map_err(|e| e.to_string())?;

@@ -7,7 +7,7 @@ use super::events::{History, TrainEvent};
 use super::passes::Source;
 use super::session::{Control, Reporter, TrainJob};
 use crate::audio::clips::SoundFraming;
-use crate::audio::front::FrontEnd;
+use crate::audio::front::{AudioAugmentation, FrontEnd};
 use crate::data::Task;
 use crate::data::folder::Media;
 use crate::data::folder::Sample;
@@ -188,18 +188,22 @@ pub(super) fn build_sources(
             augment,
         })
     };
-    let sound = |augment| {
-        p.audio.as_ref().map(|front| SoundFraming {
-            front: front.clone(),
-            augment,
-        })
+    // A sound dataset's framing; training's with the augmentation's background noise loaded.
+    let sound = |augment: Option<AudioAugmentation>| -> Result<Option<SoundFraming>, String> {
+        let Some(front) = &p.audio else {
+            return Ok(None);
+        };
+        Ok(Some(match augment {
+            Some(a) => SoundFraming::augmented(front.clone(), a)?,
+            None => SoundFraming::plain(front.clone()),
+        }))
     };
     let eval_transform = Arc::new(Transform {
         preprocess: p.preprocess.clone(),
         channels: p.channels,
         augment: None,
         boxes: framing(None),
-        sound: sound(None),
+        sound: sound(None)?,
     });
     let augmenting = match (&p.detection, &p.audio) {
         (Some(_), _) => d.augmentation.is_some(),
@@ -211,7 +215,7 @@ pub(super) fn build_sources(
         channels: p.channels,
         augment: options.augmentation.clone(),
         boxes: framing(d.augmentation.clone()),
-        sound: sound(options.sound_augmentation.clone()),
+        sound: sound(options.sound_augmentation.clone())?,
     });
     let cut = if options.cache_features && !augmenting {
         cache::find_cut(&p.logits_net, store)

@@ -237,6 +237,13 @@ fn a_sound_folder_scans_with_its_bad_files_listed() {
         .map(|s| s.start.unwrap())
         .collect();
     assert_eq!(long, [0.0, 0.5, 1.0]);
+    // Background noise for augmentation: every readable sound under a folder, at the rate;
+    // a folder without any is an error naming it.
+    let noise = graft::audio::clips::load_noise(dir.path(), 8_000).unwrap();
+    assert_eq!(noise.len(), 3 * 3 + 1, "the good files, not the bad ones");
+    let empty = tempfile::tempdir().unwrap();
+    let e = graft::audio::clips::load_noise(empty.path(), 8_000).unwrap_err();
+    assert!(e.contains(&empty.path().display().to_string()), "{e}");
     // A split keeps a file's clips together.
     let (train, val) = ds.split(0.5, 3).unwrap();
     let in_train = train.samples.iter().any(|s| s.path.ends_with("long.wav"));
