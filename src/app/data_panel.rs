@@ -41,6 +41,8 @@ pub struct DataPanelState {
     thumbs: Vec<Vec<TextureHandle>>,
     preview: Vec<TextureHandle>,
     pub preview_job: Option<Job<Vec<ColorImage>>>,
+    /// A sound clip opened from its thumbnail: its waveform and spectrogram.
+    pub clip: super::sound_panel::ClipViewState,
 }
 
 pub fn thumbnail(path: &std::path::Path, size: u32) -> Option<ColorImage> {
@@ -418,8 +420,12 @@ pub fn data_ui(
                         }
                         ui.label(val_counts.get(c).copied().unwrap_or(0).to_string());
                         ui.horizontal(|ui| {
-                            for t in state.thumbs.get(c).into_iter().flatten() {
-                                // Spectrograms keep their time-by-bands shape.
+                            let samples = train.samples.iter().filter(|s| s.label == c);
+                            for (t, sample) in
+                                state.thumbs.get(c).into_iter().flatten().zip(samples)
+                            {
+                                // Spectrograms keep their time-by-bands shape, and open the
+                                // clip (waveform, larger spectrogram) when clicked.
                                 let size = t.size_vec2();
                                 let shown = if sounds {
                                     egui::vec2(40.0 * size.x / size.y.max(1.0), 40.0)
@@ -427,12 +433,21 @@ pub fn data_ui(
                                 } else {
                                     egui::vec2(40.0, 40.0)
                                 };
-                                ui.add(
-                                    egui::Image::from_texture(
-                                        egui::load::SizedTexture::from_handle(t),
-                                    )
-                                    .fit_to_exact_size(shown),
-                                );
+                                let image = egui::Image::from_texture(
+                                    egui::load::SizedTexture::from_handle(t),
+                                )
+                                .fit_to_exact_size(shown);
+                                if !sounds {
+                                    ui.add(image);
+                                    continue;
+                                }
+                                let clicked = ui
+                                    .add(image.sense(egui::Sense::click()))
+                                    .on_hover_text("Show its waveform")
+                                    .clicked();
+                                if clicked && let Media::Sounds(a) = &train.media {
+                                    state.clip.open(ui.ctx(), sample.clone(), a.clone());
+                                }
                             }
                         });
                         ui.end_row();
@@ -457,6 +472,7 @@ pub fn data_ui(
         });
     }
     if sounds {
+        super::sound_panel::clip_view_ui(ui, &mut state.clip);
         if let Some(settings) = &mut state.settings {
             changed |=
                 super::sound_panel::sound_ui(ui, &train, &mut settings.audio, options, commands);

@@ -356,14 +356,21 @@ impl eframe::App for GraftApp {
                         Some((p.resize, p.crop))
                     });
                     let scanning = self.scan_job.as_ref().map(|j| j.progress.clone());
-                    if data_panel::data_ui(
-                        ui,
-                        &mut self.data,
-                        &mut self.options,
-                        crop.unwrap_or((256, 224)),
-                        scanning.as_deref(),
-                        &mut self.commands,
-                    ) {
+                    // A box or sound dataset's panel is taller than a small window.
+                    let changed = egui::ScrollArea::vertical()
+                        .id_salt("data-tab")
+                        .show(ui, |ui| {
+                            data_panel::data_ui(
+                                ui,
+                                &mut self.data,
+                                &mut self.options,
+                                crop.unwrap_or((256, 224)),
+                                scanning.as_deref(),
+                                &mut self.commands,
+                            )
+                        })
+                        .inner;
+                    if changed {
                         self.dirty = true;
                     }
                 });

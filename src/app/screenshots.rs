@@ -201,8 +201,8 @@ impl Script {
             }
             68 => self.shoot(ctx, "results_detect"),
             69 => self.stage = 99,
-            // Sound: a folder of clips in the data panel (spectrograms, seconds per class,
-            // the front end's settings) with augmentation on and previewed.
+            // Sound: a folder of clips in the data panel (spectrograms, seconds per class, one
+            // clip's waveform, the front end's settings) with augmentation on and previewed.
             80 => {
                 if app.ws.is_some() && !app.is_busy() {
                     let _ = std::fs::create_dir_all(&self.dir);
@@ -229,6 +229,12 @@ impl Script {
                     .is_some_and(|d| matches!(d.media, crate::data::Media::Sounds(_)));
                 if sounds && !app.is_busy() {
                     if let (Some(train), Some(settings)) = (&app.data.train, &app.data.settings) {
+                        // One clip opened, as a click on its thumbnail does.
+                        if let Some(sample) = train.samples.iter().find(|s| s.label == 0) {
+                            app.data
+                                .clip
+                                .open(ctx, sample.clone(), settings.audio.clone());
+                        }
                         app.data.preview_job = Some(super::sound_panel::augmentation_preview(
                             ctx,
                             train,

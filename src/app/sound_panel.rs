@@ -8,7 +8,8 @@ use crate::audio::clips::SoundFraming;
 use crate::audio::front::{AudioAugmentation, AudioSettings, FrontEnd};
 use crate::data::{Dataset, Sample};
 use crate::train::TrainingOptions;
-use egui::{ColorImage, RichText, Ui};
+use egui::{ColorImage, RichText, TextureHandle, Ui};
+use egui_plot::{Line, Plot, PlotPoints};
 
 /// A spectrogram's thumbnail height (mel bands are resampled to it).
 const THUMB_HEIGHT: usize = 48;
@@ -87,6 +88,130 @@ pub fn augmentation_preview(
         }
         Ok(out)
     })
+}
+
+/// Points of a waveform drawn: each is the min and max of its stretch of samples.
+const WAVE_POINTS: usize = 1200;
+
+/// A clip as the clip view shows it: its waveform as min/max pairs over time (seconds), and
+/// its spectrogram.
+pub struct Clip {
+    pub sample: Sample,
+    pub envelope: Vec<[f64; 2]>,
+    pub seconds: f32,
+    pub picture: ColorImage,
+}
+
+/// The clip view: the clip a thumbnail opened (decoded off the UI thread).
+#[derive(Default)]
+pub struct ClipViewState {
+    shown: Option<(Clip, Option<TextureHandle>)>,
+    job: Option<Job<Clip>>,
+    error: Option<String>,
+}
+
+impl ClipViewState {
+    /// Decodes `sample` as `settings` cut it, in a job.
+    pub fn open(&mut self, ctx: &egui::Context, sample: Sample, settings: AudioSettings) {
+        self.error = None;
+        self.job = Some(Job::spawn("Opening a clip", ctx, move |_| {
+            let clip = raw(&settings).clip(&sample).map_err(|e| e.to_string())?;
+            let rate = settings.mel.sample_rate as f64;
+            let step = clip.len().div_ceil(WAVE_POINTS).max(1);
+            let mut envelope = Vec::with_capacity(2 * WAVE_POINTS);
+            for (i, part) in clip.chunks(step).enumerate() {
+                let t = (i * step) as f64 / rate;
+                let (lo, hi) = part
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
+                envelope.push([t, lo as f64]);
+                envelope.push([t, hi as f64]);
+            }
+            let own = FrontEnd::fit(&settings, std::slice::from_ref(&clip));
+            let (spec, mels, frames) = own.spectrogram(&clip);
+            Ok(Clip {
+                seconds: clip.len() as f32 / rate as f32,
+                picture: spectrogram_picture(&spec, mels, frames),
+                envelope,
+                sample,
+            })
+        }));
+    }
+}
+
+/// The opened clip: file, start, waveform and spectrogram, one above the other on one time
+/// axis.
+pub fn clip_view_ui(ui: &mut Ui, state: &mut ClipViewState) {
+    if let Some(r) = super::jobs::take(&mut state.job) {
+        match r {
+            Ok(c) => state.shown = Some((c, None)),
+            Err(e) => state.error = Some(e),
+        }
+    }
+    if let Some(e) = &state.error {
+        ui.label(RichText::new(e).color(theme::ERROR));
+    }
+    let Some((clip, texture)) = &mut state.shown else {
+        if state.job.is_some() {
+            ui.spinner();
+        }
+        return;
+    };
+    if texture.is_none() {
+        *texture = Some(ui.ctx().load_texture(
+            "clip-spectrogram",
+            clip.picture.clone(),
+            egui::TextureOptions::LINEAR,
+        ));
+    }
+    ui.separator();
+    let mut close = false;
+    ui.horizontal(|ui| {
+        ui.label(
+            RichText::new(format!(
+                "{} from {:.2} s, {:.2} s",
+                clip.sample.path.display(),
+                clip.sample.start.unwrap_or(0.0),
+                clip.seconds
+            ))
+            .monospace(),
+        );
+        close = ui
+            .small_button("✖")
+            .on_hover_text("Close the clip")
+            .clicked();
+    });
+    if close {
+        state.shown = None;
+        return;
+    }
+    let width = ui.available_width().min(900.0);
+    let Some((clip, texture)) = &state.shown else {
+        return;
+    };
+    Plot::new("clip-waveform")
+        .width(width)
+        .height(90.0)
+        .include_y(-1.0)
+        .include_y(1.0)
+        .include_x(0.0)
+        .include_x(clip.seconds as f64)
+        .x_axis_label("s")
+        .allow_scroll(false)
+        .allow_drag(false)
+        .allow_zoom(false)
+        .show(ui, |p| {
+            p.line(
+                Line::new("waveform", PlotPoints::from(clip.envelope.clone())).color(theme::TRAIN),
+            );
+        });
+    if let Some(t) = texture {
+        ui.add(
+            egui::Image::from_texture(egui::load::SizedTexture::from_handle(t))
+                .maintain_aspect_ratio(false)
+                .fit_to_exact_size(egui::vec2(width, 96.0)),
+        );
+    }
 }
 
 /// Seconds of sound per class in a sound dataset.
