@@ -1,7 +1,34 @@
-//! Writing files so that a failure never leaves a half-written file in place of a good one.
+//! Writing files so that a failure never leaves a half-written file in place of a good one;
+//! listing the files under a folder.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Every file under `dir` (any depth) that `keep` accepts, sorted. A folder below it that
+/// cannot be read is passed over; `dir` itself that cannot be read is the error.
+pub fn under(dir: &Path, keep: impl Fn(&Path) -> bool) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut first = true;
+    while let Some(d) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if first => return Err(e),
+            Err(_) => continue,
+        };
+        first = false;
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if keep(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
 
 /// Writes `bytes` to a temporary file next to `path`, syncs it, then renames it over `path`.
 /// On any error the old file (if any) is untouched and the error says what failed.

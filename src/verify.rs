@@ -161,29 +161,20 @@ pub fn inputs_for(net: &Network, dir: &Path) -> Vec<PathBuf> {
 }
 
 fn files_in(dir: &Path, sounds: bool) -> Vec<PathBuf> {
-    fn walk(dir: &Path, sounds: bool, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.filter_map(Result::ok) {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, sounds, out);
-            } else if sounds && crate::audio::decode::is_audio(&p)
-                || !sounds
-                    && p.extension().is_some_and(|x| {
-                        crate::data::folder::IMAGE_EXTENSIONS
-                            .contains(&x.to_string_lossy().to_lowercase().as_str())
-                    })
-            {
-                out.push(p);
-            }
+    let image = |p: &Path| {
+        p.extension().is_some_and(|x| {
+            crate::data::folder::IMAGE_EXTENSIONS
+                .contains(&x.to_string_lossy().to_lowercase().as_str())
+        })
+    };
+    crate::files::under(dir, |p| {
+        if sounds {
+            crate::audio::decode::is_audio(p)
+        } else {
+            image(p)
         }
-    }
-    let mut out = Vec::new();
-    walk(dir, sounds, &mut out);
-    out.sort();
-    out
+    })
+    .unwrap_or_default()
 }
 
 /// A detector's file against Graft: the same final boxes.

@@ -65,7 +65,7 @@ pub fn scan(
         }
     }
     if dataset.samples.is_empty() {
-        return Err(DataError::NoImages(root.to_owned()));
+        return Err(DataError::NoSounds(root.to_owned()));
     }
     Ok(dataset)
 }
@@ -108,21 +108,8 @@ pub struct SoundFraming {
 /// augmentation mixes in. Files that do not decode are skipped; a folder without any sound
 /// is an error naming it. Silent files are left out (they would add nothing).
 pub fn load_noise(folder: &Path, rate: u32) -> Result<Vec<Vec<f32>>, String> {
-    let mut files = Vec::new();
-    let mut stack = vec![folder.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| format!("cannot read the noise folder {}: {e}", dir.display()))?;
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if is_audio(&p) {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
+    let files = crate::files::under(folder, is_audio)
+        .map_err(|e| format!("cannot read the noise folder {}: {e}", folder.display()))?;
     let sounds: Vec<Vec<f32>> = files
         .par_iter()
         .filter_map(|p| decode::load(p, rate).ok())

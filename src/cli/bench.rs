@@ -35,20 +35,8 @@ pub fn front(dir: &Path, sound: &super::sound::SoundArgs) -> Result<(), String> 
         mean: 0.0,
         std: 1.0,
     });
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if crate::audio::decode::is_audio(&p) {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
+    let files = crate::files::under(dir, crate::audio::decode::is_audio)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     if files.is_empty() {
         return Err(format!("no sound files under {}", dir.display()));
     }

@@ -96,6 +96,8 @@ pub enum DataError {
     NoClasses(PathBuf),
     #[error("{0} has no usable images")]
     NoImages(PathBuf),
+    #[error("{0} has no usable sound files")]
+    NoSounds(PathBuf),
     #[error("class '{0}' has no usable images")]
     EmptyClass(String),
     #[error(
