@@ -13,7 +13,8 @@ stereo; dataset seeds 0 and 1), once.
 Recipe, for both: each file mixed to mono, resampled to 16 kHz, its first second (padded with
 silence); log-mel spectrogram: frames of 512 samples every 160 without centring, periodic
 Hann window, power, 64 bands 20-8000 Hz (the ONNX specification's MelWeightMatrix: PyTorch
-reads the bank from Graft's exported file, so both use the same definition), ln(x + 1e-6);
+reads the bank from Graft's exported file, so both use the same definition), ln(x + 1e-6)
+held within 80 dB of the clip's loudest value;
 standardised by the training clips' mean and standard deviation (each side measures its
 own); resized to 224 x 224 bilinear with half-pixel centres; the plane repeated into RGB.
 EfficientNet-Lite0 with its ImageNet weights (the embedded network; PyTorch loads the same
@@ -78,7 +79,9 @@ def log_mel(clip, bank):
                       window=torch.hann_window(FFT, periodic=True), center=False,
                       onesided=True, return_complex=True)
     power = spec.abs() ** 2                      # [bins, frames]
-    return torch.log(bank.T @ power + 1e-6)      # [mels, frames]
+    lm = torch.log(bank.T @ power + 1e-6)        # [mels, frames]
+    # Held within 80 dB of the clip's loudest value (librosa's top_db, Graft's floor_db).
+    return torch.maximum(lm, lm.max() - 80.0 * np.log(10) / 10)
 
 
 def to_input(lm, mean, std):

@@ -282,6 +282,9 @@ pub fn sound_ui(
             setting(ui, "Lowest band (Hz)", &mut m.fmin, 0.0..=20000.0, 1.0);
             setting(ui, "Highest band (Hz)", &mut m.fmax, 100.0..=48000.0, 1.0);
             ui.end_row();
+            let floor = "Floor below the loudest (dB, 0 = off)";
+            setting(ui, floor, &mut edited.floor_db, 0.0..=160.0, 1.0);
+            ui.end_row();
         });
     if edited != *settings {
         *settings = edited;

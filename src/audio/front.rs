@@ -31,6 +31,11 @@ pub struct AudioSettings {
     pub hop_seconds: f32,
     /// Files shorter than this are reported (they are padded and kept).
     pub min_seconds: f32,
+    /// A clip's log-mel values are held at most this many decibels below its loudest cell
+    /// (librosa's `top_db`); 0 turns it off. Without it, bands a clip has no energy in (the
+    /// upper half of a resampled 8 kHz file, digital silence) sit at the log offset, where
+    /// the last bits of a resampler's or decoder's rounding decide their values.
+    pub floor_db: f32,
 }
 
 impl Default for AudioSettings {
@@ -40,11 +45,29 @@ impl Default for AudioSettings {
             clip_seconds: 1.0,
             hop_seconds: 0.0,
             min_seconds: 0.1,
+            floor_db: 80.0,
         }
     }
 }
 
 impl AudioSettings {
+    /// `[frames, mels]` log-mel values of a clip, held within [`floor_db`](Self::floor_db)
+    /// of its loudest.
+    pub fn log_mel(&self, clip: &[f32]) -> Vec<f32> {
+        let mut lm = log_mel(clip, &self.mel);
+        if let Some(floor) = self.floor_ln(&lm) {
+            lm.iter_mut().for_each(|v| *v = v.max(floor));
+        }
+        lm
+    }
+
+    /// The floor in ln-power units: the loudest value less `floor_db` (10·log10 → ln).
+    fn floor_ln(&self, lm: &[f32]) -> Option<f32> {
+        let top = lm.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        (self.floor_db > 0.0 && top.is_finite())
+            .then(|| top - self.floor_db * std::f32::consts::LN_10 / 10.0)
+    }
+
     pub fn clip_samples(&self) -> usize {
         (self.clip_seconds.max(0.0) as f64 * self.mel.sample_rate as f64).round() as usize
     }
@@ -73,6 +96,12 @@ impl AudioSettings {
                 m.fmin,
                 m.fmax,
                 m.sample_rate / 2
+            ));
+        }
+        if !(self.floor_db >= 0.0 && self.floor_db.is_finite()) {
+            return Err(format!(
+                "the floor {} dB must be 0 (off) or more",
+                self.floor_db
             ));
         }
         if m.frames(self.clip_samples()) < 2 {
@@ -112,7 +141,7 @@ impl FrontEnd {
     pub fn fit(settings: &AudioSettings, clips: &[Vec<f32>]) -> Self {
         let (mut sum, mut sq, mut n) = (0.0f64, 0.0f64, 0usize);
         for c in clips {
-            for v in log_mel(c, &settings.mel) {
+            for v in settings.log_mel(c) {
                 sum += v as f64;
                 sq += (v as f64) * (v as f64);
                 n += 1;
@@ -136,7 +165,7 @@ impl FrontEnd {
     pub fn spectrogram(&self, clip: &[f32]) -> (Vec<f32>, usize, usize) {
         let m = &self.settings.mel;
         let frames = m.frames(clip.len());
-        let lm = log_mel(clip, m);
+        let lm = self.settings.log_mel(clip);
         let mut out = vec![0.0f32; m.mels * frames];
         for f in 0..frames {
             for b in 0..m.mels {

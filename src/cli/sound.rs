@@ -32,6 +32,9 @@ pub struct SoundArgs {
     /// Spectrogram: highest band edge, Hz (default: half the rate).
     #[arg(long)]
     pub fmax: Option<f32>,
+    /// Spectrogram: hold values within this many dB of each clip's loudest (0: off).
+    #[arg(long, default_value_t = AudioSettings::default().floor_db)]
+    pub floor_db: f32,
     /// Sound augmentation: `default`, `none`, or comma-separated `shift=SECONDS`,
     /// `gain=DB`, `time-masks=N`, `time-mask=FRACTION`, `freq-masks=N`, `freq-mask=FRACTION`,
     /// `noise=DIR` (mix in background noise from DIR's sound files), `noise-p=P`,
@@ -54,6 +57,7 @@ impl SoundArgs {
             },
             clip_seconds: self.clip,
             hop_seconds: self.clip_hop,
+            floor_db: self.floor_db,
             ..AudioSettings::default()
         };
         s.validate()?;

@@ -5,7 +5,8 @@
 //! `Unsqueeze` → `STFT` (frames of `fft` samples every `hop`, a periodic Hann window as a
 //! constant, one-sided) → power (`Mul`, `ReduceSum` over real and imaginary) → `MatMul` by
 //! the mel filter bank (a constant: see `audio::mel` for why not `MelWeightMatrix`) →
-//! `Add` offset, `Log` → standardise (`Sub` mean, `Div` spread) → `Transpose` to bands × time →
+//! `Add` offset, `Log` → held within `floor_db` of the clip's loudest (`ReduceMax`, `Max`) →
+//! standardise (`Sub` mean, `Div` spread) → `Transpose` to bands × time →
 //! `Resize` (linear, half-pixel) to the network's square input → `Concat` into its channels.
 //!
 //! These are exactly `audio::front`'s steps, so any runtime gives Graft's numbers. Every
@@ -44,6 +45,10 @@ pub fn prepend_front_end(model: &mut ModelProto, net: &Network) -> Result<(), Ex
     let s = &front.settings;
     let m = &s.mel;
     let samples = s.clip_samples();
+    let opset = model
+        .opset_import
+        .first()
+        .map_or(super::export::EXPORT_OPSET, |o| o.version);
     let graph = model.graph.mut_or_insert_default();
     if graph.input.iter().any(|i| i.name == WAVEFORM)
         || graph
@@ -84,7 +89,27 @@ pub fn prepend_front_end(model: &mut ModelProto, net: &Network) -> Result<(), Ex
     let mel = f.node("MatMul", vec![power, bank], vec![]);
     let offset = f.floats("log_offset", &[], &[m.log_offset]);
     let shifted = f.node("Add", vec![mel, offset], vec![]);
-    let log = f.node("Log", vec![shifted], vec![]);
+    let mut log = f.node("Log", vec![shifted], vec![]);
+    if s.floor_db > 0.0 {
+        // Held within floor_db of the clip's loudest value: max over frames and bands.
+        let top = if opset >= 18 {
+            let axes = f.ints("axes", &[1, 2]);
+            f.node(
+                "ReduceMax",
+                vec![log.clone(), axes],
+                vec![attr_int("keepdims", 1)],
+            )
+        } else {
+            f.node(
+                "ReduceMax",
+                vec![log.clone()],
+                vec![attr_ints("axes", &[1, 2]), attr_int("keepdims", 1)],
+            )
+        };
+        let depth = f.floats("floor", &[], &[s.floor_db * std::f32::consts::LN_10 / 10.0]);
+        let floor = f.node("Sub", vec![top, depth], vec![]);
+        log = f.node("Max", vec![log, floor], vec![]);
+    }
     let mean = f.floats("mean", &[], &[front.mean]);
     let centred = f.node("Sub", vec![log, mean], vec![]);
     let std = f.floats("std", &[], &[front.std]);
