@@ -4,6 +4,7 @@
     cargo build --release
     MALLOC_MMAP_THRESHOLD_=10000000000 MALLOC_TRIM_THRESHOLD_=10000000000 \\
         tools/pyenv.sh python tools/bench_sound.py [--pth efficientnet-lite0.pth] [--seed 0]
+        [--floor-db 80]
 
 Data: tools/make_sound_dataset.py writes target/bench_sound/data/{train,val} (100 and 50
 clips per class of tone, chirp, noise and clicks, each under white background noise at -15
@@ -45,6 +46,7 @@ WORK = os.path.join(ROOT, "target", "bench_sound")
 RATE, CLIP, FFT, HOP, SIDE = 16000, 16000, 512, 160, 224
 # Background noise at -15 to -5 dB: without it both sides score 100 % and agree trivially.
 SNR = "-15,-5"
+FLOOR_DB = 80.0  # --floor-db
 
 
 def make_data(data):
@@ -80,8 +82,10 @@ def log_mel(clip, bank):
                       onesided=True, return_complex=True)
     power = spec.abs() ** 2                      # [bins, frames]
     lm = torch.log(bank.T @ power + 1e-6)        # [mels, frames]
-    # Held within 80 dB of the clip's loudest value (librosa's top_db, Graft's floor_db).
-    return torch.maximum(lm, lm.max() - 80.0 * np.log(10) / 10)
+    # Held within FLOOR_DB of the clip's loudest value (librosa's top_db, Graft's floor_db).
+    if FLOOR_DB <= 0:
+        return lm
+    return torch.maximum(lm, lm.max() - FLOOR_DB * np.log(10) / 10)
 
 
 def to_input(lm, mean, std):
@@ -162,7 +166,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pth")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--floor-db", type=float, default=80.0,
+                    help="the spectrogram floor below each clip's loudest value, both sides (0: off)")
     a = ap.parse_args()
+    global FLOOR_DB
+    FLOOR_DB = a.floor_db
     torch.set_num_threads(os.cpu_count())  # PyTorch alone would use the physical cores
     threads = torch.get_num_threads()
     data = os.path.join(WORK, "data")
@@ -174,7 +182,8 @@ def main():
     subprocess.run([GRAFT, "train", "--model", "default", "--data", os.path.join(data, "train"),
                     "--val-data", os.path.join(data, "val"), "--freeze-backbone", "--epochs", "10",
                     "--batch", "32", "--lr", "0.001", "--l2", "0.0001", "--solver", "adam",
-                    "--seed", str(a.seed), "--device", "cpu", "--export", out + ".onnx",
+                    "--seed", str(a.seed), "--floor-db", str(a.floor_db), "--device", "cpu",
+                    "--export", out + ".onnx",
                     "--report", out + ".json"], check=True, stderr=subprocess.DEVNULL)
     graft_secs = time.perf_counter() - t
     report = json.load(open(out + ".json"))
@@ -184,11 +193,12 @@ def main():
     pth = checkpoint(a.pth)
     torch_secs, torch_acc, mean, std = torch_side(pth, bank, train, val, a.seed)
     files = [p for p, _ in val]
-    front = json.loads(subprocess.run([GRAFT, "bench-front", os.path.join(data, "val")],
+    front = json.loads(subprocess.run([GRAFT, "bench-front", os.path.join(data, "val"),
+                                       "--floor-db", str(a.floor_db)],
                                       check=True, capture_output=True, text=True).stdout)
     torch_front = torch_front_speed(bank, files)
     result = {
-        "peer": peer.settings(), "torch_threads": threads, "seed": a.seed,
+        "peer": peer.settings(), "torch_threads": threads, "seed": a.seed, "floor_db": a.floor_db,
         "train_clips": len(train), "val_clips": len(val), "classes": classes,
         "accuracy": {"graft": graft_acc, "graft_file_in_onnxruntime": graft_ort,
                      "pytorch": torch_acc},

@@ -108,8 +108,7 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
             "options": options,
             "networks": rows,
         });
-        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        crate::files::write_atomic(path, text.as_bytes())?;
+        super::write_json(path, &report)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

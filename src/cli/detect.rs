@@ -110,8 +110,7 @@ pub fn run(args: &DetectArgs) -> Result<(), String> {
         }));
     }
     if let Some(out) = &args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        crate::files::write_atomic(out, text.as_bytes())?;
+        super::write_json(out, &report)?;
     }
     if failed > 0 {
         return Err(format!(

@@ -21,13 +21,7 @@ pub fn print_detection(d: &DetectionEvaluation) {
         d.images.len(),
         d.loss
     );
-    let w = d
-        .classes
-        .iter()
-        .map(|c| c.chars().count())
-        .max()
-        .unwrap_or(5)
-        .clamp(5, 24);
+    let w = super::class_column(&d.classes);
     eprintln!("{:<w$}  boxes  AP@0.5  AP@[.5:.95]", "class");
     let pct = |v: Option<f32>| v.map_or("—".to_string(), |v| format!("{:.1}", v * 100.0));
     for c in &r.classes {
@@ -48,13 +42,7 @@ pub fn print_evaluation(e: &Evaluation) {
         e.loss,
         e.images
     );
-    let w = e
-        .classes
-        .iter()
-        .map(|c| c.chars().count())
-        .max()
-        .unwrap_or(5)
-        .clamp(5, 24);
+    let w = super::class_column(&e.classes);
     eprintln!("{:<w$}  precision  recall     F1  images", "class");
     for m in &e.per_class {
         eprintln!(
@@ -142,12 +130,7 @@ pub fn evaluate_cmd(args: EvaluateArgs) -> Result<(), String> {
             "confusion": e.confusion, "per_class": e.per_class, "predictions": e.predictions,
             "skipped": run.failed,
         });
-        crate::files::write_atomic(
-            path,
-            serde_json::to_string_pretty(&report)
-                .map_err(|e| e.to_string())?
-                .as_bytes(),
-        )?;
+        super::write_json(path, &report)?;
     }
     Ok(())
 }
@@ -184,12 +167,7 @@ fn evaluate_detector_cmd(
             "classes": d.classes, "map50": d.report.map50, "map": d.report.map,
             "per_class": d.report.classes, "images": d.images, "skipped": failed,
         });
-        crate::files::write_atomic(
-            path,
-            serde_json::to_string_pretty(&report)
-                .map_err(|e| e.to_string())?
-                .as_bytes(),
-        )?;
+        super::write_json(path, &report)?;
     }
     Ok(())
 }

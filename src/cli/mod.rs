@@ -177,6 +177,22 @@ pub fn run(command: Command) -> Result<(), String> {
     }
 }
 
+/// Writes a JSON report (pretty, atomically): `--report`, `--json`.
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    crate::files::write_atomic(path, text.as_bytes())
+}
+
+/// The width of a printed table's class column: the longest name, 5 to 24 characters.
+pub(crate) fn class_column(names: &[String]) -> usize {
+    names
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 24)
+}
+
 /// Opens a model file, the embedded default for `default`, or a gallery network by name
 /// (downloaded first when it is not cached).
 pub fn open_model(path: &Path) -> Result<Imported, String> {

@@ -456,12 +456,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         if let Some(v) = verify_report {
             report["verify"] = json!(v);
         }
-        crate::files::write_atomic(
-            path,
-            serde_json::to_string_pretty(&report)
-                .map_err(|e| e.to_string())?
-                .as_bytes(),
-        )?;
+        super::write_json(path, &report)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
