@@ -73,6 +73,7 @@ fn window(cli: Cli) -> ExitCode {
         ephemeral: false,
         frame_bench: cli.frame_bench,
         model,
+        data: cli.data,
         builtin_file_dialog: std::env::var("GRAFT_FILE_DIALOG").is_ok_and(|v| v == "builtin"),
         hide_frame_time: false,
         gallery: None,

@@ -3,6 +3,7 @@
 
 use super::boxes_panel::BoxView;
 use super::jobs::{Job, Progress};
+use super::thumbnails::Thumbnails;
 use super::{AppCommand, theme};
 use crate::data::augment::augmented_view;
 use crate::data::preprocess::load_rgb;
@@ -13,15 +14,20 @@ use crate::train::TrainingOptions;
 use egui::{ColorImage, RichText, TextureHandle, Ui};
 use rand::SeedableRng;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+/// Thumbnails beside each class in the class table.
 const THUMBS_PER_CLASS: usize = 6;
 const THUMB: u32 = 64;
+/// The class table's row height (its thumbnails are 40 px).
+const CLASS_ROW: f32 = 44.0;
+/// A cell of the image browser's grid.
+const BROWSE_CELL: f32 = 68.0;
 
 /// What a scan job returns.
 pub struct Scanned {
     pub train: Dataset,
     pub validation: Option<Dataset>,
-    pub thumbs: Vec<Vec<ColorImage>>,
     /// [`Dataset::typical_side`] of the training images.
     pub typical_side: Option<usize>,
     /// A box dataset as read (for its findings and box sizes) and sample images with boxes.
@@ -31,14 +37,26 @@ pub struct Scanned {
 #[derive(Default)]
 pub struct DataPanelState {
     pub settings: Option<DatasetSettings>,
-    pub train: Option<Dataset>,
+    /// Shared, not copied: the panel reads it every frame and a folder may hold 50,000 images.
+    pub train: Option<Arc<Dataset>>,
     pub validation: Option<Dataset>,
     /// The training images' typical side, for networks that leave their image size open.
     pub typical_side: Option<usize>,
     /// A box dataset's view (object detection); `None` for an image folder.
     pub boxes: Option<BoxView>,
     pub error: Option<String>,
-    thumbs: Vec<Vec<TextureHandle>>,
+    /// The training samples' thumbnails, made as they come on screen.
+    thumbs: Option<Thumbnails>,
+    /// Each class's sample indices, in order (the class table and the browser).
+    by_class: Vec<Vec<usize>>,
+    /// The split the panel shows, kept until its fraction, seed or dataset change.
+    split_memo: Option<(SplitKey, SplitCounts)>,
+    /// The image browser's class (`None`: every class).
+    browse_class: Option<usize>,
+    /// Opens (or closes) the browser at the next frame (the frame benchmark).
+    pub browse_open: Option<bool>,
+    /// Scrolls the browser to this offset at the next frame (the frame benchmark).
+    pub browse_scroll: Option<f32>,
     preview: Vec<TextureHandle>,
     pub preview_job: Option<Job<Vec<ColorImage>>>,
     /// A sound clip opened from its thumbnail: its waveform and spectrogram.
@@ -96,7 +114,6 @@ fn read_boxes(
         typical_side: train.typical_side(),
         train,
         validation,
-        thumbs: Vec::new(),
         boxes: Some((boxes, samples)),
     })
 }
@@ -128,25 +145,10 @@ pub fn scan_job(ctx: &egui::Context, settings: DatasetSettings) -> Job<Scanned> 
             }
             None => None,
         };
-        let thumbs = (0..train.classes.len())
-            .map(|c| {
-                train
-                    .samples
-                    .iter()
-                    .filter(|s| s.label == c)
-                    .take(THUMBS_PER_CLASS)
-                    .filter_map(|s| match &train.media {
-                        Media::Images => thumbnail(&s.path, THUMB),
-                        Media::Sounds(a) => super::sound_panel::spectrogram_thumbnail(s, a),
-                    })
-                    .collect()
-            })
-            .collect();
         let typical_side = train.typical_side();
         Ok(Scanned {
             train,
             validation,
-            thumbs,
             typical_side,
             boxes: None,
         })
@@ -155,27 +157,23 @@ pub fn scan_job(ctx: &egui::Context, settings: DatasetSettings) -> Job<Scanned> 
 
 impl DataPanelState {
     pub fn set_scanned(&mut self, ctx: &egui::Context, s: Scanned) {
-        self.thumbs = s
-            .thumbs
-            .into_iter()
-            .enumerate()
-            .map(|(c, imgs)| {
-                imgs.into_iter()
-                    .enumerate()
-                    .map(|(i, img)| {
-                        ctx.load_texture(
-                            format!("thumb-{c}-{i}"),
-                            img,
-                            egui::TextureOptions::LINEAR,
-                        )
-                    })
-                    .collect()
-            })
-            .collect();
         self.boxes = s
             .boxes
             .map(|(dataset, samples)| BoxView::new(ctx, dataset, samples));
-        self.train = Some(s.train);
+        // A box dataset shows its own sample images (boxes drawn); the rest get lazy thumbnails.
+        self.thumbs = self
+            .boxes
+            .is_none()
+            .then(|| Thumbnails::new(ctx, &s.train, THUMB));
+        self.by_class = vec![Vec::new(); s.train.classes.len()];
+        for (i, sample) in s.train.samples.iter().enumerate() {
+            if let Some(c) = self.by_class.get_mut(sample.label) {
+                c.push(i);
+            }
+        }
+        self.browse_class = None;
+        self.split_memo = None;
+        self.train = Some(Arc::new(s.train));
         self.validation = s.validation;
         self.typical_side = s.typical_side;
         self.preview.clear();
@@ -184,17 +182,68 @@ impl DataPanelState {
 
     /// Training and validation sets as the options say (a split when there is no second folder).
     pub fn split(&self, seed: u64) -> Result<(Dataset, Option<Dataset>), String> {
-        let train = self.train.as_ref().ok_or("choose a dataset folder first")?;
+        let train = self
+            .train
+            .as_deref()
+            .ok_or("choose a dataset folder first")?;
         train.validate().map_err(|e| e.to_string())?;
         if let Some(v) = &self.validation {
             return Ok((train.clone(), Some(v.clone())));
         }
-        let fraction = self.settings.as_ref().map_or(0.2, |s| s.val_split);
+        let fraction = self.split_fraction();
         if fraction <= 0.0 {
             return Ok((train.clone(), None));
         }
         let (t, v) = train.split(fraction, seed).map_err(|e| e.to_string())?;
         Ok((t, Some(v)))
+    }
+
+    /// Thumbnails made and kept (the frame benchmark reports it).
+    pub fn thumbnails_kept(&self) -> usize {
+        self.thumbs.as_ref().map_or(0, Thumbnails::kept)
+    }
+
+    fn split_fraction(&self) -> f32 {
+        self.settings.as_ref().map_or(0.2, |s| s.val_split)
+    }
+
+    /// What the panel shows of the split, computed once per change of fraction, seed or
+    /// dataset (splitting 50,000 images every frame cost a frame's whole budget).
+    fn split_counts(&mut self, seed: u64) -> &SplitCounts {
+        let key = SplitKey {
+            fraction: self.split_fraction().to_bits(),
+            seed,
+            second_folder: self.validation.is_some(),
+        };
+        if self.split_memo.as_ref().is_none_or(|(k, _)| *k != key) {
+            let counts = if self.boxes.is_some() || self.validation.is_some() {
+                // A box dataset's panel needs the validation images themselves.
+                match self.split(seed) {
+                    Ok((_, v)) => SplitCounts {
+                        validation_counts: v.as_ref().map(Dataset::counts),
+                        validation: v.map(Arc::new),
+                    },
+                    Err(_) => SplitCounts::default(),
+                }
+            } else {
+                // Counts only: positions, no copies of 50,000 samples.
+                let fraction = self.split_fraction();
+                let validation_counts = self.train.as_deref().and_then(|t| {
+                    let (_, v) = t.split_indices(fraction, seed).ok()?;
+                    let mut c = vec![0; t.classes.len()];
+                    for i in v {
+                        c[t.samples[i].label] += 1;
+                    }
+                    Some(c)
+                });
+                SplitCounts {
+                    validation: None,
+                    validation_counts,
+                }
+            };
+            self.split_memo = Some((key, counts));
+        }
+        &self.split_memo.as_ref().expect("just set").1
     }
 
     pub fn set_preview(&mut self, ctx: &egui::Context, imgs: Vec<ColorImage>) {
@@ -204,6 +253,20 @@ impl DataPanelState {
             .map(|(i, img)| ctx.load_texture(format!("aug-{i}"), img, egui::TextureOptions::LINEAR))
             .collect();
     }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+struct SplitKey {
+    fraction: u32,
+    seed: u64,
+    second_folder: bool,
+}
+
+/// The validation side of the split the panel shows (`None` without one).
+#[derive(Default)]
+struct SplitCounts {
+    validation: Option<Arc<Dataset>>,
+    validation_counts: Option<Vec<usize>>,
 }
 
 /// Three seeded augmented views of each of `paths` (off the UI thread).
@@ -298,6 +361,7 @@ pub fn data_ui(
     if let Some(e) = &state.error {
         ui.label(RichText::new(e).color(theme::ERROR));
     }
+    // An `Arc`: the panel below both reads it and changes `state`.
     let Some(train) = state.train.clone() else {
         ui.label(RichText::new("No dataset yet.").weak());
         return changed;
@@ -348,13 +412,13 @@ pub fn data_ui(
         });
     }
     if state.boxes.is_some() {
-        let validation = state.split(options.seed).ok().and_then(|(_, v)| v);
+        let validation = state.split_counts(options.seed).validation.clone();
         if let Some(view) = &mut state.boxes {
             changed |= super::boxes_panel::boxes_ui(
                 ui,
                 view,
                 &train,
-                validation.as_ref(),
+                validation.as_deref(),
                 options,
                 crop.1,
                 commands,
@@ -370,10 +434,11 @@ pub fn data_ui(
         return changed;
     }
     let counts = train.counts();
-    let val_counts = match state.split(options.seed) {
-        Ok((_, Some(v))) => v.counts(),
-        _ => vec![0; counts.len()],
-    };
+    let val_counts = state
+        .split_counts(options.seed)
+        .validation_counts
+        .clone()
+        .unwrap_or_else(|| vec![0; counts.len()]);
     let sounds = matches!(train.media, Media::Sounds(_));
     let seconds = super::sound_panel::seconds_per_class(&train);
     if sounds {
@@ -391,86 +456,12 @@ pub fn data_ui(
             train.classes.len()
         ));
     }
-    egui::ScrollArea::vertical()
-        .id_salt("classes")
-        .max_height(ui.available_height() * 0.55)
-        .show(ui, |ui| {
-            egui::Grid::new("class-table")
-                .num_columns(if sounds { 5 } else { 4 })
-                .striped(true)
-                .show(ui, |ui| {
-                    ui.label(RichText::new("Class").strong());
-                    ui.label(RichText::new(if sounds { "Clips" } else { "Images" }).strong());
-                    if sounds {
-                        ui.label(RichText::new("Sound").strong());
-                    }
-                    ui.label(RichText::new("Validation").strong());
-                    ui.label(RichText::new("Samples").strong());
-                    ui.end_row();
-                    for (c, name) in train.classes.iter().enumerate() {
-                        ui.label(name);
-                        let n = counts[c];
-                        ui.label(if n == 0 {
-                            RichText::new("0 — empty").color(theme::ERROR)
-                        } else {
-                            RichText::new(n.to_string())
-                        });
-                        if sounds {
-                            ui.label(format!("{:.1} s", seconds[c]));
-                        }
-                        ui.label(val_counts.get(c).copied().unwrap_or(0).to_string());
-                        ui.horizontal(|ui| {
-                            let samples = train.samples.iter().filter(|s| s.label == c);
-                            for (t, sample) in
-                                state.thumbs.get(c).into_iter().flatten().zip(samples)
-                            {
-                                // Spectrograms keep their time-by-bands shape, and open the
-                                // clip (waveform, larger spectrogram) when clicked.
-                                let size = t.size_vec2();
-                                let shown = if sounds {
-                                    egui::vec2(40.0 * size.x / size.y.max(1.0), 40.0)
-                                        .min(egui::vec2(120.0, 40.0))
-                                } else {
-                                    egui::vec2(40.0, 40.0)
-                                };
-                                let image = egui::Image::from_texture(
-                                    egui::load::SizedTexture::from_handle(t),
-                                )
-                                .fit_to_exact_size(shown);
-                                if !sounds {
-                                    ui.add(image);
-                                    continue;
-                                }
-                                let clicked = ui
-                                    .add(image.sense(egui::Sense::click()))
-                                    .on_hover_text("Show its waveform")
-                                    .clicked();
-                                if clicked && let Media::Sounds(a) = &train.media {
-                                    state.clip.open(ui.ctx(), sample.clone(), a.clone());
-                                }
-                            }
-                        });
-                        ui.end_row();
-                    }
-                });
-        });
-    if !train.skipped.is_empty() {
-        egui::CollapsingHeader::new(
-            RichText::new(format!("⚠ {} files skipped", train.skipped.len())).color(theme::WARNING),
-        )
-        .show(ui, |ui| {
-            egui::ScrollArea::vertical()
-                .id_salt("skipped")
-                .max_height(120.0)
-                .show(ui, |ui| {
-                    for s in &train.skipped {
-                        ui.label(
-                            RichText::new(format!("{} — {}", s.path.display(), s.reason)).small(),
-                        );
-                    }
-                });
-        });
+    if let Some(thumbs) = &mut state.thumbs {
+        thumbs.begin_frame(ui.ctx());
     }
+    class_table(ui, state, &train, &counts, &val_counts, &seconds);
+    browser_ui(ui, state, &train);
+    skipped_ui(ui, &train.skipped);
     if sounds {
         super::sound_panel::clip_view_ui(ui, &mut state.clip);
         if let Some(settings) = &mut state.settings {
@@ -503,6 +494,194 @@ pub fn data_ui(
         });
     }
     changed
+}
+
+/// One row per class: its name, counts (and seconds of sound), validation count and its first
+/// samples' thumbnails. Only the rows on screen are laid out.
+fn class_table(
+    ui: &mut Ui,
+    state: &mut DataPanelState,
+    train: &Dataset,
+    counts: &[usize],
+    val_counts: &[usize],
+    seconds: &[f32],
+) {
+    let sounds = matches!(train.media, Media::Sounds(_));
+    let header = |ui: &mut Ui| {
+        ui.label(RichText::new("Class").strong());
+        ui.label(RichText::new(if sounds { "Clips" } else { "Images" }).strong());
+        if sounds {
+            ui.label(RichText::new("Sound").strong());
+        }
+        ui.label(RichText::new("Validation").strong());
+        ui.label(RichText::new("Samples").strong());
+        ui.end_row();
+    };
+    egui::ScrollArea::vertical()
+        .id_salt("classes")
+        .max_height(ui.available_height() * 0.45)
+        .show_rows(ui, CLASS_ROW, train.classes.len(), |ui, rows| {
+            egui::Grid::new("class-table")
+                .num_columns(if sounds { 5 } else { 4 })
+                .min_row_height(CLASS_ROW - ui.spacing().item_spacing.y)
+                .striped(true)
+                .show(ui, |ui| {
+                    // The header stays at the top of whatever rows are shown.
+                    header(ui);
+                    for c in rows {
+                        ui.label(&train.classes[c]);
+                        let n = counts[c];
+                        ui.label(if n == 0 {
+                            RichText::new("0 — empty").color(theme::ERROR)
+                        } else {
+                            RichText::new(n.to_string())
+                        });
+                        if sounds {
+                            ui.label(format!("{:.1} s", seconds[c]));
+                        }
+                        ui.label(val_counts.get(c).copied().unwrap_or(0).to_string());
+                        ui.horizontal(|ui| {
+                            let first: Vec<usize> = state
+                                .by_class
+                                .get(c)
+                                .map(|v| v.iter().take(THUMBS_PER_CLASS).copied().collect())
+                                .unwrap_or_default();
+                            for i in first {
+                                sample_thumb(ui, state, train, i, 40.0);
+                            }
+                        });
+                        ui.end_row();
+                    }
+                });
+        });
+}
+
+/// A sample's thumbnail at `height` (a spectrogram keeps its time-by-bands shape, up to three
+/// times as wide, and opens the clip when clicked), or a grey box while it is made.
+fn sample_thumb(ui: &mut Ui, state: &mut DataPanelState, train: &Dataset, i: usize, height: f32) {
+    let Some(sample) = train.samples.get(i) else {
+        return;
+    };
+    let name = sample
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let got = state.thumbs.as_mut().map(|t| t.get(i, sample));
+    let texture = match got {
+        Some(Ok(Some(t))) => t.clone(),
+        Some(Err(())) => {
+            let (rect, r) =
+                ui.allocate_exact_size(egui::vec2(height, height), egui::Sense::hover());
+            ui.painter()
+                .rect_filled(rect, 2.0, theme::ERROR.gamma_multiply(0.3));
+            r.on_hover_text(format!("{name}: does not decode"));
+            return;
+        }
+        _ => {
+            let (rect, r) =
+                ui.allocate_exact_size(egui::vec2(height, height), egui::Sense::hover());
+            ui.painter()
+                .rect_filled(rect, 2.0, ui.visuals().faint_bg_color);
+            r.on_hover_text(name);
+            return;
+        }
+    };
+    let size = texture.size_vec2();
+    let sounds = matches!(train.media, Media::Sounds(_));
+    let shown = if sounds {
+        egui::vec2(height * size.x / size.y.max(1.0), height).min(egui::vec2(3.0 * height, height))
+    } else {
+        egui::vec2(height, height)
+    };
+    let image = egui::Image::from_texture(egui::load::SizedTexture::from_handle(&texture))
+        .fit_to_exact_size(shown);
+    if !sounds {
+        ui.add(image).on_hover_text(name);
+        return;
+    }
+    let clicked = ui
+        .add(image.sense(egui::Sense::click()))
+        .on_hover_text(format!("{name}: show its waveform"))
+        .clicked();
+    if clicked && let Media::Sounds(a) = &train.media {
+        state.clip.open(ui.ctx(), sample.clone(), a.clone());
+    }
+}
+
+/// Every sample of a class (or all) as a grid of thumbnails; only the rows on screen are laid
+/// out and only their thumbnails made, so a 50,000-image folder scrolls at frame rate.
+fn browser_ui(ui: &mut Ui, state: &mut DataPanelState, train: &Dataset) {
+    let total = train.samples.len();
+    egui::CollapsingHeader::new(format!("Browse the {} {}", total, train.samples_noun()))
+        .id_salt("browse")
+        .open(state.browse_open.take())
+        .show(ui, |ui| {
+            let shown = match state.browse_class {
+                Some(c) => train.classes.get(c).cloned().unwrap_or_default(),
+                None => "every class".into(),
+            };
+            egui::ComboBox::from_id_salt("browse-class")
+                .selected_text(shown)
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut state.browse_class, None, "every class");
+                    for (c, name) in train.classes.iter().enumerate() {
+                        ui.selectable_value(&mut state.browse_class, Some(c), name);
+                    }
+                });
+            let count = match state.browse_class {
+                Some(c) => state.by_class.get(c).map_or(0, Vec::len),
+                None => total,
+            };
+            let spacing = ui.spacing().item_spacing;
+            let per_row = ((ui.available_width() + spacing.x) / (BROWSE_CELL + spacing.x))
+                .floor()
+                .max(1.0) as usize;
+            let sounds = matches!(train.media, Media::Sounds(_));
+            // Spectrograms are wider than tall: fewer per row.
+            let per_row = if sounds { per_row.div_ceil(3) } else { per_row };
+            let mut area = egui::ScrollArea::vertical()
+                .id_salt("browse-grid")
+                .max_height(360.0)
+                .auto_shrink([false, true]);
+            if let Some(y) = state.browse_scroll.take() {
+                area = area.vertical_scroll_offset(y);
+            }
+            area.show_rows(ui, BROWSE_CELL, count.div_ceil(per_row), |ui, rows| {
+                for row in rows {
+                    ui.horizontal(|ui| {
+                        for k in row * per_row..((row + 1) * per_row).min(count) {
+                            let i = match state.browse_class {
+                                Some(c) => state.by_class[c][k],
+                                None => k,
+                            };
+                            sample_thumb(ui, state, train, i, BROWSE_CELL - spacing.y);
+                        }
+                    });
+                }
+            });
+        });
+}
+
+/// The files the scan left out, each with its reason (only the rows on screen are laid out).
+fn skipped_ui(ui: &mut Ui, skipped: &[crate::data::Skipped]) {
+    if skipped.is_empty() {
+        return;
+    }
+    egui::CollapsingHeader::new(
+        RichText::new(format!("⚠ {} files skipped", skipped.len())).color(theme::WARNING),
+    )
+    .show(ui, |ui| {
+        let row = ui.text_style_height(&egui::TextStyle::Small) + ui.spacing().item_spacing.y;
+        egui::ScrollArea::vertical()
+            .id_salt("skipped")
+            .max_height(120.0)
+            .show_rows(ui, row, skipped.len(), |ui, rows| {
+                for s in &skipped[rows] {
+                    ui.label(RichText::new(format!("{} — {}", s.path.display(), s.reason)).small());
+                }
+            });
+    });
 }
 
 /// The "Preview augmented samples" button (`start` makes the job) and the views it made.

@@ -27,6 +27,7 @@ mod screenshots;
 mod shortcuts;
 mod sound_panel;
 mod theme;
+mod thumbnails;
 mod train_panel;
 mod workspace;
 
@@ -72,6 +73,8 @@ pub struct StartOptions {
     pub frame_bench: Option<PathBuf>,
     /// Open this network (instead of the default) with the sample data.
     pub model: Option<PathBuf>,
+    /// A data folder to open instead of the sample data.
+    pub data: Option<PathBuf>,
     /// Use Graft's in-window file browser, never the desktop's dialog
     /// (`GRAFT_FILE_DIALOG=builtin`; tests).
     pub builtin_file_dialog: bool,
@@ -151,7 +154,8 @@ impl GraftApp {
         let remember_last = !start.fresh
             && start.screenshots.is_none()
             && start.frame_bench.is_none()
-            && start.model.is_none();
+            && start.model.is_none()
+            && start.data.is_none();
         let model = start.model.clone();
         let mut app = GraftApp {
             ws: None,
@@ -189,7 +193,9 @@ impl GraftApp {
             frames: FrameStats::default(),
             last_autosave: Instant::now(),
             script: start.screenshots.map(screenshots::Script::new),
-            bench: start.frame_bench.map(screenshots::FrameBench::new),
+            bench: start
+                .frame_bench
+                .map(|out| screenshots::FrameBench::new(out, start.data.is_some())),
         };
         let last = app
             .app_state
@@ -200,6 +206,15 @@ impl GraftApp {
             (Some(m), _) => app.open_on_sample_data(ctx, ModelSource::File(m)),
             (None, Some(p)) => app.open_project(ctx, p),
             (None, None) => app.open_default(ctx),
+        }
+        if let Some(root) = start.data {
+            let previous = app.pending_dataset.take().unwrap_or_default();
+            app.pending_dataset = Some(crate::project::DatasetSettings {
+                root,
+                val_root: None,
+                layout: Default::default(),
+                ..previous
+            });
         }
         app
     }

@@ -305,32 +305,47 @@ impl Script {
 /// frame on the Network tab while full fine-tuning keeps the CPU cores busy, in three views of
 /// the graph (every block open and fitted to the window; every block open, zoomed in on one
 /// node; the default collapsed view), and writes the percentiles as JSON. Run under Xvfb by
-/// tools/frame_bench.sh.
+/// tools/frame_bench.sh. With `--data DIR` it measures the Data tab on that folder instead
+/// (`DATA_VIEWS`: the tab as opened, the image browser scrolled fast through every image, the
+/// split slider moved every frame).
 pub struct FrameBench {
     out: PathBuf,
     stage: usize,
     since: std::time::Instant,
-    /// Frame times (ms) per measured view, in `VIEWS` order.
+    /// Frame times (ms) per measured view, in `views()` order.
     times: [Vec<f32>; 3],
     nodes: usize,
+    /// Measuring the Data tab (`--data`), not the Network tab while training.
+    data: bool,
+    /// The browser's scroll offset (data views).
+    scroll: f32,
     pub done: bool,
 }
 
 const VIEWS: [&str; 3] = ["expanded_fitted", "expanded_zoomed_in", "collapsed_fitted"];
+const DATA_VIEWS: [&str; 3] = ["data_tab", "browse_scrolling", "split_slider_moving"];
 const PHASE_SECS: u64 = 20;
 /// The first measured stage.
 const MEASURE: usize = 3;
+/// How far the data bench scrolls the browser per frame: a fast fling, ~5 rows.
+const SCROLL_PER_FRAME: f32 = 350.0;
 
 impl FrameBench {
-    pub fn new(out: PathBuf) -> Self {
+    pub fn new(out: PathBuf, data: bool) -> Self {
         FrameBench {
             out,
             stage: 0,
             since: std::time::Instant::now(),
             times: Default::default(),
             nodes: 0,
+            data,
+            scroll: 0.0,
             done: false,
         }
+    }
+
+    fn views(&self) -> [&'static str; 3] {
+        if self.data { DATA_VIEWS } else { VIEWS }
     }
 
     /// Sets up the view measured in stage `MEASURE + view`.
@@ -357,8 +372,52 @@ impl FrameBench {
         }
     }
 
+    /// The data bench: waits for the folder's scan, then measures each view in turn.
+    fn step_data(&mut self, app: &mut GraftApp, last_frame_ms: Option<f32>) {
+        match self.stage {
+            0 => {
+                if app.data.train.is_some() && !app.is_busy() {
+                    app.tab = Tab::Data;
+                    self.nodes = app.data.train.as_ref().map_or(0, |d| d.samples.len());
+                    self.stage = MEASURE;
+                    self.since = std::time::Instant::now();
+                }
+            }
+            s if s < MEASURE + DATA_VIEWS.len() => {
+                let view = s - MEASURE;
+                if let Some(ms) = last_frame_ms {
+                    self.times[view].push(ms);
+                }
+                match view {
+                    1 => {
+                        self.scroll += SCROLL_PER_FRAME;
+                        app.data.browse_scroll = Some(self.scroll);
+                    }
+                    2 => {
+                        if let Some(s) = &mut app.data.settings {
+                            s.val_split = if s.val_split == 0.2 { 0.21 } else { 0.2 };
+                        }
+                    }
+                    _ => {}
+                }
+                if self.since.elapsed().as_secs() >= PHASE_SECS {
+                    if view == 0 {
+                        app.data.browse_open = Some(true);
+                    }
+                    self.stage += 1;
+                    self.since = std::time::Instant::now();
+                }
+            }
+            _ => {}
+        }
+    }
+
     pub fn step(&mut self, app: &mut GraftApp, ctx: &egui::Context, last_frame_ms: Option<f32>) {
         ctx.request_repaint();
+        if self.data && self.stage < MEASURE + DATA_VIEWS.len() {
+            self.step_data(app, last_frame_ms);
+            return;
+        }
         match self.stage {
             0 => {
                 if app.ws.is_some() && app.data.train.is_some() && !app.is_busy() {
@@ -407,8 +466,15 @@ impl FrameBench {
                         .copied()
                         .unwrap_or(0.0)
                 };
-                let mut report = serde_json::json!({ "nodes": self.nodes });
-                for (name, t) in VIEWS.iter().zip(&self.times) {
+                let mut report = if self.data {
+                    serde_json::json!({
+                        "samples": self.nodes,
+                        "thumbnails_kept": app.data.thumbnails_kept(),
+                    })
+                } else {
+                    serde_json::json!({ "nodes": self.nodes })
+                };
+                for (name, t) in self.views().iter().zip(&self.times) {
                     report[*name] = serde_json::json!({
                         "frames": t.len(),
                         "p50_ms": pct(t, 0.5),

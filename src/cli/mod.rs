@@ -3,6 +3,7 @@
 mod bench;
 mod boxes;
 mod compare;
+mod data;
 mod detect;
 mod evaluate;
 mod infer;
@@ -35,12 +36,18 @@ pub struct Cli {
     /// Drive the window through the whole loop, save a screenshot of each view here, quit.
     #[arg(long, value_name = "DIR")]
     pub screenshots: Option<PathBuf>,
-    /// Measure UI frame times while training (Network tab), write them as JSON, quit.
+    /// Measure UI frame times (the Network tab while training, or with --data the Data tab),
+    /// write them as JSON, quit.
     #[arg(long, value_name = "OUT.json")]
     pub frame_bench: Option<PathBuf>,
     /// Open this ONNX network in the window (with the sample data).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Open this data folder in the window instead of the sample data. With --frame-bench:
+    /// measure the Data tab on it (scrolling its images, moving the split) instead of the
+    /// Network tab while training.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
     /// Image side for networks whose file leaves height and width open (N×3×?×?); 224 if
     /// not given. Applies to every command that opens a network.
     #[arg(long, global = true, value_name = "N")]
@@ -116,6 +123,9 @@ pub enum Command {
     /// Check a box dataset (YOLO, COCO or Pascal VOC): classes, boxes per class, what was
     /// clipped, dropped or skipped, and anchor boxes for a detector.
     Boxes(boxes::BoxesArgs),
+    /// Scan a folder of classes as training would: images (or sound clips) per class, the
+    /// files skipped and why, and the scan's time.
+    Data(data::DataArgs),
     /// The gallery of pretrained networks: list, download, locate.
     Models {
         #[command(subcommand)]
@@ -173,6 +183,7 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::Models { action } => models::run(action),
         Command::Compare(args) => compare::run(*args),
         Command::Boxes(args) => boxes::run(&args),
+        Command::Data(args) => data::run(&args),
         Command::Detect(args) => detect::run(&args),
     }
 }

@@ -173,6 +173,29 @@ impl Dataset {
     /// A stratified split: from each class, `fraction` of its images (rounded, at least one
     /// when the class has two or more) go to validation. The same seed gives the same split.
     pub fn split(&self, fraction: f32, seed: u64) -> Result<(Dataset, Dataset), DataError> {
+        let (train, val) = self.split_indices(fraction, seed)?;
+        let part = |indices: Vec<usize>| Dataset {
+            root: self.root.clone(),
+            classes: self.classes.clone(),
+            samples: indices
+                .into_iter()
+                .map(|i| self.samples[i].clone())
+                .collect(),
+            skipped: Vec::new(),
+            task: self.task,
+            media: self.media.clone(),
+            sounds: Vec::new(),
+        };
+        Ok((part(train), part(val)))
+    }
+
+    /// [`split`](Self::split) as positions in `samples` (training, validation), without
+    /// copying a sample: what the Data tab counts as its slider moves.
+    pub fn split_indices(
+        &self,
+        fraction: f32,
+        seed: u64,
+    ) -> Result<(Vec<usize>, Vec<usize>), DataError> {
         if !(0.0..1.0).contains(&fraction) || fraction.is_nan() {
             return Err(DataError::BadSplit(fraction));
         }
@@ -185,43 +208,44 @@ impl Dataset {
         };
         for class in 0..groups {
             // Split files, not samples: the clips of one sound file all land on one side, so
-            // validation never hears a piece of a training recording.
-            let in_group = |s: &&Sample| self.task == Task::Detect || s.label == class;
-            let mut files: Vec<&Path> = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for s in self.samples.iter().filter(in_group) {
-                if seen.insert(s.path.as_path()) {
-                    files.push(&s.path);
+            // validation never hears a piece of a training recording. A file's clips are
+            // adjacent in `samples` (scans make them so): a file is a run of equal paths.
+            // (Hashing paths instead cost 20 ms at 50,000 images; the Data tab splits again
+            // as its slider moves.)
+            let members: Vec<usize> = (0..self.samples.len())
+                .filter(|&i| self.task == Task::Detect || self.samples[i].label == class)
+                .collect();
+            let path = |k: usize| self.samples[members[k]].path.as_os_str();
+            let mut file_of = Vec::with_capacity(members.len());
+            let mut files = 0;
+            for k in 0..members.len() {
+                if k == 0 || path(k - 1) != path(k) {
+                    files += 1;
                 }
+                file_of.push(files - 1);
             }
+            let mut order: Vec<usize> = (0..files).collect();
             let mut rng = ChaCha8Rng::seed_from_u64(
                 seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
-            files.shuffle(&mut rng);
-            let n = files.len();
-            let mut k = (n as f32 * fraction).round() as usize;
-            if fraction > 0.0 && n >= 2 {
-                k = k.clamp(1, n - 1);
+            order.shuffle(&mut rng);
+            let mut k = (files as f32 * fraction).round() as usize;
+            if fraction > 0.0 && files >= 2 {
+                k = k.clamp(1, files - 1);
             }
-            let to_val: std::collections::HashSet<&Path> = files[..k].iter().copied().collect();
-            for s in self.samples.iter().filter(in_group) {
-                if to_val.contains(s.path.as_path()) {
-                    val.push(s.clone());
+            let mut to_val = vec![false; files];
+            for &f in &order[..k] {
+                to_val[f] = true;
+            }
+            for (i, f) in members.into_iter().zip(file_of) {
+                if to_val[f] {
+                    val.push(i);
                 } else {
-                    train.push(s.clone());
+                    train.push(i);
                 }
             }
         }
-        let part = |samples| Dataset {
-            root: self.root.clone(),
-            classes: self.classes.clone(),
-            samples,
-            skipped: Vec::new(),
-            task: self.task,
-            media: self.media.clone(),
-            sounds: Vec::new(),
-        };
-        Ok((part(train), part(val)))
+        Ok((train, val))
     }
 
     /// The image side a network that leaves its input size open should be built at for these
