@@ -19,7 +19,7 @@ use std::sync::Arc;
 /// Thumbnails beside each class in the class table.
 const THUMBS_PER_CLASS: usize = 6;
 const THUMB: u32 = 64;
-/// The class table's row height (its thumbnails are 40 px).
+/// The class table's row height: its 40 px thumbnails and the spacing below them.
 const CLASS_ROW: f32 = 44.0;
 /// A cell of the image browser's grid.
 const BROWSE_CELL: f32 = 68.0;
@@ -523,7 +523,6 @@ fn class_table(
         .show_rows(ui, CLASS_ROW, train.classes.len(), |ui, rows| {
             egui::Grid::new("class-table")
                 .num_columns(if sounds { 5 } else { 4 })
-                .min_row_height(CLASS_ROW - ui.spacing().item_spacing.y)
                 .striped(true)
                 .show(ui, |ui| {
                     // The header stays at the top of whatever rows are shown.

@@ -375,14 +375,13 @@ impl FrameBench {
     /// The data bench: waits for the folder's scan, then measures each view in turn.
     fn step_data(&mut self, app: &mut GraftApp, last_frame_ms: Option<f32>) {
         match self.stage {
-            0 => {
-                if app.data.train.is_some() && !app.is_busy() {
-                    app.tab = Tab::Data;
-                    self.nodes = app.data.train.as_ref().map_or(0, |d| d.samples.len());
-                    self.stage = MEASURE;
-                    self.since = std::time::Instant::now();
-                }
+            0 if app.data.train.is_some() && !app.is_busy() => {
+                app.tab = Tab::Data;
+                self.nodes = app.data.train.as_ref().map_or(0, |d| d.samples.len());
+                self.stage = MEASURE;
+                self.since = std::time::Instant::now();
             }
+            0 => {} // Still scanning.
             s if s < MEASURE + DATA_VIEWS.len() => {
                 let view = s - MEASURE;
                 if let Some(ms) = last_frame_ms {

@@ -107,6 +107,10 @@ pub struct TrainArgs {
     /// Do not cache the frozen layers' activations.
     #[arg(long)]
     pub no_cache: bool,
+    /// The most memory the cached activations take, in MB (default 1024); beyond it they go
+    /// to a file on disk (GRAFT_SPILL_DIR, else the cache folder), removed after training.
+    #[arg(long, value_name = "MB")]
+    pub cache_memory: Option<usize>,
     /// Start from options in a RON file (flags override them).
     #[arg(long)]
     pub options: Option<PathBuf>,
@@ -292,6 +296,9 @@ fn options(args: &TrainArgs) -> Result<TrainingOptions, String> {
     }
     if args.no_cache {
         o.cache_features = false;
+    }
+    if let Some(mb) = args.cache_memory {
+        o.cache_memory_mb = mb;
     }
     if let Some(f) = args.fit {
         o.detection.fit = f.into();

@@ -8,11 +8,13 @@ use crate::engine::{Mode, Model, Value, optimize};
 use crate::graph::{Input, Network, Op};
 use crate::weights::Store;
 use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-/// Largest cache Graft keeps in memory.
-pub const MAX_CACHE_BYTES: usize = 4 << 30;
+/// Disk space a spill file leaves free.
+const DISK_MARGIN_BYTES: u64 = 2 << 30;
 
 /// Where the network splits: nodes `..=last` form the frozen prefix, `value` is the only
 /// activation that crosses the cut.
@@ -100,11 +102,90 @@ pub fn prefix_network(net: &Network, store: &Store, cut: &Cut) -> (Network, Stor
     optimize::for_inference(&prefix, store)
 }
 
+/// Where cached activations are kept: in memory, or in a spill file on disk when they would
+/// not fit the memory budget (`TrainingOptions::cache_memory_mb`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Keep {
+    Memory,
+    /// A file in this folder, unnamed (`tempfile`: removed by the OS when closed, also after a
+    /// crash), read back a row at a time. Positional reads, not a memory map: mapped pages
+    /// count as the process's resident memory until the kernel evicts them, and the budget is
+    /// about resident memory.
+    Spill(PathBuf),
+}
+
+impl Keep {
+    /// Decides where `bytes` of activations go: memory under `budget`, else a spill file in
+    /// [`spill_dir`] when its disk has room, else nowhere (`Err` says why; train uncached).
+    pub fn choose(bytes: u64, budget: u64) -> Result<Keep, String> {
+        if bytes <= budget {
+            return Ok(Keep::Memory);
+        }
+        let dir = spill_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        match free_bytes(&dir) {
+            Some(free) if free < bytes + DISK_MARGIN_BYTES => Err(format!(
+                "{} MB would not fit the memory budget ({} MB) nor the free disk space in {} ({} MB)",
+                bytes >> 20,
+                budget >> 20,
+                dir.display(),
+                free >> 20
+            )),
+            _ => Ok(Keep::Spill(dir)),
+        }
+    }
+}
+
+/// Where spill files go: `GRAFT_SPILL_DIR`, else `graft/spill` in the platform's cache folder
+/// (on disk; the temp folder is RAM on some systems), else the temp folder.
+pub fn spill_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("GRAFT_SPILL_DIR") {
+        return PathBuf::from(d);
+    }
+    dirs::cache_dir().map_or_else(std::env::temp_dir, |c| c.join("graft").join("spill"))
+}
+
+/// Free bytes on the disk holding `dir`, where the system says.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: a NUL-terminated path and a buffer statvfs fills on success.
+        let ok = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } == 0;
+        // SAFETY: initialised by the successful call.
+        let st = ok.then(|| unsafe { st.assume_init() })?;
+        // The fields' widths differ between platforms (u32 on some).
+        #[allow(clippy::unnecessary_cast)]
+        Some(st.f_bavail as u64 * st.f_frsize as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None // A full disk then shows as a failed write, and training goes on uncached.
+    }
+}
+
+/// The values, `per` to a sample, where [`Keep`] put them.
+#[derive(Debug)]
+enum Rows {
+    Memory(Vec<f32>),
+    File(std::fs::File),
+}
+
+impl Default for Rows {
+    fn default() -> Self {
+        Rows::Memory(Vec::new())
+    }
+}
+
 /// Cached activations of a set of samples.
 #[derive(Debug, Default)]
 pub struct Features {
-    /// Per-image values, `values_per_image` each, in `kept` order.
-    pub data: Vec<f32>,
+    rows: Rows,
+    /// Values per sample.
+    per: usize,
     pub labels: Vec<usize>,
     /// A box dataset's boxes as framed, in `kept` order (else empty).
     pub framed: Vec<Framed>,
@@ -121,14 +202,67 @@ impl Features {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
+
+    /// Whether the values are in a spill file.
+    pub fn spilled(&self) -> bool {
+        matches!(self.rows, Rows::File(_))
+    }
+
+    /// The values of samples `rows` (positions in `kept` order), one after another.
+    pub fn gather(&self, rows: &[usize]) -> Result<Vec<f32>, String> {
+        let per = self.per;
+        let mut out = Vec::with_capacity(rows.len() * per);
+        match &self.rows {
+            Rows::Memory(data) => {
+                for &i in rows {
+                    out.extend_from_slice(&data[i * per..(i + 1) * per]);
+                }
+            }
+            Rows::File(file) => {
+                let mut bytes = vec![0u8; per * 4];
+                for &i in rows {
+                    read_at(file, &mut bytes, (i * per * 4) as u64)
+                        .map_err(|e| format!("reading the spilled frozen-layer features: {e}"))?;
+                    out.extend(
+                        bytes
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
-/// Runs the prefix over every sample once.
+#[cfg(unix)]
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &std::fs::File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the prefix over every sample once, keeping the activations where `keep` says.
+#[allow(clippy::too_many_arguments)]
 pub fn compute(
     prefix: &Model,
     samples: Arc<Vec<Sample>>,
     transform: Arc<Transform>,
     batch: usize,
+    keep: &Keep,
     cancel: Arc<AtomicBool>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Features, String> {
@@ -145,6 +279,16 @@ pub fn compute(
         cancel.clone(),
     )?;
     let mut out = Features::default();
+    let mut memory = Vec::new();
+    let mut spill = match keep {
+        Keep::Memory => None,
+        Keep::Spill(dir) => Some(std::io::BufWriter::with_capacity(
+            1 << 20,
+            tempfile::tempfile_in(dir)
+                .map_err(|e| format!("a spill file in {}: {e}", dir.display()))?,
+        )),
+    };
+    let spill_error = |e: std::io::Error| format!("writing the frozen-layer features to disk: {e}");
     let mut done = 0;
     let input_dims = prefix.plan.input_dims().to_vec();
     for b in rx {
@@ -157,7 +301,15 @@ pub fn compute(
             let y = prefix
                 .forward(x, Mode::Inference)
                 .map_err(|e| e.to_string())?;
-            out.data.extend(y[0].to_vec()?);
+            let values = y[0].to_vec()?;
+            out.per = values.len() / b.indices.len();
+            match &mut spill {
+                None => memory.extend(values),
+                Some(w) => {
+                    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    w.write_all(&bytes).map_err(spill_error)?;
+                }
+            }
             out.labels.extend(b.labels);
             out.framed.extend(b.framed);
             out.kept.extend(b.indices);
@@ -167,5 +319,58 @@ pub fn compute(
             return Err("cancelled".into());
         }
     }
+    out.rows = match spill {
+        None => Rows::Memory(memory),
+        Some(w) => Rows::File(w.into_inner().map_err(|e| spill_error(e.into_error()))?),
+    };
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_stay_in_memory_under_the_budget_and_spill_over_it() {
+        assert_eq!(Keep::choose(10 << 20, 1 << 30), Ok(Keep::Memory));
+        match Keep::choose(2 << 30, 1 << 30) {
+            Ok(Keep::Spill(dir)) => assert_eq!(dir, spill_dir()),
+            // A machine whose cache disk has under 4 GB free says so.
+            Err(e) => assert!(e.contains("free disk space"), "{e}"),
+            Ok(Keep::Memory) => panic!("over the budget"),
+        }
+        // More than any disk holds: not cached, with the reason.
+        let e = Keep::choose(u64::MAX / 4, 1 << 30).unwrap_err();
+        assert!(e.contains("memory budget (1024 MB)"), "{e}");
+    }
+
+    #[test]
+    fn spilled_rows_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let per = 5;
+        let values: Vec<f32> = (0..4 * per).map(|i| i as f32 * 0.25 - 1.0).collect();
+        let mut file = tempfile::tempfile_in(dir.path()).unwrap();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        file.write_all(&bytes).unwrap();
+        let on_disk = Features {
+            rows: Rows::File(file),
+            per,
+            labels: vec![0; 4],
+            ..Default::default()
+        };
+        let in_memory = Features {
+            rows: Rows::Memory(values.clone()),
+            per,
+            labels: vec![0; 4],
+            ..Default::default()
+        };
+        assert!(on_disk.spilled() && !in_memory.spilled());
+        let rows = [3, 0, 2];
+        assert_eq!(on_disk.gather(&rows), in_memory.gather(&rows));
+        assert_eq!(on_disk.gather(&[1]).unwrap(), values[per..2 * per].to_vec());
+        assert!(
+            on_disk.gather(&[9]).is_err(),
+            "a row past the end is an error"
+        );
+    }
 }

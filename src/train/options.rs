@@ -54,6 +54,8 @@ pub struct TrainingOptions {
     pub augmentation: Option<Augmentation>,
     /// Compute a frozen prefix's activations once and train only the rest (when possible).
     pub cache_features: bool,
+    /// The most memory those activations take (MB); more go to a spill file on disk.
+    pub cache_memory_mb: usize,
     /// What a detector's training adds (box datasets only).
     pub detection: DetectionOptions,
     /// Training-time changes to sound clips (sound datasets only); `None` trains on the
@@ -111,6 +113,7 @@ impl Default for TrainingOptions {
             device: DeviceChoice::Auto,
             augmentation: None,
             cache_features: true,
+            cache_memory_mb: 1024,
             detection: DetectionOptions::default(),
             sound_augmentation: None,
         }

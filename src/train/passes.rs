@@ -68,12 +68,8 @@ pub(super) fn for_each_batch(
         (feed.batch_size, feed.seed, &feed.cancel, feed.reporter);
     match source {
         Source::Cached(feat) => {
-            let per = feat.data.len() / feat.len().max(1);
             for chunk in order.chunks(batch_size) {
-                let mut data = Vec::with_capacity(chunk.len() * per);
-                for &i in chunk {
-                    data.extend_from_slice(&feat.data[i * per..(i + 1) * per]);
-                }
+                let data = feat.gather(chunk)?;
                 let labels = chunk.iter().map(|&i| feat.labels[i]).collect();
                 let framed = if feat.framed.is_empty() {
                     Vec::new()

@@ -226,15 +226,25 @@ pub(super) fn build_sources(
         let dims: Vec<usize> = p.shapes.get(&c.value)?.iter().skip(1).copied().collect();
         let images =
             job.train.samples.len() + job.validation.as_ref().map_or(0, |v| v.samples.len());
-        let bytes = dims.iter().product::<usize>() * 4 * images;
-        if bytes > cache::MAX_CACHE_BYTES {
-            reporter.message(format!(
-                "Not caching the frozen layers: {} MB of activations would not fit.",
-                bytes >> 20
-            ));
-            return None;
+        let bytes = (dims.iter().product::<usize>() * 4 * images) as u64;
+        match cache::Keep::choose(bytes, (options.cache_memory_mb as u64) << 20) {
+            Ok(keep) => {
+                if let cache::Keep::Spill(dir) = &keep {
+                    reporter.message(format!(
+                        "The frozen layers' features ({} MB) exceed the {} MB memory budget: \
+                         kept in a file in {} while training (removed after).",
+                        bytes >> 20,
+                        options.cache_memory_mb,
+                        dir.display()
+                    ));
+                }
+                Some((c, dims, keep))
+            }
+            Err(why) => {
+                reporter.message(format!("Not caching the frozen layers: {why}."));
+                None
+            }
         }
-        Some((c, dims))
     });
     let train_samples = Arc::new(job.train.samples.clone());
     let val_samples = Arc::new(
@@ -243,21 +253,22 @@ pub(super) fn build_sources(
             .map(|v| v.samples.clone())
             .unwrap_or_default(),
     );
-    let Some((c, dims)) = &cut else {
-        return Ok(Sources {
-            train_net: p.logits_net.clone(),
-            train: Source::Images {
-                samples: train_samples,
-                transform: train_transform,
-            },
-            val: Source::Images {
-                samples: val_samples,
-                transform: eval_transform,
-            },
-            cut,
-        });
+    let uncached = |train_samples, val_samples| Sources {
+        train_net: p.logits_net.clone(),
+        train: Source::Images {
+            samples: train_samples,
+            transform: train_transform.clone(),
+        },
+        val: Source::Images {
+            samples: val_samples,
+            transform: eval_transform.clone(),
+        },
+        cut: None,
     };
-    let (prefix, prefix_store) = cache::prefix_network(&p.logits_net, store, c);
+    let Some((c, dims, keep)) = cut else {
+        return Ok(uncached(train_samples, val_samples));
+    };
+    let (prefix, prefix_store) = cache::prefix_network(&p.logits_net, store, &c);
     let prefix_model =
         Model::build(&prefix, &prefix_store, &p.dev.device).map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -267,6 +278,7 @@ pub(super) fn build_sources(
             samples.clone(),
             eval_transform.clone(),
             32,
+            &keep,
             stop.clone(),
             |done, total| {
                 reporter.send(TrainEvent::Progress {
@@ -280,22 +292,34 @@ pub(super) fn build_sources(
             },
         )
     };
-    let t = compute(
+    let computed = compute(
         &train_samples,
         "Computing frozen-layer features (training images)",
-    )?;
-    let v = compute(
-        &val_samples,
-        "Computing frozen-layer features (validation images)",
-    )?;
+    )
+    .and_then(|t| {
+        let v = compute(
+            &val_samples,
+            "Computing frozen-layer features (validation images)",
+        )?;
+        Ok((t, v))
+    });
+    let (t, v) = match computed {
+        Ok(tv) => tv,
+        // A spill that failed (a full disk) costs the cache, not the run.
+        Err(e) if matches!(keep, cache::Keep::Spill(_)) && !control.is_stopped() => {
+            reporter.message(format!("Not caching the frozen layers: {e}."));
+            return Ok(uncached(train_samples, val_samples));
+        }
+        Err(e) => return Err(e),
+    };
     for s in t.failed.iter().chain(&v.failed) {
         reporter.message(format!("skipped {}: {}", s.path.display(), s.reason));
     }
     Ok(Sources {
-        train_net: cache::head_network(&p.logits_net, c, dims),
+        train_net: cache::head_network(&p.logits_net, &c, &dims),
         train: Source::Cached(t),
         val: Source::Cached(v),
-        cut,
+        cut: Some((c, dims)),
     })
 }
 

@@ -130,6 +130,44 @@ fn a_frozen_backbone_trains_its_head_from_cached_features() {
 }
 
 #[test]
+fn cached_features_over_the_memory_budget_spill_to_disk_and_train_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_dataset(dir.path(), 8, 64, 3);
+    let options = |mb| TrainingOptions {
+        epochs: 2,
+        batch_size: 4,
+        device: DeviceChoice::Cpu,
+        cache_memory_mb: mb,
+        ..Default::default()
+    };
+    let spill = graft::train::cache::spill_dir();
+    let files_there = || std::fs::read_dir(&spill).map_or(0, |d| d.count());
+    let before = files_there();
+    let (in_memory, quiet) = run(job(dir.path(), default_network(), true, options(1024)));
+    let (spilled, events) = run(job(dir.path(), default_network(), true, options(0)));
+
+    let said = |events: &[TrainEvent]| {
+        events
+            .iter()
+            .any(|e| matches!(e, TrainEvent::Message(m) if m.contains("kept in a file")))
+    };
+    assert!(said(&events), "a spill is announced");
+    assert!(!said(&quiet), "features under the budget stay in memory");
+    assert!(spilled.cached_prefix && in_memory.cached_prefix);
+    // The same features read back from the file: the same run, loss for loss.
+    let losses = |o: &graft::train::Outcome| -> Vec<f64> {
+        o.history.iterations.iter().map(|r| r.loss).collect()
+    };
+    assert_eq!(losses(&spilled), losses(&in_memory));
+    assert_eq!(
+        spilled.evaluation.unwrap().accuracy,
+        in_memory.evaluation.unwrap().accuracy
+    );
+    // The spill file had no name: nothing is left behind.
+    assert_eq!(files_there(), before);
+}
+
+#[test]
 fn fine_tuning_with_augmentation_updates_unfrozen_layers_and_exports() {
     let dir = tempfile::tempdir().unwrap();
     common::write_dataset(dir.path(), 8, 72, 5);
