@@ -5,7 +5,8 @@
 # screenshots/graph_googlenet.png with its first inception block opened in place; then
 # screenshots/compare.png (three torchvision networks compared on the sample data); then
 # screenshots/{data_boxes,training_detect,results_detect}.png (a detector); then
-# screenshots/data_sounds.png (a folder of sound clips). Needs
+# screenshots/data_sounds.png (a folder of sound clips); then screenshots/data_browse.png (the
+# image browser on 50,000 images). Needs
 # Debian's xvfb and mesa-vulkan-drivers (software Vulkan for the wgpu renderer) and, for
 # GoogLeNet, tools/pyenv.sh's torchvision.
 #   cargo build --release && tools/screenshots.sh
@@ -65,5 +66,10 @@ GRAFT_SHOT=detect GRAFT_SHOT_DATA="$boxes/yolo" \
 sounds="$root/target/screenshots/sounds"
 [ -d "$sounds/tone" ] || "$root/tools/pyenv.sh" python "$root/tools/make_sound_dataset.py" "$sounds" --per-class 40
 GRAFT_SHOT=sound GRAFT_SHOT_DATA="$sounds" \
+  xvfb-run -a -s "-screen 0 1440x900x24" "$root/target/release/graft" --fresh --screenshots "$out"
+# 50,000 images (tools/make_large_dataset.py): the Data tab's image browser, scrolled.
+large="$root/target/large_data"
+[ -d "$large/bag" ] || /usr/bin/python3 "$root/tools/make_large_dataset.py" "$large"
+GRAFT_SHOT=large GRAFT_SHOT_DATA="$large" \
   xvfb-run -a -s "-screen 0 1440x900x24" "$root/target/release/graft" --fresh --screenshots "$out"
 ls -la "$out"

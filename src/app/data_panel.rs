@@ -596,7 +596,11 @@ fn sample_thumb(ui: &mut Ui, state: &mut DataPanelState, train: &Dataset, i: usi
     let image = egui::Image::from_texture(egui::load::SizedTexture::from_handle(&texture))
         .fit_to_exact_size(shown);
     if !sounds {
-        ui.add(image).on_hover_text(name);
+        // A square cell, the picture inside it at its own aspect ratio.
+        let (cell, response) = ui.allocate_exact_size(shown, egui::Sense::hover());
+        let fit = size * (height / size.x.max(size.y).max(1.0));
+        image.paint_at(ui, egui::Rect::from_center_size(cell.center(), fit));
+        response.on_hover_text(name);
         return;
     }
     let clicked = ui

@@ -16,12 +16,14 @@ pub struct Script {
 impl Script {
     /// `GRAFT_SHOT=compare` runs the comparison script instead, `GRAFT_SHOT=detect` the
     /// detection script on the box dataset `GRAFT_SHOT_DATA` names, `GRAFT_SHOT=sound` the
-    /// data panel on the sound folder it names (tools/screenshots.sh).
+    /// data panel on the sound folder it names, `GRAFT_SHOT=large` the image browser on the
+    /// (large) image folder it names (tools/screenshots.sh).
     pub fn new(dir: PathBuf) -> Self {
         let stage = match std::env::var("GRAFT_SHOT").as_deref() {
             Ok("compare") => 40,
             Ok("detect") => 60,
             Ok("sound") => 80,
+            Ok("large") => 90,
             _ => 0,
         };
         Script {
@@ -31,6 +33,26 @@ impl Script {
             shot: None,
             done: false,
         }
+    }
+
+    /// Once the window is idle: opens the folder `GRAFT_SHOT_DATA` names (`what` it should
+    /// be, for the message when it names none) on the Data tab. True when it did.
+    fn open_shot_data(&mut self, app: &mut GraftApp, what: &str) -> bool {
+        if app.ws.is_none() || app.is_busy() {
+            return false;
+        }
+        let _ = std::fs::create_dir_all(&self.dir);
+        match std::env::var_os("GRAFT_SHOT_DATA") {
+            Some(d) => app.push(AppCommand::OpenDataset(PathBuf::from(d))),
+            None => {
+                eprintln!("GRAFT_SHOT_DATA names no {what}");
+                self.stage = 99;
+                return false;
+            }
+        }
+        app.tab = Tab::Data;
+        self.wait = 5;
+        true
     }
 
     fn shoot(&mut self, ctx: &egui::Context, name: &str) {
@@ -129,19 +151,8 @@ impl Script {
             // Detection: a box dataset, the head added, a short frozen-backbone run, results,
             // and the detector on one validation image.
             60 => {
-                if app.ws.is_some() && !app.is_busy() {
-                    let _ = std::fs::create_dir_all(&self.dir);
-                    match std::env::var_os("GRAFT_SHOT_DATA") {
-                        Some(d) => app.push(AppCommand::OpenDataset(PathBuf::from(d))),
-                        None => {
-                            eprintln!("GRAFT_SHOT_DATA names no box dataset");
-                            self.stage = 99;
-                            return;
-                        }
-                    }
-                    app.tab = Tab::Data;
+                if self.open_shot_data(app, "box dataset") {
                     self.stage = 61;
-                    self.wait = 5;
                 }
             }
             61 => {
@@ -204,21 +215,10 @@ impl Script {
             // Sound: a folder of clips in the data panel (spectrograms, seconds per class, one
             // clip's waveform, the front end's settings) with augmentation on and previewed.
             80 => {
-                if app.ws.is_some() && !app.is_busy() {
-                    let _ = std::fs::create_dir_all(&self.dir);
-                    match std::env::var_os("GRAFT_SHOT_DATA") {
-                        Some(d) => app.push(AppCommand::OpenDataset(PathBuf::from(d))),
-                        None => {
-                            eprintln!("GRAFT_SHOT_DATA names no sound folder");
-                            self.stage = 99;
-                            return;
-                        }
-                    }
+                if self.open_shot_data(app, "sound folder") {
                     app.options.sound_augmentation =
                         Some(crate::audio::front::AudioAugmentation::default());
-                    app.tab = Tab::Data;
                     self.stage = 81;
-                    self.wait = 5;
                 }
             }
             81 => {
@@ -255,6 +255,26 @@ impl Script {
             }
             83 => self.shoot(ctx, "data_sounds"),
             84 => self.stage = 99,
+            // A large image folder: the Data tab with the browser open, scrolled a way in.
+            90 => {
+                if self.open_shot_data(app, "image folder") {
+                    self.stage = 91;
+                }
+            }
+            91 => {
+                if app.data.train.is_some() && !app.is_busy() {
+                    app.data.browse_open = Some(true);
+                    self.stage = 92;
+                    self.wait = 5;
+                }
+            }
+            92 => {
+                app.data.browse_scroll = Some(12_000.0);
+                self.stage = 93;
+                self.wait = 60;
+            }
+            93 => self.shoot(ctx, "data_browse"),
+            94 => self.stage = 99,
             2 => self.shoot(ctx, "graph"),
             3 => {
                 // The gallery over the graph (sorted by published accuracy).
