@@ -281,6 +281,11 @@ impl GraftApp {
         self.data.train.as_ref().map(|d| d.classes.clone())
     }
 
+    /// The folder the dataset was read from.
+    pub fn dataset_root(&self) -> Option<&std::path::Path> {
+        self.data.train.as_ref().map(|d| d.root.as_path())
+    }
+
     /// Whether the project has changes that are not saved.
     pub fn is_dirty(&self) -> bool {
         self.dirty

@@ -214,8 +214,10 @@ fn each_tab_matches_its_snapshot() {
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(graft::app::sample_data_dir(), &link).unwrap();
     h.state_mut().push(AppCommand::OpenDataset(link.clone()));
+    // The linked folder read, not the sample data already open: the status line must say
+    // what the commands below did, whichever thread finishes first.
     wait_until(&mut h, "the linked dataset", |a| {
-        !a.is_busy() && a.dataset_classes().is_some()
+        !a.is_busy() && a.dataset_root() == Some(link.as_path())
     });
     h.state_mut().push(AppCommand::AdaptHead);
     h.state_mut().push(AppCommand::FreezeBackbone);
