@@ -275,9 +275,24 @@ pub fn options_ui(ui: &mut Ui, o: &mut TrainingOptions, enabled: bool) {
                 ui.checkbox(&mut o.shuffle, "");
                 ui.end_row();
                 ui.label("Cache frozen layers");
-                ui.checkbox(&mut o.cache_features, "").on_hover_text(
-                    "Compute the frozen prefix once per image; much faster with a frozen backbone",
-                );
+                ui.horizontal(|ui| {
+                    ui.checkbox(&mut o.cache_features, "").on_hover_text(
+                        "Compute the frozen prefix once per image; much faster with a frozen \
+                         backbone",
+                    );
+                    ui.add_enabled(
+                        o.cache_features,
+                        egui::DragValue::new(&mut o.cache_memory_mb)
+                            .range(0..=1 << 20)
+                            .speed(16)
+                            .prefix("up to ")
+                            .suffix(" MB in memory"),
+                    )
+                    .on_hover_text(
+                        "Features beyond this go to a file on disk (the cache folder, or \
+                         GRAFT_SPILL_DIR), removed after training",
+                    );
+                });
                 ui.end_row();
             });
     });
