@@ -23,6 +23,7 @@ mod jobs;
 pub mod layout;
 mod library_panel;
 mod results_panel;
+mod samples_view;
 mod screenshots;
 mod shortcuts;
 mod sound_panel;
