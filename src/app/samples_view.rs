@@ -121,9 +121,13 @@ fn sample_thumb(ui: &mut Ui, state: &mut DataPanelState, train: &Dataset, i: usi
         response.on_hover_text(name);
         return;
     }
-    let clicked = ui
-        .add(image.sense(egui::Sense::click()))
-        .on_hover_text(format!("{name}: show its waveform"))
+    let response = ui.add(image.sense(egui::Sense::click()));
+    // A button to screen readers (and to kittest), named for its clip.
+    response.widget_info(|| {
+        egui::WidgetInfo::labeled(egui::WidgetType::Button, true, format!("Open clip {name}"))
+    });
+    let clicked = response
+        .on_hover_text(format!("{name}: show its waveform and play it"))
         .clicked();
     if clicked && let Media::Sounds(a) = &train.media {
         state.clip.open(ui.ctx(), sample.clone(), a.clone());

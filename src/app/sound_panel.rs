@@ -6,10 +6,11 @@ use super::jobs::Job;
 use super::{AppCommand, theme};
 use crate::audio::clips::SoundFraming;
 use crate::audio::front::{AudioAugmentation, AudioSettings, FrontEnd};
+use crate::audio::playback::{PlayState, Playback};
 use crate::data::{Dataset, Sample};
 use crate::train::TrainingOptions;
 use egui::{ColorImage, RichText, TextureHandle, Ui};
-use egui_plot::{Line, Plot, PlotPoints};
+use egui_plot::{Line, Plot, PlotPoints, VLine};
 
 /// A spectrogram's thumbnail height (mel bands are resampled to it).
 const THUMB_HEIGHT: usize = 48;
@@ -97,6 +98,9 @@ const WAVE_POINTS: usize = 1200;
 /// its spectrogram.
 pub struct Clip {
     pub sample: Sample,
+    /// The clip's samples at the front end's rate, for the play button.
+    pub samples: Vec<f32>,
+    pub rate: u32,
     pub envelope: Vec<[f64; 2]>,
     pub seconds: f32,
     pub picture: ColorImage,
@@ -108,12 +112,17 @@ pub struct ClipViewState {
     shown: Option<(Clip, Option<TextureHandle>)>,
     job: Option<Job<Clip>>,
     error: Option<String>,
+    /// The opened clip playing, if the play button was pressed.
+    playing: Option<Playback>,
+    /// Why the last playback made no sound (no sound device is a note, not an error).
+    no_sound: Option<String>,
 }
 
 impl ClipViewState {
     /// Decodes `sample` as `settings` cut it, in a job.
     pub fn open(&mut self, ctx: &egui::Context, sample: Sample, settings: AudioSettings) {
         self.error = None;
+        self.playing = None;
         self.job = Some(Job::spawn("Opening a clip", ctx, move |_| {
             let clip = raw(&settings).clip(&sample).map_err(|e| e.to_string())?;
             let rate = settings.mel.sample_rate as f64;
@@ -134,6 +143,8 @@ impl ClipViewState {
                 picture: spectrogram_picture(&spec, mels, frames),
                 envelope,
                 sample,
+                samples: clip,
+                rate: settings.mel.sample_rate,
             })
         }));
     }
@@ -167,6 +178,7 @@ pub fn clip_view_ui(ui: &mut Ui, state: &mut ClipViewState) {
     ui.separator();
     let mut close = false;
     ui.horizontal(|ui| {
+        play_button_ui(ui, clip, &mut state.playing, &mut state.no_sound);
         ui.label(
             RichText::new(format!(
                 "{} from {:.2} s, {:.2} s",
@@ -183,7 +195,11 @@ pub fn clip_view_ui(ui: &mut Ui, state: &mut ClipViewState) {
     });
     if close {
         state.shown = None;
+        state.playing = None;
         return;
+    }
+    if let Some(note) = &state.no_sound {
+        ui.label(RichText::new(note).small().weak());
     }
     let width = ui.available_width().min(900.0);
     let Some((clip, texture)) = &state.shown else {
@@ -204,6 +220,11 @@ pub fn clip_view_ui(ui: &mut Ui, state: &mut ClipViewState) {
             p.line(
                 Line::new("waveform", PlotPoints::from(clip.envelope.clone())).color(theme::TRAIN),
             );
+            if let Some(playing) = &state.playing {
+                p.vline(
+                    VLine::new("playing", playing.seconds_played() as f64).color(theme::SELECTED),
+                );
+            }
         });
     if let Some(t) = texture {
         ui.add(
@@ -211,6 +232,37 @@ pub fn clip_view_ui(ui: &mut Ui, state: &mut ClipViewState) {
                 .maintain_aspect_ratio(false)
                 .fit_to_exact_size(egui::vec2(width, 96.0)),
         );
+    }
+}
+
+/// ▶ plays the opened clip (as the front end cut and resampled it), ■ stops it. While it
+/// plays the window repaints to move the waveform's play line.
+fn play_button_ui(
+    ui: &mut Ui,
+    clip: &Clip,
+    playing: &mut Option<Playback>,
+    no_sound: &mut Option<String>,
+) {
+    let state = playing.as_ref().map(Playback::state);
+    if let Some(PlayState::Failed(why)) = &state {
+        *no_sound = Some(why.clone());
+        *playing = None;
+    } else if state == Some(PlayState::Done) {
+        *playing = None;
+    }
+    if playing.is_some() {
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(30));
+        if ui.button("■").on_hover_text("Stop").clicked() {
+            *playing = None;
+        }
+    } else if ui
+        .button("▶")
+        .on_hover_text("Play the clip as the network hears it (cut and resampled)")
+        .clicked()
+    {
+        *no_sound = None;
+        *playing = Some(Playback::start(clip.samples.clone(), clip.rate));
     }
 }
 

@@ -7,3 +7,4 @@ pub mod clips;
 pub mod decode;
 pub mod front;
 pub mod mel;
+pub mod playback;
