@@ -4,6 +4,7 @@
 
 use super::decode::{self, AudioError, is_audio};
 use super::front::{AudioAugmentation, AudioSettings, FrontEnd, clip, plane_to_input};
+use super::long_files::LongFiles;
 use crate::data::folder::{DataError, Dataset, Media, Sample, SoundFile, check_files, class_files};
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -102,6 +103,26 @@ pub struct SoundFraming {
     /// The augmentation's background noise, decoded at the front end's rate
     /// ([`load_noise`]); empty without it.
     pub noise: std::sync::Arc<Vec<Vec<f32>>>,
+    /// Files longer than a clip, decoded once for all their clips; shared by the clones the
+    /// loader's threads hold.
+    pub long_files: SharedLongFiles,
+}
+
+/// [`LongFiles`] shared by a framing's clones. Equal to any other: what is held in memory
+/// does not change which clips a framing reads.
+#[derive(Clone, Default)]
+pub struct SharedLongFiles(pub std::sync::Arc<LongFiles>);
+
+impl PartialEq for SharedLongFiles {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for SharedLongFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LongFiles({} bytes)", self.0.bytes())
+    }
 }
 
 /// Every sound file under `folder` (any depth), mono at `rate`: the background noise an
@@ -131,6 +152,7 @@ impl SoundFraming {
             front,
             augment: None,
             noise: Default::default(),
+            long_files: Default::default(),
         }
     }
 
@@ -144,17 +166,24 @@ impl SoundFraming {
             front,
             augment: Some(augment),
             noise: std::sync::Arc::new(noise),
+            long_files: Default::default(),
         })
     }
 }
 
 impl SoundFraming {
-    /// The sample's clip at the front end's rate and length.
+    /// The sample's clip at the front end's rate and length. When the settings cut files into
+    /// windows, the file comes from [`LongFiles`], decoded once for all its clips (and for
+    /// the next epoch, while within its budget).
     pub fn clip(&self, sample: &Sample) -> Result<Vec<f32>, AudioError> {
         let s = &self.front.settings;
         let rate = s.mel.sample_rate;
-        let sound = decode::load(&sample.path, rate)?;
         let start = (sample.start.unwrap_or(0.0) as f64 * rate as f64).round() as usize;
+        if s.hop_seconds > 0.0 {
+            let sound = self.long_files.0.load(&sample.path, rate)?;
+            return Ok(clip(&sound, start, s.clip_samples()));
+        }
+        let sound = decode::load(&sample.path, rate)?;
         Ok(clip(&sound, start, s.clip_samples()))
     }
 

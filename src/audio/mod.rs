@@ -6,5 +6,6 @@
 pub mod clips;
 pub mod decode;
 pub mod front;
+pub mod long_files;
 pub mod mel;
 pub mod playback;

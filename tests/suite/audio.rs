@@ -237,6 +237,23 @@ fn a_sound_folder_scans_with_its_bad_files_listed() {
         .map(|s| s.start.unwrap())
         .collect();
     assert_eq!(long, [0.0, 0.5, 1.0]);
+    // The loader reads a long file's clips from one decode of it.
+    let framing = graft::audio::clips::SoundFraming::plain(graft::audio::front::FrontEnd {
+        settings: settings.clone(),
+        mean: 0.0,
+        std: 1.0,
+    });
+    let whole =
+        graft::audio::decode::load(&dir.path().join("tone").join("long.wav"), 16_000).unwrap();
+    for s in ds.samples.iter().filter(|s| s.path.ends_with("long.wav")) {
+        let at = (s.start.unwrap() * 16_000.0) as usize;
+        assert_eq!(framing.clip(s).unwrap(), whole[at..at + 16_000]);
+    }
+    assert_eq!(
+        framing.long_files.0.bytes(),
+        whole.len() * 4,
+        "decoded once"
+    );
     // Background noise for augmentation: every readable sound under a folder, at the rate;
     // a folder without any is an error naming it.
     let noise = graft::audio::clips::load_noise(dir.path(), 8_000).unwrap();
@@ -361,4 +378,33 @@ fn a_frozen_image_network_learns_sounds_from_their_spectrograms() {
     );
     let first = text.lines().nth(1).unwrap_or_default();
     assert!(first.ends_with("tone"), "graft predict said:\n{text}");
+}
+
+#[test]
+fn long_files_are_decoded_once_and_the_oldest_goes_past_the_budget() {
+    use graft::audio::long_files::LongFiles;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.wav"), dir.path().join("b.wav"));
+    write_wav(&a, &sine(16_000, 440.0, 16_000), 16_000);
+    write_wav(&b, &sine(16_000, 660.0, 16_000), 16_000);
+    // Room for one second of sound at 16 kHz, not two.
+    let files = LongFiles::with_budget(16_000 * 4 + 100);
+    let first = files.load(&a, 16_000).unwrap();
+    let again = files.load(&a, 16_000).unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the second ask is served from memory"
+    );
+    assert_eq!(*first, graft::audio::decode::load(&a, 16_000).unwrap());
+    files.load(&b, 16_000).unwrap();
+    assert_eq!(files.bytes(), 16_000 * 4, "a was dropped for b");
+    let a_again = files.load(&a, 16_000).unwrap();
+    assert!(!Arc::ptr_eq(&first, &a_again), "a was decoded again");
+    // A file that does not decode is reported each time and not kept.
+    let bad = dir.path().join("bad.wav");
+    std::fs::write(&bad, b"RIFF\x10\0\0\0not a wave").unwrap();
+    assert!(files.load(&bad, 16_000).is_err());
+    write_wav(&bad, &sine(16_000, 440.0, 8_000), 16_000);
+    assert_eq!(files.load(&bad, 16_000).unwrap().len(), 8_000);
 }
