@@ -5,6 +5,9 @@
     MALLOC_MMAP_THRESHOLD_=10000000000 MALLOC_TRIM_THRESHOLD_=10000000000 \
         tools/pyenv.sh python tools/bench_inference.py
 
+    ... tools/bench_inference.py --others      # the other networks, batch 32 (issue 12's table)
+    ... tools/bench_inference.py --models resnet18,vgg11 --batches 32
+
 Each number is the median of timed runs after warm-up, in images per second. PyTorch gets
 its best CPU settings (eval, no_grad, channels-last where faster, glibc malloc thresholds from
 the environment above); ONNX Runtime gets all graph optimisations and all cores.
@@ -61,25 +64,49 @@ def bench_graft(path, batch, iters):
     return json.loads(out.strip().splitlines()[-1])["images_per_s"]
 
 
+# torchvision networks (random weights: weights do not change speed), exported once.
+TORCHVISION = {
+    "mobilenet_v2": tvm.mobilenet_v2,
+    "resnet18": tvm.resnet18,
+    "googlenet": lambda: tvm.googlenet(aux_logits=False, init_weights=False),
+    "vgg11": tvm.vgg11,
+    "squeezenet1_1": tvm.squeezenet1_1,
+    "shufflenet_v2": tvm.shufflenet_v2_x1_0,
+    "densenet121": tvm.densenet121,
+    "efficientnet_b0": tvm.efficientnet_b0,
+}
+OTHERS = ["resnet18", "googlenet", "vgg11", "squeezenet1_1", "mobilenet_v2", "shufflenet_v2",
+          "densenet121", "efficientnet_b0"]
+
+
+def network(name):
+    """(ONNX path, PyTorch module) of a network by name."""
+    if name == "efficientnet_lite0":
+        return os.path.join(ROOT, "assets", "efficientnet_lite0.onnx"), EfficientNetLite0().eval()
+    model = TORCHVISION[name]().eval()
+    path = os.path.join(WORK, f"{name}.onnx")
+    if not os.path.exists(path):
+        torch.onnx.export(model, torch.randn(1, 3, 224, 224), path, opset_version=13,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+    return path, model
+
+
 def main():
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="efficientnet_lite0,mobilenet_v2")
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--others", action="store_true", help=f"batch 32 of {','.join(OTHERS)}")
+    a = ap.parse_args()
+    models = OTHERS if a.others else a.models.split(",")
+    batches = [32] if a.others else [int(b) for b in a.batches.split(",")]
     os.makedirs(WORK, exist_ok=True)
     torch.set_num_threads(os.cpu_count())  # PyTorch alone would use the physical cores
-    models = {
-        "efficientnet_lite0": (os.path.join(ROOT, "assets", "efficientnet_lite0.onnx"), None),
-        "mobilenet_v2": (os.path.join(WORK, "mobilenet_v2.onnx"), tvm.mobilenet_v2),
-    }
     rows = []
-    for name, (path, build) in models.items():
-        if name == "efficientnet_lite0":
-            import onnx
-            sd = None
-            model = EfficientNetLite0().eval()  # weights do not change speed
-        else:
-            model = build().eval()
-            torch.onnx.export(model, torch.randn(1, 3, 224, 224), path, opset_version=13,
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
-        for batch in (1, 32):
+    for name in models:
+        path, model = network(name)
+        for batch in batches:
             iters = 30 if batch == 1 else 8
             g = bench_graft(path, batch, iters)
             o = bench_ort(path, batch, iters)

@@ -41,7 +41,8 @@ pub fn run(
             let (weight, bias) = (p.weight.val(), p.bias.as_ref().map(|b| b.val()));
             let range = step.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
             let fast = fast_cpu::depthwise_conv(&x, &weight, bias.as_ref(), c, range)
-                .or_else(|| fast_cpu::pointwise_conv(&x, &weight, bias.as_ref(), c, range));
+                .or_else(|| fast_cpu::pointwise_conv(&x, &weight, bias.as_ref(), c, range))
+                .or_else(|| fast_cpu::dense_conv(&x, &weight, bias.as_ref(), c, range));
             if let Some(y) = fast {
                 return one(Value::R4(y));
             }

@@ -7,6 +7,7 @@
 //! burn tensors and returns `None` (or the input back) when it does not apply — another
 //! backend, a layout it does not handle — and the caller then runs burn's op.
 
+mod dense;
 mod depthwise;
 mod lanes;
 mod norm;
@@ -153,6 +154,23 @@ pub fn pointwise_conv(
     Some(wrap(out, [n, co, h, w]))
 }
 
+/// Any other convolution on flex tensors — k×k, strided, grouped, 1x1 with a stride or
+/// padding — as im2col tiles and gemm, with the bias and clamp fused (`dense.rs`). `None` for
+/// depthwise and plain 1x1 convolutions (their own kernels) and for other tensors.
+pub fn dense_conv(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    conv: &Conv,
+    clamp: (f32, f32),
+) -> Option<Tensor<4>> {
+    let g = dense::Geometry::new(x.dims(), weight.dims(), conv)?;
+    let ops = ConvOperands::new(x, weight, bias)?;
+    let (xs, ws, bs) = ops.slices()?;
+    let out = g.forward(xs, ws, bs, clamp);
+    Some(wrap(out, [g.n, g.co, g.oh, g.ow]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +284,58 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max);
             assert!(err < 1e-4, "{n}x{c}->{co} {h}x{w}: error {err}");
+        }
+    }
+
+    /// The im2col kernel against burn's convolution: 3x3 and 7x7, strides, dilation,
+    /// asymmetric padding, groups, a strided 1x1, tiles smaller than the map.
+    #[test]
+    fn dense_matches_burn() {
+        let dev = Device::flex();
+        let cases = [
+            // (n, c, co, h, w, k, stride, dilation, pads [t, l, b, r], groups)
+            (2, 3, 8, 9, 11, 3, 1, 1, [1, 1, 1, 1], 1),
+            (1, 3, 16, 30, 30, 7, 2, 1, [3, 3, 3, 3], 1),
+            (2, 4, 6, 8, 8, 3, 2, 1, [0, 0, 1, 1], 2),
+            (1, 5, 4, 12, 10, 3, 1, 2, [2, 2, 2, 2], 1),
+            (2, 6, 10, 7, 9, 1, 2, 1, [0, 0, 0, 0], 1),
+            (1, 2, 3, 5, 6, 5, 1, 1, [2, 1, 2, 3], 1),
+            // Many channels: several tiles per image.
+            (1, 300, 8, 40, 40, 3, 1, 1, [1, 1, 1, 1], 1),
+        ];
+        for (n, c, co, h, w, k, s, d, pads, groups) in cases {
+            let x =
+                Tensor::<4>::from_data(TensorData::new(seq(n * c * h * w, 1), [n, c, h, w]), &dev);
+            let cg = c / groups;
+            let wt = Tensor::<4>::from_data(
+                TensorData::new(seq(co * cg * k * k, 7), [co, cg, k, k]),
+                &dev,
+            );
+            let b = Tensor::<1>::from_data(TensorData::new(seq(co, 3), [co]), &dev);
+            let conv = Conv {
+                strides: [s, s],
+                pads,
+                dilations: [d, d],
+                groups,
+            };
+            let got = dense_conv(&x, &wt, Some(&b), &conv, (0.0, 6.0)).expect("applies");
+            let opts = ConvOptions::new_with_padding(
+                [s, s],
+                [(pads[0], pads[2]), (pads[1], pads[3])],
+                [d, d],
+                groups,
+            );
+            let want = conv2d(x, wt, Some(b), opts).clamp_min(0.0).clamp_max(6.0);
+            let case = format!("{n}x{c}->{co} {h}x{w} k{k} s{s} d{d} {pads:?} g{groups}");
+            assert_eq!(got.dims(), want.dims(), "{case}");
+            let g: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
+            let e: Vec<f32> = want.into_data().try_to_vec::<f32>().unwrap();
+            let err = g
+                .iter()
+                .zip(&e)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 1e-3, "{case}: error {err}");
         }
     }
 

@@ -41,14 +41,14 @@ fn check_operands(
 
 /// Output (or input-gradient) columns per gemm tile: about 256 KB of `rows` rows, so a tile
 /// stays in L2 from its bias fill to its clamp.
-fn tile_cols(rows: usize, hw: usize) -> usize {
+pub(super) fn tile_cols(rows: usize, hw: usize) -> usize {
     (65_536 / rows.max(1)).max(64).min(hw)
 }
 
 /// Too few tiles to keep every thread busy (a small batch of small images, deep in a
 /// network): gemm splits each one across the threads instead. (Every tile packs the whole
 /// weight matrix, so more, smaller tiles would cost more than they spread.)
-fn parallelism(tasks: usize) -> gemm::Parallelism {
+pub(super) fn parallelism(tasks: usize) -> gemm::Parallelism {
     if tasks < rayon::current_num_threads() {
         gemm::Parallelism::Rayon(0)
     } else {
@@ -75,55 +75,24 @@ pub fn forward(
     let dst = SendPtr(out.as_mut_ptr());
     (0..n * tiles).into_par_iter().for_each(|t| {
         let (b, j0) = (t / tiles, (t % tiles) * tile);
-        let cols = tile.min(hw - j0);
-        let base = b * co * hw + j0;
         // SAFETY: tiles are disjoint column ranges of disjoint images, so no two tasks write
-        // the same element; every element of the allocation belongs to exactly one tile and
-        // is written (bias fill) before gemm reads it, or gemm does not read it (no bias);
-        // `out` outlives the parallel loop.
+        // the same element, and every element belongs to exactly one tile; the operands'
+        // lengths were checked; `out` outlives the parallel loop.
         unsafe {
-            // Without a bias gemm writes the tile without reading it (`read_dst` false).
-            if let Some(bs) = bs {
-                for (r, &b) in bs.iter().enumerate() {
-                    // Not yet initialised: written through `MaybeUninit`, never read as f32.
-                    let row = std::slice::from_raw_parts_mut(
-                        dst.get().add(base + r * hw).cast::<MaybeUninit<f32>>(),
-                        cols,
-                    );
-                    for v in row {
-                        v.write(b);
-                    }
-                }
-            }
-            gemm::gemm(
-                co,
-                cols,
+            let tile = Tile {
+                dst: dst.get().add(b * co * hw + j0),
+                dst_row: hw,
+                rows: co,
+                cols: tile.min(hw - j0),
+            };
+            tile.bias_gemm_clamp(
+                (ws.as_ptr(), c),
+                (xs.as_ptr().add(b * c * hw + j0), hw),
                 c,
-                dst.get().add(base),
-                1,
-                hw as isize,
-                bs.is_some(),
-                ws.as_ptr(),
-                1,
-                c as isize,
-                xs.as_ptr().add(b * c * hw + j0),
-                1,
-                hw as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
+                bs,
+                clamp,
                 parallelism,
             );
-            if clamp != (f32::NEG_INFINITY, f32::INFINITY) {
-                for r in 0..co {
-                    let row = std::slice::from_raw_parts_mut(dst.get().add(base + r * hw), cols);
-                    for v in row {
-                        *v = clamp1(*v, clamp.0, clamp.1);
-                    }
-                }
-            }
         }
     });
     // SAFETY: the loop above wrote every element (see there).
@@ -264,14 +233,89 @@ fn add_into(acc: &mut [f32], v: &[f32]) {
 
 /// A raw output pointer shared by parallel tasks that write disjoint elements.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(super) struct SendPtr(pub *mut f32);
 // SAFETY: only used for disjoint writes (see `forward` and `backward`).
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// A method (not field access) so closures capture the whole `Send` wrapper.
-    fn get(self) -> *mut f32 {
+    pub fn get(self) -> *mut f32 {
         self.0
+    }
+}
+
+/// A block of an output: `rows` rows of `cols` values, rows `dst_row` apart.
+pub(super) struct Tile {
+    pub dst: *mut f32,
+    pub dst_row: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Tile {
+    /// Writes `clamp(A · B + bias)` into the tile (every element, initialised or not): `a` is
+    /// `rows × k` and `b` is `k × cols`, each a pointer and its row stride. The tile is filled
+    /// with the bias, gemm adds the product while it is in cache, and the clamp follows at
+    /// once (flex adds the bias and clamps in passes over the whole activation).
+    ///
+    /// # Safety
+    /// `a`, `b` and the tile must be valid for those shapes and strides, the tile written by
+    /// no one else meanwhile; `bias` has `rows` values.
+    pub unsafe fn bias_gemm_clamp(
+        &self,
+        a: (*const f32, usize),
+        b: (*const f32, usize),
+        k: usize,
+        bias: Option<&[f32]>,
+        clamp: (f32, f32),
+        parallelism: gemm::Parallelism,
+    ) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            // Without a bias gemm writes the tile without reading it (`read_dst` false).
+            if let Some(bs) = bias {
+                for (r, &v) in bs.iter().enumerate().take(self.rows) {
+                    // Not yet initialised: written through `MaybeUninit`, never read as f32.
+                    let row = std::slice::from_raw_parts_mut(
+                        self.dst.add(r * self.dst_row).cast::<MaybeUninit<f32>>(),
+                        self.cols,
+                    );
+                    for x in row {
+                        x.write(v);
+                    }
+                }
+            }
+            gemm::gemm(
+                self.rows,
+                self.cols,
+                k,
+                self.dst,
+                1,
+                self.dst_row as isize,
+                bias.is_some(),
+                a.0,
+                1,
+                a.1 as isize,
+                b.0,
+                1,
+                b.1 as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+            if clamp != (f32::NEG_INFINITY, f32::INFINITY) {
+                for r in 0..self.rows {
+                    let row =
+                        std::slice::from_raw_parts_mut(self.dst.add(r * self.dst_row), self.cols);
+                    for v in row {
+                        *v = clamp1(*v, clamp.0, clamp.1);
+                    }
+                }
+            }
+        }
     }
 }
