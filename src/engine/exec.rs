@@ -219,7 +219,7 @@ pub fn run(
             let x = take(0)?;
             one(match u {
                 Unary::Relu => clamp(x, 0.0, f32::INFINITY, mode),
-                Unary::Sigmoid => map!(x, t => act::sigmoid(t)),
+                Unary::Sigmoid => map!(x, t => fast_cpu::sigmoid(t)),
                 Unary::Tanh => map!(x, t => t.tanh()),
                 Unary::Erf => map!(x, t => t.erf()),
                 Unary::Sqrt => map!(x, t => t.sqrt()),
@@ -232,7 +232,7 @@ pub fn run(
                 Unary::Ceil => map!(x, t => t.ceil()),
                 Unary::HardSwish => map!(x, t => act::hard_swish(t)),
                 Unary::Softplus => map!(x, t => act::softplus(t, 1.0)),
-                Unary::Silu => map!(x, t => act::silu(t)),
+                Unary::Silu => map!(x, t => fast_cpu::silu(t)),
                 Unary::Mish => map!(x, t => act::mish(t)),
                 Unary::Sin => map!(x, t => t.sin()),
                 Unary::Cos => map!(x, t => t.cos()),
@@ -296,6 +296,9 @@ pub fn run(
         }
         Op::MaxPool(p) => {
             let x = take(0)?.into_r4()?;
+            if let Some(y) = fast_cpu::pool(&x, p, fast_cpu::PoolKind::Max) {
+                return one(Value::R4(y));
+            }
             let opts = MaxPoolOptions::new(p.kernel)
                 .with_stride(p.strides)
                 .with_padding_pairs([(p.pads[0], p.pads[2]), (p.pads[1], p.pads[3])])
@@ -308,6 +311,12 @@ pub fn run(
             count_include_pad,
         } => {
             let x = take(0)?.into_r4()?;
+            let kind = fast_cpu::PoolKind::Average {
+                count_include_pad: *count_include_pad,
+            };
+            if let Some(y) = fast_cpu::pool(&x, p, kind) {
+                return one(Value::R4(y));
+            }
             let opts = AvgPoolOptions::new(p.kernel)
                 .with_stride(p.strides)
                 .with_padding_pairs([(p.pads[0], p.pads[2]), (p.pads[1], p.pads[3])])

@@ -1,13 +1,53 @@
 //! Graph rewrites that make a plan faster without changing its results.
 
-use crate::graph::{Network, Op, PadMode};
+use crate::graph::{Binary, Network, Op, PadMode, Unary};
 use crate::weights::{Store, Tensor};
 
-/// Every inference rewrite, in order: zero padding into the convolutions that read it, then
-/// BatchNorm into the convolutions before it. Training plans fold only the padding
+/// Every inference rewrite, in order: zero padding into the convolutions that read it,
+/// Sigmoid + Mul into SiLU, then BatchNorm into the convolutions before it. Training plans fold only the padding
 /// (`Model::build` does that for them): BatchNorm must stay to learn.
 pub fn for_inference(net: &Network, store: &Store) -> (Network, Store) {
-    fold_batchnorm(&fold_pads(net), store)
+    fold_batchnorm(&fuse_silu(&fold_pads(net)), store)
+}
+
+/// Joins `Mul(x, Sigmoid(x))` (how PyTorch exports SiLU/Swish, in every block of
+/// EfficientNet-B0) into one `Silu` step when the sigmoid has no other reader: one pass over
+/// the activation and no sigmoid tensor in between.
+pub fn fuse_silu(net: &Network) -> Network {
+    let mut net = net.clone();
+    let mut i = 0;
+    while i < net.nodes.len() {
+        match silu_pair(&net, i) {
+            Some((sigmoid, x)) => {
+                net.nodes[i].op = Op::Unary(Unary::Silu);
+                net.nodes[i].inputs = vec![x];
+                net.nodes.remove(sigmoid);
+                // The Mul moved down one place if the sigmoid was before it; look at the
+                // same node again either way (nothing it holds can fuse twice).
+                i = i.saturating_sub(usize::from(sigmoid < i));
+            }
+            None => i += 1,
+        }
+    }
+    net
+}
+
+/// `(sigmoid node, x)` when node `mul` is `Mul(x, s)` or `Mul(s, x)` with `s = Sigmoid(x)`
+/// read by that Mul alone.
+fn silu_pair(net: &Network, mul: usize) -> Option<(usize, String)> {
+    let node = &net.nodes[mul];
+    if node.op != Op::Binary(Binary::Mul) || node.inputs.len() != 2 {
+        return None;
+    }
+    (0..2).find_map(|k| {
+        let (s, x) = (&node.inputs[k], &node.inputs[1 - k]);
+        let sig = net.producer(s)?;
+        let fused = net.nodes[sig].op == Op::Unary(Unary::Sigmoid)
+            && net.nodes[sig].inputs.first() == Some(x)
+            && net.consumers(s) == [mul]
+            && !net.outputs.contains(s);
+        fused.then(|| (sig, x.clone()))
+    })
 }
 
 /// Folds a spatial zero `Pad` whose only readers are convolutions into their (asymmetric)

@@ -132,3 +132,25 @@ fn inference_rewrites_fold_pads_and_batchnorms_of_the_default_network() {
     );
     assert!(steps.iter().filter(|s| is_bn(&s.op)).count() >= 40);
 }
+
+/// PyTorch exports SiLU as `Mul(x, Sigmoid(x))`: the rewrite joins each pair into one step
+/// and leaves the squeeze-and-excitation sigmoids (which scale another tensor) alone.
+#[test]
+fn inference_rewrites_join_sigmoid_and_mul_into_silu() {
+    use graft::graph::{Op, Unary};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/efficientnet_b0_op16");
+    let imported = onnx::import(model_path(&dir)).unwrap();
+    let count = |net: &graft::graph::Network, u: Unary| {
+        net.nodes.iter().filter(|n| n.op == Op::Unary(u)).count()
+    };
+    let sigmoids = count(&imported.network, Unary::Sigmoid);
+    let net = optimize::fuse_silu(&imported.network);
+    let silus = count(&net, Unary::Silu);
+    assert!(silus > 0, "B0's activations are SiLU");
+    assert!(
+        count(&net, Unary::Sigmoid) > 0,
+        "the SE gates stay sigmoids"
+    );
+    assert_eq!(count(&net, Unary::Sigmoid) + silus, sigmoids);
+    assert_eq!(net.nodes.len() + silus, imported.network.nodes.len());
+}

@@ -12,7 +12,8 @@ use crate::graph::Conv;
 use rayon::prelude::*;
 use std::cell::Cell;
 
-/// Bytes of unfolded patches per tile: L2-sized, so gemm packs them from cache.
+/// Bytes of unfolded patches per tile: about L2's size, so gemm packs them from cache
+/// (64 KB to 4 MB measured the same on ResNet-18 and GoogLeNet within this machine's noise).
 const SCRATCH_BYTES: usize = 512 << 10;
 
 /// The shape of one convolution these kernels run.

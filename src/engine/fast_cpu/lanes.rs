@@ -42,3 +42,31 @@ pub struct ConvGrads {
     pub x: Option<Vec<f32>>,
     pub weight_bias: Option<(Vec<f32>, Vec<f32>)>,
 }
+
+/// `e^v` to about 2 ulp, written so that loops of it vectorise (no table, no branch): `2^n`
+/// by building the float's exponent, times Cephes' `expf` polynomial on the remainder.
+/// Inputs are held to ±87 (beyond, `e^v` is 0 or overflows f32 anyway); NaN stays NaN.
+#[inline(always)]
+pub fn exp1(v: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so that n · ln 2 is exact enough.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = clamp1(v, -87.0, 87.0);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `1 / (1 + e^-v)`.
+#[inline(always)]
+pub fn sigmoid1(v: f32) -> f32 {
+    1.0 / (1.0 + exp1(-v))
+}

@@ -1,0 +1,198 @@
+//! Max and average pooling on plain `f32` slices in NCHW order, for inference: one task per
+//! plane, each output read from its window's in-bounds cells (padding is never materialised).
+//! flex's pooling took 10 % of ResNet-18's forward pass for its one 3x3 max pool.
+
+use super::with_avx2;
+use crate::graph::Pool;
+use rayon::prelude::*;
+
+/// What a pooling window makes of its cells.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Kind {
+    Max,
+    /// Divided by the window's cells inside the input and the padding (ONNX
+    /// `count_include_pad = 1`), or inside the input alone.
+    Average {
+        count_include_pad: bool,
+    },
+}
+
+/// The shape of one pooling, per plane.
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    pub planes: usize,
+    h: usize,
+    w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    /// Top, left, bottom, right.
+    pads: [usize; 4],
+}
+
+/// Outputs along one axis, as ONNX and PyTorch count them: with `ceil`, a last window that
+/// would start in the bottom/right padding is dropped.
+fn outputs(size: usize, k: usize, s: usize, d: usize, lo: usize, hi: usize, ceil: bool) -> usize {
+    let span = d * (k - 1) + 1;
+    let room = size + lo + hi - span;
+    let mut n = if ceil { room.div_ceil(s) } else { room / s } + 1;
+    if ceil && (n - 1) * s >= size + lo {
+        n -= 1;
+    }
+    n
+}
+
+impl Geometry {
+    pub fn new(dims: [usize; 4], pool: &Pool) -> Option<Self> {
+        let [n, c, h, w] = dims;
+        let [kh, kw] = pool.kernel;
+        let [sh, sw] = pool.strides;
+        let [dh, dw] = pool.dilations;
+        let [top, left, bottom, right] = pool.pads;
+        if n * c * h * w * kh * kw * sh * sw * dh * dw == 0
+            || h + top + bottom < dh * (kh - 1) + 1
+            || w + left + right < dw * (kw - 1) + 1
+        {
+            return None;
+        }
+        Some(Geometry {
+            planes: n * c,
+            h,
+            w,
+            oh: outputs(h, kh, sh, dh, top, bottom, pool.ceil_mode),
+            ow: outputs(w, kw, sw, dw, left, right, pool.ceil_mode),
+            kernel: pool.kernel,
+            stride: pool.strides,
+            dilation: pool.dilations,
+            pads: pool.pads,
+        })
+    }
+
+    pub fn forward(&self, xs: &[f32], kind: Kind) -> Vec<f32> {
+        let (h, w, oh, ow) = (self.h, self.w, self.oh, self.ow);
+        assert_eq!(xs.len(), self.planes * h * w, "pooling: input");
+        let mut out = vec![0.0f32; self.planes * oh * ow];
+        out.par_chunks_mut(oh * ow)
+            .zip(xs.par_chunks(h * w))
+            .for_each(|(o, x)| self.plane(x, o, kind));
+        out
+    }
+
+    /// Pools one plane in two passes (a window's max or sum is the max or sum over its rows of
+    /// the max or sum over its columns): along each input row into `ow` columns, then down
+    /// the columns. Both passes run over contiguous runs, which vectorise; a 3x3 window costs
+    /// 6 reads an output instead of 9.
+    fn plane(&self, x: &[f32], out: &mut [f32], kind: Kind) {
+        // One copy of the passes per kind, so the inner loops hold no test of it.
+        match kind {
+            Kind::Max => self.passes::<true>(x, out, kind),
+            Kind::Average { .. } => self.passes::<false>(x, out, kind),
+        }
+    }
+
+    #[inline(always)]
+    fn passes<const MAX: bool>(&self, x: &[f32], out: &mut [f32], kind: Kind) {
+        let (h, w, ow) = (self.h, self.w, self.ow);
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        let [dh, dw] = self.dilation;
+        let [top, left, bottom, right] = self.pads;
+        let start = if MAX { f32::NEG_INFINITY } else { 0.0 };
+        // `f32::max`, not a compare and select: LLVM turns `*d = if v > *d { v } else { *d }`
+        // into masked stores, several times slower than max + blend on AMD's cores.
+        let combine = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
+        // Per column tap: the first output column it falls inside the input for, how many
+        // do, and the input column of the first.
+        let col_taps: Vec<(usize, usize, usize)> = (0..kw)
+            .filter_map(|t| {
+                let off = t * dw; // input column of output 0's tap t, plus `left`
+                let first = left.saturating_sub(off).div_ceil(sw);
+                if first >= ow || first * sw + off < left || first * sw + off - left >= w {
+                    return None;
+                }
+                let last = ((w - 1 + left - off) / sw).min(ow - 1);
+                Some((first, last + 1 - first, first * sw + off - left))
+            })
+            .collect();
+        ROWS.with_borrow_mut(|rows| {
+            rows.clear();
+            rows.resize(h * ow, start);
+            with_avx2(
+                #[inline(always)]
+                || {
+                    for y in 0..h {
+                        let src = &x[y * w..(y + 1) * w];
+                        let dst = &mut rows[y * ow..(y + 1) * ow];
+                        for &(o0, n, ix0) in &col_taps {
+                            let dst = &mut dst[o0..o0 + n];
+                            if sw == 1 {
+                                for (d, &v) in dst.iter_mut().zip(&src[ix0..ix0 + n]) {
+                                    *d = combine(*d, v);
+                                }
+                            } else {
+                                for (i, d) in dst.iter_mut().enumerate() {
+                                    *d = combine(*d, src[ix0 + i * sw]);
+                                }
+                            }
+                        }
+                    }
+                    let cols: Vec<Taps> = (0..ow)
+                        .map(|ox| Taps::new(ox * sw, kw, dw, left, w, right))
+                        .collect();
+                    for oy in 0..self.oh {
+                        let r = Taps::new(oy * sh, kh, dh, top, h, bottom);
+                        let line = &mut out[oy * ow..(oy + 1) * ow];
+                        line.fill(start);
+                        for t in 0..r.inside {
+                            let y = r.first + t * dh;
+                            for (d, &v) in line.iter_mut().zip(&rows[y * ow..(y + 1) * ow]) {
+                                *d = combine(*d, v);
+                            }
+                        }
+                        if let Kind::Average { count_include_pad } = kind {
+                            for (d, c) in line.iter_mut().zip(&cols) {
+                                let n = if count_include_pad {
+                                    r.counted * c.counted
+                                } else {
+                                    r.inside * c.inside
+                                };
+                                *d /= n.max(1) as f32;
+                            }
+                        }
+                    }
+                },
+            )
+        });
+    }
+}
+
+thread_local! {
+    /// Each worker's row-pass buffer (`h × ow`), kept between planes.
+    static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A window's taps along one axis: those inside the input are `inside` taps from input
+/// coordinate `first`, a dilation apart (an unbroken run: padding is only at the ends); those
+/// inside input + padding number `counted` (what `count_include_pad` divides by).
+struct Taps {
+    first: usize,
+    inside: usize,
+    counted: usize,
+}
+
+impl Taps {
+    /// The window starting at padded coordinate `start`: `k` taps `d` apart, over an axis of
+    /// `size` with `lo` and `hi` padding.
+    fn new(start: usize, k: usize, d: usize, lo: usize, size: usize, hi: usize) -> Self {
+        let at = |t: usize| start + t * d;
+        let t0 = (0..k).find(|&t| at(t) >= lo).unwrap_or(k);
+        let t1 = (t0..k).find(|&t| at(t) >= lo + size).unwrap_or(k);
+        Taps {
+            first: if t0 < k { at(t0) - lo } else { 0 },
+            inside: t1 - t0,
+            counted: (0..k).filter(|&t| at(t) < lo + size + hi).count(),
+        }
+    }
+}
