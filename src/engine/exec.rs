@@ -119,6 +119,24 @@ pub fn run(
                 // `value_sync`: a validation between steps on the training thread sees the
                 // latest step's update, not the one before.
                 let (mean, var) = (p.running_mean.value_sync(), p.running_var.value_sync());
+                let (gamma, beta) = (p.gamma.val(), p.beta.val());
+                let range = step.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+                let stats = [&gamma, &beta, &mean, &var];
+                let fast = match &x {
+                    Value::R2(t) => {
+                        fast_cpu::batch_norm_inference(t, stats, eps, range).map(Value::R2)
+                    }
+                    Value::R3(t) => {
+                        fast_cpu::batch_norm_inference(t, stats, eps, range).map(Value::R3)
+                    }
+                    Value::R4(t) => {
+                        fast_cpu::batch_norm_inference(t, stats, eps, range).map(Value::R4)
+                    }
+                    _ => None,
+                };
+                if let Some(y) = fast {
+                    return one(y);
+                }
                 let y = map!(x, t => batch_norm(t, p.gamma.val(), p.beta.val(), mean.clone(), var.clone(), eps));
                 one(match step.clamp {
                     Some((lo, hi)) => clamp(y, lo, hi, mode),
@@ -399,18 +417,16 @@ pub fn run(
             let r = values.iter().map(Value::rank).max().unwrap_or(1);
             let a = norm_axis(*axis, r)?;
             macro_rules! cat {
-                ($V:ident) => {
-                    Value::$V(Tensor::cat(
-                        values
-                            .into_iter()
-                            .map(|v| match v {
-                                Value::$V(t) => Ok(t),
-                                o => Err(format!("concat of ranks {} and {}", o.rank(), r)),
-                            })
-                            .collect::<Result<Vec<_>, _>>()?,
-                        a,
-                    ))
-                };
+                ($V:ident) => {{
+                    let parts = values
+                        .into_iter()
+                        .map(|v| match v {
+                            Value::$V(t) => Ok(t),
+                            o => Err(format!("concat of ranks {} and {}", o.rank(), r)),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Value::$V(fast_cpu::concat(&parts, a).unwrap_or_else(|| Tensor::cat(parts, a)))
+                }};
             }
             one(match r {
                 1 => cat!(R1),
