@@ -297,6 +297,17 @@ mod tests {
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
 
+    /// The largest difference between two tensors of the same shape.
+    pub(super) fn max_diff<const D: usize>(got: Tensor<D>, want: Tensor<D>) -> f32 {
+        assert_eq!(got.dims(), want.dims(), "shapes");
+        let g: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
+        let e: Vec<f32> = want.into_data().try_to_vec::<f32>().unwrap();
+        g.iter()
+            .zip(&e)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    }
+
     /// Deterministic values in [-1, 1) (also for `train`'s tests).
     pub(super) fn seq(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
@@ -358,13 +369,7 @@ mod tests {
                 want.dims(),
                 "case {h}x{w} k{k} s{s} d{d} {pads:?}"
             );
-            let g: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
-            let e: Vec<f32> = want.into_data().try_to_vec::<f32>().unwrap();
-            let err = g
-                .iter()
-                .zip(&e)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let err = max_diff(got, want);
             assert!(
                 err < 1e-5,
                 "case {h}x{w} k{k} s{s} d{d} {pads:?}: error {err}"
@@ -395,13 +400,7 @@ mod tests {
             let want = conv2d(x, wt, b, ConvOptions::new([1, 1], [0, 0], [1, 1], 1))
                 .clamp_min(0.0)
                 .clamp_max(6.0);
-            let g: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
-            let e: Vec<f32> = want.into_data().try_to_vec::<f32>().unwrap();
-            let err = g
-                .iter()
-                .zip(&e)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let err = max_diff(got, want);
             assert!(err < 1e-4, "{n}x{c}->{co} {h}x{w}: error {err}");
         }
     }
@@ -447,13 +446,7 @@ mod tests {
             let want = conv2d(x, wt, Some(b), opts).clamp_min(0.0).clamp_max(6.0);
             let case = format!("{n}x{c}->{co} {h}x{w} k{k} s{s} d{d} {pads:?} g{groups}");
             assert_eq!(got.dims(), want.dims(), "{case}");
-            let g: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
-            let e: Vec<f32> = want.into_data().try_to_vec::<f32>().unwrap();
-            let err = g
-                .iter()
-                .zip(&e)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let err = max_diff(got, want);
             assert!(err < 1e-3, "{case}: error {err}");
         }
     }
@@ -488,14 +481,7 @@ mod tests {
             let pairs = [(pads[0], pads[2]), (pads[1], pads[3])];
             let case = format!("{h}x{w} k{k} s{s} {pads:?} ceil {ceil}");
             let compare = |got: Tensor<4>, want: Tensor<4>, what: &str| {
-                assert_eq!(got.dims(), want.dims(), "{what} {case}");
-                let g: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
-                let e: Vec<f32> = want.into_data().try_to_vec::<f32>().unwrap();
-                let err = g
-                    .iter()
-                    .zip(&e)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
+                let err = max_diff(got, want);
                 assert!(err < 1e-5, "{what} {case}: error {err}");
             };
             let got = pool(&x, &p, PoolKind::Max).expect("applies");
@@ -569,13 +555,7 @@ mod tests {
         let got = batch_norm_inference(&x, [&g, &b, &m, &v], 1e-5, (0.0, f32::INFINITY))
             .expect("applies");
         let want = batch_norm(x, g, b, m, v, 1e-5).clamp_min(0.0);
-        let g: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
-        let e: Vec<f32> = want.into_data().try_to_vec::<f32>().unwrap();
-        let err = g
-            .iter()
-            .zip(&e)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let err = max_diff(got, want);
         assert!(err < 1e-5, "error {err}");
     }
 
