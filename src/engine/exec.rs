@@ -122,18 +122,7 @@ pub fn run(
                 let (gamma, beta) = (p.gamma.val(), p.beta.val());
                 let range = step.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
                 let stats = [&gamma, &beta, &mean, &var];
-                let fast = match &x {
-                    Value::R2(t) => {
-                        fast_cpu::batch_norm_inference(t, stats, eps, range).map(Value::R2)
-                    }
-                    Value::R3(t) => {
-                        fast_cpu::batch_norm_inference(t, stats, eps, range).map(Value::R3)
-                    }
-                    Value::R4(t) => {
-                        fast_cpu::batch_norm_inference(t, stats, eps, range).map(Value::R4)
-                    }
-                    _ => None,
-                };
+                let fast = visit!(&x, t => fast_cpu::batch_norm_inference(t, stats, eps, range).map(lift_same));
                 if let Some(y) = fast {
                     return one(y);
                 }
