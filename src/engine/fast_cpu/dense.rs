@@ -7,6 +7,7 @@
 //! ResNet-18's first block is 230 MB of patches), then adds the bias and clamps in passes
 //! over the whole activation.
 
+use super::conv_output;
 use super::pointwise::{SendPtr, Tile, parallelism};
 use crate::graph::Conv;
 use rayon::prelude::*;
@@ -53,14 +54,7 @@ impl Geometry {
         if depthwise || plain_1x1 || n * c * co * kh * kw == 0 {
             return None;
         }
-        let [sh, sw] = conv.strides;
-        let [dh, dw] = conv.dilations;
-        let [top, left, bottom, right] = conv.pads;
-        let span_h = dh * (kh - 1) + 1;
-        let span_w = dw * (kw - 1) + 1;
-        if sh * sw * dh * dw == 0 || h + top + bottom < span_h || w + left + right < span_w {
-            return None;
-        }
+        let [oh, ow] = conv_output([h, w], [kh, kw], conv.strides, conv.dilations, conv.pads)?;
         Some(Geometry {
             n,
             c,
@@ -70,11 +64,11 @@ impl Geometry {
             groups,
             kh,
             kw,
-            stride: [sh, sw],
-            dilation: [dh, dw],
-            pad: [top, left],
-            oh: (h + top + bottom - span_h) / sh + 1,
-            ow: (w + left + right - span_w) / sw + 1,
+            stride: conv.strides,
+            dilation: conv.dilations,
+            pad: [conv.pads[0], conv.pads[1]],
+            oh,
+            ow,
         })
     }
 

@@ -3,7 +3,7 @@
 //! gradients). Each channel of each image is one task, worked in a zero-bordered scratch copy
 //! of its plane that fits in L2.
 
-use super::{ConvGrads, clamp1, with_avx2};
+use super::{ConvGrads, clamp1, conv_output, with_avx2};
 use crate::graph::Conv;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -71,26 +71,19 @@ impl Geometry {
         if conv.groups != c || co != c || per_group != 1 || kh * kw == 0 || n * c == 0 {
             return None;
         }
-        let [sh, sw] = conv.strides;
-        let [dh, dw] = conv.dilations;
-        let [top, left, bottom, right] = conv.pads;
-        let span_h = dh * (kh - 1) + 1;
-        let span_w = dw * (kw - 1) + 1;
-        if h + top + bottom < span_h || w + left + right < span_w || sh * sw == 0 {
-            return None;
-        }
+        let [oh, ow] = conv_output([h, w], [kh, kw], conv.strides, conv.dilations, conv.pads)?;
         let mut g = Geometry {
             n,
             c,
             h,
             w,
-            oh: (h + top + bottom - span_h) / sh + 1,
-            ow: (w + left + right - span_w) / sw + 1,
+            oh,
+            ow,
             kh,
             kw,
-            stride: [sh, sw],
-            dilation: [dh, dw],
-            pad: [top, left],
+            stride: conv.strides,
+            dilation: conv.dilations,
+            pad: [conv.pads[0], conv.pads[1]],
             layouts: Default::default(),
         };
         g.layouts = [g.forward_block(), V, 1].map(|block| {

@@ -70,3 +70,25 @@ pub fn exp1(v: f32) -> f32 {
 pub fn sigmoid1(v: f32) -> f32 {
     1.0 / (1.0 + exp1(-v))
 }
+
+/// A convolution's (or pooling window's) output height and width, floor-divided: input
+/// `[h, w]`, kernel `[kh, kw]` (≥ 1), strides, dilations and pads `[top, left, bottom,
+/// right]`. `None` when a stride or dilation is zero or the padded input is shorter than the
+/// kernel's span.
+pub fn conv_output(
+    [h, w]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    [sh, sw]: [usize; 2],
+    [dh, dw]: [usize; 2],
+    [top, left, bottom, right]: [usize; 4],
+) -> Option<[usize; 2]> {
+    let span_h = dh * (kh - 1) + 1;
+    let span_w = dw * (kw - 1) + 1;
+    if sh * sw * dh * dw == 0 || h + top + bottom < span_h || w + left + right < span_w {
+        return None;
+    }
+    Some([
+        (h + top + bottom - span_h) / sh + 1,
+        (w + left + right - span_w) / sw + 1,
+    ])
+}

@@ -21,7 +21,7 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Tensor, TensorData};
 #[cfg(target_arch = "x86_64")]
 use lanes::has_avx2_fma;
-use lanes::{ConvGrads, clamp1, sigmoid1, with_avx2};
+use lanes::{ConvGrads, clamp1, conv_output, sigmoid1, with_avx2};
 pub use pool::Kind as PoolKind;
 use rayon::prelude::*;
 

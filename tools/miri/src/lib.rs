@@ -14,13 +14,15 @@ pub mod graph {
     }
 }
 
+// Graft's inference-only helpers in it (exp1, sigmoid1) are not used by these kernels.
+#[allow(dead_code)]
 #[path = "../../../src/engine/fast_cpu/lanes.rs"]
 mod lanes;
 
 pub use lanes::ConvGrads;
 #[cfg(target_arch = "x86_64")]
 use lanes::has_avx2_fma;
-use lanes::{clamp1, with_avx2};
+use lanes::{clamp1, conv_output, with_avx2};
 
 #[path = "../../../src/engine/fast_cpu/depthwise.rs"]
 pub mod depthwise;
