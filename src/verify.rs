@@ -190,7 +190,7 @@ pub struct DetectorVerifyReport {
     pub min_iou: f32,
     /// The largest |score difference| of a pair.
     pub max_score_diff: f32,
-    /// Largest |tract − Graft| over the prediction map (the file's last output).
+    /// Largest |tract − Graft| over the prediction maps (the file's last outputs).
     pub max_map_diff: f32,
     pub failed: Vec<(PathBuf, String)>,
 }
@@ -216,7 +216,7 @@ pub fn verify_detector(
     limit: usize,
 ) -> Result<DetectorVerifyReport, String> {
     use crate::detect::transform::fitted;
-    use crate::detect::yolo::{Suppression, decode, suppress};
+    use crate::detect::yolo::{Suppression, decode, image_maps, suppress};
     let spec = crate::graph::edit::DetectionSpec::of(net).ok_or("not a detector")?;
     let (pre, [c, h, w]) = net.input_preprocess()?;
     if c != 3 || h != w {
@@ -246,14 +246,10 @@ pub fn verify_detector(
         };
         let view = fitted(&img, &[], h, spec.fit);
         let x = crate::data::preprocess::normalize_chw(&view.image, &pre);
-        let (dims, map) = model
+        let maps = model
             .infer(&[1, c, h, w], x.clone())
-            .map_err(|e| e.to_string())?
-            .remove(0);
-        let [_, _, mh, mw] = dims[..] else {
-            return Err(format!("the detection output is {dims:?}, not N×C×H×W"));
-        };
-        let ours = suppress(decode(&map, &spec, (mh, mw), s.score_threshold), &s);
+            .map_err(|e| e.to_string())?;
+        let ours = suppress(decode(&image_maps(&maps, 0)?, &spec, s.score_threshold), &s);
         let input = Tensor::from_shape(&[1, c, h, w], &x).map_err(|e| e.to_string())?;
         let out = runnable
             .run(tvec!(input.into()))
@@ -265,23 +261,27 @@ pub fn verify_detector(
                 .copied()
                 .collect())
         };
-        let their_map = floats(out.last().ok_or("tract gave no output")?)?;
-        if their_map.len() != map.len() {
-            return Err(format!(
-                "the file's last output has {} values, Graft's map {}",
-                their_map.len(),
-                map.len()
-            ));
-        }
-        for (a, b) in map.iter().zip(&their_map) {
-            r.max_map_diff = r.max_map_diff.max((a - b).abs());
-        }
-        if out.len() != 5 {
+        if out.len() != 4 + maps.len() {
             return Err(format!(
                 "the file has {} outputs; verify compares detectors exported with NMS inside \
-                 (boxes, scores, classes, batch_index, map)",
-                out.len()
+                 (boxes, scores, classes, batch_index, then {} map(s))",
+                out.len(),
+                maps.len()
             ));
+        }
+        // The maps are the file's last outputs, in the spec's order.
+        for ((_, map), theirs) in maps.iter().zip(&out[4..]) {
+            let theirs = floats(theirs)?;
+            if theirs.len() != map.len() {
+                return Err(format!(
+                    "the file's map has {} values, Graft's {}",
+                    theirs.len(),
+                    map.len()
+                ));
+            }
+            for (a, b) in map.iter().zip(&theirs) {
+                r.max_map_diff = r.max_map_diff.max((a - b).abs());
+            }
         }
         let boxes = floats(&out[0])?;
         let scores = floats(&out[1])?;

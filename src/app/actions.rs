@@ -170,7 +170,7 @@ impl GraftApp {
         };
         let d = &self.options.detection;
         let anchors = view
-            .estimate_now((side, d.anchors, d.fit))
+            .estimate_now((side, d.anchor_total(), d.fit))
             .anchors
             .clone()?
             .sizes;
@@ -191,12 +191,7 @@ impl GraftApp {
             None => crate::graph::edit::default_feature(&ws.network, &ws.store)
                 .ok_or("no stride-16 or stride-32 feature map found; select one in the graph")?,
         };
-        Ok(Edit::AddDetectionHead {
-            node,
-            classes: train.classes.clone(),
-            anchors,
-            seed: self.options.seed,
-        })
+        Ok(d.head_edit(node, train.classes.clone(), anchors, self.options.seed))
     }
 
     /// Why training cannot start now, if it cannot.

@@ -32,10 +32,14 @@ pub struct TrainArgs {
     /// Detection: read the box dataset as this layout instead of detecting it.
     #[arg(long, value_enum)]
     pub format: Option<super::boxes::FormatArg>,
-    /// Detection: how many anchor boxes to estimate from the training boxes (k-means on IoU;
-    /// default 5).
+    /// Detection: how many anchor boxes per scale to estimate from the training boxes
+    /// (k-means on IoU; default 5).
     #[arg(long)]
     pub anchors: Option<usize>,
+    /// Detection: prediction maps of the head: 1 (the feature map), or 2 (and the deepest
+    /// map at twice its stride, for the larger boxes; YOLO v3-tiny's layout). Default 1.
+    #[arg(long)]
+    pub scales: Option<usize>,
     /// Detection: the node whose output feeds the head (default: the deepest stride-16 feature
     /// map, else stride 32).
     #[arg(long)]
@@ -302,6 +306,9 @@ fn options(args: &TrainArgs) -> Result<TrainingOptions, String> {
     }
     if let Some(f) = args.fit {
         o.detection.fit = f.into();
+    }
+    if let Some(s) = args.scales {
+        o.detection.scales = s;
     }
     if let Some(a) = args.anchors {
         o.detection.anchors = a;
@@ -581,12 +588,9 @@ fn detector_job(args: &TrainArgs, options: &TrainingOptions) -> Result<Job, Stri
     if let Some(spec) = crate::graph::edit::DetectionSpec::of(&net)
         && spec.classes == train.classes
         && args.feature.is_none()
+        && args.scales.is_none_or(|s| s == spec.scales.len())
     {
-        eprintln!(
-            "keeping the network's detection head ({} anchors, stride {})",
-            spec.anchors.len(),
-            spec.stride
-        );
+        eprintln!("keeping the network's detection head ({})", spec.describe());
         return Ok((net, store, train, validation));
     }
     let side = match net.input.shape[..] {
@@ -598,7 +602,7 @@ fn detector_job(args: &TrainArgs, options: &TrainingOptions) -> Result<Job, Stri
         }
     };
     let sizes = crate::detect::anchors::input_box_sizes(&train_images, side, options.detection.fit);
-    let anchors = crate::detect::anchors::estimate(&sizes, options.detection.anchors, 0)?;
+    let anchors = crate::detect::anchors::estimate(&sizes, options.detection.anchor_total(), 0)?;
     let list: Vec<String> = anchors
         .sizes
         .iter()
@@ -615,18 +619,15 @@ fn detector_job(args: &TrainArgs, options: &TrainingOptions) -> Result<Job, Stri
         None => crate::graph::edit::default_feature(&net, &store)
             .ok_or("no stride-16 or stride-32 feature map found; name one with --feature")?,
     };
-    apply(
-        &mut net,
-        &mut store,
-        &Edit::AddDetectionHead {
-            node: node.clone(),
-            classes: train.classes.clone(),
-            anchors: anchors.sizes,
-            seed: options.seed,
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    eprintln!("detection head on {node}");
+    let edit = options.detection.head_edit(
+        node.clone(),
+        train.classes.clone(),
+        anchors.sizes,
+        options.seed,
+    );
+    apply(&mut net, &mut store, &edit).map_err(|e| e.to_string())?;
+    let spec = crate::graph::edit::DetectionSpec::of(&net).ok_or("the head was not added")?;
+    eprintln!("detection head on {node} ({})", spec.describe());
     Ok((net, store, train, validation))
 }
 

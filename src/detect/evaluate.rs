@@ -6,7 +6,7 @@
 
 use super::ap::{self, Detection, Report, Truth};
 use super::dataset::Object;
-use super::yolo::{Predicted, Suppression, decode, suppress};
+use super::yolo::{MapRef, Predicted, Suppression, decode, suppress};
 use crate::data::loader::Framed;
 use crate::graph::edit::DetectionSpec;
 use serde::{Deserialize, Serialize};
@@ -85,21 +85,14 @@ impl Collector {
         }
     }
 
-    /// One image: its prediction map (`channels × h × w`), how it was framed, its file and
-    /// its true boxes in its own pixels.
-    pub fn add(
-        &mut self,
-        map: &[f32],
-        (h, w): (usize, usize),
-        framed: &Framed,
-        path: PathBuf,
-        truths: &[Object],
-    ) {
+    /// One image: its prediction maps (one per scale), how it was framed, its file and its
+    /// true boxes in its own pixels.
+    pub fn add(&mut self, maps: &[MapRef], framed: &Framed, path: PathBuf, truths: &[Object]) {
         let image = self.images.len();
         let p = &framed.placement;
         let (iw, ih) = (framed.size.0 as f32, framed.size.1 as f32);
         // Back in the image's pixels, clipped to it (as `Detector` does); empty boxes dropped.
-        let found: Vec<Predicted> = decode(map, &self.spec, (h, w), AP_SUPPRESSION.score_threshold)
+        let found: Vec<Predicted> = decode(maps, &self.spec, AP_SUPPRESSION.score_threshold)
             .into_iter()
             .filter_map(|d| {
                 let bbox = p.to_source(&d.bbox).clipped(iw, ih);
@@ -174,7 +167,7 @@ mod tests {
     use super::*;
     use crate::detect::BBox;
     use crate::detect::transform::{Fit, Placement};
-    use crate::detect::yolo::targets;
+    use crate::detect::yolo::{maps_saying, targets};
 
     /// A map that says exactly an image's (letterboxed) boxes gives AP 1 for both
     /// definitions, the boxes back in the image's pixels, and no mistakes; a map that says
@@ -183,8 +176,10 @@ mod tests {
     fn a_perfect_map_scores_one_and_an_empty_one_zero() {
         let spec = DetectionSpec {
             classes: vec!["cat".into(), "dog".into()],
-            anchors: vec![(20.0, 20.0), (60.0, 40.0)],
-            stride: 16,
+            scales: vec![crate::graph::edit::Scale {
+                stride: 16,
+                anchors: vec![(20.0, 20.0), (60.0, 40.0)],
+            }],
             fit: Default::default(),
         };
         // A 128×64 image letterboxed into 64×64: scale 0.5, 16 px bands top and bottom.
@@ -212,20 +207,11 @@ mod tests {
             placement,
             size: (128, 64),
         };
-        let (h, w) = (4, 4);
-        let per = spec.per_anchor();
-        let cells = h * w;
-        let mut map = vec![-12.0f32; spec.anchors.len() * per * cells];
-        for t in targets(&framed.objects, &spec, (h, w)) {
-            let cell = t.cell.0 * w + t.cell.1;
-            for k in 0..4 {
-                map[(t.anchor * per + k) * cells + cell] = t.t[k];
-            }
-            map[(t.anchor * per + 4) * cells + cell] = 12.0;
-            map[(t.anchor * per + 5 + t.class) * cells + cell] = 12.0;
-        }
+        let size = (4, 4);
+        let ts = targets(&framed.objects, &spec, &[size]);
+        let map = maps_saying(&spec, &ts, &[size]).remove(0);
         let mut c = Collector::new(spec.clone());
-        c.add(&map, (h, w), &framed, "a.png".into(), &truths);
+        c.add(&[(&map, size)], &framed, "a.png".into(), &truths);
         let e = c.finish();
         assert!((e.report.map50 - 1.0).abs() < 1e-6, "{:?}", e.report);
         assert!(e.report.map > 0.99, "{:?}", e.report);
@@ -243,13 +229,8 @@ mod tests {
         }
 
         let mut c = Collector::new(spec);
-        c.add(
-            &vec![-12.0; map.len()],
-            (h, w),
-            &framed,
-            "a.png".into(),
-            &truths,
-        );
+        let nothing = vec![-12.0; map.len()];
+        c.add(&[(&nothing, size)], &framed, "a.png".into(), &truths);
         let e = c.finish();
         assert_eq!(e.report.map50, 0.0);
         assert_eq!(e.images[0].mistakes, 2);

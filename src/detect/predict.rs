@@ -5,7 +5,7 @@
 
 use super::boxes::BBox;
 use super::transform::{self, Fit};
-use super::yolo::{Predicted, Suppression, decode, suppress};
+use super::yolo::{Predicted, Suppression, decode, image_maps, suppress};
 use crate::engine::Model;
 use crate::graph::Network;
 use crate::graph::edit::DetectionSpec;
@@ -57,14 +57,11 @@ impl Detector {
             .model
             .infer(&[1, 3, self.side, self.side], data)
             .map_err(|e| e.to_string())?;
-        let (dims, map) = outputs
-            .into_iter()
-            .next()
-            .ok_or("the network gave no output")?;
-        let [_, _, h, w] = dims[..] else {
-            return Err(format!("the detection output is {dims:?}, not N×C×H×W"));
-        };
-        let found = decode(&map, &self.spec, (h, w), self.suppression.score_threshold);
+        let found = decode(
+            &image_maps(&outputs, 0)?,
+            &self.spec,
+            self.suppression.score_threshold,
+        );
         let (iw, ih) = (img.width() as f32, img.height() as f32);
         let mapped = found
             .into_iter()

@@ -1,13 +1,15 @@
 //! A detector's decoding written into its ONNX file, so that any runtime gets boxes, not a
-//! prediction map: after the head's map `[N, A·(5+K), H, W]` the exporter appends
-//! - **boxes** `[N, M, 4]` (x0, y0, x1, y1 in input pixels; M = A·H·W) and **scores**
-//!   `[N, M, K]`: σ offsets plus the cell, anchor × e^t (exponent capped at 10), σ(obj)·σ(class)
-//!   kept for each box's best class only — exactly `detect::yolo::decode`;
+//! prediction map: after the head's maps `[N, A·(5+K), H, W]` (one per scale) the exporter
+//! appends
+//! - **boxes** `[N, M, 4]` (x0, y0, x1, y1 in input pixels; M = Σ A·H·W over the scales, the
+//!   finest first) and **scores** `[N, M, K]`: σ offsets plus the cell, anchor × e^t (exponent
+//!   capped at 10), σ(obj)·σ(class) kept for each box's best class only — exactly
+//!   `detect::yolo::decode`;
 //! - with [`Decoding::Nms`], ONNX `NonMaxSuppression` (class-aware, the [`Suppression`]'s IoU
 //!   and score thresholds, its max detections per class) and gathers: **boxes** `[D, 4]`,
 //!   **scores** `[D]`, **classes** `[D]` (int64) and **batch_index** `[D]` (int64).
 //!
-//! The map stays an output (last), and every appended node's name starts with
+//! The maps stay outputs (last), and every appended node's name starts with
 //! [`DECODE_PREFIX`], so Graft's importer removes the decoding again (the engine decodes in
 //! Rust) and a re-imported detector is the network that was exported. Boxes are in the
 //! letterboxed input's pixels; `graft.detection` in the metadata says how the image was
@@ -17,7 +19,7 @@ use super::export::ExportError;
 use super::ops::emit::{Prefixed, ValueDim, attr_int, attr_ints, value_info};
 use crate::detect::yolo::Suppression;
 use crate::graph::Network;
-use crate::graph::edit::DetectionSpec;
+use crate::graph::edit::{DetectionSpec, Scale};
 use crate::weights::Store;
 use onnx_ir::{GraphProto, ModelProto};
 use serde::{Deserialize, Serialize};
@@ -52,21 +54,33 @@ pub fn to_model(
     if decoding == Decoding::Map {
         return Ok(model);
     }
-    let map = net
-        .outputs
-        .first()
-        .ok_or_else(|| ExportError::Invalid("the detector has no output".into()))?;
+    if net.outputs.len() != spec.scales.len() {
+        return Err(ExportError::Invalid(format!(
+            "the detector has {} outputs for {} scales",
+            net.outputs.len(),
+            spec.scales.len()
+        )));
+    }
     let (shapes, _) = crate::graph::shape::infer(net, store, 1);
-    let Some(&[_, channels, h, w]) = shapes.get(map).map(Vec::as_slice) else {
-        return Err(ExportError::Invalid(format!(
-            "the detection output '{map}' is not N×C×H×W"
-        )));
-    };
-    let (a, per, k) = (spec.anchors.len(), spec.per_anchor(), spec.classes.len());
-    if channels != a * per {
-        return Err(ExportError::Invalid(format!(
-            "the detection output has {channels} channels, not {a} anchors × {per}"
-        )));
+    let per = spec.per_anchor();
+    let mut maps = Vec::new();
+    for (map, scale) in net.outputs.iter().zip(&spec.scales) {
+        let Some(&[_, channels, h, w]) = shapes.get(map).map(Vec::as_slice) else {
+            return Err(ExportError::Invalid(format!(
+                "the detection output '{map}' is not N×C×H×W"
+            )));
+        };
+        let a = scale.anchors.len();
+        if channels != a * per {
+            return Err(ExportError::Invalid(format!(
+                "the detection output '{map}' has {channels} channels, not {a} anchors × {per}"
+            )));
+        }
+        maps.push(MapInfo {
+            name: map,
+            scale,
+            size: (h, w),
+        });
     }
     let opset = model
         .opset_import
@@ -79,10 +93,10 @@ pub fn to_model(
         spec: &spec,
         opset,
     };
-    let outputs = d.write(map, (a, per, k), (h, w), decoding, suppression);
+    let outputs = d.write(&maps, decoding, suppression);
     graph.node.append(&mut p.ex.nodes);
     graph.initializer.append(&mut p.ex.initializers);
-    // The decoded outputs first, the map last.
+    // The decoded outputs first, the maps last.
     let map_info = graph.output.drain(..).collect::<Vec<_>>();
     for (name, elem, dims) in outputs {
         graph.output.push(value_info(&name, elem, &dims));
@@ -123,6 +137,13 @@ const D: ValueDim = ValueDim::Param("D");
 /// (name, ONNX element type, dims).
 type Output = (String, i32, Vec<ValueDim>);
 
+/// One prediction map of the exported graph.
+struct MapInfo<'a> {
+    name: &'a str,
+    scale: &'a Scale,
+    size: (usize, usize),
+}
+
 struct Decoder<'a> {
     p: &'a mut Prefixed,
     spec: &'a DetectionSpec,
@@ -149,25 +170,21 @@ impl Decoder<'_> {
         self.node("Slice", vec![x.into(), s, e, ax], vec![])
     }
 
-    fn write(
-        mut self,
-        map: &str,
-        (a, per, k): (usize, usize, usize),
-        (h, w): (usize, usize),
-        decoding: Decoding,
-        s: &Suppression,
-    ) -> Vec<Output> {
+    /// One scale's boxes `[N, Mₛ, 4]` and best-class scores `[N, Mₛ, K]`.
+    fn decode_scale(&mut self, map: &MapInfo) -> (String, String) {
+        let (h, w) = map.size;
+        let (a, per) = (map.scale.anchors.len(), self.spec.per_anchor());
         let (hw, m) = (h * w, a * h * w);
         // [N, A·per, H, W] → [N, A, per, HW] → [N, A, HW, per] → [N, M, per].
         let shape = self.p.ints("shape", &[0, a as i64, per as i64, hw as i64]);
-        let r = self.node("Reshape", vec![map.into(), shape], vec![]);
+        let r = self.node("Reshape", vec![map.name.into(), shape], vec![]);
         let t = self.node("Transpose", vec![r], vec![attr_ints("perm", &[0, 1, 3, 2])]);
         let shape = self.p.ints("shape", &[0, m as i64, per as i64]);
         let f = self.node("Reshape", vec![t, shape], vec![]);
 
         // Each row's cell (column, row) and anchor, in the order of M.
         let (mut grid, mut anchors) = (Vec::with_capacity(2 * m), Vec::with_capacity(2 * m));
-        for &(aw, ah) in &self.spec.anchors {
+        for &(aw, ah) in &map.scale.anchors {
             for cell in 0..hw {
                 grid.extend([(cell % w) as f32, (cell / w) as f32]);
                 anchors.extend([aw, ah]);
@@ -175,7 +192,7 @@ impl Decoder<'_> {
         }
         let grid = self.p.floats("grid", &[1, m, 2], &grid);
         let anchors = self.p.floats("anchors", &[1, m, 2], &anchors);
-        let stride = self.p.floats("stride", &[], &[self.spec.stride as f32]);
+        let stride = self.p.floats("stride", &[], &[map.scale.stride as f32]);
         let cap = self.p.floats("cap", &[], &[10.0]);
         let half = self.p.floats("half", &[], &[0.5]);
 
@@ -219,6 +236,23 @@ impl Decoder<'_> {
         let sobj = self.node("Sigmoid", vec![obj], vec![]);
         let joint = self.node("Mul", vec![sobj, p], vec![]);
         let scores = self.node("Mul", vec![joint, mask], vec![]);
+        (boxes, scores)
+    }
+
+    /// Every scale decoded, then the outputs `decoding` asks for.
+    fn write(mut self, maps: &[MapInfo], decoding: Decoding, s: &Suppression) -> Vec<Output> {
+        let k = self.spec.classes.len();
+        let m: usize = maps
+            .iter()
+            .map(|x| x.scale.anchors.len() * x.size.0 * x.size.1)
+            .sum();
+        let (boxes, scores): (Vec<String>, Vec<String>) =
+            maps.iter().map(|x| self.decode_scale(x)).unzip();
+        let mut joined = |parts: Vec<String>| match <[String; 1]>::try_from(parts) {
+            Ok([one]) => one,
+            Err(parts) => self.node("Concat", parts, vec![attr_int("axis", 1)]),
+        };
+        let (boxes, scores) = (joined(boxes), joined(scores));
 
         let float = super::tensor::dtype::FLOAT;
         if decoding == Decoding::Boxes {

@@ -51,26 +51,19 @@ pub fn evaluate(
     let ends_in_softmax = net.ends_in_softmax();
     let mut acc = Accumulator::new(classes);
     let samples = &data.samples;
-    let failed = over_images(
-        net,
-        store,
-        samples,
-        None,
-        device,
-        progress,
-        |b, values, _| {
-            let c = values.len() / b.indices.len();
-            for (j, (&label, &idx)) in b.labels.iter().zip(&b.indices).enumerate() {
-                let row = &values[j * c..(j + 1) * c];
-                acc.add(
-                    &probabilities(row, ends_in_softmax),
-                    mapping[label],
-                    samples[idx].path.clone(),
-                );
-            }
-            Ok(())
-        },
-    )?;
+    let failed = over_images(net, store, samples, None, device, progress, |b, outputs| {
+        let values = &outputs[0].1;
+        let c = values.len() / b.indices.len();
+        for (j, (&label, &idx)) in b.labels.iter().zip(&b.indices).enumerate() {
+            let row = &values[j * c..(j + 1) * c];
+            acc.add(
+                &probabilities(row, ends_in_softmax),
+                mapping[label],
+                samples[idx].path.clone(),
+            );
+        }
+        Ok(())
+    })?;
     Ok(EvaluationRun {
         evaluation: acc.finish(),
         failed,
@@ -105,20 +98,11 @@ pub fn evaluate_detector(
         Some(framing),
         device,
         progress,
-        |b, values, dims| {
-            let per = values.len() / b.indices.len();
-            let [_, _, h, w] = dims[..] else {
-                return Err(format!("the detection output is {dims:?}, not N×C×H×W"));
-            };
+        |b, outputs| {
             for (j, (f, &idx)) in b.framed.iter().zip(&b.indices).enumerate() {
                 let s = &samples[idx];
-                collector.add(
-                    &values[j * per..(j + 1) * per],
-                    (h, w),
-                    f,
-                    s.path.clone(),
-                    &s.objects,
-                );
+                let maps = crate::detect::yolo::image_maps(outputs, j)?;
+                collector.add(&maps, f, s.path.clone(), &s.objects);
             }
             Ok(())
         },
@@ -128,8 +112,8 @@ pub fn evaluate_detector(
 
 /// Runs `net` (inference rewrites applied) over every image of `samples` in batches of 32,
 /// with its own preprocessing (a detector's images framed by `boxes`), handing each batch
-/// that decoded, with its first output's values and dims, to `each`. Returns the images
-/// that could not be read.
+/// that decoded, with its outputs (dims and values, a detector's maps one per scale), to
+/// `each`. Returns the images that could not be read.
 fn over_images(
     net: &Network,
     store: &Store,
@@ -137,7 +121,7 @@ fn over_images(
     boxes: Option<BoxFraming>,
     device: &DeviceInfo,
     mut progress: impl FnMut(usize, usize),
-    mut each: impl FnMut(&Batch, &[f32], &[usize]) -> Result<(), String>,
+    mut each: impl FnMut(&Batch, &crate::detect::yolo::Outputs) -> Result<(), String>,
 ) -> Result<Vec<Skipped>, String> {
     let (preprocess, [channels, _, _]) = net.input_preprocess()?;
     let side = preprocess.crop;
@@ -175,8 +159,14 @@ fn over_images(
             let out = model
                 .forward(x, Mode::Inference)
                 .map_err(|e| e.to_string())?;
-            let first = out.first().ok_or("the network gave no output")?;
-            each(&b, &first.to_vec()?, &first.dims())?;
+            if out.is_empty() {
+                return Err("the network gave no output".into());
+            }
+            let host = out
+                .iter()
+                .map(|v| Ok((v.dims(), v.to_vec()?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            each(&b, &host)?;
         }
         progress(done, samples.len());
     }

@@ -68,8 +68,12 @@ pub struct TrainingOptions {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DetectionOptions {
-    /// Anchor boxes per cell when the window adds a head (k-means on the training boxes).
+    /// Anchor boxes per cell of each scale when a head is added (k-means on the training
+    /// boxes).
     pub anchors: usize,
+    /// Prediction maps of a new head: 1 (the chosen feature map), or 2 (and the deepest map
+    /// at twice its stride, which takes the larger anchors).
+    pub scales: usize,
     pub fit: Fit,
     /// Training-time augmentation that moves the boxes; `None` trains on the fitted view
     /// (and lets a frozen backbone's features be cached).
@@ -82,10 +86,43 @@ pub struct DetectionOptions {
     pub decoding: Decoding,
 }
 
+impl DetectionOptions {
+    /// Anchors to estimate for a new head: `anchors` per scale.
+    pub fn anchor_total(&self) -> usize {
+        self.anchors * self.scales
+    }
+
+    /// The [`Edit`](crate::graph::edit::Edit) that adds a head on `node` for `classes`, with
+    /// estimated `anchors` (smallest area first, as `detect::anchors::estimate` gives them):
+    /// with two scales the smaller half goes to the finer map (YOLO v3's split by area).
+    pub fn head_edit(
+        &self,
+        node: String,
+        classes: Vec<String>,
+        anchors: Vec<(f32, f32)>,
+        seed: u64,
+    ) -> crate::graph::edit::Edit {
+        let mut anchors = anchors;
+        let coarse = if self.scales > 1 {
+            anchors.split_off(anchors.len() / 2)
+        } else {
+            Vec::new()
+        };
+        crate::graph::edit::Edit::AddDetectionHead {
+            node,
+            classes,
+            anchors,
+            coarse_anchors: coarse,
+            seed,
+        }
+    }
+}
+
 impl Default for DetectionOptions {
     fn default() -> Self {
         Self {
             anchors: 5,
+            scales: 1,
             fit: Fit::Letterbox,
             augmentation: Some(BoxAugmentation::default()),
             loss: LossWeights::default(),
@@ -157,6 +194,12 @@ impl TrainingOptions {
         }
         if self.l2 < 0.0 {
             return Err(format!("L2 {} must be ≥ 0", self.l2));
+        }
+        if !(1..=2).contains(&self.detection.scales) {
+            return Err(format!(
+                "a detection head has 1 or 2 scales, not {}",
+                self.detection.scales
+            ));
         }
         Ok(())
     }

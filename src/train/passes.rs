@@ -8,7 +8,7 @@ use crate::data::folder::Sample;
 use crate::data::loader::{Framed, Transform, spawn_batches};
 use crate::detect::evaluate::{Collector, DetectionEvaluation};
 use crate::detect::loss::{LossWeights, loss};
-use crate::detect::yolo::targets;
+use crate::detect::yolo::{image_maps, targets};
 use crate::engine::{Mode, Model, Params, Value};
 use crate::graph::edit::DetectionSpec;
 use burn::module::Module;
@@ -137,14 +137,14 @@ pub(super) fn to_input(data: Vec<f32>, n: usize, dims: &[usize], device: &Device
 }
 
 /// Runs the model in inference mode (no gradient graph) over every batch of a source, in
-/// order, handing each batch (its labels, boxes, indices; not its data) and the first
-/// output to `each`. Validation and the final evaluation of both tasks go through here.
+/// order, handing each batch (its labels, boxes, indices; not its data) and the outputs to
+/// `each`. Validation and the final evaluation of both tasks go through here.
 fn forward_batches(
     model: &Model,
     params: &Params,
     source: &Source,
     feed: &Feeder,
-    mut each: impl FnMut(&Ready, Value) -> Result<(), String>,
+    mut each: impl FnMut(&Ready, Vec<Value>) -> Result<(), String>,
 ) -> Result<(), String> {
     let order: Vec<usize> = (0..source.len()).collect();
     let frozen = params.clone().no_grad();
@@ -157,8 +157,10 @@ fn forward_batches(
             .plan
             .forward(&frozen, x, Mode::Inference)
             .map_err(|e| e.to_string())?;
-        let first = out.into_iter().next().ok_or("the network gave no output")?;
-        each(&b, first)?;
+        if out.is_empty() {
+            return Err("the network gave no output".into());
+        }
+        each(&b, out)?;
         Ok(true)
     })
 }
@@ -172,7 +174,7 @@ pub(super) fn inference_pass(
     mut each: impl FnMut(&[f32], usize, usize),
 ) -> Result<(), String> {
     forward_batches(model, params, source, feed, |b, out| {
-        let logits = out.to_vec()?;
+        let logits = out[0].to_vec()?;
         let c = logits.len() / b.indices.len().max(1);
         for (j, (&label, &idx)) in b.labels.iter().zip(&b.indices).enumerate() {
             each(&logits[j * c..(j + 1) * c], label, idx);
@@ -181,21 +183,31 @@ pub(super) fn inference_pass(
     })
 }
 
-/// The detection loss of a batch's prediction maps against its framed boxes (training steps
-/// and validation alike).
+/// The detection loss of a batch's prediction maps (the network's outputs, one per scale)
+/// against its framed boxes (training steps and validation alike).
 pub(super) fn framed_loss(
-    pred: burn::tensor::Tensor<4>,
+    outputs: Vec<Value>,
     framed: &[Framed],
     spec: &DetectionSpec,
     weights: &LossWeights,
     device: &burn::tensor::Device,
 ) -> Result<crate::detect::loss::Loss, String> {
-    let [_, _, h, w] = pred.dims();
+    let preds = outputs
+        .into_iter()
+        .map(Value::into_r4)
+        .collect::<Result<Vec<_>, _>>()?;
+    let sizes: Vec<(usize, usize)> = preds
+        .iter()
+        .map(|p| {
+            let [_, _, h, w] = p.dims();
+            (h, w)
+        })
+        .collect();
     let wanted: Vec<_> = framed
         .iter()
-        .map(|f| targets(&f.objects, spec, (h, w)))
+        .map(|f| targets(&f.objects, spec, &sizes))
         .collect();
-    loss(pred, &wanted, spec, weights, device)
+    loss(preds, &wanted, spec, weights, device)
 }
 
 /// Mean cross-entropy and accuracy over a source.
@@ -251,24 +263,18 @@ pub(super) fn detection_pass(
 ) -> Result<DetectionEvaluation, String> {
     let device = model.device().clone();
     let mut collector = Collector::new(spec.clone());
-    forward_batches(model, params, source, feed, |b, map| {
+    forward_batches(model, params, source, feed, |b, maps| {
         let k = b.indices.len();
-        let host = map.to_vec()?;
-        let pred = map.into_r4()?;
-        let [_, _, h, w] = pred.dims();
-        let l = framed_loss(pred, &b.framed, spec, weights, &device)?;
+        let host = maps
+            .iter()
+            .map(|m| Ok((m.dims(), m.to_vec()?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let l = framed_loss(maps, &b.framed, spec, weights, &device)?;
         let total = crate::engine::params::to_vec(&l.total)?[0] as f64;
         collector.add_loss(total * k as f64, k);
-        let per = host.len() / k.max(1);
         for (j, (f, &idx)) in b.framed.iter().zip(&b.indices).enumerate() {
             let s = &samples[idx];
-            collector.add(
-                &host[j * per..(j + 1) * per],
-                (h, w),
-                f,
-                s.path.clone(),
-                &s.objects,
-            );
+            collector.add(&image_maps(&host, j)?, f, s.path.clone(), &s.objects);
         }
         Ok(())
     })?;

@@ -83,6 +83,7 @@ pub(super) fn prepare(job: &TrainJob, reporter: &Reporter) -> Result<Prepared, S
     let (shapes, _) = crate::graph::shape::infer(&logits_net, store, 1);
     let out_shape = logits_net.outputs.first().and_then(|o| shapes.get(o));
     match &detection {
+        Some(spec) => check_maps(&logits_net, &shapes, spec)?,
         None => {
             let out_len = out_shape.map(|s| s.iter().skip(1).product::<usize>());
             if out_len != Some(classes.len()) {
@@ -90,16 +91,6 @@ pub(super) fn prepare(job: &TrainJob, reporter: &Reporter) -> Result<Prepared, S
                     "the network has {} outputs but the dataset has {} classes; adapt the head to the dataset first",
                     out_len.unwrap_or(0),
                     classes.len()
-                ));
-            }
-        }
-        Some(spec) => {
-            let want = spec.anchors.len() * spec.per_anchor();
-            if !matches!(out_shape.map(Vec::as_slice), Some([_, c, _, _]) if *c == want) {
-                return Err(format!(
-                    "the detection head's output is {out_shape:?}, not N×{want}×H×W ({} anchors × (5 + {} classes))",
-                    spec.anchors.len(),
-                    spec.classes.len()
                 ));
             }
         }
@@ -147,6 +138,34 @@ pub(super) fn prepare(job: &TrainJob, reporter: &Reporter) -> Result<Prepared, S
         detection,
         audio,
     })
+}
+
+/// A detector's outputs are its prediction maps, one per scale of its spec, each
+/// N×(anchors·(5 + classes))×H×W.
+fn check_maps(
+    net: &Network,
+    shapes: &crate::graph::shape::Shapes,
+    spec: &DetectionSpec,
+) -> Result<(), String> {
+    if net.outputs.len() != spec.scales.len() {
+        return Err(format!(
+            "the detection head has {} outputs for {} scales",
+            net.outputs.len(),
+            spec.scales.len()
+        ));
+    }
+    for (o, scale) in net.outputs.iter().zip(&spec.scales) {
+        let want = scale.anchors.len() * spec.per_anchor();
+        let got = shapes.get(o);
+        if !matches!(got.map(Vec::as_slice), Some([_, c, _, _]) if *c == want) {
+            return Err(format!(
+                "the detection output '{o}' is {got:?}, not N×{want}×H×W ({} anchors × (5 + {} classes))",
+                scale.anchors.len(),
+                spec.classes.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A box dataset's detector: the head's spec, for the dataset's classes.

@@ -277,15 +277,16 @@ impl<'a> Run<'a> {
     /// The batch's loss, its accuracy (NaN for a detector) and a detector's loss terms.
     fn batch_loss(
         &self,
-        out: Value,
+        mut out: Vec<Value>,
         b: &Ready,
     ) -> Result<(Tensor<1>, f64, Option<LossTerms>), String> {
         let Some(spec) = &self.detection else {
-            let (loss, accuracy) = cross_entropy(out.into_r2()?, &b.labels, &self.train_device)?;
+            let logits = out.drain(..).next().ok_or("the network gave no output")?;
+            let (loss, accuracy) = cross_entropy(logits.into_r2()?, &b.labels, &self.train_device)?;
             return Ok((loss, accuracy, None));
         };
         let l = framed_loss(
-            out.into_r4()?,
+            out,
             &b.framed,
             spec,
             &self.options.detection.loss,
@@ -379,7 +380,7 @@ impl<'a> Run<'a> {
             .plan
             .forward(&self.model.params, x, Mode::Train)
             .map_err(|e| e.to_string())?;
-        let (loss, accuracy, terms) = self.batch_loss(out[0].clone(), &b)?;
+        let (loss, accuracy, terms) = self.batch_loss(out, &b)?;
         let loss_value = crate::engine::params::to_vec(&loss.clone().detach())?[0] as f64;
         if !loss_value.is_finite() {
             return Err(format!(

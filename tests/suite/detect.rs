@@ -21,6 +21,7 @@ fn graft_detect_maps_boxes_back_into_each_image() {
             node,
             classes: vec!["cat".into(), "dog".into()],
             anchors: vec![(30.0, 30.0), (90.0, 90.0)],
+            coarse_anchors: vec![],
             seed: 1,
         },
     )
@@ -258,4 +259,78 @@ fn a_detection_head_learns_on_a_frozen_backbone_and_its_export_scores_the_same()
             })
         });
     assert!(hit, "box {b:?} of class {class} not among {text}");
+}
+
+/// A two-scale detector's file decodes both maps inside: boxes from the fine map (class
+/// "cat", set by its biases) and from the coarse map ("dog") come out of the file's NMS in
+/// tract exactly as Graft's own decoding and suppression find them (paired boxes' IoU ≥ 0.99,
+/// scores within 1e-4, same counts), and Graft finds both classes.
+#[test]
+fn a_two_scale_detector_decodes_both_maps_in_its_file() {
+    use graft::graph::edit::DetectionSpec;
+    let imported = onnx::import_bytes(graft::DEFAULT_MODEL).unwrap();
+    let (mut net, mut store) = (imported.network, imported.store);
+    let node = graft::graph::edit::default_feature(&net, &store).unwrap();
+    apply(
+        &mut net,
+        &mut store,
+        &Edit::AddDetectionHead {
+            node,
+            classes: vec!["cat".into(), "dog".into()],
+            anchors: vec![(48.0, 48.0)],
+            coarse_anchors: vec![(120.0, 100.0)],
+            seed: 3,
+        },
+    )
+    .unwrap();
+    // Objectness varying from cell to cell (its random weights scaled up) around a score of
+    // 0.25, so some cells pass the threshold and fewer than 100 boxes survive (the file's cap
+    // is per class, Graft's per image); the fine map sure of "cat", the coarse one of "dog".
+    for (prefix, class) in [("detect", 5), ("detect.s1", 6)] {
+        let key = format!("{prefix}.predict.bias");
+        let mut bias = store.get(&key).unwrap().clone();
+        bias.data[4] = -1.1;
+        bias.data[class] = 8.0;
+        bias.data[11 - class] = -8.0;
+        store.insert(&key, bias);
+        let key = format!("{prefix}.predict.weight");
+        let mut weight = store.get(&key).unwrap().clone();
+        let row = weight.data.len() / weight.shape[0];
+        weight.data[4 * row..5 * row]
+            .iter_mut()
+            .for_each(|w| *w *= 30.0);
+        store.insert(&key, weight);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let images: Vec<std::path::PathBuf> = (0..2u32)
+        .map(|k| {
+            let path = dir.path().join(format!("{k}.png"));
+            image::RgbImage::from_fn(320, 200 + 40 * k, |x, y| {
+                image::Rgb([(x * 7 + k * 50) as u8, (y * 3) as u8, ((x ^ y) * 5) as u8])
+            })
+            .save(&path)
+            .unwrap();
+            path
+        })
+        .collect();
+    let bytes = onnx::export_with_labels(&net, &store, &dir.path().join("two.onnx")).unwrap();
+    let r = graft::verify::verify_detector(&bytes, &net, &store, &images, 4).unwrap();
+    assert_eq!(r.images, 2, "{r:?}");
+    assert!(r.boxes > 0 && r.boxes < 100, "{r:?}");
+    assert!(r.passed(), "{r:?}");
+
+    let detector =
+        graft::detect::predict::Detector::new(&net, &store, &burn::tensor::Device::flex()).unwrap();
+    assert_eq!(DetectionSpec::of(&net).unwrap().scales.len(), 2);
+    let found: Vec<_> = images
+        .iter()
+        .flat_map(|i| {
+            detector
+                .detect(&graft::data::preprocess::load_rgb(i).unwrap())
+                .unwrap()
+        })
+        .collect();
+    for class in [0, 1] {
+        assert!(found.iter().any(|p| p.class == class), "{found:?}");
+    }
 }

@@ -409,14 +409,16 @@ fn a_detection_head_goes_on_a_feature_map_as_ordinary_nodes() {
             node: feature.clone(),
             classes: classes(2),
             anchors: anchors.clone(),
+            coarse_anchors: vec![],
             seed: 5,
         },
     )
     .unwrap();
     let spec = DetectionSpec::of(&net).unwrap();
+    assert_eq!((spec.scales.len(), spec.per_anchor()), (1, 7), "one scale");
     assert_eq!(
-        (spec.stride, spec.anchors.clone(), spec.per_anchor()),
-        (16, anchors, 7)
+        (spec.scales[0].stride, spec.scales[0].anchors.clone()),
+        (16, anchors)
     );
     let (shapes, _) = graft::graph::shape::infer(&net, &store, 1);
     assert_eq!(shapes[&net.outputs[0]], vec![1, 21, 14, 14]);
@@ -489,10 +491,105 @@ fn a_detection_head_goes_on_a_feature_map_as_ordinary_nodes() {
             node: flat.clone(),
             classes: classes(2),
             anchors: vec![(10.0, 10.0)],
+            coarse_anchors: vec![],
             seed: 1,
         },
     )
     .unwrap_err()
     .to_string();
     assert!(err.contains(&flat) && err.contains("feature map"), "{err}");
+}
+
+/// Two scales (YOLO v3-tiny's layout): the chosen stride-16 map and the deepest stride-32 map
+/// each get a prediction map, the coarse one's features upsampled into the fine one; the
+/// outputs are finest first, the spec lists both scales with their anchors, export keeps
+/// both maps and the spec, freezing the backbone leaves every head node trainable, and the
+/// frozen-feature cache cuts at the fine map (the last point one activation crosses). A map
+/// with nothing coarser after it is refused for two scales.
+#[test]
+fn a_two_scale_detection_head_predicts_at_strides_16_and_32() {
+    use graft::graph::edit::{DetectionSpec, default_feature, freeze_backbone};
+    let imported = onnx::import_bytes(graft::DEFAULT_MODEL).unwrap();
+    let (mut net, mut store) = (imported.network, imported.store);
+    let feature = default_feature(&net, &store).unwrap();
+    let fine_value = net.node(&feature).unwrap().outputs[0].clone();
+    let (fine, coarse) = (
+        vec![(20.0, 24.0), (40.0, 36.0)],
+        vec![(90.0, 80.0), (150.0, 170.0), (200.0, 120.0)],
+    );
+    apply(
+        &mut net,
+        &mut store,
+        &Edit::AddDetectionHead {
+            node: feature.clone(),
+            classes: classes(2),
+            anchors: fine.clone(),
+            coarse_anchors: coarse.clone(),
+            seed: 5,
+        },
+    )
+    .unwrap();
+    let spec = DetectionSpec::of(&net).unwrap();
+    let scales: Vec<_> = spec
+        .scales
+        .iter()
+        .map(|s| (s.stride, s.anchors.clone()))
+        .collect();
+    assert_eq!(scales, vec![(16, fine), (32, coarse)]);
+    assert_eq!(net.outputs, ["detections", "detections_1"]);
+    let (shapes, _) = graft::graph::shape::infer(&net, &store, 1);
+    assert_eq!(shapes["detections"], vec![1, 14, 14, 14]);
+    assert_eq!(shapes["detections_1"], vec![1, 21, 7, 7]);
+    assert!(analyze(&net, &store).errors().next().is_none());
+
+    let x: Vec<f32> = (0..3 * 224 * 224)
+        .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+        .collect();
+    let device = burn::tensor::Device::flex();
+    let run = |net: &graft::graph::Network, store: &graft::weights::Store| {
+        Model::build(net, store, &device)
+            .unwrap()
+            .infer(&[1, 3, 224, 224], x.clone())
+            .unwrap()
+    };
+    let y = run(&net, &store);
+    assert_eq!(y.len(), 2);
+    let again = onnx::import_bytes(&onnx::export_bytes(&net, &store).unwrap()).unwrap();
+    assert_eq!(DetectionSpec::of(&again.network), Some(spec));
+    assert_eq!(again.network.outputs, net.outputs);
+    let z = run(&again.network, &again.store);
+    for ((_, a), (_, b)) in y.iter().zip(&z) {
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-4, "export changed a map by {diff}");
+    }
+
+    freeze_backbone(&mut net, &store).unwrap();
+    for n in &net.nodes {
+        assert_eq!(n.frozen, !n.name.starts_with("detect/"), "{}", n.name);
+    }
+    let cut = graft::train::cache::find_cut(&net, &store).unwrap();
+    assert_eq!(cut.value, fine_value);
+
+    let (mut plain, mut plain_store) = {
+        let i = onnx::import_bytes(graft::DEFAULT_MODEL).unwrap();
+        (i.network, i.store)
+    };
+    let err = apply(
+        &mut plain,
+        &mut plain_store,
+        &Edit::AddDetectionHead {
+            node: "/act_1/Clip".into(),
+            classes: classes(2),
+            anchors: vec![(30.0, 30.0)],
+            coarse_anchors: vec![(90.0, 90.0)],
+            seed: 1,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("stride 64"), "{err}");
 }

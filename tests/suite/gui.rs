@@ -579,7 +579,7 @@ fn a_box_dataset_trains_a_detector_in_the_window() {
         .expect("a detection head");
     assert_eq!(spec.classes, ["disc", "square"]);
     assert_eq!(
-        spec.anchors.len(),
+        spec.anchor_count(),
         5,
         "the data panel's default anchor count"
     );

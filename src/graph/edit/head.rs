@@ -259,11 +259,15 @@ pub(super) fn adapt_head(
     Ok((removed_weights, added))
 }
 
-/// The first node of the head (the classifier, or a detection head's first Conv), for
-/// "freeze the backbone".
+/// The first node of the head (the classifier, or a detection head's first node: every other
+/// node of the head depends on it), for "freeze the backbone".
 pub fn head_start(net: &Network, store: &Store) -> Option<usize> {
     net.node_index(HEAD_CLASSIFIER)
-        .or_else(|| net.node_index(super::DETECT_CONV))
+        .or_else(|| {
+            net.nodes
+                .iter()
+                .position(|n| n.name.starts_with(super::DETECT_PREFIX))
+        })
         .or_else(|| find_classifier(net, store))
 }
 

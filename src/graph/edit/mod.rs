@@ -11,7 +11,8 @@ mod library;
 mod reach;
 
 pub use detection_head::{
-    DETECT_CONV, DETECT_OUTPUT, DETECTION_KEY, DetectionSpec, default_feature,
+    DETECT_OUTPUT, DETECT_PREFIX, DETECTION_KEY, DetectionSpec, Scale, coarser_feature,
+    default_feature, output_name,
 };
 pub use head::{
     HEAD_CLASSIFIER, HEAD_FLATTEN, HEAD_OUTPUT, HEAD_SOFTMAX, find_classifier, freeze_backbone,
@@ -62,11 +63,15 @@ pub enum Edit {
         seed: u64,
     },
     /// Replace everything after `node` (a feature map) by a detection head for `classes`
-    /// with `anchors` ((width, height) in input pixels), freshly initialised.
+    /// with `anchors` ((width, height) in input pixels), freshly initialised. Non-empty
+    /// `coarse_anchors` add a second scale on the deepest map at twice `node`'s stride
+    /// ([`coarser_feature`]), predicting those anchors.
     AddDetectionHead {
         node: String,
         classes: Vec<String>,
         anchors: Vec<(f32, f32)>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        coarse_anchors: Vec<(f32, f32)>,
         seed: u64,
     },
     /// Keep the network up to `node` (its first output becomes the output).
@@ -230,8 +235,11 @@ fn apply_inner(
             node,
             classes,
             anchors,
+            coarse_anchors,
             seed,
-        } => return detection_head::add(net, store, node, classes, anchors, *seed),
+        } => {
+            return detection_head::add(net, store, node, classes, anchors, coarse_anchors, *seed);
+        }
         Edit::InsertAfter { node, layer } => return library::insert_after(net, store, node, layer),
         Edit::Replace { node, layer } => return library::replace(net, store, node, layer),
         Edit::Rewire { node, index, value } => {
