@@ -242,9 +242,10 @@ def voc_map50(predictions, truths, classes):
     return float(np.mean(aps)) if aps else 0.0
 
 
-def graft_train(data, out, epochs, extra, seed, model="default"):
+def graft_train(data, out, epochs, extra, seed, model="default", scales=1):
     cmd = [GRAFT, "train", "--task", "detect", "--model", model, "--data", data,
-           "--box-augment", "none", "--anchors", "5", "--epochs", str(epochs), "--batch", "16",
+           "--box-augment", "none", "--anchors", "5", "--scales", str(scales),
+           "--epochs", str(epochs), "--batch", "16",
            "--l2", "1e-4", "--seed", str(seed), "--device", "cpu",
            # Validate once, at the end (as the PyTorch script does); the file keeps boxes down
            # to AP's score threshold.
@@ -265,7 +266,8 @@ def graft_ort_map(model, val, classes):
     preds = []
     for path, (w, h), _ in val:
         x, (s, ox, oy) = letterbox(path)
-        boxes, scores, cls, _, _ = sess.run(None, {sess.get_inputs()[0].name: x[None].numpy()})
+        # boxes, scores, classes, batch_index, then the prediction map(s)
+        boxes, scores, cls = sess.run(None, {sess.get_inputs()[0].name: x[None].numpy()})[:3]
         ps = []
         for b, sc, c in zip(boxes, scores, cls):
             b = [(b[0] - ox) / s, (b[1] - oy) / s, (b[2] - ox) / s, (b[3] - oy) / s]
@@ -279,7 +281,7 @@ def anchors_of(model):
     import onnx
     m = onnx.load(model)
     spec = json.loads(next(p.value for p in m.metadata_props if p.key == "graft.detection"))
-    return [tuple(a) for a in spec["anchors"]]
+    return [[tuple(a) for a in s["anchors"]] for s in spec["scales"]]
 
 
 def torch_train(pth, names, train, val, anchors, epochs, finetune_epochs, seed):
@@ -340,6 +342,9 @@ def main():
     ap.add_argument("--finetune-epochs", type=int, default=8)
     # Both sides' head initialisation and batch order (the split is the dataset's own).
     ap.add_argument("--seed", type=int, default=0)
+    # Graft's head with two prediction maps (stride 16 and 32, 5 anchors each); the PyTorch
+    # reference has one scale only, so it is not run.
+    ap.add_argument("--scales", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count())  # PyTorch alone would use the physical cores
     threads = torch.get_num_threads()
@@ -347,7 +352,8 @@ def main():
     names, train = read_yolo(a.data, "train")
     _, val = read_yolo(a.data, "val")
     frozen = os.path.join(WORK, "graft_frozen")
-    g_frozen_secs, g_frozen = graft_train(a.data, frozen, a.epochs, ["--freeze-backbone"], a.seed)
+    g_frozen_secs, g_frozen = graft_train(a.data, frozen, a.epochs, ["--freeze-backbone"], a.seed,
+                                          scales=a.scales)
     anchors = anchors_of(frozen + ".onnx")
     g_frozen_ort = graft_ort_map(frozen + ".onnx", val, len(names))
     tuned = os.path.join(WORK, "graft_finetuned")
@@ -355,13 +361,16 @@ def main():
     if a.finetune_epochs > 0:
         # Fine-tuning starts from the frozen run's head: the frozen export is the model.
         g_tune_secs, g_tune = graft_train(a.data, tuned, a.finetune_epochs, ["--lr", "1e-4"],
-                                          a.seed, model=frozen + ".onnx")
+                                          a.seed, model=frozen + ".onnx", scales=a.scales)
         g_tune_ort = graft_ort_map(tuned + ".onnx", val, len(names))
-    pth = checkpoint(a.pth)
-    t_frozen_secs, t_frozen, t_tune_secs, t_tune = torch_train(
-        pth, names, train, val, anchors, a.epochs, a.finetune_epochs, a.seed)
+    t_frozen_secs, t_frozen, t_tune_secs, t_tune = None, None, None, None
+    if a.scales == 1:
+        t_frozen_secs, t_frozen, t_tune_secs, t_tune = torch_train(
+            checkpoint(a.pth), names, train, val, anchors[0], a.epochs, a.finetune_epochs,
+            a.seed)
     result = {
         "peer": peer.settings(), "torch_threads": threads, "anchors": anchors, "seed": a.seed,
+        "scales": a.scales,
         "train_images": len(train), "val_images": len(val),
         "frozen": {"epochs": a.epochs,
                    "graft": {"seconds": g_frozen_secs, "map50_ort": g_frozen_ort,

@@ -10,6 +10,7 @@ use crate::detect::anchors::{self, Anchors};
 use crate::detect::dataset::{BoxDataset, BoxImage, Object};
 use crate::detect::transform::{BoxAugmentation, Fit};
 use crate::train::TrainingOptions;
+use crate::train::options::DetectionOptions;
 use egui::{ColorImage, RichText, TextureHandle, Ui};
 use egui_plot::{Bar, BarChart, Legend, Plot, VLine};
 use image::RgbImage;
@@ -279,8 +280,18 @@ pub fn boxes_ui(
         ui.label(RichText::new("Anchors").strong());
         changed |= ui
             .add(egui::DragValue::new(&mut d.anchors).range(1..=12))
-            .on_hover_text("How many anchor boxes the head predicts per cell (k-means on IoU over the training boxes)")
+            .on_hover_text("How many anchor boxes the head predicts per cell of each scale (k-means on IoU over the training boxes)")
             .changed();
+        ui.label("Scales");
+        for (n, tip) in [
+            (1, "One prediction map, on the chosen feature map"),
+            (2, "Two prediction maps: the chosen map for the smaller anchors and the deepest map at twice its stride for the larger ones (YOLO v3-tiny)"),
+        ] {
+            changed |= ui
+                .selectable_value(&mut d.scales, n, n.to_string())
+                .on_hover_text(tip)
+                .changed();
+        }
         ui.label("Fit");
         changed |= ui
             .selectable_value(&mut d.fit, Fit::Letterbox, "letterbox")
@@ -297,7 +308,8 @@ pub fn boxes_ui(
             commands.push(AppCommand::AddDetectionHead);
         }
     });
-    let key = (side, d.anchors, d.fit);
+    let key = (side, d.anchor_total(), d.fit);
+    let d = d.clone();
     let (estimate, stale) = view.estimate_for(ui.ctx(), key);
     if stale {
         ui.horizontal(|ui| {
@@ -322,15 +334,16 @@ pub fn boxes_ui(
             ),
             Err(e) => ui.label(RichText::new(format!("anchors: {e}")).color(theme::WARNING)),
         };
-        size_histogram(ui, &estimate.sizes, estimate.anchors.as_ref().ok());
+        size_histogram(ui, &estimate.sizes, estimate.anchors.as_ref().ok(), &d);
     }
     ui.separator();
     changed |= box_augmentation_ui(ui, &mut options.detection.augmentation);
     changed
 }
 
-/// Boxes per size bin (√(w·h) in input pixels) with the anchors' sizes as lines.
-fn size_histogram(ui: &mut Ui, sizes: &[f32], anchors: Option<&Anchors>) {
+/// Boxes per size bin (√(w·h) in input pixels) with the anchors' sizes as lines (with two
+/// scales, the coarse map's anchors in their own colour).
+fn size_histogram(ui: &mut Ui, sizes: &[f32], anchors: Option<&Anchors>, d: &DetectionOptions) {
     let top = sizes.iter().copied().fold(0.0f32, f32::max);
     let bins = ((top / BIN).ceil() as usize).clamp(1, 128);
     let mut counts = vec![0usize; bins];
@@ -350,10 +363,17 @@ fn size_histogram(ui: &mut Ui, sizes: &[f32], anchors: Option<&Anchors>) {
         .allow_scroll(false)
         .show(ui, |p| {
             p.bar_chart(BarChart::new("boxes", bars).color(theme::TRAIN));
-            for (w, h) in anchors.map(|a| a.sizes.as_slice()).unwrap_or_default() {
+            let all = anchors.map(|a| a.sizes.as_slice()).unwrap_or_default();
+            let fine = d.fine_anchors(all.len());
+            for (i, (w, h)) in all.iter().enumerate() {
+                let (name, colour) = match (d.scales > 1, i < fine) {
+                    (false, _) => ("anchor", theme::VALIDATION),
+                    (true, true) => ("fine-map anchor", theme::VALIDATION),
+                    (true, false) => ("coarse-map anchor", theme::OBJECT_TERM),
+                };
                 p.vline(
-                    VLine::new(format!("anchor {w:.0}×{h:.0}"), (w * h).sqrt() as f64)
-                        .color(theme::VALIDATION)
+                    VLine::new(format!("{name} {w:.0}×{h:.0}"), (w * h).sqrt() as f64)
+                        .color(colour)
                         .width(2.0),
                 );
             }

@@ -110,9 +110,20 @@ pub fn describe(e: &Edit) -> String {
         Edit::UnfreezeFrom { node } => format!("unfreeze from {node}"),
         Edit::SetLrFactor { node, factor } => format!("learn-rate factor {factor} on {node}"),
         Edit::AdaptHead { classes, .. } => format!("new head for {} classes", classes.len()),
-        Edit::AddDetectionHead { node, classes, .. } => {
-            format!("detection head for {} classes on {node}", classes.len())
-        }
+        Edit::AddDetectionHead {
+            node,
+            classes,
+            coarse_anchors,
+            ..
+        } => format!(
+            "detection head for {} classes on {node}{}",
+            classes.len(),
+            if coarse_anchors.is_empty() {
+                ""
+            } else {
+                " (two scales)"
+            }
+        ),
         Edit::CutAfter { node } => format!("cut after {node}"),
         Edit::RemoveNode { node } => format!("delete {node}"),
         Edit::SetOp { node, .. } => format!("edit {node}"),

@@ -5,7 +5,7 @@
 use crate::data::folder::{Sample, Skipped};
 use crate::data::loader::{Framed, Transform, spawn_batches};
 use crate::engine::{Mode, Model, Value, optimize};
-use crate::graph::{Input, Network, Op};
+use crate::graph::{Input, Network, Node, Op};
 use crate::weights::Store;
 use std::collections::HashSet;
 use std::io::Write;
@@ -16,13 +16,22 @@ use std::sync::atomic::AtomicBool;
 /// Disk space a spill file leaves free.
 const DISK_MARGIN_BYTES: u64 = 2 << 30;
 
-/// Where the network splits: nodes `..=last` form the frozen prefix, `value` is the only
-/// activation that crosses the cut.
+/// At most this many activations may cross a cut: a two-scale detection head reads two (its
+/// fine map, and the backbone's stride-32 map); a cut inside a dense block could read many,
+/// each a full copy per image.
+pub const MAX_CUT_VALUES: usize = 2;
+
+/// Where the network splits: nodes `..=last` form the frozen prefix, `values` are the
+/// activations that cross the cut (most often one), in the order a cached row holds them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cut {
     pub last: usize,
-    pub value: String,
+    pub values: Vec<String>,
 }
+
+/// The input of a head network that reads several cached activations: each row is their
+/// values one after another, sliced apart again by the head's first nodes.
+pub const CUT_ROWS: &str = "graft_cut/rows";
 
 /// A node whose output does not depend on training: frozen, or without learnable weights,
 /// and not random (Dropout).
@@ -40,7 +49,8 @@ fn is_fixed(net: &Network, store: &Store, i: usize) -> bool {
             && !matches!(node.op, Op::BatchNorm { .. })
 }
 
-/// The latest cut whose prefix is fixed and holds at least one weighted layer.
+/// The latest cut whose prefix is fixed and holds at least one weighted layer, crossed by at
+/// most [`MAX_CUT_VALUES`] activations (none of them an output).
 pub fn find_cut(net: &Network, store: &Store) -> Option<Cut> {
     let outputs: HashSet<&str> = net.outputs.iter().map(String::as_str).collect();
     let mut best = None;
@@ -63,32 +73,70 @@ pub fn find_cut(net: &Network, store: &Store) -> Option<Cut> {
             )
             .filter(|v| later.contains(v) || outputs.contains(v))
             .collect();
-        if let [v] = live.as_slice()
-            && !outputs.contains(v)
+        if (1..=MAX_CUT_VALUES).contains(&live.len())
+            && live.iter().all(|v| !outputs.contains(v))
             && weighted
         {
             best = Some(Cut {
                 last: i,
-                value: v.to_string(),
+                values: live.iter().map(|v| v.to_string()).collect(),
             });
         }
     }
     best
 }
 
-/// The network after the cut, reading the cut activation as its input.
-pub fn head_network(net: &Network, cut: &Cut, dims: &[usize]) -> Network {
+/// The network after the cut, reading the cut activation as its input (`dims`: each cut
+/// value's dimensions after the batch). Several values arrive as one row per image
+/// ([`CUT_ROWS`]) that Slice and Reshape nodes part again.
+pub fn head_network(net: &Network, cut: &Cut, dims: &[Vec<usize>]) -> Network {
+    let mut nodes = Vec::new();
+    let input = match (cut.values.as_slice(), dims) {
+        ([value], [d]) => (value.clone(), d.clone()),
+        _ => {
+            let mut start = 0i64;
+            for (k, (value, d)) in cut.values.iter().zip(dims).enumerate() {
+                let len = d.iter().product::<usize>() as i64;
+                let flat = format!("graft_cut/flat_{k}");
+                nodes.push(Node::new(
+                    format!("graft_cut/slice_{k}"),
+                    Op::Slice {
+                        starts: vec![start],
+                        ends: vec![start + len],
+                        axes: vec![1],
+                        steps: vec![1],
+                    },
+                    vec![CUT_ROWS.into()],
+                    vec![flat.clone()],
+                ));
+                nodes.push(Node::new(
+                    format!("graft_cut/reshape_{k}"),
+                    Op::Reshape {
+                        shape: std::iter::once(-1)
+                            .chain(d.iter().map(|&n| n as i64))
+                            .collect(),
+                        allowzero: false,
+                    },
+                    vec![flat],
+                    vec![value.clone()],
+                ));
+                start += len;
+            }
+            (CUT_ROWS.to_string(), vec![start as usize])
+        }
+    };
     let mut shape = vec![1];
-    shape.extend_from_slice(dims);
+    shape.extend_from_slice(&input.1);
+    nodes.extend_from_slice(&net.nodes[cut.last + 1..]);
     Network {
         name: format!("{} (head)", net.name),
         input: Input {
-            name: cut.value.clone(),
+            name: input.0,
             shape,
             free_batch: true,
         },
         outputs: net.outputs.clone(),
-        nodes: net.nodes[cut.last + 1..].to_vec(),
+        nodes,
         metadata: net.metadata.clone(),
     }
 }
@@ -98,7 +146,7 @@ pub fn head_network(net: &Network, cut: &Cut, dims: &[usize]) -> Network {
 pub fn prefix_network(net: &Network, store: &Store, cut: &Cut) -> (Network, Store) {
     let mut prefix = net.clone();
     prefix.nodes.truncate(cut.last + 1);
-    prefix.outputs = vec![cut.value.clone()];
+    prefix.outputs = cut.values.clone();
     optimize::for_inference(&prefix, store)
 }
 
@@ -301,7 +349,7 @@ pub fn compute(
             let y = prefix
                 .forward(x, Mode::Inference)
                 .map_err(|e| e.to_string())?;
-            let values = y[0].to_vec()?;
+            let values = rows_of(&y, b.indices.len())?;
             out.per = values.len() / b.indices.len();
             match &mut spill {
                 None => memory.extend(values),
@@ -324,6 +372,25 @@ pub fn compute(
         Some(w) => Rows::File(w.into_inner().map_err(|e| spill_error(e.into_error()))?),
     };
     Ok(out)
+}
+
+/// A batch's cut values as rows: per image, each value's part one after another.
+fn rows_of(values: &[Value], images: usize) -> Result<Vec<f32>, String> {
+    let host = values
+        .iter()
+        .map(Value::to_vec)
+        .collect::<Result<Vec<_>, String>>()?;
+    if let [one] = host.as_slice() {
+        return Ok(one.clone());
+    }
+    let per: Vec<usize> = host.iter().map(|v| v.len() / images.max(1)).collect();
+    let mut rows = Vec::with_capacity(per.iter().sum::<usize>() * images);
+    for j in 0..images {
+        for (v, &n) in host.iter().zip(&per) {
+            rows.extend_from_slice(&v[j * n..(j + 1) * n]);
+        }
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

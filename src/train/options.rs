@@ -92,9 +92,15 @@ impl DetectionOptions {
         self.anchors * self.scales
     }
 
+    /// Of `n` estimated anchors (smallest area first), how many go to the finest map: with
+    /// two scales the smaller half (YOLO v3's split by area), else all.
+    pub fn fine_anchors(&self, n: usize) -> usize {
+        if self.scales > 1 { n / 2 } else { n }
+    }
+
     /// The [`Edit`](crate::graph::edit::Edit) that adds a head on `node` for `classes`, with
-    /// estimated `anchors` (smallest area first, as `detect::anchors::estimate` gives them):
-    /// with two scales the smaller half goes to the finer map (YOLO v3's split by area).
+    /// estimated `anchors` (smallest area first, as `detect::anchors::estimate` gives them),
+    /// split between the scales by [`Self::fine_anchors`].
     pub fn head_edit(
         &self,
         node: String,
@@ -103,11 +109,7 @@ impl DetectionOptions {
         seed: u64,
     ) -> crate::graph::edit::Edit {
         let mut anchors = anchors;
-        let coarse = if self.scales > 1 {
-            anchors.split_off(anchors.len() / 2)
-        } else {
-            Vec::new()
-        };
+        let coarse = anchors.split_off(self.fine_anchors(anchors.len()));
         crate::graph::edit::Edit::AddDetectionHead {
             node,
             classes,

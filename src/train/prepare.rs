@@ -185,7 +185,7 @@ fn detection_spec(network: &Network, classes: &[String]) -> Result<DetectionSpec
 /// Where training and validation batches come from, and the network that trains on them.
 pub(super) struct Sources {
     /// The frozen prefix's cut, when its activations are cached.
-    pub(super) cut: Option<(cache::Cut, Vec<usize>)>,
+    pub(super) cut: Option<(cache::Cut, Vec<Vec<usize>>)>,
     /// The whole logits network, or the head after the cut.
     pub(super) train_net: Network,
     pub(super) train: Source,
@@ -242,10 +242,15 @@ pub(super) fn build_sources(
         None
     };
     let cut = cut.and_then(|c| {
-        let dims: Vec<usize> = p.shapes.get(&c.value)?.iter().skip(1).copied().collect();
+        let dims: Vec<Vec<usize>> = c
+            .values
+            .iter()
+            .map(|v| Some(p.shapes.get(v)?.iter().skip(1).copied().collect()))
+            .collect::<Option<_>>()?;
         let images =
             job.train.samples.len() + job.validation.as_ref().map_or(0, |v| v.samples.len());
-        let bytes = (dims.iter().product::<usize>() * 4 * images) as u64;
+        let per: usize = dims.iter().map(|d| d.iter().product::<usize>()).sum();
+        let bytes = (per * 4 * images) as u64;
         match cache::Keep::choose(bytes, (options.cache_memory_mb as u64) << 20) {
             Ok(keep) => {
                 if let cache::Keep::Spill(dir) = &keep {

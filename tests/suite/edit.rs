@@ -504,8 +504,9 @@ fn a_detection_head_goes_on_a_feature_map_as_ordinary_nodes() {
 /// each get a prediction map, the coarse one's features upsampled into the fine one; the
 /// outputs are finest first, the spec lists both scales with their anchors, export keeps
 /// both maps and the spec, freezing the backbone leaves every head node trainable, and the
-/// frozen-feature cache cuts at the fine map (the last point one activation crosses). A map
-/// with nothing coarser after it is refused for two scales.
+/// frozen-feature cache cuts after the backbone, caching both maps as one row per image that
+/// the head network parts again. A map with nothing coarser after it is refused for two
+/// scales.
 #[test]
 fn a_two_scale_detection_head_predicts_at_strides_16_and_32() {
     use graft::graph::edit::{DetectionSpec, default_feature, freeze_backbone};
@@ -572,7 +573,28 @@ fn a_two_scale_detection_head_predicts_at_strides_16_and_32() {
         assert_eq!(n.frozen, !n.name.starts_with("detect/"), "{}", n.name);
     }
     let cut = graft::train::cache::find_cut(&net, &store).unwrap();
-    assert_eq!(cut.value, fine_value);
+    assert_eq!(cut.values.len(), 2, "{cut:?}");
+    assert!(cut.values.contains(&fine_value), "{cut:?}");
+    // The cached rows (both maps, one after the other) through the head network give what
+    // the whole network gives.
+    use graft::train::cache::{head_network, prefix_network};
+    let (prefix, prefix_store) = prefix_network(&net, &store, &cut);
+    let rows = run(&prefix, &prefix_store);
+    let dims: Vec<Vec<usize>> = rows.iter().map(|(d, _)| d[1..].to_vec()).collect();
+    let flat: Vec<f32> = rows.iter().flat_map(|(_, v)| v.clone()).collect();
+    let head = head_network(&net, &cut, &dims);
+    let from_rows = Model::build(&head, &store, &device)
+        .unwrap()
+        .infer(&[1, flat.len()], flat)
+        .unwrap();
+    for ((_, a), (_, b)) in y.iter().zip(&from_rows) {
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-3, "the cut changed a map by {diff}");
+    }
 
     let (mut plain, mut plain_store) = {
         let i = onnx::import_bytes(graft::DEFAULT_MODEL).unwrap();
