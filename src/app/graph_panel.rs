@@ -140,13 +140,7 @@ impl GraphPanelState {
             }
         }
         self.view = layout::arrange(net, &self.blocks, &self.open_blocks);
-        self.head = crate::graph::edit::head_start(net, &ws.store)
-            .map(|h| {
-                crate::graph::edit::descendants(net, h)
-                    .into_iter()
-                    .collect()
-            })
-            .unwrap_or_default();
+        self.head = crate::graph::edit::head_nodes(net, &ws.store).unwrap_or_default();
         self.cut = crate::train::cache::find_cut(net, &ws.store).map(|c| c.last);
         let mut snarl = Snarl::new();
         self.ids.clear();

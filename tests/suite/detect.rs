@@ -284,12 +284,13 @@ fn a_two_scale_detector_decodes_both_maps_in_its_file() {
     )
     .unwrap();
     // Objectness varying from cell to cell (its random weights scaled up) around a score of
-    // 0.25, so some cells pass the threshold and fewer than 100 boxes survive (the file's cap
-    // is per class, Graft's per image); the fine map sure of "cat", the coarse one of "dog".
+    // 0.25, so some cells pass the threshold and fewer than 100 boxes per image survive (the
+    // file's cap is per class, Graft's per image: more would differ in count); the fine map
+    // sure of "cat", the coarse one of "dog".
     for (prefix, class) in [("detect", 5), ("detect.s1", 6)] {
         let key = format!("{prefix}.predict.bias");
         let mut bias = store.get(&key).unwrap().clone();
-        bias.data[4] = -1.1;
+        bias.data[4] = -1.6;
         bias.data[class] = 8.0;
         bias.data[11 - class] = -8.0;
         store.insert(&key, bias);
@@ -316,7 +317,7 @@ fn a_two_scale_detector_decodes_both_maps_in_its_file() {
     let bytes = onnx::export_with_labels(&net, &store, &dir.path().join("two.onnx")).unwrap();
     let r = graft::verify::verify_detector(&bytes, &net, &store, &images, 4).unwrap();
     assert_eq!(r.images, 2, "{r:?}");
-    assert!(r.boxes > 0 && r.boxes < 100, "{r:?}");
+    assert!(r.boxes > 0, "{r:?}");
     assert!(r.passed(), "{r:?}");
 
     let detector =

@@ -571,6 +571,9 @@ fn a_box_dataset_trains_a_detector_in_the_window() {
     wait_until(&mut h, "the box dataset", |a| {
         a.dataset_classes().is_some_and(|c| c == ["disc", "square"]) && !a.is_busy()
     });
+    // Two scales, as the data panel's "Scales" choice sets them: the whole flow (cached
+    // features of both maps, training, validation, export) runs on a two-map head.
+    h.state_mut().options_mut().detection.scales = 2;
     h.state_mut().push(AppCommand::SetTab(Tab::Network));
     h.run_steps(2);
     h.get_by_label("✚ Add detection head").click();
@@ -578,10 +581,11 @@ fn a_box_dataset_trains_a_detector_in_the_window() {
     let spec = graft::graph::edit::DetectionSpec::of(&h.state().workspace().unwrap().network)
         .expect("a detection head");
     assert_eq!(spec.classes, ["disc", "square"]);
+    let anchors: Vec<usize> = spec.scales.iter().map(|s| s.anchors.len()).collect();
     assert_eq!(
-        spec.anchor_count(),
-        5,
-        "the data panel's default anchor count"
+        anchors,
+        [5, 5],
+        "the data panel's default anchor count, per scale"
     );
     h.get_by_label("🔒 Freeze backbone").click();
     h.run_steps(3);
@@ -635,7 +639,17 @@ fn a_box_dataset_trains_a_detector_in_the_window() {
     let max = graft::onnx::tensor::from_proto(max).unwrap().to_i64();
     assert_eq!(max, [7]);
     let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(outputs[..4], ["boxes", "scores", "classes", "batch_index"]);
+    assert_eq!(
+        outputs,
+        [
+            "boxes",
+            "scores",
+            "classes",
+            "batch_index",
+            "detections",
+            "detections_1"
+        ]
+    );
     let again = graft::onnx::import(&path).unwrap();
     assert!(graft::graph::edit::DetectionSpec::of(&again.network).is_some());
 }

@@ -9,16 +9,20 @@
 //! user can reason about, as in MATLAB's workflow; the decoding is a handful of elementwise
 //! ops that export to plain ONNX.
 //!
-//! **Two scales** (optional, YOLO v3-tiny's layout): the deepest map at twice the chosen
-//! map's stride gets its own block and prediction (the larger anchors); its features, halved
-//! by a 1×1 block and upsampled ×2 (nearest), are concatenated with the chosen map for the
-//! finer prediction (the smaller anchors). The network then has one output per scale, finest
-//! first.
+//! **Two scales** (optional, YOLO v3's two-map layout): the deepest map at twice the chosen
+//! map's stride gets its own block and prediction (the larger anchors); its features, through
+//! a 1×1 Conv + BatchNorm and upsampled ×2 (nearest), are added into the fine block before its
+//! activation (the smaller anchors). Added, as FPN's top-down path does, rather than
+//! concatenated before the fine block's 3×3 Conv as YOLO v3-tiny does: with a frozen backbone
+//! the chosen map is a cached input, and a concatenation would make that Conv compute its
+//! input gradient over every channel of it — the head trained at 21.6 images/s that way on the
+//! detection benchmark. The network has one output per scale, finest first.
 //!
 //! What the head is for travels in the network's metadata (`graft.detection`, kept in the
 //! exported file's `metadata_props`): classes, and per scale its stride and anchors.
 
 use super::{EditError, Initializer, Weights, index};
+use crate::graph::elementwise::Binary;
 use crate::graph::{Conv, Network, Node, Op, ResizeMode};
 use crate::weights::{Store, Tensor};
 use serde::{Deserialize, Serialize};
@@ -278,21 +282,23 @@ pub(super) fn add(
         weights: Vec::new(),
         init: Initializer::new(seed),
     };
-    let mut fine_in = (fine.0.clone(), fine.1);
+    let width = fine.1.clamp(32, 256);
+    let mut top_down = None;
     if let Some((value, channels, _)) = &coarse {
-        // The coarse scale first: the fine one reads its upsampled features.
-        let width = (*channels).clamp(32, 256);
-        let features = b.block("detect/s1", value, *channels, width, 3);
+        // The coarse scale first: the fine one adds its upsampled features.
+        let coarse_width = (*channels).clamp(32, 256);
+        let normed = b.conv_bn("detect/s1", value, *channels, coarse_width, 3);
+        let features = b.activate("detect/s1", &normed);
+        let outputs = coarse_anchors.len() * per;
         b.predict(
             "detect/s1",
             &features,
-            width,
-            coarse_anchors.len() * per,
+            coarse_width,
+            outputs,
             per,
             &output_name(1),
         );
-        let half = width / 2;
-        let lateral = b.block("detect/up", &features, width, half, 1);
+        let lateral = b.conv_bn("detect/up", &features, coarse_width, width, 1);
         let up = "detect/up/resized".to_string();
         b.nodes.push(Node::new(
             "detect/up/resize",
@@ -303,17 +309,20 @@ pub(super) fn add(
             vec![lateral],
             vec![up.clone()],
         ));
-        let fused = "detect/fused".to_string();
-        b.nodes.push(Node::new(
-            "detect/concat",
-            Op::Concat { axis: 1 },
-            vec![fine.0.clone(), up],
-            vec![fused.clone()],
-        ));
-        fine_in = (fused, fine.1 + half);
+        top_down = Some(up);
     }
-    let width = fine.1.clamp(32, 256);
-    let features = b.block("detect", &fine_in.0, fine_in.1, width, 3);
+    let mut normed = b.conv_bn("detect", &fine.0, fine.1, width, 3);
+    if let Some(up) = top_down {
+        let merged = "detect/merged".to_string();
+        b.nodes.push(Node::new(
+            "detect/merge",
+            Op::Binary(Binary::Add),
+            vec![normed, up],
+            vec![merged.clone()],
+        ));
+        normed = merged;
+    }
+    let features = b.activate("detect", &normed);
     b.predict(
         "detect",
         &features,
@@ -346,8 +355,8 @@ impl HeadBuilder {
         key
     }
 
-    /// Conv k×k (same padding) → BatchNorm → LeakyReLU(0.1); returns the activation.
-    fn block(&mut self, prefix: &str, input: &str, cin: usize, cout: usize, k: usize) -> String {
+    /// Conv k×k (same padding) → BatchNorm; returns the normalised value.
+    fn conv_bn(&mut self, prefix: &str, input: &str, cin: usize, cout: usize, k: usize) -> String {
         let fan = cin * k * k;
         let w = Tensor {
             shape: vec![cout, cin, k, k],
@@ -358,11 +367,7 @@ impl HeadBuilder {
             .into_iter()
             .map(|(n, v)| self.weight(prefix, &format!("bn.{n}"), filled(cout, v)))
             .collect();
-        let (conv_out, bn_out, act_out) = (
-            format!("{prefix}/conv_out"),
-            format!("{prefix}/bn_out"),
-            format!("{prefix}/features"),
-        );
+        let (conv_out, bn_out) = (format!("{prefix}/conv_out"), format!("{prefix}/bn_out"));
         self.nodes.extend([
             Node::new(
                 format!("{prefix}/conv"),
@@ -379,14 +384,20 @@ impl HeadBuilder {
                 std::iter::once(conv_out).chain(bn).collect(),
                 vec![bn_out.clone()],
             ),
-            Node::new(
-                format!("{prefix}/act"),
-                Op::LeakyRelu { alpha: 0.1 },
-                vec![bn_out],
-                vec![act_out.clone()],
-            ),
         ]);
-        act_out
+        bn_out
+    }
+
+    /// LeakyReLU(0.1) as `{prefix}/act`; returns its output, `{prefix}/features`.
+    fn activate(&mut self, prefix: &str, input: &str) -> String {
+        let out = format!("{prefix}/features");
+        self.nodes.push(Node::new(
+            format!("{prefix}/act"),
+            Op::LeakyRelu { alpha: 0.1 },
+            vec![input.into()],
+            vec![out.clone()],
+        ));
+        out
     }
 
     /// The 1×1 prediction Conv writing `output`. Objectness and class scores start at a prior

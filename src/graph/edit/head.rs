@@ -259,8 +259,8 @@ pub(super) fn adapt_head(
     Ok((removed_weights, added))
 }
 
-/// The first node of the head (the classifier, or a detection head's first node: every other
-/// node of the head depends on it), for "freeze the backbone".
+/// The first node of the head (the classifier, or a detection head's first node), for
+/// "freeze the backbone": every node before it belongs to the backbone.
 pub fn head_start(net: &Network, store: &Store) -> Option<usize> {
     net.node_index(HEAD_CLASSIFIER)
         .or_else(|| {
@@ -271,11 +271,24 @@ pub fn head_start(net: &Network, store: &Store) -> Option<usize> {
         .or_else(|| find_classifier(net, store))
 }
 
-/// Freezes every node before the head's classifier.
+/// The head's nodes: its first node ([`head_start`]) and every node after it, and every node
+/// of a detection head with what follows (a two-scale head's fine branch reads the backbone,
+/// not the head's first node).
+pub fn head_nodes(net: &Network, store: &Store) -> Option<HashSet<usize>> {
+    let h = head_start(net, store)?;
+    let mut head: HashSet<usize> = descendants(net, h).into_iter().collect();
+    for (i, n) in net.nodes.iter().enumerate() {
+        if n.name.starts_with(super::DETECT_PREFIX) && !head.contains(&i) {
+            head.extend(descendants(net, i));
+        }
+    }
+    Some(head)
+}
+
+/// Freezes every node outside the head.
 pub fn freeze_backbone(net: &mut Network, store: &Store) -> Result<(), EditError> {
-    let h = head_start(net, store)
+    let head = head_nodes(net, store)
         .ok_or_else(|| EditError::Invalid("no classifier found to freeze up to".into()))?;
-    let head: HashSet<usize> = descendants(net, h).into_iter().collect();
     for (j, n) in net.nodes.iter_mut().enumerate() {
         n.frozen = !head.contains(&j);
     }

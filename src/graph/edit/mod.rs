@@ -16,7 +16,7 @@ pub use detection_head::{
 };
 pub use head::{
     HEAD_CLASSIFIER, HEAD_FLATTEN, HEAD_OUTPUT, HEAD_SOFTMAX, find_classifier, freeze_backbone,
-    head_start,
+    head_nodes, head_start,
 };
 pub use library::{LayerKind, NewLayer};
 pub use reach::{ancestors, cut_after, descendants, prune};
