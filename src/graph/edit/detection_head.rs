@@ -15,8 +15,8 @@
 //! activation (the smaller anchors). Added, as FPN's top-down path does, rather than
 //! concatenated before the fine block's 3×3 Conv as YOLO v3-tiny does: with a frozen backbone
 //! the chosen map is a cached input, and a concatenation would make that Conv compute its
-//! input gradient over every channel of it — the head trained at 21.6 images/s that way on the
-//! detection benchmark. The network has one output per scale, finest first.
+//! input gradient over every channel of it (21.6 against 30.1 images/s on the detection
+//! benchmark's data, docs/BENCHMARKS.md). The network has one output per scale, finest first.
 //!
 //! What the head is for travels in the network's metadata (`graft.detection`, kept in the
 //! exported file's `metadata_props`): classes, and per scale its stride and anchors.
