@@ -8,6 +8,14 @@ use graft::graph::analyze::analyze;
 use graft::graph::edit::{Edit, HEAD_CLASSIFIER, apply, find_classifier};
 use graft::onnx;
 
+/// The largest |a − b| over two equally long lists.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
 fn classes(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("class{i}")).collect()
 }
@@ -462,11 +470,7 @@ fn a_detection_head_goes_on_a_feature_map_as_ordinary_nodes() {
         .unwrap()[0]
         .1
         .clone();
-    let diff = y
-        .iter()
-        .zip(&z)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let diff = max_diff(&y, &z);
     assert!(diff < 1e-4, "export changed the predictions by {diff}");
 
     freeze_backbone(&mut net, &store).unwrap();
@@ -560,11 +564,7 @@ fn a_two_scale_detection_head_predicts_at_strides_16_and_32() {
     assert_eq!(again.network.outputs, net.outputs);
     let z = run(&again.network, &again.store);
     for ((_, a), (_, b)) in y.iter().zip(&z) {
-        let diff = a
-            .iter()
-            .zip(b)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let diff = max_diff(a, b);
         assert!(diff < 1e-4, "export changed a map by {diff}");
     }
 
@@ -588,11 +588,7 @@ fn a_two_scale_detection_head_predicts_at_strides_16_and_32() {
         .infer(&[1, flat.len()], flat)
         .unwrap();
     for ((_, a), (_, b)) in y.iter().zip(&from_rows) {
-        let diff = a
-            .iter()
-            .zip(b)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let diff = max_diff(a, b);
         assert!(diff < 1e-3, "the cut changed a map by {diff}");
     }
 

@@ -21,7 +21,7 @@
 //! What the head is for travels in the network's metadata (`graft.detection`, kept in the
 //! exported file's `metadata_props`): classes, and per scale its stride and anchors.
 
-use super::{EditError, Initializer, Weights, index};
+use super::{EditError, Initializer, Weights, first_output, index};
 use crate::graph::elementwise::Binary;
 use crate::graph::{Conv, Network, Node, Op, ResizeMode};
 use crate::weights::{Store, Tensor};
@@ -212,12 +212,7 @@ pub(super) fn add(
     let side = net.input.shape.get(2).copied().unwrap_or(0);
     // A node's feature map: its value, channels and height (a whole number of strides).
     let map_of = |node: &str| -> Result<(String, usize, usize), EditError> {
-        let i = index(net, node)?;
-        let value = net.nodes[i]
-            .outputs
-            .first()
-            .cloned()
-            .ok_or_else(|| EditError::Invalid(format!("'{node}' has no output")))?;
+        let (_, value) = first_output(net, node)?;
         let Some(&[_, channels, h, _]) = shapes.get(&value).map(Vec::as_slice) else {
             return Err(EditError::Invalid(format!(
                 "'{node}' does not give a feature map (N×C×H×W); a detection head needs one"

@@ -1,7 +1,7 @@
 //! The layer library: the layers a user can insert or put in place of one, built with fresh
 //! weights for the input they get.
 
-use super::{EditError, Initializer, Weights, index};
+use super::{EditError, Initializer, Weights, first_output, index};
 use crate::graph::{Network, Node, Op};
 use crate::weights::{Store, Tensor};
 use serde::{Deserialize, Serialize};
@@ -293,12 +293,7 @@ pub(super) fn insert_after(
     layer: &NewLayer,
 ) -> Result<(Weights, Weights), EditError> {
     unique_name(net, store, &layer.name)?;
-    let i = index(net, node)?;
-    let value = net.nodes[i]
-        .outputs
-        .first()
-        .cloned()
-        .ok_or_else(|| EditError::Invalid(format!("'{node}' has no output")))?;
+    let (i, value) = first_output(net, node)?;
     let (shapes, _) = crate::graph::shape::infer(net, store, 1);
     let shape = shapes
         .get(&value)

@@ -193,6 +193,17 @@ fn index(net: &Network, node: &str) -> Result<usize, EditError> {
         .ok_or_else(|| EditError::NoSuchNode(node.to_owned()))
 }
 
+/// A node's position and the name of its first output (what "after this node" reads).
+fn first_output(net: &Network, node: &str) -> Result<(usize, String), EditError> {
+    let i = index(net, node)?;
+    let value = net.nodes[i]
+        .outputs
+        .first()
+        .cloned()
+        .ok_or_else(|| EditError::Invalid(format!("'{node}' has no output")))?;
+    Ok((i, value))
+}
+
 fn apply_inner(
     net: &mut Network,
     store: &Store,

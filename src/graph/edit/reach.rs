@@ -1,7 +1,7 @@
 //! Reachability: what a node depends on and what depends on it; cutting a network after a
 //! node and pruning what no output needs.
 
-use super::{EditError, index};
+use super::{EditError, first_output};
 use crate::graph::Network;
 use crate::weights::Store;
 use std::collections::HashSet;
@@ -40,12 +40,7 @@ pub fn descendants(net: &Network, i: usize) -> Vec<usize> {
 /// everything not needed to compute it is removed, weights included. This is how a network
 /// whose head holds an unsupported op still serves as a backbone.
 pub fn cut_after(net: &Network, store: &Store, node: &str) -> Result<(Network, Store), EditError> {
-    let i = index(net, node)?;
-    let out = net.nodes[i]
-        .outputs
-        .first()
-        .cloned()
-        .ok_or_else(|| EditError::Invalid(format!("node '{node}' has no output")))?;
+    let (_, out) = first_output(net, node)?;
     let mut net = net.clone();
     let mut store = store.clone();
     net.outputs = vec![out];
