@@ -23,6 +23,8 @@ boxes after torchvision's batched_nms, Graft's from its exported file run in ONN
 (decoding and NMS inside the file). Graft's own report is printed beside it. Wall time is
 the whole training (features included; Graft's process start and import included).
 PyTorch runs on every core (tools/peer.py) with the malloc settings above.
+--scales 2 trains Graft's two-scale head (stride 16 and 32, --anchors per scale) and skips the
+PyTorch reference, which has one scale.
 """
 import argparse, glob, json, os, subprocess, sys, time
 

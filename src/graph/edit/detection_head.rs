@@ -448,3 +448,28 @@ fn filled(n: usize, v: f32) -> Tensor {
         data: vec![v; n],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files written before two scales existed hold one scale's anchors and stride at the top
+    /// level: they read as one scale; what is written now reads back the same.
+    #[test]
+    fn a_one_scale_spec_from_an_older_file_reads_as_one_scale() {
+        let old = r#"{"classes":["cat"],"anchors":[[20.0,30.0],[60.0,40.0]],"stride":16,"fit":"Stretch"}"#;
+        let spec: DetectionSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            spec.scales,
+            vec![Scale {
+                stride: 16,
+                anchors: vec![(20.0, 30.0), (60.0, 40.0)],
+            }]
+        );
+        assert_eq!(spec.fit, crate::detect::transform::Fit::Stretch);
+        let again: DetectionSpec =
+            serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(again, spec);
+        assert_eq!(spec.describe(), "anchors: 2 at stride 16");
+    }
+}
