@@ -12,6 +12,7 @@ mod models;
 mod predict;
 mod sound;
 pub mod train;
+mod train_detect;
 
 use crate::engine::DeviceChoice;
 use crate::onnx::{self, Imported};
