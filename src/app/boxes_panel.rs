@@ -324,11 +324,7 @@ pub fn boxes_ui(
                     "{} anchors for the {side}×{side} input, mean IoU {:.2}: {}",
                     a.sizes.len(),
                     a.mean_iou,
-                    a.sizes
-                        .iter()
-                        .map(|(w, h)| format!("{w:.0}×{h:.0}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    a.list()
                 ))
                 .small(),
             ),

@@ -87,20 +87,13 @@ pub fn run(args: &BoxesArgs) -> Result<(), String> {
         println!("validation images named by the dataset: {}", display(dir));
     }
     match found {
-        Ok(a) => {
-            let list: Vec<String> = a
-                .sizes
-                .iter()
-                .map(|(w, h)| format!("{w:.0}×{h:.0}"))
-                .collect();
-            println!(
-                "{} anchors for a {s}×{s} input (mean IoU {:.2}): {}",
-                a.sizes.len(),
-                a.mean_iou,
-                list.join(", "),
-                s = args.side
-            );
-        }
+        Ok(a) => println!(
+            "{} anchors for a {s}×{s} input (mean IoU {:.2}): {}",
+            a.sizes.len(),
+            a.mean_iou,
+            a.list(),
+            s = args.side
+        ),
         Err(e) => println!("anchors: {e}"),
     }
     Ok(())

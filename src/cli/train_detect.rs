@@ -160,16 +160,11 @@ pub(super) fn detector_job(args: &TrainArgs, options: &TrainingOptions) -> Resul
     };
     let sizes = crate::detect::anchors::input_box_sizes(&train_images, side, options.detection.fit);
     let anchors = crate::detect::anchors::estimate(&sizes, options.detection.anchor_total(), 0)?;
-    let list: Vec<String> = anchors
-        .sizes
-        .iter()
-        .map(|(w, h)| format!("{w:.0}×{h:.0}"))
-        .collect();
     eprintln!(
         "{} anchors for the {side}×{side} input (mean IoU {:.2}): {}",
         anchors.sizes.len(),
         anchors.mean_iou,
-        list.join(", ")
+        anchors.list()
     );
     let node = match &args.feature {
         Some(n) => n.clone(),

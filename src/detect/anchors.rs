@@ -44,6 +44,18 @@ pub struct Anchors {
     pub mean_iou: f32,
 }
 
+impl Anchors {
+    /// "29×29, 34×34, …" (input pixels, rounded), for reports.
+    pub fn list(&self) -> String {
+        let sizes: Vec<String> = self
+            .sizes
+            .iter()
+            .map(|(w, h)| format!("{w:.0}×{h:.0}"))
+            .collect();
+        sizes.join(", ")
+    }
+}
+
 /// `k` anchors for the box sizes: k-means++ seeding (seeded, so the answer repeats), then
 /// Lloyd iterations with the median of each cluster, until the assignment stops changing.
 pub fn estimate(sizes: &[(f32, f32)], k: usize, seed: u64) -> Result<Anchors, String> {

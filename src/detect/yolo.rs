@@ -64,8 +64,8 @@ pub fn decode_box(t: [f32; 4], (i, j): (usize, usize), (aw, ah): (f32, f32), str
 /// head writes them) and `(h, w)`.
 pub type MapRef<'a> = (&'a [f32], (usize, usize));
 
-/// A batch's outputs as the engine gives them: per output, its dims and values.
-pub type Outputs = [(Vec<usize>, Vec<f32>)];
+/// A batch's outputs copied to the host (`engine::to_host`).
+pub type Outputs = [crate::engine::HostOutput];
 
 /// Image `j`'s maps (one per scale) out of a batch's outputs (`[N, C, h, w]` each).
 pub fn image_maps<'a>(outputs: &'a Outputs, j: usize) -> Result<Vec<MapRef<'a>>, String> {

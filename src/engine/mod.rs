@@ -44,6 +44,11 @@ pub enum EngineError {
 /// An output copied to the host: its shape and row-major values.
 pub type HostOutput = (Vec<usize>, Vec<f32>);
 
+/// A forward pass's outputs copied to the host.
+pub fn to_host(values: &[Value]) -> Result<Vec<HostOutput>, String> {
+    values.iter().map(|v| Ok((v.dims(), v.to_vec()?))).collect()
+}
+
 /// Whether a forward pass trains (batch statistics, dropout) or infers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -370,10 +375,7 @@ impl Model {
     pub fn infer(&self, shape: &[usize], data: Vec<f32>) -> Result<Vec<HostOutput>, EngineError> {
         let input = Value::from_data(shape, data, &self.plan.device);
         let outputs = self.forward(input, Mode::Inference)?;
-        outputs
-            .into_iter()
-            .map(|v| Ok((v.dims(), v.to_vec().map_err(EngineError::Invalid)?)))
-            .collect()
+        to_host(&outputs).map_err(EngineError::Invalid)
     }
 
     /// Copies the parameters (and BatchNorm running statistics) back into `store`.

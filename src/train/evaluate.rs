@@ -162,10 +162,7 @@ fn over_images(
             if out.is_empty() {
                 return Err("the network gave no output".into());
             }
-            let host = out
-                .iter()
-                .map(|v| Ok((v.dims(), v.to_vec()?)))
-                .collect::<Result<Vec<_>, String>>()?;
+            let host = crate::engine::to_host(&out)?;
             each(&b, &host)?;
         }
         progress(done, samples.len());

@@ -265,10 +265,7 @@ pub(super) fn detection_pass(
     let mut collector = Collector::new(spec.clone());
     forward_batches(model, params, source, feed, |b, maps| {
         let k = b.indices.len();
-        let host = maps
-            .iter()
-            .map(|m| Ok((m.dims(), m.to_vec()?)))
-            .collect::<Result<Vec<_>, String>>()?;
+        let host = crate::engine::to_host(&maps)?;
         let l = framed_loss(maps, &b.framed, spec, weights, &device)?;
         let total = crate::engine::params::to_vec(&l.total)?[0] as f64;
         collector.add_loss(total * k as f64, k);
