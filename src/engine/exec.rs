@@ -1,6 +1,6 @@
 //! What each op computes, on burn tensors.
 
-use super::fast_cpu;
+use super::fast_cpu::{self, Act};
 use super::params::LayerParams;
 use super::value::{Value, map, visit, zip};
 use super::{Mode, Step};
@@ -39,17 +39,17 @@ pub fn run(
             };
             let x = take(0)?.into_r4()?;
             let (weight, bias) = (p.weight.val(), p.bias.as_ref().map(|b| b.val()));
-            let range = step.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-            let fast = fast_cpu::depthwise_conv(&x, &weight, bias.as_ref(), c, range)
-                .or_else(|| fast_cpu::pointwise_conv(&x, &weight, bias.as_ref(), c, range))
-                .or_else(|| fast_cpu::dense_conv(&x, &weight, bias.as_ref(), c, range));
+            let act = step.act.unwrap_or(Act::NONE);
+            let fast = fast_cpu::depthwise_conv(&x, &weight, bias.as_ref(), c, act)
+                .or_else(|| fast_cpu::pointwise_conv(&x, &weight, bias.as_ref(), c, act))
+                .or_else(|| fast_cpu::dense_conv(&x, &weight, bias.as_ref(), c, act));
             if let Some(y) = fast {
                 return one(Value::R4(y));
             }
             // Training on the CPU: the same kernels as one autodiff op with their own
-            // gradients (clamps are fused into training plans' batch norms, not
-            // convolutions: see `fuse_clamps`).
-            if step.clamp.is_none()
+            // gradients (activations are fused into training plans' batch norms, not
+            // convolutions: see `fuse_activations`).
+            if step.act.is_none()
                 && let Some(y) = fast_cpu::train::conv(&x, &weight, bias.as_ref(), c)
             {
                 return one(Value::R4(y));
@@ -61,10 +61,7 @@ pub fn run(
                 c.groups,
             );
             let y = Value::R4(conv2d(x, weight, bias, opts));
-            one(match step.clamp {
-                Some((lo, hi)) => clamp(y, lo, hi, mode),
-                None => y,
-            })
+            one(activate(y, step.act, mode))
         }
         Op::BatchNorm { epsilon, momentum } => {
             let Some(LayerParams::BatchNorm(p)) = layer else {
@@ -79,20 +76,15 @@ pub fn run(
                     d.iter().product::<usize>() / d[1].max(1)
                 };
                 let (gamma, beta) = (p.gamma.val(), p.beta.val());
-                let range = step.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+                let (range, after) = clamp_part(step.act);
                 // On the CPU, Graft's own op with the clamp fused (two passes each way);
                 // elsewhere burn's, then the clamp.
                 let (y, mean, var) = visit!(x, t => {
                     match fast_cpu::train::batch_norm(&t, &gamma, &beta, eps, range) {
-                        Some((y, mean, var)) => (lift_same(y), mean, var),
+                        Some((y, mean, var)) => (activate(lift_same(y), after, mode), mean, var),
                         None => {
                             let r = batch_norm_train(t, gamma.clone(), beta.clone(), eps);
-                            let y = lift_same(r.output);
-                            let y = match step.clamp {
-                                Some((lo, hi)) => clamp(y, lo, hi, mode),
-                                None => y,
-                            };
-                            (y, r.mean, r.variance)
+                            (activate(lift_same(r.output), step.act, mode), r.mean, r.variance)
                         }
                     }
                 });
@@ -120,17 +112,14 @@ pub fn run(
                 // latest step's update, not the one before.
                 let (mean, var) = (p.running_mean.value_sync(), p.running_var.value_sync());
                 let (gamma, beta) = (p.gamma.val(), p.beta.val());
-                let range = step.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+                let (range, after) = clamp_part(step.act);
                 let stats = [&gamma, &beta, &mean, &var];
                 let fast = visit!(&x, t => fast_cpu::batch_norm_inference(t, stats, eps, range).map(lift_same));
                 if let Some(y) = fast {
-                    return one(y);
+                    return one(activate(y, after, mode));
                 }
                 let y = map!(x, t => batch_norm(t, p.gamma.val(), p.beta.val(), mean.clone(), var.clone(), eps));
-                one(match step.clamp {
-                    Some((lo, hi)) => clamp(y, lo, hi, mode),
-                    None => y,
-                })
+                one(activate(y, step.act, mode))
             }
         }
         Op::LayerNorm { axis, epsilon } => {
@@ -538,6 +527,7 @@ pub fn run(
             if out.len() > super::value::MAX_RANK {
                 return Err(format!("rank {} is above Graft's limit of 6", out.len()));
             }
+            let x = map!(x, t => fast_cpu::reshapeable(t, &out));
             one(x.reshape(&out))
         }
         Op::Transpose { perm } => {
@@ -648,6 +638,24 @@ fn pow<const D: usize>(p: Tensor<D>, q: Tensor<D>) -> Tensor<D> {
     }
     let s = broadcast_dims(&p.dims(), &q.dims());
     p.expand(s).powf(q.expand(s))
+}
+
+/// A step's fused activation as its own pass (where no kernel applied it).
+fn activate(y: Value, act: Option<Act>, mode: Mode) -> Value {
+    match act {
+        None => y,
+        Some(Act::Clamp(lo, hi)) => clamp(y, lo, hi, mode),
+        Some(Act::Silu) => map!(y, t => fast_cpu::silu(t)),
+    }
+}
+
+/// A step's fused activation split into the clamp a batch-norm kernel applies itself and
+/// what is left to [`activate`] after it (SiLU).
+fn clamp_part(act: Option<Act>) -> ((f32, f32), Option<Act>) {
+    match act {
+        Some(Act::Clamp(lo, hi)) => ((lo, hi), None),
+        other => ((f32::NEG_INFINITY, f32::INFINITY), other),
+    }
 }
 
 /// `min(max(x, lo), hi)` (Clip, ReLU, ReLU6, and clamps fused into a step). Inference on

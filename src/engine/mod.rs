@@ -78,8 +78,9 @@ pub struct Step {
     pub lr_factor: f32,
     /// Slots whose last reader is this step.
     pub last_use: Vec<usize>,
-    /// A clamp (ReLU, ReLU6, Clip) fused into this convolution or batch norm: `(min, max)`.
-    pub clamp: Option<(f32, f32)>,
+    /// An activation fused into this convolution or batch norm: a clamp (ReLU, ReLU6, Clip),
+    /// or in inference plans SiLU.
+    pub act: Option<fast_cpu::Act>,
 }
 
 /// Which store tensors a layer's parameters came from.
@@ -317,7 +318,7 @@ impl Model {
                 frozen: node.is_frozen(),
                 lr_factor: node.lr_factor,
                 last_use: Vec::new(),
-                clamp: None,
+                act: None,
             });
         }
         let output_slots: Vec<usize> =
@@ -330,7 +331,7 @@ impl Model {
                 })
                 .collect::<Result<_, _>>()?;
 
-        fuse_clamps(&mut steps, &output_slots, trainable);
+        fuse_activations(&mut steps, &output_slots, trainable);
 
         // Free each activation after its last reader (outputs live to the end).
         let mut last: Vec<Option<usize>> = vec![None; n_slots];
@@ -388,22 +389,23 @@ impl Model {
     }
 }
 
-/// Folds each ReLU / Clip that is the only reader of a step's output into that step, so the
-/// CPU kernels apply it while the output is still in cache: into convolutions in inference
-/// plans (`fast_cpu::depthwise_conv`), into batch norms in all plans (training's
-/// `fast_cpu::train::batch_norm` is then one op with one gradient pass for both; inference
-/// plans have few batch norms left after `optimize::for_inference`). Training keeps a
-/// convolution's clamp as its own op: the convolution's gradient kernels take no clamp.
-fn fuse_clamps(steps: &mut Vec<Step>, output_slots: &[usize], trainable: bool) {
+/// Folds each ReLU / Clip (and, in inference plans, SiLU) that is the only reader of a step's
+/// output into that step, so the CPU kernels apply it while the output is still in cache:
+/// into convolutions in inference plans (`fast_cpu::depthwise_conv`), into batch norms in all
+/// plans (training's `fast_cpu::train::batch_norm` is then one op with one gradient pass for
+/// both; inference plans have few batch norms left after `optimize::for_inference`). Training
+/// keeps a convolution's activation as its own op (the convolution's gradient kernels take
+/// none), and SiLU too (the batch norm's gradient kernel knows clamps only).
+fn fuse_activations(steps: &mut Vec<Step>, output_slots: &[usize], trainable: bool) {
     let mut i = 0;
     while i < steps.len() {
-        let takes_clamp = match steps[i].op {
+        let takes_act = match steps[i].op {
             Op::Conv(_) => !trainable,
             Op::BatchNorm { .. } => true,
             _ => false,
         };
         let fusable = match steps[i].outputs.as_slice() {
-            &[out] if takes_clamp && steps[i].clamp.is_none() && !output_slots.contains(&out) => {
+            &[out] if takes_act && steps[i].act.is_none() && !output_slots.contains(&out) => {
                 let readers: Vec<usize> = (i + 1..steps.len())
                     .filter(|&j| {
                         steps[j]
@@ -414,7 +416,7 @@ fn fuse_clamps(steps: &mut Vec<Step>, output_slots: &[usize], trainable: bool) {
                     .collect();
                 match readers.as_slice() {
                     &[j] if matches!(steps[j].inputs.as_slice(), [Some(Src::Slot(x))] if *x == out) => {
-                        clamp_range(&steps[j].op).map(|r| (j, r))
+                        activation(&steps[j].op, trainable).map(|a| (j, a))
                     }
                     _ => None,
                 }
@@ -422,21 +424,24 @@ fn fuse_clamps(steps: &mut Vec<Step>, output_slots: &[usize], trainable: bool) {
             _ => None,
         };
         match fusable {
-            Some((j, range)) => {
-                let act = steps.remove(j);
-                steps[i].outputs = act.outputs;
-                steps[i].clamp = Some(range);
+            Some((j, act)) => {
+                let step = steps.remove(j);
+                steps[i].outputs = step.outputs;
+                steps[i].act = Some(act);
             }
             None => i += 1,
         }
     }
 }
 
-/// The `(min, max)` an activation clamps to, when it is a clamp.
-fn clamp_range(op: &Op) -> Option<(f32, f32)> {
+/// The activation `op` is, when a kernel can apply it as it writes: a clamp, or SiLU outside
+/// training plans.
+fn activation(op: &Op, trainable: bool) -> Option<fast_cpu::Act> {
+    use crate::graph::Unary;
     match op {
-        Op::Unary(crate::graph::Unary::Relu) => Some((0.0, f32::INFINITY)),
-        Op::Clip { min, max } => Some((
+        Op::Unary(Unary::Relu) => Some(fast_cpu::Act::Clamp(0.0, f32::INFINITY)),
+        Op::Unary(Unary::Silu) if !trainable => Some(fast_cpu::Act::Silu),
+        Op::Clip { min, max } => Some(fast_cpu::Act::Clamp(
             min.unwrap_or(f32::NEG_INFINITY),
             max.unwrap_or(f32::INFINITY),
         )),

@@ -3,12 +3,12 @@
 //! slices in NCHW order, for inference: the input patches of a tile of output pixels are
 //! unfolded (im2col) into a scratch buffer about the size of L2, and one gemm per group
 //! multiplies the filters by them straight into the output, which is started from the bias
-//! and clamped while still in cache. flex unfolds the whole batch at once (a 32-image batch of
+//! put through its activation while still in cache. flex unfolds the whole batch at once (a 32-image batch of
 //! ResNet-18's first block is 230 MB of patches), then adds the bias and clamps in passes
 //! over the whole activation.
 
-use super::conv_output;
 use super::pointwise::{SendPtr, Tile, parallelism};
+use super::{Act, conv_output, mm};
 use crate::graph::Conv;
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -77,14 +77,8 @@ impl Geometry {
         self.c / self.groups * self.kh * self.kw
     }
 
-    /// `clamp(conv(x, w) + b)`, `[n, co, oh, ow]`.
-    pub fn forward(
-        &self,
-        xs: &[f32],
-        ws: &[f32],
-        bs: Option<&[f32]>,
-        clamp: (f32, f32),
-    ) -> Vec<f32> {
+    /// `act(conv(x, w) + b)`, `[n, co, oh, ow]`.
+    pub fn forward(&self, xs: &[f32], ws: &[f32], bs: Option<&[f32]>, act: Act) -> Vec<f32> {
         let (n, co, ohw) = (self.n, self.co, self.oh * self.ow);
         assert_eq!(xs.len(), n * self.c * self.h * self.w, "convolution: input");
         assert_eq!(ws.len(), co * self.k(), "convolution: weight");
@@ -92,15 +86,28 @@ impl Geometry {
             assert_eq!(bs.len(), co, "convolution: bias");
         }
         let k = self.k();
+        let (cog, cg) = (co / self.groups, self.c / self.groups);
+        // Graft's kernel (`mm.rs`) where the CPU has AVX2, with each group's filters packed
+        // once; `gemm` elsewhere.
+        let packed: Option<Vec<mm::PackedA>> = mm::available().then(|| {
+            (0..self.groups)
+                .map(|g| mm::PackedA::new(&ws[g * cog * k..(g + 1) * cog * k], cog, k))
+                .collect()
+        });
         // Output pixels per tile: the patches fill the scratch budget, at least a row of a
         // small map, never more than the map.
-        let tile = (SCRATCH_BYTES / 4 / k).max(16).min(ohw);
+        let mut tile = (SCRATCH_BYTES / 4 / k).max(16).min(ohw);
+        let want = 2 * rayon::current_num_threads();
+        if packed.is_some() && n * ohw.div_ceil(tile) < want {
+            // Graft's kernel does not split a tile across threads (gemm does, below):
+            // smaller tiles instead, down to one strip of the kernel.
+            tile = ohw.div_ceil(want.div_ceil(n)).max(mm::NR).min(ohw);
+        }
         let tiles = ohw.div_ceil(tile);
         let par = parallelism(n * tiles);
         let len = n * co * ohw;
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let dst = SendPtr(out.as_mut_ptr());
-        let (cog, cg) = (co / self.groups, self.c / self.groups);
         (0..n * tiles).into_par_iter().for_each(|t| {
             let (b, p0) = (t / tiles, (t % tiles) * tile);
             let cols = tile.min(ohw - p0);
@@ -118,18 +125,41 @@ impl Geometry {
                     // `cog × k` at `g * cog * k`; the patches are `k × cols`; `out` outlives
                     // the parallel loop.
                     unsafe {
+                        let bias = bs.map(|b| &b[g * cog..(g + 1) * cog]);
+                        let at = dst.get().add((b * co + g * cog) * ohw + p0);
+                        if let Some(packed) = &packed {
+                            let out = mm::Out {
+                                c: at,
+                                ldc: ohw,
+                                cols,
+                            };
+                            let panels = 0..packed[g].panels();
+                            let mut scratch = MM_SCRATCH.take();
+                            let patches = (patches.as_ptr(), cols);
+                            mm::multiply(
+                                &packed[g],
+                                panels,
+                                patches,
+                                &out,
+                                bias,
+                                act,
+                                &mut scratch,
+                            );
+                            MM_SCRATCH.set(scratch);
+                            continue;
+                        }
                         let tile = Tile {
-                            dst: dst.get().add((b * co + g * cog) * ohw + p0),
+                            dst: at,
                             dst_row: ohw,
                             rows: cog,
                             cols,
                         };
-                        tile.bias_gemm_clamp(
+                        tile.bias_gemm_act(
                             (ws.as_ptr().add(g * cog * k), k),
                             (patches.as_ptr(), cols),
                             k,
-                            bs.map(|b| &b[g * cog..(g + 1) * cog]),
-                            clamp,
+                            bias,
+                            act,
                             par,
                         );
                     }
@@ -203,4 +233,6 @@ impl Geometry {
 thread_local! {
     /// Each worker's patch buffer, kept between tiles and convolutions.
     static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Each worker's buffer for `mm`'s packed blocks of patches.
+    static MM_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }

@@ -1,9 +1,9 @@
 //! Depthwise convolution (one filter per channel) on plain `f32` slices in NCHW order: the
-//! forward pass with a fused bias and clamp, and the backward pass (input, weight and bias
+//! forward pass with a fused bias and activation, and the backward pass (input, weight and bias
 //! gradients). Each channel of each image is one task, worked in a zero-bordered scratch copy
 //! of its plane that fits in L2.
 
-use super::{ConvGrads, clamp1, conv_output, with_avx2};
+use super::{Act, ConvGrads, clamp1, conv_output, with_avx2};
 use crate::graph::Conv;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -201,14 +201,8 @@ impl Geometry {
     }
 
     /// The convolution of every plane of `xs` (NCHW) with its channel's filter in `ws`
-    /// (`[c, 1, kh, kw]`), plus bias, clamped to `clamp`.
-    pub fn forward(
-        &self,
-        xs: &[f32],
-        ws: &[f32],
-        bs: Option<&[f32]>,
-        clamp: (f32, f32),
-    ) -> Vec<f32> {
+    /// (`[c, 1, kh, kw]`), plus bias, through the activation `act`.
+    pub fn forward(&self, xs: &[f32], ws: &[f32], bs: Option<&[f32]>, act: Act) -> Vec<f32> {
         let (c, hw, ohw, taps) = (self.c, self.h * self.w, self.oh * self.ow, self.taps());
         self.check_operands(xs, ws, bs, None);
         let len = self.output_len();
@@ -221,7 +215,7 @@ impl Geometry {
                 let input = &xs[plane * hw..(plane + 1) * hw];
                 let filter = &ws[ch * taps..(ch + 1) * taps];
                 let b = bs.map_or(0.0, |b| b[ch]);
-                self.plane(input, filter, b, clamp, o, scratch);
+                self.plane(input, filter, b, act, o, scratch);
             });
         // SAFETY: `plane` wrote every element of every output plane.
         unsafe { out.set_len(len) };
@@ -277,8 +271,7 @@ impl Geometry {
                 match &transposed {
                     Some(t) => {
                         let flipped = &flipped[ch * taps..(ch + 1) * taps];
-                        let none = (f32::NEG_INFINITY, f32::INFINITY);
-                        t.plane(g, flipped, 0.0, none, dx, &mut scratch.a);
+                        t.plane(g, flipped, 0.0, Act::NONE, dx, &mut scratch.a);
                     }
                     None => self.input_grad_scatter(filter, g, dx, &mut scratch.a),
                 }
@@ -425,13 +418,13 @@ impl Geometry {
     /// One channel of one image. The plane is first copied into a zero-bordered scratch
     /// buffer (see [`Self::fill`]): then every kernel tap reads a contiguous run with no
     /// bounds logic, and each output, started from the bias, accumulates all taps in
-    /// registers and is clamped and written once.
+    /// registers and goes through the activation and is written once.
     fn plane(
         &self,
         input: &[f32],
         filter: &[f32],
         bias: f32,
-        clamp: (f32, f32),
+        act: Act,
         out: &mut [MaybeUninit<f32>],
         scratch: &mut Vec<f32>,
     ) {
@@ -439,9 +432,9 @@ impl Geometry {
         #[cfg(target_arch = "x86_64")]
         if super::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { self.plane_avx2(input, filter, bias, clamp, out, scratch) };
+            return unsafe { self.plane_avx2(input, filter, bias, act, out, scratch) };
         }
-        self.plane_with::<false>(input, filter, bias, clamp, out, scratch)
+        self.plane_with::<false>(input, filter, bias, act, out, scratch)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -451,11 +444,11 @@ impl Geometry {
         input: &[f32],
         filter: &[f32],
         bias: f32,
-        clamp: (f32, f32),
+        act: Act,
         out: &mut [MaybeUninit<f32>],
         scratch: &mut Vec<f32>,
     ) {
-        self.plane_with::<true>(input, filter, bias, clamp, out, scratch)
+        self.plane_with::<true>(input, filter, bias, act, out, scratch)
     }
 
     /// The body of [`Self::plane`], compiled once per instruction set; `FMA` is whether
@@ -466,14 +459,27 @@ impl Geometry {
         input: &[f32],
         filter: &[f32],
         bias: f32,
-        clamp: (f32, f32),
+        act: Act,
         out: &mut [MaybeUninit<f32>],
         scratch: &mut Vec<f32>,
     ) {
+        // A clamp is applied in registers as each output is written; SiLU, whose exp the
+        // compiler does not vectorise across a few registers, as a pass over the finished
+        // plane while it is still in cache.
+        let (clamp, after) = match act {
+            Act::Clamp(lo, hi) => ((lo, hi), None),
+            Act::Silu => ((f32::NEG_INFINITY, f32::INFINITY), Some(act)),
+        };
         if self.forward_block() == 4 * V {
             self.rows::<FMA, 4>(input, filter, bias, clamp, out, scratch)
         } else {
             self.rows::<FMA, 1>(input, filter, bias, clamp, out, scratch)
+        }
+        if let Some(act) = after {
+            // SAFETY: `rows` wrote every element of the plane; `MaybeUninit<f32>` has the
+            // layout of `f32`.
+            let plane = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            act.apply_all(plane);
         }
     }
 

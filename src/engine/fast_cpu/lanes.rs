@@ -1,6 +1,6 @@
 //! What the slice kernels share, with no tensor library in sight (so that
 //! `tools/miri.sh` can run the kernels alone): CPU feature detection, the AVX2 trampoline,
-//! the clamp, the backward kernels' result.
+//! the clamp and the other fused activations, the backward kernels' result.
 
 /// Whether the CPU has AVX2 and FMA: detected once, the one check every kernel here uses.
 #[cfg(target_arch = "x86_64")]
@@ -36,6 +36,40 @@ pub fn clamp1(v: f32, lo: f32, hi: f32) -> f32 {
     if v > hi { hi } else { v }
 }
 
+/// The activation a kernel applies as it writes each output, while the value is still in a
+/// register: a clamp (ReLU, ReLU6, Clip; `Act::NONE` for none) or SiLU (`x · sigmoid(x)`,
+/// EfficientNet-B0's activation, which otherwise is a pass of its own over every activation).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Act {
+    Clamp(f32, f32),
+    Silu,
+}
+
+impl Act {
+    /// No activation: a clamp to the whole line.
+    pub const NONE: Act = Act::Clamp(f32::NEG_INFINITY, f32::INFINITY);
+
+    /// `f(v)`. Callers with a loop of values match on `self` outside the loop (see
+    /// [`Act::apply_all`]), so that each arm's loop vectorises on its own.
+    #[inline(always)]
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Act::Clamp(lo, hi) => clamp1(v, lo, hi),
+            Act::Silu => v * sigmoid1(v),
+        }
+    }
+
+    /// `f` on every value in place, with the match hoisted out of the loop.
+    #[inline(always)]
+    pub fn apply_all(self, vs: &mut [f32]) {
+        match self {
+            Act::Clamp(lo, hi) if (lo, hi) == (f32::NEG_INFINITY, f32::INFINITY) => {}
+            Act::Clamp(lo, hi) => vs.iter_mut().for_each(|v| *v = clamp1(*v, lo, hi)),
+            Act::Silu => vs.iter_mut().for_each(|v| *v *= sigmoid1(*v)),
+        }
+    }
+}
+
 /// What a convolution's backward kernel computed: the input gradient, and the weight
 /// gradient with the bias gradient (each `None` when not asked for).
 pub struct ConvGrads {
@@ -62,7 +96,12 @@ pub fn exp1(v: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n without a float-to-int conversion (Rust's saturating `as i32` does not vectorise:
+    // each lane became a scalar convert and compare): n, a whole number in [-126, 126] here,
+    // added to 1.5 · 2^23 lands in the float's low mantissa bits, which plus the bias shift
+    // into the exponent field. A NaN stays NaN through `e`.
+    const ROUND: f32 = 12_582_912.0;
+    e * f32::from_bits((n + ROUND).to_bits().wrapping_add(127) << 23)
 }
 
 /// `1 / (1 + e^-v)`.

@@ -10,15 +10,18 @@
 mod dense;
 mod depthwise;
 mod lanes;
+mod mm;
 mod norm;
 mod pointwise;
 mod pool;
+mod strided;
 pub mod train;
 
 use crate::graph::{Conv, Pool};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Tensor, TensorData};
+pub use lanes::Act;
 #[cfg(target_arch = "x86_64")]
 use lanes::has_avx2_fma;
 use lanes::{ConvGrads, clamp1, conv_output, sigmoid1, with_avx2};
@@ -149,8 +152,8 @@ impl ConvOperands {
     }
 }
 
-/// A depthwise convolution (one filter per channel) with its bias and a following clamp
-/// (ReLU, ReLU6) in one pass over the activation: padding (asymmetric too) is added per plane
+/// A depthwise convolution (one filter per channel) with its bias and a following activation
+/// (ReLU, ReLU6, SiLU) in one pass over the activation: padding (asymmetric too) is added per plane
 /// in a cache-sized scratch buffer, not by copying the whole activation, and there is no
 /// separate bias or activation pass. `None` when this is not a depthwise convolution on flex
 /// tensors.
@@ -159,17 +162,17 @@ pub fn depthwise_conv(
     weight: &Tensor<4>,
     bias: Option<&Tensor<1>>,
     conv: &Conv,
-    clamp: (f32, f32),
+    act: Act,
 ) -> Option<Tensor<4>> {
     let g = depthwise::Geometry::new(x.dims(), weight.dims(), conv)?;
     let ops = ConvOperands::new(x, weight, bias)?;
     let (xs, ws, bs) = ops.slices()?;
-    let out = g.forward(xs, ws, bs, clamp);
+    let out = g.forward(xs, ws, bs, act);
     Some(wrap(out, [g.n, g.c, g.oh, g.ow]))
 }
 
 /// A 1x1 convolution (stride 1, no padding, one group) as gemm tiles over the pixels, each
-/// tile started from the bias and clamped while it is still in cache: flex runs the same gemm
+/// tile started from the bias and activated while it is still in cache: flex runs the same gemm
 /// but then adds the bias and clamps in two more passes over the whole activation. `None` when
 /// the convolution is not of that kind or the tensors are not flex tensors.
 pub fn pointwise_conv(
@@ -177,30 +180,30 @@ pub fn pointwise_conv(
     weight: &Tensor<4>,
     bias: Option<&Tensor<1>>,
     conv: &Conv,
-    clamp: (f32, f32),
+    act: Act,
 ) -> Option<Tensor<4>> {
     let dims @ [n, _, co, _] = pointwise::dims(x.dims(), weight.dims(), conv)?;
     let ops = ConvOperands::new(x, weight, bias)?;
     let (xs, ws, bs) = ops.slices()?;
-    let out = pointwise::forward(xs, ws, bs, dims, clamp);
+    let out = pointwise::forward(xs, ws, bs, dims, act);
     let [_, _, h, w] = x.dims();
     Some(wrap(out, [n, co, h, w]))
 }
 
 /// Any other convolution on flex tensors — k×k, strided, grouped, 1x1 with a stride or
-/// padding — as im2col tiles and gemm, with the bias and clamp fused (`dense.rs`). `None` for
+/// padding — as im2col tiles and gemm, with the bias and activation fused (`dense.rs`). `None` for
 /// depthwise and plain 1x1 convolutions (their own kernels) and for other tensors.
 pub fn dense_conv(
     x: &Tensor<4>,
     weight: &Tensor<4>,
     bias: Option<&Tensor<1>>,
     conv: &Conv,
-    clamp: (f32, f32),
+    act: Act,
 ) -> Option<Tensor<4>> {
     let g = dense::Geometry::new(x.dims(), weight.dims(), conv)?;
     let ops = ConvOperands::new(x, weight, bias)?;
     let (xs, ws, bs) = ops.slices()?;
-    let out = g.forward(xs, ws, bs, clamp);
+    let out = g.forward(xs, ws, bs, act);
     Some(wrap(out, [g.n, g.co, g.oh, g.ow]))
 }
 
@@ -254,8 +257,9 @@ pub fn batch_norm_inference<const D: usize>(
 }
 
 /// Tensors joined along `axis` by block copies, in parallel over the axes before it (flex's
-/// general concatenation was a fifth of ShuffleNet-v2's time). `None` unless all are
-/// contiguous flex tensors agreeing off the axis.
+/// general concatenation was a fifth of ShuffleNet-v2's time). The parts may be strided views
+/// (ShuffleNet concatenates half of a shuffled tensor) as long as each is contiguous from
+/// `axis` on. `None` for other tensors or parts that disagree off the axis.
 pub fn concat<const D: usize>(parts: &[Tensor<D>], axis: usize) -> Option<Tensor<D>> {
     let first = parts.first()?.dims();
     if axis >= D || parts.len() < 2 {
@@ -270,24 +274,53 @@ pub fn concat<const D: usize>(parts: &[Tensor<D>], axis: usize) -> Option<Tensor
             return None;
         }
         shape[axis] += d[axis];
-        flexes.push(flex(t)?);
+        flexes.push(flex_view(t)?);
     }
-    let slices: Vec<&[f32]> = flexes.iter().map(|f| f.as_slice()).collect::<Option<_>>()?;
+    let runs: Vec<strided::Runs> = flexes
+        .iter()
+        .map(|f| strided::Runs::at(f, axis))
+        .collect::<Option<_>>()?;
     let outer: usize = first[..axis].iter().product();
     // Each part's block per outer index, and the output's.
-    let blocks: Vec<usize> = slices.iter().map(|s| s.len() / outer.max(1)).collect();
-    let row: usize = blocks.iter().sum();
+    let row: usize = runs.iter().map(|r| r.len).sum();
     let mut out = vec![0.0f32; outer * row];
     out.par_chunks_mut(row.max(1))
         .enumerate()
         .for_each(|(o, dst)| {
             let mut at = 0;
-            for (s, &b) in slices.iter().zip(&blocks) {
-                dst[at..at + b].copy_from_slice(&s[o * b..(o + 1) * b]);
-                at += b;
+            for r in &runs {
+                dst[at..at + r.len].copy_from_slice(r.get(o));
+                at += r.len;
             }
         });
     Some(wrap(out, shape))
+}
+
+/// `t` ready to be reshaped to `shape`: itself when flex can reshape it as it is (contiguous,
+/// or a view whose strides allow it), else its values copied into row-major order by
+/// parallel block copies where that applies (`strided::to_contiguous`), flex's copy
+/// otherwise.
+pub fn reshapeable<const D: usize>(t: Tensor<D>, shape: &[usize]) -> Tensor<D> {
+    let Some(f) = flex_view(&t) else {
+        return t;
+    };
+    let as_view = f
+        .layout()
+        .reshape(burn::tensor::Shape::from(shape.to_vec()))
+        .is_some();
+    match (as_view, strided::to_contiguous(&f)) {
+        (false, Some(values)) => wrap(values, t.dims()),
+        _ => t,
+    }
+}
+
+/// A float tensor's flex primitive in any layout (strided views too), when it has one.
+fn flex_view<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
+    if !enabled() {
+        return None;
+    }
+    let p = t.clone().try_into_primitive::<Flex>().ok()?;
+    (p.dtype() == DType::F32).then_some(p)
 }
 
 #[cfg(test)]
@@ -318,31 +351,41 @@ mod tests {
             .collect()
     }
 
-    /// The fused kernel against burn's own convolution + clamp, over the shapes networks use:
+    /// burn's own op for a fused activation.
+    fn burn_act(t: Tensor<4>, act: Act) -> Tensor<4> {
+        match act {
+            Act::Clamp(lo, hi) => t.clamp_min(lo).clamp_max(hi),
+            Act::Silu => burn::tensor::activation::silu(t),
+        }
+    }
+
+    /// The fused kernel against burn's own convolution + activation, over the shapes networks use:
     /// strides 1 and 2, dilation, asymmetric (TensorFlow "same") padding, 3x3 and 5x5.
     #[test]
     fn depthwise_matches_burn() {
         let dev = Device::flex();
         let cases = [
-            // (h, w, k, stride, dilation, pads [t, l, b, r], clamp)
-            (9, 11, 3, 1, 1, [1, 1, 1, 1], (0.0, 6.0)),
-            (8, 8, 3, 2, 1, [0, 0, 1, 1], (0.0, 6.0)),
+            // (h, w, k, stride, dilation, pads [t, l, b, r], activation)
+            (9, 11, 3, 1, 1, [1, 1, 1, 1], Act::Clamp(0.0, 6.0)),
+            (8, 8, 3, 2, 1, [0, 0, 1, 1], Act::Clamp(0.0, 6.0)),
+            (10, 7, 5, 2, 1, [1, 2, 2, 1], Act::NONE),
             (
-                10,
-                7,
-                5,
-                2,
+                12,
+                12,
+                3,
                 1,
-                [1, 2, 2, 1],
-                (f32::NEG_INFINITY, f32::INFINITY),
+                2,
+                [2, 2, 2, 2],
+                Act::Clamp(0.0, f32::INFINITY),
             ),
-            (12, 12, 3, 1, 2, [2, 2, 2, 2], (0.0, f32::INFINITY)),
-            (5, 6, 3, 1, 1, [0, 0, 0, 0], (-0.5, 0.5)),
+            (5, 6, 3, 1, 1, [0, 0, 0, 0], Act::Clamp(-0.5, 0.5)),
+            (9, 11, 3, 1, 1, [1, 1, 1, 1], Act::Silu),
             // Rows of 32 or more outputs take the 4-vector path.
-            (6, 45, 3, 1, 1, [1, 1, 1, 1], (0.0, 6.0)),
-            (7, 70, 5, 2, 1, [1, 2, 2, 1], (0.0, 6.0)),
+            (6, 45, 3, 1, 1, [1, 1, 1, 1], Act::Clamp(0.0, 6.0)),
+            (7, 70, 5, 2, 1, [1, 2, 2, 1], Act::Clamp(0.0, 6.0)),
+            (6, 45, 3, 1, 1, [1, 1, 1, 1], Act::Silu),
         ];
-        for (h, w, k, s, d, pads, range) in cases {
+        for (h, w, k, s, d, pads, act) in cases {
             let (n, c) = (2, 3);
             let x =
                 Tensor::<4>::from_data(TensorData::new(seq(n * c * h * w, 1), [n, c, h, w]), &dev);
@@ -354,26 +397,18 @@ mod tests {
                 dilations: [d, d],
                 groups: c,
             };
-            let got = depthwise_conv(&x, &wt, Some(&b), &conv, range).expect("applies");
+            let got = depthwise_conv(&x, &wt, Some(&b), &conv, act).expect("applies");
             let opts = ConvOptions::new_with_padding(
                 [s, s],
                 [(pads[0], pads[2]), (pads[1], pads[3])],
                 [d, d],
                 c,
             );
-            let want = conv2d(x, wt, Some(b), opts)
-                .clamp_min(range.0)
-                .clamp_max(range.1);
-            assert_eq!(
-                got.dims(),
-                want.dims(),
-                "case {h}x{w} k{k} s{s} d{d} {pads:?}"
-            );
+            let want = burn_act(conv2d(x, wt, Some(b), opts), act);
+            let case = format!("case {h}x{w} k{k} s{s} d{d} {pads:?} {act:?}");
+            assert_eq!(got.dims(), want.dims(), "{case}");
             let err = max_diff(got, want);
-            assert!(
-                err < 1e-5,
-                "case {h}x{w} k{k} s{s} d{d} {pads:?}: error {err}"
-            );
+            assert!(err < 1e-5, "{case}: error {err}");
         }
     }
 
@@ -381,10 +416,12 @@ mod tests {
     fn pointwise_matches_burn() {
         let dev = Device::flex();
         // Small and large channel counts (one tile, many tiles), with and without bias.
-        for (n, c, co, h, w, bias) in [
-            (2, 5, 7, 3, 4, true),
-            (3, 16, 24, 20, 30, false),
-            (1, 8, 2048, 6, 6, true),
+        for (n, c, co, h, w, bias, act) in [
+            (2, 5, 7, 3, 4, true, Act::Clamp(0.0, 6.0)),
+            (3, 16, 24, 20, 30, false, Act::Clamp(0.0, 6.0)),
+            (1, 8, 2048, 6, 6, true, Act::Clamp(0.0, 6.0)),
+            (2, 5, 7, 3, 4, true, Act::Silu),
+            (3, 16, 24, 20, 30, true, Act::NONE),
         ] {
             let x =
                 Tensor::<4>::from_data(TensorData::new(seq(n * c * h * w, 1), [n, c, h, w]), &dev);
@@ -396,12 +433,13 @@ mod tests {
                 dilations: [1, 1],
                 groups: 1,
             };
-            let got = pointwise_conv(&x, &wt, b.as_ref(), &conv, (0.0, 6.0)).expect("applies");
-            let want = conv2d(x, wt, b, ConvOptions::new([1, 1], [0, 0], [1, 1], 1))
-                .clamp_min(0.0)
-                .clamp_max(6.0);
+            let got = pointwise_conv(&x, &wt, b.as_ref(), &conv, act).expect("applies");
+            let want = burn_act(
+                conv2d(x, wt, b, ConvOptions::new([1, 1], [0, 0], [1, 1], 1)),
+                act,
+            );
             let err = max_diff(got, want);
-            assert!(err < 1e-4, "{n}x{c}->{co} {h}x{w}: error {err}");
+            assert!(err < 1e-4, "{n}x{c}->{co} {h}x{w} {act:?}: error {err}");
         }
     }
 
@@ -436,15 +474,21 @@ mod tests {
                 dilations: [d, d],
                 groups,
             };
-            let got = dense_conv(&x, &wt, Some(&b), &conv, (0.0, 6.0)).expect("applies");
+            // SiLU on the grouped case, ReLU6 elsewhere.
+            let act = if groups > 1 {
+                Act::Silu
+            } else {
+                Act::Clamp(0.0, 6.0)
+            };
+            let got = dense_conv(&x, &wt, Some(&b), &conv, act).expect("applies");
             let opts = ConvOptions::new_with_padding(
                 [s, s],
                 [(pads[0], pads[2]), (pads[1], pads[3])],
                 [d, d],
                 groups,
             );
-            let want = conv2d(x, wt, Some(b), opts).clamp_min(0.0).clamp_max(6.0);
-            let case = format!("{n}x{c}->{co} {h}x{w} k{k} s{s} d{d} {pads:?} g{groups}");
+            let want = burn_act(conv2d(x, wt, Some(b), opts), act);
+            let case = format!("{n}x{c}->{co} {h}x{w} k{k} s{s} d{d} {pads:?} g{groups} {act:?}");
             assert_eq!(got.dims(), want.dims(), "{case}");
             let err = max_diff(got, want);
             assert!(err < 1e-3, "{case}: error {err}");
@@ -582,6 +626,36 @@ mod tests {
                 "axis {axis}"
             );
         }
+    }
+
+    /// ShuffleNet-v2's channel shuffle on strided views: the transposed view copied by
+    /// `reshapeable` (runs of 20 values, so Graft's copy runs) and half of it, a sliced view,
+    /// concatenated; both against burn's own.
+    #[test]
+    fn strided_views_reshape_and_concat_like_burn() {
+        let dev = Device::flex();
+        let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        let (n, c, h, w) = (2, 6, 4, 5);
+        let x = Tensor::<4>::from_data(TensorData::new(seq(n * c * h * w, 3), [n, c, h, w]), &dev);
+        let view = x.reshape([n, 2, c / 2, h, w]).swap_dims(1, 2);
+        let shuffled = reshapeable(view.clone(), &[n, c, h, w]);
+        assert!(flex(&shuffled).is_some(), "the view was made contiguous");
+        let want = view.reshape([n, c, h, w]);
+        let shuffled = shuffled.reshape([n, c, h, w]);
+        assert_eq!(values(shuffled.clone()), values(want.clone()));
+
+        let half = shuffled.slice([0..n, 0..c / 2, 0..h, 0..w]);
+        assert!(flex(&half).is_none(), "a strided view");
+        let other =
+            Tensor::<4>::from_data(TensorData::new(seq(n * 2 * h * w, 5), [n, 2, h, w]), &dev);
+        let parts = [half, other];
+        let got = concat(&parts, 1).expect("applies to a strided part");
+        assert_eq!(values(got), values(Tensor::cat(parts.to_vec(), 1)));
+        // A part not contiguous from the axis on (a transposed plane) is left to burn.
+        let transposed =
+            Tensor::<4>::from_data(TensorData::new(seq(n * 2 * h * w, 7), [n, 2, w, h]), &dev)
+                .swap_dims(2, 3);
+        assert!(concat(&[parts[0].clone(), transposed], 1).is_none());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! 1x1 convolution (stride 1, no padding, one group) on plain `f32` slices in NCHW order,
-//! as gemm calls: the forward pass with a fused bias and clamp, and the backward pass.
+//! as gemm calls: the forward pass with a fused bias and activation, and the backward pass.
 //! Dimensions are `[n, c, co, hw]`: images, input channels, output channels, pixels.
 
-use super::{ConvGrads, clamp1};
+use super::{Act, ConvGrads, mm};
 use crate::graph::Conv;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -56,17 +56,20 @@ pub(super) fn parallelism(tasks: usize) -> gemm::Parallelism {
     }
 }
 
-/// `clamp(W · x + b)` per image, as gemm tiles over the pixels, each tile started from the
-/// bias and clamped while it is still in cache (flex runs the same gemm but then adds the bias
-/// and clamps in two more passes over the whole activation).
+/// `act(W · x + b)` per image, as gemm tiles over the pixels, each tile started from the
+/// bias and put through the activation while it is still in cache (flex runs the same gemm
+/// but then adds the bias and clamps in two more passes over the whole activation).
 pub fn forward(
     xs: &[f32],
     ws: &[f32],
     bs: Option<&[f32]>,
     [n, c, co, hw]: [usize; 4],
-    clamp: (f32, f32),
+    act: Act,
 ) -> Vec<f32> {
     check_operands(xs, ws, bs, None, [n, c, co, hw]);
+    if mm::available() {
+        return forward_mm(xs, ws, bs, [n, c, co, hw], act);
+    }
     let tile = tile_cols(co, hw);
     let tiles = hw.div_ceil(tile);
     let parallelism = parallelism(n * tiles);
@@ -85,12 +88,12 @@ pub fn forward(
                 rows: co,
                 cols: tile.min(hw - j0),
             };
-            tile.bias_gemm_clamp(
+            tile.bias_gemm_act(
                 (ws.as_ptr(), c),
                 (xs.as_ptr().add(b * c * hw + j0), hw),
                 c,
                 bs,
-                clamp,
+                act,
                 parallelism,
             );
         }
@@ -98,6 +101,55 @@ pub fn forward(
     // SAFETY: the loop above wrote every element (see there).
     unsafe { out.set_len(len) };
     out
+}
+
+/// [`forward`] through Graft's own kernel (`mm.rs`): the filters packed once, tasks over
+/// images, L2-sized pixel tiles and, when those are too few to keep every thread busy (small
+/// batches deep in a network), blocks of output channels.
+fn forward_mm(
+    xs: &[f32],
+    ws: &[f32],
+    bs: Option<&[f32]>,
+    [n, c, co, hw]: [usize; 4],
+    act: Act,
+) -> Vec<f32> {
+    let packed = mm::PackedA::new(ws, co, c);
+    let tile = tile_cols(co, hw).next_multiple_of(mm::NR).min(hw);
+    let tiles = hw.div_ceil(tile);
+    let blocks = row_blocks(n * tiles, packed.panels());
+    let per_block = packed.panels().div_ceil(blocks);
+    let len = n * co * hw;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let dst = SendPtr(out.as_mut_ptr());
+    (0..n * tiles * blocks)
+        .into_par_iter()
+        .for_each_init(Vec::new, |scratch, t| {
+            let (b, rest) = (t / (tiles * blocks), t % (tiles * blocks));
+            let (j0, block) = ((rest / blocks) * tile, rest % blocks);
+            let panels = block * per_block..((block + 1) * per_block).min(packed.panels());
+            // SAFETY: AVX2 is there (`mm::available`); tasks write disjoint blocks (image,
+            // pixel range, output channels), which together cover `out`; image b's input
+            // holds c rows of hw values from column j0 on; `out` outlives the loop.
+            unsafe {
+                let block_out = mm::Out {
+                    c: dst.get().add(b * co * hw + j0),
+                    ldc: hw,
+                    cols: tile.min(hw - j0),
+                };
+                let x = xs.as_ptr().add(b * c * hw + j0);
+                mm::multiply(&packed, panels, (x, hw), &block_out, bs, act, scratch);
+            }
+        });
+    // SAFETY: the loop above wrote every element (see there).
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Blocks to split the output channels into so that `tasks` tasks per block keep every
+/// thread busy (two tasks per thread, for balance), at most one block per panel.
+pub(super) fn row_blocks(tasks: usize, panels: usize) -> usize {
+    let want = 2 * rayon::current_num_threads();
+    want.div_ceil(tasks.max(1)).clamp(1, panels.max(1))
 }
 
 /// The gradients of [`forward`] (without clamp) given the output gradient `gs`: the input
@@ -254,21 +306,21 @@ pub(super) struct Tile {
 }
 
 impl Tile {
-    /// Writes `clamp(A · B + bias)` into the tile (every element, initialised or not): `a` is
+    /// Writes `act(A · B + bias)` into the tile (every element, initialised or not): `a` is
     /// `rows × k` and `b` is `k × cols`, each a pointer and its row stride. The tile is filled
-    /// with the bias, gemm adds the product while it is in cache, and the clamp follows at
-    /// once (flex adds the bias and clamps in passes over the whole activation).
+    /// with the bias, gemm adds the product while it is in cache, and the activation follows
+    /// at once (flex adds the bias and clamps in passes over the whole activation).
     ///
     /// # Safety
     /// `a`, `b` and the tile must be valid for those shapes and strides, the tile written by
     /// no one else meanwhile; `bias` has `rows` values.
-    pub unsafe fn bias_gemm_clamp(
+    pub unsafe fn bias_gemm_act(
         &self,
         a: (*const f32, usize),
         b: (*const f32, usize),
         k: usize,
         bias: Option<&[f32]>,
-        clamp: (f32, f32),
+        act: Act,
         parallelism: gemm::Parallelism,
     ) {
         // SAFETY: as the caller promises.
@@ -307,13 +359,14 @@ impl Tile {
                 false,
                 parallelism,
             );
-            if clamp != (f32::NEG_INFINITY, f32::INFINITY) {
+            if act != Act::NONE {
                 for r in 0..self.rows {
                     let row =
                         std::slice::from_raw_parts_mut(self.dst.add(r * self.dst_row), self.cols);
-                    for v in row {
-                        *v = clamp1(*v, clamp.0, clamp.1);
-                    }
+                    super::with_avx2(
+                        #[inline(always)]
+                        || act.apply_all(row),
+                    );
                 }
             }
         }

@@ -13,7 +13,7 @@
 
 use super::depthwise::Geometry;
 use super::norm::{self, Affine};
-use super::{ConvGrads, clamp_slice, enabled, pointwise, unique_values_mut, with_avx2};
+use super::{Act, ConvGrads, clamp_slice, enabled, pointwise, unique_values_mut, with_avx2};
 use crate::graph::Conv;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
@@ -92,10 +92,9 @@ impl ConvKind {
     }
 
     fn forward(&self, xs: &[f32], ws: &[f32], bs: Option<&[f32]>) -> Vec<f32> {
-        let none = (f32::NEG_INFINITY, f32::INFINITY);
         match self {
-            ConvKind::Depthwise(g) => g.forward(xs, ws, bs, none),
-            ConvKind::Pointwise(dims) => pointwise::forward(xs, ws, bs, *dims, none),
+            ConvKind::Depthwise(g) => g.forward(xs, ws, bs, Act::NONE),
+            ConvKind::Pointwise(dims) => pointwise::forward(xs, ws, bs, *dims, Act::NONE),
         }
     }
 

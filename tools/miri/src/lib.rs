@@ -14,12 +14,12 @@ pub mod graph {
     }
 }
 
-// Graft's inference-only helpers in it (exp1, sigmoid1) are not used by these kernels.
+// Some of its helpers (the backward kernels' result type aside) are Graft's alone.
 #[allow(dead_code)]
 #[path = "../../../src/engine/fast_cpu/lanes.rs"]
 mod lanes;
 
-pub use lanes::ConvGrads;
+pub use lanes::{Act, ConvGrads};
 #[cfg(target_arch = "x86_64")]
 use lanes::has_avx2_fma;
 use lanes::{clamp1, conv_output, with_avx2};
