@@ -132,10 +132,11 @@ impl Geometry {
                                 c: at,
                                 ldc: ohw,
                                 cols,
+                                accumulate: false,
                             };
                             let panels = 0..packed[g].panels();
                             let mut scratch = MM_SCRATCH.take();
-                            let patches = (patches.as_ptr(), cols);
+                            let patches = mm::B::Rows(patches.as_ptr(), cols);
                             mm::multiply(
                                 &packed[g],
                                 panels,

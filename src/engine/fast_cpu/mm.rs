@@ -40,17 +40,36 @@ impl PackedA {
     /// Packs `a` (row-major, `rows × k`).
     pub fn new(a: &[f32], rows: usize, k: usize) -> Self {
         assert_eq!(a.len(), rows * k, "packed filters: length");
+        Self::strided(a, rows, k, k)
+    }
+
+    /// Packs `rows × k` values of `a` whose rows start `lda` apart (a block of columns of a
+    /// wider matrix).
+    pub fn strided(a: &[f32], rows: usize, k: usize, lda: usize) -> Self {
+        assert!(k <= lda, "packed filters: row stride");
+        assert!(
+            rows == 0 || (rows - 1) * lda + k <= a.len(),
+            "packed filters: length"
+        );
         let panels = rows.div_ceil(MR);
         let mut data = vec![0.0f32; panels * k * MR];
         for (p, panel) in data.chunks_exact_mut((k * MR).max(1)).enumerate() {
             for r in 0..MR.min(rows - p * MR) {
-                let row = &a[(p * MR + r) * k..(p * MR + r + 1) * k];
+                let row = &a[(p * MR + r) * lda..][..k];
                 for (i, &v) in row.iter().enumerate() {
                     panel[i * MR + r] = v;
                 }
             }
         }
         PackedA { data, rows, k }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
     }
 
     pub fn panels(&self) -> usize {
@@ -62,6 +81,16 @@ impl PackedA {
     }
 }
 
+/// The right-hand operand, `k × cols`.
+#[derive(Clone, Copy)]
+pub enum B {
+    /// Row-major with rows `ld` apart: the input planes of a 1x1 convolution, patches.
+    Rows(*const f32, usize),
+    /// Column-major with columns `ld` apart: `xᵀ` in a weight gradient `g · xᵀ`, which
+    /// sums over the pixels, the contiguous axis of both.
+    Cols(*const f32, usize),
+}
+
 /// One call's output block: rows `panels` (in units of [`MR`]) of C, `cols` columns.
 pub struct Out {
     /// Row 0 of C (not of the block).
@@ -69,20 +98,24 @@ pub struct Out {
     /// Row stride of C.
     pub ldc: usize,
     pub cols: usize,
+    /// Add the product to what C holds (a sum over images or blocks of k) instead of
+    /// writing it; then there is no bias and no activation.
+    pub accumulate: bool,
 }
 
-/// Writes `act(A · B + bias)` for the rows of `panels` into `out`: B is `k × out.cols` at
-/// `b` with row stride `ldb`; `bias` has one value per row of A. `scratch` is reused between
-/// calls (the packed block of B).
+/// Writes `act(A · B + bias)` (or adds `A · B`, see [`Out::accumulate`]) for the rows of
+/// `panels` into `out`: B is `k × out.cols`; `bias` has one value per row of A. `scratch` is
+/// reused between calls (the packed block of B).
 ///
 /// # Safety
-/// [`available`] is true; `b` is valid for reads of `k` rows of `out.cols` values `ldb`
-/// apart; `out.c` is valid for writes of A's rows in `panels` × `out.cols` values `out.ldc`
-/// apart, and nothing else reads or writes them meanwhile.
+/// [`available`] is true; `b` is valid for reads of `k × out.cols` values as its layout
+/// says; `out.c` is valid for reads and writes of A's rows in `panels` × `out.cols` values
+/// `out.ldc` apart (initialised when accumulating), and nothing else reads or writes them
+/// meanwhile.
 pub unsafe fn multiply(
     a: &PackedA,
     panels: Range<usize>,
-    (b, ldb): (*const f32, usize),
+    b: B,
     out: &Out,
     bias: Option<&[f32]>,
     act: Act,
@@ -92,10 +125,14 @@ pub unsafe fn multiply(
     if let Some(bias) = bias {
         assert_eq!(bias.len(), a.rows, "mm: bias length");
     }
+    assert!(
+        !out.accumulate || (bias.is_none() && act == Act::NONE),
+        "mm: a sum takes no bias or activation"
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: as the caller promises.
     unsafe {
-        avx2::multiply(a, panels, (b, ldb), out, bias, act, scratch)
+        avx2::multiply(a, panels, b, out, bias, act, scratch)
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("mm::available() is false off x86-64")
@@ -103,7 +140,7 @@ pub unsafe fn multiply(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Act, BLOCK_VALUES, MR, NR, Out, PackedA};
+    use super::{Act, B, BLOCK_VALUES, MR, NR, Out, PackedA};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -111,7 +148,7 @@ mod avx2 {
     pub(super) unsafe fn multiply(
         a: &PackedA,
         panels: Range<usize>,
-        (b, ldb): (*const f32, usize),
+        b: B,
         out: &Out,
         bias: Option<&[f32]>,
         act: Act,
@@ -138,19 +175,34 @@ mod avx2 {
             // (row < rows) and the block's columns; strip s of `scratch` is its k × NR values
             // at s · k · NR.
             unsafe {
-                // Row by row, so each row of B is read as one run (the prefetcher follows a
-                // few long runs, not k short ones), into strips of NR columns.
-                for i in 0..k {
-                    let src = b.add(i * ldb + j0);
-                    for s in 0..strips {
-                        let w = NR.min(block - s * NR);
-                        let dst = scratch.as_mut_ptr().add((s * k + i) * NR);
-                        if w == NR {
-                            _mm256_storeu_ps(dst, _mm256_loadu_ps(src.add(s * NR)));
-                            _mm256_storeu_ps(dst.add(8), _mm256_loadu_ps(src.add(s * NR + 8)));
-                        } else {
-                            for t in 0..w {
-                                *dst.add(t) = *src.add(s * NR + t);
+                match b {
+                    // Row by row, so each row of B is read as one run (the prefetcher
+                    // follows a few long runs, not k short ones), into strips of NR columns.
+                    B::Rows(b, ldb) => {
+                        for i in 0..k {
+                            let src = b.add(i * ldb + j0);
+                            for s in 0..strips {
+                                let w = NR.min(block - s * NR);
+                                let dst = scratch.as_mut_ptr().add((s * k + i) * NR);
+                                if w == NR {
+                                    _mm256_storeu_ps(dst, _mm256_loadu_ps(src.add(s * NR)));
+                                    let (src, dst) = (src.add(s * NR + 8), dst.add(8));
+                                    _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
+                                } else {
+                                    for t in 0..w {
+                                        *dst.add(t) = *src.add(s * NR + t);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // Column by column, each read as one run.
+                    B::Cols(b, ld) => {
+                        for col in 0..block {
+                            let src = b.add((j0 + col) * ld);
+                            let dst = scratch.as_mut_ptr().add((col / NR) * k * NR + col % NR);
+                            for i in 0..k {
+                                *dst.add(i * NR) = *src.add(i);
                             }
                         }
                     }
@@ -172,6 +224,13 @@ mod avx2 {
                                 _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(pair[1], bv), lo), hi);
                             let dst = out.c.add(row * out.ldc + j);
                             if w == NR {
+                                let (v0, v1) = if out.accumulate {
+                                    let d1 = dst.add(8);
+                                    let v0 = _mm256_add_ps(v0, _mm256_loadu_ps(dst));
+                                    (v0, _mm256_add_ps(v1, _mm256_loadu_ps(d1)))
+                                } else {
+                                    (v0, v1)
+                                };
                                 _mm256_storeu_ps(dst, v0);
                                 _mm256_storeu_ps(dst.add(8), v1);
                             } else {
@@ -179,7 +238,7 @@ mod avx2 {
                                 _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
                                 _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
                                 for (t, &v) in tmp.iter().enumerate().take(w) {
-                                    *dst.add(t) = v;
+                                    *dst.add(t) = if out.accumulate { *dst.add(t) + v } else { v };
                                 }
                             }
                         }
@@ -227,45 +286,63 @@ mod tests {
 
     /// The kernel against a plain triple loop: row counts that leave a partial panel,
     /// column counts that leave a partial strip, a row stride wider than the block, each
-    /// activation, a block of panels that is not the first.
+    /// activation, a block of panels that is not the first, B in either layout, and sums
+    /// into what C holds.
     #[test]
     fn multiply_matches_plain_loops() {
         if !available() {
             return;
         }
         let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 201) as f32 / 100.0 - 1.0;
-        for (rows, k, cols, act) in [
-            (6, 1, 16, Act::NONE),
-            (7, 5, 17, Act::Clamp(0.0, 6.0)),
-            (13, 33, 40, Act::Silu),
-            (24, 64, 3, Act::Clamp(-0.2, 0.3)),
+        for (rows, k, cols, act, by_cols, accumulate) in [
+            (6, 1, 16, Act::NONE, false, false),
+            (7, 5, 17, Act::Clamp(0.0, 6.0), false, false),
+            (13, 33, 40, Act::Silu, false, false),
+            (24, 64, 3, Act::Clamp(-0.2, 0.3), false, false),
+            (7, 9, 17, Act::NONE, true, false),
+            (13, 40, 35, Act::NONE, true, true),
         ] {
             let a: Vec<f32> = (0..rows * k).map(|i| val(i, 1)).collect();
-            let (ldb, ldc) = (cols + 3, cols + 5);
-            let b: Vec<f32> = (0..k * ldb).map(|i| val(i, 2)).collect();
+            let (ld, ldc) = (if by_cols { k } else { cols } + 3, cols + 5);
+            let bs: Vec<f32> = (0..k.max(cols) * ld).map(|i| val(i, 2)).collect();
+            // B[i, j] in either layout.
+            let bij = |i: usize, j: usize| {
+                if by_cols {
+                    bs[j * ld + i]
+                } else {
+                    bs[i * ld + j]
+                }
+            };
+            let b = if by_cols {
+                B::Cols(bs.as_ptr(), ld)
+            } else {
+                B::Rows(bs.as_ptr(), ld)
+            };
             let bias: Vec<f32> = (0..rows).map(|i| val(i, 3)).collect();
+            let bias = (!accumulate).then_some(bias.as_slice());
+            let before = |r: usize, j: usize| if accumulate { val(r * ldc + j, 4) } else { 0.0 };
             let packed = PackedA::new(&a, rows, k);
-            let mut c = vec![f32::NAN; rows * ldc];
+            let mut c: Vec<f32> = (0..rows * ldc)
+                .map(|i| {
+                    if accumulate && i % ldc < cols {
+                        before(i / ldc, i % ldc)
+                    } else {
+                        f32::NAN
+                    }
+                })
+                .collect();
             let mut scratch = Vec::new();
             let out = Out {
                 c: c.as_mut_ptr(),
                 ldc,
                 cols,
+                accumulate,
             };
             // Two calls, the first panel and the rest, as parallel callers split the rows.
             for panels in [0..1, 1..packed.panels()] {
-                // SAFETY: AVX2 checked above; b holds k rows of ldb ≥ cols; c holds rows × ldc.
-                unsafe {
-                    multiply(
-                        &packed,
-                        panels,
-                        (b.as_ptr(), ldb),
-                        &out,
-                        Some(&bias),
-                        act,
-                        &mut scratch,
-                    )
-                };
+                // SAFETY: AVX2 checked above; `bs` holds k × cols values in B's layout at
+                // stride ld; c holds rows × ldc.
+                unsafe { multiply(&packed, panels, b, &out, bias, act, &mut scratch) };
             }
             for r in 0..rows {
                 for j in 0..ldc {
@@ -274,12 +351,24 @@ mod tests {
                         assert!(got.is_nan(), "wrote outside the block at {r},{j}");
                         continue;
                     }
-                    let sum: f32 = (0..k).map(|i| a[r * k + i] * b[i * ldb + j]).sum();
-                    let want = act.apply(sum + bias[r]);
-                    let case = format!("{rows}x{k}x{cols} {act:?} at {r},{j}");
+                    let sum: f32 = (0..k).map(|i| a[r * k + i] * bij(i, j)).sum();
+                    let want = before(r, j) + act.apply(sum + bias.map_or(0.0, |b| b[r]));
+                    let case = format!("{rows}x{k}x{cols} {act:?} cols {by_cols} at {r},{j}");
                     assert!((got - want).abs() < 1e-4, "{case}: {got} vs {want}");
                 }
             }
         }
+    }
+
+    /// A block of columns of a wider matrix packs as that block alone.
+    #[test]
+    fn strided_packing_takes_the_block() {
+        let wide: Vec<f32> = (0..3 * 10).map(|i| i as f32).collect();
+        let block: Vec<f32> = (0..3)
+            .flat_map(|r| (2..6).map(move |c| (r * 10 + c) as f32))
+            .collect();
+        let a = PackedA::strided(&wide[2..], 3, 4, 10);
+        let b = PackedA::new(&block, 3, 4);
+        assert_eq!(a.data, b.data);
     }
 }

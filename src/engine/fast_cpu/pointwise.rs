@@ -68,7 +68,8 @@ pub fn forward(
 ) -> Vec<f32> {
     check_operands(xs, ws, bs, None, [n, c, co, hw]);
     if mm::available() {
-        return forward_mm(xs, ws, bs, [n, c, co, hw], act);
+        let packed = mm::PackedA::new(ws, co, c);
+        return multiply_images(&packed, xs, [n, c, hw], bs, act);
     }
     let tile = tile_cols(co, hw);
     let tiles = hw.div_ceil(tile);
@@ -103,22 +104,25 @@ pub fn forward(
     out
 }
 
-/// [`forward`] through Graft's own kernel (`mm.rs`): the filters packed once, tasks over
-/// images, L2-sized pixel tiles and, when those are too few to keep every thread busy (small
-/// batches deep in a network), blocks of output channels.
-fn forward_mm(
+/// `act(A · x + bias)` per image through Graft's own kernel (`mm.rs`), A packed once (the
+/// filters, or their transpose for the input gradient), x `[n, k, hw]`: tasks over images,
+/// L2-sized pixel tiles and, when those are too few to keep every thread busy (small batches
+/// deep in a network), blocks of output channels.
+fn multiply_images(
+    packed: &mm::PackedA,
     xs: &[f32],
-    ws: &[f32],
+    [n, k, hw]: [usize; 3],
     bs: Option<&[f32]>,
-    [n, c, co, hw]: [usize; 4],
     act: Act,
 ) -> Vec<f32> {
-    let packed = mm::PackedA::new(ws, co, c);
-    let tile = tile_cols(co, hw).next_multiple_of(mm::NR).min(hw);
+    let rows = packed.rows();
+    assert_eq!(xs.len(), n * k * hw, "1x1 convolution: input length");
+    assert_eq!(packed.k(), k, "1x1 convolution: filter length");
+    let tile = tile_cols(rows, hw).next_multiple_of(mm::NR).min(hw);
     let tiles = hw.div_ceil(tile);
     let blocks = row_blocks(n * tiles, packed.panels());
     let per_block = packed.panels().div_ceil(blocks);
-    let len = n * co * hw;
+    let len = n * rows * hw;
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = SendPtr(out.as_mut_ptr());
     (0..n * tiles * blocks)
@@ -127,17 +131,19 @@ fn forward_mm(
             let (b, rest) = (t / (tiles * blocks), t % (tiles * blocks));
             let (j0, block) = ((rest / blocks) * tile, rest % blocks);
             let panels = block * per_block..((block + 1) * per_block).min(packed.panels());
-            // SAFETY: AVX2 is there (`mm::available`); tasks write disjoint blocks (image,
-            // pixel range, output channels), which together cover `out`; image b's input
-            // holds c rows of hw values from column j0 on; `out` outlives the loop.
+            // SAFETY: AVX2 is there (`mm::available`, the caller's check); tasks write
+            // disjoint blocks (image, pixel range, output channels), which together cover
+            // `out`; image b's input holds k rows of hw values from column j0 on (length
+            // asserted above); `out` outlives the loop.
             unsafe {
                 let block_out = mm::Out {
-                    c: dst.get().add(b * co * hw + j0),
+                    c: dst.get().add(b * rows * hw + j0),
                     ldc: hw,
                     cols: tile.min(hw - j0),
+                    accumulate: false,
                 };
-                let x = xs.as_ptr().add(b * c * hw + j0);
-                mm::multiply(&packed, panels, (x, hw), &block_out, bs, act, scratch);
+                let x = mm::B::Rows(xs.as_ptr().add(b * k * hw + j0), hw);
+                mm::multiply(packed, panels, x, &block_out, bs, act, scratch);
             }
         });
     // SAFETY: the loop above wrote every element (see there).
@@ -165,6 +171,17 @@ pub fn backward(
 ) -> ConvGrads {
     check_operands(xs, ws, None, Some(gs), [n, c, co, hw]);
     let dx = want_dx.then(|| {
+        if mm::available() {
+            // Wᵀ (c × co), packed as the filters of the forward pass are.
+            let mut wt = vec![0.0f32; c * co];
+            for (o, row) in ws.chunks_exact(c).enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    wt[i * co + o] = v;
+                }
+            }
+            let packed = mm::PackedA::new(&wt, c, co);
+            return multiply_images(&packed, gs, [n, co, hw], None, Act::NONE);
+        }
         let tile = tile_cols(c, hw);
         let tiles = hw.div_ceil(tile);
         let parallelism = parallelism(n * tiles);
@@ -205,29 +222,35 @@ pub fn backward(
         // its own accumulator, then the accumulators are added.
         let image = |b: usize, (mut dw, mut db): (Vec<f32>, Vec<f32>), par| {
             let g = &gs[b * co * hw..(b + 1) * co * hw];
-            // SAFETY: every pointer and stride stays inside `g`, `xs`'s image b and `dw`.
-            unsafe {
-                gemm::gemm(
-                    co,
-                    c,
-                    hw,
-                    dw.as_mut_ptr(),
-                    1,
-                    c as isize,
-                    true,
-                    g.as_ptr(),
-                    1,
-                    hw as isize,
-                    xs.as_ptr().add(b * c * hw),
-                    hw as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                )
+            let x = &xs[b * c * hw..(b + 1) * c * hw];
+            if mm::available() {
+                let split = matches!(par, gemm::Parallelism::Rayon(_));
+                weight_grad_mm(g, x, [c, co, hw], &mut dw, split);
+            } else {
+                // SAFETY: every pointer and stride stays inside `g`, `xs`'s image b and `dw`.
+                unsafe {
+                    gemm::gemm(
+                        co,
+                        c,
+                        hw,
+                        dw.as_mut_ptr(),
+                        1,
+                        c as isize,
+                        true,
+                        g.as_ptr(),
+                        1,
+                        hw as isize,
+                        x.as_ptr(),
+                        hw as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        par,
+                    )
+                }
             }
             for (d, row) in db.iter_mut().zip(g.chunks_exact(hw.max(1))) {
                 *d += sum(row);
@@ -264,6 +287,52 @@ pub fn backward(
         weight_bias: dw,
     }
 }
+
+/// `dw += g · xᵀ` for one image (`g` co × hw, `x` c × hw) through Graft's kernel: the sum
+/// over pixels in blocks of [`GRAD_KC`] (g's block packed as the left operand, x read by
+/// columns), each added into `dw`; with `split`, the output channels are spread over the
+/// threads (too few images to give each thread its own).
+fn weight_grad_mm(g: &[f32], x: &[f32], [c, co, hw]: [usize; 3], dw: &mut [f32], split: bool) {
+    assert_eq!(dw.len(), co * c, "1x1 weight gradient: length");
+    let dst = SendPtr(dw.as_mut_ptr());
+    for k0 in (0..hw).step_by(GRAD_KC) {
+        let kc = GRAD_KC.min(hw - k0);
+        let packed = mm::PackedA::strided(&g[k0..], co, kc, hw);
+        let blocks = if split {
+            row_blocks(1, packed.panels())
+        } else {
+            1
+        };
+        let per_block = packed.panels().div_ceil(blocks);
+        let block = |blk: usize, scratch: &mut Vec<f32>| {
+            let panels = blk * per_block..((blk + 1) * per_block).min(packed.panels());
+            let out = mm::Out {
+                c: dst.get(),
+                ldc: c,
+                cols: c,
+                accumulate: true,
+            };
+            // SAFETY: AVX2 is there (the caller's `mm::available`); x holds c columns of
+            // hw values, of which rows k0..k0 + kc are read; blocks write disjoint rows of
+            // `dw` (co × c, length asserted above), which outlives the loop.
+            unsafe {
+                let xt = mm::B::Cols(x.as_ptr().add(k0), hw);
+                mm::multiply(&packed, panels, xt, &out, None, Act::NONE, scratch)
+            };
+        };
+        if blocks > 1 {
+            (0..blocks)
+                .into_par_iter()
+                .for_each_init(Vec::new, |s, blk| block(blk, s));
+        } else {
+            block(0, &mut Vec::new());
+        }
+    }
+}
+
+/// Pixels per block of a weight gradient's sum: a packed strip of x (`GRAD_KC` × 16) is
+/// 32 KB, L1's size.
+const GRAD_KC: usize = 512;
 
 /// A sum in 8 lanes (vectorised; one running sum would be a chain of dependent adds).
 fn sum(v: &[f32]) -> f32 {

@@ -461,7 +461,10 @@ mod tests {
             (3, 5, 5, 6, 45, 3, 1, 1, [1, 1, 1, 1], 5),
             (2, 3, 3, 7, 9, 3, 2, 1, [1, 1, 1, 1], 3),
             (2, 5, 7, 3, 4, 1, 1, 1, [0; 4], 1),
+            // More pixels than one block of the weight gradient's sum (`GRAD_KC`).
             (3, 16, 24, 20, 30, 1, 1, 1, [0; 4], 1),
+            // One image: the weight gradient's output channels split over the threads.
+            (1, 8, 40, 9, 9, 1, 1, 1, [0; 4], 1),
         ];
         for (n, c, co, h, w, k, s, d, pads, groups) in cases {
             let what = format!("{n}x{c}->{co} {h}x{w} k{k} s{s} d{d} {pads:?} g{groups}");
