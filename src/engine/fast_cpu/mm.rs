@@ -19,6 +19,8 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 /// Values of B packed at a time: 128 KB, a quarter of this machine's L2.
 const BLOCK_VALUES: usize = 32 << 10;
+/// Steps of the sum per chunk: a packed strip of B (KC × NR) is 16 KB, half of L1.
+const KC: usize = 256;
 
 /// Whether this machine runs these kernels (AVX2 and FMA); other machines use `gemm`.
 pub fn available() -> bool {
@@ -140,7 +142,7 @@ pub unsafe fn multiply(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Act, B, BLOCK_VALUES, MR, NR, Out, PackedA};
+    use super::{Act, B, BLOCK_VALUES, KC, MR, NR, Out, PackedA};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -155,90 +157,123 @@ mod avx2 {
         scratch: &mut Vec<f32>,
     ) {
         let k = a.k;
-        // Columns per packed block: the block (k × nc) about a quarter of L2, so it stays
+        // The sum over k in chunks of KC steps (the last one shorter): a packed strip of B
+        // (KC × NR) and a panel's chunk of A (KC × MR) then stay in L1 while the chunk runs;
+        // each chunk after the first adds to what the one before stored.
+        let kc_max = KC.min(k.max(1));
+        // Columns per packed block: the block (KC × nc) about a quarter of L2, so it stays
         // in cache while every panel of filters passes over it.
-        let nc = (BLOCK_VALUES / k.max(1) / NR * NR).clamp(NR, 1024);
+        let nc = (BLOCK_VALUES / kc_max / NR * NR).clamp(NR, 1024);
         // A clamp is applied in registers; SiLU as a pass over the finished rows below.
         let (lo, hi) = match act {
             Act::Clamp(lo, hi) => (lo, hi),
             Act::Silu => (f32::NEG_INFINITY, f32::INFINITY),
         };
+        let none = _mm256_set1_ps(f32::INFINITY);
         let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
         for j0 in (0..out.cols).step_by(nc) {
             let block = nc.min(out.cols - j0);
             let strips = block.div_ceil(NR);
-            scratch.clear();
-            // A partial last strip's unused columns stay zero: their sums are never stored.
-            scratch.resize(strips * k * NR, 0.0);
-            // SAFETY (packing and kernels): reads of B stay within its k rows of `cols`
-            // values (j0 + block <= cols); writes of C stay within the panels' rows
-            // (row < rows) and the block's columns; strip s of `scratch` is its k × NR values
-            // at s · k · NR.
-            unsafe {
-                match b {
-                    // Row by row, so each row of B is read as one run (the prefetcher
-                    // follows a few long runs, not k short ones), into strips of NR columns.
-                    B::Rows(b, ldb) => {
-                        for i in 0..k {
-                            let src = b.add(i * ldb + j0);
-                            for s in 0..strips {
-                                let w = NR.min(block - s * NR);
-                                let dst = scratch.as_mut_ptr().add((s * k + i) * NR);
-                                if w == NR {
-                                    _mm256_storeu_ps(dst, _mm256_loadu_ps(src.add(s * NR)));
-                                    let (src, dst) = (src.add(s * NR + 8), dst.add(8));
-                                    _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
-                                } else {
-                                    for t in 0..w {
-                                        *dst.add(t) = *src.add(s * NR + t);
+            for k0 in (0..k).step_by(kc_max) {
+                let kc = kc_max.min(k - k0);
+                let (first, last) = (k0 == 0, k0 + kc == k);
+                // Add to C: a later chunk, or a sum the caller asked for.
+                let add = out.accumulate || !first;
+                // The clamp with the last chunk only (earlier ones hold partial sums).
+                let (lo, hi) = if last {
+                    (lo, hi)
+                } else {
+                    (_mm256_sub_ps(_mm256_setzero_ps(), none), none)
+                };
+                scratch.clear();
+                // A partial last strip's unused columns stay zero: their sums are never
+                // stored.
+                scratch.resize(strips * kc * NR, 0.0);
+                // SAFETY (packing and kernels): reads of B stay within its rows k0..k0 + kc
+                // and columns j0..j0 + block (<= cols); writes of C stay within the panels'
+                // rows (row < rows) and the block's columns; strip s of `scratch` is its
+                // kc × NR values at s · kc · NR; a panel's chunk is its steps k0..k0 + kc.
+                unsafe {
+                    match b {
+                        // Row by row, so each row of B is read as one run (the prefetcher
+                        // follows a few long runs, not k short ones), into strips of NR
+                        // columns.
+                        B::Rows(b, ldb) => {
+                            for i in 0..kc {
+                                let src = b.add((k0 + i) * ldb + j0);
+                                for s in 0..strips {
+                                    let w = NR.min(block - s * NR);
+                                    let dst = scratch.as_mut_ptr().add((s * kc + i) * NR);
+                                    if w == NR {
+                                        _mm256_storeu_ps(dst, _mm256_loadu_ps(src.add(s * NR)));
+                                        let (src, dst) = (src.add(s * NR + 8), dst.add(8));
+                                        _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
+                                    } else {
+                                        for t in 0..w {
+                                            *dst.add(t) = *src.add(s * NR + t);
+                                        }
                                     }
                                 }
                             }
                         }
-                    }
-                    // Column by column, each read as one run.
-                    B::Cols(b, ld) => {
-                        for col in 0..block {
-                            let src = b.add((j0 + col) * ld);
-                            let dst = scratch.as_mut_ptr().add((col / NR) * k * NR + col % NR);
-                            for i in 0..k {
-                                *dst.add(i * NR) = *src.add(i);
+                        // Column by column, each read as one run.
+                        B::Cols(b, ld) => {
+                            for col in 0..block {
+                                let src = b.add((j0 + col) * ld + k0);
+                                let at = (col / NR) * kc * NR + col % NR;
+                                let dst = scratch.as_mut_ptr().add(at);
+                                for i in 0..kc {
+                                    *dst.add(i * NR) = *src.add(i);
+                                }
                             }
                         }
                     }
-                }
-                for p in panels.clone() {
-                    let panel = a.panel(p).as_ptr();
-                    for s in 0..strips {
-                        let acc = kernel(k, panel, scratch.as_ptr().add(s * k * NR));
-                        let (j, w) = (j0 + s * NR, NR.min(block - s * NR));
-                        for (r, pair) in acc.chunks_exact(2).enumerate() {
-                            let row = p * MR + r;
-                            if row >= a.rows {
-                                break;
-                            }
-                            let bv = _mm256_set1_ps(bias.map_or(0.0, |b| b[row]));
-                            let v0 =
-                                _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(pair[0], bv), lo), hi);
-                            let v1 =
-                                _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(pair[1], bv), lo), hi);
-                            let dst = out.c.add(row * out.ldc + j);
-                            if w == NR {
-                                let (v0, v1) = if out.accumulate {
-                                    let d1 = dst.add(8);
-                                    let v0 = _mm256_add_ps(v0, _mm256_loadu_ps(dst));
-                                    (v0, _mm256_add_ps(v1, _mm256_loadu_ps(d1)))
+                    for p in panels.clone() {
+                        let panel = a.panel(p).as_ptr().add(k0 * MR);
+                        for s in 0..strips {
+                            let acc = kernel(kc, panel, scratch.as_ptr().add(s * kc * NR));
+                            let (j, w) = (j0 + s * NR, NR.min(block - s * NR));
+                            for (r, pair) in acc.chunks_exact(2).enumerate() {
+                                let row = p * MR + r;
+                                if row >= a.rows {
+                                    break;
+                                }
+                                let bias = if first {
+                                    bias.map_or(0.0, |b| b[row])
                                 } else {
-                                    (v0, v1)
+                                    0.0
                                 };
-                                _mm256_storeu_ps(dst, v0);
-                                _mm256_storeu_ps(dst.add(8), v1);
-                            } else {
+                                let bv = _mm256_set1_ps(bias);
+                                let dst = out.c.add(row * out.ldc + j);
                                 let mut tmp = [0.0f32; NR];
-                                _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
-                                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
-                                for (t, &v) in tmp.iter().enumerate().take(w) {
-                                    *dst.add(t) = if out.accumulate { *dst.add(t) + v } else { v };
+                                let (c0, c1) = match (add, w == NR) {
+                                    (false, _) => (_mm256_setzero_ps(), _mm256_setzero_ps()),
+                                    (true, true) => {
+                                        (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8)))
+                                    }
+                                    (true, false) => {
+                                        for (t, v) in tmp.iter_mut().enumerate().take(w) {
+                                            *v = *dst.add(t);
+                                        }
+                                        (
+                                            _mm256_loadu_ps(tmp.as_ptr()),
+                                            _mm256_loadu_ps(tmp.as_ptr().add(8)),
+                                        )
+                                    }
+                                };
+                                let v0 = _mm256_add_ps(_mm256_add_ps(pair[0], bv), c0);
+                                let v1 = _mm256_add_ps(_mm256_add_ps(pair[1], bv), c1);
+                                let v0 = _mm256_min_ps(_mm256_max_ps(v0, lo), hi);
+                                let v1 = _mm256_min_ps(_mm256_max_ps(v1, lo), hi);
+                                if w == NR {
+                                    _mm256_storeu_ps(dst, v0);
+                                    _mm256_storeu_ps(dst.add(8), v1);
+                                } else {
+                                    _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
+                                    _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
+                                    for (t, &v) in tmp.iter().enumerate().take(w) {
+                                        *dst.add(t) = v;
+                                    }
                                 }
                             }
                         }
@@ -301,6 +336,9 @@ mod tests {
             (24, 64, 3, Act::Clamp(-0.2, 0.3), false, false),
             (7, 9, 17, Act::NONE, true, false),
             (13, 40, 35, Act::NONE, true, true),
+            // Sums longer than one chunk (KC): partial sums stored, the clamp at the end.
+            (9, 2 * KC + 44, 20, Act::Clamp(-0.5, 0.5), false, false),
+            (7, KC + 1, 17, Act::NONE, true, true),
         ] {
             let a: Vec<f32> = (0..rows * k).map(|i| val(i, 1)).collect();
             let (ld, ldc) = (if by_cols { k } else { cols } + 3, cols + 5);
