@@ -1,5 +1,6 @@
 //! 1x1 convolution (stride 1, no padding, one group) on plain `f32` slices in NCHW order,
-//! as gemm calls: the forward pass with a fused bias and activation, and the backward pass.
+//! as matrix products (Graft's own kernel, `mm.rs`, where the CPU has AVX2; the `gemm` crate
+//! elsewhere): the forward pass with a fused bias and activation, and the backward pass.
 //! Dimensions are `[n, c, co, hw]`: images, input channels, output channels, pixels.
 
 use super::{Act, ConvGrads, mm};

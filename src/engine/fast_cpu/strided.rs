@@ -71,6 +71,9 @@ impl<'a> Runs<'a> {
 
     /// Run `i` (`i < count()`).
     pub fn get(&self, i: usize) -> &'a [f32] {
+        if self.len == 0 {
+            return &[];
+        }
         let mut at = self.start;
         let mut rest = i;
         for &(n, stride) in self.outer.iter().rev() {

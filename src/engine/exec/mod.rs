@@ -1,20 +1,21 @@
-//! What each op computes, on burn tensors.
+//! What each op computes, on burn tensors. The layers with parameters and a fused
+//! activation (convolution, batch norm) are in `layers.rs`.
 
-use super::fast_cpu::{self, Act};
+mod layers;
+
+use layers::clamp;
+
+use super::fast_cpu;
 use super::params::LayerParams;
-use super::value::{Value, map, visit, zip};
+use super::value::{Value, map, zip};
 use super::{Mode, Step};
 use crate::graph::{
     Binary, Nary, Op, PadMode, Reduce, ResizeMode, Unary, norm_axis, reshape_shape, resized,
     slice_range,
 };
 use burn::tensor::activation as act;
-use burn::tensor::module::{
-    avg_pool2d, batch_norm, batch_norm_train, conv2d, interpolate, layer_norm, max_pool2d,
-};
-use burn::tensor::ops::{
-    AvgPoolOptions, ConvOptions, InterpolateMode, InterpolateOptions, MaxPoolOptions,
-};
+use burn::tensor::module::{avg_pool2d, interpolate, layer_norm, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, InterpolateMode, InterpolateOptions, MaxPoolOptions};
 use burn::tensor::{Distribution, Int, Slice, Tensor, TensorData};
 
 type Res = Result<Vec<Value>, String>;
@@ -33,94 +34,9 @@ pub fn run(
     };
     let one = |v: Value| Ok(vec![v]);
     match &step.op {
-        Op::Conv(c) => {
-            let Some(LayerParams::Conv(p)) = layer else {
-                return Err("convolution without weights".into());
-            };
-            let x = take(0)?.into_r4()?;
-            let (weight, bias) = (p.weight.val(), p.bias.as_ref().map(|b| b.val()));
-            let act = step.act.unwrap_or(Act::NONE);
-            let fast = fast_cpu::depthwise_conv(&x, &weight, bias.as_ref(), c, act)
-                .or_else(|| fast_cpu::pointwise_conv(&x, &weight, bias.as_ref(), c, act))
-                .or_else(|| fast_cpu::dense_conv(&x, &weight, bias.as_ref(), c, act));
-            if let Some(y) = fast {
-                return one(Value::R4(y));
-            }
-            // Training on the CPU: the same kernels as one autodiff op with their own
-            // gradients (activations are fused into training plans' batch norms, not
-            // convolutions: see `fuse_activations`).
-            if step.act.is_none()
-                && let Some(y) = fast_cpu::train::conv(&x, &weight, bias.as_ref(), c)
-            {
-                return one(Value::R4(y));
-            }
-            let opts = ConvOptions::new_with_padding(
-                c.strides,
-                [(c.pads[0], c.pads[2]), (c.pads[1], c.pads[3])],
-                c.dilations,
-                c.groups,
-            );
-            let y = Value::R4(conv2d(x, weight, bias, opts));
-            one(activate(y, step.act, mode))
-        }
+        Op::Conv(c) => layers::conv(step, c, take(0)?, layer, mode),
         Op::BatchNorm { epsilon, momentum } => {
-            let Some(LayerParams::BatchNorm(p)) = layer else {
-                return Err("batch norm without parameters".into());
-            };
-            let x = take(0)?;
-            let eps = *epsilon as f64;
-            // A frozen BatchNorm always uses its running statistics (Keras, MATLAB).
-            if mode == Mode::Train && !step.frozen {
-                let count = {
-                    let d = x.dims();
-                    d.iter().product::<usize>() / d[1].max(1)
-                };
-                let (gamma, beta) = (p.gamma.val(), p.beta.val());
-                let (range, after) = clamp_part(step.act);
-                // On the CPU, Graft's own op with the clamp fused (two passes each way);
-                // elsewhere burn's, then the clamp.
-                let (y, mean, var) = visit!(x, t => {
-                    match fast_cpu::train::batch_norm(&t, &gamma, &beta, eps, range) {
-                        Some((y, mean, var)) => (activate(lift_same(y), after, mode), mean, var),
-                        None => {
-                            let r = batch_norm_train(t, gamma.clone(), beta.clone(), eps);
-                            (activate(lift_same(r.output), step.act, mode), r.mean, r.variance)
-                        }
-                    }
-                });
-                // ONNX momentum m keeps m of the old statistic. Like PyTorch, the running
-                // variance is updated with the unbiased batch variance.
-                let m = *momentum as f64;
-                let unbiased = var.mul_scalar(count as f64 / (count.max(2) - 1) as f64);
-                p.running_mean.update(
-                    p.running_mean
-                        .value_sync()
-                        .mul_scalar(m)
-                        .add(mean.mul_scalar(1.0 - m))
-                        .detach(),
-                );
-                p.running_var.update(
-                    p.running_var
-                        .value_sync()
-                        .mul_scalar(m)
-                        .add(unbiased.mul_scalar(1.0 - m))
-                        .detach(),
-                );
-                one(y)
-            } else {
-                // `value_sync`: a validation between steps on the training thread sees the
-                // latest step's update, not the one before.
-                let (mean, var) = (p.running_mean.value_sync(), p.running_var.value_sync());
-                let (gamma, beta) = (p.gamma.val(), p.beta.val());
-                let (range, after) = clamp_part(step.act);
-                let stats = [&gamma, &beta, &mean, &var];
-                let fast = visit!(&x, t => fast_cpu::batch_norm_inference(t, stats, eps, range).map(lift_same));
-                if let Some(y) = fast {
-                    return one(activate(y, after, mode));
-                }
-                let y = map!(x, t => batch_norm(t, p.gamma.val(), p.beta.val(), mean.clone(), var.clone(), eps));
-                one(activate(y, step.act, mode))
-            }
+            layers::batch_norm(step, (*epsilon, *momentum), take(0)?, layer, mode)
         }
         Op::LayerNorm { axis, epsilon } => {
             let Some(LayerParams::Norm(p)) = layer else {
@@ -638,51 +554,6 @@ fn pow<const D: usize>(p: Tensor<D>, q: Tensor<D>) -> Tensor<D> {
     }
     let s = broadcast_dims(&p.dims(), &q.dims());
     p.expand(s).powf(q.expand(s))
-}
-
-/// A step's fused activation as its own pass (where no kernel applied it).
-fn activate(y: Value, act: Option<Act>, mode: Mode) -> Value {
-    match act {
-        None => y,
-        Some(Act::Clamp(lo, hi)) => clamp(y, lo, hi, mode),
-        Some(Act::Silu) => map!(y, t => fast_cpu::silu(t)),
-    }
-}
-
-/// A step's fused activation split into the clamp a batch-norm kernel applies itself and
-/// what is left to [`activate`] after it (SiLU).
-fn clamp_part(act: Option<Act>) -> ((f32, f32), Option<Act>) {
-    match act {
-        Some(Act::Clamp(lo, hi)) => ((lo, hi), None),
-        other => ((f32::NEG_INFINITY, f32::INFINITY), other),
-    }
-}
-
-/// `min(max(x, lo), hi)` (Clip, ReLU, ReLU6, and clamps fused into a step). Inference on
-/// the CPU: one in-place pass, where flex's own `clamp` is a scalar loop. Training on the
-/// CPU: one autodiff op, one pass each way. Elsewhere: ReLU as burn's relu (a one-pass
-/// backward) and an upper bound as `clamp_max`, where `clamp_min` would be a comparison plus
-/// a masked fill forward and backward.
-fn clamp(x: Value, lo: f32, hi: f32, mode: Mode) -> Value {
-    if mode == Mode::Inference && lo > f32::NEG_INFINITY && hi < f32::INFINITY {
-        return map!(x, t => fast_cpu::clamp(t, lo, hi));
-    }
-    map!(x, t => fast_cpu::train::clamp(t, lo, hi, |t| burn_clamp(t, lo, hi)))
-}
-
-fn burn_clamp<const D: usize>(t: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
-    let t = if lo == 0.0 {
-        act::relu(t)
-    } else if lo > f32::NEG_INFINITY {
-        t.clamp_min(lo)
-    } else {
-        t
-    };
-    if hi < f32::INFINITY {
-        t.clamp_max(hi)
-    } else {
-        t
-    }
 }
 
 /// Rank-preserving helper used with `visit!` where the tensor type is generic.
