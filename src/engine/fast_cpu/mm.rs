@@ -1,14 +1,15 @@
-//! Graft's own matrix multiply for the forward pass of convolutions on AVX2 + FMA:
-//! `act(A · B + bias)` written straight into the output, where A is the filters (packed once
-//! per convolution) and B the input pixels (a 1x1 convolution's input planes, or unfolded
-//! patches), both row-major with any row stride.
+//! Graft's own matrix multiply for convolutions on AVX2 + FMA: `act(A · B + bias)` written
+//! straight into the output, where A is the filters (packed once per convolution) and B the
+//! input pixels (a 1x1 convolution's input planes, unfolded patches; or, for a weight
+//! gradient, xᵀ read by columns), with any row (or column) stride. Also the 1x1 gradients'
+//! products (`pointwise::backward`), with sums into the output (`Out::accumulate`).
 //!
 //! Why not the `gemm` crate that burn uses: it packs both operands on every call, the filters
 //! included (every tile of every image repacked the same weights: 1.6 MB per tile for
 //! MobileNet-v2's last 1x1), and leaves the bias and activation to passes of their own. Here
-//! the filters are packed once, each 16-pixel strip of B once per block of filters, and the
-//! 6 × 16 micro-kernel (12 accumulators, the BLIS shape for 16 AVX registers) adds the bias
-//! and clamps before its single store.
+//! the filters are packed once, each L2-sized block of B once per block of filters, the sum
+//! runs in chunks that stay in L1, and the 6 × 16 micro-kernel (12 accumulators, the BLIS
+//! shape for 16 AVX registers) adds the bias and clamps before its single store.
 
 use super::Act;
 use std::ops::Range;
@@ -124,6 +125,8 @@ pub unsafe fn multiply(
     scratch: &mut Vec<f32>,
 ) {
     assert!(panels.end <= a.panels(), "mm: panels out of range");
+    // An empty sum would leave the output unwritten.
+    assert!(a.k > 0, "mm: no steps to sum");
     if let Some(bias) = bias {
         assert_eq!(bias.len(), a.rows, "mm: bias length");
     }
@@ -169,7 +172,10 @@ mod avx2 {
             Act::Clamp(lo, hi) => (lo, hi),
             Act::Silu => (f32::NEG_INFINITY, f32::INFINITY),
         };
-        let none = _mm256_set1_ps(f32::INFINITY);
+        let unclamped = (
+            _mm256_set1_ps(f32::NEG_INFINITY),
+            _mm256_set1_ps(f32::INFINITY),
+        );
         let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
         for j0 in (0..out.cols).step_by(nc) {
             let block = nc.min(out.cols - j0);
@@ -180,11 +186,7 @@ mod avx2 {
                 // Add to C: a later chunk, or a sum the caller asked for.
                 let add = out.accumulate || !first;
                 // The clamp with the last chunk only (earlier ones hold partial sums).
-                let (lo, hi) = if last {
-                    (lo, hi)
-                } else {
-                    (_mm256_sub_ps(_mm256_setzero_ps(), none), none)
-                };
+                let (lo, hi) = if last { (lo, hi) } else { unclamped };
                 // Grown, never cleared: packing writes every value the kernels' stored
                 // lanes read, and a partial last strip's unused columns keep whatever an
                 // earlier block left there (their lanes' sums are never stored; lanes do not
