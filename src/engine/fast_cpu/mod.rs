@@ -34,13 +34,10 @@ fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("GRAFT_FAST_CPU").map_or(true, |v| v != "0"))
 }
 
-/// A float tensor's flex primitive, when it has one (a cheap reference-counted clone).
+/// A float tensor's flex primitive when it is one contiguous run (a cheap reference-counted
+/// clone); `flex_view` takes strided views too.
 fn flex<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
-    if !enabled() {
-        return None;
-    }
-    let p = t.clone().try_into_primitive::<Flex>().ok()?;
-    (p.dtype() == DType::F32 && p.as_slice::<f32>().is_some()).then_some(p)
+    flex_view(t).filter(|p| p.as_slice::<f32>().is_some())
 }
 
 fn wrap<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
