@@ -81,6 +81,8 @@ pub struct Step {
     /// An activation fused into this convolution or batch norm: a clamp (ReLU, ReLU6, Clip),
     /// or in inference plans SiLU.
     pub act: Option<fast_cpu::Act>,
+    /// A convolution's filters as Graft's CPU matrix kernel reads them, kept between runs.
+    pub packs: fast_cpu::PackedFilters,
 }
 
 /// Which store tensors a layer's parameters came from.
@@ -318,6 +320,7 @@ impl Model {
                 frozen: node.is_frozen(),
                 lr_factor: node.lr_factor,
                 last_use: Vec::new(),
+                packs: Default::default(),
                 act: None,
             });
         }

@@ -30,8 +30,8 @@ pub(super) fn conv(
     let (weight, bias) = (p.weight.val(), p.bias.as_ref().map(|b| b.val()));
     let act = step.act.unwrap_or(Act::NONE);
     let fast = fast_cpu::depthwise_conv(&x, &weight, bias.as_ref(), c, act)
-        .or_else(|| fast_cpu::pointwise_conv(&x, &weight, bias.as_ref(), c, act))
-        .or_else(|| fast_cpu::dense_conv(&x, &weight, bias.as_ref(), c, act));
+        .or_else(|| fast_cpu::pointwise_conv(&x, &weight, bias.as_ref(), c, act, &step.packs))
+        .or_else(|| fast_cpu::dense_conv(&x, &weight, bias.as_ref(), c, act, &step.packs));
     if let Some(y) = fast {
         return one(Value::R4(y));
     }

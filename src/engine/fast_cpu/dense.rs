@@ -77,8 +77,17 @@ impl Geometry {
         self.c / self.groups * self.kh * self.kw
     }
 
-    /// `act(conv(x, w) + b)`, `[n, co, oh, ow]`.
-    pub fn forward(&self, xs: &[f32], ws: &[f32], bs: Option<&[f32]>, act: Act) -> Vec<f32> {
+    /// `act(conv(x, w) + b)`, `[n, co, oh, ow]`. `packed`: each group's filters already
+    /// packed for `mm` (an inference plan keeps them between runs), else packed here when
+    /// `mm` runs.
+    pub fn forward(
+        &self,
+        xs: &[f32],
+        ws: &[f32],
+        packed: Option<&[mm::PackedA]>,
+        bs: Option<&[f32]>,
+        act: Act,
+    ) -> Vec<f32> {
         let (n, co, ohw) = (self.n, self.co, self.oh * self.ow);
         assert_eq!(xs.len(), n * self.c * self.h * self.w, "convolution: input");
         assert_eq!(ws.len(), co * self.k(), "convolution: weight");
@@ -89,11 +98,21 @@ impl Geometry {
         let (cog, cg) = (co / self.groups, self.c / self.groups);
         // Graft's kernel (`mm.rs`) where the CPU has AVX2, with each group's filters packed
         // once; `gemm` elsewhere.
-        let packed: Option<Vec<mm::PackedA>> = mm::available().then(|| {
-            (0..self.groups)
-                .map(|g| mm::PackedA::new(&ws[g * cog * k..(g + 1) * cog * k], cog, k))
-                .collect()
-        });
+        let own;
+        let packed = match packed {
+            _ if !mm::available() => None,
+            Some(p) => Some(p),
+            None => {
+                own = mm::PackedA::groups(ws, self.groups, cog, k);
+                Some(own.as_slice())
+            }
+        };
+        if let Some(p) = packed {
+            assert!(
+                p.len() == self.groups && p.iter().all(|g| [g.rows(), g.k()] == [cog, k]),
+                "convolution: packed filters"
+            );
+        }
         // Output pixels per tile: the patches fill the scratch budget, at least a row of a
         // small map, never more than the map.
         let mut tile = (SCRATCH_BYTES / 4 / k).max(16).min(ohw);
@@ -135,18 +154,8 @@ impl Geometry {
                                 accumulate: false,
                             };
                             let panels = 0..packed[g].panels();
-                            let mut scratch = MM_SCRATCH.take();
                             let patches = mm::B::Rows(patches.as_ptr(), cols);
-                            mm::multiply(
-                                &packed[g],
-                                panels,
-                                patches,
-                                &out,
-                                bias,
-                                act,
-                                &mut scratch,
-                            );
-                            MM_SCRATCH.set(scratch);
+                            mm::multiply(&packed[g], panels, patches, &out, bias, act);
                             continue;
                         }
                         let tile = Tile {
@@ -234,6 +243,4 @@ impl Geometry {
 thread_local! {
     /// Each worker's patch buffer, kept between tiles and convolutions.
     static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    /// Each worker's buffer for `mm`'s packed blocks of patches.
-    static MM_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }

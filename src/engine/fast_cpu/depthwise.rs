@@ -14,11 +14,25 @@ const V: usize = 8;
 /// Taps whose weight gradients accumulate in registers together (a 3x3 filter's).
 const G: usize = 9;
 
-/// Per-task scratch planes.
+/// Scratch planes.
 #[derive(Default)]
 struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
+}
+
+thread_local! {
+    /// Each thread's scratch planes, kept between planes and convolutions: a set per rayon
+    /// split was a fresh allocation each time, its pages zeroed by the kernel.
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch planes.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let mut s = SCRATCH.take();
+    let r = f(&mut s);
+    SCRATCH.set(s);
+    r
 }
 
 /// The shape of one depthwise convolution, per plane.
@@ -257,12 +271,12 @@ impl Geometry {
         out.spare_capacity_mut()[..len]
             .par_chunks_mut(ohw)
             .enumerate()
-            .for_each_init(Vec::new, |scratch, (plane, o)| {
+            .for_each(|(plane, o)| {
                 let ch = plane % c;
                 let input = &xs[plane * hw..(plane + 1) * hw];
                 let filter = &ws[ch * taps..(ch + 1) * taps];
                 let b = bs.map_or(0.0, |b| b[ch]);
-                self.plane(input, filter, b, act, o, scratch);
+                with_scratch(|s| self.plane(input, filter, b, act, o, &mut s.a));
             });
         // SAFETY: `plane` wrote every element of every output plane.
         unsafe { out.set_len(len) };
@@ -306,41 +320,34 @@ impl Geometry {
             .par_chunks_mut(hw.max(1))
             .map(Some);
         let partials = partial.par_chunks_mut(taps + 1).map(Some);
-        let per_plane = |scratch: &mut Scratch, (plane, (dx, part))| {
-            let ch = plane % c;
-            let input = &xs[plane * hw..(plane + 1) * hw];
-            let filter = &ws[ch * taps..(ch + 1) * taps];
-            let g = &gs[plane * ohw..(plane + 1) * ohw];
-            if let Some(part) = part {
-                self.weight_grad(input, g, part, scratch);
-            }
-            if let Some(dx) = dx {
-                match &transposed {
-                    Some(t) => {
-                        let flipped = &flipped[ch * taps..(ch + 1) * taps];
-                        t.plane(g, flipped, 0.0, Act::NONE, dx, &mut scratch.a);
-                    }
-                    None => self.input_grad_scatter(filter, g, dx, &mut scratch.a),
+        let per_plane = |(plane, (dx, part))| {
+            with_scratch(|scratch: &mut Scratch| {
+                let ch = plane % c;
+                let input = &xs[plane * hw..(plane + 1) * hw];
+                let filter = &ws[ch * taps..(ch + 1) * taps];
+                let g = &gs[plane * ohw..(plane + 1) * ohw];
+                if let Some(part) = part {
+                    self.weight_grad(input, g, part, scratch);
                 }
-            }
+                if let Some(dx) = dx {
+                    match &transposed {
+                        Some(t) => {
+                            let flipped = &flipped[ch * taps..(ch + 1) * taps];
+                            t.plane(g, flipped, 0.0, Act::NONE, dx, &mut scratch.a);
+                        }
+                        None => self.input_grad_scatter(filter, g, dx, &mut scratch.a),
+                    }
+                }
+            })
         };
         let no_part = (0..n * c).into_par_iter().map(|_| None::<&mut [f32]>);
         let no_dx = (0..n * c)
             .into_par_iter()
             .map(|_| None::<&mut [MaybeUninit<f32>]>);
         match (want_dx, want_dw) {
-            (true, true) => dx_planes
-                .zip(partials)
-                .enumerate()
-                .for_each_init(Scratch::default, per_plane),
-            (true, false) => dx_planes
-                .zip(no_part)
-                .enumerate()
-                .for_each_init(Scratch::default, per_plane),
-            (false, true) => no_dx
-                .zip(partials)
-                .enumerate()
-                .for_each_init(Scratch::default, per_plane),
+            (true, true) => dx_planes.zip(partials).enumerate().for_each(per_plane),
+            (true, false) => dx_planes.zip(no_part).enumerate().for_each(per_plane),
+            (false, true) => no_dx.zip(partials).enumerate().for_each(per_plane),
             (false, false) => {}
         }
         // SAFETY: every plane of `dx` was written above (`plane` and `input_grad_scatter`

@@ -67,6 +67,14 @@ impl PackedA {
         PackedA { data, rows, k }
     }
 
+    /// Packs each group's filters of a `[groups · rows, k]` matrix (one group: the whole).
+    pub fn groups(a: &[f32], groups: usize, rows: usize, k: usize) -> Vec<PackedA> {
+        assert_eq!(a.len(), groups * rows * k, "packed filters: length");
+        (0..groups)
+            .map(|g| PackedA::new(&a[g * rows * k..(g + 1) * rows * k], rows, k))
+            .collect()
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }
@@ -107,8 +115,8 @@ pub struct Out {
 }
 
 /// Writes `act(A · B + bias)` (or adds `A · B`, see [`Out::accumulate`]) for the rows of
-/// `panels` into `out`: B is `k × out.cols`; `bias` has one value per row of A. `scratch` is
-/// reused between calls (the packed block of B).
+/// `panels` into `out`: B is `k × out.cols`; `bias` has one value per row of A. The packed
+/// block of B goes to this thread's buffer ([`SCRATCH`]).
 ///
 /// # Safety
 /// [`available`] is true; `b` is valid for reads of `k × out.cols` values as its layout
@@ -122,7 +130,6 @@ pub unsafe fn multiply(
     out: &Out,
     bias: Option<&[f32]>,
     act: Act,
-    scratch: &mut Vec<f32>,
 ) {
     assert!(panels.end <= a.panels(), "mm: panels out of range");
     // An empty sum would leave the output unwritten.
@@ -135,12 +142,21 @@ pub unsafe fn multiply(
         "mm: a sum takes no bias or activation"
     );
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: as the caller promises.
-    unsafe {
-        avx2::multiply(a, panels, b, out, bias, act, scratch)
+    {
+        let mut scratch = SCRATCH.take();
+        // SAFETY: as the caller promises.
+        unsafe { avx2::multiply(a, panels, b, out, bias, act, &mut scratch) };
+        SCRATCH.set(scratch);
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("mm::available() is false off x86-64")
+}
+
+thread_local! {
+    /// Each thread's packed block of B, kept between calls: a buffer per task (rayon's
+    /// `for_each_init` makes one per split) was a fresh allocation zeroed by the kernel on
+    /// every convolution, 4 % of a batch-1 forward pass.
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -375,7 +391,6 @@ mod tests {
                     }
                 })
                 .collect();
-            let mut scratch = Vec::new();
             let out = Out {
                 c: c.as_mut_ptr(),
                 ldc,
@@ -386,7 +401,7 @@ mod tests {
             for panels in [0..1, 1..packed.panels()] {
                 // SAFETY: AVX2 checked above; `bs` holds k × cols values in B's layout at
                 // stride ld; c holds rows × ldc.
-                unsafe { multiply(&packed, panels, b, &out, bias, act, &mut scratch) };
+                unsafe { multiply(&packed, panels, b, &out, bias, act) };
             }
             for r in 0..rows {
                 for j in 0..ldc {

@@ -60,17 +60,32 @@ pub(super) fn parallelism(tasks: usize) -> gemm::Parallelism {
 /// `act(W · x + b)` per image, as gemm tiles over the pixels, each tile started from the
 /// bias and put through the activation while it is still in cache (flex runs the same gemm
 /// but then adds the bias and clamps in two more passes over the whole activation).
+/// `packed`: the filters already packed for `mm` (an inference plan keeps them between runs),
+/// else they are packed here when `mm` runs.
 pub fn forward(
     xs: &[f32],
     ws: &[f32],
+    packed: Option<&mm::PackedA>,
     bs: Option<&[f32]>,
     [n, c, co, hw]: [usize; 4],
     act: Act,
 ) -> Vec<f32> {
     check_operands(xs, ws, bs, None, [n, c, co, hw]);
     if mm::available() {
-        let packed = mm::PackedA::new(ws, co, c);
-        return multiply_images(&packed, xs, [n, c, hw], bs, act);
+        let own;
+        let packed = match packed {
+            Some(p) => p,
+            None => {
+                own = mm::PackedA::new(ws, co, c);
+                &own
+            }
+        };
+        assert_eq!(
+            [packed.rows(), packed.k()],
+            [co, c],
+            "1x1 convolution: packed filters"
+        );
+        return multiply_images(packed, xs, [n, c, hw], bs, act);
     }
     let tile = tile_cols(co, hw);
     let tiles = hw.div_ceil(tile);
@@ -126,27 +141,25 @@ fn multiply_images(
     let len = n * rows * hw;
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = SendPtr(out.as_mut_ptr());
-    (0..n * tiles * blocks)
-        .into_par_iter()
-        .for_each_init(Vec::new, |scratch, t| {
-            let (b, rest) = (t / (tiles * blocks), t % (tiles * blocks));
-            let (j0, block) = ((rest / blocks) * tile, rest % blocks);
-            let panels = block * per_block..((block + 1) * per_block).min(packed.panels());
-            // SAFETY: AVX2 is there (`mm::available`, the caller's check); tasks write
-            // disjoint blocks (image, pixel range, output channels), which together cover
-            // `out`; image b's input holds k rows of hw values from column j0 on (length
-            // asserted above); `out` outlives the loop.
-            unsafe {
-                let block_out = mm::Out {
-                    c: dst.get().add(b * rows * hw + j0),
-                    ldc: hw,
-                    cols: tile.min(hw - j0),
-                    accumulate: false,
-                };
-                let x = mm::B::Rows(xs.as_ptr().add(b * k * hw + j0), hw);
-                mm::multiply(packed, panels, x, &block_out, bs, act, scratch);
-            }
-        });
+    (0..n * tiles * blocks).into_par_iter().for_each(|t| {
+        let (b, rest) = (t / (tiles * blocks), t % (tiles * blocks));
+        let (j0, block) = ((rest / blocks) * tile, rest % blocks);
+        let panels = block * per_block..((block + 1) * per_block).min(packed.panels());
+        // SAFETY: AVX2 is there (`mm::available`, the caller's check); tasks write
+        // disjoint blocks (image, pixel range, output channels), which together cover
+        // `out`; image b's input holds k rows of hw values from column j0 on (length
+        // asserted above); `out` outlives the loop.
+        unsafe {
+            let block_out = mm::Out {
+                c: dst.get().add(b * rows * hw + j0),
+                ldc: hw,
+                cols: tile.min(hw - j0),
+                accumulate: false,
+            };
+            let x = mm::B::Rows(xs.as_ptr().add(b * k * hw + j0), hw);
+            mm::multiply(packed, panels, x, &block_out, bs, act);
+        }
+    });
     // SAFETY: the loop above wrote every element (see there).
     unsafe { out.set_len(len) };
     out
@@ -305,7 +318,7 @@ fn weight_grad_mm(g: &[f32], x: &[f32], [c, co, hw]: [usize; 3], dw: &mut [f32],
             1
         };
         let per_block = packed.panels().div_ceil(blocks);
-        let block = |blk: usize, scratch: &mut Vec<f32>| {
+        let block = |blk: usize| {
             let panels = blk * per_block..((blk + 1) * per_block).min(packed.panels());
             let out = mm::Out {
                 c: dst.get(),
@@ -318,15 +331,13 @@ fn weight_grad_mm(g: &[f32], x: &[f32], [c, co, hw]: [usize; 3], dw: &mut [f32],
             // `dw` (co × c, length asserted above), which outlives the loop.
             unsafe {
                 let xt = mm::B::Cols(x.as_ptr().add(k0), hw);
-                mm::multiply(&packed, panels, xt, &out, None, Act::NONE, scratch)
+                mm::multiply(&packed, panels, xt, &out, None, Act::NONE)
             };
         };
         if blocks > 1 {
-            (0..blocks)
-                .into_par_iter()
-                .for_each_init(Vec::new, |s, blk| block(blk, s));
+            (0..blocks).into_par_iter().for_each(block);
         } else {
-            block(0, &mut Vec::new());
+            block(0);
         }
     }
 }

@@ -94,7 +94,7 @@ impl ConvKind {
     fn forward(&self, xs: &[f32], ws: &[f32], bs: Option<&[f32]>) -> Vec<f32> {
         match self {
             ConvKind::Depthwise(g) => g.forward(xs, ws, bs, Act::NONE),
-            ConvKind::Pointwise(dims) => pointwise::forward(xs, ws, bs, *dims, Act::NONE),
+            ConvKind::Pointwise(dims) => pointwise::forward(xs, ws, None, bs, *dims, Act::NONE),
         }
     }
 
