@@ -525,9 +525,9 @@ impl Geometry {
             Act::Silu => ((f32::NEG_INFINITY, f32::INFINITY), Some(act)),
         };
         if self.forward_block() == 4 * V {
-            self.rows::<FMA, 4>(input, filter, bias, clamp, out, scratch)
+            self.rows::<FMA, 4, 1>(input, filter, bias, clamp, out, scratch)
         } else {
-            self.rows::<FMA, 1>(input, filter, bias, clamp, out, scratch)
+            self.rows::<FMA, 1, 4>(input, filter, bias, clamp, out, scratch)
         }
         if let Some(act) = after {
             // SAFETY: `rows` wrote every element of the plane; `MaybeUninit<f32>` has the
@@ -537,9 +537,13 @@ impl Geometry {
         }
     }
 
+    /// The plane in tiles of `R` output rows × `U` vectors, each tile's sums in registers
+    /// while the taps pass: one weight broadcast then feeds `R · U` FMAs. Wide rows take
+    /// 4 vectors of one row; narrow ones (28, 14 or 7 columns deep in a network) 4 rows of
+    /// one vector — one row at a time was 3 loads per FMA there.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn rows<const FMA: bool, const U: usize>(
+    fn rows<const FMA: bool, const U: usize, const R: usize>(
         &self,
         input: &[f32],
         filter: &[f32],
@@ -559,31 +563,79 @@ impl Geometry {
             + (self.oh - 1) * step
             + self.ow.div_ceil(block) * block;
         assert!(furthest <= src.len(), "depthwise scratch too small");
-        let (lo, hi) = clamp;
-        for (r, row) in out.chunks_exact_mut(self.ow).enumerate() {
-            let row_at = r * step;
-            for o in (0..self.ow).step_by(block) {
-                let mut acc = [[bias; V]; U];
-                for (&at, &wv) in offsets.iter().zip(filter) {
-                    let at = at + row_at + o;
-                    for (u, acc) in acc.iter_mut().enumerate() {
-                        // SAFETY: at + u*V + V <= furthest <= src.len() (asserted above).
-                        let x = unsafe { src.get_unchecked(at + u * V..at + u * V + V) };
-                        for t in 0..V {
-                            acc[t] = if FMA {
-                                x[t].mul_add(wv, acc[t])
-                            } else {
-                                acc[t] + wv * x[t]
-                            };
-                        }
+        let ow = self.ow;
+        let write = |r: usize, o: usize, acc: &[[f32; V]; U], out: &mut [MaybeUninit<f32>]| {
+            let row = &mut out[r * ow..(r + 1) * ow];
+            for (u, acc) in acc.iter().enumerate() {
+                let o = o + u * V;
+                if o + V <= ow {
+                    // A whole vector: a fixed count, so the clamp and store vectorise.
+                    let dst = &mut row[o..o + V];
+                    for t in 0..V {
+                        dst[t].write(clamp1(acc[t], clamp.0, clamp.1));
+                    }
+                } else if o < ow {
+                    for (d, &v) in row[o..].iter_mut().zip(acc) {
+                        d.write(clamp1(v, clamp.0, clamp.1));
                     }
                 }
-                for (dst, v) in row[o..].iter_mut().zip(acc.into_iter().flatten()) {
-                    dst.write(clamp1(v, lo, hi));
+            }
+        };
+        let whole = self.oh / R * R;
+        for r in (0..whole).step_by(R) {
+            for o in (0..ow).step_by(block) {
+                // SAFETY: rows r..r + R < oh and columns o..o + block read at most
+                // `furthest` (asserted above).
+                let acc =
+                    unsafe { tile::<FMA, U, R>(src, offsets, filter, bias, r * step + o, step) };
+                for (i, acc) in acc.iter().enumerate() {
+                    write(r + i, o, acc, out);
+                }
+            }
+        }
+        for r in whole..self.oh {
+            for o in (0..ow).step_by(block) {
+                // SAFETY: as above, one row.
+                let [acc] =
+                    unsafe { tile::<FMA, U, 1>(src, offsets, filter, bias, r * step + o, step) };
+                write(r, o, &acc, out);
+            }
+        }
+    }
+}
+
+/// The sums of one tile of `R` output rows × `U` vectors from `at` on (rows `step` apart in
+/// `src`), started from `bias`.
+///
+/// # Safety
+/// Every read stays inside `src`: `max(offsets) + at + (R - 1) · step + U · V <= src.len()`.
+#[inline(always)]
+unsafe fn tile<const FMA: bool, const U: usize, const R: usize>(
+    src: &[f32],
+    offsets: &[usize],
+    filter: &[f32],
+    bias: f32,
+    at: usize,
+    step: usize,
+) -> [[[f32; V]; U]; R] {
+    let mut acc = [[[bias; V]; U]; R];
+    for (&off, &wv) in offsets.iter().zip(filter) {
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let at = off + at + i * step;
+            for (u, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: within the reads the caller vouches for.
+                let x = unsafe { src.get_unchecked(at + u * V..at + u * V + V) };
+                for t in 0..V {
+                    acc[t] = if FMA {
+                        x[t].mul_add(wv, acc[t])
+                    } else {
+                        acc[t] + wv * x[t]
+                    };
                 }
             }
         }
     }
+    acc
 }
 
 /// Per tap of a group: Σ over the rows r and vectors o of `gpad` (rows of `ow_v`) of

@@ -531,12 +531,21 @@ mod tests {
             if mm::available() {
                 let held = packs.get(&flex(&w1).unwrap(), groups).unwrap();
                 let again = packs.get(&flex(&w1.clone()).unwrap(), groups).unwrap();
-                assert!(std::sync::Arc::ptr_eq(&held, &again), "{dims:?}: packed again");
+                assert!(
+                    std::sync::Arc::ptr_eq(&held, &again),
+                    "{dims:?}: packed again"
+                );
             }
             assert_eq!(max_diff(run(&w1, &packs), first.clone()), 0.0);
             let second = run(&w2, &packs);
-            assert_eq!(max_diff(second.clone(), run(&w2, &PackedFilters::default())), 0.0);
-            assert!(max_diff(second, first) > 0.0, "{dims:?}: the old filters answered");
+            assert_eq!(
+                max_diff(second.clone(), run(&w2, &PackedFilters::default())),
+                0.0
+            );
+            assert!(
+                max_diff(second, first) > 0.0,
+                "{dims:?}: the old filters answered"
+            );
         }
     }
 
