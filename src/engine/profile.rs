@@ -1,6 +1,8 @@
 //! Per-op timing of forward passes, for finding where inference time goes.
 //! `GRAFT_PROFILE=1` makes every step wait for its result and adds its time to a table that
-//! [`report`] prints (slower overall: the waits stop asynchronous backends overlapping work).
+//! [`report`] prints (slower overall: the waits stop asynchronous backends overlapping work);
+//! `GRAFT_PROFILE=nodes` times each node apart, with its output's shape (which layers of a
+//! kind are slow: a convolution's GMAC/s follows from its shapes).
 
 use super::{Step, Value};
 use std::collections::HashMap;
@@ -18,7 +20,14 @@ pub(crate) fn record(step: &Step, outs: &[Value], started: Instant) {
         // Wait for the device to finish the op.
         let _ = v.device().sync();
     }
+    let by_node = std::env::var_os("GRAFT_PROFILE").is_some_and(|v| v == "nodes");
     let key = match &step.op {
+        _ if by_node => format!(
+            "{} {} {:?}",
+            step.node,
+            step.op.onnx_type(),
+            outs.first().map(Value::dims).unwrap_or_default()
+        ),
         crate::graph::Op::Conv(c) if c.groups > 1 => "Conv (depthwise/grouped)".to_string(),
         crate::graph::Op::Conv(c) if c.strides == [1, 1] && step.inputs.len() > 1 => {
             "Conv".to_string()
