@@ -392,6 +392,20 @@ impl Model {
     }
 }
 
+/// Runs `f` on one of rayon's workers when `device` is the CPU (flex, without autodiff) and
+/// this thread is not one already. Each CPU kernel's parallel loop is then shared with the
+/// other workers directly; called from any other thread, every op would be queued into the
+/// pool and the caller put to sleep until it finished — a wake-up per op, 1/10 of a batch-1
+/// forward pass. (Training steps, at batch 32 and milliseconds per op, showed no difference
+/// within the machine's noise, and stay on the training thread.)
+fn on_cpu_workers<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
+    if *device == Device::flex() && rayon::current_thread_index().is_none() {
+        rayon::scope(|_| f())
+    } else {
+        f()
+    }
+}
+
 /// Folds each ReLU / Clip (and, in inference plans, SiLU) that is the only reader of a step's
 /// output into that step, so the CPU kernels apply it while the output is still in cache:
 /// into convolutions in inference plans (`fast_cpu::depthwise_conv`), into batch norms in all
@@ -488,14 +502,7 @@ impl Plan {
                     .join(", ")
             )));
         }
-        // On the CPU the pass runs on one of rayon's workers: each kernel's parallel loop is
-        // then shared with the other workers directly, where from any other thread every op
-        // would be queued into the pool and the caller put to sleep until it finished (a
-        // wake-up per op, 1/10 of a batch-1 pass).
-        if rayon::current_thread_index().is_none() && self.device == Device::flex() {
-            return rayon::scope(|_| self.run_steps(params, input, mode));
-        }
-        self.run_steps(params, input, mode)
+        on_cpu_workers(&self.device, || self.run_steps(params, input, mode))
     }
 
     /// [`Self::forward`] after its checks, on this thread.
