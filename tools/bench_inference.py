@@ -8,7 +8,8 @@
     ... tools/bench_inference.py --others      # the other networks, batch 32 (issue 12's table)
     ... tools/bench_inference.py --models resnet18,vgg11 --batches 32
 
-Each number is the median of timed runs after warm-up, in images per second. PyTorch gets
+Each number is the median of timed runs after warm-up, in images per second; Graft and ONNX
+Runtime alternate `--repeats` times and the ratio is the median of the rounds' ratios. PyTorch gets
 its best CPU settings (eval, no_grad, channels-last where faster, glibc malloc thresholds from
 the environment above); ONNX Runtime gets all graph optimisations and all cores.
 """
@@ -59,7 +60,8 @@ def bench_ort(path, batch, iters):
 
 
 def bench_graft(path, batch, iters):
-    out = subprocess.run([GRAFT, "bench", path, "--batch", str(batch), "--iterations", str(iters)],
+    out = subprocess.run([GRAFT, "bench", path, "--batch", str(batch), "--iterations", str(iters),
+                          "--device", "cpu"],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["images_per_s"]
 
@@ -98,6 +100,9 @@ def main():
     ap.add_argument("--models", default="efficientnet_lite0,mobilenet_v2")
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--others", action="store_true", help=f"batch 32 of {','.join(OTHERS)}")
+    # This machine's speed drifts by tens of percent within minutes: Graft and ONNX Runtime
+    # alternate, and the ratio is the median of each round's ratio.
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of Graft then ONNX Runtime")
     a = ap.parse_args()
     models = OTHERS if a.others else a.models.split(",")
     batches = [32] if a.others else [int(b) for b in a.batches.split(",")]
@@ -108,16 +113,18 @@ def main():
         path, model = network(name)
         for batch in batches:
             iters = 30 if batch == 1 else 8
-            g = bench_graft(path, batch, iters)
-            o = bench_ort(path, batch, iters)
+            rounds = [(bench_graft(path, batch, iters), bench_ort(path, batch, iters))
+                      for _ in range(a.repeats)]
             p = bench_torch(model, batch, iters)
-            rows.append((name, batch, g, o, p))
+            g, o = (float(np.median([r[i] for r in rounds])) for i in (0, 1))
+            ratios = [gr / orr for gr, orr in rounds]
+            rows.append((name, batch, g, o, p, float(np.median(ratios)), min(ratios), max(ratios)))
             print(rows[-1], flush=True)
-    print(f"\npeer settings: {json.dumps(peer.settings())}\n")
-    print("| model | batch | Graft img/s | ONNX Runtime img/s | PyTorch img/s | Graft / ORT | Graft / PyTorch |")
+    print(f"\npeer settings: {json.dumps(peer.settings())}, repeats: {a.repeats}\n")
+    print("| model | batch | Graft img/s | ONNX Runtime img/s | PyTorch img/s | Graft / ORT (rounds) | Graft / PyTorch |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, b, g, o, p in rows:
-        print(f"| {name} | {b} | {g:.1f} | {o:.1f} | {p:.1f} | {g / o:.2f}× | {g / p:.2f}× |")
+    for name, b, g, o, p, r, lo, hi in rows:
+        print(f"| {name} | {b} | {g:.1f} | {o:.1f} | {p:.1f} | {r:.2f}× ({lo:.2f}–{hi:.2f}) | {g / p:.2f}× |")
 
 
 if __name__ == "__main__":
