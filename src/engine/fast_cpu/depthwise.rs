@@ -593,7 +593,20 @@ impl Geometry {
                 }
             }
         }
-        for r in whole..self.oh {
+        // The rows left over: in pairs when tiles are taller (7 rows: 4 + 2 + 1), then one.
+        let mut rest = whole;
+        while R > 2 && rest + 2 <= self.oh {
+            for o in (0..ow).step_by(block) {
+                // SAFETY: as above, two rows.
+                let acc =
+                    unsafe { tile::<FMA, U, 2>(src, offsets, filter, bias, rest * step + o, step) };
+                for (i, acc) in acc.iter().enumerate() {
+                    write(rest + i, o, acc, out);
+                }
+            }
+            rest += 2;
+        }
+        for r in rest..self.oh {
             for o in (0..ow).step_by(block) {
                 // SAFETY: as above, one row.
                 let [acc] =

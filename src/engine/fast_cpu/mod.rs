@@ -444,6 +444,8 @@ mod tests {
             // Stride 2 with an odd left pad (even columns to phase 1), and stride 3.
             (9, 9, 3, 2, 1, [1, 1, 1, 1], Act::NONE),
             (11, 10, 3, 3, 1, [1, 1, 1, 1], Act::Clamp(0.0, 6.0)),
+            // 7 rows: a tile of 4, a pair, one.
+            (7, 7, 5, 1, 1, [2, 2, 2, 2], Act::Clamp(0.0, 6.0)),
         ];
         for (h, w, k, s, d, pads, act) in cases {
             let (n, c) = (2, 3);
