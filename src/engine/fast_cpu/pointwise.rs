@@ -57,9 +57,10 @@ pub(super) fn parallelism(tasks: usize) -> gemm::Parallelism {
     }
 }
 
-/// `act(W · x + b)` per image, as gemm tiles over the pixels, each tile started from the
-/// bias and put through the activation while it is still in cache (flex runs the same gemm
-/// but then adds the bias and clamps in two more passes over the whole activation).
+/// `act(W · x + b)` per image, as tiles over the pixels through Graft's matrix kernel (`mm`;
+/// gemm without AVX2), each tile started from the bias and put through the activation while
+/// it is still in cache (flex runs a gemm, then adds the bias and clamps in two more passes
+/// over the whole activation).
 /// `packed`: the filters already packed for `mm` (an inference plan keeps them between runs),
 /// else they are packed here when `mm` runs.
 pub fn forward(
