@@ -152,6 +152,7 @@ pub unsafe fn multiply(
     unreachable!("mm::available() is false off x86-64")
 }
 
+#[cfg(target_arch = "x86_64")]
 thread_local! {
     /// Each thread's packed block of B, kept between calls: a buffer per task (rayon's
     /// `for_each_init` makes one per split) was a fresh allocation zeroed by the kernel on
