@@ -1,13 +1,13 @@
 //! Convolutions that are neither 1x1 nor depthwise — 3x3, 5x5, 7x7, strided, grouped (the
 //! stems of every network, ResNet's and VGG's bodies, GoogLeNet's towers) — on plain `f32`
-//! slices in NCHW order, for inference: the input patches of a tile of output pixels are
-//! unfolded (im2col) into a scratch buffer about the size of L2, and one gemm per group
-//! multiplies the filters by them straight into the output, which is started from the bias
-//! put through its activation while still in cache. flex unfolds the whole batch at once (a 32-image batch of
-//! ResNet-18's first block is 230 MB of patches), then adds the bias and clamps in passes
-//! over the whole activation.
+//! slices in NCHW order, for inference: Graft's matrix kernel (`mm.rs`) multiplies each
+//! group's filters by the input patches, which its packing reads straight from the input
+//! (no unfolded copy), and adds the bias and activation before its single store. Without
+//! AVX2, a tile's patches are unfolded (im2col) into an L2-sized buffer for `gemm`. flex
+//! unfolds the whole batch at once (a 32-image batch of ResNet-18's first block is 230 MB of
+//! patches), then adds the bias and clamps in passes over the whole activation.
 
-use super::pointwise::{SendPtr, Tile, parallelism};
+use super::pointwise::{SendPtr, Tile, parallelism, row_blocks};
 use super::{Act, conv_output, mm};
 use crate::graph::Conv;
 use rayon::prelude::*;
@@ -94,34 +94,82 @@ impl Geometry {
         if let Some(bs) = bs {
             assert_eq!(bs.len(), co, "convolution: bias");
         }
-        let k = self.k();
-        let (cog, cg) = (co / self.groups, self.c / self.groups);
-        // Graft's kernel (`mm.rs`) where the CPU has AVX2, with each group's filters packed
-        // once; `gemm` elsewhere.
+        if !mm::available() {
+            return self.forward_gemm(xs, ws, bs, act);
+        }
+        let (k, cog) = (self.k(), co / self.groups);
+        // Graft's kernel (`mm.rs`), each group's filters packed once.
         let own;
         let packed = match packed {
-            _ if !mm::available() => None,
-            Some(p) => Some(p),
+            Some(p) => p,
             None => {
                 own = mm::PackedA::groups(ws, self.groups, cog, k);
-                Some(own.as_slice())
+                own.as_slice()
             }
         };
-        if let Some(p) = packed {
-            assert!(
-                p.len() == self.groups && p.iter().all(|g| [g.rows(), g.k()] == [cog, k]),
-                "convolution: packed filters"
-            );
-        }
+        assert!(
+            packed.len() == self.groups && packed.iter().all(|g| [g.rows(), g.k()] == [cog, k]),
+            "convolution: packed filters"
+        );
+        // Tasks are runs of output pixels counted over the whole batch, one image's after
+        // another's: a run may cross from one image into the next, so small maps fill the
+        // kernel's strips and share the filters' trips through cache.
+        // Too few runs to keep every thread busy (a small batch of small maps): blocks of
+        // output channels as well.
+        let columns = mm::Columns::new(n, ohw);
+        let panels = packed[0].panels();
+        let blocks = row_blocks(columns.tasks, panels);
+        let per_block = panels.div_ceil(blocks);
+        let len = n * co * ohw;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let dst = SendPtr(out.as_mut_ptr());
+        (0..columns.tasks * blocks).into_par_iter().for_each(|t| {
+            let ((first, cols), block) = (columns.task(t / blocks), t % blocks);
+            let panels = block * per_block..((block + 1) * per_block).min(panels);
+            for (g, packed) in packed.iter().enumerate() {
+                let patches = Patches {
+                    geometry: self,
+                    xs,
+                    group: g,
+                };
+                let out = mm::Out {
+                    // SAFETY: group g's output channels start g · cog rows into image 0.
+                    c: unsafe { dst.get().add(g * cog * ohw) },
+                    ldc: ohw,
+                    cols,
+                    accumulate: false,
+                    span: mm::Span {
+                        first,
+                        pixels: ohw,
+                        image_stride: co * ohw,
+                    },
+                };
+                let bias = bs.map(|b| &b[g * cog..(g + 1) * cog]);
+                // SAFETY: AVX2 is there (checked above); tasks write disjoint pixel runs or
+                // blocks of channels and groups disjoint channels, which together cover
+                // `out` (`n × co × ohw`);
+                // the patches are read from `xs` (length asserted above); `out` outlives
+                // the loop.
+                unsafe {
+                    let b = mm::B::Gather(&patches);
+                    mm::multiply(packed, panels.clone(), b, &out, bias, act);
+                }
+            }
+        });
+        // SAFETY: the loop above wrote every element (see there).
+        unsafe { out.set_len(len) };
+        out
+    }
+
+    /// [`Self::forward`] through the `gemm` crate (machines without AVX2 and FMA): the
+    /// patches of a tile of one image's pixels unfolded into a scratch buffer about the size
+    /// of L2, then one gemm per group straight into the output.
+    fn forward_gemm(&self, xs: &[f32], ws: &[f32], bs: Option<&[f32]>, act: Act) -> Vec<f32> {
+        let (n, co, ohw) = (self.n, self.co, self.oh * self.ow);
+        let (k, cog, cg) = (self.k(), co / self.groups, self.c / self.groups);
         // Output pixels per tile: the patches fill the scratch budget, at least a row of a
         // small map, never more than the map.
-        let mut tile = (SCRATCH_BYTES / 4 / k).max(16).min(ohw);
-        let want = 2 * rayon::current_num_threads();
-        if packed.is_some() && n * ohw.div_ceil(tile) < want {
-            // Graft's kernel does not split a tile across threads (gemm does, below):
-            // smaller tiles instead, down to one strip of the kernel.
-            tile = ohw.div_ceil(want.div_ceil(n)).max(mm::NR).min(ohw);
-        }
+        let tile = (SCRATCH_BYTES / 4 / k).max(16).min(ohw);
         let tiles = ohw.div_ceil(tile);
         let par = parallelism(n * tiles);
         let len = n * co * ohw;
@@ -134,45 +182,33 @@ impl Geometry {
             // start another tile meanwhile, which then makes a buffer of its own.
             let mut patches = SCRATCH.take();
             patches.resize(k * cols, 0.0);
-            {
-                for g in 0..self.groups {
-                    let x = &xs[(b * self.c + g * cg) * self.h * self.w..][..cg * self.h * self.w];
-                    self.unfold(x, p0, cols, &mut patches);
-                    // SAFETY: tiles are disjoint pixel ranges of disjoint images and groups
-                    // write disjoint output channels, so no two tasks write the same element
-                    // and every element is written by one; the weight rows of group g are
-                    // `cog × k` at `g * cog * k`; the patches are `k × cols`; `out` outlives
-                    // the parallel loop.
-                    unsafe {
-                        let bias = bs.map(|b| &b[g * cog..(g + 1) * cog]);
-                        let at = dst.get().add((b * co + g * cog) * ohw + p0);
-                        if let Some(packed) = &packed {
-                            let out = mm::Out {
-                                c: at,
-                                ldc: ohw,
-                                cols,
-                                accumulate: false,
-                            };
-                            let panels = 0..packed[g].panels();
-                            let patches = mm::B::Rows(patches.as_ptr(), cols);
-                            mm::multiply(&packed[g], panels, patches, &out, bias, act);
-                            continue;
-                        }
-                        let tile = Tile {
-                            dst: at,
-                            dst_row: ohw,
-                            rows: cog,
-                            cols,
-                        };
-                        tile.bias_gemm_act(
-                            (ws.as_ptr().add(g * cog * k), k),
-                            (patches.as_ptr(), cols),
-                            k,
-                            bias,
-                            act,
-                            par,
-                        );
-                    }
+            for g in 0..self.groups {
+                let x = &xs[(b * self.c + g * cg) * self.h * self.w..][..cg * self.h * self.w];
+                for (row, dst) in patches.chunks_exact_mut(cols).enumerate() {
+                    let (ci, tap) = (row / (self.kh * self.kw), row % (self.kh * self.kw));
+                    let plane = &x[ci * self.h * self.w..(ci + 1) * self.h * self.w];
+                    self.tap_runs(plane, tap, p0, dst);
+                }
+                // SAFETY: tiles are disjoint pixel ranges of disjoint images and groups
+                // write disjoint output channels, so no two tasks write the same element
+                // and every element is written by one; the weight rows of group g are
+                // `cog × k` at `g * cog * k`; the patches are `k × cols`; `out` outlives
+                // the parallel loop.
+                unsafe {
+                    let tile = Tile {
+                        dst: dst.get().add((b * co + g * cog) * ohw + p0),
+                        dst_row: ohw,
+                        rows: cog,
+                        cols,
+                    };
+                    tile.bias_gemm_act(
+                        (ws.as_ptr().add(g * cog * k), k),
+                        (patches.as_ptr(), cols),
+                        k,
+                        bs.map(|b| &b[g * cog..(g + 1) * cog]),
+                        act,
+                        par,
+                    );
                 }
             }
             SCRATCH.set(patches);
@@ -182,60 +218,78 @@ impl Geometry {
         out
     }
 
-    /// The patches of output pixels `p0..p0 + cols` (row-major over the output map) of one
-    /// group's input planes `x`: row `(ci, ky, kx)` holds, for each pixel, the input value
-    /// that tap reads, zero where it falls in the padding.
-    fn unfold(&self, x: &[f32], p0: usize, cols: usize, patches: &mut [f32]) {
+    /// For output pixels `p0..p0 + out.len()` of one image (row-major over the output map),
+    /// the value kernel tap `tap` (`ky · kw + kx`) reads from input plane `plane`, zero where
+    /// it falls in the padding.
+    fn tap_runs(&self, plane: &[f32], tap: usize, p0: usize, out: &mut [f32]) {
         let (h, w, ow) = (self.h, self.w, self.ow);
         let [sh, sw] = self.stride;
         let [dh, dw] = self.dilation;
         let [top, left] = self.pad;
-        let cg = self.c / self.groups;
-        let mut row = 0;
-        for ci in 0..cg {
-            let plane = &x[ci * h * w..(ci + 1) * h * w];
-            for ky in 0..self.kh {
-                for kx in 0..self.kw {
-                    let dst = &mut patches[row * cols..(row + 1) * cols];
-                    row += 1;
-                    // Runs of pixels within one output row.
-                    let mut p = p0;
-                    while p < p0 + cols {
-                        let (oy, ox0) = (p / ow, p % ow);
-                        let run = (ow - ox0).min(p0 + cols - p);
-                        let out = &mut dst[p - p0..p - p0 + run];
-                        p += run;
-                        let iy = (oy * sh + ky * dh) as isize - top as isize;
-                        if iy < 0 || iy >= h as isize {
-                            out.fill(0.0);
-                            continue;
-                        }
-                        let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                        // Input column of output column ox: ox * sw + kx * dw - left.
-                        let first = (ox0 * sw + kx * dw) as isize - left as isize;
-                        if sw == 1 {
-                            // One copy between the zeros of the left and right padding.
-                            let lo = (-first).clamp(0, run as isize) as usize;
-                            let hi = (w as isize - first).clamp(lo as isize, run as isize) as usize;
-                            out[..lo].fill(0.0);
-                            out[hi..].fill(0.0);
-                            if hi > lo {
-                                let at = (first + lo as isize) as usize;
-                                out[lo..hi].copy_from_slice(&src[at..at + hi - lo]);
-                            }
-                            continue;
-                        }
-                        for (o, v) in out.iter_mut().enumerate() {
-                            let ix = first + (o * sw) as isize;
-                            *v = if ix >= 0 && ix < w as isize {
-                                src[ix as usize]
-                            } else {
-                                0.0
-                            };
-                        }
-                    }
-                }
+        let (ky, kx) = (tap / self.kw, tap % self.kw);
+        // Runs of pixels within one output row.
+        let mut p = p0;
+        let end = p0 + out.len();
+        while p < end {
+            let (oy, ox0) = (p / ow, p % ow);
+            let run = (ow - ox0).min(end - p);
+            let out = &mut out[p - p0..p - p0 + run];
+            p += run;
+            let iy = (oy * sh + ky * dh) as isize - top as isize;
+            if iy < 0 || iy >= h as isize {
+                out.fill(0.0);
+                continue;
             }
+            let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+            // Input column of output column ox: ox * sw + kx * dw - left.
+            let first = (ox0 * sw + kx * dw) as isize - left as isize;
+            if sw == 1 {
+                // One copy between the zeros of the left and right padding.
+                let lo = (-first).clamp(0, run as isize) as usize;
+                let hi = (w as isize - first).clamp(lo as isize, run as isize) as usize;
+                out[..lo].fill(0.0);
+                out[hi..].fill(0.0);
+                if hi > lo {
+                    let at = (first + lo as isize) as usize;
+                    out[lo..hi].copy_from_slice(&src[at..at + hi - lo]);
+                }
+                continue;
+            }
+            for (o, v) in out.iter_mut().enumerate() {
+                let ix = first + (o * sw) as isize;
+                *v = if ix >= 0 && ix < w as isize {
+                    src[ix as usize]
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// One group's unfolded patches as the right-hand operand of `mm`, read straight from the
+/// input: row `(ci, ky, kx)` holds, for each output pixel of the batch, the input value that
+/// tap reads. Packing gathers each row into a buffer in L1, where an unfolded copy of the
+/// tile's patches went through L2 (and was 12 % of ResNet-18's time).
+struct Patches<'a> {
+    geometry: &'a Geometry,
+    xs: &'a [f32],
+    group: usize,
+}
+
+impl mm::Gather for Patches<'_> {
+    fn row(&self, i: usize, j0: usize, out: &mut [f32]) {
+        let g = self.geometry;
+        let (taps, ohw, hw) = (g.kh * g.kw, g.oh * g.ow, g.h * g.w);
+        let ci = self.group * (g.c / g.groups) + i / taps;
+        // Runs within one image.
+        let mut done = 0;
+        while done < out.len() {
+            let (b, p) = ((j0 + done) / ohw, (j0 + done) % ohw);
+            let run = (ohw - p).min(out.len() - done);
+            let plane = &self.xs[(b * g.c + ci) * hw..(b * g.c + ci + 1) * hw];
+            g.tap_runs(plane, i % taps, p, &mut out[done..done + run]);
+            done += run;
         }
     }
 }

@@ -20,6 +20,8 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 /// Values of B packed at a time: 128 KB, a quarter of this machine's L2.
 const BLOCK_VALUES: usize = 32 << 10;
+/// Most columns packed at a time (a gathered row of B is buffered on the stack).
+const MAX_NC: usize = 1024;
 /// Steps of the sum per chunk: a packed strip of B (KC × NR) is 16 KB, half of L1.
 const KC: usize = 256;
 
@@ -94,17 +96,27 @@ impl PackedA {
 
 /// The right-hand operand, `k × cols`.
 #[derive(Clone, Copy)]
-pub enum B {
-    /// Row-major with rows `ld` apart: the input planes of a 1x1 convolution, patches.
+pub enum B<'a> {
+    /// Row-major with rows `ld` apart: the input planes of a 1x1 convolution.
     Rows(*const f32, usize),
     /// Column-major with columns `ld` apart: `xᵀ` in a weight gradient `g · xᵀ`, which
     /// sums over the pixels, the contiguous axis of both.
     Cols(*const f32, usize),
+    /// Rows written by their owner: a convolution's patches read straight from its input
+    /// (no unfolded copy), or columns that run on from one image into the next.
+    Gather(&'a dyn Gather),
+}
+
+/// A right-hand operand that writes its own rows into the packing (see [`B::Gather`]).
+pub trait Gather: Sync {
+    /// Row `i` of B at columns `j0..j0 + out.len()`, columns counted as the output's
+    /// [`Span`] counts them (from the first image's first pixel).
+    fn row(&self, i: usize, j0: usize, out: &mut [f32]);
 }
 
 /// One call's output block: rows `panels` (in units of [`MR`]) of C, `cols` columns.
 pub struct Out {
-    /// Row 0 of C (not of the block).
+    /// Row 0 of C (not of the block), in the first image.
     pub c: *mut f32,
     /// Row stride of C.
     pub ldc: usize,
@@ -112,6 +124,111 @@ pub struct Out {
     /// Add the product to what C holds (a sum over images or blocks of k) instead of
     /// writing it; then there is no bias and no activation.
     pub accumulate: bool,
+    /// Where the block's columns lie in C.
+    pub span: Span,
+}
+
+/// Where the columns of an output block lie: column `j` is pixel `(first + j) % pixels` of
+/// image `(first + j) / pixels`, and each image's row 0 starts `image_stride` values after the
+/// previous one's. A block that runs over several small images (7x7 maps deep in a network)
+/// fills whole strips of [`NR`] columns where one image alone would leave a strip part empty
+/// (49 pixels fill 3 strips and 1 column of a fourth), and reuses the filters across images.
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    pub first: usize,
+    pub pixels: usize,
+    pub image_stride: usize,
+}
+
+impl Span {
+    /// Columns within one image, from its pixel 0.
+    pub const ONE: Span = Span {
+        first: 0,
+        pixels: usize::MAX,
+        image_stride: 0,
+    };
+
+    /// Offset in C (from row 0 of the first image) of column `j`'s row 0.
+    #[inline(always)]
+    fn offset(&self, j: usize) -> usize {
+        let g = self.first + j;
+        (g / self.pixels) * self.image_stride + g % self.pixels
+    }
+
+    /// Whether columns `j..j + w` are consecutive in C (within one image).
+    #[inline(always)]
+    fn consecutive(&self, j: usize, w: usize) -> bool {
+        let g = self.first + j;
+        g % self.pixels + w <= self.pixels
+    }
+}
+
+/// Output columns of `n` images of `hw` pixels each, split into runs for a parallel loop's
+/// tasks: a whole number of strips per run (the last may be shorter), at least two tasks
+/// per thread and a multiple of the threads (for balance), about 2,048 columns each at most,
+/// 128 at least.
+/// Small maps' runs go on from one image into the next (see [`Span`]); large maps' stay
+/// within an image, where their planes can be read in place (a run across images is
+/// gathered through a buffer first, which costs as much as the product for a 1x1
+/// convolution with few output channels).
+#[derive(Clone, Copy, Debug)]
+pub struct Columns {
+    pub tasks: usize,
+    tile: usize,
+    hw: usize,
+    total: usize,
+    /// Runs per image when runs stay within images.
+    per_image: Option<usize>,
+}
+
+impl Columns {
+    /// Maps of at least this many pixels are split per image (28x28 is 49 whole strips).
+    const WHOLE_IMAGES_FROM: usize = 256;
+
+    pub fn new(n: usize, hw: usize) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let total = n * hw;
+        let tasks = (2 * threads)
+            .max(total.div_ceil(2048))
+            .next_multiple_of(threads);
+        if hw >= Self::WHOLE_IMAGES_FROM {
+            let per_image = tasks.div_ceil(n.max(1));
+            let tile = hw.div_ceil(per_image).next_multiple_of(NR);
+            let per_image = hw.div_ceil(tile);
+            return Columns {
+                tasks: n * per_image,
+                tile,
+                hw,
+                total,
+                per_image: Some(per_image),
+            };
+        }
+        // Not under 8 strips: every task streams all the filters through cache, which for
+        // a batch of one 7x7 image costs more than the sum (callers split the filters'
+        // rows instead, `pointwise::row_blocks`).
+        let tile = total.div_ceil(tasks).next_multiple_of(NR).max(8 * NR);
+        Columns {
+            tasks: total.div_ceil(tile).max(1),
+            tile,
+            hw,
+            total,
+            per_image: None,
+        }
+    }
+
+    /// Task `t`'s run: its first column (counted over the batch) and its length.
+    pub fn task(&self, t: usize) -> (usize, usize) {
+        match self.per_image {
+            Some(per) => {
+                let (b, j0) = (t / per, (t % per) * self.tile);
+                (b * self.hw + j0, self.tile.min(self.hw - j0))
+            }
+            None => {
+                let first = t * self.tile;
+                (first, self.tile.min(self.total - first))
+            }
+        }
+    }
 }
 
 /// Writes `act(A · B + bias)` (or adds `A · B`, see [`Out::accumulate`]) for the rows of
@@ -126,7 +243,7 @@ pub struct Out {
 pub unsafe fn multiply(
     a: &PackedA,
     panels: Range<usize>,
-    b: B,
+    b: B<'_>,
     out: &Out,
     bias: Option<&[f32]>,
     act: Act,
@@ -162,7 +279,7 @@ thread_local! {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Act, B, BLOCK_VALUES, KC, MR, NR, Out, PackedA};
+    use super::{Act, B, BLOCK_VALUES, KC, MAX_NC, MR, NR, Out, PackedA};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -170,7 +287,7 @@ mod avx2 {
     pub(super) unsafe fn multiply(
         a: &PackedA,
         panels: Range<usize>,
-        b: B,
+        b: B<'_>,
         out: &Out,
         bias: Option<&[f32]>,
         act: Act,
@@ -183,7 +300,7 @@ mod avx2 {
         let kc_max = KC.min(k.max(1));
         // Columns per packed block: the block (KC × nc) about a quarter of L2, so it stays
         // in cache while every panel of filters passes over it.
-        let nc = (BLOCK_VALUES / kc_max / NR * NR).clamp(NR, 1024);
+        let nc = (BLOCK_VALUES / kc_max / NR * NR).clamp(NR, MAX_NC);
         // A clamp is applied in registers; SiLU as a pass over the finished rows below.
         let (lo, hi) = match act {
             Act::Clamp(lo, hi) => (lo, hi),
@@ -224,19 +341,16 @@ mod avx2 {
                         B::Rows(b, ldb) => {
                             for i in 0..kc {
                                 let src = b.add((k0 + i) * ldb + j0);
-                                for s in 0..strips {
-                                    let w = NR.min(block - s * NR);
-                                    let dst = scratch.as_mut_ptr().add((s * kc + i) * NR);
-                                    if w == NR {
-                                        _mm256_storeu_ps(dst, _mm256_loadu_ps(src.add(s * NR)));
-                                        let (src, dst) = (src.add(s * NR + 8), dst.add(8));
-                                        _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
-                                    } else {
-                                        for t in 0..w {
-                                            *dst.add(t) = *src.add(s * NR + t);
-                                        }
-                                    }
-                                }
+                                pack_row(src, i, kc, block, scratch.as_mut_ptr());
+                            }
+                        }
+                        // Each row gathered into a buffer in L1, then packed as above.
+                        B::Gather(rows) => {
+                            let mut buf = [0.0f32; MAX_NC];
+                            let first = out.span.first + j0;
+                            for i in 0..kc {
+                                rows.row(k0 + i, first, &mut buf[..block]);
+                                pack_row(buf.as_ptr(), i, kc, block, scratch.as_mut_ptr());
                             }
                         }
                         // Column by column, each read as one run.
@@ -251,11 +365,27 @@ mod avx2 {
                             }
                         }
                     }
+                    // Where each strip's columns lie in C: a whole strip of consecutive
+                    // columns is stored as two vectors from its first column's offset;
+                    // otherwise (a partial strip, a strip across images) column by column.
+                    // Found once per block: the divisions cost more than a short sum's
+                    // kernel when done per panel.
+                    let mut strip_at = [(0usize, false); MAX_NC / NR];
+                    for (s, at) in strip_at.iter_mut().enumerate().take(strips) {
+                        let (j, w) = (j0 + s * NR, NR.min(block - s * NR));
+                        *at = (out.span.offset(j), w == NR && out.span.consecutive(j, w));
+                    }
                     for p in panels.clone() {
                         let panel = a.panel(p).as_ptr().add(k0 * MR);
-                        for s in 0..strips {
+                        for (s, &(start, whole)) in strip_at.iter().enumerate().take(strips) {
                             let acc = kernel(kc, panel, scratch.as_ptr().add(s * kc * NR));
                             let (j, w) = (j0 + s * NR, NR.min(block - s * NR));
+                            let mut at = [start; NR];
+                            if !whole {
+                                for (t, o) in at.iter_mut().enumerate().take(w) {
+                                    *o = out.span.offset(j + t);
+                                }
+                            }
                             for (r, pair) in acc.chunks_exact(2).enumerate() {
                                 let row = p * MR + r;
                                 if row >= a.rows {
@@ -267,16 +397,17 @@ mod avx2 {
                                     0.0
                                 };
                                 let bv = _mm256_set1_ps(bias);
-                                let dst = out.c.add(row * out.ldc + j);
+                                let c_row = out.c.add(row * out.ldc);
+                                let dst = c_row.add(at[0]);
                                 let mut tmp = [0.0f32; NR];
-                                let (c0, c1) = match (add, w == NR) {
+                                let (c0, c1) = match (add, whole) {
                                     (false, _) => (_mm256_setzero_ps(), _mm256_setzero_ps()),
                                     (true, true) => {
                                         (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8)))
                                     }
                                     (true, false) => {
-                                        for (t, v) in tmp.iter_mut().enumerate().take(w) {
-                                            *v = *dst.add(t);
+                                        for (v, &o) in tmp.iter_mut().zip(&at).take(w) {
+                                            *v = *c_row.add(o);
                                         }
                                         (
                                             _mm256_loadu_ps(tmp.as_ptr()),
@@ -288,14 +419,14 @@ mod avx2 {
                                 let v1 = _mm256_add_ps(_mm256_add_ps(pair[1], bv), c1);
                                 let v0 = _mm256_min_ps(_mm256_max_ps(v0, lo), hi);
                                 let v1 = _mm256_min_ps(_mm256_max_ps(v1, lo), hi);
-                                if w == NR {
+                                if whole {
                                     _mm256_storeu_ps(dst, v0);
                                     _mm256_storeu_ps(dst.add(8), v1);
                                 } else {
                                     _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
                                     _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
-                                    for (t, &v) in tmp.iter().enumerate().take(w) {
-                                        *dst.add(t) = v;
+                                    for (&v, &o) in tmp.iter().zip(&at).take(w) {
+                                        *c_row.add(o) = v;
                                     }
                                 }
                             }
@@ -307,10 +438,41 @@ mod avx2 {
         if act == Act::Silu {
             let rows = panels.start * MR..(panels.end * MR).min(a.rows);
             for row in rows {
-                // SAFETY: the row was written above, within the caller's block.
-                let vals =
-                    unsafe { std::slice::from_raw_parts_mut(out.c.add(row * out.ldc), out.cols) };
-                act.apply_all(vals);
+                // Runs of consecutive columns (one per image the block covers).
+                let mut j = 0;
+                while j < out.cols {
+                    let g = out.span.first + j;
+                    let run = (out.span.pixels - g % out.span.pixels).min(out.cols - j);
+                    // SAFETY: the run was written above, within the caller's block.
+                    let vals = unsafe {
+                        let at = out.c.add(row * out.ldc + out.span.offset(j));
+                        std::slice::from_raw_parts_mut(at, run)
+                    };
+                    act.apply_all(vals);
+                    j += run;
+                }
+            }
+        }
+    }
+
+    /// Row `i` of a block of B (`block` values at `src`) into the packed strips at `dst`:
+    /// strip s holds `kc × NR` values at `s · kc · NR`, row i's at `i · NR` within it.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn pack_row(src: *const f32, i: usize, kc: usize, block: usize, dst: *mut f32) {
+        for s in 0..block.div_ceil(NR) {
+            let w = NR.min(block - s * NR);
+            // SAFETY: as the caller promises: `src` holds `block` values, `dst` the strips.
+            unsafe {
+                let dst = dst.add((s * kc + i) * NR);
+                if w == NR {
+                    _mm256_storeu_ps(dst, _mm256_loadu_ps(src.add(s * NR)));
+                    _mm256_storeu_ps(dst.add(8), _mm256_loadu_ps(src.add(s * NR + 8)));
+                } else {
+                    for t in 0..w {
+                        *dst.add(t) = *src.add(s * NR + t);
+                    }
+                }
             }
         }
     }
@@ -397,6 +559,7 @@ mod tests {
                 ldc,
                 cols,
                 accumulate,
+                span: Span::ONE,
             };
             // Two calls, the first panel and the rest, as parallel callers split the rows.
             for panels in [0..1, 1..packed.panels()] {

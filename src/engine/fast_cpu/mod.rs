@@ -432,6 +432,9 @@ mod tests {
             (1, 8, 2048, 6, 6, true, Act::Clamp(0.0, 6.0)),
             (2, 5, 7, 3, 4, true, Act::Silu),
             (3, 16, 24, 20, 30, true, Act::NONE),
+            // Small maps, many images: runs of pixels cross from one image into the next.
+            (40, 8, 13, 7, 7, true, Act::Silu),
+            (33, 20, 9, 5, 5, false, Act::Clamp(0.0, 6.0)),
         ] {
             let x =
                 Tensor::<4>::from_data(TensorData::new(seq(n * c * h * w, 1), [n, c, h, w]), &dev);
@@ -469,6 +472,10 @@ mod tests {
             (1, 2, 3, 5, 6, 5, 1, 1, [2, 1, 2, 3], 1),
             // Many channels: several tiles per image.
             (1, 300, 8, 40, 40, 3, 1, 1, [1, 1, 1, 1], 1),
+            // Small maps, many images: runs of pixels cross from one image into the next
+            // (ReLU6 alone, SiLU grouped).
+            (34, 4, 9, 7, 7, 3, 1, 1, [1, 1, 1, 1], 1),
+            (9, 4, 6, 5, 5, 3, 1, 1, [1, 1, 1, 1], 2),
         ];
         for (n, c, co, h, w, k, s, d, pads, groups) in cases {
             let x =

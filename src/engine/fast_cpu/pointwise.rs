@@ -122,9 +122,10 @@ pub fn forward(
 }
 
 /// `act(A · x + bias)` per image through Graft's own kernel (`mm.rs`), A packed once (the
-/// filters, or their transpose for the input gradient), x `[n, k, hw]`: tasks over images,
-/// L2-sized pixel tiles and, when those are too few to keep every thread busy (small batches
-/// deep in a network), blocks of output channels.
+/// filters, or their transpose for the input gradient), x `[n, k, hw]`: tasks over runs of
+/// pixels counted over the whole batch (a run may go on into the next image, so 7x7 maps
+/// fill the kernel's strips) and, when those are too few to keep every thread busy (a small
+/// batch of small maps), blocks of output channels.
 fn multiply_images(
     packed: &mm::PackedA,
     xs: &[f32],
@@ -135,35 +136,66 @@ fn multiply_images(
     let rows = packed.rows();
     assert_eq!(xs.len(), n * k * hw, "1x1 convolution: input length");
     assert_eq!(packed.k(), k, "1x1 convolution: filter length");
-    let tile = tile_cols(rows, hw).next_multiple_of(mm::NR).min(hw);
-    let tiles = hw.div_ceil(tile);
-    let blocks = row_blocks(n * tiles, packed.panels());
+    let columns = mm::Columns::new(n, hw);
+    let blocks = row_blocks(columns.tasks, packed.panels());
     let per_block = packed.panels().div_ceil(blocks);
+    let planes = Planes { xs, k, hw };
     let len = n * rows * hw;
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = SendPtr(out.as_mut_ptr());
-    (0..n * tiles * blocks).into_par_iter().for_each(|t| {
-        let (b, rest) = (t / (tiles * blocks), t % (tiles * blocks));
-        let (j0, block) = ((rest / blocks) * tile, rest % blocks);
+    (0..columns.tasks * blocks).into_par_iter().for_each(|t| {
+        let ((first, cols), block) = (columns.task(t / blocks), t % blocks);
         let panels = block * per_block..((block + 1) * per_block).min(packed.panels());
-        // SAFETY: AVX2 is there (`mm::available`, the caller's check); tasks write
-        // disjoint blocks (image, pixel range, output channels), which together cover
-        // `out`; image b's input holds k rows of hw values from column j0 on (length
-        // asserted above); `out` outlives the loop.
-        unsafe {
-            let block_out = mm::Out {
-                c: dst.get().add(b * rows * hw + j0),
-                ldc: hw,
-                cols: tile.min(hw - j0),
-                accumulate: false,
-            };
-            let x = mm::B::Rows(xs.as_ptr().add(b * k * hw + j0), hw);
-            mm::multiply(packed, panels, x, &block_out, bs, act);
-        }
+        let (b, j0) = (first / hw, first % hw);
+        // Within one image the planes are read in place; across images, gathered.
+        let x = if j0 + cols <= hw {
+            // SAFETY: image b's planes hold k rows of hw values, columns j0.. of which
+            // are read (length asserted above).
+            mm::B::Rows(unsafe { xs.as_ptr().add(b * k * hw + j0) }, hw)
+        } else {
+            mm::B::Gather(&planes)
+        };
+        let block_out = mm::Out {
+            c: dst.get(),
+            ldc: hw,
+            cols,
+            accumulate: false,
+            span: mm::Span {
+                first,
+                pixels: hw,
+                image_stride: rows * hw,
+            },
+        };
+        // SAFETY: AVX2 is there (`mm::available`, the caller's check); tasks write disjoint
+        // blocks (pixel runs, output channels), which together cover `out` (`n × rows ×
+        // hw`); `out` outlives the loop.
+        unsafe { mm::multiply(packed, panels, x, &block_out, bs, act) };
     });
     // SAFETY: the loop above wrote every element (see there).
     unsafe { out.set_len(len) };
     out
+}
+
+/// `[n, k, hw]` planes as `mm`'s right-hand operand with columns over the whole batch:
+/// row i of column `b · hw + p` is plane i of image b at pixel p.
+struct Planes<'a> {
+    xs: &'a [f32],
+    k: usize,
+    hw: usize,
+}
+
+impl mm::Gather for Planes<'_> {
+    fn row(&self, i: usize, j0: usize, out: &mut [f32]) {
+        let (k, hw) = (self.k, self.hw);
+        let mut done = 0;
+        while done < out.len() {
+            let (b, p) = ((j0 + done) / hw, (j0 + done) % hw);
+            let run = (hw - p).min(out.len() - done);
+            let at = (b * k + i) * hw + p;
+            out[done..done + run].copy_from_slice(&self.xs[at..at + run]);
+            done += run;
+        }
+    }
 }
 
 /// Blocks to split the output channels into so that `tasks` tasks per block keep every
@@ -326,6 +358,7 @@ fn weight_grad_mm(g: &[f32], x: &[f32], [c, co, hw]: [usize; 3], dw: &mut [f32],
                 ldc: c,
                 cols: c,
                 accumulate: true,
+                span: mm::Span::ONE,
             };
             // SAFETY: AVX2 is there (the caller's `mm::available`); x holds c columns of
             // hw values, of which rows k0..k0 + kc are read; blocks write disjoint rows of
