@@ -276,19 +276,20 @@ pub fn batch_norm<const D: usize>(
         contiguous(ga.primitive()),
         contiguous(ba.primitive()),
     );
-    let (mean, var) = norm::stats(values(&xv), dims);
-    let inv_std: Vec<f32> = var
-        .iter()
-        .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
-        .collect();
-    let affine = Affine {
-        mean: &mean,
-        inv_std: &inv_std,
-        gamma: values(&gv),
-        beta: values(&bv),
+    let norm::Normalized {
+        out,
+        mean,
+        var,
+        inv_std,
+    } = norm::train_forward(
+        values(&xv),
+        dims,
+        values(&gv),
+        values(&bv),
+        epsilon,
         clamp,
-    };
-    let out = flex_tensor(norm::normalize(values(&xv), dims, &affine), shape);
+    );
+    let out = flex_tensor(out, shape);
     let untracked = |v: &[f32]| into_tensor(AutodiffTensor::new(flex_tensor(v.to_vec(), [c])));
     let (mean_t, var_t) = (untracked(&mean), untracked(&var));
     let y = match BatchNormBackward

@@ -142,7 +142,13 @@ fn depthwise_forward_and_backward_match_plain_loops() {
 fn batch_norm_with_clamp_matches_plain_loops() {
     let (n, c, hw) = (3, 2, 5);
     let xs: Vec<f32> = seq(n * c * hw, 5).iter().map(|v| v * 4.0 + 100.0).collect();
-    let (mean, var) = norm::stats(&xs, [n, c, hw]);
+    let (gamma, beta) = (vec![1.5, 0.7], vec![0.1, -0.2]);
+    let norm::Normalized {
+        out: y,
+        mean,
+        var,
+        inv_std,
+    } = norm::train_forward(&xs, [n, c, hw], &gamma, &beta, 1e-5, (0.0, 0.8));
     let count = (n * hw) as f32;
     for ch in 0..c {
         let vals: Vec<f32> = (0..n)
@@ -152,8 +158,9 @@ fn batch_norm_with_clamp_matches_plain_loops() {
         let v = vals.iter().map(|x| (x - m) * (x - m)).sum::<f32>() / count;
         close(&[mean[ch], var[ch]], &[m, v], "statistics");
     }
-    let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
-    let (gamma, beta) = (vec![1.5, 0.7], vec![0.1, -0.2]);
+    for ch in 0..c {
+        close(&[inv_std[ch]], &[1.0 / (var[ch] + 1e-5).sqrt()], "inverse deviation");
+    }
     let f = Affine {
         mean: &mean,
         inv_std: &inv_std,
@@ -161,7 +168,8 @@ fn batch_norm_with_clamp_matches_plain_loops() {
         beta: &beta,
         clamp: (0.0, 0.8),
     };
-    let y = norm::normalize(&xs, [n, c, hw], &f);
+    // Inference's one pass with the same statistics gives the same output.
+    close(&norm::normalize(&xs, [n, c, hw], &f), &y, "running statistics");
     let gs = seq(xs.len(), 6);
     let (dx, dgamma, dbeta) = norm::backward(&xs, &gs, [n, c, hw], &f);
     let at = |b: usize, ch: usize, j: usize| (b * c + ch) * hw + j;
