@@ -269,11 +269,49 @@ pub unsafe fn multiply(
         !out.accumulate || (bias.is_none() && act == Act::NONE),
         "mm: a sum takes no bias or activation"
     );
+    // SAFETY: as the caller promises.
+    unsafe { multiply_on(wide(), a, panels, b, out, bias, act) }
+}
+
+/// Whether this machine runs the AVX-512 micro-kernel (16-lane FMAs on two strips at once:
+/// twice the AVX2 kernel's work per instruction).
+fn wide() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// [`multiply`] on the AVX-512 kernel when `wide` (the machine has it), else the AVX2 one.
+///
+/// # Safety
+/// As [`multiply`]'s; `wide` only where [`wide`] is true.
+unsafe fn multiply_on(
+    wide: bool,
+    a: &PackedA,
+    panels: Range<usize>,
+    b: B<'_>,
+    out: &Out,
+    bias: Option<&[f32]>,
+    act: Act,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         let mut scratch = SCRATCH.take();
         // SAFETY: as the caller promises.
-        unsafe { avx2::multiply(a, panels, b, out, bias, act, &mut scratch) };
+        unsafe {
+            if wide {
+                avx2::multiply_wide(a, panels, b, out, bias, act, &mut scratch)
+            } else {
+                avx2::multiply(a, panels, b, out, bias, act, &mut scratch)
+            }
+        };
         SCRATCH.set(scratch);
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -304,6 +342,37 @@ mod avx2 {
         act: Act,
         scratch: &mut Vec<f32>,
     ) {
+        // SAFETY: as the caller promises.
+        unsafe { body::<false>(a, panels, b, out, bias, act, scratch) }
+    }
+
+    /// [`multiply`] with the AVX-512 kernel on pairs of strips.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) unsafe fn multiply_wide(
+        a: &PackedA,
+        panels: Range<usize>,
+        b: B<'_>,
+        out: &Out,
+        bias: Option<&[f32]>,
+        act: Act,
+        scratch: &mut Vec<f32>,
+    ) {
+        // SAFETY: as the caller promises.
+        unsafe { body::<true>(a, panels, b, out, bias, act, scratch) }
+    }
+
+    /// The work of [`multiply`], compiled into each of its two versions (`WIDE`: pairs of
+    /// strips through [`kernel_wide`]).
+    #[inline(always)]
+    unsafe fn body<const WIDE: bool>(
+        a: &PackedA,
+        panels: Range<usize>,
+        b: B<'_>,
+        out: &Out,
+        bias: Option<&[f32]>,
+        act: Act,
+        scratch: &mut Vec<f32>,
+    ) {
         let k = a.k;
         // The sum over k in chunks of KC steps (the last one shorter): a packed strip of B
         // (KC × NR) and a panel's chunk of A (KC × MR) then stay in L1 while the chunk runs;
@@ -317,11 +386,17 @@ mod avx2 {
             Act::Clamp(lo, hi) => (lo, hi),
             Act::Silu => (f32::NEG_INFINITY, f32::INFINITY),
         };
-        let unclamped = (
-            _mm256_set1_ps(f32::NEG_INFINITY),
-            _mm256_set1_ps(f32::INFINITY),
-        );
-        let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        // SAFETY (intrinsics here and below): the callers are compiled with the features.
+        let (unclamped, lo, hi) = unsafe {
+            (
+                (
+                    _mm256_set1_ps(f32::NEG_INFINITY),
+                    _mm256_set1_ps(f32::INFINITY),
+                ),
+                _mm256_set1_ps(lo),
+                _mm256_set1_ps(hi),
+            )
+        };
         for j0 in (0..out.cols).step_by(nc) {
             let block = nc.min(out.cols - j0);
             let strips = block.div_ceil(NR);
@@ -388,56 +463,72 @@ mod avx2 {
                     }
                     for p in panels.clone() {
                         let panel = a.panel(p).as_ptr().add(k0 * MR);
-                        for (s, &(start, whole)) in strip_at.iter().enumerate().take(strips) {
-                            let acc = kernel(kc, panel, scratch.as_ptr().add(s * kc * NR));
-                            let (j, w) = (j0 + s * NR, NR.min(block - s * NR));
-                            let mut at = [start; NR];
-                            if !whole {
-                                for (t, o) in at.iter_mut().enumerate().take(w) {
-                                    *o = out.span.offset(j + t);
-                                }
-                            }
-                            for (r, pair) in acc.chunks_exact(2).enumerate() {
-                                let row = p * MR + r;
-                                if row >= a.rows {
-                                    break;
-                                }
-                                let bias = if first {
-                                    bias.map_or(0.0, |b| b[row])
-                                } else {
-                                    0.0
-                                };
-                                let bv = _mm256_set1_ps(bias);
-                                let c_row = out.c.add(row * out.ldc);
-                                let dst = c_row.add(at[0]);
-                                let mut tmp = [0.0f32; NR];
-                                let (c0, c1) = match (add, whole) {
-                                    (false, _) => (_mm256_setzero_ps(), _mm256_setzero_ps()),
-                                    (true, true) => {
-                                        (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8)))
+                        let mut s0 = 0;
+                        while s0 < strips {
+                            let b = scratch.as_ptr().add(s0 * kc * NR);
+                            let mut accs = [[_mm256_setzero_ps(); 2 * MR]; 4];
+                            let here = if WIDE && s0 + 4 <= strips {
+                                accs = kernel_wide::<4>(kc, panel, b, kc * NR);
+                                4
+                            } else if WIDE && s0 + 2 <= strips {
+                                accs[..2].copy_from_slice(&kernel_wide::<2>(kc, panel, b, kc * NR));
+                                2
+                            } else {
+                                accs[0] = kernel(kc, panel, b);
+                                1
+                            };
+                            s0 += here;
+                            for (s, acc) in (s0 - here..s0).zip(&accs) {
+                                let (start, whole) = strip_at[s];
+                                let (j, w) = (j0 + s * NR, NR.min(block - s * NR));
+                                let mut at = [start; NR];
+                                if !whole {
+                                    for (t, o) in at.iter_mut().enumerate().take(w) {
+                                        *o = out.span.offset(j + t);
                                     }
-                                    (true, false) => {
-                                        for (v, &o) in tmp.iter_mut().zip(&at).take(w) {
-                                            *v = *c_row.add(o);
+                                }
+                                for (r, pair) in acc.chunks_exact(2).enumerate() {
+                                    let row = p * MR + r;
+                                    if row >= a.rows {
+                                        break;
+                                    }
+                                    let bias = if first {
+                                        bias.map_or(0.0, |b| b[row])
+                                    } else {
+                                        0.0
+                                    };
+                                    let bv = _mm256_set1_ps(bias);
+                                    let c_row = out.c.add(row * out.ldc);
+                                    let dst = c_row.add(at[0]);
+                                    let mut tmp = [0.0f32; NR];
+                                    let (c0, c1) = match (add, whole) {
+                                        (false, _) => (_mm256_setzero_ps(), _mm256_setzero_ps()),
+                                        (true, true) => {
+                                            (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8)))
                                         }
-                                        (
-                                            _mm256_loadu_ps(tmp.as_ptr()),
-                                            _mm256_loadu_ps(tmp.as_ptr().add(8)),
-                                        )
-                                    }
-                                };
-                                let v0 = _mm256_add_ps(_mm256_add_ps(pair[0], bv), c0);
-                                let v1 = _mm256_add_ps(_mm256_add_ps(pair[1], bv), c1);
-                                let v0 = _mm256_min_ps(_mm256_max_ps(v0, lo), hi);
-                                let v1 = _mm256_min_ps(_mm256_max_ps(v1, lo), hi);
-                                if whole {
-                                    _mm256_storeu_ps(dst, v0);
-                                    _mm256_storeu_ps(dst.add(8), v1);
-                                } else {
-                                    _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
-                                    _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
-                                    for (&v, &o) in tmp.iter().zip(&at).take(w) {
-                                        *c_row.add(o) = v;
+                                        (true, false) => {
+                                            for (v, &o) in tmp.iter_mut().zip(&at).take(w) {
+                                                *v = *c_row.add(o);
+                                            }
+                                            (
+                                                _mm256_loadu_ps(tmp.as_ptr()),
+                                                _mm256_loadu_ps(tmp.as_ptr().add(8)),
+                                            )
+                                        }
+                                    };
+                                    let v0 = _mm256_add_ps(_mm256_add_ps(pair[0], bv), c0);
+                                    let v1 = _mm256_add_ps(_mm256_add_ps(pair[1], bv), c1);
+                                    let v0 = _mm256_min_ps(_mm256_max_ps(v0, lo), hi);
+                                    let v1 = _mm256_min_ps(_mm256_max_ps(v1, lo), hi);
+                                    if whole {
+                                        _mm256_storeu_ps(dst, v0);
+                                        _mm256_storeu_ps(dst.add(8), v1);
+                                    } else {
+                                        _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
+                                        _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
+                                        for (&v, &o) in tmp.iter().zip(&at).take(w) {
+                                            *c_row.add(o) = v;
+                                        }
                                     }
                                 }
                             }
@@ -468,8 +559,7 @@ mod avx2 {
 
     /// Row `i` of a block of B (`block` values at `src`) into the packed strips at `dst`:
     /// strip s holds `kc × NR` values at `s · kc · NR`, row i's at `i · NR` within it.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
+    #[inline(always)]
     unsafe fn pack_row(src: *const f32, i: usize, kc: usize, block: usize, dst: *mut f32) {
         for s in 0..block.div_ceil(NR) {
             let w = NR.min(block - s * NR);
@@ -488,13 +578,54 @@ mod avx2 {
         }
     }
 
+    /// [`kernel`] on `S` strips at once with 16-lane vectors (`6 · S` accumulators of 16
+    /// lanes; with 4 strips 24 of the 32 registers, one load of B per 6 FMAs where the AVX2
+    /// kernel needs one per 6 half-width ones), returned as each strip's halves in the AVX2
+    /// kernel's layout. `b` is strip 0; the others follow `strip` values apart.
+    #[inline(always)]
+    unsafe fn kernel_wide<const S: usize>(
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        strip: usize,
+    ) -> [[__m256; 2 * MR]; S] {
+        // SAFETY: compiled into `multiply_wide` only, which has AVX-512.
+        let mut acc = [[unsafe { _mm512_setzero_ps() }; S]; MR];
+        for i in 0..k {
+            // SAFETY: the panel has k × MR values and each strip k × NR.
+            unsafe {
+                let mut x = [_mm512_setzero_ps(); S];
+                for (t, x) in x.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(b.add(t * strip + i * NR));
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*a.add(i * MR + r));
+                    for (acc, &x) in acc.iter_mut().zip(&x) {
+                        *acc = _mm512_fmadd_ps(av, x, *acc);
+                    }
+                }
+            }
+        }
+        // SAFETY: as above.
+        unsafe {
+            let mut halves = [[_mm256_setzero_ps(); 2 * MR]; S];
+            for (r, acc) in acc.iter().enumerate() {
+                for (strip, &v) in halves.iter_mut().zip(acc) {
+                    strip[2 * r] = _mm512_castps512_ps256(v);
+                    strip[2 * r + 1] = _mm512_extractf32x8_ps::<1>(v);
+                }
+            }
+            halves
+        }
+    }
+
     /// The 6 × 16 block `Σ_i A[.., i] · B[i, ..]` over `k` steps: `a` is a packed panel
     /// (`[k][MR]`), `b` a packed strip (`[k][NR]`). Accumulators: row r's two vectors at
     /// `2r`, `2r + 1`.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
+    #[inline(always)]
     unsafe fn kernel(k: usize, a: *const f32, b: *const f32) -> [__m256; 2 * MR] {
-        let mut acc = [_mm256_setzero_ps(); 2 * MR];
+        // SAFETY: compiled into `multiply` and `multiply_wide`, which have AVX2.
+        let mut acc = [unsafe { _mm256_setzero_ps() }; 2 * MR];
         for i in 0..k {
             // SAFETY: the panel has k × MR values and the strip k × NR.
             unsafe {
@@ -572,11 +703,12 @@ mod tests {
                 accumulate,
                 span: Span::ONE,
             };
-            // Two calls, the first panel and the rest, as parallel callers split the rows.
-            for panels in [0..1, 1..packed.panels()] {
-                // SAFETY: AVX2 checked above; `bs` holds k × cols values in B's layout at
-                // stride ld; c holds rows × ldc.
-                unsafe { multiply(&packed, panels, b, &out, bias, act) };
+            // Two calls, the first panel and the rest, as parallel callers split the rows;
+            // the second on the AVX-512 kernel where the machine has it.
+            for (panels, wide) in [(0..1, false), (1..packed.panels(), wide())] {
+                // SAFETY: AVX2 checked above, AVX-512 by `wide`; `bs` holds k × cols values
+                // in B's layout at stride ld; c holds rows × ldc.
+                unsafe { multiply_on(wide, &packed, panels, b, &out, bias, act) };
             }
             for r in 0..rows {
                 for j in 0..ldc {

@@ -32,7 +32,10 @@ pub fn train_forward(
     clamp: (f32, f32),
 ) -> Normalized {
     assert_eq!(xs.len(), n * c * hw, "batch norm: input length");
-    assert!(gamma.len() == c && beta.len() == c, "batch norm: gamma, beta length");
+    assert!(
+        gamma.len() == c && beta.len() == c,
+        "batch norm: gamma, beta length"
+    );
     let len = n * c * hw;
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = Planes(out.as_mut_ptr());

@@ -281,14 +281,7 @@ pub fn batch_norm<const D: usize>(
         mean,
         var,
         inv_std,
-    } = norm::train_forward(
-        values(&xv),
-        dims,
-        values(&gv),
-        values(&bv),
-        epsilon,
-        clamp,
-    );
+    } = norm::train_forward(values(&xv), dims, values(&gv), values(&bv), epsilon, clamp);
     let out = flex_tensor(out, shape);
     let untracked = |v: &[f32]| into_tensor(AutodiffTensor::new(flex_tensor(v.to_vec(), [c])));
     let (mean_t, var_t) = (untracked(&mean), untracked(&var));
