@@ -154,7 +154,7 @@ fn onnx_node_tests_of_supported_ops_pass() {
     let root = Path::new(DATA);
     assert!(
         root.exists(),
-        "{DATA} is missing: install Debian's libonnx-testdata (tools/test.sh does)"
+        "{DATA} is missing: install Debian's libonnx-testdata (tools/install-test-deps.sh does)"
     );
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .unwrap()
