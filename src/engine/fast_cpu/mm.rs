@@ -1,7 +1,8 @@
 //! Graft's own matrix multiply for convolutions on AVX2 + FMA: `act(A · B + bias)` written
 //! straight into the output, where A is the filters (packed once per convolution) and B the
-//! input pixels (a 1x1 convolution's input planes, unfolded patches; or, for a weight
-//! gradient, xᵀ read by columns), with any row (or column) stride. Also the 1x1 gradients'
+//! input pixels (a 1x1 convolution's input planes, patches gathered from a convolution's
+//! input; or, for a weight gradient, xᵀ read by columns), with any row (or column) stride,
+//! its columns possibly running on from one image into the next (`Span`). Also the 1x1 gradients'
 //! products (`pointwise::backward`), with sums into the output (`Out::accumulate`).
 //!
 //! Why not the `gemm` crate that burn uses: it packs both operands on every call, the filters
@@ -9,7 +10,9 @@
 //! MobileNet-v2's last 1x1), and leaves the bias and activation to passes of their own. Here
 //! the filters are packed once, each L2-sized block of B once per block of filters, the sum
 //! runs in chunks that stay in L1, and the 6 × 16 micro-kernel (12 accumulators, the BLIS
-//! shape for 16 AVX registers) adds the bias and clamps before its single store.
+//! shape for 16 AVX registers) adds the bias and clamps before its single store. Where the
+//! CPU has AVX-512, the same packing feeds a 16-lane kernel on 4 (or 2) strips at once
+//! (`kernel_wide`, 24 of its 32 registers), chosen at run time.
 
 use super::Act;
 use std::ops::Range;
@@ -273,8 +276,8 @@ pub unsafe fn multiply(
     unsafe { multiply_on(wide(), a, panels, b, out, bias, act) }
 }
 
-/// Whether this machine runs the AVX-512 micro-kernel (16-lane FMAs on two strips at once:
-/// twice the AVX2 kernel's work per instruction).
+/// Whether this machine runs the AVX-512 micro-kernel (16-lane FMAs on 4 or 2 strips at
+/// once: twice the AVX2 kernel's work per instruction).
 fn wide() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -326,6 +329,7 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
+/// The kernels, AVX2 and (`multiply_wide`) AVX-512 versions of one body.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{Act, B, BLOCK_VALUES, KC, MAX_NC, MR, NR, Out, PackedA};
@@ -346,7 +350,7 @@ mod avx2 {
         unsafe { body::<false>(a, panels, b, out, bias, act, scratch) }
     }
 
-    /// [`multiply`] with the AVX-512 kernel on pairs of strips.
+    /// [`multiply`] with the AVX-512 kernel on 4 (or 2) strips at a time.
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
     pub(super) unsafe fn multiply_wide(
         a: &PackedA,
@@ -361,8 +365,8 @@ mod avx2 {
         unsafe { body::<true>(a, panels, b, out, bias, act, scratch) }
     }
 
-    /// The work of [`multiply`], compiled into each of its two versions (`WIDE`: pairs of
-    /// strips through [`kernel_wide`]).
+    /// The work of [`multiply`], compiled into each of its two versions (`WIDE`: 4 or 2
+    /// strips at a time through [`kernel_wide`], a last odd one through [`kernel`]).
     #[inline(always)]
     unsafe fn body<const WIDE: bool>(
         a: &PackedA,
