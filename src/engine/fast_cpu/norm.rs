@@ -38,7 +38,7 @@ pub fn train_forward(
     );
     let len = n * c * hw;
     let mut out: Vec<f32> = Vec::with_capacity(len);
-    let dst = Planes(out.as_mut_ptr());
+    let dst = PlaneWriter(out.as_mut_ptr());
     let per_channel: Vec<(f32, f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -110,13 +110,13 @@ fn channel_stats(xs: &[f32], [n, c, hw]: [usize; 3], ch: usize) -> (f32, f32) {
 
 /// Where the channels' tasks write their planes (disjoint: plane `(b, ch)` is channel ch's).
 #[derive(Clone, Copy)]
-struct Planes(*mut f32);
+struct PlaneWriter(*mut f32);
 
 // SAFETY: each task writes only its own channel's planes.
-unsafe impl Send for Planes {}
-unsafe impl Sync for Planes {}
+unsafe impl Send for PlaneWriter {}
+unsafe impl Sync for PlaneWriter {}
 
-impl Planes {
+impl PlaneWriter {
     /// The `len` values at `at`, to be written.
     ///
     /// # Safety
@@ -204,7 +204,7 @@ pub fn backward(
     let count = (n * hw).max(1) as f32;
     let len = n * c * hw;
     let mut dx: Vec<f32> = Vec::with_capacity(len);
-    let dst = Planes(dx.as_mut_ptr());
+    let dst = PlaneWriter(dx.as_mut_ptr());
     let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..c)
         .into_par_iter()
         .map(|ch| {

@@ -40,9 +40,9 @@ fn check_operands(
     }
 }
 
-/// Output (or input-gradient) columns per gemm tile: about 256 KB of `rows` rows, so a tile
-/// stays in L2 from its bias fill to its clamp.
-pub(super) fn tile_cols(rows: usize, hw: usize) -> usize {
+/// Output (or input-gradient) columns per tile of the `gemm` fallback: about 256 KB of
+/// `rows` rows, so a tile stays in L2 from its bias fill to its clamp.
+fn tile_cols(rows: usize, hw: usize) -> usize {
     (65_536 / rows.max(1)).max(64).min(hw)
 }
 
