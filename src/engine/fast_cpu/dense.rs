@@ -7,6 +7,7 @@
 //! unfolds the whole batch at once (a 32-image batch of ResNet-18's first block is 230 MB of
 //! patches), then adds the bias and clamps in passes over the whole activation.
 
+use super::gather::Plan;
 use super::pointwise::{SendPtr, Tile, parallelism, row_blocks};
 use super::{Act, conv_output, mm};
 use crate::graph::Conv;
@@ -118,6 +119,7 @@ impl Geometry {
         // Too few runs to keep every thread busy (a small batch of small maps): blocks of
         // output channels as well.
         let columns = mm::Columns::new(n, ohw);
+        let input = Phased::new(self, xs);
         let panels = packed[0].panels();
         let blocks = row_blocks(columns.tasks, panels);
         let per_block = panels.div_ceil(blocks);
@@ -130,7 +132,7 @@ impl Geometry {
             for (g, packed) in packed.iter().enumerate() {
                 let patches = Patches {
                     geometry: self,
-                    xs,
+                    input: &input,
                     group: g,
                 };
                 let out = mm::Out {
@@ -268,30 +270,133 @@ impl Geometry {
     }
 }
 
+/// A convolution's input with each row's columns split by phase when the stride across is
+/// s > 1 (column x at `(x % s) · ⌈w / s⌉ + x / s` of its row), so that the columns one kernel
+/// tap reads for a row of outputs (x, x + s, x + 2s, …) are consecutive: copied whole into
+/// the packing where one at a time was most of a strided convolution's gathering. With
+/// stride 1, the input as it is.
+struct Phased<'a> {
+    values: std::borrow::Cow<'a, [f32]>,
+    /// Columns per phase.
+    phase: usize,
+    stride: usize,
+}
+
+impl<'a> Phased<'a> {
+    fn new(g: &Geometry, xs: &'a [f32]) -> Self {
+        let (w, s) = (g.w, g.stride[1]);
+        if s == 1 {
+            return Phased {
+                values: xs.into(),
+                phase: w,
+                stride: 1,
+            };
+        }
+        let phase = w.div_ceil(s);
+        let len = xs.len() / w * s * phase;
+        let mut values: Vec<f32> = Vec::with_capacity(len);
+        values.spare_capacity_mut()[..len]
+            .par_chunks_mut(g.h * s * phase)
+            .zip(xs.par_chunks(g.h * w))
+            .for_each(|(split, plane)| {
+                for (row, src) in split.chunks_exact_mut(s * phase).zip(plane.chunks_exact(w)) {
+                    if s == 2 {
+                        // Even and odd columns in one pass that vectorises.
+                        let (even, odd) = row.split_at_mut(phase);
+                        for ((e, o), pair) in
+                            even.iter_mut().zip(&mut *odd).zip(src.chunks_exact(2))
+                        {
+                            e.write(pair[0]);
+                            o.write(pair[1]);
+                        }
+                        if w % 2 == 1 {
+                            even[phase - 1].write(src[w - 1]);
+                            odd[phase - 1].write(0.0);
+                        }
+                        continue;
+                    }
+                    for (ph, dst) in row.chunks_exact_mut(phase).enumerate() {
+                        let mut written = 0;
+                        for (d, &v) in dst.iter_mut().zip(src.iter().skip(ph).step_by(s)) {
+                            d.write(v);
+                            written += 1;
+                        }
+                        // A short phase's last lane: zero, never read.
+                        dst[written..].iter_mut().for_each(|d| _ = d.write(0.0));
+                    }
+                }
+            });
+        // SAFETY: every row's phases were written whole above.
+        unsafe { values.set_len(len) };
+        Phased {
+            values: values.into(),
+            phase,
+            stride: s,
+        }
+    }
+
+    /// Where input column x of a row lies within it.
+    fn column(&self, x: usize) -> usize {
+        (x % self.stride) * self.phase + x / self.stride
+    }
+}
+
 /// One group's unfolded patches as the right-hand operand of `mm`, read straight from the
 /// input: row `(ci, ky, kx)` holds, for each output pixel of the batch, the input value that
-/// tap reads. Packing gathers each row into a buffer in L1, where an unfolded copy of the
-/// tile's patches went through L2 (and was 12 % of ResNet-18's time).
+/// tap reads. Packed straight from the input through a [`Plan`] of each tap's runs, where an
+/// unfolded copy of the tile's patches went through L2 (and was 12 % of ResNet-18's time).
 struct Patches<'a> {
     geometry: &'a Geometry,
-    xs: &'a [f32],
+    input: &'a Phased<'a>,
     group: usize,
 }
 
 impl mm::Gather for Patches<'_> {
-    fn row(&self, i: usize, j0: usize, out: &mut [f32]) {
+    fn pack(&self, k0: usize, kc: usize, j0: usize, block: usize, strips: &mut [f32]) {
         let g = self.geometry;
-        let (taps, ohw, hw) = (g.kh * g.kw, g.oh * g.ow, g.h * g.w);
-        let ci = self.group * (g.c / g.groups) + i / taps;
-        // Runs within one image.
-        let mut done = 0;
-        while done < out.len() {
-            let (b, p) = ((j0 + done) / ohw, (j0 + done) % ohw);
-            let run = (ohw - p).min(out.len() - done);
-            let plane = &self.xs[(b * g.c + ci) * hw..(b * g.c + ci + 1) * hw];
-            g.tap_runs(plane, i % taps, p, &mut out[done..done + run]);
-            done += run;
-        }
+        let taps = g.kh * g.kw;
+        let (ohw, w) = (g.oh * g.ow, g.w as isize);
+        let row_len = self.input.stride * self.input.phase;
+        let plane = g.h * row_len;
+        let [sh, sw] = g.stride;
+        let [dh, dw] = g.dilation;
+        let [top, left] = g.pad;
+        Plan::with(kc, |plan| {
+            for tap in 0..taps {
+                plan.tap();
+                let (ky, kx) = (tap / g.kw, tap % g.kw);
+                // Runs of the block's columns within one output row.
+                let mut d = 0;
+                while d < block {
+                    let (b, p) = ((j0 + d) / ohw, (j0 + d) % ohw);
+                    let (oy, ox0) = (p / g.ow, p % g.ow);
+                    let run = (g.ow - ox0).min(block - d);
+                    let iy = (oy * sh + ky * dh) as isize - top as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        plan.zeros(d, run);
+                        d += run;
+                        continue;
+                    }
+                    // Input column of the run's o-th output: first + o · sw; those in
+                    // lo..hi fall inside the row (and lie side by side in its phase).
+                    let first = (ox0 * sw + kx * dw) as isize - left as isize;
+                    let step = sw as isize;
+                    let lo = ((-first).max(0) + step - 1) / step;
+                    let lo = (lo as usize).min(run);
+                    let hi = ((w - first).max(0) + step - 1) / step;
+                    let hi = (hi as usize).clamp(lo, run);
+                    plan.zeros(d, lo);
+                    if hi > lo {
+                        let x = self.input.column((first + (lo * sw) as isize) as usize);
+                        plan.values(d + lo, hi - lo, b * g.c * plane + iy as usize * row_len + x);
+                    }
+                    plan.zeros(d + hi, run - hi);
+                    d += run;
+                }
+            }
+            let c0 = self.group * (g.c / g.groups);
+            plan.pack(&self.input.values, k0, |ci| (c0 + ci) * plane, strips);
+        });
     }
 }
 

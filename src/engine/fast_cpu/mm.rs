@@ -64,7 +64,7 @@ fn parse_size(text: &str) -> Option<usize> {
     };
     digits.parse::<usize>().ok().map(|n| n * unit)
 }
-/// Most columns packed at a time (a gathered row of B is buffered on the stack).
+/// Most columns packed at a time (where each strip lies in C is kept on the stack).
 const MAX_NC: usize = 1024;
 /// Steps of the sum per chunk: a packed strip of B (KC × NR) is 16 KB, half of L1.
 const KC: usize = 256;
@@ -160,11 +160,13 @@ pub enum B<'a> {
     Gather(&'a dyn Gather),
 }
 
-/// A right-hand operand that writes its own rows into the packing (see [`B::Gather`]).
+/// A right-hand operand that packs its own rows (see [`B::Gather`]).
 pub trait Gather: Sync {
-    /// Row `i` of B at columns `j0..j0 + out.len()`, columns counted as the output's
-    /// [`Span`] counts them (from the first image's first pixel).
-    fn row(&self, i: usize, j0: usize, out: &mut [f32]);
+    /// Rows `k0..k0 + kc` of B at columns `j0..j0 + block` (counted as the output's [`Span`]
+    /// counts them, from the first image's first pixel) packed into `strips`: strip s's row
+    /// i (its [`NR`] columns) at `(s · kc + i) · NR`. Lanes past `block` may be left as
+    /// they are.
+    fn pack(&self, k0: usize, kc: usize, j0: usize, block: usize, strips: &mut [f32]);
 }
 
 /// One call's output block: rows `panels` (in units of [`MR`]) of C, `cols` columns.
@@ -370,14 +372,8 @@ mod avx2 {
                                 pack_row(src, i, kc, block, scratch.as_mut_ptr());
                             }
                         }
-                        // Each row gathered into a buffer in L1, then packed as above.
                         B::Gather(rows) => {
-                            let mut buf = [0.0f32; MAX_NC];
-                            let first = out.span.first + j0;
-                            for i in 0..kc {
-                                rows.row(k0 + i, first, &mut buf[..block]);
-                                pack_row(buf.as_ptr(), i, kc, block, scratch.as_mut_ptr());
-                            }
+                            rows.pack(k0, kc, out.span.first + j0, block, &mut scratch[..need])
                         }
                         // Column by column, each read as one run.
                         B::Cols(b, ld) => {

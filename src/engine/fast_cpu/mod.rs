@@ -10,6 +10,7 @@
 mod columns;
 mod dense;
 mod depthwise;
+mod gather;
 mod lanes;
 mod mm;
 mod norm;
@@ -477,6 +478,9 @@ mod tests {
             // (ReLU6 alone, SiLU grouped).
             (34, 4, 9, 7, 7, 3, 1, 1, [1, 1, 1, 1], 1),
             (9, 4, 6, 5, 5, 3, 1, 1, [1, 1, 1, 1], 2),
+            // Stride 3 across odd widths (phases of unequal length), dilated.
+            (3, 2, 7, 11, 13, 3, 3, 2, [1, 2, 0, 1], 1),
+            (2, 3, 5, 9, 10, 3, 3, 1, [1, 1, 1, 1], 1),
         ];
         for (n, c, co, h, w, k, s, d, pads, groups) in cases {
             let x =

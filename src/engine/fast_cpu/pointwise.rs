@@ -3,6 +3,7 @@
 //! elsewhere): the forward pass with a fused bias and activation, and the backward pass.
 //! Dimensions are `[n, c, co, hw]`: images, input channels, output channels, pixels.
 
+use super::gather::Plan;
 use super::{Act, ConvGrads, mm};
 use crate::graph::Conv;
 use rayon::prelude::*;
@@ -185,16 +186,20 @@ struct Planes<'a> {
 }
 
 impl mm::Gather for Planes<'_> {
-    fn row(&self, i: usize, j0: usize, out: &mut [f32]) {
+    fn pack(&self, k0: usize, kc: usize, j0: usize, block: usize, strips: &mut [f32]) {
         let (k, hw) = (self.k, self.hw);
-        let mut done = 0;
-        while done < out.len() {
-            let (b, p) = ((j0 + done) / hw, (j0 + done) % hw);
-            let run = (hw - p).min(out.len() - done);
-            let at = (b * k + i) * hw + p;
-            out[done..done + run].copy_from_slice(&self.xs[at..at + run]);
-            done += run;
-        }
+        Plan::with(kc, |plan| {
+            // One "tap": runs of consecutive pixels, one per image the block covers.
+            plan.tap();
+            let mut d = 0;
+            while d < block {
+                let (b, p) = ((j0 + d) / hw, (j0 + d) % hw);
+                let run = (hw - p).min(block - d);
+                plan.values(d, run, b * k * hw + p);
+                d += run;
+            }
+            plan.pack(self.xs, k0, |i| i * hw, strips);
+        });
     }
 }
 
