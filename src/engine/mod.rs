@@ -19,7 +19,7 @@ pub use device::{DeviceChoice, DeviceInfo, select_device};
 pub use params::Params;
 pub use value::Value;
 
-use crate::graph::{Network, Op, shape};
+use crate::graph::{Conv, Network, Op, shape};
 use crate::weights::Store;
 use burn::tensor::Device;
 use params::{
@@ -83,6 +83,10 @@ pub struct Step {
     pub act: Option<fast_cpu::Act>,
     /// A convolution's filters as Graft's CPU matrix kernel reads them, kept between runs.
     pub packs: fast_cpu::PackedFilters,
+    /// In inference plans, the depthwise convolution that alone reads this 1x1 convolution's
+    /// output, run with it in one pass (`fuse_expand_depthwise`); this step's outputs are
+    /// then that one's.
+    pub then: Option<Box<Step>>,
 }
 
 /// Which store tensors a layer's parameters came from.
@@ -322,6 +326,7 @@ impl Model {
                 last_use: Vec::new(),
                 packs: Default::default(),
                 act: None,
+                then: None,
             });
         }
         let output_slots: Vec<usize> =
@@ -335,6 +340,9 @@ impl Model {
                 .collect::<Result<_, _>>()?;
 
         fuse_activations(&mut steps, &output_slots, trainable);
+        if !trainable {
+            fuse_expand_depthwise(&mut steps, &output_slots, &layers);
+        }
 
         // Free each activation after its last reader (outputs live to the end).
         let mut last: Vec<Option<usize>> = vec![None; n_slots];
@@ -423,16 +431,8 @@ fn fuse_activations(steps: &mut Vec<Step>, output_slots: &[usize], trainable: bo
         };
         let fusable = match steps[i].outputs.as_slice() {
             &[out] if takes_act && steps[i].act.is_none() && !output_slots.contains(&out) => {
-                let readers: Vec<usize> = (i + 1..steps.len())
-                    .filter(|&j| {
-                        steps[j]
-                            .inputs
-                            .iter()
-                            .any(|s| matches!(s, Some(Src::Slot(x)) if *x == out))
-                    })
-                    .collect();
-                match readers.as_slice() {
-                    &[j] if matches!(steps[j].inputs.as_slice(), [Some(Src::Slot(x))] if *x == out) => {
+                match only_reader(steps, i, out) {
+                    Some(j) if matches!(steps[j].inputs.as_slice(), [Some(Src::Slot(x))] if *x == out) => {
                         activation(&steps[j].op, trainable).map(|a| (j, a))
                     }
                     _ => None,
@@ -448,6 +448,60 @@ fn fuse_activations(steps: &mut Vec<Step>, output_slots: &[usize], trainable: bo
             }
             None => i += 1,
         }
+    }
+}
+
+/// The one step after step `i` that reads slot `out`, if only one does.
+fn only_reader(steps: &[Step], i: usize, out: usize) -> Option<usize> {
+    let mut readers = (i + 1..steps.len()).filter(|&j| {
+        steps[j]
+            .inputs
+            .iter()
+            .any(|s| matches!(s, Some(Src::Slot(x)) if *x == out))
+    });
+    let j = readers.next()?;
+    readers.next().is_none().then_some(j)
+}
+
+/// Joins each 1x1 convolution whose output only a depthwise convolution of its channels
+/// reads (the expand and depthwise steps of an inverted-residual block) to that convolution
+/// as its [`Step::then`], so that the CPU runs both in one pass and the expanded activation
+/// never leaves cache (`fast_cpu::expand_depthwise`; other devices run them one after the
+/// other). Inference plans only: training keeps the expanded activation for the backward
+/// pass.
+fn fuse_expand_depthwise(steps: &mut Vec<Step>, output_slots: &[usize], layers: &[LayerParams]) {
+    // A convolution step's attributes and weight shape.
+    let conv = |step: &Step| -> Option<(Conv, [usize; 4])> {
+        let Op::Conv(c) = &step.op else { return None };
+        let LayerParams::Conv(p) = layers.get(step.layer?)? else {
+            return None;
+        };
+        Some((c.clone(), p.weight.val().dims()))
+    };
+    let mut i = 0;
+    while i < steps.len() {
+        let pair = || -> Option<usize> {
+            let (c, [co, _, kh, kw]) = conv(&steps[i])?;
+            let pointwise =
+                [kh, kw] == [1, 1] && c.groups == 1 && c.strides == [1, 1] && c.pads == [0; 4];
+            let &[out] = steps[i].outputs.as_slice() else {
+                return None;
+            };
+            if !pointwise || output_slots.contains(&out) {
+                return None;
+            }
+            let j = only_reader(steps, i, out)?;
+            let (dw, [co2, per_group, ..]) = conv(&steps[j])?;
+            let reads_it = matches!(steps[j].inputs.first(), Some(Some(Src::Slot(x))) if *x == out)
+                && steps[j].inputs[1..].iter().all(Option::is_none);
+            (reads_it && dw.groups == co && co2 == co && per_group == 1).then_some(j)
+        };
+        if let Some(j) = pair() {
+            let next = steps.remove(j);
+            steps[i].outputs = next.outputs.clone();
+            steps[i].then = Some(Box::new(next));
+        }
+        i += 1;
     }
 }
 
@@ -536,11 +590,17 @@ impl Plan {
                 slots[s] = None;
             }
             let layer = step.layer.map(|l| &params.layers[l]);
-            let outs =
-                exec::run(step, inputs, layer, mode).map_err(|message| EngineError::Node {
-                    node: step.node.clone(),
-                    message,
-                })?;
+            let outs = match &step.then {
+                None => exec::run(step, inputs, layer, mode),
+                Some(next) => {
+                    let next_layer = next.layer.map(|l| &params.layers[l]);
+                    exec::run_pair([step, next], inputs, [layer, next_layer], mode)
+                }
+            }
+            .map_err(|message| EngineError::Node {
+                node: step.node.clone(),
+                message,
+            })?;
             if let Some(t) = started {
                 profile::record(step, &outs, t);
             }

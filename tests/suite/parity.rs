@@ -118,6 +118,12 @@ fn inference_rewrites_fold_pads_and_batchnorms_of_the_default_network() {
     let err = max_rel_error(&got, &want);
     assert!(err < 1e-4, "rewritten network differs by {err:.2e}");
 
+    // Inference plans run each block's expand 1x1 convolution and the depthwise one after
+    // it as one step (15 of Lite0's 16 blocks expand; the answers above came through them).
+    let fused = |steps: &[graft::engine::Step]| steps.iter().filter(|s| s.then.is_some()).count();
+    let inference = Model::build(&net, &store, &device).unwrap();
+    assert_eq!(fused(inference.plan.steps()), 15);
+
     // Training plans fold the Pads too (BatchNorm stays: it learns).
     let training = Model::build(
         &imported.network,
@@ -131,6 +137,7 @@ fn inference_rewrites_fold_pads_and_batchnorms_of_the_default_network() {
         "a Pad step in training"
     );
     assert!(steps.iter().filter(|s| is_bn(&s.op)).count() >= 40);
+    assert_eq!(fused(steps), 0, "training keeps the expanded activation");
 }
 
 /// PyTorch exports SiLU as `Mul(x, Sigmoid(x))`: the rewrite joins each pair into one step

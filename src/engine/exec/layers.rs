@@ -7,7 +7,7 @@ use super::super::params::LayerParams;
 use super::super::value::{Value, map, visit};
 use super::super::{Mode, Step};
 use super::{Res, lift_same};
-use crate::graph::Conv;
+use crate::graph::{Conv, Op};
 use burn::tensor::Tensor;
 use burn::tensor::activation as act;
 use burn::tensor::module::{self, batch_norm_train, conv2d};
@@ -51,6 +51,40 @@ pub(super) fn conv(
     );
     let y = Value::R4(conv2d(x, weight, bias, opts));
     one(activate(y, step.act, mode))
+}
+
+/// A 1x1 convolution and the depthwise convolution fused after it, in one pass of Graft's
+/// CPU kernels (`fast_cpu::expand_depthwise`); `None` where those do not apply (the caller
+/// then runs the two steps one after the other).
+pub(super) fn expand_depthwise(
+    steps: [&Step; 2],
+    inputs: &[Option<Value>],
+    layers: [Option<&LayerParams>; 2],
+) -> Option<Value> {
+    let [Some(LayerParams::Conv(p)), Some(LayerParams::Conv(q))] = layers else {
+        return None;
+    };
+    let (Op::Conv(c), Op::Conv(d)) = (&steps[0].op, &steps[1].op) else {
+        return None;
+    };
+    let Some(Value::R4(x)) = inputs.first()? else {
+        return None;
+    };
+    let (w, b) = (p.weight.val(), p.bias.as_ref().map(|b| b.val()));
+    let (dw, db) = (q.weight.val(), q.bias.as_ref().map(|b| b.val()));
+    let step = |weight, bias, conv, step: &Step| fast_cpu::ConvStep {
+        weight,
+        bias,
+        conv,
+        act: step.act.unwrap_or(Act::NONE),
+    };
+    let y = fast_cpu::expand_depthwise(
+        x,
+        step(&w, b.as_ref(), c, steps[0]),
+        &steps[0].packs,
+        step(&dw, db.as_ref(), d, steps[1]),
+    )?;
+    Some(Value::R4(y))
 }
 
 /// A batch norm: batch statistics while training (unless frozen), running ones otherwise,

@@ -20,6 +20,23 @@ use burn::tensor::{Distribution, Int, Slice, Tensor, TensorData};
 
 type Res = Result<Vec<Value>, String>;
 
+/// A step and the one fused after it (`Step::then`): in one pass where Graft's CPU kernels
+/// can (`layers::expand_depthwise`), else one after the other.
+pub fn run_pair(
+    [first, second]: [&Step; 2],
+    inputs: Vec<Option<Value>>,
+    [layer, next_layer]: [Option<&LayerParams>; 2],
+    mode: Mode,
+) -> Res {
+    if let Some(y) = layers::expand_depthwise([first, second], &inputs, [layer, next_layer]) {
+        return Ok(vec![y]);
+    }
+    let mid = run(first, inputs, layer, mode)?;
+    let mut next_inputs = vec![None; second.inputs.len()];
+    next_inputs[0] = mid.into_iter().next();
+    run(second, next_inputs, next_layer, mode)
+}
+
 pub fn run(
     step: &Step,
     mut inputs: Vec<Option<Value>>,

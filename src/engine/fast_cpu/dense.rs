@@ -138,6 +138,7 @@ impl Geometry {
                 let out = mm::Out {
                     // SAFETY: group g's output channels start g · cog rows into image 0.
                     c: unsafe { dst.get().add(g * cog * ohw) },
+                    row0: 0,
                     ldc: ohw,
                     cols,
                     accumulate: false,

@@ -266,7 +266,7 @@ impl Geometry {
     /// The convolution of every plane of `xs` (NCHW) with its channel's filter in `ws`
     /// (`[c, 1, kh, kw]`), plus bias, through the activation `act`.
     pub fn forward(&self, xs: &[f32], ws: &[f32], bs: Option<&[f32]>, act: Act) -> Vec<f32> {
-        let (c, hw, ohw, taps) = (self.c, self.h * self.w, self.oh * self.ow, self.taps());
+        let (c, hw, ohw) = (self.c, self.h * self.w, self.oh * self.ow);
         self.check_operands(xs, ws, bs, None);
         let len = self.output_len();
         let mut out: Vec<f32> = Vec::with_capacity(len);
@@ -274,15 +274,40 @@ impl Geometry {
             .par_chunks_mut(ohw)
             .enumerate()
             .for_each(|(plane, o)| {
-                let ch = plane % c;
                 let input = &xs[plane * hw..(plane + 1) * hw];
-                let filter = &ws[ch * taps..(ch + 1) * taps];
-                let b = bs.map_or(0.0, |b| b[ch]);
-                with_scratch(|s| self.plane(input, filter, b, act, o, &mut s.a));
+                self.channel(plane % c, input, ws, bs, act, o);
             });
-        // SAFETY: `plane` wrote every element of every output plane.
+        // SAFETY: `channel` wrote every element of every output plane.
         unsafe { out.set_len(len) };
         out
+    }
+
+    /// Channel `ch`'s output plane from its input plane (`h × w` values): one task of
+    /// [`Self::forward`], for callers that make the input a few planes at a time.
+    pub fn channel(
+        &self,
+        ch: usize,
+        input: &[f32],
+        ws: &[f32],
+        bs: Option<&[f32]>,
+        act: Act,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        let taps = self.taps();
+        assert_eq!(input.len(), self.h * self.w, "depthwise: plane length");
+        assert_eq!(
+            out.len(),
+            self.oh * self.ow,
+            "depthwise: output plane length"
+        );
+        assert_eq!(ws.len(), self.c * taps, "depthwise: weight length");
+        assert!(
+            bs.is_none_or(|b| b.len() == self.c),
+            "depthwise: bias length"
+        );
+        let filter = &ws[ch * taps..(ch + 1) * taps];
+        let b = bs.map_or(0.0, |b| b[ch]);
+        with_scratch(|s| self.plane(input, filter, b, act, out, &mut s.a));
     }
 
     /// One channel of one image. The plane is first copied into a zero-bordered scratch

@@ -11,6 +11,17 @@ pub fn has_avx2_fma() -> bool {
     })
 }
 
+/// Whether the CPU has AVX-512 (F and DQ): the kernels with 16-lane versions run those.
+#[cfg(target_arch = "x86_64")]
+pub fn has_avx512() -> bool {
+    static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        has_avx2_fma()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+    })
+}
+
 /// Runs `f` compiled for AVX2 and FMA when the CPU has them: the binary targets baseline
 /// x86-64 (SSE2), and the elementwise loops here are worth 8-wide vectors. `f` and what it
 /// calls must be `#[inline(always)]` to be compiled into the AVX2 function.

@@ -28,7 +28,7 @@ pub const NR: usize = 16;
 /// every panel of filters passes over it (32 K values for 512 KB, the AMD EPYC this was
 /// tuned on; 2 MB, as on a Xeon with AVX-512, measured ResNet-18 7 % faster with 96–128 K
 /// than with 32 K). Linux's sysfs names the size; elsewhere 512 KB is assumed.
-fn block_values() -> usize {
+pub(super) fn block_values() -> usize {
     static VALUES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *VALUES.get_or_init(|| {
         let l2 = l2_bytes().unwrap_or(512 << 10);
@@ -171,8 +171,11 @@ pub trait Gather: Sync {
 
 /// One call's output block: rows `panels` (in units of [`MR`]) of C, `cols` columns.
 pub struct Out {
-    /// Row 0 of C (not of the block), in the first image.
+    /// Row `row0` of C (not of the block), in the first image.
     pub c: *mut f32,
+    /// The first row of A that C holds: 0, but for a caller that writes a block of rows
+    /// into a buffer of its own (`fused.rs`).
+    pub row0: usize,
     /// Row stride of C.
     pub ldc: usize,
     pub cols: usize,
@@ -189,7 +192,7 @@ pub struct Out {
 ///
 /// # Safety
 /// [`available`] is true; `b` is valid for reads of `k × out.cols` values as its layout
-/// says; `out.c` is valid for reads and writes of A's rows in `panels` × `out.cols` values
+/// says; `out.c` is valid for reads and writes of A's rows in `panels` (from `out.row0` on) × `out.cols` values
 /// `out.ldc` apart (initialised when accumulating), and nothing else reads or writes them
 /// meanwhile.
 pub unsafe fn multiply(
@@ -201,6 +204,10 @@ pub unsafe fn multiply(
     act: Act,
 ) {
     assert!(panels.end <= a.panels(), "mm: panels out of range");
+    assert!(
+        panels.start * MR >= out.row0,
+        "mm: rows before the output's first"
+    );
     // An empty sum would leave the output unwritten.
     assert!(a.k > 0, "mm: no steps to sum");
     if let Some(bias) = bias {
@@ -218,13 +225,7 @@ pub unsafe fn multiply(
 /// once: twice the AVX2 kernel's work per instruction).
 fn wide() -> bool {
     #[cfg(target_arch = "x86_64")]
-    {
-        static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-        })
-    }
+    return super::has_avx512();
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -434,7 +435,7 @@ mod avx2 {
                                         0.0
                                     };
                                     let bv = _mm256_set1_ps(bias);
-                                    let c_row = out.c.add(row * out.ldc);
+                                    let c_row = out.c.add((row - out.row0) * out.ldc);
                                     let dst = c_row.add(at[0]);
                                     let mut tmp = [0.0f32; NR];
                                     let (c0, c1) = match (add, whole) {
@@ -483,7 +484,7 @@ mod avx2 {
                     let run = (out.span.pixels - g % out.span.pixels).min(out.cols - j);
                     // SAFETY: the run was written above, within the caller's block.
                     let vals = unsafe {
-                        let at = out.c.add(row * out.ldc + out.span.offset(j));
+                        let at = out.c.add((row - out.row0) * out.ldc + out.span.offset(j));
                         std::slice::from_raw_parts_mut(at, run)
                     };
                     act.apply_all(vals);
@@ -634,6 +635,7 @@ mod tests {
                 .collect();
             let out = Out {
                 c: c.as_mut_ptr(),
+                row0: 0,
                 ldc,
                 cols,
                 accumulate,

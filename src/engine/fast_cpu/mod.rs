@@ -10,6 +10,7 @@
 mod columns;
 mod dense;
 mod depthwise;
+mod fused;
 mod gather;
 mod lanes;
 mod mm;
@@ -25,9 +26,9 @@ use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Tensor, TensorData};
 pub use lanes::Act;
-#[cfg(target_arch = "x86_64")]
-use lanes::has_avx2_fma;
 use lanes::{ConvGrads, clamp1, conv_output, sigmoid1, with_avx2};
+#[cfg(target_arch = "x86_64")]
+use lanes::{has_avx2_fma, has_avx512};
 pub use packed::PackedFilters;
 pub use pool::Kind as PoolKind;
 use rayon::prelude::*;
@@ -192,6 +193,48 @@ pub fn pointwise_conv(
     let out = pointwise::forward(xs, ws, packed.as_ref().map(|p| &p[0]), bs, dims, act);
     let [_, _, h, w] = x.dims();
     Some(wrap(out, [n, co, h, w]))
+}
+
+/// One convolution of a pair for [`expand_depthwise`]: weight, bias, attributes, the
+/// activation fused into it.
+pub struct ConvStep<'a> {
+    pub weight: &'a Tensor<4>,
+    pub bias: Option<&'a Tensor<1>>,
+    pub conv: &'a Conv,
+    pub act: Act,
+}
+
+/// A 1x1 convolution (as [`pointwise_conv`]) and the depthwise convolution (as
+/// [`depthwise_conv`]) that alone reads its output, in one pass whose expanded activation
+/// stays in cache (`fused.rs`). `None` when the pair is not of that kind on flex tensors, or
+/// the matrix kernel does not run here.
+pub fn expand_depthwise(
+    x: &Tensor<4>,
+    expand: ConvStep<'_>,
+    packs: &PackedFilters,
+    depthwise: ConvStep<'_>,
+) -> Option<Tensor<4>> {
+    let [n, c, co, hw] = pointwise::dims(x.dims(), expand.weight.dims(), expand.conv)?;
+    let [_, _, h, w] = x.dims();
+    let g = depthwise::Geometry::new([n, co, h, w], depthwise.weight.dims(), depthwise.conv)?;
+    let ops = ConvOperands::new(x, expand.weight, expand.bias)?;
+    let (xs, _, bs) = ops.slices()?;
+    // (`x` stands in for the depthwise input, which is never made.)
+    let dw = ConvOperands::new(x, depthwise.weight, depthwise.bias)?;
+    let (_, dw_ws, dw_bs) = dw.slices()?;
+    let packed = packs.get(&ops.weight, 1)?;
+    let out = fused::forward(
+        xs,
+        [n, c, hw],
+        &packed[0],
+        bs,
+        expand.act,
+        &g,
+        dw_ws,
+        dw_bs,
+        depthwise.act,
+    );
+    Some(wrap(out, [n, co, g.oh, g.ow]))
 }
 
 /// Any other convolution on flex tensors — k×k, strided, grouped, 1x1 with a stride or
@@ -456,6 +499,68 @@ mod tests {
             );
             let err = max_diff(got, want);
             assert!(err < 1e-4, "{n}x{c}->{co} {h}x{w} {act:?}: error {err}");
+        }
+    }
+
+    /// The fused 1x1 + depthwise pass against the two kernels run one after the other:
+    /// channel counts that leave a partial panel and a partial block, several blocks per
+    /// image (a large map), many small images, strides 1 and 2, 3x3 and 5x5, with and without
+    /// biases, ReLU6 and SiLU on either convolution.
+    #[test]
+    fn expand_depthwise_matches_the_two_kernels() {
+        let dev = Device::flex();
+        let silu = Act::Silu;
+        let relu6 = Act::Clamp(0.0, 6.0);
+        for (n, c, co, h, w, k, stride, bias, acts) in [
+            (2, 5, 13, 9, 11, 3, 1, true, [relu6, relu6]),
+            (1, 16, 96, 56, 56, 3, 2, true, [relu6, relu6]),
+            (3, 24, 144, 30, 30, 5, 1, false, [silu, Act::NONE]),
+            (9, 40, 50, 7, 7, 3, 1, true, [Act::NONE, silu]),
+        ] {
+            if !mm::available() {
+                return;
+            }
+            let x =
+                Tensor::<4>::from_data(TensorData::new(seq(n * c * h * w, 1), [n, c, h, w]), &dev);
+            let w1 = Tensor::<4>::from_data(TensorData::new(seq(co * c, 5), [co, c, 1, 1]), &dev);
+            let b1 = Tensor::<1>::from_data(TensorData::new(seq(co, 9), [co]), &dev);
+            let w2 =
+                Tensor::<4>::from_data(TensorData::new(seq(co * k * k, 3), [co, 1, k, k]), &dev);
+            let b2 = Tensor::<1>::from_data(TensorData::new(seq(co, 4), [co]), &dev);
+            let (b1, b2) = (bias.then_some(&b1), bias.then_some(&b2));
+            let one = Conv {
+                strides: [1, 1],
+                pads: [0; 4],
+                dilations: [1, 1],
+                groups: 1,
+            };
+            let pad = k / 2;
+            let dw = Conv {
+                strides: [stride; 2],
+                pads: [pad; 4],
+                dilations: [1, 1],
+                groups: co,
+            };
+            let packs = PackedFilters::default();
+            let step = |weight, bias, conv, act| ConvStep {
+                weight,
+                bias,
+                conv,
+                act,
+            };
+            let got = expand_depthwise(
+                &x,
+                step(&w1, b1, &one, acts[0]),
+                &packs,
+                step(&w2, b2, &dw, acts[1]),
+            )
+            .expect("applies");
+            let mid = pointwise_conv(&x, &w1, b1, &one, acts[0], &packs).expect("1x1");
+            let want = depthwise_conv(&mid, &w2, b2, &dw, acts[1]).expect("depthwise");
+            let case = format!("{n}x{c}->{co} {h}x{w} k{k} s{stride} {acts:?}");
+            assert_eq!(got.dims(), want.dims(), "{case}");
+            let err = max_diff(got, want);
+            assert!(err < 1e-5, "{case}: error {err}");
         }
     }
 

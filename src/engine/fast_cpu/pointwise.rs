@@ -158,6 +158,7 @@ fn multiply_images(
         };
         let block_out = mm::Out {
             c: dst.get(),
+            row0: 0,
             ldc: hw,
             cols,
             accumulate: false,
@@ -360,6 +361,7 @@ fn weight_grad_mm(g: &[f32], x: &[f32], [c, co, hw]: [usize; 3], dw: &mut [f32],
             let panels = blk * per_block..((blk + 1) * per_block).min(packed.panels());
             let out = mm::Out {
                 c: dst.get(),
+                row0: 0,
                 ldc: c,
                 cols: c,
                 accumulate: true,
