@@ -459,6 +459,9 @@ mod tests {
             (3, 16, 24, 20, 30, 1, 1, 1, [0; 4], 1),
             // One image: the weight gradient's output channels split over the threads.
             (1, 8, 40, 9, 9, 1, 1, 1, [0; 4], 1),
+            // Small maps, many images: the weight gradient's per-thread sums over images.
+            (9, 12, 20, 7, 7, 1, 1, 1, [0; 4], 1),
+            (40, 6, 13, 7, 7, 1, 1, 1, [0; 4], 1),
         ];
         for (n, c, co, h, w, k, s, d, pads, groups) in cases {
             let what = format!("{n}x{c}->{co} {h}x{w} k{k} s{s} d{d} {pads:?} g{groups}");
