@@ -639,6 +639,8 @@ mod tests {
             (10, 10, 3, 1, [1, 1, 1, 1], false),
             (7, 9, 3, 2, [1, 0, 0, 1], true),
             (14, 14, 5, 3, [2, 2, 2, 2], false),
+            // Stride 3 across an odd width (phases of unequal length), ceil mode.
+            (13, 17, 3, 3, [1, 1, 1, 1], true),
         ];
         for (h, w, k, s, pads, ceil) in cases {
             let (n, c) = (2, 3);

@@ -73,39 +73,32 @@ impl Geometry {
     pub fn forward(&self, xs: &[f32], kind: Kind) -> Vec<f32> {
         let (h, w, oh, ow) = (self.h, self.w, self.oh, self.ow);
         assert_eq!(xs.len(), self.planes * h * w, "pooling: input");
+        let windows = self.windows(kind);
         let mut out = vec![0.0f32; self.planes * oh * ow];
-        out.par_chunks_mut(oh * ow)
-            .zip(xs.par_chunks(h * w))
-            .for_each(|(o, x)| self.plane(x, o, kind));
+        // Planes in groups of at least 4 K values a task: GoogLeNet's 7x7 and 14x14 pools
+        // have tens of thousands of planes, each a task of rayon's was mostly overhead.
+        let per_task = (4096 / (h * w)).max(1);
+        out.par_chunks_mut(per_task * oh * ow)
+            .zip(xs.par_chunks(per_task * h * w))
+            .for_each(|(o, x)| {
+                for (o, x) in o.chunks_exact_mut(oh * ow).zip(x.chunks_exact(h * w)) {
+                    self.plane(x, o, kind, &windows);
+                }
+            });
         out
     }
 
-    /// Pools one plane in two passes (a window's max or sum is the max or sum over its rows of
-    /// the max or sum over its columns): along each input row into `ow` columns, then down
-    /// the columns. Both passes run over contiguous runs, which vectorise; a 3x3 window costs
-    /// 6 reads an output instead of 9.
-    fn plane(&self, x: &[f32], out: &mut [f32], kind: Kind) {
-        // One copy of the passes per kind, so the inner loops hold no test of it.
-        match kind {
-            Kind::Max => self.passes::<true>(x, out, kind),
-            Kind::Average { .. } => self.passes::<false>(x, out, kind),
-        }
-    }
-
-    #[inline(always)]
-    fn passes<const MAX: bool>(&self, x: &[f32], out: &mut [f32], kind: Kind) {
-        let (h, w, ow) = (self.h, self.w, self.ow);
-        let [kh, kw] = self.kernel;
-        let [sh, sw] = self.stride;
-        let [dh, dw] = self.dilation;
-        let [top, left, bottom, right] = self.pads;
-        let start = if MAX { f32::NEG_INFINITY } else { 0.0 };
-        // `f32::max`, not a compare and select: LLVM turns `*d = if v > *d { v } else { *d }`
-        // into masked stores, several times slower than max + blend on AMD's cores.
-        let combine = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
+    /// Where the windows fall, the same for every plane: found once per pooling (per plane,
+    /// these two small vectors were a third of GoogLeNet's max pools on 7x7 maps).
+    fn windows(&self, kind: Kind) -> Windows {
+        let (w, ow) = (self.w, self.ow);
+        let [_, kw] = self.kernel;
+        let [_, sw] = self.stride;
+        let [_, dw] = self.dilation;
+        let [_, left, _, right] = self.pads;
         // Per column tap: the first output column it falls inside the input for, how many
         // do, and the input column of the first.
-        let col_taps: Vec<(usize, usize, usize)> = (0..kw)
+        let col_taps = (0..kw)
             .filter_map(|t| {
                 let off = t * dw; // input column of output 0's tap t, plus `left`
                 let first = left.saturating_sub(off).div_ceil(sw);
@@ -116,31 +109,86 @@ impl Geometry {
                 Some((first, last + 1 - first, first * sw + off - left))
             })
             .collect();
-        ROWS.with_borrow_mut(|rows| {
+        // Each output column's window, for an average's divisor.
+        let cols = match kind {
+            Kind::Max => Vec::new(),
+            Kind::Average { .. } => (0..ow)
+                .map(|ox| Taps::new(ox * sw, kw, dw, left, w, right))
+                .collect(),
+        };
+        Windows { col_taps, cols }
+    }
+
+    /// Pools one plane in two passes (a window's max or sum is the max or sum over its rows of
+    /// the max or sum over its columns): along each input row into `ow` columns, then down
+    /// the columns. Both passes run over contiguous runs, which vectorise; a 3x3 window costs
+    /// 6 reads an output instead of 9.
+    fn plane(&self, x: &[f32], out: &mut [f32], kind: Kind, windows: &Windows) {
+        // One copy of the passes per kind, so the inner loops hold no test of it.
+        match kind {
+            Kind::Max => self.passes::<true>(x, out, kind, windows),
+            Kind::Average { .. } => self.passes::<false>(x, out, kind, windows),
+        }
+    }
+
+    #[inline(always)]
+    fn passes<const MAX: bool>(&self, x: &[f32], out: &mut [f32], kind: Kind, windows: &Windows) {
+        let (h, w, ow) = (self.h, self.w, self.ow);
+        let [kh, _] = self.kernel;
+        let [sh, sw] = self.stride;
+        let [dh, _] = self.dilation;
+        let [top, _, bottom, _] = self.pads;
+        let start = if MAX { f32::NEG_INFINITY } else { 0.0 };
+        // `f32::max`, not a compare and select: LLVM turns `*d = if v > *d { v } else { *d }`
+        // into masked stores, several times slower than max + blend on AMD's cores.
+        let combine = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
+        let Windows { col_taps, cols } = windows;
+        ROWS.with_borrow_mut(|(rows, phases)| {
             rows.clear();
             rows.resize(h * ow, start);
+            // With a stride across, each input row is first split by column phase (column x
+            // at `(x % sw) · phase + x / sw`), so every tap reads a contiguous run: read one
+            // value at a time, GoogLeNet's stride-2 pools were most of its pooling time.
+            let phase = w.div_ceil(sw);
+            phases.resize(sw * phase, start);
             with_avx2(
                 #[inline(always)]
                 || {
                     for y in 0..h {
-                        let src = &x[y * w..(y + 1) * w];
+                        let row = &x[y * w..(y + 1) * w];
+                        let src = match sw {
+                            1 => row,
+                            2 => {
+                                let (even, odd) = phases.split_at_mut(phase);
+                                for ((e, o), pair) in
+                                    even.iter_mut().zip(&mut *odd).zip(row.chunks_exact(2))
+                                {
+                                    (*e, *o) = (pair[0], pair[1]);
+                                }
+                                if w % 2 == 1 {
+                                    even[phase - 1] = row[w - 1];
+                                }
+                                &phases[..]
+                            }
+                            _ => {
+                                for (p, dst) in phases.chunks_exact_mut(phase).enumerate() {
+                                    for (d, &v) in
+                                        dst.iter_mut().zip(row.iter().skip(p).step_by(sw))
+                                    {
+                                        *d = v;
+                                    }
+                                }
+                                &phases[..]
+                            }
+                        };
                         let dst = &mut rows[y * ow..(y + 1) * ow];
-                        for &(o0, n, ix0) in &col_taps {
-                            let dst = &mut dst[o0..o0 + n];
-                            if sw == 1 {
-                                for (d, &v) in dst.iter_mut().zip(&src[ix0..ix0 + n]) {
-                                    *d = combine(*d, v);
-                                }
-                            } else {
-                                for (i, d) in dst.iter_mut().enumerate() {
-                                    *d = combine(*d, src[ix0 + i * sw]);
-                                }
+                        for &(o0, n, ix0) in col_taps {
+                            let at = (ix0 % sw) * phase + ix0 / sw;
+                            for (d, &v) in dst[o0..o0 + n].iter_mut().zip(&src[at..at + n]) {
+                                *d = combine(*d, v);
                             }
                         }
                     }
-                    let cols: Vec<Taps> = (0..ow)
-                        .map(|ox| Taps::new(ox * sw, kw, dw, left, w, right))
-                        .collect();
                     for oy in 0..self.oh {
                         let r = Taps::new(oy * sh, kh, dh, top, h, bottom);
                         let line = &mut out[oy * ow..(oy + 1) * ow];
@@ -152,7 +200,7 @@ impl Geometry {
                             }
                         }
                         if let Kind::Average { count_include_pad } = kind {
-                            for (d, c) in line.iter_mut().zip(&cols) {
+                            for (d, c) in line.iter_mut().zip(cols) {
                                 let n = if count_include_pad {
                                     r.counted * c.counted
                                 } else {
@@ -168,9 +216,19 @@ impl Geometry {
     }
 }
 
+/// Where a pooling's windows fall along a row (see [`Geometry::windows`]).
+struct Windows {
+    /// Per column tap inside the input: first output column, outputs, first input column.
+    col_taps: Vec<(usize, usize, usize)>,
+    /// Each output column's window (averages only).
+    cols: Vec<Taps>,
+}
+
 thread_local! {
-    /// Each worker's row-pass buffer (`h × ow`), kept between planes.
-    static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each worker's row-pass buffer (`h × ow`) and split input row (strided pools), kept
+    /// between planes.
+    static ROWS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// A window's taps along one axis: those inside the input are `inside` taps from input
