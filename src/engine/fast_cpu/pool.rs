@@ -5,6 +5,7 @@
 use super::with_avx2;
 use crate::graph::Pool;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// What a pooling window makes of its cells.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,17 +75,21 @@ impl Geometry {
         let (h, w, oh, ow) = (self.h, self.w, self.oh, self.ow);
         assert_eq!(xs.len(), self.planes * h * w, "pooling: input");
         let windows = self.windows(kind);
-        let mut out = vec![0.0f32; self.planes * oh * ow];
+        let len = self.planes * oh * ow;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
         // Planes in groups of at least 4 K values a task: GoogLeNet's 7x7 and 14x14 pools
         // have tens of thousands of planes, each a task of rayon's was mostly overhead.
         let per_task = (4096 / (h * w)).max(1);
-        out.par_chunks_mut(per_task * oh * ow)
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(per_task * oh * ow)
             .zip(xs.par_chunks(per_task * h * w))
             .for_each(|(o, x)| {
                 for (o, x) in o.chunks_exact_mut(oh * ow).zip(x.chunks_exact(h * w)) {
                     self.plane(x, o, kind, &windows);
                 }
             });
+        // SAFETY: `plane` wrote every element of every output plane (each line whole).
+        unsafe { out.set_len(len) };
         out
     }
 
@@ -123,7 +128,7 @@ impl Geometry {
     /// the max or sum over its columns): along each input row into `ow` columns, then down
     /// the columns. Both passes run over contiguous runs, which vectorise; a 3x3 window costs
     /// 6 reads an output instead of 9.
-    fn plane(&self, x: &[f32], out: &mut [f32], kind: Kind, windows: &Windows) {
+    fn plane(&self, x: &[f32], out: &mut [MaybeUninit<f32>], kind: Kind, windows: &Windows) {
         // One copy of the passes per kind, so the inner loops hold no test of it.
         match kind {
             Kind::Max => self.passes::<true>(x, out, kind, windows),
@@ -132,7 +137,13 @@ impl Geometry {
     }
 
     #[inline(always)]
-    fn passes<const MAX: bool>(&self, x: &[f32], out: &mut [f32], kind: Kind, windows: &Windows) {
+    fn passes<const MAX: bool>(
+        &self,
+        x: &[f32],
+        out: &mut [MaybeUninit<f32>],
+        kind: Kind,
+        windows: &Windows,
+    ) {
         let (h, w, ow) = (self.h, self.w, self.ow);
         let [kh, _] = self.kernel;
         let [sh, sw] = self.stride;
@@ -192,8 +203,19 @@ impl Geometry {
                     for oy in 0..self.oh {
                         let r = Taps::new(oy * sh, kh, dh, top, h, bottom);
                         let line = &mut out[oy * ow..(oy + 1) * ow];
-                        line.fill(start);
-                        for t in 0..r.inside {
+                        // The window's first row is written (no zeroed output to start from),
+                        // the others combined into it.
+                        let first = match r.inside {
+                            0 => None,
+                            _ => Some(&rows[r.first * ow..(r.first + 1) * ow]),
+                        };
+                        for (i, d) in line.iter_mut().enumerate() {
+                            d.write(first.map_or(start, |row| row[i]));
+                        }
+                        // SAFETY: every element of the line was written just above;
+                        // `MaybeUninit<f32>` has the layout of `f32`.
+                        let line = unsafe { &mut *(line as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                        for t in 1..r.inside {
                             let y = r.first + t * dh;
                             for (d, &v) in line.iter_mut().zip(&rows[y * ow..(y + 1) * ow]) {
                                 *d = combine(*d, v);
