@@ -192,9 +192,9 @@ pub struct Out {
 ///
 /// # Safety
 /// [`available`] is true; `b` is valid for reads of `k × out.cols` values as its layout
-/// says; `out.c` is valid for reads and writes of A's rows in `panels` (from `out.row0` on) × `out.cols` values
-/// `out.ldc` apart (initialised when accumulating), and nothing else reads or writes them
-/// meanwhile.
+/// says; `out.c` is valid for reads and writes of A's rows in `panels` (counted from
+/// `out.row0`) × `out.cols` values `out.ldc` apart (initialised when accumulating), and
+/// nothing else reads or writes them meanwhile.
 pub unsafe fn multiply(
     a: &PackedA,
     panels: Range<usize>,
