@@ -9,7 +9,7 @@
 
 use super::gather::Plan;
 use super::pointwise::{SendPtr, Tile, parallelism, row_blocks};
-use super::{Act, conv_output, mm};
+use super::{Act, conv_output, mm, split_phases};
 use crate::graph::Conv;
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -271,11 +271,10 @@ impl Geometry {
     }
 }
 
-/// A convolution's input with each row's columns split by phase when the stride across is
-/// s > 1 (column x at `(x % s) · ⌈w / s⌉ + x / s` of its row), so that the columns one kernel
-/// tap reads for a row of outputs (x, x + s, x + 2s, …) are consecutive: copied whole into
-/// the packing where one at a time was most of a strided convolution's gathering. With
-/// stride 1, the input as it is.
+/// A convolution's input with each row split by column phase when the stride across is
+/// s > 1 (`lanes::split_phases`), so that every run a kernel tap reads is consecutive and is
+/// copied whole into the packing (one value at a time was most of a strided convolution's
+/// gathering). With stride 1, the input as it is.
 struct Phased<'a> {
     values: std::borrow::Cow<'a, [f32]>,
     /// Columns per phase.
@@ -294,41 +293,15 @@ impl<'a> Phased<'a> {
             };
         }
         let phase = w.div_ceil(s);
-        let len = xs.len() / w * s * phase;
-        let mut values: Vec<f32> = Vec::with_capacity(len);
-        values.spare_capacity_mut()[..len]
+        let mut values = vec![0.0; xs.len() / w * s * phase];
+        values
             .par_chunks_mut(g.h * s * phase)
             .zip(xs.par_chunks(g.h * w))
             .for_each(|(split, plane)| {
-                for (row, src) in split.chunks_exact_mut(s * phase).zip(plane.chunks_exact(w)) {
-                    if s == 2 {
-                        // Even and odd columns in one pass that vectorises.
-                        let (even, odd) = row.split_at_mut(phase);
-                        for ((e, o), pair) in
-                            even.iter_mut().zip(&mut *odd).zip(src.chunks_exact(2))
-                        {
-                            e.write(pair[0]);
-                            o.write(pair[1]);
-                        }
-                        if w % 2 == 1 {
-                            even[phase - 1].write(src[w - 1]);
-                            odd[phase - 1].write(0.0);
-                        }
-                        continue;
-                    }
-                    for (ph, dst) in row.chunks_exact_mut(phase).enumerate() {
-                        let mut written = 0;
-                        for (d, &v) in dst.iter_mut().zip(src.iter().skip(ph).step_by(s)) {
-                            d.write(v);
-                            written += 1;
-                        }
-                        // A short phase's last lane: zero, never read.
-                        dst[written..].iter_mut().for_each(|d| _ = d.write(0.0));
-                    }
+                for (dst, row) in split.chunks_exact_mut(s * phase).zip(plane.chunks_exact(w)) {
+                    split_phases(row, s, dst);
                 }
             });
-        // SAFETY: every row's phases were written whole above.
-        unsafe { values.set_len(len) };
         Phased {
             values: values.into(),
             phase,

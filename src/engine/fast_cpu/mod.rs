@@ -26,7 +26,7 @@ use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Tensor, TensorData};
 pub use lanes::Act;
-use lanes::{ConvGrads, clamp1, conv_output, sigmoid1, with_avx2};
+use lanes::{ConvGrads, clamp1, conv_output, sigmoid1, split_phases, with_avx2};
 #[cfg(target_arch = "x86_64")]
 use lanes::{has_avx2_fma, has_avx512};
 pub use packed::PackedFilters;

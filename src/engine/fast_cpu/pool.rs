@@ -2,7 +2,7 @@
 //! plane, each output read from its window's in-bounds cells (padding is never materialised).
 //! flex's pooling took 10 % of ResNet-18's forward pass for its one 3x3 max pool.
 
-use super::with_avx2;
+use super::{split_phases, with_avx2};
 use crate::graph::Pool;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -168,30 +168,11 @@ impl Geometry {
                 || {
                     for y in 0..h {
                         let row = &x[y * w..(y + 1) * w];
-                        let src = match sw {
-                            1 => row,
-                            2 => {
-                                let (even, odd) = phases.split_at_mut(phase);
-                                for ((e, o), pair) in
-                                    even.iter_mut().zip(&mut *odd).zip(row.chunks_exact(2))
-                                {
-                                    (*e, *o) = (pair[0], pair[1]);
-                                }
-                                if w % 2 == 1 {
-                                    even[phase - 1] = row[w - 1];
-                                }
-                                &phases[..]
-                            }
-                            _ => {
-                                for (p, dst) in phases.chunks_exact_mut(phase).enumerate() {
-                                    for (d, &v) in
-                                        dst.iter_mut().zip(row.iter().skip(p).step_by(sw))
-                                    {
-                                        *d = v;
-                                    }
-                                }
-                                &phases[..]
-                            }
+                        let src = if sw == 1 {
+                            row
+                        } else {
+                            split_phases(row, sw, phases);
+                            &phases[..]
                         };
                         let dst = &mut rows[y * ow..(y + 1) * ow];
                         for &(o0, n, ix0) in col_taps {
