@@ -333,16 +333,22 @@ pub fn concat<const D: usize>(parts: &[Tensor<D>], axis: usize) -> Option<Tensor
     let outer: usize = first[..axis].iter().product();
     // Each part's block per outer index, and the output's.
     let row: usize = runs.iter().map(|r| r.len).sum();
-    let mut out = vec![0.0f32; outer * row];
-    out.par_chunks_mut(row.max(1))
+    // Not zeroed first: DenseNet-121 joins 2.6 GB a batch of 32, and a zeroing pass over
+    // the output was a third of that traffic.
+    let len = outer * row;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(row.max(1))
         .enumerate()
         .for_each(|(o, dst)| {
             let mut at = 0;
             for r in &runs {
-                dst[at..at + r.len].copy_from_slice(r.get(o));
+                dst[at..at + r.len].write_copy_of_slice(r.get(o));
                 at += r.len;
             }
         });
+    // SAFETY: the runs' lengths sum to `row`, so every value of every row was written.
+    unsafe { out.set_len(len) };
     Some(wrap(out, shape))
 }
 

@@ -98,11 +98,17 @@ pub fn to_contiguous(t: &FlexTensor) -> Option<Vec<f32>> {
     if runs.len < MIN_RUN {
         return None;
     }
-    let mut out = vec![0.0f32; runs.count() * runs.len];
-    out.par_chunks_mut(runs.len)
+    let len = runs.count() * runs.len;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(runs.len)
         // About 16 KB per task: a 7×7 plane is 49 values.
         .with_min_len((4096 / runs.len).max(1))
         .enumerate()
-        .for_each(|(i, dst)| dst.copy_from_slice(runs.get(i)));
+        .for_each(|(i, dst)| {
+            dst.write_copy_of_slice(runs.get(i));
+        });
+    // SAFETY: each of the `count()` chunks of `len` values was written whole.
+    unsafe { out.set_len(len) };
     Some(out)
 }
