@@ -69,6 +69,14 @@ const MAX_NC: usize = 1024;
 /// Steps of the sum per chunk: a packed strip of B (KC × NR) is 16 KB, half of L1.
 const KC: usize = 256;
 
+/// Values from one packed strip of B to the next for a chunk of `kc` steps: the strip's
+/// `kc × NR` values and one cache line more. Strips exactly `kc · NR` apart (16 KB for a
+/// full chunk) put row i of every strip in the same L1 set, so packing a row of B across
+/// its strips evicted its own lines: the padding spreads them over the sets.
+pub fn strip_len(kc: usize) -> usize {
+    kc * NR + NR
+}
+
 /// Whether this machine runs these kernels (AVX2 and FMA); other machines use `gemm`.
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -164,8 +172,8 @@ pub enum B<'a> {
 pub trait Gather: Sync {
     /// Rows `k0..k0 + kc` of B at columns `j0..j0 + block` (counted as the output's [`Span`]
     /// counts them, from the first image's first pixel) packed into `strips`: strip s's row
-    /// i (its [`NR`] columns) at `(s · kc + i) · NR`. Lanes past `block` may be left as
-    /// they are.
+    /// i (its [`NR`] columns) at `s · strip_len(kc) + i · NR`. Lanes past `block` may be
+    /// left as they are.
     fn pack(&self, k0: usize, kc: usize, j0: usize, block: usize, strips: &mut [f32]);
 }
 
@@ -271,7 +279,7 @@ thread_local! {
 /// The kernels, AVX2 and (`multiply_wide`) AVX-512 versions of one body.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Act, B, KC, MAX_NC, MR, NR, Out, PackedA, block_values};
+    use super::{Act, B, KC, MAX_NC, MR, NR, Out, PackedA, block_values, strip_len};
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
     use std::ops::Range;
@@ -355,7 +363,7 @@ mod avx2 {
                 // lanes read, and a partial last strip's unused columns keep whatever an
                 // earlier block left there (their lanes' sums are never stored; lanes do not
                 // mix). Zeroing the block each time was 5 % of a batch-1 forward pass.
-                let need = strips * kc * NR;
+                let need = strips * strip_len(kc);
                 if scratch.len() < need {
                     scratch.resize(need, 0.0);
                 }
@@ -381,7 +389,7 @@ mod avx2 {
                         B::Cols(b, ld) => {
                             for col in 0..block {
                                 let src = b.add((j0 + col) * ld + k0);
-                                let at = (col / NR) * kc * NR + col % NR;
+                                let at = (col / NR) * strip_len(kc) + col % NR;
                                 let dst = scratch.as_mut_ptr().add(at);
                                 for i in 0..kc {
                                     *dst.add(i * NR) = *src.add(i);
@@ -403,7 +411,7 @@ mod avx2 {
                         let panel = a.panel(p).as_ptr().add(k0 * MR);
                         let mut s0 = 0;
                         while s0 < strips {
-                            let b = scratch.as_ptr().add(s0 * kc * NR);
+                            let b = scratch.as_ptr().add(s0 * strip_len(kc));
                             // Only the first `here` are written and read: zeroing all four
                             // was a 1.5 KB `memset` call per kernel call.
                             let mut accs = [MaybeUninit::<[__m256; 2 * MR]>::uninit(); 4];
@@ -414,9 +422,9 @@ mod avx2 {
                                 sums.len()
                             };
                             let here = if WIDE && s0 + 4 <= strips {
-                                keep(&kernel_wide::<4>(kc, panel, b, kc * NR))
+                                keep(&kernel_wide::<4>(kc, panel, b, strip_len(kc)))
                             } else if WIDE && s0 + 2 <= strips {
-                                keep(&kernel_wide::<2>(kc, panel, b, kc * NR))
+                                keep(&kernel_wide::<2>(kc, panel, b, strip_len(kc)))
                             } else {
                                 keep(&[kernel(kc, panel, b)])
                             };
@@ -510,7 +518,7 @@ mod avx2 {
             let w = NR.min(block - s * NR);
             // SAFETY: as the caller promises: `src` holds `block` values, `dst` the strips.
             unsafe {
-                let dst = dst.add((s * kc + i) * NR);
+                let dst = dst.add(s * strip_len(kc) + i * NR);
                 if w == NR {
                     _mm256_storeu_ps(dst, _mm256_loadu_ps(src.add(s * NR)));
                     _mm256_storeu_ps(dst.add(8), _mm256_loadu_ps(src.add(s * NR + 8)));
