@@ -154,8 +154,11 @@ impl Geometry {
         // `f32::max`, not a compare and select: LLVM turns `*d = if v > *d { v } else { *d }`
         // into masked stores, several times slower than max + blend on AMD's cores.
         let combine = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
+        if sh == 1 && sw == 1 {
+            return self.unit_stride::<MAX>(x, out, kind, windows);
+        }
         let Windows { col_taps, cols } = windows;
-        ROWS.with_borrow_mut(|(rows, phases)| {
+        ROWS.with_borrow_mut(|(rows, phases, _)| {
             rows.clear();
             rows.resize(h * ow, start);
             // With a stride across, each input row is first split by column phase (column x
@@ -220,6 +223,111 @@ impl Geometry {
     }
 }
 
+impl Geometry {
+    /// [`Geometry::passes`] for a stride of 1 both ways (GoogLeNet's inception pools on
+    /// 14x14 and 7x7 maps): the plane is copied into rows `pw` apart with the padding's
+    /// columns in place, so that each tap of each pass is one flat loop over the whole plane
+    /// (a loop per row and tap ran 7 or 14 values, mostly vector tails), and the finished
+    /// rows are copied out.
+    #[inline(always)]
+    fn unit_stride<const MAX: bool>(
+        &self,
+        x: &[f32],
+        out: &mut [MaybeUninit<f32>],
+        kind: Kind,
+        windows: &Windows,
+    ) {
+        let (h, w, oh, ow) = (self.h, self.w, self.oh, self.ow);
+        let [kh, kw] = self.kernel;
+        let [dh, dw] = self.dilation;
+        let [top, left, bottom, right] = self.pads;
+        // A row of the input with its padding; with a stride of 1, output column ox's window
+        // starts at column ox of it, so `ow = pw - (kw - 1) · dw`.
+        let pw = w + left + right;
+        debug_assert_eq!(ow + (kw - 1) * dw, pw, "pooling: unit-stride width");
+        let start = if MAX { f32::NEG_INFINITY } else { 0.0 };
+        let combine = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
+        ROWS.with_borrow_mut(|(rows, bordered, columns)| {
+            bordered.resize(h * pw, start);
+            rows.resize(h * pw, start);
+            columns.resize(oh * pw, start);
+            with_avx2(
+                #[inline(always)]
+                || {
+                    for (dst, src) in bordered.chunks_exact_mut(pw).zip(x.chunks_exact(w)) {
+                        dst[..left].fill(start);
+                        dst[left..left + w].copy_from_slice(src);
+                        dst[left + w..].fill(start);
+                    }
+                    // Along the rows: rows[y · pw + ox] is row y's window at column ox (the
+                    // last row's padding columns are left as they are: never read).
+                    let len = h * pw - (kw - 1) * dw;
+                    rows[..len].copy_from_slice(&bordered[..len]);
+                    for t in 1..kw {
+                        let src = &bordered[t * dw..t * dw + len];
+                        for (d, &v) in rows[..len].iter_mut().zip(src) {
+                            *d = combine(*d, v);
+                        }
+                    }
+                    // Down the columns, `pw` apart: the output rows whose windows lie inside
+                    // the input in one flat loop per tap, the others (at the padding) row by
+                    // row.
+                    let inside = |oy: usize| oy >= top && oy + (kh - 1) * dh < h + top;
+                    let first = (0..oh).find(|&oy| inside(oy)).unwrap_or(oh);
+                    let end = (first..oh).find(|&oy| !inside(oy)).unwrap_or(oh);
+                    if first < end {
+                        let span = &mut columns[first * pw..end * pw];
+                        let row = |t: usize| (first + t * dh - top) * pw;
+                        span.copy_from_slice(&rows[row(0)..row(0) + span.len()]);
+                        for t in 1..kh {
+                            for (d, &v) in span.iter_mut().zip(&rows[row(t)..]) {
+                                *d = combine(*d, v);
+                            }
+                        }
+                    }
+                    for oy in (0..first).chain(end..oh) {
+                        let r = Taps::new(oy, kh, dh, top, h, bottom);
+                        let line = &mut columns[oy * pw..(oy + 1) * pw];
+                        if r.inside == 0 {
+                            line.fill(start);
+                        } else {
+                            line.copy_from_slice(&rows[r.first * pw..(r.first + 1) * pw]);
+                        }
+                        for t in 1..r.inside {
+                            let y = r.first + t * dh;
+                            for (d, &v) in line.iter_mut().zip(&rows[y * pw..(y + 1) * pw]) {
+                                *d = combine(*d, v);
+                            }
+                        }
+                    }
+                    for (oy, (dst, src)) in out
+                        .chunks_exact_mut(ow)
+                        .zip(columns.chunks_exact(pw))
+                        .enumerate()
+                    {
+                        match kind {
+                            Kind::Max => {
+                                dst.write_copy_of_slice(&src[..ow]);
+                            }
+                            Kind::Average { count_include_pad } => {
+                                let r = Taps::new(oy, kh, dh, top, h, bottom);
+                                for ((d, &v), c) in dst.iter_mut().zip(src).zip(&windows.cols) {
+                                    let n = if count_include_pad {
+                                        r.counted * c.counted
+                                    } else {
+                                        r.inside * c.inside
+                                    };
+                                    d.write(v / n.max(1) as f32);
+                                }
+                            }
+                        }
+                    }
+                },
+            )
+        });
+    }
+}
+
 /// Where a pooling's windows fall along a row (see [`Geometry::windows`]).
 struct Windows {
     /// Per column tap inside the input: first output column, outputs, first input column.
@@ -229,10 +337,11 @@ struct Windows {
 }
 
 thread_local! {
-    /// Each worker's row-pass buffer (`h × ow`) and split input row (strided pools), kept
-    /// between planes.
-    static ROWS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// Each worker's buffers, kept between planes: the row pass's result, and the split input
+    /// row (strided pools) or the bordered plane (unit stride), and the column pass's rows
+    /// (unit stride).
+    static ROWS: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// A window's taps along one axis: those inside the input are `inside` taps from input

@@ -262,6 +262,12 @@ fn pooling_matches_burn() {
         (14, 14, 5, 3, [2, 2, 2, 2], false),
         // Stride 3 across an odd width (phases of unequal length), ceil mode.
         (13, 17, 3, 3, [1, 1, 1, 1], true),
+        // Stride 1 (one flat loop per tap): GoogLeNet's 7x7, a 5x5 window on a map narrower
+        // than it is padded, one-sided and no padding, ceil mode.
+        (7, 7, 3, 1, [1, 1, 1, 1], true),
+        (4, 6, 5, 1, [2, 2, 2, 2], false),
+        (9, 8, 2, 1, [0, 1, 1, 0], false),
+        (6, 5, 3, 1, [0, 0, 0, 0], false),
     ];
     for (h, w, k, s, pads, ceil) in cases {
         let (n, c) = (2, 3);
