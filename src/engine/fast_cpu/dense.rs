@@ -175,15 +175,16 @@ impl Geometry {
     /// patches (a phase-split copy of the whole input first) those ran at 30–90 GFLOP/s
     /// where ResNet-18's 3x3s run at 200. `None` for every other convolution.
     fn strided_1x1_input(&self, xs: &[f32]) -> Option<Vec<f32>> {
-        if (self.kh, self.kw, self.groups, self.pad) != (1, 1, 1, [0, 0]) {
-            return None;
-        }
         let [sh, sw] = self.stride;
         let (h, w, oh, ow) = (self.h, self.w, self.oh, self.ow);
-        assert!(
-            (ow - 1) * sw < w && (oh - 1) * sh < h,
-            "strided 1x1: outputs past the input"
-        );
+        // Bottom or right padding that an output reads (`pad` holds top and left only) is
+        // left to the patches.
+        if (self.kh, self.kw, self.groups, self.pad) != (1, 1, 1, [0, 0])
+            || (ow - 1) * sw >= w
+            || (oh - 1) * sh >= h
+        {
+            return None;
+        }
         let len = self.n * self.c * oh * ow;
         let mut out: Vec<f32> = Vec::with_capacity(len);
         out.spare_capacity_mut()[..len]
@@ -199,7 +200,7 @@ impl Geometry {
                 }
             });
         // SAFETY: each plane's `oh` lines of `ow` were written whole: row `oy · sh` is inside
-        // the plane and holds `ow` columns a stride apart (both asserted above).
+        // the plane and holds `ow` columns a stride apart (both checked above).
         unsafe { out.set_len(len) };
         Some(out)
     }

@@ -200,6 +200,8 @@ fn dense_matches_burn() {
         (2, 6, 10, 7, 9, 1, 2, 1, [0, 0, 0, 0], 1),
         // Strided 1x1s run as plain 1x1s on the pixels they read: stride 3, odd sizes.
         (3, 5, 4, 10, 11, 1, 3, 1, [0, 0, 0, 0], 1),
+        // ... and one whose bottom/right padding an output reads (left to the patches).
+        (2, 3, 4, 8, 8, 1, 2, 1, [0, 0, 1, 1], 1),
         (1, 2, 3, 5, 6, 5, 1, 1, [2, 1, 2, 3], 1),
         // Many channels: several tiles per image.
         (1, 300, 8, 40, 40, 3, 1, 1, [1, 1, 1, 1], 1),
