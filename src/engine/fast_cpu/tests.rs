@@ -316,6 +316,25 @@ fn pooling_matches_burn() {
             );
         }
     }
+    // Dilated max pools (burn's average pool takes no dilation), strides 1 and 2.
+    for s in [1, 2] {
+        let (n, c, h, w) = (2, 3, 11, 10);
+        let x = Tensor::<4>::from_data(TensorData::new(seq(n * c * h * w, 1), [n, c, h, w]), &dev);
+        let p = Pool {
+            kernel: [3, 2],
+            strides: [s, s],
+            pads: [2, 1, 1, 2],
+            dilations: [2, 3],
+            ceil_mode: false,
+        };
+        let got = pool(&x, &p, PoolKind::Max).expect("applies");
+        let opts = MaxPoolOptions::new([3, 2])
+            .with_stride([s, s])
+            .with_padding_pairs([(2, 1), (1, 2)])
+            .with_dilation([2, 3]);
+        let err = max_diff(got, max_pool2d(x, opts));
+        assert!(err < 1e-5, "dilated max, stride {s}: error {err}");
+    }
 }
 
 /// The vectorised exp (within its ±87) and sigmoid (everywhere) against the standard
