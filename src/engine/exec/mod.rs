@@ -7,7 +7,7 @@ use layers::clamp;
 
 use super::fast_cpu;
 use super::params::LayerParams;
-use super::value::{Value, map, zip};
+use super::value::{Value, map, visit, zip};
 use super::{Mode, Step};
 use crate::graph::{
     Binary, Nary, Op, PadMode, Reduce, ResizeMode, Unary, norm_axis, reshape_shape, resized,
@@ -255,6 +255,15 @@ pub fn run(
         }
         Op::GlobalAveragePool | Op::GlobalMaxPool => {
             let x = take(0)?;
+            let kind = match step.op {
+                Op::GlobalMaxPool => fast_cpu::PoolKind::Max,
+                _ => fast_cpu::PoolKind::Average {
+                    count_include_pad: false,
+                },
+            };
+            if let Some(y) = visit!(&x, t => fast_cpu::global_pool(t, kind).map(lift_same)) {
+                return one(y);
+            }
             let axes: Vec<usize> = (2..x.rank()).collect();
             one(if matches!(step.op, Op::GlobalAveragePool) {
                 map!(x, t => t.mean_dims(&axes))

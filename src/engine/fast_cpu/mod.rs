@@ -267,6 +267,21 @@ pub fn pool(x: &Tensor<4>, pool: &Pool, kind: PoolKind) -> Option<Tensor<4>> {
     Some(wrap(out, [n, c, g.oh, g.ow]))
 }
 
+/// Global average or max pooling of a flex tensor of rank ≥ 3 over its axes after the
+/// second, those axes kept with size 1 (`pool::global`). `None` for other tensors.
+pub fn global_pool<const D: usize>(x: &Tensor<D>, kind: PoolKind) -> Option<Tensor<D>> {
+    let dims = x.dims();
+    let plane: usize = dims.get(2..)?.iter().product();
+    if D < 3 || plane == 0 {
+        return None;
+    }
+    let p = flex(x)?;
+    let out = pool::global(p.as_slice()?, plane, kind);
+    let mut shape = dims;
+    shape[2..].fill(1);
+    Some(wrap(out, shape))
+}
+
 /// Batch norm with running statistics (inference: DenseNet's BN → ReLU → Conv, which no
 /// convolution before it can absorb) and its fused clamp, in one pass (`norm::normalize`);
 /// flex takes several. `None` for other tensors.

@@ -344,6 +344,48 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
+/// Global average or max pooling: one value per plane of `plane` values, planes several to
+/// a task (EfficientNet-B0's squeeze-and-excitation pools run on 7x7 maps of over a thousand
+/// channels). burn's mean over the trailing axes took 13 % of B0's batch-32 time.
+pub fn global(xs: &[f32], plane: usize, kind: Kind) -> Vec<f32> {
+    assert!(plane > 0 && xs.len() % plane == 0, "global pooling: input");
+    let per_task = (4096 / plane).max(1);
+    // One value a plane: zeroing it first is negligible.
+    let mut out = vec![0.0f32; xs.len() / plane];
+    out.par_chunks_mut(per_task)
+        .zip(xs.par_chunks(per_task * plane))
+        .for_each(|(o, x)| {
+            with_avx2(
+                #[inline(always)]
+                || {
+                    for (o, p) in o.iter_mut().zip(x.chunks_exact(plane)) {
+                        *o = match kind {
+                            Kind::Max => reduce(p, f32::NEG_INFINITY, f32::max),
+                            Kind::Average { .. } => reduce(p, 0.0, |a, b| a + b) / plane as f32,
+                        };
+                    }
+                },
+            )
+        });
+    out
+}
+
+/// `v` folded by `f` from `start` in 32 independent lanes (one running value would be a chain
+/// of dependent operations, a quarter of what the loads allow), then across the lanes.
+#[inline(always)]
+fn reduce(v: &[f32], start: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    const LANES: usize = 32;
+    let mut acc = [start; LANES];
+    let whole = v.len() / LANES * LANES;
+    for chunk in v[..whole].chunks_exact(LANES) {
+        for (a, &x) in acc.iter_mut().zip(chunk) {
+            *a = f(*a, x);
+        }
+    }
+    let lanes = acc.into_iter().fold(start, &f);
+    v[whole..].iter().fold(lanes, |a, &x| f(a, x))
+}
+
 /// A window's taps along one axis: those inside the input are `inside` taps from input
 /// coordinate `first`, a dilation apart (an unbroken run: padding is only at the ends); those
 /// inside input + padding number `counted` (what `count_include_pad` divides by).

@@ -337,6 +337,26 @@ fn pooling_matches_burn() {
     }
 }
 
+/// Global average and max pooling against burn's mean and max over the trailing axes:
+/// planes shorter and longer than the 32 lanes, fewer and more planes than a task takes.
+#[test]
+fn global_pooling_matches_burn() {
+    let dev = Device::flex();
+    for (n, c, h, w) in [(2, 3, 7, 7), (1, 5, 1, 3), (3, 700, 2, 2), (2, 4, 13, 11)] {
+        let x = Tensor::<4>::from_data(TensorData::new(seq(n * c * h * w, 1), [n, c, h, w]), &dev);
+        let case = format!("{n}x{c}x{h}x{w}");
+        let average = PoolKind::Average {
+            count_include_pad: false,
+        };
+        let got = global_pool(&x, average).expect("applies");
+        let err = max_diff(got, x.clone().mean_dims(&[2, 3]));
+        assert!(err < 1e-5, "average {case}: error {err}");
+        let got = global_pool(&x, PoolKind::Max).expect("applies");
+        let err = max_diff(got, x.clone().max_dims(&[2, 3]));
+        assert!(err < 1e-6, "max {case}: error {err}");
+    }
+}
+
 /// The vectorised exp (within its ±87) and sigmoid (everywhere) against the standard
 /// library's.
 #[test]
