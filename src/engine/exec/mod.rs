@@ -285,19 +285,35 @@ pub fn run(
                     .map(|&a| norm_axis(a, dims.len()))
                     .collect::<Result<_, _>>()?
             };
-            let y = match kind {
-                Reduce::Mean => map!(x, t => t.mean_dims(&axes)),
-                Reduce::Sum => map!(x, t => t.sum_dims(&axes)),
-                Reduce::Max => map!(x, t => t.max_dims(&axes)),
-                Reduce::Min => map!(x, t => t.min_dims(&axes)),
-                Reduce::Prod => map!(x, t => t.prod_dims(&axes)),
-                Reduce::L1 => map!(x, t => t.abs().sum_dims(&axes)),
-                Reduce::L2 => map!(x, t => t.square().sum_dims(&axes).sqrt()),
-                Reduce::SumSquare => map!(x, t => t.square().sum_dims(&axes)),
-                Reduce::LogSumExp => map!(x, t => {
-                    let m = t.clone().max_dims(&axes).detach();
-                    t.sub(m.clone()).exp().sum_dims(&axes).log().add(m)
+            // A mean or max over every axis after the second (ShuffleNet-v2's head) is a
+            // global pooling.
+            let mut sorted = axes.clone();
+            sorted.sort_unstable();
+            let trailing = dims.len() >= 3 && sorted.into_iter().eq(2..dims.len());
+            let pooled = match kind {
+                Reduce::Mean if trailing => Some(fast_cpu::PoolKind::Average {
+                    count_include_pad: false,
                 }),
+                Reduce::Max if trailing => Some(fast_cpu::PoolKind::Max),
+                _ => None,
+            }
+            .and_then(|kind| visit!(&x, t => fast_cpu::global_pool(t, kind).map(lift_same)));
+            let y = match pooled {
+                Some(y) => y,
+                None => match kind {
+                    Reduce::Mean => map!(x, t => t.mean_dims(&axes)),
+                    Reduce::Sum => map!(x, t => t.sum_dims(&axes)),
+                    Reduce::Max => map!(x, t => t.max_dims(&axes)),
+                    Reduce::Min => map!(x, t => t.min_dims(&axes)),
+                    Reduce::Prod => map!(x, t => t.prod_dims(&axes)),
+                    Reduce::L1 => map!(x, t => t.abs().sum_dims(&axes)),
+                    Reduce::L2 => map!(x, t => t.square().sum_dims(&axes).sqrt()),
+                    Reduce::SumSquare => map!(x, t => t.square().sum_dims(&axes)),
+                    Reduce::LogSumExp => map!(x, t => {
+                        let m = t.clone().max_dims(&axes).detach();
+                        t.sub(m.clone()).exp().sum_dims(&axes).log().add(m)
+                    }),
+                },
             };
             if *keepdims {
                 one(y)
