@@ -208,12 +208,7 @@ impl Geometry {
                         }
                         if let Kind::Average { count_include_pad } = kind {
                             for (d, c) in line.iter_mut().zip(cols) {
-                                let n = if count_include_pad {
-                                    r.counted * c.counted
-                                } else {
-                                    r.inside * c.inside
-                                };
-                                *d /= n.max(1) as f32;
+                                *d /= r.cells(c, count_include_pad);
                             }
                         }
                     }
@@ -312,12 +307,7 @@ impl Geometry {
                             Kind::Average { count_include_pad } => {
                                 let r = Taps::new(oy, kh, dh, top, h, bottom);
                                 for ((d, &v), c) in dst.iter_mut().zip(src).zip(&windows.cols) {
-                                    let n = if count_include_pad {
-                                        r.counted * c.counted
-                                    } else {
-                                        r.inside * c.inside
-                                    };
-                                    d.write(v / n.max(1) as f32);
+                                    d.write(v / r.cells(c, count_include_pad));
                                 }
                             }
                         }
@@ -399,6 +389,17 @@ struct Taps {
 }
 
 impl Taps {
+    /// What an average divides by for the window of these rows (`self`) and `cols`: its cells
+    /// inside the input and the padding, or inside the input alone (at least 1).
+    fn cells(&self, cols: &Taps, count_include_pad: bool) -> f32 {
+        let n = if count_include_pad {
+            self.counted * cols.counted
+        } else {
+            self.inside * cols.inside
+        };
+        n.max(1) as f32
+    }
+
     /// The window starting at padded coordinate `start`: `k` taps `d` apart, over an axis of
     /// `size` with `lo` and `hi` padding.
     fn new(start: usize, k: usize, d: usize, lo: usize, size: usize, hi: usize) -> Self {
