@@ -39,6 +39,38 @@ pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `src` copied into `dst` (equal lengths). Long runs (≥ 256 KB) bypass the cache with
+/// streaming stores where the CPU has AVX2: a plain store first reads the line it writes,
+/// and glibc's `memcpy` streams only past a threshold derived from the L3's size, which a VM
+/// may report as hundreds of MB. Short runs are a plain copy.
+pub fn copy_streaming(dst: &mut [std::mem::MaybeUninit<f32>], src: &[f32]) {
+    assert_eq!(dst.len(), src.len(), "copy: lengths");
+    const LONG: usize = 64 << 10;
+    #[cfg(target_arch = "x86_64")]
+    if src.len() >= LONG && has_avx2_fma() {
+        #[target_feature(enable = "avx2")]
+        fn stream(dst: &mut [std::mem::MaybeUninit<f32>], src: &[f32]) {
+            use std::arch::x86_64::*;
+            // Up to the first 32-byte boundary of `dst` plainly, then 8 values a store.
+            let head = dst.as_ptr().align_offset(32).min(dst.len());
+            dst[..head].write_copy_of_slice(&src[..head]);
+            let body = (dst.len() - head) / 8 * 8;
+            let (d, s) = (dst[head..].as_mut_ptr().cast::<f32>(), src[head..].as_ptr());
+            for i in (0..body).step_by(8) {
+                // SAFETY: `i + 8 <= body` values after `head` lie in both slices; `d + i` is
+                // 32-byte aligned (`head` aligned it, `i` is a multiple of 8 values).
+                unsafe { _mm256_stream_ps(d.add(i), _mm256_loadu_ps(s.add(i))) };
+            }
+            // Streaming stores are weakly ordered: fence before anyone reads the values.
+            _mm_sfence();
+            dst[head + body..].write_copy_of_slice(&src[head + body..]);
+        }
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { stream(dst, src) };
+    }
+    dst.write_copy_of_slice(src);
+}
+
 /// `row` split by column phase for a stride of `s` across: column x goes to
 /// `(x % s) · phase + x / s` of `dst` (`s` phases of `phase = ⌈len / s⌉` values; a short
 /// phase's last lane is zero). A strided kernel then reads the columns one tap takes for a

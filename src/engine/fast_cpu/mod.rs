@@ -358,7 +358,7 @@ pub fn concat<const D: usize>(parts: &[Tensor<D>], axis: usize) -> Option<Tensor
         .for_each(|(o, dst)| {
             let mut at = 0;
             for r in &runs {
-                dst[at..at + r.len].write_copy_of_slice(r.get(o));
+                lanes::copy_streaming(&mut dst[at..at + r.len], r.get(o));
                 at += r.len;
             }
         });

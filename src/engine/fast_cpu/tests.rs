@@ -337,6 +337,34 @@ fn pooling_matches_burn() {
     }
 }
 
+/// Long copies (streaming stores from the first 32-byte boundary on, plain head and tail)
+/// and short ones copy every value, wherever the destination starts.
+#[test]
+fn streaming_copies_copy_everything() {
+    let src: Vec<f32> = (0..70_003).map(|i| i as f32).collect();
+    for (offset, len) in [(0, 70_003), (1, 70_001), (3, 65_536), (5, 100)] {
+        let mut out: Vec<std::mem::MaybeUninit<f32>> =
+            vec![std::mem::MaybeUninit::new(f32::NAN); offset + len + 2];
+        lanes::copy_streaming(&mut out[offset..offset + len], &src[..len]);
+        // SAFETY: every value was initialised (NaN, then the copy).
+        let out: Vec<f32> = out
+            .into_iter()
+            .map(|v| unsafe { v.assume_init() })
+            .collect();
+        assert_eq!(
+            &out[offset..offset + len],
+            &src[..len],
+            "offset {offset}, {len} values"
+        );
+        assert!(
+            out[..offset]
+                .iter()
+                .chain(&out[offset + len..])
+                .all(|v| v.is_nan())
+        );
+    }
+}
+
 /// Global average and max pooling against burn's mean and max over the trailing axes:
 /// planes shorter and longer than the 32 lanes, fewer and more planes than a task takes.
 #[test]
