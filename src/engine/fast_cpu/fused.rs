@@ -8,6 +8,7 @@
 //! time, with its arithmetic a quarter of that).
 
 use super::Act;
+use super::blocking;
 use super::depthwise::Geometry;
 use super::mm;
 use super::pointwise::SendPtr;
@@ -54,7 +55,7 @@ pub fn forward(
     // 32 ran 3-5 % slower; 256 K to 1 M were no faster), and enough tasks to give every
     // thread two.
     let threads = rayon::current_num_threads().max(1);
-    let by_cache = mm::block_values() / hw.max(1);
+    let by_cache = blocking::block_values() / hw.max(1);
     let by_tasks = co.div_ceil((2 * threads).div_ceil(n.max(1)));
     let block = by_cache.min(by_tasks).max(1).next_multiple_of(mm::MR);
     let blocks = co.div_ceil(block);

@@ -9,7 +9,8 @@
 //! into the packed strips. Finding the runs row by row (two divisions per output row of
 //! every row of B, then a copy through a buffer) was a fifth of ResNet-18's time.
 
-use super::mm::{NR, strip_len};
+use super::blocking::strip_len;
+use super::mm::NR;
 use std::cell::Cell;
 use std::ops::Range;
 

@@ -7,6 +7,7 @@
 //! burn tensors and returns `None` (or the input back) when it does not apply — another
 //! backend, a layout it does not handle — and the caller then runs burn's op.
 
+mod blocking;
 mod columns;
 mod dense;
 mod depthwise;
