@@ -9,6 +9,7 @@
 mod device;
 mod exec;
 mod fast_cpu;
+mod fusion;
 pub mod optimize;
 pub mod params;
 pub mod profile;
@@ -19,7 +20,7 @@ pub use device::{DeviceChoice, DeviceInfo, select_device};
 pub use params::Params;
 pub use value::Value;
 
-use crate::graph::{Conv, Network, Op, shape};
+use crate::graph::{Network, Op, shape};
 use crate::weights::Store;
 use burn::tensor::Device;
 use params::{
@@ -87,6 +88,10 @@ pub struct Step {
     /// output, run with it in one pass (`fuse_expand_depthwise`); this step's outputs are
     /// then that one's.
     pub then: Option<Box<Step>>,
+    /// In inference plans, for a Concat: the convolutions whose outputs only it reads, run
+    /// when it runs and written straight into the joined tensor (`fusion::fuse_concat_parts`,
+    /// `exec::run_joined`).
+    pub parts: Vec<Step>,
 }
 
 /// Which store tensors a layer's parameters came from.
@@ -327,6 +332,7 @@ impl Model {
                 packs: Default::default(),
                 act: None,
                 then: None,
+                parts: Vec::new(),
             });
         }
         let output_slots: Vec<usize> =
@@ -339,15 +345,18 @@ impl Model {
                 })
                 .collect::<Result<_, _>>()?;
 
-        fuse_activations(&mut steps, &output_slots, trainable);
+        fusion::fuse_activations(&mut steps, &output_slots, trainable);
         if !trainable {
-            fuse_expand_depthwise(&mut steps, &output_slots, &layers);
+            fusion::fuse_expand_depthwise(&mut steps, &output_slots, &layers);
+            fusion::fuse_concat_parts(&mut steps, &output_slots);
         }
 
-        // Free each activation after its last reader (outputs live to the end).
+        // Free each activation after its last reader (outputs live to the end); a Concat's
+        // parts read theirs when it runs.
         let mut last: Vec<Option<usize>> = vec![None; n_slots];
         for (i, step) in steps.iter().enumerate() {
-            for src in step.inputs.iter().flatten() {
+            let parts = step.parts.iter().flat_map(|p| &p.inputs);
+            for src in step.inputs.iter().chain(parts).flatten() {
                 if let Src::Slot(s) = src {
                     last[*s] = Some(i);
                 }
@@ -414,112 +423,6 @@ fn on_cpu_workers<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// Folds each ReLU / Clip (and, in inference plans, SiLU) that is the only reader of a step's
-/// output into that step, so the CPU kernels apply it while the output is still in cache:
-/// into convolutions in inference plans (`fast_cpu::depthwise_conv`), into batch norms in all
-/// plans (training's `fast_cpu::train::batch_norm` is then one op with one gradient pass for
-/// both; inference plans have few batch norms left after `optimize::for_inference`). Training
-/// keeps a convolution's activation as its own op (the convolution's gradient kernels take
-/// none), and SiLU too (the batch norm's gradient kernel knows clamps only).
-fn fuse_activations(steps: &mut Vec<Step>, output_slots: &[usize], trainable: bool) {
-    let mut i = 0;
-    while i < steps.len() {
-        let takes_act = match steps[i].op {
-            Op::Conv(_) => !trainable,
-            Op::BatchNorm { .. } => true,
-            _ => false,
-        };
-        let fusable = match steps[i].outputs.as_slice() {
-            &[out] if takes_act && steps[i].act.is_none() && !output_slots.contains(&out) => {
-                match only_reader(steps, i, out) {
-                    Some(j) if matches!(steps[j].inputs.as_slice(), [Some(Src::Slot(x))] if *x == out) => {
-                        activation(&steps[j].op, trainable).map(|a| (j, a))
-                    }
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        match fusable {
-            Some((j, act)) => {
-                let step = steps.remove(j);
-                steps[i].outputs = step.outputs;
-                steps[i].act = Some(act);
-            }
-            None => i += 1,
-        }
-    }
-}
-
-/// The one step after step `i` that reads slot `out`, if only one does.
-fn only_reader(steps: &[Step], i: usize, out: usize) -> Option<usize> {
-    let mut readers = (i + 1..steps.len()).filter(|&j| {
-        steps[j]
-            .inputs
-            .iter()
-            .any(|s| matches!(s, Some(Src::Slot(x)) if *x == out))
-    });
-    let j = readers.next()?;
-    readers.next().is_none().then_some(j)
-}
-
-/// Joins each 1x1 convolution whose output only a depthwise convolution of its channels
-/// reads (the expand and depthwise steps of an inverted-residual block) to that convolution
-/// as its [`Step::then`], so that the CPU runs both in one pass and the expanded activation
-/// never leaves cache (`fast_cpu::expand_depthwise`; other devices run them one after the
-/// other). Inference plans only: training keeps the expanded activation for the backward
-/// pass.
-fn fuse_expand_depthwise(steps: &mut Vec<Step>, output_slots: &[usize], layers: &[LayerParams]) {
-    // A convolution step's attributes and weight shape.
-    let conv = |step: &Step| -> Option<(Conv, [usize; 4])> {
-        let Op::Conv(c) = &step.op else { return None };
-        let LayerParams::Conv(p) = layers.get(step.layer?)? else {
-            return None;
-        };
-        Some((c.clone(), p.weight.val().dims()))
-    };
-    let mut i = 0;
-    while i < steps.len() {
-        let pair = || -> Option<usize> {
-            let (c, [co, _, kh, kw]) = conv(&steps[i])?;
-            let pointwise =
-                [kh, kw] == [1, 1] && c.groups == 1 && c.strides == [1, 1] && c.pads == [0; 4];
-            let &[out] = steps[i].outputs.as_slice() else {
-                return None;
-            };
-            if !pointwise || output_slots.contains(&out) {
-                return None;
-            }
-            let j = only_reader(steps, i, out)?;
-            let (dw, [co2, per_group, ..]) = conv(&steps[j])?;
-            let reads_it = matches!(steps[j].inputs.first(), Some(Some(Src::Slot(x))) if *x == out)
-                && steps[j].inputs[1..].iter().all(Option::is_none);
-            (reads_it && dw.groups == co && co2 == co && per_group == 1).then_some(j)
-        };
-        if let Some(j) = pair() {
-            let next = steps.remove(j);
-            steps[i].outputs = next.outputs.clone();
-            steps[i].then = Some(Box::new(next));
-        }
-        i += 1;
-    }
-}
-
-/// The activation `op` is, when a kernel can apply it as it writes: a clamp, or SiLU outside
-/// training plans.
-fn activation(op: &Op, trainable: bool) -> Option<fast_cpu::Act> {
-    use crate::graph::Unary;
-    match op {
-        Op::Unary(Unary::Relu) => Some(fast_cpu::Act::Clamp(0.0, f32::INFINITY)),
-        Op::Unary(Unary::Silu) if !trainable => Some(fast_cpu::Act::Silu),
-        Op::Clip { min, max } => Some(fast_cpu::Act::Clamp(
-            min.unwrap_or(f32::NEG_INFINITY),
-            max.unwrap_or(f32::INFINITY),
-        )),
-        _ => None,
-    }
-}
-
 impl Plan {
     pub fn device(&self) -> &Device {
         &self.device
@@ -571,19 +474,20 @@ impl Plan {
         let profile = profile::enabled();
         for step in &self.steps {
             let started = profile.then(std::time::Instant::now);
-            let mut inputs = Vec::with_capacity(step.inputs.len());
-            for src in &step.inputs {
-                inputs.push(match src {
-                    None => None,
-                    Some(Src::Const(c)) => Some(self.constants[*c].clone()),
-                    Some(Src::Slot(s)) => {
-                        Some(slots[*s].clone().ok_or_else(|| EngineError::Node {
-                            node: step.node.clone(),
-                            message: "an input was not computed".into(),
-                        })?)
-                    }
-                });
-            }
+            // The inputs a Concat's parts make are made when it runs.
+            let made_by_part = |s: usize| step.parts.iter().any(|p| p.outputs.contains(&s));
+            let inputs = self.read(step, &slots, made_by_part)?;
+            let parts: Vec<exec::Part> = step
+                .parts
+                .iter()
+                .map(|p| {
+                    Ok(exec::Part {
+                        step: p,
+                        inputs: self.read(p, &slots, |_| false)?,
+                        layer: p.layer.map(|l| &params.layers[l]),
+                    })
+                })
+                .collect::<Result<_, EngineError>>()?;
             // Drop the plan's own references before the op runs, so a tensor read for the
             // last time can be updated in place.
             for &s in &step.last_use {
@@ -591,6 +495,7 @@ impl Plan {
             }
             let layer = step.layer.map(|l| &params.layers[l]);
             let outs = match &step.then {
+                _ if !parts.is_empty() => exec::run_joined(step, inputs, parts, mode),
                 None => exec::run(step, inputs, layer, mode),
                 Some(next) => {
                     let next_layer = next.layer.map(|l| &params.layers[l]);
@@ -614,6 +519,33 @@ impl Plan {
                 slots[s]
                     .clone()
                     .ok_or_else(|| EngineError::Invalid("an output was not computed".into()))
+            })
+            .collect()
+    }
+
+    /// `step`'s inputs from the constants and `slots`; `None` for absent inputs and for the
+    /// slots `skip` names.
+    fn read(
+        &self,
+        step: &Step,
+        slots: &[Option<Value>],
+        skip: impl Fn(usize) -> bool,
+    ) -> Result<Vec<Option<Value>>, EngineError> {
+        step.inputs
+            .iter()
+            .map(|src| match src {
+                None => Ok(None),
+                Some(Src::Const(c)) => Ok(Some(self.constants[*c].clone())),
+                Some(Src::Slot(s)) if skip(*s) => Ok(None),
+                Some(Src::Slot(s)) => {
+                    slots[*s]
+                        .clone()
+                        .map(Some)
+                        .ok_or_else(|| EngineError::Node {
+                            node: step.node.clone(),
+                            message: "an input was not computed".into(),
+                        })
+                }
             })
             .collect()
     }

@@ -29,6 +29,7 @@ pub(crate) fn record(step: &Step, outs: &[Value], started: Instant) {
             outs.first().map(Value::dims).unwrap_or_default()
         ),
         _ if step.then.is_some() => "Conv 1x1 + depthwise (fused)".to_string(),
+        _ if !step.parts.is_empty() => "Concat + its convolutions (in place)".to_string(),
         crate::graph::Op::Conv(c) if c.groups > 1 => "Conv (depthwise/grouped)".to_string(),
         crate::graph::Op::Conv(c) if c.strides == [1, 1] && step.inputs.len() > 1 => {
             "Conv".to_string()

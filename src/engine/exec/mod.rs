@@ -1,7 +1,10 @@
 //! What each op computes, on burn tensors. The layers with parameters and a fused
 //! activation (convolution, batch norm) are in `layers.rs`.
 
+mod joined;
 mod layers;
+
+pub use joined::{Part, run_joined};
 
 use layers::clamp;
 

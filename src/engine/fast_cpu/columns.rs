@@ -40,6 +40,48 @@ impl Span {
     }
 }
 
+/// Where a convolution writes its `[n, co, ohw]` output: image b's first channel at
+/// `ptr + b · image_stride`, its planes `ohw` apart. Its own buffer (`image_stride = co ·
+/// ohw`), or its channels of a buffer joined along the channels (`Joined`: a Concat's parts
+/// written in place).
+#[derive(Clone, Copy)]
+pub struct Dst {
+    ptr: *mut f32,
+    pub image_stride: usize,
+}
+
+// SAFETY: parallel tasks write disjoint elements through it (each kernel's contract).
+unsafe impl Send for Dst {}
+unsafe impl Sync for Dst {}
+
+impl Dst {
+    /// # Safety
+    /// `ptr` is valid for writes of every output value at the offsets above until the
+    /// kernel that is handed this returns, and nothing else touches those values meanwhile.
+    pub unsafe fn new(ptr: *mut f32, image_stride: usize) -> Self {
+        Dst { ptr, image_stride }
+    }
+
+    /// A method (not field access) so closures capture the whole `Send` wrapper.
+    pub fn ptr(self) -> *mut f32 {
+        self.ptr
+    }
+}
+
+/// `len` values written by `fill` through a [`Dst`] of `image_stride`: a kernel's own output
+/// buffer.
+///
+/// # Safety
+/// `fill` writes every one of the `len` values.
+pub unsafe fn filled(len: usize, image_stride: usize, fill: impl FnOnce(Dst)) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: the buffer holds `len` values; only `fill` writes them.
+    fill(unsafe { Dst::new(out.as_mut_ptr(), image_stride) });
+    // SAFETY: `fill` wrote all of them, as the caller promises.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// Output columns of `n` images of `hw` pixels each, split into runs for a parallel loop's
 /// tasks: a whole number of strips per run (the last may be shorter), at least two tasks
 /// per thread and a multiple of the threads (for balance), about 2,048 columns each at most,

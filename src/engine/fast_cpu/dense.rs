@@ -7,8 +7,9 @@
 //! unfolds the whole batch at once (a 32-image batch of ResNet-18's first block is 230 MB of
 //! patches), then adds the bias and clamps in passes over the whole activation.
 
+use super::columns::{Dst, filled};
 use super::gather::Plan;
-use super::pointwise::{SendPtr, Tile, parallelism, row_blocks};
+use super::pointwise::{self, SendPtr, Tile, parallelism, row_blocks};
 use super::{Act, conv_output, mm, split_phases};
 use crate::graph::Conv;
 use rayon::prelude::*;
@@ -91,17 +92,51 @@ impl Geometry {
         act: Act,
     ) -> Vec<f32> {
         let (n, co, ohw) = (self.n, self.co, self.oh * self.ow);
+        if !mm::available() {
+            assert_eq!(xs.len(), n * self.c * self.h * self.w, "convolution: input");
+            assert_eq!(ws.len(), co * self.k(), "convolution: weight");
+            assert!(bs.is_none_or(|b| b.len() == co), "convolution: bias");
+            return match self.strided_1x1_input(xs) {
+                Some(picked) => {
+                    let dims = [n, self.c, co, ohw];
+                    pointwise::forward(&picked, ws, None, bs, dims, act)
+                }
+                None => self.forward_gemm(xs, ws, bs, act),
+            };
+        }
+        // SAFETY: AVX2 is there (checked above); `forward_into` writes all `n × co × ohw`
+        // values (image stride `co × ohw`).
+        unsafe {
+            filled(n * co * ohw, co * ohw, |dst| {
+                self.forward_into(xs, ws, packed, bs, act, dst)
+            })
+        }
+    }
+
+    /// [`Self::forward`] through Graft's matrix kernel into `dst` (a Concat's joined buffer,
+    /// or the output's own).
+    ///
+    /// # Safety
+    /// [`mm::available`] is true; `dst` is valid for `n` images of `co × oh × ow` values
+    /// (see [`Dst`]).
+    pub unsafe fn forward_into(
+        &self,
+        xs: &[f32],
+        ws: &[f32],
+        packed: Option<&[mm::PackedA]>,
+        bs: Option<&[f32]>,
+        act: Act,
+        dst: Dst,
+    ) {
+        let (n, co, ohw) = (self.n, self.co, self.oh * self.ow);
         assert_eq!(xs.len(), n * self.c * self.h * self.w, "convolution: input");
         assert_eq!(ws.len(), co * self.k(), "convolution: weight");
-        if let Some(bs) = bs {
-            assert_eq!(bs.len(), co, "convolution: bias");
-        }
+        assert!(bs.is_none_or(|b| b.len() == co), "convolution: bias");
         if let Some(picked) = self.strided_1x1_input(xs) {
             let dims = [n, self.c, co, ohw];
-            return super::pointwise::forward(&picked, ws, packed.map(|p| &p[0]), bs, dims, act);
-        }
-        if !mm::available() {
-            return self.forward_gemm(xs, ws, bs, act);
+            let packed = packed.map(|p| &p[0]);
+            // SAFETY: as the caller promises.
+            return unsafe { pointwise::forward_into(&picked, ws, packed, bs, dims, act, dst) };
         }
         let (k, cog) = (self.k(), co / self.groups);
         // Graft's kernel (`mm.rs`), each group's filters packed once.
@@ -127,9 +162,6 @@ impl Geometry {
         let panels = packed[0].panels();
         let blocks = row_blocks(columns.tasks, panels);
         let per_block = panels.div_ceil(blocks);
-        let len = n * co * ohw;
-        let mut out: Vec<f32> = Vec::with_capacity(len);
-        let dst = SendPtr(out.as_mut_ptr());
         (0..columns.tasks * blocks).into_par_iter().for_each(|t| {
             let ((first, cols), block) = (columns.task(t / blocks), t % blocks);
             let panels = block * per_block..((block + 1) * per_block).min(panels);
@@ -141,7 +173,7 @@ impl Geometry {
                 };
                 let out = mm::Out {
                     // SAFETY: group g's output channels start g · cog rows into image 0.
-                    c: unsafe { dst.get().add(g * cog * ohw) },
+                    c: unsafe { dst.ptr().add(g * cog * ohw) },
                     row0: 0,
                     ldc: ohw,
                     cols,
@@ -149,24 +181,20 @@ impl Geometry {
                     span: mm::Span {
                         first,
                         pixels: ohw,
-                        image_stride: co * ohw,
+                        image_stride: dst.image_stride,
                     },
                 };
                 let bias = bs.map(|b| &b[g * cog..(g + 1) * cog]);
-                // SAFETY: AVX2 is there (checked above); tasks write disjoint pixel runs or
-                // blocks of channels and groups disjoint channels, which together cover
-                // `out` (`n × co × ohw`);
-                // the patches are read from `xs` (length asserted above); `out` outlives
-                // the loop.
+                // SAFETY: AVX2 is there (the caller's promise); tasks write disjoint pixel
+                // runs or blocks of channels and groups disjoint channels, which together
+                // cover the `n × co × ohw` values of `dst`; the patches are read from `xs`
+                // (length asserted above).
                 unsafe {
                     let b = mm::B::Gather(&patches);
                     mm::multiply(packed, panels.clone(), b, &out, bias, act);
                 }
             }
         });
-        // SAFETY: the loop above wrote every element (see there).
-        unsafe { out.set_len(len) };
-        out
     }
 
     /// For a 1x1 convolution with a stride and no padding (ResNet's downsampling

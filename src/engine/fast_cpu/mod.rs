@@ -9,6 +9,7 @@
 
 mod blocking;
 mod columns;
+mod concat;
 mod dense;
 mod depthwise;
 mod fused;
@@ -26,8 +27,9 @@ use crate::graph::{Conv, Pool};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Tensor, TensorData};
-pub use lanes::Act;
-use lanes::{ConvGrads, clamp1, conv_output, sigmoid1, split_phases, with_avx2};
+pub use concat::{Joined, concat};
+pub use lanes::{Act, conv_output};
+use lanes::{ConvGrads, clamp1, sigmoid1, split_phases, with_avx2};
 #[cfg(target_arch = "x86_64")]
 use lanes::{has_avx2_fma, has_avx512};
 pub use packed::PackedFilters;
@@ -322,52 +324,6 @@ pub fn batch_norm_inference<const D: usize>(
     Some(wrap(out, shape))
 }
 
-/// Tensors joined along `axis` by block copies, in parallel over the axes before it (flex's
-/// general concatenation was a fifth of ShuffleNet-v2's time). The parts may be strided views
-/// (ShuffleNet concatenates half of a shuffled tensor) as long as each is contiguous from
-/// `axis` on. `None` for other tensors or parts that disagree off the axis.
-pub fn concat<const D: usize>(parts: &[Tensor<D>], axis: usize) -> Option<Tensor<D>> {
-    let first = parts.first()?.dims();
-    if axis >= D || parts.len() < 2 {
-        return None;
-    }
-    let mut shape = first;
-    shape[axis] = 0;
-    let mut flexes = Vec::with_capacity(parts.len());
-    for t in parts {
-        let d = t.dims();
-        if (0..D).any(|k| k != axis && d[k] != first[k]) {
-            return None;
-        }
-        shape[axis] += d[axis];
-        flexes.push(flex_view(t)?);
-    }
-    let runs: Vec<strided::Runs> = flexes
-        .iter()
-        .map(|f| strided::Runs::at(f, axis))
-        .collect::<Option<_>>()?;
-    let outer: usize = first[..axis].iter().product();
-    // Each part's block per outer index, and the output's.
-    let row: usize = runs.iter().map(|r| r.len).sum();
-    // Not zeroed first: DenseNet-121 joins 2.6 GB a batch of 32, and a zeroing pass over
-    // the output was a third of that traffic.
-    let len = outer * row;
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(row.max(1))
-        .enumerate()
-        .for_each(|(o, dst)| {
-            let mut at = 0;
-            for r in &runs {
-                lanes::copy_streaming(&mut dst[at..at + r.len], r.get(o));
-                at += r.len;
-            }
-        });
-    // SAFETY: the runs' lengths sum to `row`, so every value of every row was written.
-    unsafe { out.set_len(len) };
-    Some(wrap(out, shape))
-}
-
 /// `t` ready to be reshaped to `shape`: itself when flex can reshape it as it is (contiguous,
 /// or a view whose strides allow it), else its values copied into row-major order by
 /// parallel block copies where that applies (`strided::to_contiguous`), flex's copy
@@ -393,6 +349,11 @@ fn flex_view<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
     }
     let p = t.clone().try_into_primitive::<Flex>().ok()?;
     (p.dtype() == DType::F32).then_some(p)
+}
+
+/// Whether these kernels take `t`: an f32 flex tensor, the kernels not turned off.
+pub fn takes<const D: usize>(t: &Tensor<D>) -> bool {
+    flex_view(t).is_some()
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! elsewhere): the forward pass with a fused bias and activation, and the backward pass.
 //! Dimensions are `[n, c, co, hw]`: images, input channels, output channels, pixels.
 
+use super::columns::{Dst, filled};
 use super::gather::Plan;
 use super::{Act, ConvGrads, mm};
 use crate::graph::Conv;
@@ -74,20 +75,12 @@ pub fn forward(
 ) -> Vec<f32> {
     check_operands(xs, ws, bs, None, [n, c, co, hw]);
     if mm::available() {
-        let own;
-        let packed = match packed {
-            Some(p) => p,
-            None => {
-                own = mm::PackedA::new(ws, co, c);
-                &own
-            }
+        // SAFETY: `forward_into` writes all `n × co × hw` values (image stride `co × hw`).
+        return unsafe {
+            filled(n * co * hw, co * hw, |dst| {
+                forward_into(xs, ws, packed, bs, [n, c, co, hw], act, dst)
+            })
         };
-        assert_eq!(
-            [packed.rows(), packed.k()],
-            [co, c],
-            "1x1 convolution: packed filters"
-        );
-        return multiply_images(packed, xs, [n, c, hw], bs, act);
     }
     let tile = tile_cols(co, hw);
     let tiles = hw.div_ceil(tile);
@@ -122,28 +115,61 @@ pub fn forward(
     out
 }
 
+/// [`forward`] through Graft's matrix kernel into `dst` (a Concat's joined buffer, or the
+/// output's own).
+///
+/// # Safety
+/// [`mm::available`] is true; `dst` is valid for `n` images of `co × hw` values (see
+/// [`Dst`]).
+pub unsafe fn forward_into(
+    xs: &[f32],
+    ws: &[f32],
+    packed: Option<&mm::PackedA>,
+    bs: Option<&[f32]>,
+    [n, c, co, hw]: [usize; 4],
+    act: Act,
+    dst: Dst,
+) {
+    check_operands(xs, ws, bs, None, [n, c, co, hw]);
+    let own;
+    let packed = match packed {
+        Some(p) => p,
+        None => {
+            own = mm::PackedA::new(ws, co, c);
+            &own
+        }
+    };
+    assert_eq!(
+        [packed.rows(), packed.k()],
+        [co, c],
+        "1x1 convolution: packed filters"
+    );
+    // SAFETY: as the caller promises.
+    unsafe { multiply_images(packed, xs, [n, c, hw], bs, act, dst) }
+}
+
 /// `act(A · x + bias)` per image through Graft's own kernel (`mm.rs`), A packed once (the
 /// filters, or their transpose for the input gradient), x `[n, k, hw]`: tasks over runs of
 /// pixels counted over the whole batch (a run may go on into the next image, so 7x7 maps
 /// fill the kernel's strips) and, when those are too few to keep every thread busy (a small
 /// batch of small maps), blocks of output channels.
-fn multiply_images(
+///
+/// # Safety
+/// [`mm::available`] is true; `dst` is valid for `n` images of `rows × hw` values.
+unsafe fn multiply_images(
     packed: &mm::PackedA,
     xs: &[f32],
     [n, k, hw]: [usize; 3],
     bs: Option<&[f32]>,
     act: Act,
-) -> Vec<f32> {
-    let rows = packed.rows();
+    dst: Dst,
+) {
     assert_eq!(xs.len(), n * k * hw, "1x1 convolution: input length");
     assert_eq!(packed.k(), k, "1x1 convolution: filter length");
     let columns = mm::Columns::new(n, hw);
     let blocks = row_blocks(columns.tasks, packed.panels());
     let per_block = packed.panels().div_ceil(blocks);
     let planes = Planes { xs, k, hw };
-    let len = n * rows * hw;
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    let dst = SendPtr(out.as_mut_ptr());
     (0..columns.tasks * blocks).into_par_iter().for_each(|t| {
         let ((first, cols), block) = (columns.task(t / blocks), t % blocks);
         let panels = block * per_block..((block + 1) * per_block).min(packed.panels());
@@ -157,7 +183,7 @@ fn multiply_images(
             mm::B::Gather(&planes)
         };
         let block_out = mm::Out {
-            c: dst.get(),
+            c: dst.ptr(),
             row0: 0,
             ldc: hw,
             cols,
@@ -165,17 +191,14 @@ fn multiply_images(
             span: mm::Span {
                 first,
                 pixels: hw,
-                image_stride: rows * hw,
+                image_stride: dst.image_stride,
             },
         };
-        // SAFETY: AVX2 is there (`mm::available`, the caller's check); tasks write disjoint
-        // blocks (pixel runs, output channels), which together cover `out` (`n × rows ×
-        // hw`); `out` outlives the loop.
+        // SAFETY: AVX2 is there (the caller's promise); tasks write disjoint blocks (pixel
+        // runs, output channels), which together cover the `n × rows × hw` values `dst`
+        // holds.
         unsafe { mm::multiply(packed, panels, x, &block_out, bs, act) };
     });
-    // SAFETY: the loop above wrote every element (see there).
-    unsafe { out.set_len(len) };
-    out
 }
 
 /// `[n, k, hw]` planes as `mm`'s right-hand operand with columns over the whole batch:
@@ -233,7 +256,13 @@ pub fn backward(
                 }
             }
             let packed = mm::PackedA::new(&wt, c, co);
-            return multiply_images(&packed, gs, [n, co, hw], None, Act::NONE);
+            // SAFETY: AVX2 is there (checked above); `multiply_images` writes all
+            // `n × c × hw` values.
+            return unsafe {
+                filled(n * c * hw, c * hw, |dst| {
+                    multiply_images(&packed, gs, [n, co, hw], None, Act::NONE, dst)
+                })
+            };
         }
         let tile = tile_cols(c, hw);
         let tiles = hw.div_ceil(tile);

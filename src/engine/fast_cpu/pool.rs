@@ -1,8 +1,8 @@
-//! Max and average pooling on plain `f32` slices in NCHW order, for inference: one task per
-//! plane, each output read from its window's in-bounds cells (padding is never materialised).
+//! Max and average pooling on plain `f32` slices in NCHW order, for inference: planes a few
+//! to a task, each pooled by flat loops over a copy bordered by its left/right padding.
 //! flex's pooling took 10 % of ResNet-18's forward pass for its one 3x3 max pool.
 
-use super::{split_phases, with_avx2};
+use super::with_avx2;
 use crate::graph::Pool;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -93,50 +93,40 @@ impl Geometry {
         out
     }
 
-    /// Where the windows fall, the same for every plane: found once per pooling (found per
-    /// plane, with a task per plane, GoogLeNet's max pools took 0.498 s where they now take
-    /// 0.458, before the other changes of `passes`).
+    /// Each output column's window along a row, the same for every plane (an average's
+    /// divisor); empty for max pools.
     fn windows(&self, kind: Kind) -> Windows {
-        let (w, ow) = (self.w, self.ow);
         let [_, kw] = self.kernel;
         let [_, sw] = self.stride;
         let [_, dw] = self.dilation;
         let [_, left, _, right] = self.pads;
-        // Per column tap: the first output column it falls inside the input for, how many
-        // do, and the input column of the first.
-        let col_taps = (0..kw)
-            .filter_map(|t| {
-                let off = t * dw; // input column of output 0's tap t, plus `left`
-                let first = left.saturating_sub(off).div_ceil(sw);
-                if first >= ow || first * sw + off < left || first * sw + off - left >= w {
-                    return None;
-                }
-                let last = ((w - 1 + left - off) / sw).min(ow - 1);
-                Some((first, last + 1 - first, first * sw + off - left))
-            })
-            .collect();
-        // Each output column's window, for an average's divisor.
         let cols = match kind {
             Kind::Max => Vec::new(),
-            Kind::Average { .. } => (0..ow)
-                .map(|ox| Taps::new(ox * sw, kw, dw, left, w, right))
+            Kind::Average { .. } => (0..self.ow)
+                .map(|ox| Taps::new(ox * sw, kw, dw, left, self.w, right))
                 .collect(),
         };
-        Windows { col_taps, cols }
+        Windows { cols }
     }
 
-    /// Pools one plane in two passes (a window's max or sum is the max or sum over its rows of
-    /// the max or sum over its columns): along each input row into `ow` columns, then down
-    /// the columns. Both passes run over contiguous runs, which vectorise; a 3x3 window costs
-    /// 6 reads an output instead of 9.
+    /// Pools one plane. One copy per kind, so the inner loops hold no test of it.
     fn plane(&self, x: &[f32], out: &mut [MaybeUninit<f32>], kind: Kind, windows: &Windows) {
-        // One copy of the passes per kind, so the inner loops hold no test of it.
         match kind {
             Kind::Max => self.passes::<true>(x, out, kind, windows),
             Kind::Average { .. } => self.passes::<false>(x, out, kind, windows),
         }
     }
 
+    /// Pools one plane in two passes (a window's max or sum is the max or sum over its rows
+    /// of the max or sum over its columns), each tap of each pass one flat loop over the
+    /// whole plane at a stride of 1: the plane is copied into rows `pw` apart with its
+    /// left/right padding in place (used as it is where there is none), combined along the
+    /// rows, then down the columns for the output rows whose windows lie inside the input
+    /// (the others, at the top/bottom padding, row by row), and the outputs are picked at
+    /// the pooling's strides. At stride 2 that combines four times the values an output
+    /// needs, in loops of thousands of values: a loop per input row and tap ran 13–55
+    /// values, mostly vector tails (SqueezeNet's three 3x3 stride-2 pools 24 → 14 ms a
+    /// batch of 32, GoogLeNet's inception pools at stride 1 0.024 → 0.009 s each).
     #[inline(always)]
     fn passes<const MAX: bool>(
         &self,
@@ -145,144 +135,107 @@ impl Geometry {
         kind: Kind,
         windows: &Windows,
     ) {
-        let (h, w, ow) = (self.h, self.w, self.ow);
-        let [kh, _] = self.kernel;
+        let (h, w, oh, ow) = (self.h, self.w, self.oh, self.ow);
+        let [kh, kw] = self.kernel;
         let [sh, sw] = self.stride;
-        let [dh, _] = self.dilation;
-        let [top, _, bottom, _] = self.pads;
+        let [dh, dw] = self.dilation;
+        let [top, left, bottom, right] = self.pads;
+        // A row with its padding, and past it for a ceil-mode window that starts inside but
+        // ends beyond (its cells there are the combine's identity).
+        let pw = (w + left + right).max((ow - 1) * sw + (kw - 1) * dw + 1);
         let start = if MAX { f32::NEG_INFINITY } else { 0.0 };
         // `f32::max`, not a compare and select: LLVM turns `*d = if v > *d { v } else { *d }`
         // into masked stores, several times slower than max + blend on AMD's cores.
         let combine = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
-        if sh == 1 && sw == 1 {
-            return self.unit_stride::<MAX>(x, out, kind, windows);
-        }
-        let Windows { col_taps, cols } = windows;
-        ROWS.with_borrow_mut(|(rows, phases, _)| {
-            rows.clear();
-            rows.resize(h * ow, start);
-            // With a stride across, each input row is first split by column phase (column x
-            // at `(x % sw) · phase + x / sw`), so every tap reads a contiguous run: read one
-            // value at a time, GoogLeNet's stride-2 pools were most of its pooling time.
-            let phase = w.div_ceil(sw);
-            phases.resize(sw * phase, start);
-            with_avx2(
-                #[inline(always)]
-                || {
-                    for y in 0..h {
-                        let row = &x[y * w..(y + 1) * w];
-                        let src = if sw == 1 {
-                            row
-                        } else {
-                            split_phases(row, sw, phases);
-                            &phases[..]
-                        };
-                        let dst = &mut rows[y * ow..(y + 1) * ow];
-                        for &(o0, n, ix0) in col_taps {
-                            let at = (ix0 % sw) * phase + ix0 / sw;
-                            for (d, &v) in dst[o0..o0 + n].iter_mut().zip(&src[at..at + n]) {
-                                *d = combine(*d, v);
-                            }
-                        }
-                    }
-                    for oy in 0..self.oh {
-                        let r = Taps::new(oy * sh, kh, dh, top, h, bottom);
-                        let line = &mut out[oy * ow..(oy + 1) * ow];
-                        // The window's first row is written (no zeroed output to start from),
-                        // the others combined into it.
-                        let first = match r.inside {
-                            0 => None,
-                            _ => Some(&rows[r.first * ow..(r.first + 1) * ow]),
-                        };
-                        for (i, d) in line.iter_mut().enumerate() {
-                            d.write(first.map_or(start, |row| row[i]));
-                        }
-                        // SAFETY: every element of the line was written just above;
-                        // `MaybeUninit<f32>` has the layout of `f32`.
-                        let line = unsafe { &mut *(line as *mut [MaybeUninit<f32>] as *mut [f32]) };
-                        for t in 1..r.inside {
-                            let y = r.first + t * dh;
-                            for (d, &v) in line.iter_mut().zip(&rows[y * ow..(y + 1) * ow]) {
-                                *d = combine(*d, v);
-                            }
-                        }
-                        if let Kind::Average { count_include_pad } = kind {
-                            for (d, c) in line.iter_mut().zip(cols) {
-                                *d /= r.cells(c, count_include_pad);
-                            }
-                        }
-                    }
-                },
-            )
-        });
-    }
-}
-
-impl Geometry {
-    /// [`Geometry::passes`] for a stride of 1 both ways (GoogLeNet's inception pools on
-    /// 14x14 and 7x7 maps): the plane is copied into rows `pw` apart with the padding's
-    /// columns in place, so that each tap of each pass is one flat loop over the whole plane
-    /// (a loop per row and tap ran 7 or 14 values, mostly vector tails), and the finished
-    /// rows are copied out.
-    #[inline(always)]
-    fn unit_stride<const MAX: bool>(
-        &self,
-        x: &[f32],
-        out: &mut [MaybeUninit<f32>],
-        kind: Kind,
-        windows: &Windows,
-    ) {
-        let (h, w, oh, ow) = (self.h, self.w, self.oh, self.ow);
-        let [kh, kw] = self.kernel;
-        let [dh, dw] = self.dilation;
-        let [top, left, bottom, right] = self.pads;
-        // A row of the input with its padding; with a stride of 1, output column ox's window
-        // starts at column ox of it, so `ow = pw - (kw - 1) · dw`.
-        let pw = w + left + right;
-        debug_assert_eq!(ow + (kw - 1) * dw, pw, "pooling: unit-stride width");
-        let start = if MAX { f32::NEG_INFINITY } else { 0.0 };
-        let combine = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
+        // Output row `oy` from `line`, its window's combined rows (`pw` wide).
+        let emit = |oy: usize, dst: &mut [MaybeUninit<f32>], line: &[f32]| match kind {
+            Kind::Max if sw == 1 => {
+                dst.write_copy_of_slice(&line[..ow]);
+            }
+            // Every other value as pairs, which vectorise (an index times a stride does not).
+            Kind::Max if sw == 2 && line.len() >= 2 * ow => {
+                for (d, pair) in dst.iter_mut().zip(line.chunks_exact(2)) {
+                    d.write(pair[0]);
+                }
+            }
+            Kind::Max => {
+                for (ox, d) in dst.iter_mut().enumerate() {
+                    d.write(line[ox * sw]);
+                }
+            }
+            Kind::Average { count_include_pad } => {
+                let r = Taps::new(oy * sh, kh, dh, top, h, bottom);
+                for (ox, (d, c)) in dst.iter_mut().zip(&windows.cols).enumerate() {
+                    d.write(line[ox * sw] / r.cells(c, count_include_pad));
+                }
+            }
+        };
         ROWS.with_borrow_mut(|(rows, bordered, columns)| {
-            bordered.resize(h * pw, start);
-            rows.resize(h * pw, start);
-            columns.resize(oh * pw, start);
             with_avx2(
                 #[inline(always)]
                 || {
-                    for (dst, src) in bordered.chunks_exact_mut(pw).zip(x.chunks_exact(w)) {
-                        dst[..left].fill(start);
-                        dst[left..left + w].copy_from_slice(src);
-                        dst[left + w..].fill(start);
-                    }
-                    // Along the rows: rows[y · pw + ox] is row y's window at column ox (the
-                    // last row's padding columns are left as they are: never read).
+                    let plane = if pw == w {
+                        x
+                    } else {
+                        bordered.resize(h * pw, start);
+                        for (dst, src) in bordered.chunks_exact_mut(pw).zip(x.chunks_exact(w)) {
+                            dst[..left].fill(start);
+                            dst[left..left + w].copy_from_slice(src);
+                            dst[left + w..].fill(start);
+                        }
+                        &bordered[..]
+                    };
+                    // Along the rows: rows[y · pw + c] is row y's window starting at padded
+                    // column c (the last row's final columns are left as they are: never
+                    // picked).
+                    rows.resize(h * pw, start);
                     let len = h * pw - (kw - 1) * dw;
-                    rows[..len].copy_from_slice(&bordered[..len]);
-                    for t in 1..kw {
-                        let src = &bordered[t * dw..t * dw + len];
+                    if kw == 1 {
+                        rows[..len].copy_from_slice(&plane[..len]);
+                    } else {
+                        let (a, b) = (&plane[..len], &plane[dw..dw + len]);
+                        for ((d, &u), &v) in rows[..len].iter_mut().zip(a).zip(b) {
+                            *d = combine(u, v);
+                        }
+                    }
+                    for t in 2..kw {
+                        let src = &plane[t * dw..t * dw + len];
                         for (d, &v) in rows[..len].iter_mut().zip(src) {
                             *d = combine(*d, v);
                         }
                     }
-                    // Down the columns, `pw` apart: the output rows whose windows lie inside
-                    // the input in one flat loop per tap, the others (at the padding) row by
-                    // row.
-                    let inside = |oy: usize| oy >= top && oy + (kh - 1) * dh < h + top;
-                    let first = (0..oh).find(|&oy| inside(oy)).unwrap_or(oh);
+                    // Down the columns: the output rows whose windows lie inside the input,
+                    // from every padded row between the first's and the last's (`sh` apart)
+                    // in one flat loop per tap.
+                    let inside = |oy: usize| oy * sh >= top && oy * sh + (kh - 1) * dh < h + top;
+                    // Rows wider than FLAT_COLUMNS go row by row: a flat loop over the span
+                    // combines `sh` times the rows needed, which only pays for short rows.
+                    let first = match sh == 1 || pw < FLAT_COLUMNS {
+                        true => (0..oh).find(|&oy| inside(oy)).unwrap_or(oh),
+                        false => oh,
+                    };
                     let end = (first..oh).find(|&oy| !inside(oy)).unwrap_or(oh);
                     if first < end {
-                        let span = &mut columns[first * pw..end * pw];
-                        let row = |t: usize| (first + t * dh - top) * pw;
-                        span.copy_from_slice(&rows[row(0)..row(0) + span.len()]);
+                        let span_len = ((end - 1 - first) * sh + 1) * pw;
+                        columns.resize(span_len, start);
+                        let span = &mut columns[..span_len];
+                        let row = |t: usize| (first * sh + t * dh - top) * pw;
+                        span.copy_from_slice(&rows[row(0)..row(0) + span_len]);
                         for t in 1..kh {
                             for (d, &v) in span.iter_mut().zip(&rows[row(t)..]) {
                                 *d = combine(*d, v);
                             }
                         }
+                        for oy in first..end {
+                            let at = (oy - first) * sh * pw;
+                            emit(oy, &mut out[oy * ow..(oy + 1) * ow], &span[at..at + pw]);
+                        }
                     }
+                    // The output rows at the padding, one at a time.
+                    columns.resize(pw, start);
                     for oy in (0..first).chain(end..oh) {
-                        let r = Taps::new(oy, kh, dh, top, h, bottom);
-                        let line = &mut columns[oy * pw..(oy + 1) * pw];
+                        let r = Taps::new(oy * sh, kh, dh, top, h, bottom);
+                        let line = &mut columns[..pw];
                         if r.inside == 0 {
                             line.fill(start);
                         } else {
@@ -294,23 +247,7 @@ impl Geometry {
                                 *d = combine(*d, v);
                             }
                         }
-                    }
-                    for (oy, (dst, src)) in out
-                        .chunks_exact_mut(ow)
-                        .zip(columns.chunks_exact(pw))
-                        .enumerate()
-                    {
-                        match kind {
-                            Kind::Max => {
-                                dst.write_copy_of_slice(&src[..ow]);
-                            }
-                            Kind::Average { count_include_pad } => {
-                                let r = Taps::new(oy, kh, dh, top, h, bottom);
-                                for ((d, &v), c) in dst.iter_mut().zip(src).zip(&windows.cols) {
-                                    d.write(v / r.cells(c, count_include_pad));
-                                }
-                            }
-                        }
+                        emit(oy, &mut out[oy * ow..(oy + 1) * ow], line);
                     }
                 },
             )
@@ -320,16 +257,17 @@ impl Geometry {
 
 /// Where a pooling's windows fall along a row (see [`Geometry::windows`]).
 struct Windows {
-    /// Per column tap inside the input: first output column, outputs, first input column.
-    col_taps: Vec<(usize, usize, usize)>,
     /// Each output column's window (averages only).
     cols: Vec<Taps>,
 }
 
+/// The row width from which a strided pool's column pass runs row by row (see
+/// [`Geometry::passes`]).
+const FLAT_COLUMNS: usize = 64;
+
 thread_local! {
-    /// Each worker's buffers, kept between planes: the row pass's result, and the split input
-    /// row (strided pools) or the bordered plane (unit stride), and the column pass's rows
-    /// (unit stride).
+    /// Each worker's buffers, kept between planes: the row pass's result, the bordered plane
+    /// and the column pass's rows.
     static ROWS: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }

@@ -1,0 +1,167 @@
+//! Plan rewrites that let Graft's CPU kernels do in one pass what the graph spells as
+//! several steps: an activation folded into the convolution or batch norm before it, a 1x1
+//! convolution joined to the depthwise one that reads it, and the convolutions a Concat
+//! joins run by it into the joined tensor. Each rewrite keeps the plan's results: a step
+//! whose kernel does not apply at run time runs the steps one after the other.
+
+use super::params::LayerParams;
+use super::{Src, Step, fast_cpu};
+use crate::graph::{Conv, Op};
+
+/// Folds each ReLU / Clip (and, in inference plans, SiLU) that is the only reader of a step's
+/// output into that step, so the CPU kernels apply it while the output is still in cache:
+/// into convolutions in inference plans (`fast_cpu::depthwise_conv`), into batch norms in all
+/// plans (training's `fast_cpu::train::batch_norm` is then one op with one gradient pass for
+/// both; inference plans have few batch norms left after `optimize::for_inference`). Training
+/// keeps a convolution's activation as its own op (the convolution's gradient kernels take
+/// none), and SiLU too (the batch norm's gradient kernel knows clamps only).
+pub(super) fn fuse_activations(steps: &mut Vec<Step>, output_slots: &[usize], trainable: bool) {
+    let mut i = 0;
+    while i < steps.len() {
+        let takes_act = match steps[i].op {
+            Op::Conv(_) => !trainable,
+            Op::BatchNorm { .. } => true,
+            _ => false,
+        };
+        let fusable = match steps[i].outputs.as_slice() {
+            &[out] if takes_act && steps[i].act.is_none() && !output_slots.contains(&out) => {
+                match only_reader(steps, i, out) {
+                    Some(j) if matches!(steps[j].inputs.as_slice(), [Some(Src::Slot(x))] if *x == out) => {
+                        activation(&steps[j].op, trainable).map(|a| (j, a))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        match fusable {
+            Some((j, act)) => {
+                let step = steps.remove(j);
+                steps[i].outputs = step.outputs;
+                steps[i].act = Some(act);
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// The one step after step `i` that reads slot `out`, if only one does.
+fn only_reader(steps: &[Step], i: usize, out: usize) -> Option<usize> {
+    let mut readers = (i + 1..steps.len()).filter(|&j| {
+        steps[j]
+            .inputs
+            .iter()
+            .any(|s| matches!(s, Some(Src::Slot(x)) if *x == out))
+    });
+    let j = readers.next()?;
+    readers.next().is_none().then_some(j)
+}
+
+/// Joins each 1x1 convolution whose output only a depthwise convolution of its channels
+/// reads (the expand and depthwise steps of an inverted-residual block) to that convolution
+/// as its [`Step::then`], so that the CPU runs both in one pass and the expanded activation
+/// never leaves cache (`fast_cpu::expand_depthwise`; other devices run them one after the
+/// other). Inference plans only: training keeps the expanded activation for the backward
+/// pass.
+pub(super) fn fuse_expand_depthwise(
+    steps: &mut Vec<Step>,
+    output_slots: &[usize],
+    layers: &[LayerParams],
+) {
+    // A convolution step's attributes and weight shape.
+    let conv = |step: &Step| -> Option<(Conv, [usize; 4])> {
+        let Op::Conv(c) = &step.op else { return None };
+        let LayerParams::Conv(p) = layers.get(step.layer?)? else {
+            return None;
+        };
+        Some((c.clone(), p.weight.val().dims()))
+    };
+    let mut i = 0;
+    while i < steps.len() {
+        let pair = || -> Option<usize> {
+            let (c, [co, _, kh, kw]) = conv(&steps[i])?;
+            let pointwise =
+                [kh, kw] == [1, 1] && c.groups == 1 && c.strides == [1, 1] && c.pads == [0; 4];
+            let &[out] = steps[i].outputs.as_slice() else {
+                return None;
+            };
+            if !pointwise || output_slots.contains(&out) {
+                return None;
+            }
+            let j = only_reader(steps, i, out)?;
+            let (dw, [co2, per_group, ..]) = conv(&steps[j])?;
+            let reads_it = matches!(steps[j].inputs.first(), Some(Some(Src::Slot(x))) if *x == out)
+                && steps[j].inputs[1..].iter().all(Option::is_none);
+            (reads_it && dw.groups == co && co2 == co && per_group == 1).then_some(j)
+        };
+        if let Some(j) = pair() {
+            let next = steps.remove(j);
+            steps[i].outputs = next.outputs.clone();
+            steps[i].then = Some(Box::new(next));
+        }
+        i += 1;
+    }
+}
+
+/// The activation `op` is, when a kernel can apply it as it writes: a clamp, or SiLU outside
+/// training plans.
+fn activation(op: &Op, trainable: bool) -> Option<fast_cpu::Act> {
+    use crate::graph::Unary;
+    match op {
+        Op::Unary(Unary::Relu) => Some(fast_cpu::Act::Clamp(0.0, f32::INFINITY)),
+        Op::Unary(Unary::Silu) if !trainable => Some(fast_cpu::Act::Silu),
+        Op::Clip { min, max } => Some(fast_cpu::Act::Clamp(
+            min.unwrap_or(f32::NEG_INFINITY),
+            max.unwrap_or(f32::INFINITY),
+        )),
+        _ => None,
+    }
+}
+
+/// Moves each convolution whose output only a Concat reads (once) into that Concat's
+/// [`Step::parts`], to run when the Concat runs and write its channels of the joined tensor
+/// in place (`exec::run_joined`): SqueezeNet's fire modules and GoogLeNet's inception blocks
+/// join the outputs of convolutions, and copying them was every joined value written twice.
+/// Moving a part later is sound: its inputs were computed before it (the plan is in
+/// topological order) and are freed only after their last reader, the Concat now
+/// (`Model::build` counts the parts' inputs there).
+pub(super) fn fuse_concat_parts(steps: &mut Vec<Step>, output_slots: &[usize]) {
+    let mut j = 0;
+    while j < steps.len() {
+        if !matches!(steps[j].op, Op::Concat { .. }) {
+            j += 1;
+            continue;
+        }
+        let slots: Vec<usize> = steps[j]
+            .inputs
+            .iter()
+            .filter_map(|s| match s {
+                Some(Src::Slot(x)) => Some(*x),
+                _ => None,
+            })
+            .collect();
+        let mut moved = Vec::new();
+        for (k, &slot) in slots.iter().enumerate() {
+            let once = !slots[k + 1..].contains(&slot) && !slots[..k].contains(&slot);
+            let producer = steps[..j].iter().rposition(|s| s.outputs.contains(&slot));
+            let Some(i) = producer.filter(|_| once && !output_slots.contains(&slot)) else {
+                continue;
+            };
+            let p = &steps[i];
+            let fusable = matches!(p.op, Op::Conv(_))
+                && p.then.is_none()
+                && p.outputs == [slot]
+                && only_reader(steps, i, slot) == Some(j);
+            if fusable {
+                moved.push(i);
+            }
+        }
+        // Removed from the last, so the earlier indices stay put; kept in plan order.
+        moved.sort_unstable();
+        let mut parts: Vec<Step> = moved.iter().rev().map(|&i| steps.remove(i)).collect();
+        parts.reverse();
+        j -= moved.len();
+        steps[j].parts = parts;
+        j += 1;
+    }
+}
