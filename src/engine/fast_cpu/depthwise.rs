@@ -12,6 +12,9 @@ use std::mem::MaybeUninit;
 // the same way here and where `tools/miri` includes this one.
 #[path = "depthwise_backward.rs"]
 mod backward;
+#[path = "depthwise_blocked.rs"]
+mod blocked;
+pub use blocked::L as GROUP;
 
 /// Outputs computed together, held in registers across every kernel tap.
 const V: usize = 8;
@@ -270,6 +273,12 @@ impl Geometry {
         self.check_operands(xs, ws, bs, None);
         let len = self.output_len();
         let mut out: Vec<f32> = Vec::with_capacity(len);
+        if self.by_channel_groups() {
+            self.forward_blocked(xs, ws, bs, act, &mut out.spare_capacity_mut()[..len]);
+            // SAFETY: `forward_blocked` wrote every element.
+            unsafe { out.set_len(len) };
+            return out;
+        }
         out.spare_capacity_mut()[..len]
             .par_chunks_mut(ohw)
             .enumerate()

@@ -9,12 +9,17 @@
 
 use super::Act;
 use super::blocking;
-use super::depthwise::Geometry;
+use super::depthwise::{GROUP, Geometry};
 use super::mm;
 use super::pointwise::SendPtr;
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::mem::MaybeUninit;
+
+/// The greatest common divisor.
+const fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
 
 thread_local! {
     /// Each thread's buffer of 1x1 output planes, kept between tasks and steps.
@@ -57,7 +62,14 @@ pub fn forward(
     let threads = rayon::current_num_threads().max(1);
     let by_cache = blocking::block_values() / hw.max(1);
     let by_tasks = co.div_ceil((2 * threads).div_ceil(n.max(1)));
-    let block = by_cache.min(by_tasks).max(1).next_multiple_of(mm::MR);
+    // Narrow maps' depthwise pass goes by groups of channels: blocks of whole groups.
+    let grouped = dw.by_channel_groups().then(|| dw.grouped(dw_ws, dw_bs));
+    let unit = if grouped.is_some() {
+        mm::MR * GROUP / gcd(mm::MR, GROUP)
+    } else {
+        mm::MR
+    };
+    let block = by_cache.min(by_tasks).max(1).next_multiple_of(unit);
     let blocks = co.div_ceil(block);
     let len = n * co * ohw;
     let mut out: Vec<f32> = Vec::with_capacity(len);
@@ -82,6 +94,23 @@ pub fn forward(
             let x = mm::B::Rows(xs.as_ptr().add(b * c * hw), hw);
             let panels = c0 / mm::MR..c1.div_ceil(mm::MR);
             mm::multiply(expand, panels, x, &expanded, expand_bs, expand_act);
+        }
+        if let Some(grouped) = &grouped {
+            for g0 in (c0..c1).step_by(GROUP) {
+                let g1 = (g0 + GROUP).min(c1);
+                let input = &planes[(g0 - c0) * hw..(g1 - c0) * hw];
+                // SAFETY: as below, for planes g0..g1 of image b.
+                let out = unsafe {
+                    let at = dst
+                        .get()
+                        .add((b * co + g0) * ohw)
+                        .cast::<MaybeUninit<f32>>();
+                    std::slice::from_raw_parts_mut(at, (g1 - g0) * ohw)
+                };
+                dw.group_of(grouped, g0 / GROUP, input, dw_act, out);
+            }
+            BUFFER.set(planes);
+            return;
         }
         for ch in c0..c1 {
             let input = &planes[(ch - c0) * hw..(ch - c0 + 1) * hw];

@@ -39,6 +39,23 @@ pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` compiled for AVX-512 (F, with AVX2 and FMA) when the CPU has it, else as
+/// [`with_avx2`] does: for loops over 16-lane arrays. `f` and what it calls must be
+/// `#[inline(always)]`.
+#[inline(always)]
+pub fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn run<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU has AVX-512 F, AVX2 and FMA (checked just above).
+        return unsafe { run(f) };
+    }
+    with_avx2(f)
+}
+
 /// `src` copied into `dst` (equal lengths). Long runs (≥ 256 KB) bypass the cache with
 /// streaming stores where the CPU has AVX2: a plain store first reads the line it writes,
 /// and glibc's `memcpy` streams only past a threshold derived from the L3's size, which a VM

@@ -1,0 +1,411 @@
+//! The forward pass of depthwise convolutions on narrow maps (the 7x7 and 14x14 maps deep in
+//! MobileNet and EfficientNet) with channels in the vector lanes: [`L`] channels of an image
+//! are copied into one buffer, pixel-major with each pixel's channels side by side and the
+//! padding in place, so that every kernel tap of every output is one whole vector however
+//! narrow the map. Plane by plane (`Geometry::plane`), a 7-column row fills 7 of 8 lanes at
+//! best, and the bordered copy and the bookkeeping per row cost as much as the sums.
+
+use super::super::lanes::with_avx512;
+use super::{Act, Geometry};
+use rayon::prelude::*;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+
+/// Channels per group: one AVX-512 vector.
+pub const L: usize = 16;
+/// Outputs along a row summed together, so each weight vector loaded feeds `X` FMAs.
+const X: usize = 4;
+
+thread_local! {
+    /// Each thread's buffers: the group's bordered input and its outputs, both pixel-major.
+    static BUFFERS: std::cell::Cell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// An output pointer shared by the tasks, which write disjoint planes.
+#[derive(Clone, Copy)]
+struct Planes(*mut MaybeUninit<f32>);
+// SAFETY: tasks write disjoint planes through it (see `forward_blocked`).
+unsafe impl Send for Planes {}
+unsafe impl Sync for Planes {}
+
+impl Planes {
+    /// A method (not field access) so closures capture the whole `Send` wrapper.
+    fn get(self) -> *mut MaybeUninit<f32> {
+        self.0
+    }
+}
+
+/// A depthwise convolution's filters tap-major per group of [`L`] channels (`[group][tap]
+/// [lane]`) and its biases per group; lanes past the last channel hold zeros (their sums are
+/// never written).
+pub struct Grouped {
+    filters: Vec<f32>,
+    biases: Vec<f32>,
+    taps: usize,
+}
+
+/// Where a group's input sits in its buffer: `rows` rows of `pw` pixels of [`L`] lanes.
+struct Bordered {
+    rows: usize,
+    pw: usize,
+}
+
+impl Geometry {
+    /// Whether the forward pass goes by groups of channels: maps whose rows fill few vectors
+    /// (plane by plane, 4 rows of 1 vector a tile), on CPUs with AVX-512 (whose 16 × 16
+    /// transposes make the copies in and out cheap; scalar copies cost what they save).
+    pub fn by_channel_groups(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.ow < 4 * super::V && super::super::lanes::has_avx512();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// The filters and biases as the groups read them (see [`Grouped`]).
+    pub fn grouped(&self, ws: &[f32], bs: Option<&[f32]>) -> Grouped {
+        let (c, taps) = (self.c, self.taps());
+        assert_eq!(ws.len(), c * taps, "depthwise: weight length");
+        assert!(bs.is_none_or(|b| b.len() == c), "depthwise: bias length");
+        let groups = c.div_ceil(L);
+        let mut filters = vec![0.0f32; groups * taps * L];
+        for (ch, filter) in ws.chunks_exact(taps).enumerate() {
+            for (t, &v) in filter.iter().enumerate() {
+                filters[((ch / L) * taps + t) * L + ch % L] = v;
+            }
+        }
+        let mut biases = vec![0.0f32; groups * L];
+        if let Some(bs) = bs {
+            biases[..c].copy_from_slice(bs);
+        }
+        Grouped {
+            filters,
+            biases,
+            taps,
+        }
+    }
+
+    /// Channels `g · L ..` of one image (`input`: their planes, at most [`L`]) into `planes`
+    /// (as many output planes), every value written.
+    pub fn group_of(
+        &self,
+        grouped: &Grouped,
+        g: usize,
+        input: &[f32],
+        act: Act,
+        planes: &mut [MaybeUninit<f32>],
+    ) {
+        let (hw, ohw, taps) = (self.h * self.w, self.oh * self.ow, grouped.taps);
+        let lanes = input.len() / hw;
+        assert!(
+            lanes <= L && g * L + lanes <= self.c && input.len() == lanes * hw,
+            "depthwise: a group's input"
+        );
+        assert_eq!(planes.len(), lanes * ohw, "depthwise: a group's output");
+        let filters = &grouped.filters[g * taps * L..(g + 1) * taps * L];
+        let bias = &grouped.biases[g * L..(g + 1) * L];
+        let (mut bordered, mut sums) = BUFFERS.take();
+        with_avx512(
+            #[inline(always)]
+            || self.group(input, filters, bias, act, planes, &mut bordered, &mut sums),
+        );
+        BUFFERS.set((bordered, sums));
+    }
+
+    /// [`Geometry::forward`] by groups of [`L`] channels (see the module's doc): `out` is
+    /// `[n, c, oh, ow]`, every value written.
+    pub(super) fn forward_blocked(
+        &self,
+        xs: &[f32],
+        ws: &[f32],
+        bs: Option<&[f32]>,
+        act: Act,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        let (n, c) = (self.n, self.c);
+        let (hw, ohw) = (self.h * self.w, self.oh * self.ow);
+        self.check_operands(xs, ws, bs, None);
+        assert_eq!(out.len(), self.output_len(), "depthwise: output length");
+        let grouped = self.grouped(ws, bs);
+        let groups = c.div_ceil(L);
+        let dst = Planes(out.as_mut_ptr());
+        (0..n * groups).into_par_iter().for_each(|task| {
+            let (b, g) = (task / groups, task % groups);
+            let (first, lanes) = (b * c + g * L, L.min(c - g * L));
+            // SAFETY: task (b, g) writes planes `first..first + lanes` of `out` (the group's
+            // channels of image b), which no other task does; together they cover `out`
+            // (length asserted above), which outlives the loop.
+            let planes =
+                unsafe { std::slice::from_raw_parts_mut(dst.get().add(first * ohw), lanes * ohw) };
+            self.group_of(
+                &grouped,
+                g,
+                &xs[first * hw..(first + lanes) * hw],
+                act,
+                planes,
+            );
+        });
+    }
+
+    /// The layout of a group's input: every row and column a window reads, including those
+    /// past the map that the last block of [`X`] outputs along a row reads for its unused
+    /// outputs.
+    fn bordered(&self) -> Bordered {
+        let [sh, sw] = self.stride;
+        let [dh, dw] = self.dilation;
+        let [top, left] = self.pad;
+        let rows = ((self.oh - 1) * sh + (self.kh - 1) * dh + 1).max(top + self.h);
+        let cols = (self.ow.next_multiple_of(X) - 1) * sw + (self.kw - 1) * dw + 1;
+        Bordered {
+            rows,
+            pw: cols.max(left + self.w),
+        }
+    }
+
+    /// One group of `planes.len() / ohw` channels of one image.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn group(
+        &self,
+        input: &[f32],
+        filters: &[f32],
+        bias: &[f32],
+        act: Act,
+        planes: &mut [MaybeUninit<f32>],
+        bordered: &mut Vec<f32>,
+        sums: &mut Vec<f32>,
+    ) {
+        let (h, w, oh, ow) = (self.h, self.w, self.oh, self.ow);
+        let [sh, sw] = self.stride;
+        let [dh, dw] = self.dilation;
+        let [top, left] = self.pad;
+        let Bordered { rows, pw } = self.bordered();
+        // The input, pixel-major; the border (and the lanes of absent channels) zero.
+        bordered.clear();
+        bordered.resize(rows * pw * L, 0.0);
+        // Pixel p of the map to its place in the bordered layout.
+        let place = |p: usize| ((top + p / w) * pw + left + p % w) * L;
+        transpose(input, h * w, bordered, place);
+        let (lo, hi) = match act {
+            Act::Clamp(lo, hi) => (lo, hi),
+            Act::Silu => (f32::NEG_INFINITY, f32::INFINITY),
+        };
+        assert_eq!(bias.len(), L, "depthwise: a bias per lane");
+        let bordered: &[f32] = bordered;
+        sums.clear();
+        sums.resize(oh * ow * L, 0.0);
+        let (kh, kw) = (self.kh, self.kw);
+        // The furthest value any read below reaches; checked once instead of at every load
+        // (`bordered` covers every row and column the windows of `ow.next_multiple_of(X)`
+        // outputs reach).
+        let furthest = (((oh - 1) * sh + (kh - 1) * dh) * pw
+            + (ow.next_multiple_of(X) - 1) * sw
+            + (kw - 1) * dw
+            + 1)
+            * L;
+        assert!(
+            furthest <= bordered.len() && filters.len() >= kh * kw * L,
+            "depthwise: group buffers"
+        );
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("by_channel_groups is false off x86-64: {lo} {hi}");
+        // SAFETY (intrinsics): `group` runs inside `with_avx512`, on CPUs with AVX-512 only
+        // (`by_channel_groups`).
+        #[cfg(target_arch = "x86_64")]
+        let (lo, hi, b) = unsafe {
+            (
+                _mm512_set1_ps(lo),
+                _mm512_set1_ps(hi),
+                _mm512_loadu_ps(bias.as_ptr()),
+            )
+        };
+        #[cfg(target_arch = "x86_64")]
+        for oy in 0..oh {
+            for ox in (0..ow).step_by(X) {
+                let mut acc = [b; X];
+                for ki in 0..kh {
+                    let row = (oy * sh + ki * dh) * pw;
+                    for kj in 0..kw {
+                        // SAFETY: tap (ki, kj)'s filter vector is inside `filters`, and every
+                        // pixel read lies before `furthest` (both asserted above).
+                        unsafe {
+                            let f = _mm512_loadu_ps(filters.as_ptr().add((ki * kw + kj) * L));
+                            for (x, acc) in acc.iter_mut().enumerate() {
+                                let at = (row + (ox + x) * sw + kj * dw) * L;
+                                let v = _mm512_loadu_ps(bordered.as_ptr().add(at));
+                                *acc = _mm512_fmadd_ps(v, f, *acc);
+                            }
+                        }
+                    }
+                }
+                for (x, acc) in acc.iter().enumerate().take(ow - ox) {
+                    let s = &mut sums[(oy * ow + ox + x) * L..][..L];
+                    // SAFETY: `s` holds 16 values.
+                    unsafe {
+                        let v = _mm512_min_ps(_mm512_max_ps(*acc, lo), hi);
+                        _mm512_storeu_ps(s.as_mut_ptr(), v);
+                    }
+                }
+            }
+        }
+        if act == Act::Silu {
+            act.apply_all(sums);
+        }
+        // Back to planes: each channel's outputs, one lane apart in `sums`.
+        untranspose(sums, oh * ow, planes);
+    }
+}
+
+/// The `planes.len() / pixels` planes (at most [`L`]) of `planes` into `dst` pixel-major:
+/// pixel p's lanes at `place(p)`, lanes past the last plane zero.
+#[inline(always)]
+fn transpose(planes: &[f32], pixels: usize, dst: &mut [f32], place: impl Fn(usize) -> usize) {
+    let lanes = planes.len() / pixels;
+    assert!(
+        lanes <= L && planes.len() == lanes * pixels,
+        "transpose: planes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut p0 = 0;
+        while p0 < pixels {
+            let n = L.min(pixels - p0);
+            // SAFETY: AVX-512 is there (`by_channel_groups`); rows l < lanes read `n` values of
+            // plane l from p0 (inside `planes`); the stores go through `dst`'s bounds check.
+            unsafe {
+                let block = avx512::load_transposed(planes.as_ptr().add(p0), pixels, lanes, n);
+                for (j, v) in block.iter().enumerate().take(n) {
+                    let at = place(p0 + j);
+                    avx512::store(&mut dst[at..at + L], *v);
+                }
+            }
+            p0 += n;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("by_channel_groups is false off x86-64: {dst:p} {place:p}")
+}
+
+/// The inverse of [`transpose`] for a pixel-major `src` (pixel p's lanes at `p · L`): its
+/// first `planes.len() / pixels` lanes into `planes`.
+#[inline(always)]
+fn untranspose(src: &[f32], pixels: usize, planes: &mut [MaybeUninit<f32>]) {
+    let lanes = planes.len() / pixels;
+    assert!(
+        lanes <= L && planes.len() == lanes * pixels && src.len() >= pixels * L,
+        "untranspose: planes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut p0 = 0;
+        while p0 < pixels {
+            let n = L.min(pixels - p0);
+            // SAFETY: AVX-512 is there (`by_channel_groups`); the loads read pixels p0..p0 + n of
+            // `src` (length asserted), the stores `n` values of planes l < lanes from p0.
+            unsafe {
+                let block = avx512::load_transposed(src.as_ptr().add(p0 * L), L, n, L);
+                let out = planes.as_mut_ptr().cast::<f32>();
+                for (l, v) in block.iter().enumerate().take(lanes) {
+                    avx512::store_first(out.add(l * pixels + p0), *v, n);
+                }
+            }
+            p0 += n;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("by_channel_groups is false off x86-64: {src:p}")
+}
+
+/// 16 × 16 transposes in registers (64 shuffles for 256 values, where scalar copies take a
+/// load and a store each).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::L;
+    use std::arch::x86_64::*;
+
+    /// Rows `0..rows` (`stride` apart from `src`, their first `n` values each; the rest zero)
+    /// as columns: vector j holds value j of every row.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F; `src + r · stride .. + n` is readable for every r < rows.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn load_transposed(
+        src: *const f32,
+        stride: usize,
+        rows: usize,
+        n: usize,
+    ) -> [__m512; L] {
+        let mask: __mmask16 = if n >= L { !0 } else { (1u16 << n) - 1 };
+        let mut r = [_mm512_setzero_ps(); L];
+        for (i, v) in r.iter_mut().enumerate().take(rows) {
+            // SAFETY: as the caller promises; masked-off lanes are not read.
+            *v = unsafe { _mm512_maskz_loadu_ps(mask, src.add(i * stride)) };
+        }
+        transpose(r)
+    }
+
+    /// `v` into `dst` (16 values).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn store(dst: &mut [f32], v: __m512) {
+        assert_eq!(dst.len(), L, "store: one vector");
+        // SAFETY: `dst` holds 16 values.
+        unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), v) }
+    }
+
+    /// The first `n` lanes of `v` to `dst`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F; `dst .. + n` is writable.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn store_first(dst: *mut f32, v: __m512, n: usize) {
+        let mask: __mmask16 = if n >= L { !0 } else { (1u16 << n) - 1 };
+        // SAFETY: as the caller promises; masked-off lanes are not written.
+        unsafe { _mm512_mask_storeu_ps(dst, mask, v) }
+    }
+
+    /// The 16 × 16 transpose of `r` (row i's lane j to row j's lane i).
+    #[target_feature(enable = "avx512f")]
+    fn transpose(r: [__m512; L]) -> [__m512; L] {
+        // Pairs of rows interleaved by 32-bit lanes, then by 64-bit pairs: each 128-bit
+        // block then holds a 4 × 4 block's column, and two rounds of 128-bit shuffles put
+        // the blocks in order.
+        let mut t = [_mm512_setzero_ps(); L];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let mut u = [_mm512_setzero_ps(); L];
+        for i in 0..4 {
+            let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+            let (a, b, c, d) = (
+                _mm512_castps_pd(a),
+                _mm512_castps_pd(b),
+                _mm512_castps_pd(c),
+                _mm512_castps_pd(d),
+            );
+            u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+            u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+            u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+            u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+        }
+        // u[4i + k]'s 128-bit block q holds column 4q + k of rows 4i..4i + 4.
+        let mut v = [_mm512_setzero_ps(); L];
+        for k in 0..4 {
+            let (a, b, c, d) = (u[k], u[4 + k], u[8 + k], u[12 + k]);
+            // Blocks 0 and 2 of a with those of b, blocks 1 and 3 likewise; c with d.
+            let ab02 = _mm512_shuffle_f32x4::<0x88>(a, b);
+            let ab13 = _mm512_shuffle_f32x4::<0xdd>(a, b);
+            let cd02 = _mm512_shuffle_f32x4::<0x88>(c, d);
+            let cd13 = _mm512_shuffle_f32x4::<0xdd>(c, d);
+            v[k] = _mm512_shuffle_f32x4::<0x88>(ab02, cd02);
+            v[8 + k] = _mm512_shuffle_f32x4::<0xdd>(ab02, cd02);
+            v[4 + k] = _mm512_shuffle_f32x4::<0x88>(ab13, cd13);
+            v[12 + k] = _mm512_shuffle_f32x4::<0xdd>(ab13, cd13);
+        }
+        v
+    }
+}
