@@ -45,16 +45,21 @@ pub(super) fn fuse_activations(steps: &mut Vec<Step>, output_slots: &[usize], tr
     }
 }
 
-/// The one step after step `i` that reads slot `out`, if only one does.
+/// The one step after step `i` that reads slot `out`, if only one does (a step reads what
+/// the steps joined to it read: its `then` and its `parts`).
 fn only_reader(steps: &[Step], i: usize, out: usize) -> Option<usize> {
-    let mut readers = (i + 1..steps.len()).filter(|&j| {
-        steps[j]
-            .inputs
-            .iter()
-            .any(|s| matches!(s, Some(Src::Slot(x)) if *x == out))
-    });
+    let mut readers = (i + 1..steps.len()).filter(|&j| reads(&steps[j], out));
     let j = readers.next()?;
     readers.next().is_none().then_some(j)
+}
+
+/// Whether `step`, or a step joined to it, reads slot `slot`.
+fn reads(step: &Step, slot: usize) -> bool {
+    step.inputs
+        .iter()
+        .any(|s| matches!(s, Some(Src::Slot(x)) if *x == slot))
+        || step.then.as_deref().is_some_and(|t| reads(t, slot))
+        || step.parts.iter().any(|p| reads(p, slot))
 }
 
 /// Joins each 1x1 convolution whose output only a depthwise convolution of its channels
@@ -163,5 +168,94 @@ pub(super) fn fuse_concat_parts(steps: &mut Vec<Step>, output_slots: &[usize]) {
         j -= moved.len();
         steps[j].parts = parts;
         j += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Model;
+    use crate::graph::{Conv, Input, Metadata, Network, Node, Op};
+    use crate::weights::{Store, Tensor};
+    use burn::tensor::Device;
+
+    /// Two joins: the first of two convolutions (a 3x3 and a 1x1), the second of the first
+    /// join and a convolution's output that a part of the first join also reads. The first
+    /// join takes its convolutions as parts; the shared convolution stays a step of its own
+    /// (moved into the second join, the part reading it would find it not computed), and
+    /// the plan's answer is the unfused plan's (an autodiff device's, which fuses nothing).
+    #[test]
+    fn a_join_takes_the_convolutions_only_it_reads() {
+        let conv = |pad| {
+            Op::Conv(Conv {
+                strides: [1, 1],
+                pads: [pad; 4],
+                dilations: [1, 1],
+                groups: 1,
+            })
+        };
+        let node = |name: &str, op, ins: &[&str]| {
+            let ins = ins.iter().map(|s| s.to_string()).collect();
+            Node::new(name, op, ins, vec![name.to_string()])
+        };
+        let cat = Op::Concat { axis: 1 };
+        let net = Network {
+            name: "joins".into(),
+            input: Input {
+                name: "x".into(),
+                shape: vec![2, 3, 9, 7],
+                free_batch: true,
+            },
+            outputs: vec!["j2".into()],
+            nodes: vec![
+                node("a", conv(0), &["x", "wa", "ba"]),
+                node("b", conv(1), &["a", "wb", "bb"]),
+                node("c", conv(0), &["x", "wc", "bc"]),
+                node("j1", cat.clone(), &["b", "c"]),
+                node("j2", cat, &["j1", "a"]),
+            ],
+            metadata: Metadata::default(),
+        };
+        let mut store = Store::new();
+        let mut seed = 7u32;
+        for (name, shape) in [
+            ("wa", vec![4, 3, 1, 1]),
+            ("ba", vec![4]),
+            ("wb", vec![5, 4, 3, 3]),
+            ("bb", vec![5]),
+            ("wc", vec![2, 3, 1, 1]),
+            ("bc", vec![2]),
+        ] {
+            let n = shape.iter().product();
+            let data = (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect();
+            store.insert(name, Tensor::new(shape, data).expect("a tensor"));
+        }
+        let fused = Model::build(&net, &store, &Device::flex()).expect("builds");
+        let steps = fused.plan.steps();
+        let names: Vec<&str> = steps.iter().map(|s| s.node.as_str()).collect();
+        assert_eq!(names, ["a", "j1", "j2"], "the plan's steps");
+        let parts: Vec<&str> = steps[1].parts.iter().map(|s| s.node.as_str()).collect();
+        assert_eq!(parts, ["b", "c"], "the first join's parts");
+        assert!(steps[2].parts.is_empty(), "the second join's parts");
+
+        let plain = Model::build(&net, &store, &Device::flex().autodiff()).expect("builds");
+        let x: Vec<f32> = (0..2 * 3 * 9 * 7)
+            .map(|i| (i % 17) as f32 / 8.0 - 1.0)
+            .collect();
+        let got = fused.infer(&[2, 3, 9, 7], x.clone()).expect("runs");
+        let want = plain.infer(&[2, 3, 9, 7], x).expect("runs");
+        assert_eq!(got[0].0, [2, 11, 9, 7]);
+        assert_eq!(got[0].0, want[0].0);
+        let err = got[0]
+            .1
+            .iter()
+            .zip(&want[0].1)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(err < 1e-4, "fused against plain: error {err}");
     }
 }
