@@ -23,7 +23,8 @@ thread_local! {
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
-/// An output pointer shared by the tasks, which write disjoint planes.
+/// An output pointer shared by the tasks, which write disjoint planes (`pointwise::SendPtr`'s
+/// twin: this file also compiles in `tools/miri`, without that one).
 #[derive(Clone, Copy)]
 struct Planes(*mut MaybeUninit<f32>);
 // SAFETY: tasks write disjoint planes through it (see `forward_blocked`).
@@ -177,8 +178,6 @@ impl Geometry {
         sums: &mut Vec<f32>,
     ) {
         let (h, w, oh, ow) = (self.h, self.w, self.oh, self.ow);
-        let [sh, sw] = self.stride;
-        let [dh, dw] = self.dilation;
         let [top, left] = self.pad;
         let Bordered { rows, pw } = self.bordered();
         // The input, pixel-major; the border (and the lanes of absent channels) zero.
@@ -187,15 +186,36 @@ impl Geometry {
         // Pixel p of the map to its place in the bordered layout.
         let place = |p: usize| ((top + p / w) * pw + left + p % w) * L;
         transpose(input, h * w, bordered, place);
-        let (lo, hi) = match act {
+        let clamp = match act {
             Act::Clamp(lo, hi) => (lo, hi),
             Act::Silu => (f32::NEG_INFINITY, f32::INFINITY),
         };
-        assert_eq!(bias.len(), L, "depthwise: a bias per lane");
-        let bordered: &[f32] = bordered;
-        sums.clear();
+        // Every value is written below.
         sums.resize(oh * ow * L, 0.0);
-        let (kh, kw) = (self.kh, self.kw);
+        sums.truncate(oh * ow * L);
+        self.sums(bordered, pw, filters, bias, clamp, sums);
+        if act == Act::Silu {
+            act.apply_all(sums);
+        }
+        // Back to planes: each channel's outputs, one lane apart in `sums`.
+        untranspose(sums, oh * ow, planes);
+    }
+
+    /// Every output of the group, clamped, pixel-major into `sums` (`oh · ow` pixels of
+    /// [`L`] lanes) from the bordered input (`pw` pixels a row).
+    #[inline(always)]
+    fn sums(
+        &self,
+        bordered: &[f32],
+        pw: usize,
+        filters: &[f32],
+        bias: &[f32],
+        (lo, hi): (f32, f32),
+        sums: &mut [f32],
+    ) {
+        let (oh, ow, kh, kw) = (self.oh, self.ow, self.kh, self.kw);
+        let [sh, sw] = self.stride;
+        let [dh, dw] = self.dilation;
         // The furthest value any read below reaches; checked once instead of at every load
         // (`bordered` covers every row and column the windows of `ow.next_multiple_of(X)`
         // outputs reach).
@@ -205,12 +225,15 @@ impl Geometry {
             + 1)
             * L;
         assert!(
-            furthest <= bordered.len() && filters.len() >= kh * kw * L,
+            furthest <= bordered.len()
+                && filters.len() >= kh * kw * L
+                && bias.len() == L
+                && sums.len() == oh * ow * L,
             "depthwise: group buffers"
         );
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("by_channel_groups is false off x86-64: {lo} {hi}");
-        // SAFETY (intrinsics): `group` runs inside `with_avx512`, on CPUs with AVX-512 only
+        // SAFETY (intrinsics): this runs inside `with_avx512`, on CPUs with AVX-512 only
         // (`by_channel_groups`).
         #[cfg(target_arch = "x86_64")]
         let (lo, hi, b) = unsafe {
@@ -249,11 +272,6 @@ impl Geometry {
                 }
             }
         }
-        if act == Act::Silu {
-            act.apply_all(sums);
-        }
-        // Back to planes: each channel's outputs, one lane apart in `sums`.
-        untranspose(sums, oh * ow, planes);
     }
 }
 
