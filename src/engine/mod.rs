@@ -410,16 +410,54 @@ impl Model {
 }
 
 /// Runs `f` on one of rayon's workers when `device` is the CPU (flex, without autodiff) and
-/// this thread is not one already. Each CPU kernel's parallel loop is then shared with the
-/// other workers directly; called from any other thread, every op would be queued into the
-/// pool and the caller put to sleep until it finished — a wake-up per op, 1/10 of a batch-1
-/// forward pass. (Training steps, at batch 32 and milliseconds per op, showed no difference
-/// within the machine's noise, and stay on the training thread.)
+/// this thread is not one already, the other workers kept awake until it returns. Each CPU
+/// kernel's parallel loop is then shared with the other workers directly; called from any
+/// other thread, every op would be queued into the pool and the caller put to sleep until it
+/// finished — a wake-up per op, 1/10 of a batch-1 forward pass. And between two ops an idle
+/// worker goes to sleep and is woken by the next op's first task: a futex wake-up per op
+/// (`perf stat`: 50 context switches a batch-1 pass of Lite0, two cores 1.23× one), so the
+/// others wait for work in a loop that runs any task the pool has, as ONNX Runtime's threads
+/// spin between ops. (Training steps, at batch 32 and milliseconds per op, showed no
+/// difference within the machine's noise, and stay on the training thread.)
 fn on_cpu_workers<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
-    if *device == Device::flex() && rayon::current_thread_index().is_none() {
-        rayon::scope(|_| f())
-    } else {
-        f()
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if *device != Device::flex() || rayon::current_thread_index().is_some() {
+        return f();
+    }
+    /// Marks the pass done however `f` ends (a panic too), so no worker waits forever.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let (task, result, done) = (
+        Mutex::new(Some(f)),
+        Mutex::new(None),
+        AtomicBool::new(false),
+    );
+    rayon::broadcast(|ctx| {
+        if ctx.index() == 0 {
+            let _done = Done(&done);
+            let f = task.lock().map(|mut t| t.take()).ok().flatten();
+            if let Some(f) = f {
+                let r = f();
+                if let Ok(mut slot) = result.lock() {
+                    *slot = Some(r);
+                }
+            }
+        } else {
+            while !done.load(Ordering::Acquire) {
+                if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    });
+    match result.into_inner().ok().flatten() {
+        Some(r) => r,
+        None => unreachable!("worker 0 ran the pass (a panic in it propagates above)"),
     }
 }
 
@@ -607,5 +645,29 @@ impl Plan {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pass on the workers returns its result, runs its parallel loops on the pool while
+    /// the other workers wait for work, and a panic in it reaches the caller (no worker left
+    /// waiting for a pass that will not finish: the pool runs the next pass).
+    #[test]
+    fn a_pass_on_the_workers_returns_and_a_panic_in_it_surfaces() {
+        use rayon::prelude::*;
+        let device = Device::flex();
+        let sum = on_cpu_workers(&device, || (0..10_000u64).into_par_iter().sum::<u64>());
+        assert_eq!(sum, 49_995_000);
+        let failed =
+            std::panic::catch_unwind(|| on_cpu_workers(&device, || -> u8 { panic!("a bug") }));
+        assert!(failed.is_err(), "the panic reaches the caller");
+        assert_eq!(
+            on_cpu_workers(&device, || 7),
+            7,
+            "the pool runs the next pass"
+        );
     }
 }
