@@ -4,11 +4,12 @@
 //! steps of their own and the Concat joins their outputs.
 
 use super::super::fast_cpu::{self, Act, Joined};
-use super::super::params::LayerParams;
+use super::super::params::{ConvParams, LayerParams};
 use super::super::value::Value;
 use super::super::{Mode, Src, Step};
 use super::Res;
-use crate::graph::{Op, norm_axis};
+use crate::graph::{Conv, Op, norm_axis};
+use burn::tensor::Tensor;
 
 /// One of a Concat's parts with what it reads.
 pub struct Part<'a> {
@@ -49,19 +50,16 @@ fn run_part(p: Part<'_>, mode: Mode) -> Res {
     super::run(p.step, p.inputs, p.layer, mode).map_err(|e| format!("{}: {e}", p.step.node))
 }
 
-/// A part's convolution: its attributes, weight and bias, and its input.
-fn conv_of<'p>(
-    p: &'p Part<'_>,
-) -> Option<(
-    &'p crate::graph::Conv,
-    &'p LayerParams,
-    &'p burn::tensor::Tensor<4>,
-)> {
+/// A part's convolution: its attributes, its weight and bias, and its input.
+fn conv_of<'p>(p: &'p Part<'_>) -> Option<(&'p Conv, &'p ConvParams, &'p Tensor<4>)> {
     let Op::Conv(c) = &p.step.op else { return None };
     let Some(Value::R4(x)) = p.inputs.first()? else {
         return None;
     };
-    Some((c, p.layer?, x))
+    let Some(LayerParams::Conv(params)) = p.layer else {
+        return None;
+    };
+    Some((c, params, x))
 }
 
 /// Room for the joined tensor when every input is a rank-4 flex tensor joined along the
@@ -74,10 +72,7 @@ fn layout(axis: i64, inputs: &[Option<Value>], parts: &[Part<'_>], at: &[usize])
     for (k, v) in inputs.iter().enumerate() {
         let d = match at.iter().position(|&a| a == k) {
             Some(i) => {
-                let (c, layer, x) = conv_of(&parts[i])?;
-                let LayerParams::Conv(params) = layer else {
-                    return None;
-                };
+                let (c, params, x) = conv_of(&parts[i])?;
                 let [co, _, kh, kw] = params.weight.val().dims();
                 let [n, _, h, w] = x.dims();
                 let [oh, ow] =
@@ -110,10 +105,7 @@ fn fill(
 ) -> Res {
     let disagree = || "the joined tensors' shapes disagree".to_string();
     for (p, &k) in parts.into_iter().zip(at) {
-        let in_place = conv_of(&p).and_then(|(c, layer, x)| {
-            let LayerParams::Conv(params) = layer else {
-                return None;
-            };
+        let in_place = conv_of(&p).and_then(|(c, params, x)| {
             let (w, b) = (params.weight.val(), params.bias.as_ref().map(|b| b.val()));
             let act = p.step.act.unwrap_or(Act::NONE);
             joined.conv(k, x, (&w, b.as_ref()), c, act, &p.step.packs)

@@ -302,7 +302,10 @@ fn transpose(planes: &[f32], pixels: usize, dst: &mut [f32], place: impl Fn(usiz
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("by_channel_groups is false off x86-64: {dst:p} {place:p}")
+    {
+        let _ = (dst, place);
+        unreachable!("by_channel_groups is false off x86-64")
+    }
 }
 
 /// The inverse of [`transpose`] for a pixel-major `src` (pixel p's lanes at `p · L`): its
