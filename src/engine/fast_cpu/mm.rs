@@ -11,8 +11,9 @@
 //! the filters are packed once, each L2-sized block of B once per block of filters, the sum
 //! runs in chunks that stay in L1, and the 6 × 16 micro-kernel (12 accumulators, the BLIS
 //! shape for 16 AVX registers) adds the bias and clamps before its single store. Where the
-//! CPU has AVX-512, the same packing feeds a 16-lane kernel on 4 (or 2) strips at once
-//! (`kernel_wide`, 24 of its 32 registers), chosen at run time.
+//! CPU has AVX-512, the same packing feeds 16-lane kernels, chosen at run time: two panels
+//! (12 rows) on 2 strips at once (`kernel_tall`, 24 of the 32 registers), a lone last panel
+//! on 4, 2 or 1 (`kernel_wide`).
 
 use super::Act;
 use super::blocking::{MAX_NC, block_values, chunk_steps, strip_len};
@@ -177,8 +178,8 @@ pub unsafe fn multiply(
     unsafe { multiply_on(wide(), a, panels, b, out, bias, act) }
 }
 
-/// Whether this machine runs the AVX-512 micro-kernel (16-lane FMAs on 4 or 2 strips at
-/// once: twice the AVX2 kernel's work per instruction).
+/// Whether this machine runs the AVX-512 micro-kernels (16-lane FMAs: twice the AVX2
+/// kernel's work per instruction).
 fn wide() -> bool {
     #[cfg(target_arch = "x86_64")]
     return super::has_avx512();
@@ -229,7 +230,6 @@ thread_local! {
 mod avx2 {
     use super::{Act, B, MAX_NC, MR, NR, Out, PackedA, block_values, chunk_steps, strip_len};
     use std::arch::x86_64::*;
-    use std::mem::MaybeUninit;
     use std::ops::Range;
 
     #[target_feature(enable = "avx2,fma")]
@@ -246,7 +246,7 @@ mod avx2 {
         unsafe { body::<false>(a, panels, b, out, bias, act, scratch) }
     }
 
-    /// [`multiply`] with the AVX-512 kernel on 4 (or 2) strips at a time.
+    /// [`multiply`] with the AVX-512 kernels (`kernel_tall`, `kernel_wide`).
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
     pub(super) unsafe fn multiply_wide(
         a: &PackedA,
@@ -261,8 +261,8 @@ mod avx2 {
         unsafe { body::<true>(a, panels, b, out, bias, act, scratch) }
     }
 
-    /// The work of [`multiply`], compiled into each of its two versions (`WIDE`: 4 or 2
-    /// strips at a time through [`kernel_wide`], a last odd one through [`kernel`]).
+    /// The work of [`multiply`], compiled into each of its two versions (`WIDE`: the
+    /// AVX-512 kernels, pairs of panels through [`kernel_tall`]; else [`kernel`]).
     #[inline(always)]
     unsafe fn body<const WIDE: bool>(
         a: &PackedA,
@@ -355,85 +355,71 @@ mod avx2 {
                         let (j, w) = (j0 + s * NR, NR.min(block - s * NR));
                         *at = (out.span.offset(j), w == NR && out.span.consecutive(j, w));
                     }
-                    for p in panels.clone() {
+                    let store = Store {
+                        out,
+                        rows: a.rows,
+                        bias: if first { bias } else { None },
+                        add,
+                        lo,
+                        hi,
+                        j0,
+                        block,
+                        strip_at: &strip_at,
+                    };
+                    let mut p = panels.start;
+                    while p < panels.end {
                         let panel = a.panel(p).as_ptr().add(k0 * MR);
+                        // Two panels at once (12 rows) on 2 strips: half the loads of B per
+                        // FMA of the 6-row kernel on 4, B being what streams from L2.
+                        if WIDE && p + 1 < panels.end {
+                            let next = a.panel(p + 1).as_ptr().add(k0 * MR);
+                            let mut s0 = 0;
+                            while s0 < strips {
+                                let b = scratch.as_ptr().add(s0 * strip_len(kc));
+                                if s0 + 2 <= strips {
+                                    let [top, bottom] =
+                                        kernel_tall::<2>(kc, panel, next, b, strip_len(kc));
+                                    for (t, (top, bottom)) in top.iter().zip(&bottom).enumerate() {
+                                        store.strip(p, s0 + t, top);
+                                        store.strip(p + 1, s0 + t, bottom);
+                                    }
+                                    s0 += 2;
+                                } else {
+                                    let [[top], [bottom]] =
+                                        kernel_tall::<1>(kc, panel, next, b, strip_len(kc));
+                                    store.strip(p, s0, &top);
+                                    store.strip(p + 1, s0, &bottom);
+                                    s0 += 1;
+                                }
+                            }
+                            p += 2;
+                            continue;
+                        }
                         let mut s0 = 0;
                         while s0 < strips {
                             let b = scratch.as_ptr().add(s0 * strip_len(kc));
-                            // Only the first `here` are written and read: zeroing all four
-                            // was a 1.5 KB `memset` call per kernel call.
-                            let mut accs = [MaybeUninit::<[__m256; 2 * MR]>::uninit(); 4];
-                            let mut keep = |sums: &[[__m256; 2 * MR]]| {
-                                for (acc, &sum) in accs.iter_mut().zip(sums) {
-                                    acc.write(sum);
+                            if WIDE && s0 + 4 <= strips {
+                                let accs = kernel_wide::<4>(kc, panel, b, strip_len(kc));
+                                for (t, acc) in accs.iter().enumerate() {
+                                    store.strip(p, s0 + t, acc);
                                 }
-                                sums.len()
-                            };
-                            let here = if WIDE && s0 + 4 <= strips {
-                                keep(&kernel_wide::<4>(kc, panel, b, strip_len(kc)))
+                                s0 += 4;
                             } else if WIDE && s0 + 2 <= strips {
-                                keep(&kernel_wide::<2>(kc, panel, b, strip_len(kc)))
+                                let accs = kernel_wide::<2>(kc, panel, b, strip_len(kc));
+                                for (t, acc) in accs.iter().enumerate() {
+                                    store.strip(p, s0 + t, acc);
+                                }
+                                s0 += 2;
+                            } else if WIDE {
+                                let [acc] = kernel_wide::<1>(kc, panel, b, strip_len(kc));
+                                store.strip(p, s0, &acc);
+                                s0 += 1;
                             } else {
-                                keep(&[kernel(kc, panel, b)])
-                            };
-                            s0 += here;
-                            for (s, acc) in (s0 - here..s0).zip(&accs) {
-                                // SAFETY: the first `here` were written just above.
-                                let acc = acc.assume_init_ref();
-                                let (start, whole) = strip_at[s];
-                                let (j, w) = (j0 + s * NR, NR.min(block - s * NR));
-                                let mut at = [start; NR];
-                                if !whole {
-                                    for (t, o) in at.iter_mut().enumerate().take(w) {
-                                        *o = out.span.offset(j + t);
-                                    }
-                                }
-                                for (r, pair) in acc.chunks_exact(2).enumerate() {
-                                    let row = p * MR + r;
-                                    if row >= a.rows {
-                                        break;
-                                    }
-                                    let bias = if first {
-                                        bias.map_or(0.0, |b| b[row])
-                                    } else {
-                                        0.0
-                                    };
-                                    let bv = _mm256_set1_ps(bias);
-                                    let c_row = out.c.add((row - out.row0) * out.ldc);
-                                    let dst = c_row.add(at[0]);
-                                    let mut tmp = [0.0f32; NR];
-                                    let (c0, c1) = match (add, whole) {
-                                        (false, _) => (_mm256_setzero_ps(), _mm256_setzero_ps()),
-                                        (true, true) => {
-                                            (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8)))
-                                        }
-                                        (true, false) => {
-                                            for (v, &o) in tmp.iter_mut().zip(&at).take(w) {
-                                                *v = *c_row.add(o);
-                                            }
-                                            (
-                                                _mm256_loadu_ps(tmp.as_ptr()),
-                                                _mm256_loadu_ps(tmp.as_ptr().add(8)),
-                                            )
-                                        }
-                                    };
-                                    let v0 = _mm256_add_ps(_mm256_add_ps(pair[0], bv), c0);
-                                    let v1 = _mm256_add_ps(_mm256_add_ps(pair[1], bv), c1);
-                                    let v0 = _mm256_min_ps(_mm256_max_ps(v0, lo), hi);
-                                    let v1 = _mm256_min_ps(_mm256_max_ps(v1, lo), hi);
-                                    if whole {
-                                        _mm256_storeu_ps(dst, v0);
-                                        _mm256_storeu_ps(dst.add(8), v1);
-                                    } else {
-                                        _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
-                                        _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
-                                        for (&v, &o) in tmp.iter().zip(&at).take(w) {
-                                            *c_row.add(o) = v;
-                                        }
-                                    }
-                                }
+                                store.strip(p, s0, &kernel(kc, panel, b));
+                                s0 += 1;
                             }
                         }
+                        p += 1;
                     }
                 }
             }
@@ -455,6 +441,124 @@ mod avx2 {
                     j += run;
                 }
             }
+        }
+    }
+
+    /// How a finished block of sums reaches C: the bias (the first chunk's), what C holds
+    /// (a later chunk's, or a sum), the clamp, and where each strip's columns lie.
+    struct Store<'a> {
+        out: &'a Out,
+        rows: usize,
+        bias: Option<&'a [f32]>,
+        add: bool,
+        lo: __m256,
+        hi: __m256,
+        j0: usize,
+        block: usize,
+        strip_at: &'a [(usize, bool)],
+    }
+
+    impl Store<'_> {
+        /// Panel `p`'s sums for strip `s` of the block (row r's two vectors at `2r`,
+        /// `2r + 1`) stored: a whole strip of consecutive columns as two vectors from its
+        /// first column's offset, otherwise (a partial strip, a strip across images) column
+        /// by column.
+        #[inline(always)]
+        unsafe fn strip(&self, p: usize, s: usize, acc: &[__m256; 2 * MR]) {
+            let out = self.out;
+            let (start, whole) = self.strip_at[s];
+            let (j, w) = (self.j0 + s * NR, NR.min(self.block - s * NR));
+            let mut at = [start; NR];
+            if !whole {
+                for (t, o) in at.iter_mut().enumerate().take(w) {
+                    *o = out.span.offset(j + t);
+                }
+            }
+            // SAFETY (intrinsics and pointers): the callers have AVX2; rows below `rows` of
+            // the caller's panels and the block's columns lie in C (`multiply`'s contract).
+            unsafe {
+                for (r, pair) in acc.chunks_exact(2).enumerate() {
+                    let row = p * MR + r;
+                    if row >= self.rows {
+                        break;
+                    }
+                    let bv = _mm256_set1_ps(self.bias.map_or(0.0, |b| b[row]));
+                    let c_row = out.c.add((row - out.row0) * out.ldc);
+                    let dst = c_row.add(at[0]);
+                    let mut tmp = [0.0f32; NR];
+                    let (c0, c1) = match (self.add, whole) {
+                        (false, _) => (_mm256_setzero_ps(), _mm256_setzero_ps()),
+                        (true, true) => (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8))),
+                        (true, false) => {
+                            for (v, &o) in tmp.iter_mut().zip(&at).take(w) {
+                                *v = *c_row.add(o);
+                            }
+                            (
+                                _mm256_loadu_ps(tmp.as_ptr()),
+                                _mm256_loadu_ps(tmp.as_ptr().add(8)),
+                            )
+                        }
+                    };
+                    let v0 = _mm256_add_ps(_mm256_add_ps(pair[0], bv), c0);
+                    let v1 = _mm256_add_ps(_mm256_add_ps(pair[1], bv), c1);
+                    let v0 = _mm256_min_ps(_mm256_max_ps(v0, self.lo), self.hi);
+                    let v1 = _mm256_min_ps(_mm256_max_ps(v1, self.lo), self.hi);
+                    if whole {
+                        _mm256_storeu_ps(dst, v0);
+                        _mm256_storeu_ps(dst.add(8), v1);
+                    } else {
+                        _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
+                        _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
+                        for (&v, &o) in tmp.iter().zip(&at).take(w) {
+                            *c_row.add(o) = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`kernel_wide`] on two panels at once (`a0`'s rows, then `a1`'s: 12 rows) and `S`
+    /// strips: with 2 strips, 24 accumulators fed by 2 loads of B and 12 broadcasts a step.
+    #[inline(always)]
+    unsafe fn kernel_tall<const S: usize>(
+        k: usize,
+        a0: *const f32,
+        a1: *const f32,
+        b: *const f32,
+        strip: usize,
+    ) -> [[[__m256; 2 * MR]; S]; 2] {
+        // SAFETY: compiled into `multiply_wide` only, which has AVX-512.
+        let mut acc = [[[unsafe { _mm512_setzero_ps() }; S]; MR]; 2];
+        for i in 0..k {
+            // SAFETY: each panel has k × MR values and each strip k × NR.
+            unsafe {
+                let mut x = [_mm512_setzero_ps(); S];
+                for (t, x) in x.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(b.add(t * strip + i * NR));
+                }
+                for (a, acc) in [a0, a1].into_iter().zip(acc.iter_mut()) {
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let av = _mm512_set1_ps(*a.add(i * MR + r));
+                        for (acc, &x) in acc.iter_mut().zip(&x) {
+                            *acc = _mm512_fmadd_ps(av, x, *acc);
+                        }
+                    }
+                }
+            }
+        }
+        // SAFETY: as above.
+        unsafe {
+            let mut halves = [[[_mm256_setzero_ps(); 2 * MR]; S]; 2];
+            for (halves, acc) in halves.iter_mut().zip(&acc) {
+                for (r, acc) in acc.iter().enumerate() {
+                    for (strip, &v) in halves.iter_mut().zip(acc) {
+                        strip[2 * r] = _mm512_castps512_ps256(v);
+                        strip[2 * r + 1] = _mm512_extractf32x8_ps::<1>(v);
+                    }
+                }
+            }
+            halves
         }
     }
 
@@ -568,6 +672,10 @@ mod tests {
             // Sums longer than one chunk (KC): partial sums stored, the clamp at the end.
             (9, 2 * KC + 44, 20, Act::Clamp(-0.5, 0.5), false, false),
             (7, KC + 1, 17, Act::NONE, true, true),
+            // Strips enough for each kernel: a lone panel on 4 + 1 strips, a pair of panels
+            // (12 rows at once) on 2 + 2 + 2 + 1 and a last lone panel on 4 + 2 + 1.
+            (7, 20, 70, Act::Clamp(0.0, 6.0), false, false),
+            (19, 30, 100, Act::NONE, false, false),
         ] {
             let a: Vec<f32> = (0..rows * k).map(|i| val(i, 1)).collect();
             let (ld, ldc) = (if by_cols { k } else { cols } + 3, cols + 5);
