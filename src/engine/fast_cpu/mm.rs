@@ -286,17 +286,7 @@ mod avx2 {
             Act::Clamp(lo, hi) => (lo, hi),
             Act::Silu => (f32::NEG_INFINITY, f32::INFINITY),
         };
-        // SAFETY (intrinsics here and below): the callers are compiled with the features.
-        let (unclamped, lo, hi) = unsafe {
-            (
-                (
-                    _mm256_set1_ps(f32::NEG_INFINITY),
-                    _mm256_set1_ps(f32::INFINITY),
-                ),
-                _mm256_set1_ps(lo),
-                _mm256_set1_ps(hi),
-            )
-        };
+        let unclamped = (f32::NEG_INFINITY, f32::INFINITY);
         for j0 in (0..out.cols).step_by(nc) {
             let block = nc.min(out.cols - j0);
             let strips = block.div_ceil(NR);
@@ -451,20 +441,19 @@ mod avx2 {
         rows: usize,
         bias: Option<&'a [f32]>,
         add: bool,
-        lo: __m256,
-        hi: __m256,
+        lo: f32,
+        hi: f32,
         j0: usize,
         block: usize,
         strip_at: &'a [(usize, bool)],
     }
 
     impl Store<'_> {
-        /// Panel `p`'s sums for strip `s` of the block (row r's two vectors at `2r`,
-        /// `2r + 1`) stored: a whole strip of consecutive columns as two vectors from its
-        /// first column's offset, otherwise (a partial strip, a strip across images) column
-        /// by column.
+        /// Panel `p`'s sums for strip `s` of the block stored: a whole strip of consecutive
+        /// columns as vectors from its first column's offset, otherwise (a partial strip, a
+        /// strip across images) column by column through a buffer.
         #[inline(always)]
-        unsafe fn strip(&self, p: usize, s: usize, acc: &[__m256; 2 * MR]) {
+        unsafe fn strip(&self, p: usize, s: usize, acc: &impl Sums) {
             let out = self.out;
             let (start, whole) = self.strip_at[s];
             let (j, w) = (self.j0 + s * NR, NR.min(self.block - s * NR));
@@ -474,46 +463,96 @@ mod avx2 {
                     *o = out.span.offset(j + t);
                 }
             }
-            // SAFETY (intrinsics and pointers): the callers have AVX2; rows below `rows` of
-            // the caller's panels and the block's columns lie in C (`multiply`'s contract).
+            // SAFETY: rows below `rows` of the caller's panels and the block's columns lie
+            // in C (`multiply`'s contract); `tmp` holds a strip's NR values.
             unsafe {
-                for (r, pair) in acc.chunks_exact(2).enumerate() {
+                for r in 0..MR {
                     let row = p * MR + r;
                     if row >= self.rows {
                         break;
                     }
-                    let bv = _mm256_set1_ps(self.bias.map_or(0.0, |b| b[row]));
+                    let bias = self.bias.map_or(0.0, |b| b[row]);
                     let c_row = out.c.add((row - out.row0) * out.ldc);
-                    let dst = c_row.add(at[0]);
-                    let mut tmp = [0.0f32; NR];
-                    let (c0, c1) = match (self.add, whole) {
-                        (false, _) => (_mm256_setzero_ps(), _mm256_setzero_ps()),
-                        (true, true) => (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8))),
-                        (true, false) => {
-                            for (v, &o) in tmp.iter_mut().zip(&at).take(w) {
-                                *v = *c_row.add(o);
-                            }
-                            (
-                                _mm256_loadu_ps(tmp.as_ptr()),
-                                _mm256_loadu_ps(tmp.as_ptr().add(8)),
-                            )
-                        }
-                    };
-                    let v0 = _mm256_add_ps(_mm256_add_ps(pair[0], bv), c0);
-                    let v1 = _mm256_add_ps(_mm256_add_ps(pair[1], bv), c1);
-                    let v0 = _mm256_min_ps(_mm256_max_ps(v0, self.lo), self.hi);
-                    let v1 = _mm256_min_ps(_mm256_max_ps(v1, self.lo), self.hi);
                     if whole {
-                        _mm256_storeu_ps(dst, v0);
-                        _mm256_storeu_ps(dst.add(8), v1);
-                    } else {
-                        _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
-                        _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
-                        for (&v, &o) in tmp.iter().zip(&at).take(w) {
-                            *c_row.add(o) = v;
+                        let dst = c_row.add(at[0]);
+                        acc.finish(r, bias, self.add, (self.lo, self.hi), dst);
+                        continue;
+                    }
+                    let mut tmp = [0.0f32; NR];
+                    if self.add {
+                        for (v, &o) in tmp.iter_mut().zip(&at).take(w) {
+                            *v = *c_row.add(o);
                         }
                     }
+                    acc.finish(r, bias, self.add, (self.lo, self.hi), tmp.as_mut_ptr());
+                    for (&v, &o) in tmp.iter().zip(&at).take(w) {
+                        *c_row.add(o) = v;
+                    }
                 }
+            }
+        }
+    }
+
+    /// A micro-kernel's sums for one strip: 6 rows of 16 columns.
+    trait Sums {
+        /// Row `r` plus `bias` (plus the 16 values at `dst` when `add`), clamped to `lo..hi`,
+        /// written to the 16 values at `dst`.
+        ///
+        /// # Safety
+        /// `dst` is valid for reads and writes of 16 values; the CPU has the kernel's
+        /// features.
+        unsafe fn finish(&self, r: usize, bias: f32, add: bool, lohi: (f32, f32), dst: *mut f32);
+    }
+
+    /// The AVX2 kernel's: row r's two 8-lane vectors at `2r`, `2r + 1`.
+    impl Sums for [__m256; 2 * MR] {
+        #[inline(always)]
+        unsafe fn finish(
+            &self,
+            r: usize,
+            bias: f32,
+            add: bool,
+            (lo, hi): (f32, f32),
+            dst: *mut f32,
+        ) {
+            // SAFETY: as the caller promises.
+            unsafe {
+                let bv = _mm256_set1_ps(bias);
+                let (mut v0, mut v1) = (
+                    _mm256_add_ps(self[2 * r], bv),
+                    _mm256_add_ps(self[2 * r + 1], bv),
+                );
+                if add {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(dst));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(dst.add(8)));
+                }
+                let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+                _mm256_storeu_ps(dst, _mm256_min_ps(_mm256_max_ps(v0, lo), hi));
+                _mm256_storeu_ps(dst.add(8), _mm256_min_ps(_mm256_max_ps(v1, lo), hi));
+            }
+        }
+    }
+
+    /// The AVX-512 kernels': row r's 16-lane vector (one add, clamp and store a row where
+    /// the halves took two: the store of a short sum, k = 16 or 24, was a third of it).
+    impl Sums for [__m512; MR] {
+        #[inline(always)]
+        unsafe fn finish(
+            &self,
+            r: usize,
+            bias: f32,
+            add: bool,
+            (lo, hi): (f32, f32),
+            dst: *mut f32,
+        ) {
+            // SAFETY: as the caller promises.
+            unsafe {
+                let mut v = _mm512_add_ps(self[r], _mm512_set1_ps(bias));
+                if add {
+                    v = _mm512_add_ps(v, _mm512_loadu_ps(dst));
+                }
+                let v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+                _mm512_storeu_ps(dst, v);
             }
         }
     }
@@ -527,7 +566,7 @@ mod avx2 {
         a1: *const f32,
         b: *const f32,
         strip: usize,
-    ) -> [[[__m256; 2 * MR]; S]; 2] {
+    ) -> [[[__m512; MR]; S]; 2] {
         // SAFETY: compiled into `multiply_wide` only, which has AVX-512.
         let mut acc = [[[unsafe { _mm512_setzero_ps() }; S]; MR]; 2];
         for i in 0..k {
@@ -547,19 +586,8 @@ mod avx2 {
                 }
             }
         }
-        // SAFETY: as above.
-        unsafe {
-            let mut halves = [[[_mm256_setzero_ps(); 2 * MR]; S]; 2];
-            for (halves, acc) in halves.iter_mut().zip(&acc) {
-                for (r, acc) in acc.iter().enumerate() {
-                    for (strip, &v) in halves.iter_mut().zip(acc) {
-                        strip[2 * r] = _mm512_castps512_ps256(v);
-                        strip[2 * r + 1] = _mm512_extractf32x8_ps::<1>(v);
-                    }
-                }
-            }
-            halves
-        }
+        // Row r of strip t at `acc[panel][r][t]`: regrouped by strip.
+        std::array::from_fn(|p| std::array::from_fn(|t| std::array::from_fn(|r| acc[p][r][t])))
     }
 
     /// Row `i` of a block of B (`block` values at `src`) into the packed strips at `dst`:
@@ -593,7 +621,7 @@ mod avx2 {
         a: *const f32,
         b: *const f32,
         strip: usize,
-    ) -> [[__m256; 2 * MR]; S] {
+    ) -> [[__m512; MR]; S] {
         // SAFETY: compiled into `multiply_wide` only, which has AVX-512.
         let mut acc = [[unsafe { _mm512_setzero_ps() }; S]; MR];
         for i in 0..k {
@@ -611,17 +639,7 @@ mod avx2 {
                 }
             }
         }
-        // SAFETY: as above.
-        unsafe {
-            let mut halves = [[_mm256_setzero_ps(); 2 * MR]; S];
-            for (r, acc) in acc.iter().enumerate() {
-                for (strip, &v) in halves.iter_mut().zip(acc) {
-                    strip[2 * r] = _mm512_castps512_ps256(v);
-                    strip[2 * r + 1] = _mm512_extractf32x8_ps::<1>(v);
-                }
-            }
-            halves
-        }
+        std::array::from_fn(|t| std::array::from_fn(|r| acc[r][t]))
     }
 
     /// The 6 × 16 block `Σ_i A[.., i] · B[i, ..]` over `k` steps: `a` is a packed panel
