@@ -26,6 +26,36 @@ thread_local! {
     static BUFFER: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
+/// Channels per task and tasks per image: whole panels of the kernel's rows (whole groups
+/// of channels too where the depthwise pass goes by groups), their planes about a quarter
+/// of L2 (as `mm`'s packed block: with 64 K values instead of 128 K on the 2 MB Xeon, batch
+/// 32 ran 3-5 % slower; 256 K to 1 M were no faster), and enough tasks to give every thread
+/// two.
+fn blocks(co: usize, hw: usize, n: usize, dw: &Geometry) -> (usize, usize) {
+    let threads = rayon::current_num_threads().max(1);
+    let by_cache = blocking::block_values() / hw.max(1);
+    let by_tasks = co.div_ceil((2 * threads).div_ceil(n.max(1)));
+    let unit = if dw.by_channel_groups() {
+        mm::MR * GROUP / gcd(mm::MR, GROUP)
+    } else {
+        mm::MR
+    };
+    let block = by_cache.min(by_tasks).max(1).next_multiple_of(unit);
+    (block, co.div_ceil(block))
+}
+
+/// Whether [`forward`] of `n` images of `hw` pixels into `co` channels beats the two
+/// convolutions run apart: only when its tasks are at least four a thread. Blocks are
+/// whole panels (and groups: 48 channels on narrow maps), so a small batch may split into
+/// a few uneven ones — at batch 1, Lite0's 144 channels went as three blocks of 48, one
+/// core idle a third of the step, and its 28x28 blocks ran no faster on two cores than on
+/// one; apart, each convolution splits finely, and one image's expanded activation (1.8 MB
+/// there) is read back from cache anyway. Lite0 batch 1 ran 1.05x apart.
+pub fn pays(co: usize, hw: usize, n: usize, dw: &Geometry) -> bool {
+    let (_, blocks) = blocks(co, hw, n, dw);
+    n * blocks >= 4 * rayon::current_num_threads().max(1)
+}
+
 /// The 1x1 convolution (filters `expand`, `[co, c]` packed, with its bias and activation)
 /// of `xs` (`[n, c, hw]`), then `dw` (a depthwise convolution of its `[n, co, h, w]` output,
 /// weights `dw_ws`, bias `dw_bs`, activation `dw_act`): the depthwise output, `[n, co, oh,
@@ -55,22 +85,9 @@ pub fn forward(
     );
     assert_eq!([dw.n, dw.c], [n, co], "expand + depthwise: depthwise shape");
     let ohw = dw.oh * dw.ow;
-    // Channels per task: whole panels of the kernel's rows, their planes about a quarter of
-    // L2 (as `mm`'s packed block: with 64 K values instead of 128 K on the 2 MB Xeon, batch
-    // 32 ran 3-5 % slower; 256 K to 1 M were no faster), and enough tasks to give every
-    // thread two.
-    let threads = rayon::current_num_threads().max(1);
-    let by_cache = blocking::block_values() / hw.max(1);
-    let by_tasks = co.div_ceil((2 * threads).div_ceil(n.max(1)));
     // Narrow maps' depthwise pass goes by groups of channels: blocks of whole groups.
     let grouped = dw.by_channel_groups().then(|| dw.grouped(dw_ws, dw_bs));
-    let unit = if grouped.is_some() {
-        mm::MR * GROUP / gcd(mm::MR, GROUP)
-    } else {
-        mm::MR
-    };
-    let block = by_cache.min(by_tasks).max(1).next_multiple_of(unit);
-    let blocks = co.div_ceil(block);
+    let (block, blocks) = blocks(co, hw, n, dw);
     let len = n * co * ohw;
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = SendPtr(out.as_mut_ptr());

@@ -209,9 +209,27 @@ pub struct ConvStep<'a> {
 
 /// A 1x1 convolution (as [`pointwise_conv`]) and the depthwise convolution (as
 /// [`depthwise_conv`]) that alone reads its output, in one pass whose expanded activation
-/// stays in cache (`fused.rs`). `None` when the pair is not of that kind on flex tensors, or
-/// the matrix kernel does not run here.
+/// stays in cache (`fused.rs`). `None` when the pair is not of that kind on flex tensors,
+/// the matrix kernel does not run here, or the batch is too small for the fused pass to pay
+/// (`fused::pays`): the caller then runs the two apart.
 pub fn expand_depthwise(
+    x: &Tensor<4>,
+    expand: ConvStep<'_>,
+    packs: &PackedFilters,
+    depthwise: ConvStep<'_>,
+) -> Option<Tensor<4>> {
+    let [n, _, co, hw] = pointwise::dims(x.dims(), expand.weight.dims(), expand.conv)?;
+    let [_, _, h, w] = x.dims();
+    let g = depthwise::Geometry::new([n, co, h, w], depthwise.weight.dims(), depthwise.conv)?;
+    if !fused::pays(co, hw, n, &g) {
+        return None;
+    }
+    expand_depthwise_always(x, expand, packs, depthwise)
+}
+
+/// [`expand_depthwise`] even where it does not pay (the tests' way to the fused kernel on
+/// small shapes).
+fn expand_depthwise_always(
     x: &Tensor<4>,
     expand: ConvStep<'_>,
     packs: &PackedFilters,

@@ -172,7 +172,7 @@ fn expand_depthwise_matches_the_two_kernels() {
             conv,
             act,
         };
-        let got = expand_depthwise(
+        let got = expand_depthwise_always(
             &x,
             step(&w1, b1, &one, acts[0]),
             &packs,
@@ -186,6 +186,25 @@ fn expand_depthwise_matches_the_two_kernels() {
         let err = max_diff(got, want);
         assert!(err < 1e-5, "{case}: error {err}");
     }
+}
+
+/// The fused pass is declined where its blocks are too few for the threads (one image of
+/// Lite0's 144-channel block: three blocks of 48 channels) and taken for a batch.
+#[test]
+fn expand_depthwise_is_declined_for_too_few_blocks() {
+    let dw = |n| {
+        let conv = Conv {
+            strides: [2, 2],
+            pads: [2; 4],
+            dilations: [1, 1],
+            groups: 144,
+        };
+        depthwise::Geometry::new([n, 144, 56, 56], [144, 1, 5, 5], &conv).expect("depthwise")
+    };
+    // At most three blocks of 48 channels (two on one thread): fewer than four tasks a
+    // thread on any machine.
+    assert!(!fused::pays(144, 56 * 56, 1, &dw(1)));
+    assert!(fused::pays(144, 56 * 56, 32, &dw(32)));
 }
 
 /// The im2col kernel against burn's convolution: 3x3 and 7x7, strides, dilation,
