@@ -9,7 +9,7 @@
 
 use super::columns::{Dst, filled};
 use super::gather::Plan;
-use super::pointwise::{self, SendPtr, Tile, parallelism, row_blocks};
+use super::pointwise::{self, SendPtr, Tasks, Tile, parallelism};
 use super::{Act, conv_output, mm, split_phases};
 use crate::graph::Conv;
 use rayon::prelude::*;
@@ -157,14 +157,10 @@ impl Geometry {
         // kernel's strips and share the filters' trips through cache.
         // Too few runs to keep every thread busy (a small batch of small maps): blocks of
         // output channels as well.
-        let columns = mm::Columns::new(n, ohw);
         let input = Phased::new(self, xs);
-        let panels = packed[0].panels();
-        let blocks = row_blocks(columns.tasks, panels);
-        let per_block = panels.div_ceil(blocks);
-        (0..columns.tasks * blocks).into_par_iter().for_each(|t| {
-            let ((first, cols), block) = (columns.task(t / blocks), t % blocks);
-            let panels = block * per_block..((block + 1) * per_block).min(panels);
+        let tasks = Tasks::new(mm::Columns::new(n, ohw), packed[0].panels());
+        (0..tasks.count).into_par_iter().for_each(|t| {
+            let ((first, cols), panels) = tasks.get(t);
             for (g, packed) in packed.iter().enumerate() {
                 let patches = Patches {
                     geometry: self,
