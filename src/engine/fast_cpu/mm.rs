@@ -26,6 +26,13 @@ pub const MR: usize = 6;
 const _: () = assert!(MR == 6);
 /// Columns (pixels) per micro-kernel: two 8-lane vectors.
 pub const NR: usize = 16;
+/// Sums of at most this many steps read a row-major B (a 1x1 convolution's input planes)
+/// in place on AVX-512 instead of packing it: with so few steps per output, packing B is a
+/// large part of the work, repeated for every block of filters (8 of them a 112x112 image
+/// in Lite0's first expand 1x1). Lite0 batch 32, per convolution: k = 16 1.15x, k = 24
+/// 1.04x, k = 32 and 40 no faster (those pack, so that each kernel call reads a few
+/// streams, not k rows a page apart).
+const IN_PLACE_K: usize = 24;
 /// Whether this machine runs these kernels (AVX2 and FMA); other machines use `gemm`.
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -228,7 +235,9 @@ thread_local! {
 /// The kernels, AVX2 and (`multiply_wide`) AVX-512 versions of one body.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Act, B, MAX_NC, MR, NR, Out, PackedA, block_values, chunk_steps, strip_len};
+    use super::{
+        Act, B, IN_PLACE_K, MAX_NC, MR, NR, Out, PackedA, block_values, chunk_steps, strip_len,
+    };
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -310,7 +319,24 @@ mod avx2 {
                 // rows (row < rows) and the block's columns; strip s of `scratch` is its
                 // kc × NR values at s · kc · NR; a panel's chunk is its steps k0..k0 + kc.
                 unsafe {
+                    // Whole strips of a short sum's B read in place by the kernels (rows `ld`
+                    // apart, strips NR apart); the others packed into `scratch`.
+                    let in_place = match b {
+                        B::Rows(b, ldb) if WIDE && k <= IN_PLACE_K => {
+                            Some((b.add(k0 * ldb + j0), ldb, block / NR))
+                        }
+                        _ => None,
+                    };
                     match b {
+                        // Only a partial last strip packed (into strip 0 of `scratch`).
+                        B::Rows(_, ldb) if let Some((src, _, whole)) = in_place => {
+                            if !block.is_multiple_of(NR) {
+                                for i in 0..kc {
+                                    let src = src.add(i * ldb + whole * NR);
+                                    pack_row(src, i, kc, block % NR, scratch.as_mut_ptr());
+                                }
+                            }
+                        }
                         // Row by row, so each row of B is read as one run (the prefetcher
                         // follows a few long runs, not k short ones), into strips of NR
                         // columns.
@@ -356,6 +382,20 @@ mod avx2 {
                         block,
                         strip_at: &strip_at,
                     };
+                    // Strip s from s0 on: where it lies (its row stride, the spacing of the
+                    // strips after it) and how many strips from s0 lie alike.
+                    let (read, packed_from) = match in_place {
+                        Some((src, ldb, whole)) => ((src, ldb), whole),
+                        None => ((scratch.as_ptr(), NR), 0),
+                    };
+                    let strip = |s0: usize| {
+                        if s0 < packed_from {
+                            (read.0.add(s0 * NR), read.1, NR, packed_from - s0)
+                        } else {
+                            let at = scratch.as_ptr().add((s0 - packed_from) * strip_len(kc));
+                            (at, NR, strip_len(kc), strips - s0)
+                        }
+                    };
                     let mut p = panels.start;
                     while p < panels.end {
                         let panel = a.panel(p).as_ptr().add(k0 * MR);
@@ -365,10 +405,10 @@ mod avx2 {
                             let next = a.panel(p + 1).as_ptr().add(k0 * MR);
                             let mut s0 = 0;
                             while s0 < strips {
-                                let b = scratch.as_ptr().add(s0 * strip_len(kc));
-                                if s0 + 2 <= strips {
+                                let (b, ld, spacing, alike) = strip(s0);
+                                if alike >= 2 {
                                     let [top, bottom] =
-                                        kernel_tall::<2>(kc, panel, next, b, strip_len(kc));
+                                        kernel_tall::<2>(kc, panel, next, b, spacing, ld);
                                     for (t, (top, bottom)) in top.iter().zip(&bottom).enumerate() {
                                         store.strip(p, s0 + t, top);
                                         store.strip(p + 1, s0 + t, bottom);
@@ -376,7 +416,7 @@ mod avx2 {
                                     s0 += 2;
                                 } else {
                                     let [[top], [bottom]] =
-                                        kernel_tall::<1>(kc, panel, next, b, strip_len(kc));
+                                        kernel_tall::<1>(kc, panel, next, b, spacing, ld);
                                     store.strip(p, s0, &top);
                                     store.strip(p + 1, s0, &bottom);
                                     s0 += 1;
@@ -387,21 +427,21 @@ mod avx2 {
                         }
                         let mut s0 = 0;
                         while s0 < strips {
-                            let b = scratch.as_ptr().add(s0 * strip_len(kc));
-                            if WIDE && s0 + 4 <= strips {
-                                let accs = kernel_wide::<4>(kc, panel, b, strip_len(kc));
+                            let (b, ld, spacing, alike) = strip(s0);
+                            if WIDE && alike >= 4 {
+                                let accs = kernel_wide::<4>(kc, panel, b, spacing, ld);
                                 for (t, acc) in accs.iter().enumerate() {
                                     store.strip(p, s0 + t, acc);
                                 }
                                 s0 += 4;
-                            } else if WIDE && s0 + 2 <= strips {
-                                let accs = kernel_wide::<2>(kc, panel, b, strip_len(kc));
+                            } else if WIDE && alike >= 2 {
+                                let accs = kernel_wide::<2>(kc, panel, b, spacing, ld);
                                 for (t, acc) in accs.iter().enumerate() {
                                     store.strip(p, s0 + t, acc);
                                 }
                                 s0 += 2;
                             } else if WIDE {
-                                let [acc] = kernel_wide::<1>(kc, panel, b, strip_len(kc));
+                                let [acc] = kernel_wide::<1>(kc, panel, b, spacing, ld);
                                 store.strip(p, s0, &acc);
                                 s0 += 1;
                             } else {
@@ -566,6 +606,7 @@ mod avx2 {
         a1: *const f32,
         b: *const f32,
         strip: usize,
+        ld: usize,
     ) -> [[[__m512; MR]; S]; 2] {
         // SAFETY: compiled into `multiply_wide` only, which has AVX-512.
         let mut acc = [[[unsafe { _mm512_setzero_ps() }; S]; MR]; 2];
@@ -574,7 +615,7 @@ mod avx2 {
             unsafe {
                 let mut x = [_mm512_setzero_ps(); S];
                 for (t, x) in x.iter_mut().enumerate() {
-                    *x = _mm512_loadu_ps(b.add(t * strip + i * NR));
+                    *x = _mm512_loadu_ps(b.add(t * strip + i * ld));
                 }
                 for (a, acc) in [a0, a1].into_iter().zip(acc.iter_mut()) {
                     for (r, acc) in acc.iter_mut().enumerate() {
@@ -613,14 +654,16 @@ mod avx2 {
 
     /// [`kernel`] on `S` strips at once with 16-lane vectors (`6 · S` accumulators of 16
     /// lanes; with 4 strips 24 of the 32 registers, one load of B per 6 FMAs where the AVX2
-    /// kernel needs one per 6 half-width ones), returned as each strip's halves in the AVX2
-    /// kernel's layout. `b` is strip 0; the others follow `strip` values apart.
+    /// kernel needs one per 6 half-width ones), each strip's rows of sums. `b` is strip 0's
+    /// first row; the others follow `strip` values apart, and each strip's rows `ld` apart
+    /// (packed: NR; read in place: B's row stride).
     #[inline(always)]
     unsafe fn kernel_wide<const S: usize>(
         k: usize,
         a: *const f32,
         b: *const f32,
         strip: usize,
+        ld: usize,
     ) -> [[__m512; MR]; S] {
         // SAFETY: compiled into `multiply_wide` only, which has AVX-512.
         let mut acc = [[unsafe { _mm512_setzero_ps() }; S]; MR];
@@ -629,7 +672,7 @@ mod avx2 {
             unsafe {
                 let mut x = [_mm512_setzero_ps(); S];
                 for (t, x) in x.iter_mut().enumerate() {
-                    *x = _mm512_loadu_ps(b.add(t * strip + i * NR));
+                    *x = _mm512_loadu_ps(b.add(t * strip + i * ld));
                 }
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let av = _mm512_set1_ps(*a.add(i * MR + r));
@@ -690,10 +733,14 @@ mod tests {
             // Sums longer than one chunk (KC): partial sums stored, the clamp at the end.
             (9, 2 * KC + 44, 20, Act::Clamp(-0.5, 0.5), false, false),
             (7, KC + 1, 17, Act::NONE, true, true),
-            // Strips enough for each kernel: a lone panel on 4 + 1 strips, a pair of panels
-            // (12 rows at once) on 2 + 2 + 2 + 1 and a last lone panel on 4 + 2 + 1.
+            // Strips enough for each kernel: a lone panel on 4 + 1 strips (in place but the
+            // last), a pair of panels (12 rows at once) on 2 + 2 + 2 + 1 and a last lone
+            // panel on 4 + 2 + 1.
             (7, 20, 70, Act::Clamp(0.0, 6.0), false, false),
             (19, 30, 100, Act::NONE, false, false),
+            // A short sum (≤ IN_PLACE_K) read in place: a pair of panels on 2 + 1 strips of
+            // B's rows and a packed partial one.
+            (13, 24, 50, Act::Clamp(-0.5, 0.5), false, false),
         ] {
             let a: Vec<f32> = (0..rows * k).map(|i| val(i, 1)).collect();
             let (ld, ldc) = (if by_cols { k } else { cols } + 3, cols + 5);
