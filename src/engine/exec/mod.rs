@@ -104,6 +104,18 @@ pub fn run(
             let a = take(0)?.into_r2()?;
             let a = if *trans_a { a.transpose() } else { a };
             let (mut y, has_bias) = match layer {
+                Some(LayerParams::Dense(p))
+                    if *trans_b
+                        && let Some(y) = fast_cpu::linear(
+                            &a,
+                            &p.weight.val(),
+                            p.bias.as_ref().map(|b| b.val()).as_ref(),
+                            *alpha,
+                            *beta,
+                        ) =>
+                {
+                    (y, p.bias.is_some())
+                }
                 Some(LayerParams::Dense(p)) => {
                     let w = p.weight.val();
                     let w = if *trans_b { w.transpose() } else { w };

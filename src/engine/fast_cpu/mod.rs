@@ -15,6 +15,7 @@ mod depthwise;
 mod fused;
 mod gather;
 mod lanes;
+mod linear;
 mod mm;
 mod norm;
 mod packed;
@@ -29,7 +30,7 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Tensor, TensorData};
 pub use concat::{Joined, concat};
 pub use lanes::{Act, conv_output};
-use lanes::{ConvGrads, clamp1, sigmoid1, split_phases, with_avx2};
+use lanes::{ConvGrads, clamp1, sigmoid1, split_phases, with_avx2, with_avx512};
 #[cfg(target_arch = "x86_64")]
 use lanes::{has_avx2_fma, has_avx512};
 pub use packed::PackedFilters;
@@ -276,6 +277,34 @@ pub fn dense_conv(
     let packed = packs.get(&ops.weight, conv.groups);
     let out = g.forward(xs, ws, packed.as_ref().map(|p| p.as_slice()), bs, act);
     Some(wrap(out, [g.n, g.co, g.oh, g.ow]))
+}
+
+/// A Gemm with its weight `[o, k]` (`transB`) and bias on a few rows of a flex tensor, as
+/// dot products spread over the threads (`linear.rs`): `alpha · x · wᵀ + beta · bias`.
+/// `None` for more rows than [`linear::MAX_ROWS`] (burn's matmul packs for those) and for
+/// other tensors.
+pub fn linear(
+    x: &Tensor<2>,
+    weight: &Tensor<2>,
+    bias: Option<&Tensor<1>>,
+    alpha: f32,
+    beta: f32,
+) -> Option<Tensor<2>> {
+    let ([n, k], [o, k2]) = (x.dims(), weight.dims());
+    if n > linear::MAX_ROWS || k != k2 {
+        return None;
+    }
+    let (x, w) = (flex(x)?, flex(weight)?);
+    let b = match bias {
+        Some(b) => Some(flex(b)?),
+        None => None,
+    };
+    let bs = match &b {
+        Some(b) => Some(b.as_slice::<f32>()?),
+        None => None,
+    };
+    let out = linear::forward(x.as_slice()?, w.as_slice()?, bs, [n, k, o], alpha, beta);
+    Some(wrap(out, [n, o]))
 }
 
 /// Max or average pooling on a flex tensor in one pass per plane, padding never copied

@@ -522,3 +522,31 @@ fn clamp_is_one_pass_and_in_place_when_unshared() {
         vec![-1.0, 9.0]
     );
 }
+
+/// The few-row Gemm against burn's matmul: one and four rows, a length that leaves a
+/// tail after the 64-value chunks, outputs that leave a partial block, with and without a
+/// bias, alpha and beta other than 1; more rows than it takes are declined.
+#[test]
+fn linear_matches_burn() {
+    let dev = Device::flex();
+    for (n, k, o, bias, alpha, beta) in [
+        (1, 1280, 1000, true, 1.0, 1.0),
+        (4, 70, 130, false, 1.0, 1.0),
+        (2, 33, 5, true, 0.5, -2.0),
+    ] {
+        let x = Tensor::<2>::from_data(TensorData::new(seq(n * k, 1), [n, k]), &dev);
+        let w = Tensor::<2>::from_data(TensorData::new(seq(o * k, 2), [o, k]), &dev);
+        let b = Tensor::<1>::from_data(TensorData::new(seq(o, 3), [o]), &dev);
+        let b = bias.then_some(&b);
+        let got = linear(&x, &w, b, alpha, beta).expect("applies");
+        let mut want = x.clone().matmul(w.clone().transpose()).mul_scalar(alpha);
+        if let Some(b) = b {
+            want = want.add(b.clone().mul_scalar(beta).unsqueeze::<2>());
+        }
+        let err = max_diff(got, want);
+        assert!(err < 1e-3, "{n}x{k}->{o}: error {err}");
+    }
+    let x = Tensor::<2>::from_data(TensorData::new(seq(5 * 8, 1), [5, 8]), &dev);
+    let w = Tensor::<2>::from_data(TensorData::new(seq(3 * 8, 2), [3, 8]), &dev);
+    assert!(linear(&x, &w, None, 1.0, 1.0).is_none(), "5 rows");
+}
