@@ -50,7 +50,8 @@ fn blocks(co: usize, hw: usize, n: usize, dw: &Geometry) -> (usize, usize) {
 /// a few uneven ones — at batch 1, Lite0's 144 channels went as three blocks of 48, one
 /// core idle a third of the step, and its 28x28 blocks ran no faster on two cores than on
 /// one; apart, each convolution splits finely, and one image's expanded activation (1.8 MB
-/// there) is read back from cache anyway. Lite0 batch 1 ran 1.05x apart.
+/// there) is read back from cache anyway. Lite0 batch 1 ran 1.035x (1.01-1.08) apart,
+/// MobileNet-v2 0.99x (0.96-1.02).
 pub fn pays(co: usize, hw: usize, n: usize, dw: &Geometry) -> bool {
     let (_, blocks) = blocks(co, hw, n, dw);
     n * blocks >= 4 * rayon::current_num_threads().max(1)

@@ -315,9 +315,11 @@ mod avx2 {
                     scratch.resize(need, 0.0);
                 }
                 // SAFETY (packing and kernels): reads of B stay within its rows k0..k0 + kc
-                // and columns j0..j0 + block (<= cols); writes of C stay within the panels'
-                // rows (row < rows) and the block's columns; strip s of `scratch` is its
-                // kc × NR values at s · kc · NR; a panel's chunk is its steps k0..k0 + kc.
+                // and columns j0..j0 + block (<= cols) — strips read in place are whole, so
+                // their NR columns lie within the block; writes of C stay within the
+                // panels' rows (row < rows) and the block's columns; packed strip s of
+                // `scratch` is its kc × NR values at s · strip_len(kc), counted from the
+                // first strip not read in place; a panel's chunk is its steps k0..k0 + kc.
                 unsafe {
                     // Whole strips of a short sum's B read in place by the kernels (rows `ld`
                     // apart, strips NR apart); the others packed into `scratch`.
@@ -574,7 +576,7 @@ mod avx2 {
     }
 
     /// The AVX-512 kernels': row r's 16-lane vector (one add, clamp and store a row where
-    /// the halves took two: the store of a short sum, k = 16 or 24, was a third of it).
+    /// the halves took two; Lite0 batch 32 measured 1.05× (0.96–1.09), batch 1 1.01×).
     impl Sums for [__m512; MR] {
         #[inline(always)]
         unsafe fn finish(
