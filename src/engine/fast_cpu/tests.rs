@@ -216,6 +216,8 @@ fn dense_matches_burn() {
         // (n, c, co, h, w, k, stride, dilation, pads [t, l, b, r], groups)
         (2, 3, 8, 9, 11, 3, 1, 1, [1, 1, 1, 1], 1),
         (1, 3, 16, 30, 30, 7, 2, 1, [3, 3, 3, 3], 1),
+        // Stride 2 across an odd width (a short phase), runs of rows across planes.
+        (2, 3, 5, 13, 13, 3, 2, 1, [1, 1, 1, 1], 1),
         (2, 4, 6, 8, 8, 3, 2, 1, [0, 0, 1, 1], 2),
         (1, 5, 4, 12, 10, 3, 1, 2, [2, 2, 2, 2], 1),
         (2, 6, 10, 7, 9, 1, 2, 1, [0, 0, 0, 0], 1),
