@@ -31,7 +31,7 @@ thread_local! {
 /// of L2 (as `mm`'s packed block: with 64 K values instead of 128 K on the 2 MB Xeon, batch
 /// 32 ran 3-5 % slower; 256 K to 1 M were no faster), and enough tasks to give every thread
 /// two.
-fn blocks(co: usize, hw: usize, n: usize, dw: &Geometry) -> (usize, usize) {
+fn channel_blocks(co: usize, hw: usize, n: usize, dw: &Geometry) -> (usize, usize) {
     let threads = rayon::current_num_threads().max(1);
     let by_cache = blocking::block_values() / hw.max(1);
     let by_tasks = co.div_ceil((2 * threads).div_ceil(n.max(1)));
@@ -53,7 +53,7 @@ fn blocks(co: usize, hw: usize, n: usize, dw: &Geometry) -> (usize, usize) {
 /// there) is read back from cache anyway. Lite0 batch 1 ran 1.035x (1.01-1.08) apart,
 /// MobileNet-v2 0.99x (0.96-1.02).
 pub fn pays(co: usize, hw: usize, n: usize, dw: &Geometry) -> bool {
-    let (_, blocks) = blocks(co, hw, n, dw);
+    let (_, blocks) = channel_blocks(co, hw, n, dw);
     n * blocks >= 4 * rayon::current_num_threads().max(1)
 }
 
@@ -88,7 +88,7 @@ pub fn forward(
     let ohw = dw.oh * dw.ow;
     // Narrow maps' depthwise pass goes by groups of channels: blocks of whole groups.
     let grouped = dw.by_channel_groups().then(|| dw.grouped(dw_ws, dw_bs));
-    let (block, blocks) = blocks(co, hw, n, dw);
+    let (block, blocks) = channel_blocks(co, hw, n, dw);
     let len = n * co * ohw;
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = SendPtr(out.as_mut_ptr());
