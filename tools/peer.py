@@ -10,6 +10,22 @@ import os
 
 MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")
 
+# PyTorch's memory layouts for images: its CPU convolutions (oneDNN) run channels-last 1.3-1.5x
+# faster than NCHW on this machine, training and inference (docs/BENCHMARKS.md), so every
+# PyTorch peer here is timed in both and the faster is the one compared.
+LAYOUTS = ("nchw", "channels_last")
+
+
+def to_layout(layout, *modules_or_tensors):
+    """Models and image batches in `layout` (one of LAYOUTS), in the order given."""
+    import torch
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    out = []
+    for m in modules_or_tensors:
+        out.append(m.to(memory_format=fmt) if isinstance(m, torch.nn.Module)
+                   else m.contiguous(memory_format=fmt))
+    return out[0] if len(out) == 1 else out
+
 
 def ort_options():
     """ONNX Runtime with every graph optimisation and one intra-op thread per core."""

@@ -369,6 +369,9 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     let session = Session::start(job, None)?;
     let outcome = watch(&session)?;
     session.join();
+    if crate::engine::profile::enabled() {
+        eprint!("{}", crate::engine::profile::report());
+    }
 
     crate::onnx::export_with_labels_as(
         &outcome.network,

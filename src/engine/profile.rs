@@ -1,4 +1,5 @@
-//! Per-op timing of forward passes, for finding where inference time goes.
+//! Per-op timing of forward passes, for finding where inference time goes, and of Graft's
+//! own training ops' backward passes (`graft train` prints the table at its end).
 //! `GRAFT_PROFILE=1` makes every step wait for its result and adds its time to a table that
 //! [`report`] prints (slower overall: the waits stop asynchronous backends overlapping work);
 //! `GRAFT_PROFILE=nodes` times each node apart, with its output's shape (which layers of a
@@ -20,9 +21,8 @@ pub(crate) fn record(step: &Step, outs: &[Value], started: Instant) {
         // Wait for the device to finish the op.
         let _ = v.device().sync();
     }
-    let by_node = std::env::var_os("GRAFT_PROFILE").is_some_and(|v| v == "nodes");
     let key = match &step.op {
-        _ if by_node => format!(
+        _ if by_node() => format!(
             "{} {} {:?}",
             step.node,
             step.op.onnx_type(),
@@ -36,6 +36,14 @@ pub(crate) fn record(step: &Step, outs: &[Value], started: Instant) {
         }
         op => op.onnx_type().to_string(),
     };
+    add(key, started);
+}
+
+fn by_node() -> bool {
+    std::env::var_os("GRAFT_PROFILE").is_some_and(|v| v == "nodes")
+}
+
+fn add(key: String, started: Instant) {
     let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
     let e = t
         .get_or_insert_with(HashMap::new)
@@ -43,6 +51,22 @@ pub(crate) fn record(step: &Step, outs: &[Value], started: Instant) {
         .or_insert((0, 0.0));
     e.0 += 1;
     e.1 += started.elapsed().as_secs_f64();
+}
+
+/// `f`, timed into the table as `what` (with `dims` under `GRAFT_PROFILE=nodes`) when
+/// profiling: a training op's pass, which no plan step wraps (CPU kernels: no device wait).
+pub(crate) fn time<R>(what: &str, dims: &[usize], f: impl FnOnce() -> R) -> R {
+    if !enabled() {
+        return f();
+    }
+    let started = Instant::now();
+    let r = f();
+    let key = match by_node() {
+        true => format!("{what} {dims:?}"),
+        false => what.to_string(),
+    };
+    add(key, started);
+    r
 }
 
 /// The table so far, slowest op first, then cleared.

@@ -14,6 +14,7 @@
 use super::depthwise::Geometry;
 use super::norm::{self, Affine};
 use super::{Act, ConvGrads, clamp_slice, enabled, pointwise, unique_values_mut, with_avx2};
+use crate::engine::profile;
 use crate::graph::Conv;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
@@ -134,13 +135,19 @@ impl Backward<Flex, 3> for ConvBackward {
         let [node_x, node_w, node_b] = ops.parents;
         let g = contiguous(&grads.consume::<Flex>(&ops.node));
         let s = ops.state;
-        let ConvGrads { x: dx, weight_bias } = s.kind.backward(
-            values(&s.x),
-            values(&s.weight),
-            values(&g),
-            node_x.is_some(),
-            node_w.is_some() || node_b.is_some(),
-        );
+        let what = match s.kind {
+            ConvKind::Depthwise(_) => "backward: Conv (depthwise)",
+            ConvKind::Pointwise(_) => "backward: Conv 1x1",
+        };
+        let ConvGrads { x: dx, weight_bias } = profile::time(what, &s.x_shape, || {
+            s.kind.backward(
+                values(&s.x),
+                values(&s.weight),
+                values(&g),
+                node_x.is_some(),
+                node_w.is_some() || node_b.is_some(),
+            )
+        });
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, flex_tensor(dx, s.x_shape));
         }
@@ -228,18 +235,20 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let g = contiguous(&grads.consume::<Flex>(&ops.node));
         let s = ops.state;
-        let (dx, dgamma, dbeta) = norm::backward(
-            values(&s.x),
-            values(&g),
-            s.dims,
-            &Affine {
-                mean: &s.mean,
-                inv_std: &s.inv_std,
-                gamma: values(&s.gamma),
-                beta: values(&s.beta),
-                clamp: s.clamp,
-            },
-        );
+        let (dx, dgamma, dbeta) = profile::time("backward: BatchNormalization", &s.dims, || {
+            norm::backward(
+                values(&s.x),
+                values(&g),
+                s.dims,
+                &Affine {
+                    mean: &s.mean,
+                    inv_std: &s.inv_std,
+                    gamma: values(&s.gamma),
+                    beta: values(&s.beta),
+                    clamp: s.clamp,
+                },
+            )
+        });
         let c = s.dims[1];
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, flex_tensor(dx, s.x.layout().shape().clone()));
@@ -337,19 +346,22 @@ impl Backward<Flex, 1> for ClampBackward {
                     )
                 })
         };
-        let mut g = into_contiguous(g);
-        let ys = values(&y);
-        let dx = match unique_values_mut(&mut g) {
-            Some(gs) => {
-                mask(gs, ys);
-                g
+        let dims = shape.to_vec();
+        let dx = profile::time("backward: Clip", &dims, || {
+            let mut g = into_contiguous(g);
+            let ys = values(&y);
+            match unique_values_mut(&mut g) {
+                Some(gs) => {
+                    mask(gs, ys);
+                    g
+                }
+                None => {
+                    let mut v = values(&g).to_vec();
+                    mask(&mut v, ys);
+                    flex_tensor(v, shape)
+                }
             }
-            None => {
-                let mut v = values(&g).to_vec();
-                mask(&mut v, ys);
-                flex_tensor(v, shape)
-            }
-        };
+        });
         grads.register::<Flex>(node.id, dx);
     }
 }
