@@ -53,7 +53,7 @@ pub fn train_forward(
             };
             let (scale, shift) = f.channel(0);
             let (lo, hi) = clamp;
-            for b in (0..n).rev() {
+            for b in 0..n {
                 let at = (b * c + ch) * hw;
                 // SAFETY: plane (b, ch) is this task's alone, within `out`'s capacity.
                 let o = unsafe { dst.plane(at, hw) };
@@ -239,7 +239,7 @@ pub fn backward(
             let a = scale;
             let k = -a * dgamma * f.inv_std[ch] / count;
             let e = -a * dbeta / count - k * mean;
-            for b in (0..n).rev() {
+            for b in 0..n {
                 let at = (b * c + ch) * hw;
                 let (gs, xs) = (&gs[at..at + hw], &xs[at..at + hw]);
                 // SAFETY: plane (b, ch) is this task's alone, within `dx`'s capacity.
