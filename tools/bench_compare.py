@@ -79,6 +79,7 @@ def pytorch_one(classes, train, val):
     torch.manual_seed(0)
     m = torchvision.models.resnet18()
     m.fc = nn.Linear(m.fc.in_features, len(classes))
+    m = peer.to_layout(peer.LAYOUT, m)
     opt = torch.optim.Adam(m.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
     start = time.perf_counter()
@@ -88,14 +89,14 @@ def pytorch_one(classes, train, val):
         random.Random(epoch).shuffle(order)
         for i in range(0, len(order), BATCH):
             batch = order[i:i + BATCH]
-            x = torch.stack([load(p) for p, _ in batch])
+            x = peer.to_layout(peer.LAYOUT, torch.stack([load(p) for p, _ in batch]))
             y = torch.tensor([c for _, c in batch])
             opt.zero_grad()
             loss_fn(m(x), y).backward()
             opt.step()
         m.eval()
         with torch.no_grad():
-            correct = sum(int(m(load(p)[None]).argmax()) == c for p, c in val)
+            correct = sum(int(m(peer.to_layout(peer.LAYOUT, load(p)[None])).argmax()) == c for p, c in val)
     return time.perf_counter() - start, correct / len(val)
 
 

@@ -290,11 +290,11 @@ def torch_train(pth, names, train, val, anchors, epochs, finetune_epochs, seed):
     torch.manual_seed(seed)
     classes = len(names)
     net = EfficientNetLite0().load_checkpoint(torch.load(pth, map_location="cpu"))
-    backbone = Backbone(net).eval()
-    head = Head(anchors, classes)
+    backbone = peer.to_layout(peer.LAYOUT, Backbone(net).eval())
+    head = peer.to_layout(peer.LAYOUT, Head(anchors, classes))
     t = time.perf_counter()
     xs, pl = zip(*[letterbox(p) for p, _, _ in train])
-    xs = torch.stack(xs)
+    xs = peer.to_layout(peer.LAYOUT, torch.stack(xs))
     objs = [to_input_boxes(b, q) for (_, _, b), q in zip(train, pl)]
     with torch.no_grad():
         feats = torch.cat([backbone(xs[i:i + 32]) for i in range(0, len(xs), 32)])
@@ -309,7 +309,7 @@ def torch_train(pth, names, train, val, anchors, epochs, finetune_epochs, seed):
             opt.step()
     frozen_secs = time.perf_counter() - t
     vx, vpl = zip(*[letterbox(p) for p, _, _ in val])
-    vx = torch.stack(vx)
+    vx = peer.to_layout(peer.LAYOUT, torch.stack(vx))
     sizes = [s for _, s, _ in val]
     truths = [t for _, _, t in val]
 

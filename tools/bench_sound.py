@@ -108,9 +108,10 @@ def torch_side(pth, bank, train, val, seed):
     train_lm = [log_mel(clip_of(p), bank) for p, _ in train]
     allv = torch.cat([lm.flatten() for lm in train_lm])
     mean, std = allv.mean(), allv.std(unbiased=False)
-    xs = torch.stack([to_input(lm, mean, std) for lm in train_lm])
+    xs = peer.to_layout(peer.LAYOUT, torch.stack([to_input(lm, mean, std) for lm in train_lm]))
     ys = torch.tensor([y for _, y in train])
     model = EfficientNetLite0().load_checkpoint(torch.load(pth, map_location="cpu")).eval()
+    model = peer.to_layout(peer.LAYOUT, model)
 
     def features(x):
         with torch.no_grad():
@@ -134,7 +135,7 @@ def torch_side(pth, bank, train, val, seed):
             loss.backward()
             opt.step()
     secs = time.perf_counter() - t0
-    vx = torch.stack([to_input(log_mel(clip_of(p), bank), mean, std) for p, _ in val])
+    vx = peer.to_layout(peer.LAYOUT, torch.stack([to_input(log_mel(clip_of(p), bank), mean, std) for p, _ in val]))
     with torch.no_grad():
         pred = head(features(vx)).argmax(1)
     acc = float((pred == torch.tensor([y for _, y in val])).float().mean())

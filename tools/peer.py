@@ -14,6 +14,9 @@ MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")
 # faster than NCHW on this machine, training and inference (docs/BENCHMARKS.md), so every
 # PyTorch peer here is timed in both and the faster is the one compared.
 LAYOUTS = ("nchw", "channels_last")
+# The layout of the peers that do not time both (tools/bench_train.py does): the faster one
+# here; `GRAFT_PEER_LAYOUT=nchw` reruns them in the other.
+LAYOUT = os.environ.get("GRAFT_PEER_LAYOUT", "channels_last")
 
 
 def to_layout(layout, *modules_or_tensors):
@@ -43,6 +46,7 @@ def settings():
         import torch
         out["torch"] = torch.__version__
         out["torch_threads"] = torch.get_num_threads()
+        out["torch_layout"] = LAYOUT
     except ImportError:
         pass
     try:

@@ -11,6 +11,7 @@
 //! layout it does not handle) and the caller runs burn's op. Every gradient is checked against
 //! burn's in the tests below.
 
+use super::dense;
 use super::depthwise::Geometry;
 use super::norm::{self, Affine};
 use super::{Act, ConvGrads, clamp_slice, enabled, pointwise, unique_values_mut, with_avx2};
@@ -18,11 +19,13 @@ use crate::engine::profile;
 use crate::graph::Conv;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use burn_backend::ops::ModuleOps;
 use rayon::prelude::*;
 
 type Ad = Autodiff<Flex>;
@@ -75,6 +78,10 @@ enum ConvKind {
     Depthwise(Geometry),
     /// `[n, c, co, hw]`.
     Pointwise([usize; 4]),
+    /// Any other convolution of one group (a stem, ResNet's 3x3s): Graft's forward kernel
+    /// and weight gradient; its input gradient, when one is wanted, is burn's
+    /// (`conv2d_x_backward`, with these options).
+    Dense(dense::Geometry, ConvOptions<2>),
 }
 
 impl ConvKind {
@@ -82,13 +89,24 @@ impl ConvKind {
         if let Some(g) = Geometry::new(x, weight, conv) {
             return Some(ConvKind::Depthwise(g));
         }
-        pointwise::dims(x, weight, conv).map(ConvKind::Pointwise)
+        if let Some(dims) = pointwise::dims(x, weight, conv) {
+            return Some(ConvKind::Pointwise(dims));
+        }
+        let g = dense::Geometry::new(x, weight, conv).filter(|_| conv.groups == 1)?;
+        let options = ConvOptions::new_with_padding(
+            conv.strides,
+            [(conv.pads[0], conv.pads[2]), (conv.pads[1], conv.pads[3])],
+            conv.dilations,
+            conv.groups,
+        );
+        Some(ConvKind::Dense(g, options))
     }
 
     fn output_shape(&self, x: [usize; 4]) -> [usize; 4] {
         match self {
             ConvKind::Depthwise(g) => [g.n, g.c, g.oh, g.ow],
             ConvKind::Pointwise([n, _, co, _]) => [*n, *co, x[2], x[3]],
+            ConvKind::Dense(g, _) => [g.n, g.co, g.oh, g.ow],
         }
     }
 
@@ -96,9 +114,12 @@ impl ConvKind {
         match self {
             ConvKind::Depthwise(g) => g.forward(xs, ws, bs, Act::NONE),
             ConvKind::Pointwise(dims) => pointwise::forward(xs, ws, None, bs, *dims, Act::NONE),
+            ConvKind::Dense(g, _) => g.forward(xs, ws, None, bs, Act::NONE),
         }
     }
 
+    /// The gradients the slice kernels give: all of them, but a dense convolution's input
+    /// gradient (see [`ConvKind::Dense`]).
     fn backward(
         &self,
         xs: &[f32],
@@ -110,6 +131,10 @@ impl ConvKind {
         match self {
             ConvKind::Depthwise(g) => g.backward(xs, ws, gs, want_dx, want_dw),
             ConvKind::Pointwise(dims) => pointwise::backward(xs, ws, gs, *dims, want_dx, want_dw),
+            ConvKind::Dense(g, _) => ConvGrads {
+                x: None,
+                weight_bias: want_dw.then(|| g.weight_gradient(xs, ws, gs)),
+            },
         }
     }
 }
@@ -138,6 +163,7 @@ impl Backward<Flex, 3> for ConvBackward {
         let what = match s.kind {
             ConvKind::Depthwise(_) => "backward: Conv (depthwise)",
             ConvKind::Pointwise(_) => "backward: Conv 1x1",
+            ConvKind::Dense(..) => "backward: Conv",
         };
         let ConvGrads { x: dx, weight_bias } = profile::time(what, &s.x_shape, || {
             s.kind.backward(
@@ -148,8 +174,20 @@ impl Backward<Flex, 3> for ConvBackward {
                 node_w.is_some() || node_b.is_some(),
             )
         });
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, flex_tensor(dx, s.x_shape));
+        if let Some(node) = node_x {
+            let dx = match (dx, &s.kind) {
+                (Some(dx), _) => flex_tensor(dx, s.x_shape),
+                (None, ConvKind::Dense(_, options)) => profile::time(what, &s.x_shape, || {
+                    Flex::conv2d_x_backward(
+                        s.x.clone(),
+                        s.weight.clone(),
+                        g.clone(),
+                        options.clone(),
+                    )
+                }),
+                (None, _) => unreachable!("the slice kernels give the input gradient asked for"),
+            };
+            grads.register::<Flex>(node.id, dx);
         }
         if let Some((dw, db)) = weight_bias {
             if let Some(node) = node_w {
@@ -455,7 +493,7 @@ mod tests {
 
     /// Each case's forward output and x, weight and bias gradients against burn's conv2d
     /// under autodiff: depthwise with strides 1 and 2, dilation, asymmetric padding, narrow
-    /// and wide rows, and 1x1.
+    /// and wide rows, 1x1, and dense (k×k, strided, dilated).
     #[test]
     fn conv_gradients_match_burn() {
         // (n, c, co, h, w, k, stride, dilation, pads [t, l, b, r], groups)
@@ -474,6 +512,13 @@ mod tests {
             // Small maps, many images: the weight gradient's per-thread sums over images.
             (9, 12, 20, 7, 7, 1, 1, 1, [0; 4], 1),
             (40, 6, 13, 7, 7, 1, 1, 1, [0; 4], 1),
+            // Dense: a stem (3 channels, 3x3 stride 2, padding bottom/right only), 3x3 with
+            // padding, a strided 1x1, 5x5 dilated; images enough for two chunks of patches
+            // only at real sizes, so one here.
+            (2, 3, 8, 15, 15, 3, 2, 1, [0, 0, 1, 1], 1),
+            (3, 5, 7, 9, 8, 3, 1, 1, [1, 1, 1, 1], 1),
+            (2, 6, 4, 8, 9, 1, 2, 1, [0; 4], 1),
+            (2, 2, 3, 12, 11, 5, 1, 2, [3, 2, 1, 4], 1),
         ];
         for (n, c, co, h, w, k, s, d, pads, groups) in cases {
             let what = format!("{n}x{c}->{co} {h}x{w} k{k} s{s} d{d} {pads:?} g{groups}");
@@ -520,10 +565,14 @@ mod tests {
     }
 
     /// Without a bias, and with a weight that wants no gradient (a frozen layer): values and
-    /// x's gradient, depthwise and 1x1.
+    /// x's gradient, depthwise, 1x1 and dense.
     #[test]
     fn conv_without_bias_or_weight_gradient() {
-        for (weight_shape, pad, groups) in [([4, 1, 3, 3], 1, 4), ([6, 4, 1, 1], 0, 1)] {
+        for (weight_shape, pad, groups) in [
+            ([4, 1, 3, 3], 1, 4),
+            ([6, 4, 1, 1], 0, 1),
+            ([5, 4, 3, 3], 1, 1),
+        ] {
             let conv = Conv {
                 strides: [1, 1],
                 pads: [pad; 4],
