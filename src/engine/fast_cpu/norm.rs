@@ -1,14 +1,16 @@
 //! Batch normalisation on plain `f32` slices in NCHW-like order (`[n, c, hw]`: images,
 //! channels, values per channel per image), with the clamp that follows it (ReLU, ReLU6)
-//! fused in: in training mode forward and backward, each one task per channel that reads
-//! the channel twice (the second time from cache), where burn's composition of tensor ops
-//! takes a dozen passes over the activation; with running statistics (inference), one pass.
-//! Sums run in f32 lanes within a plane and f64 across planes; the variance pass sums squares
+//! fused in: in training mode forward and backward, each one task per block of channels
+//! that reads the block twice (the second time from cache), where burn's composition of
+//! tensor ops takes a dozen passes over the activation; with running statistics
+//! (inference), one pass. Sums run in f32 lanes, flushed into f64 every few thousand values
+//! (`Sums`); the variance pass sums squares
 //! of values shifted by one of the channel's own values, so that a large mean does not cancel
 //! away the variance's digits (the "shifted data" algorithm).
 
 use super::{clamp1, with_avx2};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Batch normalisation in training mode and its clamp: the output, and per channel the batch
 /// mean, the (biased) batch variance and `1 / sqrt(var + epsilon)`.
@@ -20,9 +22,10 @@ pub struct Normalized {
 }
 
 /// `clamp((x - mean) · inv_std · gamma + beta)` with the batch's own statistics. One task per
-/// channel sums its planes and then normalises them, so the second read of a channel comes
-/// from cache (a statistics pass over the whole activation and then a normalising pass read
-/// it from memory twice: at batch 32 a 112x112 activation of 96 channels is 154 MB).
+/// block of channels ([`channel_blocks`]) sums their planes and then normalises them, so the
+/// second read comes from cache (a statistics pass over the whole activation and then a
+/// normalising pass read it from memory twice: at batch 32 a 112x112 activation of 96
+/// channels is 154 MB).
 pub fn train_forward(
     xs: &[f32],
     [n, c, hw]: [usize; 3],
@@ -39,44 +42,56 @@ pub fn train_forward(
     let len = n * c * hw;
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = PlaneWriter(out.as_mut_ptr());
-    let per_channel: Vec<(f32, f32, f32)> = (0..c)
+    let per = channel_blocks(c, hw);
+    let blocks: Vec<Vec<(f32, f32, f32)>> = (0..c.div_ceil(per))
         .into_par_iter()
-        .map(|ch| {
-            let (mean, var) = channel_stats(xs, [n, c, hw], ch);
-            let inv_std = (1.0 / (var as f64 + epsilon).sqrt()) as f32;
-            let f = Affine {
-                mean: &[mean],
-                inv_std: &[inv_std],
-                gamma: &gamma[ch..ch + 1],
-                beta: &beta[ch..ch + 1],
-                clamp,
-            };
-            let (scale, shift) = f.channel(0);
+        .map(|block| {
+            let chs = block * per..((block + 1) * per).min(c);
+            let stats: Vec<(f32, f32, f32)> = block_stats(xs, [n, c, hw], chs.clone())
+                .into_iter()
+                .map(|(mean, var)| (mean, var, (1.0 / (var as f64 + epsilon).sqrt()) as f32))
+                .collect();
+            let maps: Vec<(f32, f32)> = chs
+                .clone()
+                .zip(&stats)
+                .map(|(ch, &(mean, _, inv_std))| {
+                    Affine {
+                        mean: &[mean],
+                        inv_std: &[inv_std],
+                        gamma: &gamma[ch..ch + 1],
+                        beta: &beta[ch..ch + 1],
+                        clamp,
+                    }
+                    .channel(0)
+                })
+                .collect();
             let (lo, hi) = clamp;
             for b in 0..n {
-                let at = (b * c + ch) * hw;
-                // SAFETY: plane (b, ch) is this task's alone, within `out`'s capacity.
-                let o = unsafe { dst.plane(at, hw) };
-                with_avx2(
-                    #[inline(always)]
-                    || {
-                        for (o, &x) in o.iter_mut().zip(&xs[at..at + hw]) {
-                            o.write(clamp1(x * scale + shift, lo, hi));
-                        }
-                    },
-                )
+                for (ch, &(scale, shift)) in chs.clone().zip(&maps) {
+                    let at = (b * c + ch) * hw;
+                    // SAFETY: plane (b, ch) is this task's alone, within `out`'s capacity.
+                    let o = unsafe { dst.plane(at, hw) };
+                    with_avx2(
+                        #[inline(always)]
+                        || {
+                            for (o, &x) in o.iter_mut().zip(&xs[at..at + hw]) {
+                                o.write(clamp1(x * scale + shift, lo, hi));
+                            }
+                        },
+                    )
+                }
             }
-            (mean, var, inv_std)
+            stats
         })
         .collect();
-    // SAFETY: the channels' tasks wrote every plane.
+    // SAFETY: the blocks' tasks wrote every plane.
     unsafe { out.set_len(len) };
     let (mut mean, mut var, mut inv_std) = (
         Vec::with_capacity(c),
         Vec::with_capacity(c),
         Vec::with_capacity(c),
     );
-    for (m, v, i) in per_channel {
+    for (m, v, i) in blocks.into_iter().flatten() {
         mean.push(m);
         var.push(v);
         inv_std.push(i);
@@ -89,23 +104,57 @@ pub fn train_forward(
     }
 }
 
-/// Channel `ch`'s batch mean and (biased) batch variance, over images and pixels.
-fn channel_stats(xs: &[f32], [n, c, hw]: [usize; 3], ch: usize) -> (f32, f32) {
+/// Values of one image a task's block of channels holds at least (consecutive channels'
+/// planes lie one after another): a task per channel read 7x7 planes as 196-byte pieces
+/// 225 KB apart (MobileNet's 1152-channel blocks), which batch norm ran at a quarter of the
+/// bandwidth of 112x112 planes.
+const RUN_VALUES: usize = 1024;
+
+/// Channels per task: a run of at least [`RUN_VALUES`] per image, but at least four tasks a
+/// thread.
+fn channel_blocks(c: usize, hw: usize) -> usize {
+    let tasks = 4 * rayon::current_num_threads();
+    RUN_VALUES.div_ceil(hw.max(1)).min(c / tasks).max(1)
+}
+
+/// The batch mean and (biased) batch variance of channels `chs`, over images and pixels,
+/// reading the images' runs of those channels in memory order.
+fn block_stats(xs: &[f32], [n, c, hw]: [usize; 3], chs: Range<usize>) -> Vec<(f32, f32)> {
     let count = (n * hw).max(1) as f64;
-    let shift = xs.get(ch * hw).copied().unwrap_or(0.0);
-    let (mut s, mut sq) = (0.0f64, 0.0f64);
-    for b in 0..n {
-        let plane = &xs[(b * c + ch) * hw..(b * c + ch + 1) * hw];
-        let (ps, psq) = with_avx2(
-            #[inline(always)]
-            || shifted_sums(plane, shift),
-        );
-        s += ps;
-        sq += psq;
-    }
-    let d = s / count;
-    let var = (sq / count - d * d).max(0.0);
-    ((shift as f64 + d) as f32, var as f32)
+    let shifts: Vec<f32> = chs
+        .clone()
+        .map(|ch| xs.get(ch * hw).copied().unwrap_or(0.0))
+        .collect();
+    let sums = with_avx2(
+        #[inline(always)]
+        || {
+            let mut sums: Vec<Sums> = shifts.iter().map(|_| Sums::new()).collect();
+            for b in 0..n {
+                for ((ch, sums), &shift) in chs.clone().zip(&mut sums).zip(&shifts) {
+                    let plane = &xs[(b * c + ch) * hw..(b * c + ch + 1) * hw];
+                    sums.add(
+                        plane,
+                        plane,
+                        #[inline(always)]
+                        |x, _| {
+                            let d = x - shift;
+                            (d, d * d)
+                        },
+                    );
+                }
+            }
+            sums
+        },
+    );
+    sums.into_iter()
+        .zip(shifts)
+        .map(|(sums, shift)| {
+            let (s, sq) = sums.total();
+            let d = s / count;
+            let var = (sq / count - d * d).max(0.0);
+            ((shift as f64 + d) as f32, var as f32)
+        })
+        .collect()
 }
 
 /// Where the channels' tasks write their planes (disjoint: plane `(b, ch)` is channel ch's).
@@ -189,8 +238,8 @@ pub fn normalize(xs: &[f32], [n, c, hw]: [usize; 3], f: &Affine) -> Vec<f32> {
 /// The gradients of [`train_forward`] given the output gradient `gs`: the input gradient
 /// (which also flows through the mean and variance), and per channel the gamma and beta
 /// gradients. The clamp passes the gradient only where the value was strictly inside its
-/// bounds (PyTorch's relu and hardtanh). One task per channel sums and then writes its
-/// planes, the second read from cache (as in [`train_forward`]).
+/// bounds (PyTorch's relu and hardtanh). One task per block of channels sums and then
+/// writes their planes, the second read from cache (as in [`train_forward`]).
 pub fn backward(
     xs: &[f32],
     gs: &[f32],
@@ -205,83 +254,82 @@ pub fn backward(
     let len = n * c * hw;
     let mut dx: Vec<f32> = Vec::with_capacity(len);
     let dst = PlaneWriter(dx.as_mut_ptr());
-    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..c)
+    let per = channel_blocks(c, hw);
+    let blocks: Vec<Vec<(f32, f32)>> = (0..c.div_ceil(per))
         .into_par_iter()
-        .map(|ch| {
-            let (scale, shift) = f.channel(ch);
-            let mean = f.mean[ch];
+        .map(|block| {
+            let chs = block * per..((block + 1) * per).min(c);
             // Σ g (beta's gradient) and Σ g·x̂ (gamma's gradient), x̂ = (x - mean)·inv_std,
             // with g already through the clamp.
-            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+            let sums = with_avx2(
+                #[inline(always)]
+                || {
+                    let mut sums: Vec<Sums> = chs.clone().map(|_| Sums::new()).collect();
+                    for b in 0..n {
+                        for (ch, sums) in chs.clone().zip(&mut sums) {
+                            let (scale, shift) = f.channel(ch);
+                            let mean = f.mean[ch];
+                            let at = (b * c + ch) * hw;
+                            sums.add(
+                                &gs[at..at + hw],
+                                &xs[at..at + hw],
+                                #[inline(always)]
+                                |g, x| {
+                                    let y = x * scale + shift;
+                                    let g = if (lo < y) & (y < hi) { g } else { 0.0 };
+                                    (g, g * (x - mean))
+                                },
+                            );
+                        }
+                    }
+                    sums
+                },
+            );
+            // Per channel: (dgamma, dbeta) and dx = gamma·inv_std·(g - Σg/N - x̂·Σ(g·x̂)/N),
+            // written as a·g + k·x + e.
+            let grads: Vec<(f32, f32)> = chs
+                .clone()
+                .zip(sums)
+                .map(|(ch, sums)| {
+                    let (sg, sgx) = sums.total();
+                    ((sgx * f.inv_std[ch] as f64) as f32, sg as f32)
+                })
+                .collect();
+            let terms: Vec<(f32, f32, f32)> = chs
+                .clone()
+                .zip(&grads)
+                .map(|(ch, &(dgamma, dbeta))| {
+                    let a = f.channel(ch).0;
+                    let k = -a * dgamma * f.inv_std[ch] / count;
+                    (a, k, -a * dbeta / count - k * f.mean[ch])
+                })
+                .collect();
             for b in 0..n {
-                let at = (b * c + ch) * hw;
-                let (g, x) = (&gs[at..at + hw], &xs[at..at + hw]);
-                let (ps, psx) = with_avx2(
-                    #[inline(always)]
-                    || {
-                        dot_sums(
-                            g,
-                            x,
-                            #[inline(always)]
-                            |g, x| {
+                for (ch, &(a, k, e)) in chs.clone().zip(&terms) {
+                    let (scale, shift) = f.channel(ch);
+                    let at = (b * c + ch) * hw;
+                    let (gs, xs) = (&gs[at..at + hw], &xs[at..at + hw]);
+                    // SAFETY: plane (b, ch) is this task's alone, within `dx`'s capacity.
+                    let d = unsafe { dst.plane(at, hw) };
+                    with_avx2(
+                        #[inline(always)]
+                        || {
+                            for ((d, &g), &x) in d.iter_mut().zip(gs).zip(xs) {
                                 let y = x * scale + shift;
                                 let g = if (lo < y) & (y < hi) { g } else { 0.0 };
-                                (g, g * (x - mean))
-                            },
-                        )
-                    },
-                );
-                sg += ps;
-                sgx += psx;
+                                d.write(a * g + k * x + e);
+                            }
+                        },
+                    )
+                }
             }
-            let (dgamma, dbeta) = ((sgx * f.inv_std[ch] as f64) as f32, sg as f32);
-            // dx = gamma·inv_std·(g - Σg/N - x̂·Σ(g·x̂)/N), written as a·g + k·x + e.
-            let a = scale;
-            let k = -a * dgamma * f.inv_std[ch] / count;
-            let e = -a * dbeta / count - k * mean;
-            for b in 0..n {
-                let at = (b * c + ch) * hw;
-                let (gs, xs) = (&gs[at..at + hw], &xs[at..at + hw]);
-                // SAFETY: plane (b, ch) is this task's alone, within `dx`'s capacity.
-                let d = unsafe { dst.plane(at, hw) };
-                with_avx2(
-                    #[inline(always)]
-                    || {
-                        for ((d, &g), &x) in d.iter_mut().zip(gs).zip(xs) {
-                            let y = x * scale + shift;
-                            let g = if (lo < y) & (y < hi) { g } else { 0.0 };
-                            d.write(a * g + k * x + e);
-                        }
-                    },
-                )
-            }
-            (dgamma, dbeta)
+            grads
         })
-        .unzip();
-    // SAFETY: the channels' tasks wrote every plane.
+        .collect();
+    // SAFETY: the blocks' tasks wrote every plane.
     unsafe { dx.set_len(len) };
+    let (dgamma, dbeta) = blocks.into_iter().flatten().unzip();
     (dx, dgamma, dbeta)
-}
-
-/// Σ (x - shift) and Σ (x - shift)² of one plane: f32 lanes within the plane (vectorised),
-/// f64 across planes.
-#[inline(always)]
-fn shifted_sums(v: &[f32], shift: f32) -> (f64, f64) {
-    sums(
-        v,
-        v,
-        #[inline(always)]
-        |x, _| {
-            let d = x - shift;
-            (d, d * d)
-        },
-    )
-}
-
-/// Σ of the pairs `pair(g, x)` gives over one plane, like [`shifted_sums`].
-#[inline(always)]
-fn dot_sums(g: &[f32], x: &[f32], pair: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64) {
-    sums(g, x, pair)
 }
 
 /// Values summed at a time: four independent vectors of 8 lanes per sum. One vector's
@@ -289,28 +337,80 @@ fn dot_sums(g: &[f32], x: &[f32], pair: impl Fn(f32, f32) -> (f32, f32)) -> (f64
 /// cache to a quarter of the speed its loads allow.
 const SUM_CHUNK: usize = 32;
 
-/// Σ `pair(a, b)` over two planes of equal length, both halves of the pairs.
-#[inline(always)]
-fn sums(a: &[f32], b: &[f32], pair: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64) {
-    let (mut s, mut s2) = ([0.0f32; SUM_CHUNK], [0.0f32; SUM_CHUNK]);
-    let whole = a.len() / SUM_CHUNK * SUM_CHUNK;
-    for (ca, cb) in a[..whole]
-        .chunks_exact(SUM_CHUNK)
-        .zip(b[..whole].chunks_exact(SUM_CHUNK))
-    {
-        for t in 0..SUM_CHUNK {
-            let (p, q) = pair(ca[t], cb[t]);
-            s[t] += p;
-            s2[t] += q;
+/// Values the f32 lanes take before they are added into the f64 totals: about 128 a lane,
+/// or one plane when planes are larger.
+const FLUSH_VALUES: usize = 128 * SUM_CHUNK;
+
+/// A channel's two running sums of `pair(a, b)` over its planes: f32 lanes (vectorised) that
+/// take planes whole, small ones several in a row, flushed into f64 totals every
+/// [`FLUSH_VALUES`] and at the end. A plane's last partial chunk goes through the same
+/// lanes, masked: summed per plane into f64 with a scalar tail, the 7x7 and 14x14 planes of
+/// a network's last blocks ran batch norm at a quarter of the bandwidth of 112x112 ones.
+struct Sums {
+    s: [f32; SUM_CHUNK],
+    s2: [f32; SUM_CHUNK],
+    /// Values in the lanes since the last flush.
+    taken: usize,
+    total: (f64, f64),
+}
+
+impl Sums {
+    #[inline(always)]
+    fn new() -> Self {
+        Sums {
+            s: [0.0; SUM_CHUNK],
+            s2: [0.0; SUM_CHUNK],
+            taken: 0,
+            total: (0.0, 0.0),
         }
     }
-    let mut total = (lanes(&s), lanes(&s2));
-    for (&a, &b) in a[whole..].iter().zip(&b[whole..]) {
-        let (p, q) = pair(a, b);
-        total.0 += p as f64;
-        total.1 += q as f64;
+
+    /// Adds `pair(a[i], b[i])` over one plane (`a`, `b` of equal length).
+    #[inline(always)]
+    fn add(&mut self, a: &[f32], b: &[f32], pair: impl Fn(f32, f32) -> (f32, f32)) {
+        let whole = a.len() / SUM_CHUNK * SUM_CHUNK;
+        for (ca, cb) in a[..whole]
+            .chunks_exact(SUM_CHUNK)
+            .zip(b[..whole].chunks_exact(SUM_CHUNK))
+        {
+            for t in 0..SUM_CHUNK {
+                let (p, q) = pair(ca[t], cb[t]);
+                self.s[t] += p;
+                self.s2[t] += q;
+            }
+        }
+        let rest = a.len() - whole;
+        if rest > 0 {
+            let (mut ta, mut tb) = ([0.0f32; SUM_CHUNK], [0.0f32; SUM_CHUNK]);
+            ta[..rest].copy_from_slice(&a[whole..]);
+            tb[..rest].copy_from_slice(&b[whole..]);
+            for t in 0..SUM_CHUNK {
+                let (p, q) = pair(ta[t], tb[t]);
+                // A select, not a branch, so the loop vectorises.
+                let keep = t < rest;
+                self.s[t] += if keep { p } else { 0.0 };
+                self.s2[t] += if keep { q } else { 0.0 };
+            }
+        }
+        self.taken += a.len();
+        if self.taken >= FLUSH_VALUES {
+            self.flush();
+        }
     }
-    total
+
+    #[inline(always)]
+    fn flush(&mut self) {
+        self.total.0 += lanes(&self.s);
+        self.total.1 += lanes(&self.s2);
+        (self.s, self.s2, self.taken) = ([0.0; SUM_CHUNK], [0.0; SUM_CHUNK], 0);
+    }
+
+    /// Both sums.
+    #[inline(always)]
+    fn total(mut self) -> (f64, f64) {
+        self.flush();
+        self.total
+    }
 }
 
 #[inline(always)]

@@ -603,6 +603,9 @@ mod tests {
             ([2, 6, 9, 9], 100.0, none),
             ([3, 4, 6, 5], 0.0, (-0.3, 0.5)),
             ([2, 5, 4, 4], 0.0, (0.0, f32::INFINITY)),
+            // Small planes, many channels: tasks take blocks of channels (`norm::channel_blocks`),
+            // the last one short.
+            ([2, 301, 2, 3], 0.0, (0.0, 6.0)),
         ];
         for (shape, offset, (lo, hi)) in cases {
             let what = format!("{shape:?} +{offset} [{lo}, {hi}]");
