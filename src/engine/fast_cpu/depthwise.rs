@@ -51,7 +51,7 @@ pub struct Geometry {
     pub ow: usize,
     kh: usize,
     kw: usize,
-    stride: [usize; 2],
+    pub stride: [usize; 2],
     dilation: [usize; 2],
     pad: [usize; 2],
     /// Scratch layouts, computed once per convolution (not per plane): the forward kernel's

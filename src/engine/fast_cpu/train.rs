@@ -160,8 +160,9 @@ impl Backward<Flex, 3> for ConvBackward {
         let [node_x, node_w, node_b] = ops.parents;
         let g = contiguous(&grads.consume::<Flex>(&ops.node));
         let s = ops.state;
-        let what = match s.kind {
-            ConvKind::Depthwise(_) => "backward: Conv (depthwise)",
+        let what = match &s.kind {
+            ConvKind::Depthwise(g) if g.stride == [1, 1] => "backward: Conv (depthwise)",
+            ConvKind::Depthwise(_) => "backward: Conv (depthwise, strided)",
             ConvKind::Pointwise(_) => "backward: Conv 1x1",
             ConvKind::Dense(..) => "backward: Conv",
         };
@@ -504,6 +505,10 @@ mod tests {
             (2, 2, 2, 12, 12, 3, 1, 2, [2, 2, 2, 2], 2),
             (3, 5, 5, 6, 45, 3, 1, 1, [1, 1, 1, 1], 5),
             (2, 3, 3, 7, 9, 3, 2, 1, [1, 1, 1, 1], 3),
+            // More channels than one group of 16 (narrow maps go by groups on AVX-512), the
+            // last group partial: 5x5 stride 1, and 3x3 stride 2.
+            (2, 20, 20, 7, 7, 5, 1, 1, [2, 2, 2, 2], 20),
+            (2, 18, 18, 9, 9, 3, 2, 1, [1, 1, 1, 1], 18),
             (2, 5, 7, 3, 4, 1, 1, 1, [0; 4], 1),
             // More pixels than one block of the weight gradient's sum (`GRAD_KC`).
             (3, 16, 24, 20, 30, 1, 1, 1, [0; 4], 1),
