@@ -239,7 +239,29 @@ impl Geometry {
     fn unfill(&self, p: &Padded, scratch: &[f32], out: &mut [MaybeUninit<f32>]) {
         let [_, sw] = self.stride;
         let [top, left] = self.pad;
-        for (r, out_row) in out.chunks_exact_mut(self.w).enumerate() {
+        let w = self.w;
+        if sw == 2 {
+            // The two phases interleaved in one pass that vectorises (as `fill` splits them);
+            // a strided write per phase made this half of a stride-2 input gradient.
+            let plane = p.rows * p.pw;
+            let (a, b) = scratch.split_at(plane);
+            let (even, odd) = if left % 2 == 0 { (a, b) } else { (b, a) };
+            let (at_even, at_odd) = (left / 2, left.div_ceil(2));
+            for (r, out_row) in out.chunks_exact_mut(w).enumerate() {
+                let at = (top + r) * p.pw;
+                let ev = &even[at + at_even..][..w.div_ceil(2)];
+                let od = &odd[at + at_odd..][..w / 2];
+                for ((pair, &e), &o) in out_row.chunks_exact_mut(2).zip(ev).zip(od) {
+                    pair[0].write(e);
+                    pair[1].write(o);
+                }
+                if w % 2 == 1 {
+                    out_row[w - 1].write(ev[w / 2]);
+                }
+            }
+            return;
+        }
+        for (r, out_row) in out.chunks_exact_mut(w).enumerate() {
             let pr = top + r;
             // Phase by phase, as in `fill`: a contiguous read, a strided write.
             for ph in 0..sw {
