@@ -37,9 +37,10 @@ impl Geometry {
                 .collect(),
             None => Vec::new(),
         };
-        // On narrow maps the forward pass goes by groups of channels (`depthwise_blocked`),
-        // a plane at a time it ran at a quarter of the speed: the input gradient too, as a
-        // pass of its own before the weight gradient's.
+        // On narrow maps the forward pass goes by groups of channels (`depthwise_blocked`):
+        // the stride-1 input gradient too (it is that forward pass), as a pass of its own
+        // before the weight gradient's. With the weight gradient below, Lite0's 1152-channel
+        // 7x7 layer went from 0.22 to 0.11-0.14 s per 8 fine-tuning steps.
         let grouped_dx = match &transposed {
             Some(t) if want_dx && t.by_channel_groups() => {
                 Some(t.forward(gs, &flipped, None, Act::NONE))

@@ -12,6 +12,7 @@ mod columns;
 mod concat;
 mod dense;
 mod depthwise;
+mod dot_grad;
 mod fused;
 mod gather;
 mod lanes;

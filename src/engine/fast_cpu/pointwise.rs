@@ -5,7 +5,7 @@
 
 use super::columns::{Dst, filled};
 use super::gather::Plan;
-use super::{Act, ConvGrads, mm};
+use super::{Act, ConvGrads, dot_grad, mm};
 use crate::graph::Conv;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -334,8 +334,11 @@ pub fn backward(
         let image = |b: usize, (mut dw, mut db): (Vec<f32>, Vec<f32>), par| {
             let g = &gs[b * co * hw..(b + 1) * co * hw];
             let x = &xs[b * c * hw..(b + 1) * c * hw];
-            if mm::available() {
-                let split = matches!(par, gemm::Parallelism::Rayon(_));
+            let split = matches!(par, gemm::Parallelism::Rayon(_));
+            if !split && dot_grad::applies([c, co, hw]) {
+                // Large maps, small result: dot products, nothing packed.
+                dot_grad::add(g, x, [c, co, hw], &mut dw);
+            } else if mm::available() {
                 weight_grad_mm(g, x, [c, co, hw], &mut dw, split);
             } else {
                 // SAFETY: every pointer and stride stays inside `g`, `xs`'s image b and `dw`.

@@ -385,7 +385,7 @@ impl Backward<Flex, 1> for ClampBackward {
                     )
                 })
         };
-        let dims = shape.to_vec();
+        let dims = shape.clone();
         let dx = profile::time("backward: Clip", &dims, || {
             let mut g = into_contiguous(g);
             let ys = values(&y);
@@ -517,6 +517,9 @@ mod tests {
             // Small maps, many images: the weight gradient's per-thread sums over images.
             (9, 12, 20, 7, 7, 1, 1, 1, [0; 4], 1),
             (40, 6, 13, 7, 7, 1, 1, 1, [0; 4], 1),
+            // Large maps, a small weight: the weight gradient as dot products (`dot_grad`)
+            // where the machine has AVX-512 and the images outnumber the threads.
+            (4, 8, 12, 33, 32, 1, 1, 1, [0; 4], 1),
             // Dense: a stem (3 channels, 3x3 stride 2, padding bottom/right only), 3x3 with
             // padding, a strided 1x1, 5x5 dilated; images enough for two chunks of patches
             // only at real sizes, so one here.
