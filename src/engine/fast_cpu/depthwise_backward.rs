@@ -45,6 +45,8 @@ impl Geometry {
             Some(t) if want_dx && t.by_channel_groups() => {
                 Some(t.forward(gs, &flipped, None, Act::NONE))
             }
+            // Other strides: the gradients scattered into a group's bordered buffer.
+            _ if want_dx && self.by_channel_groups() => Some(self.input_grad_blocked(ws, gs)),
             _ => None,
         };
         let want_dx = want_dx && grouped_dx.is_none();

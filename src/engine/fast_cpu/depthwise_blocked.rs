@@ -333,6 +333,98 @@ impl Geometry {
         (dw, db)
     }
 
+    /// The input gradient of [`Geometry::forward`] (without clamp) given its output gradient
+    /// `gs`, any stride, by groups of [`L`] channels: per image and group, each output's
+    /// gradient vector times each tap's filter vector is added into a bordered pixel-major
+    /// buffer where that tap read, and the map's interior is transposed back into planes.
+    /// Plane by plane (`input_grad_scatter`), a stride-2 7x7 map's rows of 7 values cost
+    /// their bookkeeping many times over.
+    pub(super) fn input_grad_blocked(&self, ws: &[f32], gs: &[f32]) -> Vec<f32> {
+        let (n, c) = (self.n, self.c);
+        let (h, w, hw, ohw) = (self.h, self.w, self.h * self.w, self.oh * self.ow);
+        assert!(
+            gs.len() == n * c * ohw,
+            "depthwise gradient: output gradient"
+        );
+        let grouped = self.grouped(ws, None);
+        let (taps, [top, left]) = (grouped.taps, self.pad);
+        let Bordered { rows, pw } = self.bordered();
+        let groups = c.div_ceil(L);
+        let len = n * c * hw;
+        let mut dx: Vec<f32> = Vec::with_capacity(len);
+        let dst = Planes(dx.as_mut_ptr().cast());
+        (0..n * groups).into_par_iter().for_each(|task| {
+            let (b, g) = (task / groups, task % groups);
+            let (first, lanes) = (b * c + g * L, L.min(c - g * L));
+            let filters = &grouped.filters[g * taps * L..(g + 1) * taps * L];
+            let (mut bordered, mut grad) = BUFFERS.take();
+            bordered.clear();
+            bordered.resize(rows * pw * L, 0.0);
+            grad.clear();
+            grad.resize(ohw.max(hw) * L, 0.0);
+            // SAFETY: task (b, g) writes planes `first..first + lanes` of `dx` (the group's
+            // channels of image b), which no other task does; together they cover `dx`'s
+            // `len` values, and `dx` outlives the loop.
+            let planes =
+                unsafe { std::slice::from_raw_parts_mut(dst.get().add(first * hw), lanes * hw) };
+            with_avx512(
+                #[inline(always)]
+                || {
+                    transpose(&gs[first * ohw..][..lanes * ohw], ohw, &mut grad, |p| p * L);
+                    self.scatter_taps(&grad, filters, pw, &mut bordered);
+                    // The interior, row by row, into `grad` as a compact pixel-major map.
+                    for y in 0..h {
+                        let from = ((top + y) * pw + left) * L;
+                        grad[y * w * L..(y + 1) * w * L]
+                            .copy_from_slice(&bordered[from..from + w * L]);
+                    }
+                    untranspose(&grad, hw, planes);
+                },
+            );
+            BUFFERS.set((bordered, grad));
+        });
+        // SAFETY: the tasks wrote every plane (`untranspose` writes all of its planes).
+        unsafe { dx.set_len(len) };
+        dx
+    }
+
+    /// Adds each output's gradient (`grad`, pixel-major) times each tap's filter vector into
+    /// `bordered` (laid out as [`Geometry::group`]'s input, `pw` pixels a row) where the tap
+    /// read its input.
+    #[inline(always)]
+    fn scatter_taps(&self, grad: &[f32], filters: &[f32], pw: usize, bordered: &mut [f32]) {
+        let (oh, ow, kh, kw) = (self.oh, self.ow, self.kh, self.kw);
+        let [sh, sw] = self.stride;
+        let [dh, dw] = self.dilation;
+        let furthest =
+            (((oh - 1) * sh + (kh - 1) * dh) * pw + (ow - 1) * sw + (kw - 1) * dw + 1) * L;
+        assert!(
+            furthest <= bordered.len() && grad.len() >= oh * ow * L && filters.len() == kh * kw * L,
+            "depthwise gradient: group buffers"
+        );
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("by_channel_groups is false off x86-64: {pw}");
+        #[cfg(target_arch = "x86_64")]
+        for oy in 0..oh {
+            for ox in 0..ow {
+                // SAFETY (intrinsics): inside `with_avx512` on CPUs with AVX-512
+                // (`by_channel_groups`); reads of `grad` and `filters` and the writes into
+                // `bordered` lie inside them (lengths and `furthest` asserted above).
+                unsafe {
+                    let gv = _mm512_loadu_ps(grad.as_ptr().add((oy * ow + ox) * L));
+                    let base = bordered.as_mut_ptr().add((oy * sh * pw + ox * sw) * L);
+                    for ki in 0..kh {
+                        for kj in 0..kw {
+                            let f = _mm512_loadu_ps(filters.as_ptr().add((ki * kw + kj) * L));
+                            let d = base.add((ki * dh * pw + kj * dw) * L);
+                            _mm512_storeu_ps(d, _mm512_fmadd_ps(gv, f, _mm512_loadu_ps(d)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Adds to `acc` (`[taps + 1][L]`) each tap's Σ over output pixels of the input value it
     /// read times the output gradient, and (last) Σ of the output gradient: `bordered` as
     /// [`Geometry::group`] lays it out (`pw` pixels a row), `grad` pixel-major (`oh · ow`
