@@ -1,9 +1,11 @@
-//! The forward pass of depthwise convolutions on narrow maps (the 7x7 and 14x14 maps deep in
-//! MobileNet and EfficientNet) with channels in the vector lanes: [`L`] channels of an image
-//! are copied into one buffer, pixel-major with each pixel's channels side by side and the
-//! padding in place, so that every kernel tap of every output is one whole vector however
-//! narrow the map. Plane by plane (`Geometry::plane`), a 7-column row fills 7 of 8 lanes at
-//! best, and the bordered copy and the bookkeeping per row cost as much as the sums.
+//! Depthwise convolutions on narrow maps (the 7x7 and 14x14 maps deep in MobileNet and
+//! EfficientNet) with channels in the vector lanes — the forward pass, and training's input
+//! gradient for strides other than 1 and weight gradient (`input_grad_blocked`,
+//! `weight_grad_blocked`): [`L`] channels of an image are copied into one buffer,
+//! pixel-major with each pixel's channels side by side and the padding in place, so that
+//! every kernel tap of every output is one whole vector however narrow the map. Plane by
+//! plane (`Geometry::plane`), a 7-column row fills 7 of 8 lanes at best, and the bordered
+//! copy and the bookkeeping per row cost as much as the sums.
 
 use super::super::lanes::with_avx512;
 use super::{Act, Geometry};

@@ -106,8 +106,8 @@ pub fn train_forward(
 
 /// Values of one image a task's block of channels holds at least (consecutive channels'
 /// planes lie one after another): a task per channel read 7x7 planes as 196-byte pieces
-/// 225 KB apart (EfficientNet-Lite0's 1152-channel blocks), which batch norm ran at a quarter of the
-/// bandwidth of 112x112 planes.
+/// 225 KB apart (EfficientNet-Lite0's 1152-channel blocks), at a quarter of the bandwidth
+/// of 112x112 planes.
 const RUN_VALUES: usize = 1024;
 
 /// Channels per task: a run of at least [`RUN_VALUES`] per image, but at least four tasks a
