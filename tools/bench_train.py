@@ -16,9 +16,10 @@
 PyTorch runs on every core (`torch.set_num_threads(os.cpu_count())`, tools/peer.py) with the
 malloc settings above; its settings are printed with the results.
 3. Speed, full fine-tuning: images/s training every layer at batch 32, each side's median
-   step after 2 warm-up steps; PyTorch in NCHW and channels-last each run, the faster compared. Graft's steps run while its loader decodes the next batch on the
-   same cores; PyTorch's batch is decoded beforehand. With --repeats, the two alternate and
-   the medians of the runs are reported.
+   step after 2 warm-up steps; PyTorch runs in NCHW and in channels-last every run and the
+   faster is compared. Graft's steps run while its loader decodes the next batch on the same
+   cores; PyTorch's batch is decoded beforehand. With --repeats, the two alternate and the
+   medians of the runs are reported.
 """
 import argparse, glob, json, os, subprocess, sys, tempfile, time, zipfile
 
