@@ -40,6 +40,8 @@ pub struct PackedA {
     data: Vec<f32>,
     rows: usize,
     k: usize,
+    /// The same filters for [`by_pixels`], packed on first use.
+    by_pixels: std::sync::OnceLock<by_pixels::Strips>,
 }
 
 impl PackedA {
@@ -76,7 +78,17 @@ impl PackedA {
                 }
             }
         }
-        PackedA { data, rows, k }
+        PackedA {
+            data,
+            rows,
+            k,
+            by_pixels: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The filters as [`by_pixels::multiply`] reads them (packed the first time).
+    pub fn by_pixels(&self) -> &by_pixels::Strips {
+        self.by_pixels.get_or_init(|| by_pixels::Strips::new(self))
     }
 
     /// Packs each group's filters of a `[groups · rows, k]` matrix (one group: the whole).
@@ -224,6 +236,9 @@ thread_local! {
     /// every convolution, 4 % of a batch-1 forward pass.
     static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
+
+/// One image's 1x1 convolution with pixels as the kernel's rows (`mm/by_pixels.rs`).
+pub mod by_pixels;
 
 /// The kernels, AVX2 and (`multiply_wide`) AVX-512 versions of one body (`mm/avx2.rs`).
 #[cfg(target_arch = "x86_64")]

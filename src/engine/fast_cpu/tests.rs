@@ -107,6 +107,10 @@ fn pointwise_matches_burn() {
         // Small maps, many images: runs of pixels cross from one image into the next.
         (40, 8, 13, 7, 7, true, Act::Silu),
         (33, 20, 9, 5, 5, false, Act::Clamp(0.0, 6.0)),
+        // One small image, long sums: pixels as the kernel's rows where AVX-512 runs
+        // (`mm::by_pixels`), 5 pairs of strips split in runs of pixels, a lone last strip.
+        (1, 96, 160, 7, 7, true, Act::Clamp(0.0, 6.0)),
+        (1, 64, 40, 6, 9, false, Act::Silu),
     ] {
         let x = Tensor::<4>::from_data(TensorData::new(seq(n * c * h * w, 1), [n, c, h, w]), &dev);
         let wt = Tensor::<4>::from_data(TensorData::new(seq(co * c, 5), [co, c, 1, 1]), &dev);
