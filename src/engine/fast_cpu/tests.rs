@@ -65,6 +65,10 @@ fn depthwise_matches_burn() {
         (11, 10, 3, 3, 1, [1, 1, 1, 1], Act::Clamp(0.0, 6.0)),
         // 7 rows: a tile of 4, a pair, one.
         (7, 7, 5, 1, 1, [2, 2, 2, 2], Act::Clamp(0.0, 6.0)),
+        // Narrow maps' sliding tiles (`depthwise_blocked::Geometry::sliding`): 3x3 on rows
+        // of 14 (two tiles of 7), 5x5 on rows of 10 (tiles of 8, the second partial).
+        (6, 14, 3, 1, 1, [1, 1, 1, 1], Act::Clamp(0.0, 6.0)),
+        (6, 10, 5, 1, 1, [2, 2, 2, 2], Act::Silu),
     ];
     for (h, w, k, s, d, pads, act) in cases {
         // 19 channels: on AVX-512 machines narrow maps go by groups of 16 channels
