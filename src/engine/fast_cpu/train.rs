@@ -79,7 +79,8 @@ enum ConvKind {
     /// `[n, c, co, hw]`.
     Pointwise([usize; 4]),
     /// Any other convolution of one group (a stem, ResNet's 3x3s): Graft's forward kernel
-    /// and weight gradient; its input gradient, when one is wanted, is burn's
+    /// and weight gradient, and with a stride of 1 its input gradient
+    /// (`dense::Geometry::input_gradient`); other strides' input gradient is burn's
     /// (`conv2d_x_backward`, with these options).
     Dense(dense::Geometry, ConvOptions<2>),
 }
@@ -118,8 +119,8 @@ impl ConvKind {
         }
     }
 
-    /// The gradients the slice kernels give: all of them, but a dense convolution's input
-    /// gradient (see [`ConvKind::Dense`]).
+    /// The gradients the slice kernels give: all of them, but a strided dense convolution's
+    /// input gradient (see [`ConvKind::Dense`]).
     fn backward(
         &self,
         xs: &[f32],
@@ -132,7 +133,7 @@ impl ConvKind {
             ConvKind::Depthwise(g) => g.backward(xs, ws, gs, want_dx, want_dw),
             ConvKind::Pointwise(dims) => pointwise::backward(xs, ws, gs, *dims, want_dx, want_dw),
             ConvKind::Dense(g, _) => ConvGrads {
-                x: None,
+                x: want_dx.then(|| g.input_gradient(ws, gs)).flatten(),
                 weight_bias: want_dw.then(|| g.weight_gradient(xs, ws, gs)),
             },
         }
