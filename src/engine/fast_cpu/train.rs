@@ -528,6 +528,13 @@ mod tests {
             (3, 5, 7, 9, 8, 3, 1, 1, [1, 1, 1, 1], 1),
             (2, 6, 4, 8, 9, 1, 2, 1, [0; 4], 1),
             (2, 2, 3, 12, 11, 5, 1, 2, [3, 2, 1, 4], 1),
+            // Strided input gradients by phases (`dense_backward.rs`): ResNet's 3x3 stride 2
+            // on odd and even sizes, its 7x7 stride-2 stem, stride 3 (a phase no tap
+            // reaches where the padding leaves none).
+            (2, 4, 6, 9, 10, 3, 2, 1, [1, 1, 1, 1], 1),
+            (1, 2, 3, 13, 12, 7, 2, 1, [3, 3, 3, 3], 1),
+            (1, 2, 2, 10, 11, 3, 3, 1, [1, 1, 1, 1], 1),
+            (1, 3, 2, 10, 8, 1, 3, 1, [0; 4], 1),
         ];
         for (n, c, co, h, w, k, s, d, pads, groups) in cases {
             let what = format!("{n}x{c}->{co} {h}x{w} k{k} s{s} d{d} {pads:?} g{groups}");
