@@ -16,7 +16,9 @@ use rayon::prelude::*;
 /// The phase's output `j` is input `p + s · j`; tap `t` reads gradient row `(p + pad − t) / s
 /// + j` where that divides.
 fn phase_taps(p: usize, s: usize, pad: usize, k: usize, q: usize, o: usize) -> Option<Axis> {
-    let taps: Vec<usize> = (0..k).filter(|t| (p + pad + s * k - t) % s == 0).collect();
+    let taps: Vec<usize> = (0..k)
+        .filter(|t| (p + pad + s * k - t).is_multiple_of(s))
+        .collect();
     let Some(&first) = taps.first() else {
         return Some(Axis { taps, pads: [0, 0] });
     };
@@ -26,7 +28,7 @@ fn phase_taps(p: usize, s: usize, pad: usize, k: usize, q: usize, o: usize) -> O
     let lead = (p + pad) as isize - first as isize;
     let before = m - 1 - lead.div_euclid(s as isize);
     let after = q as isize + m - 1 - before - o as isize;
-    (before >= 0 && after >= 0).then(|| Axis {
+    (before >= 0 && after >= 0).then_some(Axis {
         taps,
         pads: [before as usize, after as usize],
     })
