@@ -78,10 +78,10 @@ enum ConvKind {
     Depthwise(Geometry),
     /// `[n, c, co, hw]`.
     Pointwise([usize; 4]),
-    /// Any other convolution of one group (a stem, ResNet's 3x3s): Graft's forward kernel
-    /// and weight gradient, and with a stride of 1 its input gradient
-    /// (`dense::Geometry::input_gradient`); other strides' input gradient is burn's
-    /// (`conv2d_x_backward`, with these options).
+    /// Any other convolution of one group (a stem, ResNet's 3x3s): Graft's forward kernel,
+    /// weight gradient and input gradient (`dense::Geometry::input_gradient`); where that
+    /// declines (dilation with a stride, padding wider than the kernel's span), burn's
+    /// `conv2d_x_backward` with these options.
     Dense(dense::Geometry, ConvOptions<2>),
 }
 
@@ -119,8 +119,8 @@ impl ConvKind {
         }
     }
 
-    /// The gradients the slice kernels give: all of them, but a strided dense convolution's
-    /// input gradient (see [`ConvKind::Dense`]).
+    /// The gradients the slice kernels give: all of them, but a dense convolution's input
+    /// gradient where its kernel declines (see [`ConvKind::Dense`]).
     fn backward(
         &self,
         xs: &[f32],
@@ -529,8 +529,8 @@ mod tests {
             (2, 6, 4, 8, 9, 1, 2, 1, [0; 4], 1),
             (2, 2, 3, 12, 11, 5, 1, 2, [3, 2, 1, 4], 1),
             // Strided input gradients by phases (`dense_backward.rs`): ResNet's 3x3 stride 2
-            // on odd and even sizes, its 7x7 stride-2 stem, stride 3 (a phase no tap
-            // reaches where the padding leaves none).
+            // on odd and even sizes, its 7x7 stride-2 stem, a 3x3 of stride 3, and a 1x1 of
+            // stride 3 (phases no tap reaches: zeros).
             (2, 4, 6, 9, 10, 3, 2, 1, [1, 1, 1, 1], 1),
             (1, 2, 3, 13, 12, 7, 2, 1, [3, 3, 3, 3], 1),
             (1, 2, 2, 10, 11, 3, 3, 1, [1, 1, 1, 1], 1),
