@@ -1,0 +1,231 @@
+//! Training's gradients of the depthwise convolution by groups of [`L`] channels on narrow
+//! maps (`depthwise_blocked.rs`'s layout): the weight gradient (`weight_grad_blocked`) and
+//! the input gradient for strides other than 1 (`input_grad_blocked`; stride 1 runs the
+//! grouped forward pass on the turned filter, `depthwise_backward.rs`).
+
+use super::super::super::lanes::with_avx512;
+use super::{BUFFERS, Bordered, Geometry, L, Planes, transpose, untranspose};
+use rayon::prelude::*;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+impl Geometry {
+    /// The weight and bias gradients of [`Geometry::forward`] (without clamp) given its
+    /// output gradient `gs`, by groups of [`L`] channels as the forward pass on narrow maps
+    /// goes: `(dw [c, taps], db [c])`. Each task takes one group over every image: the
+    /// group's input transposed into the bordered layout and its output gradient into
+    /// pixel-major order, then every tap's sum one 16-lane FMA per output pixel. Plane by
+    /// plane (`depthwise_backward.rs`), a 7x7 plane's bordered copy and per-row vectors of
+    /// 7 of 8 lanes cost several times the sums.
+    pub(in super::super) fn weight_grad_blocked(
+        &self,
+        xs: &[f32],
+        gs: &[f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (n, c, taps) = (self.n, self.c, self.taps());
+        let (hw, ohw) = (self.h * self.w, self.oh * self.ow);
+        assert!(
+            xs.len() == n * c * hw && gs.len() == n * c * ohw,
+            "depthwise gradient: operands"
+        );
+        let (w, [top, left]) = (self.w, self.pad);
+        let Bordered { rows, pw } = self.bordered();
+        let place = |p: usize| ((top + p / w) * pw + left + p % w) * L;
+        let groups = c.div_ceil(L);
+        // Per group: `taps` sums of L lanes, then the bias's.
+        let sums: Vec<Vec<f32>> = (0..groups)
+            .into_par_iter()
+            .map(|g| {
+                let lanes = L.min(c - g * L);
+                let (mut bordered, mut grad) = BUFFERS.take();
+                let mut acc = vec![0.0f32; (taps + 1) * L];
+                for b in 0..n {
+                    let first = b * c + g * L;
+                    bordered.clear();
+                    bordered.resize(rows * pw * L, 0.0);
+                    grad.clear();
+                    grad.resize(ohw * L, 0.0);
+                    with_avx512(
+                        #[inline(always)]
+                        || {
+                            transpose(&xs[first * hw..][..lanes * hw], hw, &mut bordered, place);
+                            transpose(&gs[first * ohw..][..lanes * ohw], ohw, &mut grad, |p| p * L);
+                            self.tap_grads(&bordered, pw, &grad, &mut acc);
+                        },
+                    );
+                }
+                BUFFERS.set((bordered, grad));
+                acc
+            })
+            .collect();
+        let (mut dw, mut db) = (vec![0.0f32; c * taps], vec![0.0f32; c]);
+        for (g, acc) in sums.iter().enumerate() {
+            for lane in 0..L.min(c - g * L) {
+                let ch = g * L + lane;
+                for t in 0..taps {
+                    dw[ch * taps + t] = acc[t * L + lane];
+                }
+                db[ch] = acc[taps * L + lane];
+            }
+        }
+        (dw, db)
+    }
+
+    /// The input gradient of [`Geometry::forward`] (without clamp) given its output gradient
+    /// `gs`, any stride, by groups of [`L`] channels: per image and group, each output's
+    /// gradient vector times each tap's filter vector is added into a bordered pixel-major
+    /// buffer where that tap read, and the map's interior is transposed back into planes.
+    /// Plane by plane (`input_grad_scatter`), a stride-2 7x7 map's rows of 7 values cost
+    /// their bookkeeping many times over.
+    pub(in super::super) fn input_grad_blocked(&self, ws: &[f32], gs: &[f32]) -> Vec<f32> {
+        let (n, c) = (self.n, self.c);
+        let (h, w, hw, ohw) = (self.h, self.w, self.h * self.w, self.oh * self.ow);
+        assert!(
+            gs.len() == n * c * ohw,
+            "depthwise gradient: output gradient"
+        );
+        let grouped = self.grouped(ws, None);
+        let (taps, [top, left]) = (grouped.taps, self.pad);
+        let Bordered { rows, pw } = self.bordered();
+        let groups = c.div_ceil(L);
+        let len = n * c * hw;
+        let mut dx: Vec<f32> = Vec::with_capacity(len);
+        let dst = Planes(dx.as_mut_ptr().cast());
+        (0..n * groups).into_par_iter().for_each(|task| {
+            let (b, g) = (task / groups, task % groups);
+            let (first, lanes) = (b * c + g * L, L.min(c - g * L));
+            let filters = &grouped.filters[g * taps * L..(g + 1) * taps * L];
+            let (mut bordered, mut grad) = BUFFERS.take();
+            bordered.clear();
+            bordered.resize(rows * pw * L, 0.0);
+            grad.clear();
+            grad.resize(ohw.max(hw) * L, 0.0);
+            // SAFETY: task (b, g) writes planes `first..first + lanes` of `dx` (the group's
+            // channels of image b), which no other task does; together they cover `dx`'s
+            // `len` values, and `dx` outlives the loop.
+            let planes =
+                unsafe { std::slice::from_raw_parts_mut(dst.get().add(first * hw), lanes * hw) };
+            with_avx512(
+                #[inline(always)]
+                || {
+                    transpose(&gs[first * ohw..][..lanes * ohw], ohw, &mut grad, |p| p * L);
+                    self.scatter_taps(&grad, filters, pw, &mut bordered);
+                    // The interior, row by row, into `grad` as a compact pixel-major map.
+                    for y in 0..h {
+                        let from = ((top + y) * pw + left) * L;
+                        grad[y * w * L..(y + 1) * w * L]
+                            .copy_from_slice(&bordered[from..from + w * L]);
+                    }
+                    untranspose(&grad, hw, planes);
+                },
+            );
+            BUFFERS.set((bordered, grad));
+        });
+        // SAFETY: the tasks wrote every plane (`untranspose` writes all of its planes).
+        unsafe { dx.set_len(len) };
+        dx
+    }
+
+    /// Adds each output's gradient (`grad`, pixel-major) times each tap's filter vector into
+    /// `bordered` (laid out as [`Geometry::group`]'s input, `pw` pixels a row) where the tap
+    /// read its input.
+    #[inline(always)]
+    fn scatter_taps(&self, grad: &[f32], filters: &[f32], pw: usize, bordered: &mut [f32]) {
+        let (oh, ow, kh, kw) = (self.oh, self.ow, self.kh, self.kw);
+        let [sh, sw] = self.stride;
+        let [dh, dw] = self.dilation;
+        let furthest =
+            (((oh - 1) * sh + (kh - 1) * dh) * pw + (ow - 1) * sw + (kw - 1) * dw + 1) * L;
+        assert!(
+            furthest <= bordered.len() && grad.len() >= oh * ow * L && filters.len() == kh * kw * L,
+            "depthwise gradient: group buffers"
+        );
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("by_channel_groups is false off x86-64: {pw}");
+        #[cfg(target_arch = "x86_64")]
+        for oy in 0..oh {
+            for ox in 0..ow {
+                // SAFETY (intrinsics): inside `with_avx512` on CPUs with AVX-512
+                // (`by_channel_groups`); reads of `grad` and `filters` and the writes into
+                // `bordered` lie inside them (lengths and `furthest` asserted above).
+                unsafe {
+                    let gv = _mm512_loadu_ps(grad.as_ptr().add((oy * ow + ox) * L));
+                    let base = bordered.as_mut_ptr().add((oy * sh * pw + ox * sw) * L);
+                    for ki in 0..kh {
+                        for kj in 0..kw {
+                            let f = _mm512_loadu_ps(filters.as_ptr().add((ki * kw + kj) * L));
+                            let d = base.add((ki * dh * pw + kj * dw) * L);
+                            _mm512_storeu_ps(d, _mm512_fmadd_ps(gv, f, _mm512_loadu_ps(d)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds to `acc` (`[taps + 1][L]`) each tap's Σ over output pixels of the input value it
+    /// read times the output gradient, and (last) Σ of the output gradient: `bordered` as
+    /// [`Geometry::group`] lays it out (`pw` pixels a row), `grad` pixel-major (`oh · ow`
+    /// pixels of [`L`] lanes). Taps go four at a time, so each gradient vector loaded feeds
+    /// four FMAs.
+    #[inline(always)]
+    fn tap_grads(&self, bordered: &[f32], pw: usize, grad: &[f32], acc: &mut [f32]) {
+        const T: usize = 4;
+        let (oh, ow, kh, kw, taps) = (self.oh, self.ow, self.kh, self.kw, self.taps());
+        let [sh, sw] = self.stride;
+        let [dh, dw] = self.dilation;
+        // As in `sums`: the furthest value a read reaches, checked once.
+        let furthest =
+            (((oh - 1) * sh + (kh - 1) * dh) * pw + (ow - 1) * sw + (kw - 1) * dw + 1) * L;
+        assert!(
+            furthest <= bordered.len() && grad.len() == oh * ow * L && acc.len() == (taps + 1) * L,
+            "depthwise gradient: group buffers"
+        );
+        // Where each tap's value for output pixel (0, 0) lies; the unused taps of the last
+        // four read offset 0 and are not kept.
+        let offsets: Vec<usize> = (0..taps.next_multiple_of(T))
+            .map(|t| match t < taps {
+                true => ((t / kw) * dh * pw + (t % kw) * dw) * L,
+                false => 0,
+            })
+            .collect();
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("by_channel_groups is false off x86-64: {offsets:?}");
+        #[cfg(target_arch = "x86_64")]
+        for (quad, at) in offsets.chunks_exact(T).enumerate() {
+            // SAFETY (all intrinsics below): inside `with_avx512` on CPUs with AVX-512
+            // (`by_channel_groups`); `acc` holds `taps + 1` vectors and this quad's taps
+            // t < taps are inside it; every read of `bordered` lies before `furthest` and of
+            // `grad` inside it (asserted above).
+            unsafe {
+                let mut sums = [_mm512_setzero_ps(); T];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let g = _mm512_loadu_ps(grad.as_ptr().add((oy * ow + ox) * L));
+                        let base = bordered.as_ptr().add((oy * sh * pw + ox * sw) * L);
+                        for (sum, &at) in sums.iter_mut().zip(at) {
+                            *sum = _mm512_fmadd_ps(_mm512_loadu_ps(base.add(at)), g, *sum);
+                        }
+                    }
+                }
+                for (i, sum) in sums.iter().enumerate() {
+                    let t = quad * T + i;
+                    if t < taps {
+                        let a = acc.as_mut_ptr().add(t * L);
+                        _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), *sum));
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; the bias's sums are `acc`'s last vector.
+        unsafe {
+            let mut sum = _mm512_setzero_ps();
+            for p in 0..oh * ow {
+                sum = _mm512_add_ps(sum, _mm512_loadu_ps(grad.as_ptr().add(p * L)));
+            }
+            let a = acc.as_mut_ptr().add(taps * L);
+            _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), sum));
+        }
+    }
+}
