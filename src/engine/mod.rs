@@ -544,8 +544,9 @@ impl Plan {
                 node: step.node.clone(),
                 message,
             })?;
-            if let Some(t) = started {
-                profile::record(step, &outs, t);
+            // A pair (`then`) is timed inside `run_pair`, which knows whether it ran fused.
+            if let Some(t) = started.filter(|_| step.then.is_none()) {
+                profile::record(step, &outs, t, false);
             }
             for (slot, v) in step.outputs.iter().zip(outs) {
                 slots[*slot] = Some(v);

@@ -16,7 +16,9 @@ pub fn enabled() -> bool {
     std::env::var_os("GRAFT_PROFILE").is_some()
 }
 
-pub(crate) fn record(step: &Step, outs: &[Value], started: Instant) {
+/// `step`'s time since `started` into the table; `fused`: a 1x1 + depthwise pair run as one
+/// step (`exec::run_pair`).
+pub(crate) fn record(step: &Step, outs: &[Value], started: Instant, fused: bool) {
     if let Some(v) = outs.first() {
         // Wait for the device to finish the op.
         let _ = v.device().sync();
@@ -28,7 +30,7 @@ pub(crate) fn record(step: &Step, outs: &[Value], started: Instant) {
             step.op.onnx_type(),
             outs.first().map(Value::dims).unwrap_or_default()
         ),
-        _ if step.then.is_some() => "Conv 1x1 + depthwise (fused)".to_string(),
+        _ if fused => "Conv 1x1 + depthwise (fused)".to_string(),
         _ if !step.parts.is_empty() => "Concat + its convolutions (in place)".to_string(),
         crate::graph::Op::Conv(c) if c.groups > 1 => "Conv (depthwise/grouped)".to_string(),
         crate::graph::Op::Conv(c) if c.strides == [1, 1] && step.inputs.len() > 1 => {

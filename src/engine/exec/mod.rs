@@ -11,7 +11,7 @@ use layers::clamp;
 use super::fast_cpu;
 use super::params::LayerParams;
 use super::value::{Value, map, visit, zip};
-use super::{Mode, Step};
+use super::{Mode, Step, profile};
 use crate::graph::{
     Binary, Nary, Op, PadMode, Reduce, ResizeMode, Unary, norm_axis, reshape_shape, resized,
     slice_range,
@@ -20,24 +20,40 @@ use burn::tensor::activation as act;
 use burn::tensor::module::{avg_pool2d, interpolate, layer_norm, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, InterpolateMode, InterpolateOptions, MaxPoolOptions};
 use burn::tensor::{Distribution, Int, Slice, Tensor, TensorData};
+use std::time::Instant;
 
 type Res = Result<Vec<Value>, String>;
 
 /// A step and the one fused after it (`Step::then`): in one pass where Graft's CPU kernels
-/// can (`layers::expand_depthwise`), else one after the other.
+/// can (`layers::expand_depthwise`), else one after the other. Under `GRAFT_PROFILE` the pair
+/// is timed here (the plan's loop leaves it): as one fused step, or as its two steps, each
+/// under its own node, when they ran apart (at batch 1 most pairs do, `fast_cpu::fused::pays`).
 pub fn run_pair(
     [first, second]: [&Step; 2],
     inputs: Vec<Option<Value>>,
     [layer, next_layer]: [Option<&LayerParams>; 2],
     mode: Mode,
 ) -> Res {
+    let started = profile::enabled().then(Instant::now);
     if let Some(y) = layers::expand_depthwise([first, second], &inputs, [layer, next_layer]) {
-        return Ok(vec![y]);
+        let outs = vec![y];
+        if let Some(t) = started {
+            profile::record(first, &outs, t, true);
+        }
+        return Ok(outs);
     }
     let mid = run(first, inputs, layer, mode)?;
+    if let Some(t) = started {
+        profile::record(first, &mid, t, false);
+    }
+    let started = profile::enabled().then(Instant::now);
     let mut next_inputs = vec![None; second.inputs.len()];
     next_inputs[0] = mid.into_iter().next();
-    run(second, next_inputs, next_layer, mode)
+    let outs = run(second, next_inputs, next_layer, mode)?;
+    if let Some(t) = started {
+        profile::record(second, &outs, t, false);
+    }
+    Ok(outs)
 }
 
 pub fn run(
