@@ -13,6 +13,8 @@ use std::ops::Range;
 
 /// Output channels per strip: one 16-lane vector.
 pub const LANES: usize = 16;
+// The store's gather offsets are written out for rows of 16.
+const _: () = assert!(LANES == 16);
 /// Pixels per tile: 12 rows × 2 strips are 24 accumulators (2 loads of filters and 12
 /// broadcasts a step).
 pub const ROWS: usize = 12;
@@ -286,9 +288,9 @@ mod x86 {
                     // Channel j's R values gathered from the buffer's column j, stored as
                     // one run of pixels.
                     let rows_mask: __mmask16 = if R == LANES { !0 } else { (1u16 << R) - 1 };
-                    let down = _mm512_mullo_epi32(
-                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                        _mm512_set1_epi32(LANES as i32),
+                    // Row r of the buffer starts r · LANES values in.
+                    let down = _mm512_setr_epi32(
+                        0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240,
                     );
                     let base = turn.as_ptr().cast::<f32>();
                     for j in 0..valid {
