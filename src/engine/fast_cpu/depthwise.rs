@@ -14,6 +14,8 @@ use std::mem::MaybeUninit;
 mod backward;
 #[path = "depthwise_blocked.rs"]
 mod blocked;
+#[path = "depthwise_wide.rs"]
+mod wide;
 pub use blocked::L as GROUP;
 
 /// Outputs computed together, held in registers across every kernel tap.
@@ -105,7 +107,8 @@ impl Geometry {
             pad: [conv.pads[0], conv.pads[1]],
             layouts: Default::default(),
         };
-        g.layouts = [g.forward_block(), V, 1].map(|block| {
+        // The forward layout also covers whole 16-lane vectors across (`depthwise_wide.rs`).
+        g.layouts = [g.forward_block().max(2 * V), V, 1].map(|block| {
             let p = g.padded(block);
             Layout {
                 offsets: g.tap_offsets(&p),
@@ -354,6 +357,9 @@ impl Geometry {
         out: &mut [MaybeUninit<f32>],
         scratch: &mut Vec<f32>,
     ) {
+        if self.wide_kernel() {
+            return self.plane_wide(input, filter, bias, act, out, scratch);
+        }
         // The binary targets baseline x86-64 (SSE2); this loop is worth 8-wide FMA.
         #[cfg(target_arch = "x86_64")]
         if super::has_avx2_fma() {

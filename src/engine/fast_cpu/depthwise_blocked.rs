@@ -63,10 +63,16 @@ struct Bordered {
 impl Geometry {
     /// Whether the forward pass goes by groups of channels: maps whose rows fill few vectors
     /// (plane by plane, 4 rows of 1 vector a tile), on CPUs with AVX-512 (whose 16 × 16
-    /// transposes make the copies in and out cheap; scalar copies cost what they save).
+    /// transposes make the copies in and out cheap; scalar copies cost what they save). Not
+    /// strided rows of 24 outputs or more, which two 16-lane vectors cover well enough that
+    /// `depthwise_wide.rs` plane by plane costs less than the transposes (a stride-2 map is
+    /// four times its output: Lite0's 56x56 → 28x28 5x5 0.185 → 0.145 ms at batch 1; on 14
+    /// outputs and fewer the groups stay faster).
     pub fn by_channel_groups(&self) -> bool {
         #[cfg(target_arch = "x86_64")]
-        return self.ow < 4 * super::V && super::super::lanes::has_avx512();
+        return self.ow < 4 * super::V
+            && super::super::lanes::has_avx512()
+            && !(self.wide_kernel() && self.stride[0] == 2 && self.ow >= 24);
         #[cfg(not(target_arch = "x86_64"))]
         false
     }
@@ -187,11 +193,17 @@ impl Geometry {
         let (h, w, oh, ow) = (self.h, self.w, self.oh, self.ow);
         let [top, left] = self.pad;
         let Bordered { rows, pw } = self.bordered();
-        // The input, pixel-major; the border (and the lanes of absent channels) zero.
-        bordered.clear();
+        // The input, pixel-major; the border (and the lanes of absent channels) zero. Only the
+        // border is zeroed here: `transpose` writes every lane of every pixel inside (zeroing
+        // the whole buffer first doubled the writes of a 14x14 group).
         bordered.resize(rows * pw * L, 0.0);
-        // Pixel p of the map to its place in the bordered layout.
-        let place = |p: usize| ((top + p / w) * pw + left + p % w) * L;
+        bordered.truncate(rows * pw * L);
+        zero_border(bordered, [rows, pw], [top, left], [h, w]);
+        let place = Place {
+            w,
+            pw,
+            origin: top * pw + left,
+        };
         transpose(input, h * w, bordered, place);
         let clamp = match act {
             Act::Clamp(lo, hi) => (lo, hi),
@@ -363,27 +375,88 @@ impl Geometry {
     }
 }
 
-/// The `planes.len() / pixels` planes (at most [`L`]) of `planes` into `dst` pixel-major:
-/// pixel p's lanes at `place(p)`, lanes past the last plane zero.
+/// Zeroes what lies outside the `h × w` map placed at (`top`, `left`) in a pixel-major buffer
+/// of `rows × pw` pixels of [`L`] lanes.
+fn zero_border(
+    buf: &mut [f32],
+    [rows, pw]: [usize; 2],
+    [top, left]: [usize; 2],
+    [h, w]: [usize; 2],
+) {
+    assert!(
+        buf.len() == rows * pw * L && top + h <= rows && left + w <= pw,
+        "zero_border"
+    );
+    let row = pw * L;
+    buf[..top * row].fill(0.0);
+    buf[(top + h) * row..].fill(0.0);
+    for r in buf[top * row..(top + h) * row].chunks_exact_mut(row) {
+        r[..left * L].fill(0.0);
+        r[(left + w) * L..].fill(0.0);
+    }
+}
+
+/// Where the pixels of a map `w` wide go in a pixel-major buffer whose rows hold `pw` pixels:
+/// pixel p to pixel `origin + (p / w) · pw + p % w` (each of [`L`] lanes).
+#[derive(Clone, Copy)]
+pub(super) struct Place {
+    pub w: usize,
+    pub pw: usize,
+    pub origin: usize,
+}
+
+impl Place {
+    /// A map's pixels one after another, from pixel 0.
+    pub fn compact(w: usize) -> Self {
+        Place {
+            w,
+            pw: w,
+            origin: 0,
+        }
+    }
+
+    /// The buffer length (values) that holds `pixels` pixels of the map.
+    fn end(self, pixels: usize) -> usize {
+        match pixels {
+            0 => 0,
+            _ => (self.origin + (pixels - 1) / self.w * self.pw + (pixels - 1) % self.w + 1) * L,
+        }
+    }
+}
+
+/// The `planes.len() / pixels` planes (at most [`L`]) of `planes` into `dst` pixel-major,
+/// where `place` says; lanes past the last plane zero. Constant-index loops with the block's
+/// length as a condition, so the 16 vectors stay in registers (a loop to a run-time count
+/// kept them on the stack), and the place of each pixel followed by its row and column (a
+/// division per pixel cost as much as the transpose).
 #[inline(always)]
-fn transpose(planes: &[f32], pixels: usize, dst: &mut [f32], place: impl Fn(usize) -> usize) {
+fn transpose(planes: &[f32], pixels: usize, dst: &mut [f32], place: Place) {
     let lanes = planes.len() / pixels;
     assert!(
-        lanes <= L && planes.len() == lanes * pixels,
+        lanes <= L && planes.len() == lanes * pixels && dst.len() >= place.end(pixels),
         "transpose: planes"
     );
     #[cfg(target_arch = "x86_64")]
     {
+        let (mut y, mut x) = (0, 0);
         let mut p0 = 0;
         while p0 < pixels {
             let n = L.min(pixels - p0);
             // SAFETY: AVX-512 is there (`by_channel_groups`); rows l < lanes read `n` values of
-            // plane l from p0 (inside `planes`); the stores go through `dst`'s bounds check.
+            // plane l from p0 (inside `planes`); pixel p0 + j < pixels lands below
+            // `place.end(pixels)` (asserted within `dst`).
             unsafe {
                 let block = avx512::load_transposed(planes.as_ptr().add(p0), pixels, lanes, n);
-                for (j, v) in block.iter().enumerate().take(n) {
-                    let at = place(p0 + j);
-                    avx512::store(&mut dst[at..at + L], *v);
+                let out = dst.as_mut_ptr();
+                for (j, v) in block.iter().enumerate() {
+                    if j < n {
+                        let at = (place.origin + y * place.pw + x) * L;
+                        _mm512_storeu_ps(out.add(at), *v);
+                        x += 1;
+                        if x == place.w {
+                            (x, y) = (0, y + 1);
+                        }
+                    }
                 }
             }
             p0 += n;
@@ -415,8 +488,10 @@ fn untranspose(src: &[f32], pixels: usize, planes: &mut [MaybeUninit<f32>]) {
             unsafe {
                 let block = avx512::load_transposed(src.as_ptr().add(p0 * L), L, n, L);
                 let out = planes.as_mut_ptr().cast::<f32>();
-                for (l, v) in block.iter().enumerate().take(lanes) {
-                    avx512::store_first(out.add(l * pixels + p0), *v, n);
+                for (l, v) in block.iter().enumerate() {
+                    if l < lanes {
+                        avx512::store_first(out.add(l * pixels + p0), *v, n);
+                    }
                 }
             }
             p0 += n;
@@ -447,22 +522,14 @@ mod avx512 {
     ) -> [__m512; L] {
         let mask: __mmask16 = if n >= L { !0 } else { (1u16 << n) - 1 };
         let mut r = [_mm512_setzero_ps(); L];
-        for (i, v) in r.iter_mut().enumerate().take(rows) {
-            // SAFETY: as the caller promises; masked-off lanes are not read.
-            *v = unsafe { _mm512_maskz_loadu_ps(mask, src.add(i * stride)) };
+        // Constant indices, `rows` a condition: the vectors stay in registers.
+        for (i, v) in r.iter_mut().enumerate() {
+            if i < rows {
+                // SAFETY: as the caller promises; masked-off lanes are not read.
+                *v = unsafe { _mm512_maskz_loadu_ps(mask, src.add(i * stride)) };
+            }
         }
         transpose(r)
-    }
-
-    /// `v` into `dst` (16 values).
-    ///
-    /// # Safety
-    /// The CPU has AVX-512 F.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn store(dst: &mut [f32], v: __m512) {
-        assert_eq!(dst.len(), L, "store: one vector");
-        // SAFETY: `dst` holds 16 values.
-        unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), v) }
     }
 
     /// The first `n` lanes of `v` to `dst`.

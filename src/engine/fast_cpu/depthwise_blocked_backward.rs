@@ -4,7 +4,7 @@
 //! grouped forward pass on the turned filter, `depthwise_backward.rs`).
 
 use super::super::super::lanes::with_avx512;
-use super::{BUFFERS, Bordered, Geometry, L, Planes, transpose, untranspose};
+use super::{BUFFERS, Bordered, Geometry, L, Place, Planes, transpose, untranspose};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -30,7 +30,11 @@ impl Geometry {
         );
         let (w, [top, left]) = (self.w, self.pad);
         let Bordered { rows, pw } = self.bordered();
-        let place = |p: usize| ((top + p / w) * pw + left + p % w) * L;
+        let place = Place {
+            w,
+            pw,
+            origin: top * pw + left,
+        };
         let groups = c.div_ceil(L);
         // Per group: `taps` sums of L lanes, then the bias's.
         let sums: Vec<Vec<f32>> = (0..groups)
@@ -49,7 +53,12 @@ impl Geometry {
                         #[inline(always)]
                         || {
                             transpose(&xs[first * hw..][..lanes * hw], hw, &mut bordered, place);
-                            transpose(&gs[first * ohw..][..lanes * ohw], ohw, &mut grad, |p| p * L);
+                            transpose(
+                                &gs[first * ohw..][..lanes * ohw],
+                                ohw,
+                                &mut grad,
+                                Place::compact(ohw),
+                            );
                             self.tap_grads(&bordered, pw, &grad, &mut acc);
                         },
                     );
@@ -108,7 +117,12 @@ impl Geometry {
             with_avx512(
                 #[inline(always)]
                 || {
-                    transpose(&gs[first * ohw..][..lanes * ohw], ohw, &mut grad, |p| p * L);
+                    transpose(
+                        &gs[first * ohw..][..lanes * ohw],
+                        ohw,
+                        &mut grad,
+                        Place::compact(ohw),
+                    );
                     self.scatter_taps(&grad, filters, pw, &mut bordered);
                     // The interior, row by row, into `grad` as a compact pixel-major map.
                     for y in 0..h {

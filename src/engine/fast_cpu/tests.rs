@@ -69,6 +69,15 @@ fn depthwise_matches_burn() {
         // of 14 (two tiles of 7), 5x5 on rows of 10 (tiles of 8, the second partial).
         (6, 14, 3, 1, 1, [1, 1, 1, 1], Act::Clamp(0.0, 6.0)),
         (6, 10, 5, 1, 1, [2, 2, 2, 2], Act::Silu),
+        // 16-lane rows plane by plane on AVX-512 (`depthwise_wide.rs`): runs of 4 vectors and
+        // one of 1 (rows of 70, 13 rows: bands of 8, 4, 1), of 3 (40 columns, bands of 2 and
+        // one row), two runs of 4 (120), and strided rows of 24 or more (25 outputs, 2
+        // vectors in bands of 4; an odd left pad), SiLU and no activation.
+        (13, 70, 3, 1, 1, [1, 1, 1, 1], Act::Clamp(0.0, 6.0)),
+        (31, 40, 5, 1, 1, [2, 2, 2, 2], Act::Silu),
+        (5, 120, 3, 1, 1, [1, 1, 1, 1], Act::NONE),
+        (15, 50, 3, 2, 1, [1, 1, 1, 1], Act::Clamp(0.0, 6.0)),
+        (49, 49, 5, 2, 1, [1, 2, 2, 1], Act::Silu),
     ];
     for (h, w, k, s, d, pads, act) in cases {
         // 19 channels: on AVX-512 machines narrow maps go by groups of 16 channels
