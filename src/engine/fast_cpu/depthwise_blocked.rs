@@ -415,7 +415,8 @@ impl Place {
         }
     }
 
-    /// The buffer length (values) that holds `pixels` pixels of the map.
+    /// The buffer length (values) that holds `pixels` pixels of the map: past the last
+    /// pixel's, the furthest where rows are no wider than the buffer's (`pw ≥ w`).
     fn end(self, pixels: usize) -> usize {
         match pixels {
             0 => 0,
@@ -433,7 +434,10 @@ impl Place {
 fn transpose(planes: &[f32], pixels: usize, dst: &mut [f32], place: Place) {
     let lanes = planes.len() / pixels;
     assert!(
-        lanes <= L && planes.len() == lanes * pixels && dst.len() >= place.end(pixels),
+        lanes <= L
+            && planes.len() == lanes * pixels
+            && place.pw >= place.w
+            && dst.len() >= place.end(pixels),
         "transpose: planes"
     );
     #[cfg(target_arch = "x86_64")]
