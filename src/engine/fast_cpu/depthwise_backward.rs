@@ -46,13 +46,13 @@ impl Geometry {
                 Some(t.forward(gs, &flipped, None, Act::NONE))
             }
             // Other strides: the gradients scattered into a group's bordered buffer.
-            _ if want_dx && self.by_channel_groups() => Some(self.input_grad_blocked(ws, gs)),
+            _ if want_dx && self.grads_by_channel_groups() => Some(self.input_grad_blocked(ws, gs)),
             _ => None,
         };
         let want_dx = want_dx && grouped_dx.is_none();
         // The weight gradient likewise, by groups of channels on narrow maps.
         let grouped_dw =
-            (want_dw && self.by_channel_groups()).then(|| self.weight_grad_blocked(xs, gs));
+            (want_dw && self.grads_by_channel_groups()).then(|| self.weight_grad_blocked(xs, gs));
         let want_dw = want_dw && grouped_dw.is_none();
         // Per plane: its share of the weight gradient (taps) and of the bias gradient (1),
         // summed over the images below, so that planes stay independent tasks.
