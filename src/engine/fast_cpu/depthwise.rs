@@ -21,6 +21,15 @@ pub use blocked::L as GROUP;
 /// Outputs computed together, held in registers across every kernel tap.
 const V: usize = 8;
 
+/// A plane kernel's activation: the clamp it applies in registers as it writes, and the
+/// activation (SiLU) left for a pass over the finished plane.
+fn clamp_then(act: Act) -> ((f32, f32), Option<Act>) {
+    match act {
+        Act::Clamp(lo, hi) => ((lo, hi), None),
+        Act::Silu => ((f32::NEG_INFINITY, f32::INFINITY), Some(act)),
+    }
+}
+
 /// Scratch planes.
 #[derive(Default)]
 struct Scratch {
@@ -398,10 +407,7 @@ impl Geometry {
         // A clamp is applied in registers as each output is written; SiLU, whose exp the
         // compiler does not vectorise across a few registers, as a pass over the finished
         // plane while it is still in cache.
-        let (clamp, after) = match act {
-            Act::Clamp(lo, hi) => ((lo, hi), None),
-            Act::Silu => ((f32::NEG_INFINITY, f32::INFINITY), Some(act)),
-        };
+        let (clamp, after) = clamp_then(act);
         if self.forward_block() == 4 * V {
             self.rows::<FMA, 4, 1>(input, filter, bias, clamp, out, scratch)
         } else {

@@ -6,7 +6,7 @@
 //! weights are broadcast once per plane and kept in registers — one load of input per FMA of
 //! 16 lanes, where the 8-lane path loaded a weight and an input per FMA of 8.
 
-use super::{Act, FORWARD, Geometry, Layout};
+use super::{Act, FORWARD, Geometry, Layout, clamp_then};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -53,10 +53,7 @@ impl Geometry {
             + (self.oh - 1) * self.stride[0] * p.pw
             + self.ow.div_ceil(L) * L;
         assert!(furthest <= scratch.len(), "depthwise scratch too small");
-        let (clamp, after) = match act {
-            Act::Clamp(lo, hi) => ((lo, hi), None),
-            Act::Silu => ((f32::NEG_INFINITY, f32::INFINITY), Some(act)),
-        };
+        let (clamp, after) = clamp_then(act);
         let phase = p.rows * p.pw;
         #[cfg(target_arch = "x86_64")]
         super::super::lanes::with_avx512(
