@@ -510,6 +510,11 @@ mod tests {
             // last group partial: 5x5 stride 1, and 3x3 stride 2.
             (2, 20, 20, 7, 7, 5, 1, 1, [2, 2, 2, 2], 20),
             (2, 18, 18, 9, 9, 3, 2, 1, [1, 1, 1, 1], 18),
+            // Strided rows of 24-31 outputs: the forward pass in 16-lane planes
+            // (`depthwise_wide.rs`), the gradients by groups (`grads_by_channel_groups`); and a
+            // wide strided 5x5, both passes plane by plane.
+            (2, 18, 18, 6, 50, 3, 2, 1, [1, 1, 1, 1], 18),
+            (1, 3, 3, 9, 70, 5, 2, 1, [2, 2, 2, 2], 3),
             (2, 5, 7, 3, 4, 1, 1, 1, [0; 4], 1),
             // More pixels than one block of the weight gradient's sum (`GRAD_KC`).
             (3, 16, 24, 20, 30, 1, 1, 1, [0; 4], 1),
