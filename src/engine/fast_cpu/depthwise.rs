@@ -117,7 +117,7 @@ impl Geometry {
             layouts: Default::default(),
         };
         // The forward layout also covers whole 16-lane vectors across (`depthwise_wide.rs`).
-        g.layouts = [g.forward_block().max(2 * V), V, 1].map(|block| {
+        g.layouts = [g.forward_block().max(wide::L), V, 1].map(|block| {
             let p = g.padded(block);
             Layout {
                 offsets: g.tap_offsets(&p),

@@ -8,7 +8,7 @@
 //! copy and the bookkeeping per row cost as much as the sums.
 
 use super::super::lanes::with_avx512;
-use super::{Act, Geometry};
+use super::{Act, Geometry, clamp_then};
 
 /// Training's gradients by groups (`depthwise_blocked_backward.rs`).
 #[path = "depthwise_blocked_backward.rs"]
@@ -198,12 +198,28 @@ impl Geometry {
         bordered: &mut Vec<f32>,
         sums: &mut Vec<f32>,
     ) {
-        let (h, w, oh, ow) = (self.h, self.w, self.oh, self.ow);
-        let [top, left] = self.pad;
+        let (oh, ow) = (self.oh, self.ow);
+        let pw = self.border_group(input, bordered);
+        let (clamp, after) = clamp_then(act);
+        // Every value is written below.
+        sums.resize(oh * ow * L, 0.0);
+        sums.truncate(oh * ow * L);
+        self.sums(bordered, pw, filters, bias, clamp, sums);
+        if let Some(act) = after {
+            act.apply_all(sums);
+        }
+        // Back to planes: each channel's outputs, one lane apart in `sums`.
+        untranspose(sums, oh * ow, planes);
+    }
+
+    /// A group's input planes (at most [`L`]) into `bordered`, pixel-major in the
+    /// [`Self::bordered`] layout, the border (and the lanes of absent channels) zero; returns
+    /// its row length in pixels. Only the border is zeroed: `transpose` writes every lane of
+    /// every pixel inside (zeroing the whole buffer first doubled the writes of a 14x14 group).
+    #[inline(always)]
+    fn border_group(&self, input: &[f32], bordered: &mut Vec<f32>) -> usize {
+        let (h, w, [top, left]) = (self.h, self.w, self.pad);
         let Bordered { rows, pw } = self.bordered();
-        // The input, pixel-major; the border (and the lanes of absent channels) zero. Only the
-        // border is zeroed here: `transpose` writes every lane of every pixel inside (zeroing
-        // the whole buffer first doubled the writes of a 14x14 group).
         bordered.resize(rows * pw * L, 0.0);
         bordered.truncate(rows * pw * L);
         zero_border(bordered, [rows, pw], [top, left], [h, w]);
@@ -213,19 +229,7 @@ impl Geometry {
             origin: top * pw + left,
         };
         transpose(input, h * w, bordered, place);
-        let clamp = match act {
-            Act::Clamp(lo, hi) => (lo, hi),
-            Act::Silu => (f32::NEG_INFINITY, f32::INFINITY),
-        };
-        // Every value is written below.
-        sums.resize(oh * ow * L, 0.0);
-        sums.truncate(oh * ow * L);
-        self.sums(bordered, pw, filters, bias, clamp, sums);
-        if act == Act::Silu {
-            act.apply_all(sums);
-        }
-        // Back to planes: each channel's outputs, one lane apart in `sums`.
-        untranspose(sums, oh * ow, planes);
+        pw
     }
 
     /// Every output of the group, clamped, pixel-major into `sums` (`oh · ow` pixels of

@@ -28,13 +28,6 @@ impl Geometry {
             xs.len() == n * c * hw && gs.len() == n * c * ohw,
             "depthwise gradient: operands"
         );
-        let (w, [top, left]) = (self.w, self.pad);
-        let Bordered { rows, pw } = self.bordered();
-        let place = Place {
-            w,
-            pw,
-            origin: top * pw + left,
-        };
         let groups = c.div_ceil(L);
         // Per group: `taps` sums of L lanes, then the bias's.
         let sums: Vec<Vec<f32>> = (0..groups)
@@ -45,14 +38,14 @@ impl Geometry {
                 let mut acc = vec![0.0f32; (taps + 1) * L];
                 for b in 0..n {
                     let first = b * c + g * L;
-                    bordered.clear();
-                    bordered.resize(rows * pw * L, 0.0);
-                    grad.clear();
+                    // Every value of `grad` is written by its transpose.
                     grad.resize(ohw * L, 0.0);
+                    grad.truncate(ohw * L);
                     with_avx512(
                         #[inline(always)]
                         || {
-                            transpose(&xs[first * hw..][..lanes * hw], hw, &mut bordered, place);
+                            let pw =
+                                self.border_group(&xs[first * hw..][..lanes * hw], &mut bordered);
                             transpose(
                                 &gs[first * ohw..][..lanes * ohw],
                                 ohw,

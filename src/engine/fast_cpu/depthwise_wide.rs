@@ -11,8 +11,8 @@ use super::{Act, FORWARD, Geometry, Layout, clamp_then};
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-/// Lanes of one vector.
-const L: usize = 16;
+/// Lanes of one vector (the forward layout pads rows to whole ones, `Geometry::new`).
+pub(super) const L: usize = 16;
 /// Vectors along a row summed together (fewer at a row's end).
 const U: usize = 4;
 

@@ -1,6 +1,6 @@
 //! Training ops of Graft's own for burn's `flex` CPU backend under autodiff: depthwise, 1x1
-//! and other one-group convolutions, batch normalisation with batch statistics, and clamps (ReLU, ReLU6), each a
-//! burn autodiff op (`burn_autodiff::ops::Backward`) whose forward and backward passes are the
+//! and other one-group convolutions, batch normalisation with batch statistics, and clamps
+//! (ReLU, ReLU6), each a burn autodiff op (`burn_autodiff::ops::Backward`) whose forward and backward passes are the
 //! slice kernels of this module's siblings. burn's own versions of these are compositions:
 //! a depthwise convolution's gradients run as grouped transposed convolutions plus a loop over
 //! channels, a 1x1 convolution's through transposed copies, batch norm as a dozen elementwise
