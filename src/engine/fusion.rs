@@ -108,6 +108,55 @@ pub(super) fn fuse_expand_depthwise(
     }
 }
 
+/// Joins each batch norm that learns (not frozen) whose output only a depthwise convolution
+/// of its channels reads to that convolution as its [`Step::then`], so that training on the
+/// CPU runs them as one op that never writes the normalised activation
+/// (`fast_cpu::train::norm_depthwise`). Training plans only; where that op does not apply
+/// (another device, evaluation mode) the two run one after the other.
+pub(super) fn fuse_norm_depthwise(
+    steps: &mut Vec<Step>,
+    output_slots: &[usize],
+    layers: &[LayerParams],
+) {
+    let mut i = 0;
+    while i < steps.len() {
+        let pair = || -> Option<usize> {
+            let step = &steps[i];
+            if !matches!(step.op, Op::BatchNorm { .. }) || step.frozen {
+                return None;
+            }
+            let LayerParams::BatchNorm(p) = layers.get(step.layer?)? else {
+                return None;
+            };
+            let c = p.gamma.val().dims()[0];
+            let &[out] = step.outputs.as_slice() else {
+                return None;
+            };
+            if output_slots.contains(&out) {
+                return None;
+            }
+            let j = only_reader(steps, i, out)?;
+            let Op::Conv(dw) = &steps[j].op else {
+                return None;
+            };
+            let LayerParams::Conv(q) = layers.get(steps[j].layer?)? else {
+                return None;
+            };
+            let [co, per_group, ..] = q.weight.val().dims();
+            let reads_it = matches!(steps[j].inputs.first(), Some(Some(Src::Slot(x))) if *x == out)
+                && steps[j].inputs[1..].iter().all(Option::is_none);
+            let depthwise = dw.groups == c && co == c && per_group == 1;
+            (reads_it && depthwise && steps[j].act.is_none()).then_some(j)
+        };
+        if let Some(j) = pair() {
+            let next = steps.remove(j);
+            steps[i].outputs = next.outputs.clone();
+            steps[i].then = Some(Box::new(next));
+        }
+        i += 1;
+    }
+}
+
 /// The activation `op` is, when a kernel can apply it as it writes: a clamp, or SiLU outside
 /// training plans.
 fn activation(op: &Op, trainable: bool) -> Option<fast_cpu::Act> {
@@ -257,5 +306,105 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
         assert!(err < 1e-4, "fused against plain: error {err}");
+    }
+}
+
+#[cfg(test)]
+mod norm_depthwise_tests {
+    use super::super::{Mode, Model, Value};
+    use crate::graph::{Conv, Input, Metadata, Network, Node, Op};
+    use crate::weights::{Store, Tensor};
+    use burn::tensor::Device;
+
+    /// A training plan joins a batch norm (its ReLU6 folded in) to the depthwise convolution
+    /// that alone reads it; `each_step` still lists the convolution (the optimizer finds its
+    /// weights through it). A training pass gives the output and running statistics of the
+    /// same network whose batch norm output is also a network output (so not joined).
+    #[test]
+    fn a_training_plan_joins_a_batch_norm_to_its_depthwise_reader() {
+        let node = |name: &str, op, ins: &[&str]| {
+            let ins = ins.iter().map(|s| s.to_string()).collect();
+            Node::new(name, op, ins, vec![name.to_string()])
+        };
+        let net = |outputs: &[&str]| Network {
+            name: "bn-dw".into(),
+            input: Input {
+                name: "x".into(),
+                shape: vec![2, 4, 9, 11],
+                free_batch: true,
+            },
+            outputs: outputs.iter().map(|s| s.to_string()).collect(),
+            nodes: vec![
+                node(
+                    "n",
+                    Op::BatchNorm {
+                        epsilon: 1e-5,
+                        momentum: 0.9,
+                    },
+                    &["x", "g", "b", "m", "v"],
+                ),
+                node(
+                    "r",
+                    Op::Clip {
+                        min: Some(0.0),
+                        max: Some(6.0),
+                    },
+                    &["n"],
+                ),
+                node(
+                    "d",
+                    Op::Conv(Conv {
+                        strides: [1, 1],
+                        pads: [1; 4],
+                        dilations: [1, 1],
+                        groups: 4,
+                    }),
+                    &["r", "wd", "bd"],
+                ),
+            ],
+            metadata: Metadata::default(),
+        };
+        let mut store = Store::new();
+        for (name, shape, base) in [
+            ("g", vec![4], 1.0),
+            ("b", vec![4], 0.1),
+            ("m", vec![4], 0.0),
+            ("v", vec![4], 1.0),
+            ("wd", vec![4, 1, 3, 3], 0.0),
+            ("bd", vec![4], 0.0),
+        ] {
+            let n: usize = shape.iter().product();
+            let data = (0..n).map(|i| base + (i % 7) as f32 / 7.0 - 0.4).collect();
+            store.insert(name, Tensor::new(shape, data).expect("a tensor"));
+        }
+        let device = Device::flex().autodiff();
+        let joined = Model::build(&net(&["d"]), &store, &device).expect("builds");
+        let apart = Model::build(&net(&["d", "r"]), &store, &device).expect("builds");
+        let steps = joined.plan.steps();
+        assert_eq!(
+            steps.len(),
+            1,
+            "one step: the batch norm, the convolution joined"
+        );
+        assert_eq!(steps[0].then.as_ref().map(|s| s.node.as_str()), Some("d"));
+        let names: Vec<&str> = joined.plan.each_step().map(|s| s.node.as_str()).collect();
+        assert_eq!(names, ["n", "d"], "every step");
+        assert!(apart.plan.steps().iter().all(|s| s.then.is_none()));
+
+        let x: Vec<f32> = (0..2 * 4 * 9 * 11)
+            .map(|i| (i % 23) as f32 / 4.0 - 2.0)
+            .collect();
+        let run = |m: &Model| {
+            let input = Value::from_data(&[2, 4, 9, 11], x.clone(), &device);
+            let out = m.forward(input, Mode::Train).expect("runs")[0]
+                .to_vec()
+                .expect("values");
+            let mut s = store.clone();
+            m.write_back(&mut s).expect("writes back");
+            (out, s.get("m").cloned(), s.get("v").cloned())
+        };
+        let (a, b) = (run(&joined), run(&apart));
+        assert_eq!(a, b, "joined against apart: output, running statistics");
+        assert_ne!(a.1, store.get("m").cloned(), "the running mean moved");
     }
 }

@@ -84,8 +84,9 @@ pub struct Step {
     pub act: Option<fast_cpu::Act>,
     /// A convolution's filters as Graft's CPU matrix kernel reads them, kept between runs.
     pub packs: fast_cpu::PackedFilters,
-    /// In inference plans, the depthwise convolution that alone reads this 1x1 convolution's
-    /// output, run with it in one pass (`fuse_expand_depthwise`); this step's outputs are
+    /// The depthwise convolution that alone reads this step's output, run with it in one
+    /// pass: in inference plans after a 1x1 convolution (`fuse_expand_depthwise`), in
+    /// training plans after a batch norm (`fuse_norm_depthwise`). This step's outputs are
     /// then that one's.
     pub then: Option<Box<Step>>,
     /// In inference plans, for a Concat: the convolutions whose outputs only it reads, run
@@ -346,7 +347,9 @@ impl Model {
                 .collect::<Result<_, _>>()?;
 
         fusion::fuse_activations(&mut steps, &output_slots, trainable);
-        if !trainable {
+        if trainable {
+            fusion::fuse_norm_depthwise(&mut steps, &output_slots, &layers);
+        } else {
             fusion::fuse_expand_depthwise(&mut steps, &output_slots, &layers);
             fusion::fuse_concat_parts(&mut steps, &output_slots);
         }
@@ -468,6 +471,15 @@ impl Plan {
 
     pub fn steps(&self) -> &[Step] {
         &self.steps
+    }
+
+    /// Every step, those joined to another (`Step::then`, `Step::parts`) included.
+    pub fn each_step(&self) -> impl Iterator<Item = &Step> {
+        fn all(step: &Step) -> Box<dyn Iterator<Item = &Step> + '_> {
+            let joined = step.then.as_deref().into_iter().chain(&step.parts);
+            Box::new(std::iter::once(step).chain(joined.flat_map(all)))
+        }
+        self.steps.iter().flat_map(all)
     }
 
     /// The expected input shape without the batch dimension.

@@ -17,7 +17,7 @@ pub struct Groups(Vec<(f32, Vec<(ParamId, usize)>)>);
 impl Groups {
     pub fn from_plan(model: &Model) -> Self {
         let mut groups: Vec<(f32, Vec<(ParamId, usize)>)> = Vec::new();
-        for step in model.plan.steps() {
+        for step in model.plan.each_step() {
             let Some(l) = step.layer else { continue };
             if step.frozen {
                 continue;

@@ -3,7 +3,7 @@
 //! otherwise.
 
 use super::super::fast_cpu::{self, Act};
-use super::super::params::LayerParams;
+use super::super::params::{BatchNormParams, LayerParams};
 use super::super::value::{Value, map, visit};
 use super::super::{Mode, Step};
 use super::{Res, lift_same};
@@ -121,24 +121,7 @@ pub(super) fn batch_norm(
                 }
             }
         });
-        // ONNX momentum m keeps m of the old statistic. Like PyTorch, the running
-        // variance is updated with the unbiased batch variance.
-        let m = momentum as f64;
-        let unbiased = var.mul_scalar(count as f64 / (count.max(2) - 1) as f64);
-        p.running_mean.update(
-            p.running_mean
-                .value_sync()
-                .mul_scalar(m)
-                .add(mean.mul_scalar(1.0 - m))
-                .detach(),
-        );
-        p.running_var.update(
-            p.running_var
-                .value_sync()
-                .mul_scalar(m)
-                .add(unbiased.mul_scalar(1.0 - m))
-                .detach(),
-        );
+        update_running(p, [mean, var], count, momentum);
         one(y)
     } else {
         // `value_sync`: a validation between steps on the training thread sees the
@@ -155,6 +138,72 @@ pub(super) fn batch_norm(
         let y = map!(x, t => module::batch_norm(t, p.gamma.val(), p.beta.val(), mean.clone(), var.clone(), eps));
         one(activate(y, step.act, mode))
     }
+}
+
+/// A batch norm's running statistics after a training step whose batch (`count` values a
+/// channel) had `mean` and biased variance `var`. ONNX momentum m keeps m of the old
+/// statistic; like PyTorch, the running variance takes the unbiased batch variance.
+fn update_running(p: &BatchNormParams, [mean, var]: [Tensor<1>; 2], count: usize, momentum: f32) {
+    let m = momentum as f64;
+    let unbiased = var.mul_scalar(count as f64 / (count.max(2) - 1) as f64);
+    p.running_mean.update(
+        p.running_mean
+            .value_sync()
+            .mul_scalar(m)
+            .add(mean.mul_scalar(1.0 - m))
+            .detach(),
+    );
+    p.running_var.update(
+        p.running_var
+            .value_sync()
+            .mul_scalar(m)
+            .add(unbiased.mul_scalar(1.0 - m))
+            .detach(),
+    );
+    // burn keeps an update per thread until a read on that same thread takes it in: the
+    // forward pass runs on a CPU worker, and `write_back` reads on the caller's thread, which
+    // saw the statistics one step behind (the last step's never reached an export). Taken
+    // in here, every thread reads this step's.
+    let _ = (p.running_mean.value_sync(), p.running_var.value_sync());
+}
+
+/// A batch norm that learns and the depthwise convolution that alone reads it
+/// (`fusion::fuse_norm_depthwise`), as Graft's one CPU training op
+/// (`fast_cpu::train::norm_depthwise`); `None` where that does not apply (evaluation mode,
+/// another device), and the caller runs the two steps one after the other.
+pub(super) fn norm_depthwise(
+    steps: [&Step; 2],
+    inputs: &[Option<Value>],
+    layers: [Option<&LayerParams>; 2],
+    mode: Mode,
+) -> Option<Value> {
+    let [Some(LayerParams::BatchNorm(p)), Some(LayerParams::Conv(q))] = layers else {
+        return None;
+    };
+    let (Op::BatchNorm { epsilon, momentum }, Op::Conv(c)) = (&steps[0].op, &steps[1].op) else {
+        return None;
+    };
+    if mode != Mode::Train || steps[0].frozen || steps[1].act.is_some() {
+        return None;
+    }
+    let ((lo, hi), None) = clamp_part(steps[0].act) else {
+        return None;
+    };
+    let Some(Value::R4(x)) = inputs.first()? else {
+        return None;
+    };
+    let (gamma, beta) = (p.gamma.val(), p.beta.val());
+    let (weight, bias) = (q.weight.val(), q.bias.as_ref().map(|b| b.val()));
+    let norm = fast_cpu::train::BatchNormArgs {
+        gamma: &gamma,
+        beta: &beta,
+        epsilon: *epsilon as f64,
+        clamp: (lo, hi),
+    };
+    let (y, mean, var) = fast_cpu::train::norm_depthwise(x, norm, &weight, bias.as_ref(), c)?;
+    let [n, _, h, w] = x.dims();
+    update_running(p, [mean, var], n * h * w, *momentum);
+    Some(Value::R4(y))
 }
 
 /// A step's fused activation as its own pass (where no kernel applied it).

@@ -25,7 +25,8 @@ use std::time::Instant;
 type Res = Result<Vec<Value>, String>;
 
 /// A step and the one fused after it (`Step::then`): in one pass where Graft's CPU kernels
-/// can (`layers::expand_depthwise`), else one after the other. Under `GRAFT_PROFILE` the pair
+/// can (`layers::expand_depthwise` in inference, `layers::norm_depthwise` in training), else
+/// one after the other. Under `GRAFT_PROFILE` the pair
 /// is timed here (the plan's loop leaves it): as one fused step, or as its two steps, each
 /// under its own node, when they ran apart (at batch 1 most pairs do, `fast_cpu::fused::pays`).
 pub fn run_pair(
@@ -35,7 +36,13 @@ pub fn run_pair(
     mode: Mode,
 ) -> Res {
     let started = profile::enabled().then(Instant::now);
-    if let Some(y) = layers::expand_depthwise([first, second], &inputs, [layer, next_layer]) {
+    let fused = match first.op {
+        Op::BatchNorm { .. } => {
+            layers::norm_depthwise([first, second], &inputs, [layer, next_layer], mode)
+        }
+        _ => layers::expand_depthwise([first, second], &inputs, [layer, next_layer]),
+    };
+    if let Some(y) = fused {
         let outs = vec![y];
         if let Some(t) = started {
             profile::record(first, &outs, t, true);

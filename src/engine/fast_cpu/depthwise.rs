@@ -30,6 +30,51 @@ fn clamp_then(act: Act) -> ((f32, f32), Option<Act>) {
     }
 }
 
+/// A per-channel map of the input, applied as each plane is staged for the kernels (copied
+/// into its bordered scratch buffer, or transposed into a group's): `clamp(x · scale +
+/// shift, lo, hi)`. Training fuses a batch norm and its clamp into the depthwise convolution
+/// that reads it (`train::norm_depthwise`) through this, so the normalised activation is never
+/// written out and read back: both passes over it were memory-bound, 154 MB each at batch 32
+/// in Lite0's 112x112 block. The expression and its order are `norm.rs`'s, so the staged
+/// values are the ones batch norm would have written, to the bit.
+pub struct InputMap {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+    pub clamp: (f32, f32),
+}
+
+/// One channel's [`InputMap`].
+#[derive(Clone, Copy, Debug)]
+struct PlaneMap {
+    scale: f32,
+    shift: f32,
+    lo: f32,
+    hi: f32,
+}
+
+impl PlaneMap {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        clamp1(v * self.scale + self.shift, self.lo, self.hi)
+    }
+}
+
+impl InputMap {
+    fn plane(&self, ch: usize) -> PlaneMap {
+        PlaneMap {
+            scale: self.scale[ch],
+            shift: self.shift[ch],
+            lo: self.clamp.0,
+            hi: self.clamp.1,
+        }
+    }
+
+    /// The map of channel `ch`, where there is one.
+    fn of(map: Option<&Self>, ch: usize) -> Option<PlaneMap> {
+        map.map(|m| m.plane(ch))
+    }
+}
+
 /// Scratch planes.
 #[derive(Default)]
 struct Scratch {
@@ -151,6 +196,15 @@ impl Geometry {
         }
     }
 
+    fn check_map(&self, map: Option<&InputMap>) {
+        if let Some(m) = map {
+            assert!(
+                m.scale.len() == self.c && m.shift.len() == self.c,
+                "depthwise: input map length"
+            );
+        }
+    }
+
     pub fn output_len(&self) -> usize {
         self.n * self.c * self.oh * self.ow
     }
@@ -179,7 +233,17 @@ impl Geometry {
     /// Only the border is zeroed, not the whole buffer first, and stride 2 splits each row
     /// into its two phases in one pass (a strided scalar copy per phase was 1/12 of a
     /// batch-1 forward pass).
-    fn fill(&self, p: &Padded, input: &[f32], scratch: &mut Vec<f32>) {
+    /// With `map`, each value goes through it on the way (the border stays zero: the
+    /// convolution pads the mapped plane).
+    fn fill(&self, p: &Padded, input: &[f32], map: Option<PlaneMap>, scratch: &mut Vec<f32>) {
+        match map {
+            None => self.fill_with(p, input, scratch, |v| v),
+            Some(m) => self.fill_with(p, input, scratch, |v| m.apply(v)),
+        }
+    }
+
+    #[inline(always)]
+    fn fill_with(&self, p: &Padded, input: &[f32], scratch: &mut Vec<f32>, f: impl Fn(f32) -> f32) {
         let [_, sw] = self.stride;
         let [top, left] = self.pad;
         let (w, plane) = (self.w, p.rows * p.pw);
@@ -209,7 +273,9 @@ impl Geometry {
             1 => {
                 for (r, in_row) in rows {
                     let at = (top + r) * p.pw + left;
-                    scratch[at..at + w].copy_from_slice(in_row);
+                    for (d, &v) in scratch[at..at + w].iter_mut().zip(in_row) {
+                        *d = f(v);
+                    }
                 }
             }
             2 => {
@@ -224,11 +290,11 @@ impl Geometry {
                     for ((e, o), pair) in
                         ev.iter_mut().zip(od.iter_mut()).zip(in_row.chunks_exact(2))
                     {
-                        *e = pair[0];
-                        *o = pair[1];
+                        *e = f(pair[0]);
+                        *o = f(pair[1]);
                     }
                     if w % 2 == 1 {
-                        ev[w / 2] = in_row[w - 1];
+                        ev[w / 2] = f(in_row[w - 1]);
                     }
                 }
             }
@@ -239,7 +305,7 @@ impl Geometry {
                         let at = (ph * p.rows + top + r) * p.pw + start;
                         let dst = &mut scratch[at..at + count];
                         for (d, &v) in dst.iter_mut().zip(in_row.iter().skip(first).step_by(sw)) {
-                            *d = v;
+                            *d = f(v);
                         }
                     }
                 }
@@ -303,12 +369,26 @@ impl Geometry {
     /// The convolution of every plane of `xs` (NCHW) with its channel's filter in `ws`
     /// (`[c, 1, kh, kw]`), plus bias, through the activation `act`.
     pub fn forward(&self, xs: &[f32], ws: &[f32], bs: Option<&[f32]>, act: Act) -> Vec<f32> {
+        self.forward_mapped(xs, ws, bs, act, None)
+    }
+
+    /// [`Self::forward`] of `xs` through `map` (see [`InputMap`]).
+    pub fn forward_mapped(
+        &self,
+        xs: &[f32],
+        ws: &[f32],
+        bs: Option<&[f32]>,
+        act: Act,
+        map: Option<&InputMap>,
+    ) -> Vec<f32> {
         let (c, hw, ohw) = (self.c, self.h * self.w, self.oh * self.ow);
         self.check_operands(xs, ws, bs, None);
+        self.check_map(map);
         let len = self.output_len();
         let mut out: Vec<f32> = Vec::with_capacity(len);
         if self.by_channel_groups() {
-            self.forward_blocked(xs, ws, bs, act, &mut out.spare_capacity_mut()[..len]);
+            let out_planes = &mut out.spare_capacity_mut()[..len];
+            self.forward_blocked(xs, ws, bs, act, map, out_planes);
             // SAFETY: `forward_blocked` wrote every element.
             unsafe { out.set_len(len) };
             return out;
@@ -318,7 +398,7 @@ impl Geometry {
             .enumerate()
             .for_each(|(plane, o)| {
                 let input = &xs[plane * hw..(plane + 1) * hw];
-                self.channel(plane % c, input, ws, bs, act, o);
+                self.channel(plane % c, input, map, ws, bs, act, o);
             });
         // SAFETY: `channel` wrote every element of every output plane.
         unsafe { out.set_len(len) };
@@ -327,10 +407,12 @@ impl Geometry {
 
     /// Channel `ch`'s output plane from its input plane (`h × w` values): one task of
     /// [`Self::forward`], for callers that make the input a few planes at a time.
+    #[allow(clippy::too_many_arguments)]
     pub fn channel(
         &self,
         ch: usize,
         input: &[f32],
+        map: Option<&InputMap>,
         ws: &[f32],
         bs: Option<&[f32]>,
         act: Act,
@@ -350,16 +432,19 @@ impl Geometry {
         );
         let filter = &ws[ch * taps..(ch + 1) * taps];
         let b = bs.map_or(0.0, |b| b[ch]);
-        with_scratch(|s| self.plane(input, filter, b, act, out, &mut s.a));
+        let map = InputMap::of(map, ch);
+        with_scratch(|s| self.plane(input, map, filter, b, act, out, &mut s.a));
     }
 
     /// One channel of one image. The plane is first copied into a zero-bordered scratch
     /// buffer (see [`Self::fill`]): then every kernel tap reads a contiguous run with no
     /// bounds logic, and each output, started from the bias, accumulates all taps in
     /// registers and goes through the activation and is written once.
+    #[allow(clippy::too_many_arguments)]
     fn plane(
         &self,
         input: &[f32],
+        map: Option<PlaneMap>,
         filter: &[f32],
         bias: f32,
         act: Act,
@@ -367,37 +452,41 @@ impl Geometry {
         scratch: &mut Vec<f32>,
     ) {
         if self.wide_kernel() {
-            return self.plane_wide(input, filter, bias, act, out, scratch);
+            return self.plane_wide(input, map, filter, bias, act, out, scratch);
         }
         // The binary targets baseline x86-64 (SSE2); this loop is worth 8-wide FMA.
         #[cfg(target_arch = "x86_64")]
         if super::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { self.plane_avx2(input, filter, bias, act, out, scratch) };
+            return unsafe { self.plane_avx2(input, map, filter, bias, act, out, scratch) };
         }
-        self.plane_with::<false>(input, filter, bias, act, out, scratch)
+        self.plane_with::<false>(input, map, filter, bias, act, out, scratch)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     fn plane_avx2(
         &self,
         input: &[f32],
+        map: Option<PlaneMap>,
         filter: &[f32],
         bias: f32,
         act: Act,
         out: &mut [MaybeUninit<f32>],
         scratch: &mut Vec<f32>,
     ) {
-        self.plane_with::<true>(input, filter, bias, act, out, scratch)
+        self.plane_with::<true>(input, map, filter, bias, act, out, scratch)
     }
 
     /// The body of [`Self::plane`], compiled once per instruction set; `FMA` is whether
     /// `mul_add` is one instruction (without it, it would be a library call).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn plane_with<const FMA: bool>(
         &self,
         input: &[f32],
+        map: Option<PlaneMap>,
         filter: &[f32],
         bias: f32,
         act: Act,
@@ -409,9 +498,9 @@ impl Geometry {
         // plane while it is still in cache.
         let (clamp, after) = clamp_then(act);
         if self.forward_block() == 4 * V {
-            self.rows::<FMA, 4, 1>(input, filter, bias, clamp, out, scratch)
+            self.rows::<FMA, 4, 1>(input, map, filter, bias, clamp, out, scratch)
         } else {
-            self.rows::<FMA, 1, 4>(input, filter, bias, clamp, out, scratch)
+            self.rows::<FMA, 1, 4>(input, map, filter, bias, clamp, out, scratch)
         }
         if let Some(act) = after {
             // SAFETY: `rows` wrote every element of the plane; `MaybeUninit<f32>` has the
@@ -430,6 +519,7 @@ impl Geometry {
     fn rows<const FMA: bool, const U: usize, const R: usize>(
         &self,
         input: &[f32],
+        map: Option<PlaneMap>,
         filter: &[f32],
         bias: f32,
         clamp: (f32, f32),
@@ -439,7 +529,7 @@ impl Geometry {
         let block = U * V;
         let Layout { p, offsets } = &self.layouts[FORWARD];
         debug_assert_eq!(block, self.forward_block());
-        self.fill(p, input, scratch);
+        self.fill(p, input, map, scratch);
         let src = scratch.as_slice();
         let step = self.stride[0] * p.pw;
         // The furthest any read below reaches; checked once instead of at every load.

@@ -2,7 +2,7 @@
 //! gradients, plane by plane in the same zero-bordered scratch layouts as the forward pass.
 
 use super::{Act, Conv, ConvGrads, MaybeUninit, with_avx2};
-use super::{Geometry, Layout, SCATTER, Scratch, V, WEIGHT_GRAD, with_scratch};
+use super::{Geometry, InputMap, Layout, PlaneMap, SCATTER, Scratch, V, WEIGHT_GRAD, with_scratch};
 use rayon::prelude::*;
 
 /// Taps whose weight gradients accumulate in registers together (a 3x3 filter's).
@@ -19,7 +19,22 @@ impl Geometry {
         want_dx: bool,
         want_dw: bool,
     ) -> ConvGrads {
+        self.backward_mapped(xs, None, ws, gs, want_dx, want_dw)
+    }
+
+    /// The gradients of [`Self::forward_mapped`] (without clamp): the input gradient is the
+    /// mapped input's (`map` is applied to `xs` where the weight gradient reads it).
+    pub fn backward_mapped(
+        &self,
+        xs: &[f32],
+        map: Option<&InputMap>,
+        ws: &[f32],
+        gs: &[f32],
+        want_dx: bool,
+        want_dw: bool,
+    ) -> ConvGrads {
         self.check_operands(xs, ws, None, Some(gs));
+        self.check_map(map);
         let (n, c, hw, ohw, taps) = (
             self.n,
             self.c,
@@ -51,8 +66,8 @@ impl Geometry {
         };
         let want_dx = want_dx && grouped_dx.is_none();
         // The weight gradient likewise, by groups of channels on narrow maps.
-        let grouped_dw =
-            (want_dw && self.grads_by_channel_groups()).then(|| self.weight_grad_blocked(xs, gs));
+        let grouped_dw = (want_dw && self.grads_by_channel_groups())
+            .then(|| self.weight_grad_blocked(xs, map, gs));
         let want_dw = want_dw && grouped_dw.is_none();
         // Per plane: its share of the weight gradient (taps) and of the bias gradient (1),
         // summed over the images below, so that planes stay independent tasks.
@@ -70,13 +85,13 @@ impl Geometry {
                 let filter = &ws[ch * taps..(ch + 1) * taps];
                 let g = &gs[plane * ohw..(plane + 1) * ohw];
                 if let Some(part) = part {
-                    self.weight_grad(input, g, part, scratch);
+                    self.weight_grad(input, InputMap::of(map, ch), g, part, scratch);
                 }
                 if let Some(dx) = dx {
                     match &transposed {
                         Some(t) => {
                             let flipped = &flipped[ch * taps..(ch + 1) * taps];
-                            t.plane(g, flipped, 0.0, Act::NONE, dx, &mut scratch.a);
+                            t.plane(g, None, flipped, 0.0, Act::NONE, dx, &mut scratch.a);
                         }
                         None => self.input_grad_scatter(filter, g, dx, &mut scratch.a),
                     }
@@ -157,12 +172,13 @@ impl Geometry {
     fn weight_grad(
         &self,
         input: &[f32],
+        map: Option<PlaneMap>,
         g: &[f32],
         part: &mut [f32],
         Scratch { a: xpad, b: gpad }: &mut Scratch,
     ) {
         let Layout { p, offsets } = &self.layouts[WEIGHT_GRAD];
-        self.fill(p, input, xpad);
+        self.fill(p, input, map, xpad);
         let (oh, ow) = (self.oh, self.ow);
         let ow_v = ow.div_ceil(V) * V;
         gpad.clear();

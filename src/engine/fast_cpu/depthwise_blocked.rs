@@ -8,7 +8,7 @@
 //! copy and the bookkeeping per row cost as much as the sums.
 
 use super::super::lanes::with_avx512;
-use super::{Act, Geometry, clamp_then};
+use super::{Act, Geometry, InputMap, clamp_then};
 
 /// Training's gradients by groups (`depthwise_blocked_backward.rs`).
 #[path = "depthwise_blocked_backward.rs"]
@@ -52,6 +52,29 @@ pub struct Grouped {
     filters: Vec<f32>,
     biases: Vec<f32>,
     taps: usize,
+}
+
+/// A group's [`InputMap`]: per lane scale and shift (zeros past the last channel: those
+/// lanes are never stored), and the clamp.
+pub(super) struct GroupMap {
+    scale: [f32; L],
+    shift: [f32; L],
+    clamp: (f32, f32),
+}
+
+impl InputMap {
+    pub(super) fn group(map: Option<&Self>, g: usize) -> Option<GroupMap> {
+        let m = map?;
+        let (mut scale, mut shift) = ([0.0; L], [0.0; L]);
+        let chs = g * L..((g + 1) * L).min(m.scale.len());
+        scale[..chs.len()].copy_from_slice(&m.scale[chs.clone()]);
+        shift[..chs.len()].copy_from_slice(&m.shift[chs]);
+        Some(GroupMap {
+            scale,
+            shift,
+            clamp: m.clamp,
+        })
+    }
 }
 
 /// Where a group's input sits in its buffer: `rows` rows of `pw` pixels of [`L`] lanes.
@@ -110,11 +133,13 @@ impl Geometry {
 
     /// Channels `g · L ..` of one image (`input`: their planes, at most [`L`]) into `planes`
     /// (as many output planes), every value written.
+    #[allow(clippy::too_many_arguments)]
     pub fn group_of(
         &self,
         grouped: &Grouped,
         g: usize,
         input: &[f32],
+        map: Option<&InputMap>,
         act: Act,
         planes: &mut [MaybeUninit<f32>],
     ) {
@@ -127,10 +152,14 @@ impl Geometry {
         assert_eq!(planes.len(), lanes * ohw, "depthwise: a group's output");
         let filters = &grouped.filters[g * taps * L..(g + 1) * taps * L];
         let bias = &grouped.biases[g * L..(g + 1) * L];
+        let map = InputMap::group(map, g);
         let (mut bordered, mut sums) = BUFFERS.take();
         with_avx512(
             #[inline(always)]
-            || self.group(input, filters, bias, act, planes, &mut bordered, &mut sums),
+            || {
+                let (map, bordered) = (map.as_ref(), &mut bordered);
+                self.group(input, map, filters, bias, act, planes, bordered, &mut sums)
+            },
         );
         BUFFERS.set((bordered, sums));
     }
@@ -143,6 +172,7 @@ impl Geometry {
         ws: &[f32],
         bs: Option<&[f32]>,
         act: Act,
+        map: Option<&InputMap>,
         out: &mut [MaybeUninit<f32>],
     ) {
         let (n, c) = (self.n, self.c);
@@ -164,6 +194,7 @@ impl Geometry {
                 &grouped,
                 g,
                 &xs[first * hw..(first + lanes) * hw],
+                map,
                 act,
                 planes,
             );
@@ -191,6 +222,7 @@ impl Geometry {
     fn group(
         &self,
         input: &[f32],
+        map: Option<&GroupMap>,
         filters: &[f32],
         bias: &[f32],
         act: Act,
@@ -199,7 +231,7 @@ impl Geometry {
         sums: &mut Vec<f32>,
     ) {
         let (oh, ow) = (self.oh, self.ow);
-        let pw = self.border_group(input, bordered);
+        let pw = self.border_group(input, map, bordered);
         let (clamp, after) = clamp_then(act);
         // Every value is written below.
         sums.resize(oh * ow * L, 0.0);
@@ -216,8 +248,15 @@ impl Geometry {
     /// [`Self::bordered`] layout, the border (and the lanes of absent channels) zero; returns
     /// its row length in pixels. Only the border is zeroed: `transpose` writes every lane of
     /// every pixel inside (zeroing the whole buffer first doubled the writes of a 14x14 group).
+    /// With `map`, the pixels inside then go through it (the border stays zero: the
+    /// convolution pads the mapped map).
     #[inline(always)]
-    fn border_group(&self, input: &[f32], bordered: &mut Vec<f32>) -> usize {
+    fn border_group(
+        &self,
+        input: &[f32],
+        map: Option<&GroupMap>,
+        bordered: &mut Vec<f32>,
+    ) -> usize {
         let (h, w, [top, left]) = (self.h, self.w, self.pad);
         let Bordered { rows, pw } = self.bordered();
         bordered.resize(rows * pw * L, 0.0);
@@ -229,6 +268,9 @@ impl Geometry {
             origin: top * pw + left,
         };
         transpose(input, h * w, bordered, place);
+        if let Some(map) = map {
+            map_inside(bordered, place, [h, w], map);
+        }
         pw
     }
 
@@ -406,6 +448,37 @@ fn zero_border(
         r[..left * L].fill(0.0);
         r[(left + w) * L..].fill(0.0);
     }
+}
+
+/// `clamp(v · scale + shift)` for each pixel of the `h × w` map placed in `buf` (16 lanes a
+/// pixel): multiply then add, as `norm.rs` computes it, not a fused multiply-add, so the
+/// values match its to the bit.
+#[inline(always)]
+fn map_inside(buf: &mut [f32], place: Place, [h, w]: [usize; 2], map: &GroupMap) {
+    assert!(
+        h * w == 0 || buf.len() >= place.end(h * w),
+        "map_inside: buffer"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512 is there (`by_channel_groups`, whose callers run this inside
+    // `with_avx512`); every pixel touched lies below `place.end(h · w)` (asserted).
+    unsafe {
+        let (s, t) = (
+            _mm512_loadu_ps(map.scale.as_ptr()),
+            _mm512_loadu_ps(map.shift.as_ptr()),
+        );
+        let (lo, hi) = (_mm512_set1_ps(map.clamp.0), _mm512_set1_ps(map.clamp.1));
+        for y in 0..h {
+            let row = buf.as_mut_ptr().add((place.origin + y * place.pw) * L);
+            for x in 0..w {
+                let at = row.add(x * L);
+                let v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(at), s), t);
+                _mm512_storeu_ps(at, _mm512_min_ps(_mm512_max_ps(v, lo), hi));
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("by_channel_groups is false off x86-64: {place:p}")
 }
 
 /// Where the pixels of a map `w` wide go in a pixel-major buffer whose rows hold `pw` pixels:

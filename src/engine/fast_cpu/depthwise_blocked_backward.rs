@@ -4,7 +4,7 @@
 //! grouped forward pass on the turned filter, `depthwise_backward.rs`).
 
 use super::super::super::lanes::with_avx512;
-use super::{BUFFERS, Bordered, Geometry, L, Place, Planes, transpose, untranspose};
+use super::{BUFFERS, Bordered, Geometry, InputMap, L, Place, Planes, transpose, untranspose};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -20,6 +20,7 @@ impl Geometry {
     pub(in super::super) fn weight_grad_blocked(
         &self,
         xs: &[f32],
+        map: Option<&InputMap>,
         gs: &[f32],
     ) -> (Vec<f32>, Vec<f32>) {
         let (n, c, taps) = (self.n, self.c, self.taps());
@@ -34,6 +35,7 @@ impl Geometry {
             .into_par_iter()
             .map(|g| {
                 let lanes = L.min(c - g * L);
+                let map = InputMap::group(map, g);
                 let (mut bordered, mut grad) = BUFFERS.take();
                 let mut acc = vec![0.0f32; (taps + 1) * L];
                 for b in 0..n {
@@ -44,8 +46,8 @@ impl Geometry {
                     with_avx512(
                         #[inline(always)]
                         || {
-                            let pw =
-                                self.border_group(&xs[first * hw..][..lanes * hw], &mut bordered);
+                            let input = &xs[first * hw..][..lanes * hw];
+                            let pw = self.border_group(input, map.as_ref(), &mut bordered);
                             transpose(
                                 &gs[first * ohw..][..lanes * ohw],
                                 ohw,

@@ -34,9 +34,11 @@ impl Geometry {
     /// `scratch`, then each output row in tiles of up to [`U`] vectors, started from the bias,
     /// every tap's FMA into registers, clamped and written once (the last vector of a row
     /// masked); SiLU as a pass over the finished plane.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn plane_wide(
         &self,
         input: &[f32],
+        map: Option<super::PlaneMap>,
         filter: &[f32],
         bias: f32,
         act: Act,
@@ -47,7 +49,7 @@ impl Geometry {
         assert_eq!(filter.len(), self.kh * self.kw, "depthwise: filter length");
         assert_eq!(out.len(), self.oh * self.ow, "depthwise: output plane");
         let Layout { p, offsets } = &self.layouts[FORWARD];
-        self.fill(p, input, scratch);
+        self.fill(p, input, map, scratch);
         // The furthest any read reaches: the last row's furthest tap, whole vectors across.
         let furthest = offsets.iter().copied().max().unwrap_or(0)
             + (self.oh - 1) * self.stride[0] * p.pw

@@ -125,7 +125,7 @@ pub fn forward(
                         .cast::<MaybeUninit<f32>>();
                     std::slice::from_raw_parts_mut(at, (g1 - g0) * ohw)
                 };
-                dw.group_of(grouped, g0 / GROUP, input, dw_act, out);
+                dw.group_of(grouped, g0 / GROUP, input, None, dw_act, out);
             }
             BUFFER.set(planes);
             return;
@@ -141,7 +141,7 @@ pub fn forward(
                     .cast::<MaybeUninit<f32>>();
                 std::slice::from_raw_parts_mut(at, ohw)
             };
-            dw.channel(ch, input, dw_ws, dw_bs, dw_act, plane);
+            dw.channel(ch, input, None, dw_ws, dw_bs, dw_act, plane);
         }
         BUFFER.set(planes);
     });

@@ -47,10 +47,7 @@ pub fn train_forward(
         .into_par_iter()
         .map(|block| {
             let chs = block * per..((block + 1) * per).min(c);
-            let stats: Vec<(f32, f32, f32)> = block_stats(xs, [n, c, hw], chs.clone())
-                .into_iter()
-                .map(|(mean, var)| (mean, var, (1.0 / (var as f64 + epsilon).sqrt()) as f32))
-                .collect();
+            let stats = block_stats(xs, [n, c, hw], chs.clone(), epsilon);
             let maps: Vec<(f32, f32)> = chs
                 .clone()
                 .zip(&stats)
@@ -86,22 +83,47 @@ pub fn train_forward(
         .collect();
     // SAFETY: the blocks' tasks wrote every plane.
     unsafe { out.set_len(len) };
-    let (mut mean, mut var, mut inv_std) = (
-        Vec::with_capacity(c),
-        Vec::with_capacity(c),
-        Vec::with_capacity(c),
-    );
-    for (m, v, i) in blocks.into_iter().flatten() {
-        mean.push(m);
-        var.push(v);
-        inv_std.push(i);
-    }
+    let Stats { mean, var, inv_std } = Stats::from_blocks(blocks);
     Normalized {
         out,
         mean,
         var,
         inv_std,
     }
+}
+
+/// A batch's statistics per channel: mean, (biased) variance and `1 / sqrt(var + epsilon)`.
+pub struct Stats {
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+    pub inv_std: Vec<f32>,
+}
+
+impl Stats {
+    fn from_blocks(blocks: Vec<Vec<(f32, f32, f32)>>) -> Self {
+        let (mut mean, mut var, mut inv_std) = (Vec::new(), Vec::new(), Vec::new());
+        for (m, v, i) in blocks.into_iter().flatten() {
+            mean.push(m);
+            var.push(v);
+            inv_std.push(i);
+        }
+        Stats { mean, var, inv_std }
+    }
+}
+
+/// [`train_forward`]'s statistics alone, where the normalised values are not written out
+/// but computed by their reader (`depthwise::InputMap`): the same sums, so the same values.
+pub fn batch_stats(xs: &[f32], [n, c, hw]: [usize; 3], epsilon: f64) -> Stats {
+    assert_eq!(xs.len(), n * c * hw, "batch norm: input length");
+    let per = channel_blocks(c, hw);
+    let blocks = (0..c.div_ceil(per))
+        .into_par_iter()
+        .map(|block| {
+            let chs = block * per..((block + 1) * per).min(c);
+            block_stats(xs, [n, c, hw], chs, epsilon)
+        })
+        .collect();
+    Stats::from_blocks(blocks)
 }
 
 /// Values of one image a task's block of channels holds at least (consecutive channels'
@@ -117,9 +139,14 @@ fn channel_blocks(c: usize, hw: usize) -> usize {
     RUN_VALUES.div_ceil(hw.max(1)).min(c / tasks).max(1)
 }
 
-/// The batch mean and (biased) batch variance of channels `chs`, over images and pixels,
-/// reading the images' runs of those channels in memory order.
-fn block_stats(xs: &[f32], [n, c, hw]: [usize; 3], chs: Range<usize>) -> Vec<(f32, f32)> {
+/// The batch mean, (biased) batch variance and `1 / sqrt(var + epsilon)` of channels `chs`,
+/// over images and pixels, reading the images' runs of those channels in memory order.
+fn block_stats(
+    xs: &[f32],
+    [n, c, hw]: [usize; 3],
+    chs: Range<usize>,
+    epsilon: f64,
+) -> Vec<(f32, f32, f32)> {
     let count = (n * hw).max(1) as f64;
     let shifts: Vec<f32> = chs
         .clone()
@@ -151,8 +178,9 @@ fn block_stats(xs: &[f32], [n, c, hw]: [usize; 3], chs: Range<usize>) -> Vec<(f3
         .map(|(sums, shift)| {
             let (s, sq) = sums.total();
             let d = s / count;
-            let var = (sq / count - d * d).max(0.0);
-            ((shift as f64 + d) as f32, var as f32)
+            let var = (sq / count - d * d).max(0.0) as f32;
+            let inv_std = (1.0 / (var as f64 + epsilon).sqrt()) as f32;
+            ((shift as f64 + d) as f32, var, inv_std)
         })
         .collect()
 }
@@ -202,7 +230,7 @@ impl Affine<'_> {
     /// `(scale, shift)` of channel `ch`: the output is `clamp(x * scale + shift)`. Forward
     /// and backward compute the pre-clamp value with this same expression, so the backward
     /// pass finds exactly the values the clamp cut.
-    fn channel(&self, ch: usize) -> (f32, f32) {
+    pub fn channel(&self, ch: usize) -> (f32, f32) {
         let scale = self.inv_std[ch] * self.gamma[ch];
         (scale, self.beta[ch] - self.mean[ch] * scale)
     }

@@ -28,6 +28,10 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_backend::ops::ModuleOps;
 use rayon::prelude::*;
 
+// Batch norm fused with the depthwise convolution that reads it.
+mod norm_depthwise;
+pub use norm_depthwise::{BatchNormArgs, norm_depthwise};
+
 type Ad = Autodiff<Flex>;
 type AutodiffTensor = <Ad as burn_backend::BackendTypes>::FloatTensorPrimitive;
 
@@ -454,7 +458,7 @@ mod tests {
     use burn::tensor::{Device, Gradients as TensorGradients};
 
     /// A tensor on the autodiff CPU device (values `offset` + [-1, 1)).
-    fn constant<const D: usize>(shape: [usize; D], seed: u32, offset: f32) -> Tensor<D> {
+    pub(super) fn constant<const D: usize>(shape: [usize; D], seed: u32, offset: f32) -> Tensor<D> {
         let len = shape.iter().product();
         let v = seq(len, seed)
             .into_iter()
@@ -464,15 +468,15 @@ mod tests {
     }
 
     /// A leaf tensor on the autodiff CPU device that asks for its gradient.
-    fn leaf<const D: usize>(shape: [usize; D], seed: u32) -> Tensor<D> {
+    pub(super) fn leaf<const D: usize>(shape: [usize; D], seed: u32) -> Tensor<D> {
         constant(shape, seed, 0.0).require_grad()
     }
 
-    fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    pub(super) fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
     }
 
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    pub(super) fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         a.iter()
             .zip(b)
@@ -481,7 +485,7 @@ mod tests {
     }
 
     /// Σ y·r for a fixed r, so every output has its own gradient weight.
-    fn loss<const D: usize>(y: Tensor<D>, seed: u32) -> TensorGradients {
+    pub(super) fn loss<const D: usize>(y: Tensor<D>, seed: u32) -> TensorGradients {
         let r = Tensor::from_data(
             TensorData::new(seq(y.shape().num_elements(), seed), y.dims()),
             &y.device(),
@@ -489,7 +493,7 @@ mod tests {
         y.mul(r).sum().backward()
     }
 
-    fn grad<const D: usize>(t: &Tensor<D>, grads: &TensorGradients) -> Vec<f32> {
+    pub(super) fn grad<const D: usize>(t: &Tensor<D>, grads: &TensorGradients) -> Vec<f32> {
         vals(t.grad(grads).expect("a gradient"))
     }
 

@@ -1,0 +1,293 @@
+//! Batch normalisation with batch statistics, its clamp and the depthwise convolution that
+//! reads it (an inverted-residual block's expand batch norm and depthwise step) as one
+//! autodiff op. The normalised activation is never written: the convolution maps each plane
+//! as it stages it (`depthwise::InputMap`), forward and in the weight gradient. Apart, batch
+//! norm wrote it and the convolution read it back, both passes memory-bound on the large
+//! early maps (154 MB each at batch 32 in Lite0's 112x112 block), and autodiff kept it as
+//! well as the batch norm's input. The values and gradients are those of the two ops run
+//! apart (`norm_depthwise_matches_the_ops_apart`).
+
+use super::super::depthwise::{Geometry, InputMap};
+use super::super::norm::{self, Affine};
+use super::super::{Act, ConvGrads};
+use super::{AutodiffTensor, contiguous, flex_tensor, into_tensor, profile, tracked, values};
+use crate::graph::Conv;
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::Tensor;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind};
+
+#[derive(Debug)]
+struct NormDepthwiseBackward;
+
+/// What the backward pass needs: the batch norm's input, parameters and statistics, and the
+/// convolution's geometry and filters.
+#[derive(Clone, Debug)]
+struct NormDepthwiseState {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    clamp: (f32, f32),
+    geometry: Geometry,
+    weight: FlexTensor,
+    weight_shape: [usize; 4],
+}
+
+impl NormDepthwiseState {
+    fn affine(&self) -> Affine<'_> {
+        Affine {
+            mean: &self.mean,
+            inv_std: &self.inv_std,
+            gamma: values(&self.gamma),
+            beta: values(&self.beta),
+            clamp: self.clamp,
+        }
+    }
+}
+
+/// The batch norm's per-channel map as the convolution applies it.
+fn input_map(affine: &Affine, c: usize) -> InputMap {
+    let (scale, shift) = (0..c).map(|ch| affine.channel(ch)).unzip();
+    InputMap {
+        scale,
+        shift,
+        clamp: affine.clamp,
+    }
+}
+
+impl Backward<Flex, 5> for NormDepthwiseBackward {
+    type State = NormDepthwiseState;
+
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta, node_w, node_b] = ops.parents;
+        let g = contiguous(&grads.consume::<Flex>(&ops.node));
+        let s = ops.state;
+        let geometry = &s.geometry;
+        let [n, c] = [geometry.n, geometry.c];
+        let dims = [n, c, values(&s.x).len() / (n * c).max(1)];
+        let affine = s.affine();
+        let map = input_map(&affine, c);
+        let want_norm = node_x.is_some() || node_gamma.is_some() || node_beta.is_some();
+        let what = match geometry.stride {
+            [1, 1] => "backward: Conv (depthwise)",
+            _ => "backward: Conv (depthwise, strided)",
+        };
+        let shape = s.x.layout().shape().clone();
+        let x_shape: [usize; 4] = [shape[0], shape[1], shape[2], shape[3]];
+        let ConvGrads { x: dz, weight_bias } = profile::time(what, &x_shape, || {
+            geometry.backward_mapped(
+                values(&s.x),
+                Some(&map),
+                values(&s.weight),
+                values(&g),
+                want_norm,
+                node_w.is_some() || node_b.is_some(),
+            )
+        });
+        if let Some(dz) = dz {
+            let (dx, dgamma, dbeta) = profile::time("backward: BatchNormalization", &dims, || {
+                norm::backward(values(&s.x), &dz, dims, &affine)
+            });
+            if let Some(node) = node_x {
+                grads.register::<Flex>(node.id, flex_tensor(dx, shape));
+            }
+            if let Some(node) = node_gamma {
+                grads.register::<Flex>(node.id, flex_tensor(dgamma, [c]));
+            }
+            if let Some(node) = node_beta {
+                grads.register::<Flex>(node.id, flex_tensor(dbeta, [c]));
+            }
+        }
+        if let Some((dw, db)) = weight_bias {
+            if let Some(node) = node_w {
+                grads.register::<Flex>(node.id, flex_tensor(dw, s.weight_shape));
+            }
+            if let Some(node) = node_b {
+                grads.register::<Flex>(node.id, flex_tensor(db, [c]));
+            }
+        }
+    }
+}
+
+/// A batch norm's parameters and its clamp (`(-inf, inf)` for none).
+pub struct BatchNormArgs<'a> {
+    pub gamma: &'a Tensor<1>,
+    pub beta: &'a Tensor<1>,
+    pub epsilon: f64,
+    pub clamp: (f32, f32),
+}
+
+/// `depthwise(clamp(batch_norm(x)))` with the batch's own statistics, as one autodiff op:
+/// the convolution's output, and the batch mean and biased variance per channel (untracked,
+/// for the running statistics). `None` when the convolution is not depthwise or the tensors
+/// are not autodiff flex tensors (the caller then runs the two ops apart).
+pub fn norm_depthwise(
+    x: &Tensor<4>,
+    norm: BatchNormArgs,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    conv: &Conv,
+) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
+    let geometry = Geometry::new(x.dims(), weight.dims(), conv)?;
+    let [n, c, h, w] = x.dims();
+    if norm.gamma.dims() != [c] || norm.beta.dims() != [c] {
+        return None;
+    }
+    let (xa, ga, ba, wa) = (
+        tracked(x)?,
+        tracked(norm.gamma)?,
+        tracked(norm.beta)?,
+        tracked(weight)?,
+    );
+    // No bias: a zero bias that nothing tracks (as `train::conv` does).
+    let bias_a = match bias {
+        Some(b) => tracked(b)?,
+        None => AutodiffTensor::new(flex_tensor(vec![0.0; c], [c])),
+    };
+    let (xv, gv, bv, wv, biasv) = (
+        contiguous(xa.primitive()),
+        contiguous(ga.primitive()),
+        contiguous(ba.primitive()),
+        contiguous(wa.primitive()),
+        contiguous(bias_a.primitive()),
+    );
+    let dims = [n, c, h * w];
+    let stats = profile::time("BatchNormalization (statistics)", &dims, || {
+        norm::batch_stats(values(&xv), dims, norm.epsilon)
+    });
+    let affine = Affine {
+        mean: &stats.mean,
+        inv_std: &stats.inv_std,
+        gamma: values(&gv),
+        beta: values(&bv),
+        clamp: norm.clamp,
+    };
+    let map = input_map(&affine, c);
+    let out = geometry.forward_mapped(
+        values(&xv),
+        values(&wv),
+        bias.is_some().then(|| values(&biasv)),
+        Act::NONE,
+        Some(&map),
+    );
+    let out = flex_tensor(out, [geometry.n, c, geometry.oh, geometry.ow]);
+    let untracked = |v: &[f32]| into_tensor(AutodiffTensor::new(flex_tensor(v.to_vec(), [c])));
+    let (mean_t, var_t) = (untracked(&stats.mean), untracked(&stats.var));
+    let y = match NormDepthwiseBackward
+        .prepare::<NoCheckpointing>([xa.node(), ga.node(), ba.node(), wa.node(), bias_a.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            NormDepthwiseState {
+                x: xv,
+                gamma: gv,
+                beta: bv,
+                mean: stats.mean,
+                inv_std: stats.inv_std,
+                clamp: norm.clamp,
+                geometry,
+                weight: wv,
+                weight_shape: weight.dims(),
+            },
+            out,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some((into_tensor(y), mean_t, var_t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{constant, grad, leaf, loss, max_diff, vals};
+    use super::*;
+
+    /// The fused op against batch norm and the depthwise convolution run apart (Graft's own
+    /// two ops, each checked against burn's in `train.rs`): the same output and the same
+    /// gradients for the input, gamma, beta, weight and bias. Cases for every way a plane is
+    /// staged: 16-lane planes (3x3 stride 1, 5x5 stride 2 with asymmetric padding), 8-lane
+    /// rows (a dilated filter), and groups of 16 channels on narrow maps (stride 1 and 2,
+    /// the last group partial) where the machine has AVX-512; clamps that cut at one bound,
+    /// both, or none; with and without a bias.
+    #[test]
+    fn norm_depthwise_matches_the_ops_apart() {
+        let none = (f32::NEG_INFINITY, f32::INFINITY);
+        // (n, c, h, w, k, stride, dilation, pads [t, l, b, r], clamp, bias)
+        let cases = [
+            (2, 3, 9, 40, 3, 1, 1, [1, 1, 1, 1], (0.0, 6.0), true),
+            (2, 3, 10, 70, 5, 2, 1, [1, 2, 2, 1], (-0.3, 0.5), false),
+            (1, 4, 8, 37, 3, 1, 2, [2, 2, 2, 2], none, true),
+            (2, 18, 14, 14, 5, 1, 1, [2, 2, 2, 2], (-0.3, 0.5), true),
+            (
+                2,
+                20,
+                9,
+                9,
+                3,
+                2,
+                1,
+                [1, 1, 1, 1],
+                (0.0, f32::INFINITY),
+                false,
+            ),
+        ];
+        for (n, c, h, w, k, s, d, pads, clamp, with_bias) in cases {
+            let what = format!("{n}x{c} {h}x{w} k{k} s{s} d{d} {pads:?} {clamp:?} {with_bias}");
+            let conv = Conv {
+                strides: [s, s],
+                pads,
+                dilations: [d, d],
+                groups: c,
+            };
+            let make = || {
+                let x = constant([n, c, h, w], 1, 0.5).require_grad();
+                let (gamma, beta) = (leaf([c], 4), leaf([c], 9));
+                let (wt, b) = (leaf([c, 1, k, k], 7), leaf([c], 3));
+                (x, gamma, beta, wt, b)
+            };
+            let (x, gamma, beta, wt, b) = make();
+            let norm = BatchNormArgs {
+                gamma: &gamma,
+                beta: &beta,
+                epsilon: 1e-5,
+                clamp,
+            };
+            let bias = with_bias.then_some(&b);
+            let (y, mean, var) = norm_depthwise(&x, norm, &wt, bias, &conv).expect("applies");
+            let got_y = vals(y.clone().detach());
+            let gg = loss(y, 13);
+
+            let (xr, gr_, br_, wr, br) = make();
+            let (z, mean_r, var_r) =
+                super::super::batch_norm(&xr, &gr_, &br_, 1e-5, clamp).expect("applies");
+            let yr = super::super::conv(&z, &wr, with_bias.then_some(&br), &conv).expect("applies");
+            let want_y = vals(yr.clone().detach());
+            let gr = loss(yr, 13);
+            assert_eq!(vals(mean), vals(mean_r), "{what}: mean");
+            assert_eq!(vals(var), vals(var_r), "{what}: variance");
+            assert!(max_diff(&got_y, &want_y) < 1e-5, "{what}: output");
+            let z = vals(z.detach());
+            if clamp.0 > f32::NEG_INFINITY {
+                assert!(z.contains(&clamp.0), "{what}: the clamp cuts");
+            }
+            let mut pairs = vec![
+                ("x", grad(&x, &gg), grad(&xr, &gr)),
+                ("gamma", grad(&gamma, &gg), grad(&gr_, &gr)),
+                ("beta", grad(&beta, &gg), grad(&br_, &gr)),
+                ("weight", grad(&wt, &gg), grad(&wr, &gr)),
+            ];
+            if with_bias {
+                pairs.push(("bias", grad(&b, &gg), grad(&br, &gr)));
+            }
+            for (name, a, b) in pairs {
+                let err = max_diff(&a, &b);
+                assert!(err < 1e-5, "{what}: {name} gradient off by {err}");
+            }
+        }
+    }
+}
