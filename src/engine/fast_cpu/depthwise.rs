@@ -3,6 +3,7 @@
 //! bias gradients) in `depthwise_backward.rs`. Each channel of each image is one task, worked
 //! in a zero-bordered scratch copy of its plane that fits in L2.
 
+use super::norm::Affine;
 use super::{Act, ConvGrads, clamp1, conv_output, with_avx2};
 use crate::graph::Conv;
 use rayon::prelude::*;
@@ -30,17 +31,18 @@ fn clamp_then(act: Act) -> ((f32, f32), Option<Act>) {
     }
 }
 
-/// A per-channel map of the input, applied as each plane is staged for the kernels (copied
-/// into its bordered scratch buffer, or transposed into a group's): `clamp(x · scale +
-/// shift, lo, hi)`. Training fuses a batch norm and its clamp into the depthwise convolution
-/// that reads it (`train::norm_depthwise`) through this, so the normalised activation is never
-/// written out and read back: both passes over it were memory-bound, 154 MB each at batch 32
-/// in Lite0's 112x112 block. The expression and its order are `norm.rs`'s, so the staged
-/// values are the ones batch norm would have written, to the bit.
+/// A batch norm and its clamp applied to the input as each plane is staged for the kernels
+/// (copied into its bordered scratch buffer, or transposed into a group's): `clamp(x · scale
+/// + shift, lo, hi)` per channel (`Affine::channel`). Training joins a batch norm to the
+/// depthwise convolution that reads it (`train::norm_depthwise`) through this, so the
+/// normalised activation is never written out and read back: both passes over it were
+/// memory-bound, 154 MB each at batch 32 in Lite0's 112x112 block. The expression and its
+/// order are `norm.rs`'s, so the staged values are the ones batch norm would have written,
+/// to the bit. Made from a batch norm's `Affine` by the entry points that take one.
 pub struct InputMap {
-    pub scale: Vec<f32>,
-    pub shift: Vec<f32>,
-    pub clamp: (f32, f32),
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    clamp: (f32, f32),
 }
 
 /// One channel's [`InputMap`].
@@ -60,6 +62,15 @@ impl PlaneMap {
 }
 
 impl InputMap {
+    fn new(norm: &Affine, c: usize) -> Self {
+        let (scale, shift) = (0..c).map(|ch| norm.channel(ch)).unzip();
+        InputMap {
+            scale,
+            shift,
+            clamp: norm.clamp,
+        }
+    }
+
     fn plane(&self, ch: usize) -> PlaneMap {
         PlaneMap {
             scale: self.scale[ch],
@@ -196,13 +207,13 @@ impl Geometry {
         }
     }
 
-    fn check_map(&self, map: Option<&InputMap>) {
-        if let Some(m) = map {
-            assert!(
-                m.scale.len() == self.c && m.shift.len() == self.c,
-                "depthwise: input map length"
-            );
+    /// The map of `norm` (one value per channel in each of its slices).
+    fn input_map(&self, norm: Option<&Affine>) -> Option<InputMap> {
+        let norm = norm?;
+        for v in [norm.mean, norm.inv_std, norm.gamma, norm.beta] {
+            assert_eq!(v.len(), self.c, "depthwise: batch norm length");
         }
+        Some(InputMap::new(norm, self.c))
     }
 
     pub fn output_len(&self) -> usize {
@@ -372,18 +383,19 @@ impl Geometry {
         self.forward_mapped(xs, ws, bs, act, None)
     }
 
-    /// [`Self::forward`] of `xs` through `map` (see [`InputMap`]).
+    /// [`Self::forward`] of `xs` through the batch norm (and clamp) `norm` (see [`InputMap`]).
     pub fn forward_mapped(
         &self,
         xs: &[f32],
         ws: &[f32],
         bs: Option<&[f32]>,
         act: Act,
-        map: Option<&InputMap>,
+        norm: Option<&Affine>,
     ) -> Vec<f32> {
         let (c, hw, ohw) = (self.c, self.h * self.w, self.oh * self.ow);
         self.check_operands(xs, ws, bs, None);
-        self.check_map(map);
+        let map = self.input_map(norm);
+        let map = map.as_ref();
         let len = self.output_len();
         let mut out: Vec<f32> = Vec::with_capacity(len);
         if self.by_channel_groups() {

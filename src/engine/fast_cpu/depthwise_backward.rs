@@ -1,12 +1,32 @@
 //! The backward pass of the depthwise convolution (`depthwise.rs`): input, weight and bias
 //! gradients, plane by plane in the same zero-bordered scratch layouts as the forward pass.
 
-use super::{Act, Conv, ConvGrads, MaybeUninit, with_avx2};
+use super::{Act, Affine, Conv, ConvGrads, MaybeUninit, with_avx2};
 use super::{Geometry, InputMap, Layout, PlaneMap, SCATTER, Scratch, V, WEIGHT_GRAD, with_scratch};
 use rayon::prelude::*;
 
 /// Taps whose weight gradients accumulate in registers together (a 3x3 filter's).
 const G: usize = 9;
+
+/// A plane's outputs in the backward pass, each there when asked for: its input gradient,
+/// its weight and bias gradient partials, its batch norm sums.
+type PlaneOut<'a> = (
+    (Option<&'a mut [MaybeUninit<f32>]>, Option<&'a mut [f32]>),
+    Option<&'a mut (f64, f64)>,
+);
+
+/// Each of `planes` items of `outs` as `Some`, or `None` for every plane where `outs` is
+/// empty (that output was not asked for).
+fn optional<'a, T: Send + 'a>(
+    outs: impl IndexedParallelIterator<Item = T> + 'a,
+    planes: usize,
+) -> impl IndexedParallelIterator<Item = Option<T>> + 'a {
+    if outs.len() == 0 {
+        rayon::iter::Either::Left((0..planes).into_par_iter().map(|_| None))
+    } else {
+        rayon::iter::Either::Right(outs.map(Some))
+    }
+}
 
 impl Geometry {
     /// The gradients of [`Self::forward`] (without clamp) given the output gradient `gs`:
@@ -19,22 +39,27 @@ impl Geometry {
         want_dx: bool,
         want_dw: bool,
     ) -> ConvGrads {
-        self.backward_mapped(xs, None, ws, gs, want_dx, want_dw)
+        self.backward_mapped(xs, None, ws, gs, want_dx, want_dw).0
     }
 
     /// The gradients of [`Self::forward_mapped`] (without clamp): the input gradient is the
-    /// mapped input's (`map` is applied to `xs` where the weight gradient reads it).
+    /// normalised input's (`norm` is applied to `xs` where the weight gradient reads it).
+    /// With `norm`, also each channel's sums that batch norm's backward pass starts from
+    /// (`norm::plane_grad_sums`, added in image order), where the input gradient went plane
+    /// by plane: each plane's are taken while it and its input are in cache, which spares
+    /// batch norm a pass over both.
     pub fn backward_mapped(
         &self,
         xs: &[f32],
-        map: Option<&InputMap>,
+        norm: Option<&Affine>,
         ws: &[f32],
         gs: &[f32],
         want_dx: bool,
         want_dw: bool,
-    ) -> ConvGrads {
+    ) -> (ConvGrads, Option<Vec<(f64, f64)>>) {
         self.check_operands(xs, ws, None, Some(gs));
-        self.check_map(map);
+        let map = self.input_map(norm);
+        let map = map.as_ref();
         let (n, c, hw, ohw, taps) = (
             self.n,
             self.c,
@@ -70,15 +95,17 @@ impl Geometry {
             .then(|| self.weight_grad_blocked(xs, map, gs));
         let want_dw = want_dw && grouped_dw.is_none();
         // Per plane: its share of the weight gradient (taps) and of the bias gradient (1),
-        // summed over the images below, so that planes stay independent tasks.
+        // summed over the images below, so that planes stay independent tasks; and of batch
+        // norm's sums.
         let mut partial = vec![0.0f32; if want_dw { n * c * (taps + 1) } else { 0 }];
+        let want_sums = want_dx && norm.is_some();
+        let mut plane_sums = vec![(0.0f64, 0.0f64); if want_sums { n * c } else { 0 }];
         let dx_len = if want_dx { n * c * hw } else { 0 };
         let mut dx: Vec<f32> = Vec::with_capacity(dx_len);
-        let dx_planes = dx.spare_capacity_mut()[..dx_len]
-            .par_chunks_mut(hw.max(1))
-            .map(Some);
-        let partials = partial.par_chunks_mut(taps + 1).map(Some);
-        let per_plane = |(plane, (dx, part))| {
+        let dx_planes = dx.spare_capacity_mut()[..dx_len].par_chunks_mut(hw.max(1));
+        let partials = partial.par_chunks_mut(taps + 1);
+        let sums = plane_sums.par_iter_mut();
+        let per_plane = |(plane, ((dx, part), sums)): (usize, PlaneOut)| {
             with_scratch(|scratch: &mut Scratch| {
                 let ch = plane % c;
                 let input = &xs[plane * hw..(plane + 1) * hw];
@@ -95,18 +122,22 @@ impl Geometry {
                         }
                         None => self.input_grad_scatter(filter, g, dx, &mut scratch.a),
                     }
+                    if let (Some(sums), Some(norm)) = (sums, norm) {
+                        // SAFETY: the plane was written whole just above; `MaybeUninit<f32>`
+                        // has the layout of `f32`.
+                        let dx = unsafe { &*(dx as *const [MaybeUninit<f32>] as *const [f32]) };
+                        *sums = super::super::norm::plane_grad_sums(dx, input, norm, ch);
+                    }
                 }
             })
         };
-        let no_part = (0..n * c).into_par_iter().map(|_| None::<&mut [f32]>);
-        let no_dx = (0..n * c)
-            .into_par_iter()
-            .map(|_| None::<&mut [MaybeUninit<f32>]>);
-        match (want_dx, want_dw) {
-            (true, true) => dx_planes.zip(partials).enumerate().for_each(per_plane),
-            (true, false) => dx_planes.zip(no_part).enumerate().for_each(per_plane),
-            (false, true) => no_dx.zip(partials).enumerate().for_each(per_plane),
-            (false, false) => {}
+        if want_dx || want_dw {
+            let planes = n * c;
+            optional(dx_planes, planes)
+                .zip(optional(partials, planes))
+                .zip(optional(sums, planes))
+                .enumerate()
+                .for_each(per_plane);
         }
         // SAFETY: every plane of `dx` was written above (`plane` and `input_grad_scatter`
         // write every element).
@@ -126,10 +157,20 @@ impl Geometry {
                 (dw, db)
             })
         });
-        ConvGrads {
+        let grads = ConvGrads {
             x: grouped_dx.or(want_dx.then_some(dx)),
             weight_bias: dw,
-        }
+        };
+        let sums = want_sums.then(|| {
+            let mut totals = vec![(0.0f64, 0.0f64); c];
+            for image in plane_sums.chunks_exact(c) {
+                for (t, s) in totals.iter_mut().zip(image) {
+                    (t.0, t.1) = (t.0 + s.0, t.1 + s.1);
+                }
+            }
+            totals
+        });
+        (grads, sums)
     }
 
     /// For stride 1: the convolution that maps an output gradient plane to the input

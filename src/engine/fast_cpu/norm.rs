@@ -267,15 +267,19 @@ pub fn normalize(xs: &[f32], [n, c, hw]: [usize; 3], f: &Affine) -> Vec<f32> {
 /// (which also flows through the mean and variance), and per channel the gamma and beta
 /// gradients. The clamp passes the gradient only where the value was strictly inside its
 /// bounds (PyTorch's relu and hardtanh). One task per block of channels sums and then
-/// writes their planes, the second read from cache (as in [`train_forward`]).
+/// writes their planes, the second read from cache (as in [`train_forward`]). `given`: each
+/// channel's [`plane_grad_sums`] totals, where the pass that made `gs` summed them while
+/// its planes were in cache; then only the writing pass runs.
 pub fn backward(
     xs: &[f32],
     gs: &[f32],
     [n, c, hw]: [usize; 3],
     f: &Affine,
+    given: Option<&[(f64, f64)]>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(xs.len(), n * c * hw, "batch norm: input length");
     assert_eq!(gs.len(), xs.len(), "batch norm: gradient length");
+    assert!(given.is_none_or(|g| g.len() == c), "batch norm: given sums");
     f.check(c);
     let (lo, hi) = f.clamp;
     let count = (n * hw).max(1) as f32;
@@ -287,41 +291,30 @@ pub fn backward(
         .into_par_iter()
         .map(|block| {
             let chs = block * per..((block + 1) * per).min(c);
-            // Σ g (beta's gradient) and Σ g·x̂ (gamma's gradient), x̂ = (x - mean)·inv_std,
-            // with g already through the clamp.
-            let sums = with_avx2(
-                #[inline(always)]
-                || {
-                    let mut sums: Vec<Sums> = chs.clone().map(|_| Sums::new()).collect();
-                    for b in 0..n {
-                        for (ch, sums) in chs.clone().zip(&mut sums) {
-                            let (scale, shift) = f.channel(ch);
-                            let mean = f.mean[ch];
-                            let at = (b * c + ch) * hw;
-                            sums.add(
-                                &gs[at..at + hw],
-                                &xs[at..at + hw],
-                                #[inline(always)]
-                                |g, x| {
-                                    let y = x * scale + shift;
-                                    let g = if (lo < y) & (y < hi) { g } else { 0.0 };
-                                    (g, g * (x - mean))
-                                },
-                            );
+            // Σ g (beta's gradient) and Σ g·(x - mean) (gamma's, times inv_std), with g
+            // already through the clamp: given, or summed here.
+            let totals: Vec<(f64, f64)> = match given {
+                Some(given) => given[chs.clone()].to_vec(),
+                None => with_avx2(
+                    #[inline(always)]
+                    || {
+                        let mut sums: Vec<Sums> = chs.clone().map(|_| Sums::new()).collect();
+                        for b in 0..n {
+                            for (ch, sums) in chs.clone().zip(&mut sums) {
+                                let at = (b * c + ch) * hw;
+                                add_grad_sums(sums, &gs[at..at + hw], &xs[at..at + hw], f, ch);
+                            }
                         }
-                    }
-                    sums
-                },
-            );
+                        sums.into_iter().map(Sums::total).collect()
+                    },
+                ),
+            };
             // Per channel: (dgamma, dbeta) and dx = gamma·inv_std·(g - Σg/N - x̂·Σ(g·x̂)/N),
             // written as a·g + k·x + e.
             let grads: Vec<(f32, f32)> = chs
                 .clone()
-                .zip(sums)
-                .map(|(ch, sums)| {
-                    let (sg, sgx) = sums.total();
-                    ((sgx * f.inv_std[ch] as f64) as f32, sg as f32)
-                })
+                .zip(totals)
+                .map(|(ch, (sg, sgx))| ((sgx * f.inv_std[ch] as f64) as f32, sg as f32))
                 .collect();
             let terms: Vec<(f32, f32, f32)> = chs
                 .clone()
@@ -358,6 +351,40 @@ pub fn backward(
     unsafe { dx.set_len(len) };
     let (dgamma, dbeta) = blocks.into_iter().flatten().unzip();
     (dx, dgamma, dbeta)
+}
+
+/// Adds one plane of channel `ch` to the sums [`backward`] starts from: Σ g and
+/// Σ g·(x - mean), g zero where the clamp cut (the pre-clamp value computed as the forward
+/// pass did, so the same values are cut).
+#[inline(always)]
+fn add_grad_sums(sums: &mut Sums, g: &[f32], x: &[f32], f: &Affine, ch: usize) {
+    let (scale, shift) = f.channel(ch);
+    let (mean, (lo, hi)) = (f.mean[ch], f.clamp);
+    sums.add(
+        g,
+        x,
+        #[inline(always)]
+        |g, x| {
+            let y = x * scale + shift;
+            let g = if (lo < y) & (y < hi) { g } else { 0.0 };
+            (g, g * (x - mean))
+        },
+    );
+}
+
+/// [`backward`]'s two sums over one plane (`g`, `x`) of channel `ch`, for a pass that has
+/// the plane in cache (a depthwise convolution's input gradient, `depthwise::backward_mapped`);
+/// a channel's totals are its planes' sums added in image order.
+pub fn plane_grad_sums(g: &[f32], x: &[f32], f: &Affine, ch: usize) -> (f64, f64) {
+    assert_eq!(g.len(), x.len(), "batch norm: plane lengths");
+    with_avx2(
+        #[inline(always)]
+        || {
+            let mut sums = Sums::new();
+            add_grad_sums(&mut sums, g, x, f, ch);
+            sums.total()
+        },
+    )
 }
 
 /// Values summed at a time: four independent vectors of 8 lanes per sum. One vector's

@@ -291,6 +291,7 @@ impl Backward<Flex, 3> for BatchNormBackward {
                     beta: values(&s.beta),
                     clamp: s.clamp,
                 },
+                None,
             )
         });
         let c = s.dims[1];

@@ -171,7 +171,7 @@ fn batch_norm_with_clamp_matches_plain_loops() {
     // Inference's one pass with the same statistics gives the same output.
     close(&norm::normalize(&xs, [n, c, hw], &f), &y, "running statistics");
     let gs = seq(xs.len(), 6);
-    let (dx, dgamma, dbeta) = norm::backward(&xs, &gs, [n, c, hw], &f);
+    let (dx, dgamma, dbeta) = norm::backward(&xs, &gs, [n, c, hw], &f, None);
     let at = |b: usize, ch: usize, j: usize| (b * c + ch) * hw + j;
     for ch in 0..c {
         let (mut sg, mut sgx) = (0.0f32, 0.0f32);
