@@ -13,6 +13,8 @@ use super::{Act, Geometry, InputMap, clamp_then};
 /// Training's gradients by groups (`depthwise_blocked_backward.rs`).
 #[path = "depthwise_blocked_backward.rs"]
 mod backward;
+#[cfg(target_arch = "x86_64")]
+use super::super::lanes::clamp16;
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -354,7 +356,7 @@ impl Geometry {
                     let s = &mut sums[(oy * ow + ox + x) * L..][..L];
                     // SAFETY: `s` holds 16 values.
                     unsafe {
-                        let v = _mm512_min_ps(_mm512_max_ps(*acc, lo), hi);
+                        let v = clamp16(*acc, lo, hi);
                         _mm512_storeu_ps(s.as_mut_ptr(), v);
                     }
                 }
@@ -419,7 +421,7 @@ impl Geometry {
                     let s = &mut sums[(oy * ow + ox + x) * L..][..L];
                     // SAFETY: `s` holds 16 values.
                     unsafe {
-                        let v = _mm512_min_ps(_mm512_max_ps(*acc, lo), hi);
+                        let v = clamp16(*acc, lo, hi);
                         _mm512_storeu_ps(s.as_mut_ptr(), v);
                     }
                 }
@@ -473,7 +475,7 @@ fn map_inside(buf: &mut [f32], place: Place, [h, w]: [usize; 2], map: &GroupMap)
             for x in 0..w {
                 let at = row.add(x * L);
                 let v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(at), s), t);
-                _mm512_storeu_ps(at, _mm512_min_ps(_mm512_max_ps(v, lo), hi));
+                _mm512_storeu_ps(at, clamp16(v, lo, hi));
             }
         }
     }

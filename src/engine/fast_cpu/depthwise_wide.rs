@@ -6,6 +6,8 @@
 //! weights are broadcast once per plane and kept in registers — one load of input per FMA of
 //! 16 lanes, where the 8-lane path loaded a weight and an input per FMA of 8.
 
+#[cfg(target_arch = "x86_64")]
+use super::super::lanes::clamp16;
 use super::{Act, FORWARD, Geometry, Layout, clamp_then};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -269,7 +271,7 @@ unsafe fn store<const V: usize>(
         let mask: __mmask16 = if lanes == L { !0 } else { (1u16 << lanes) - 1 };
         // SAFETY: as the caller promises; masked-off lanes are not written.
         unsafe {
-            let y = _mm512_min_ps(_mm512_max_ps(*acc, lo), hi);
+            let y = clamp16(*acc, lo, hi);
             _mm512_mask_storeu_ps(dst.add(first), mask, y);
         }
     }

@@ -2,6 +2,9 @@
 //! `tools/miri.sh` can run the kernels alone): CPU feature detection, the AVX2 trampoline,
 //! the clamp and the other fused activations, the backward kernels' result.
 
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
 /// Whether the CPU has AVX2 and FMA: detected once, the one check every kernel here uses.
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx2_fma() -> bool {
@@ -123,6 +126,31 @@ pub fn split_phases(row: &[f32], s: usize, dst: &mut [f32]) {
 pub fn clamp1(v: f32, lo: f32, hi: f32) -> f32 {
     let v = if v < lo { lo } else { v };
     if v > hi { hi } else { v }
+}
+
+/// [`clamp1`] on 16 lanes, NaN passing through as there: the vector max and min return
+/// their second operand when one is NaN, so `v` goes second (`max(v, lo)` turned a NaN into
+/// `lo`, and with no clamp into −∞).
+///
+/// # Safety
+/// The CPU has AVX-512 F (callers run inside `with_avx512` or an AVX-512 `target_feature`
+/// function, which this inlines into).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub unsafe fn clamp16(v: __m512, lo: __m512, hi: __m512) -> __m512 {
+    // SAFETY: as the caller promises.
+    unsafe { _mm512_min_ps(hi, _mm512_max_ps(lo, v)) }
+}
+
+/// [`clamp16`] on 8 lanes.
+///
+/// # Safety
+/// The CPU has AVX (callers run inside an AVX2 `target_feature` context).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub unsafe fn clamp8(v: __m256, lo: __m256, hi: __m256) -> __m256 {
+    // SAFETY: as the caller promises.
+    unsafe { _mm256_min_ps(hi, _mm256_max_ps(lo, v)) }
 }
 
 /// The activation a kernel applies as it writes each output, while the value is still in a

@@ -569,3 +569,66 @@ fn linear_matches_burn() {
     let w = Tensor::<2>::from_data(TensorData::new(seq(3 * 8, 2), [3, 8]), &dev);
     assert!(linear(&x, &w, None, 1.0, 1.0).is_none(), "5 rows");
 }
+
+/// Whether outputs are NaN exactly where `reads(output)` says they read the one NaN input.
+fn nan_exactly_where(out: &[f32], reads: impl Fn(usize) -> bool, what: &str) {
+    for (i, v) in out.iter().enumerate() {
+        assert_eq!(v.is_nan(), reads(i), "{what}: output {i} is {v}");
+    }
+}
+
+/// A NaN in the input comes out as NaN wherever it is read, with or without a clamp, as
+/// burn's and PyTorch's ops give it (a clamp written `max(v, lo)` in 16 lanes gave `lo`,
+/// and with no clamp, −∞): depthwise by groups of channels, in 16-lane planes and in 8-lane
+/// rows; 1x1 through the matrix kernel (its input read in place and packed, maps within an
+/// image and across images) and by pixels.
+#[test]
+fn a_nan_input_comes_out_as_nan() {
+    for act in [Act::NONE, Act::Clamp(0.0, 6.0)] {
+        // (c, h, w, k, stride, dilation, pad)
+        for (c, h, w, k, s, d, p) in [
+            (20, 7, 7, 3, 1, 1, 1),
+            (2, 9, 40, 3, 1, 1, 1),
+            (2, 10, 70, 5, 2, 1, 2),
+            (2, 9, 45, 3, 1, 2, 2),
+        ] {
+            let conv = Conv {
+                strides: [s, s],
+                pads: [p; 4],
+                dilations: [d, d],
+                groups: c,
+            };
+            let g = depthwise::Geometry::new([2, c, h, w], [c, 1, k, k], &conv).expect("depthwise");
+            let (r0, c0) = (h / 2, w / 3);
+            let mut xs = seq(2 * c * h * w, 3);
+            xs[(c + 1) * h * w + r0 * w + c0] = f32::NAN; // image 1, channel 1
+            let out = g.forward(&xs, &seq(c * k * k, 5), None, act);
+            let (oh, ow) = (g.oh, g.ow);
+            let reads = |i: usize| {
+                let (plane, oy, ox) = (i / (oh * ow), i % (oh * ow) / ow, i % ow);
+                plane == c + 1
+                    && (0..k).any(|ki| oy * s + ki * d == r0 + p)
+                    && (0..k).any(|kj| ox * s + kj * d == c0 + p)
+            };
+            nan_exactly_where(
+                &out,
+                reads,
+                &format!("depthwise {c}x{h}x{w} k{k} s{s} d{d} {act:?}"),
+            );
+        }
+        // (n, c, co, hw)
+        for (n, c, co, hw) in [
+            (2, 16, 24, 49),
+            (2, 40, 24, 49),
+            (2, 40, 36, 1056),
+            (1, 96, 40, 49),
+        ] {
+            let mut xs = seq(n * c * hw, 3);
+            let (b, pixel) = (n - 1, hw / 2);
+            xs[(b * c + 1) * hw + pixel] = f32::NAN;
+            let out = pointwise::forward(&xs, &seq(co * c, 5), None, None, [n, c, co, hw], act);
+            let reads = |i: usize| i / (co * hw) == b && i % hw == pixel;
+            nan_exactly_where(&out, reads, &format!("1x1 {n}x{c}->{co} {hw} {act:?}"));
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! strips (or, for short sums, reading it in place), and the epilogue that adds the bias,
 //! clamps and stores each strip (`Store`, `Sums`).
 
+use super::super::lanes::{clamp8, clamp16};
 use super::{Act, B, MAX_NC, MR, NR, Out, PackedA, block_values, chunk_steps, strip_len};
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -337,8 +338,8 @@ impl Sums for [__m256; 2 * MR] {
                 v1 = _mm256_add_ps(v1, _mm256_loadu_ps(dst.add(8)));
             }
             let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
-            _mm256_storeu_ps(dst, _mm256_min_ps(_mm256_max_ps(v0, lo), hi));
-            _mm256_storeu_ps(dst.add(8), _mm256_min_ps(_mm256_max_ps(v1, lo), hi));
+            _mm256_storeu_ps(dst, clamp8(v0, lo, hi));
+            _mm256_storeu_ps(dst.add(8), clamp8(v1, lo, hi));
         }
     }
 }
@@ -354,7 +355,7 @@ impl Sums for [__m512; MR] {
             if add {
                 v = _mm512_add_ps(v, _mm512_loadu_ps(dst));
             }
-            let v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+            let v = clamp16(v, _mm512_set1_ps(lo), _mm512_set1_ps(hi));
             _mm512_storeu_ps(dst, v);
         }
     }

@@ -136,6 +136,7 @@ pub unsafe fn multiply(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::super::lanes::clamp16;
     use super::{Act, LANES, ROWS, Range, Strips};
     use std::arch::x86_64::*;
 
@@ -282,7 +283,7 @@ mod x86 {
                     let (lo, hi) = (_mm512_set1_ps(self.lo), _mm512_set1_ps(self.hi));
                     let mut turn = [[0.0f32; LANES]; R];
                     for (r, v) in turn.iter_mut().enumerate() {
-                        let s = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[r][t], b), lo), hi);
+                        let s = clamp16(_mm512_add_ps(acc[r][t], b), lo, hi);
                         _mm512_storeu_ps(v.as_mut_ptr(), s);
                     }
                     // Channel j's R values gathered from the buffer's column j, stored as
