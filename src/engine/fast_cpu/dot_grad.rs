@@ -7,6 +7,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 /// Lanes of a vector.
 const L: usize = 16;
@@ -36,6 +37,19 @@ pub fn applies([c, co, hw]: [usize; 3]) -> bool {
 /// `dw[o · c + i] += Σ_p g[o · hw + p] · x[i · hw + p]` for every output `o` and input `i`.
 /// Only where [`applies`] is true.
 pub fn add(g: &[f32], x: &[f32], [c, co, hw]: [usize; 3], dw: &mut [f32]) {
+    add_then(g, x, [c, co, hw], dw, |_| {});
+}
+
+/// [`add`], calling `after(pixels)` as each chunk of pixels is done, while those columns of
+/// `g` and `x` are still in cache (a 1x1 convolution's input gradient reads the same columns
+/// of `g`: `pointwise::backward` computes it there instead of in a pass of its own).
+pub fn add_then(
+    g: &[f32],
+    x: &[f32],
+    [c, co, hw]: [usize; 3],
+    dw: &mut [f32],
+    after: impl FnMut(Range<usize>),
+) {
     assert!(applies([c, co, hw]), "dot weight gradient: does not apply");
     assert!(
         g.len() == co * hw && x.len() == c * hw && dw.len() == co * c,
@@ -44,8 +58,10 @@ pub fn add(g: &[f32], x: &[f32], [c, co, hw]: [usize; 3], dw: &mut [f32]) {
     // SAFETY: `applies` checked AVX-512; the lengths are asserted above.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        tiles(g, x, [c, co, hw], dw)
+        tiles(g, x, [c, co, hw], dw, after)
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = after;
 }
 
 /// [`add`]'s body.
@@ -54,7 +70,13 @@ pub fn add(g: &[f32], x: &[f32], [c, co, hw]: [usize; 3], dw: &mut [f32]) {
 /// The CPU has AVX-512 F; `g`, `x` and `dw` have the lengths [`add`] asserts.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tiles(g: &[f32], x: &[f32], [c, co, hw]: [usize; 3], dw: &mut [f32]) {
+unsafe fn tiles(
+    g: &[f32],
+    x: &[f32],
+    [c, co, hw]: [usize; 3],
+    dw: &mut [f32],
+    mut after: impl FnMut(Range<usize>),
+) {
     let vecs = hw.div_ceil(L);
     let last: __mmask16 = match hw % L {
         0 => !0,
@@ -102,6 +124,7 @@ unsafe fn tiles(g: &[f32], x: &[f32], [c, co, hw]: [usize; 3], dw: &mut [f32]) {
                 }
             }
         }
+        after(v0 * L..(v1 * L).min(hw));
     }
     for (d, s) in dw.iter_mut().zip(&sums) {
         *d += _mm512_reduce_add_ps(*s);
