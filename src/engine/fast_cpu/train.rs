@@ -21,6 +21,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn_autodiff::NodeId;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
@@ -272,38 +273,50 @@ struct BatchNormState {
     dims: [usize; 3],
 }
 
+impl BatchNormState {
+    fn affine(&self) -> Affine<'_> {
+        Affine {
+            mean: &self.mean,
+            inv_std: &self.inv_std,
+            gamma: values(&self.gamma),
+            beta: values(&self.beta),
+            clamp: self.clamp,
+        }
+    }
+
+    /// The backward pass from `g`, the gradient of the output, each gradient registered for
+    /// the node (x, gamma, beta) that asks for it. `given`: the sums `norm::backward` starts
+    /// from, where the pass that made `g` took them.
+    fn backward(
+        &self,
+        g: &[f32],
+        given: Option<&[(f64, f64)]>,
+        [x, gamma, beta]: [Option<NodeId>; 3],
+        grads: &mut Gradients,
+    ) {
+        let (dx, dgamma, dbeta) = profile::time("backward: BatchNormalization", &self.dims, || {
+            norm::backward(values(&self.x), g, self.dims, &self.affine(), given)
+        });
+        let c = self.dims[1];
+        if let Some(id) = x {
+            grads.register::<Flex>(id, flex_tensor(dx, self.x.layout().shape().clone()));
+        }
+        if let Some(id) = gamma {
+            grads.register::<Flex>(id, flex_tensor(dgamma, [c]));
+        }
+        if let Some(id) = beta {
+            grads.register::<Flex>(id, flex_tensor(dbeta, [c]));
+        }
+    }
+}
+
 impl Backward<Flex, 3> for BatchNormBackward {
     type State = BatchNormState;
 
     fn backward(self, ops: Ops<BatchNormState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
+        let ids = ops.parents.map(|p| p.map(|node| node.id));
         let g = contiguous(&grads.consume::<Flex>(&ops.node));
-        let s = ops.state;
-        let (dx, dgamma, dbeta) = profile::time("backward: BatchNormalization", &s.dims, || {
-            norm::backward(
-                values(&s.x),
-                values(&g),
-                s.dims,
-                &Affine {
-                    mean: &s.mean,
-                    inv_std: &s.inv_std,
-                    gamma: values(&s.gamma),
-                    beta: values(&s.beta),
-                    clamp: s.clamp,
-                },
-                None,
-            )
-        });
-        let c = s.dims[1];
-        if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, flex_tensor(dx, s.x.layout().shape().clone()));
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, flex_tensor(dgamma, [c]));
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, flex_tensor(dbeta, [c]));
-        }
+        ops.state.backward(values(&g), None, ids, grads);
     }
 }
 

@@ -12,7 +12,9 @@
 use super::super::depthwise::Geometry;
 use super::super::norm::{self, Affine};
 use super::super::{Act, ConvGrads};
-use super::{AutodiffTensor, contiguous, flex_tensor, into_tensor, profile, tracked, values};
+use super::{
+    AutodiffTensor, BatchNormState, contiguous, flex_tensor, into_tensor, profile, tracked, values,
+};
 use crate::graph::Conv;
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
@@ -25,81 +27,50 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 #[derive(Debug)]
 struct NormDepthwiseBackward;
 
-/// What the backward pass needs: the batch norm's input, parameters and statistics, and the
-/// convolution's geometry and filters.
+/// What the backward pass needs: the batch norm's, and the convolution's geometry and
+/// filters.
 #[derive(Clone, Debug)]
 struct NormDepthwiseState {
-    x: FlexTensor,
-    gamma: FlexTensor,
-    beta: FlexTensor,
-    mean: Vec<f32>,
-    inv_std: Vec<f32>,
-    clamp: (f32, f32),
+    norm: BatchNormState,
     geometry: Geometry,
     weight: FlexTensor,
     weight_shape: [usize; 4],
-}
-
-impl NormDepthwiseState {
-    fn affine(&self) -> Affine<'_> {
-        Affine {
-            mean: &self.mean,
-            inv_std: &self.inv_std,
-            gamma: values(&self.gamma),
-            beta: values(&self.beta),
-            clamp: self.clamp,
-        }
-    }
 }
 
 impl Backward<Flex, 5> for NormDepthwiseBackward {
     type State = NormDepthwiseState;
 
     fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta, node_w, node_b] = ops.parents;
+        let [x, gamma, beta, w, b] = ops.parents.map(|p| p.map(|node| node.id));
         let g = contiguous(&grads.consume::<Flex>(&ops.node));
         let s = ops.state;
         let geometry = &s.geometry;
-        let [n, c] = [geometry.n, geometry.c];
-        let dims = [n, c, values(&s.x).len() / (n * c).max(1)];
-        let affine = s.affine();
-        let want_norm = node_x.is_some() || node_gamma.is_some() || node_beta.is_some();
         let what = match geometry.stride {
             [1, 1] => "backward: Conv (depthwise)",
             _ => "backward: Conv (depthwise, strided)",
         };
-        let shape = s.x.layout().shape().clone();
+        let shape = s.norm.x.layout().shape();
         let x_shape: [usize; 4] = [shape[0], shape[1], shape[2], shape[3]];
         let (ConvGrads { x: dz, weight_bias }, sums) = profile::time(what, &x_shape, || {
             geometry.backward_mapped(
-                values(&s.x),
-                Some(&affine),
+                values(&s.norm.x),
+                Some(&s.norm.affine()),
                 values(&s.weight),
                 values(&g),
-                want_norm,
-                node_w.is_some() || node_b.is_some(),
+                x.is_some() || gamma.is_some() || beta.is_some(),
+                w.is_some() || b.is_some(),
             )
         });
         if let Some(dz) = dz {
-            let (dx, dgamma, dbeta) = profile::time("backward: BatchNormalization", &dims, || {
-                norm::backward(values(&s.x), &dz, dims, &affine, sums.as_deref())
-            });
-            if let Some(node) = node_x {
-                grads.register::<Flex>(node.id, flex_tensor(dx, shape));
-            }
-            if let Some(node) = node_gamma {
-                grads.register::<Flex>(node.id, flex_tensor(dgamma, [c]));
-            }
-            if let Some(node) = node_beta {
-                grads.register::<Flex>(node.id, flex_tensor(dbeta, [c]));
-            }
+            s.norm
+                .backward(&dz, sums.as_deref(), [x, gamma, beta], grads);
         }
         if let Some((dw, db)) = weight_bias {
-            if let Some(node) = node_w {
-                grads.register::<Flex>(node.id, flex_tensor(dw, s.weight_shape));
+            if let Some(id) = w {
+                grads.register::<Flex>(id, flex_tensor(dw, s.weight_shape));
             }
-            if let Some(node) = node_b {
-                grads.register::<Flex>(node.id, flex_tensor(db, [c]));
+            if let Some(id) = b {
+                grads.register::<Flex>(id, flex_tensor(db, [geometry.c]));
             }
         }
     }
@@ -175,12 +146,15 @@ pub fn norm_depthwise(
     {
         OpsKind::Tracked(prep) => prep.finish(
             NormDepthwiseState {
-                x: xv,
-                gamma: gv,
-                beta: bv,
-                mean: stats.mean,
-                inv_std: stats.inv_std,
-                clamp: norm.clamp,
+                norm: BatchNormState {
+                    x: xv,
+                    gamma: gv,
+                    beta: bv,
+                    mean: stats.mean,
+                    inv_std: stats.inv_std,
+                    clamp: norm.clamp,
+                    dims,
+                },
                 geometry,
                 weight: wv,
                 weight_shape: weight.dims(),
