@@ -319,7 +319,9 @@ mod norm_depthwise_tests {
     /// A training plan joins a batch norm (its ReLU6 folded in) to the depthwise convolution
     /// that alone reads it; `each_step` still lists the convolution (the optimizer finds its
     /// weights through it). A training pass gives the output and running statistics of the
-    /// same network whose batch norm output is also a network output (so not joined).
+    /// same network whose batch norm output is also a network output (so not joined); the
+    /// statistics, read back on this thread while the pass ran on a CPU worker, have moved
+    /// (they were read a step behind before `update_running` took them in).
     #[test]
     fn a_training_plan_joins_a_batch_norm_to_its_depthwise_reader() {
         let node = |name: &str, op, ins: &[&str]| {

@@ -162,8 +162,8 @@ fn update_running(p: &BatchNormParams, [mean, var]: [Tensor<1>; 2], count: usize
     );
     // burn keeps an update per thread until a read on that same thread takes it in: the
     // forward pass runs on a CPU worker, and `write_back` reads on the caller's thread, which
-    // saw the statistics one step behind (the last step's never reached an export). Taken
-    // in here, every thread reads this step's.
+    // saw the statistics one step behind (without a validation pass after it, the last
+    // step's never reached an export). Taken in here, every thread reads this step's.
     let _ = (p.running_mean.value_sync(), p.running_var.value_sync());
 }
 
