@@ -19,9 +19,9 @@ pub mod graph {
 #[path = "../../../src/engine/fast_cpu/lanes.rs"]
 mod lanes;
 
-pub use lanes::{Act, ConvGrads};
 #[cfg(target_arch = "x86_64")]
 use lanes::has_avx2_fma;
+pub use lanes::{Act, ConvGrads};
 use lanes::{clamp1, conv_output, with_avx2};
 
 #[path = "../../../src/engine/fast_cpu/depthwise.rs"]

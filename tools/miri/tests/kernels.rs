@@ -135,6 +135,58 @@ fn depthwise_forward_and_backward_match_plain_loops() {
         let (gw, gb) = grads.weight_bias.as_ref().unwrap();
         close(gw, &dw, "weight gradient");
         close(gb, &db, "bias gradient");
+
+        // Through a batch norm and clamp applied as the planes are staged: the plain pass on
+        // the normalised input, and batch norm's gradient sums per plane.
+        let (mean, inv_std, gamma, beta) = (seq(3, 5), vec![1.5f32; 3], seq(3, 6), seq(3, 7));
+        let f = Affine {
+            mean: &mean,
+            inv_std: &inv_std,
+            gamma: &gamma,
+            beta: &beta,
+            clamp: (0.0, 0.5),
+        };
+        let z: Vec<f32> = xs
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                let (scale, shift) = f.channel(i / (h * w) % 3);
+                (x * scale + shift).clamp(0.0, 0.5)
+            })
+            .collect();
+        let mapped = g.forward_mapped(&xs, &ws, Some(&bs), Act::NONE, Some(&f));
+        close(
+            &mapped,
+            &g.forward(&z, &ws, Some(&bs), Act::NONE),
+            "mapped forward",
+        );
+        let (grads, sums) = g.backward_mapped(&xs, Some(&f), &ws, &gs, true, true);
+        let plain = g.backward(&z, &ws, &gs, true, true);
+        close(
+            grads.x.as_ref().unwrap(),
+            plain.x.as_ref().unwrap(),
+            "mapped input gradient",
+        );
+        let ((gw, _), (pw, _)) = (grads.weight_bias.unwrap(), plain.weight_bias.unwrap());
+        close(&gw, &pw, "mapped weight gradient");
+        // Plane by plane only (under Miri always; on AVX-512 these narrow maps go by groups).
+        let dz = plain.x.unwrap();
+        for (ch, &(sg, sgx)) in sums.iter().flatten().enumerate() {
+            let (mut want_g, mut want_gx) = (0.0f32, 0.0f32);
+            for b in 0..2 {
+                for i in (b * 3 + ch) * h * w..(b * 3 + ch + 1) * h * w {
+                    if z[i] > 0.0 && z[i] < 0.5 {
+                        want_g += dz[i];
+                        want_gx += dz[i] * (xs[i] - mean[ch]);
+                    }
+                }
+            }
+            close(
+                &[sg as f32, sgx as f32],
+                &[want_g, want_gx],
+                "batch norm's sums",
+            );
+        }
     }
 }
 
@@ -159,7 +211,11 @@ fn batch_norm_with_clamp_matches_plain_loops() {
         close(&[mean[ch], var[ch]], &[m, v], "statistics");
     }
     for ch in 0..c {
-        close(&[inv_std[ch]], &[1.0 / (var[ch] + 1e-5).sqrt()], "inverse deviation");
+        close(
+            &[inv_std[ch]],
+            &[1.0 / (var[ch] + 1e-5).sqrt()],
+            "inverse deviation",
+        );
     }
     let f = Affine {
         mean: &mean,
@@ -169,7 +225,11 @@ fn batch_norm_with_clamp_matches_plain_loops() {
         clamp: (0.0, 0.8),
     };
     // Inference's one pass with the same statistics gives the same output.
-    close(&norm::normalize(&xs, [n, c, hw], &f), &y, "running statistics");
+    close(
+        &norm::normalize(&xs, [n, c, hw], &f),
+        &y,
+        "running statistics",
+    );
     let gs = seq(xs.len(), 6);
     let (dx, dgamma, dbeta) = norm::backward(&xs, &gs, [n, c, hw], &f, None);
     let at = |b: usize, ch: usize, j: usize| (b * c + ch) * hw + j;
