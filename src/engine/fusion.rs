@@ -73,39 +73,12 @@ pub(super) fn fuse_expand_depthwise(
     output_slots: &[usize],
     layers: &[LayerParams],
 ) {
-    // A convolution step's attributes and weight shape.
-    let conv = |step: &Step| -> Option<(Conv, [usize; 4])> {
-        let Op::Conv(c) = &step.op else { return None };
-        let LayerParams::Conv(p) = layers.get(step.layer?)? else {
-            return None;
-        };
-        Some((c.clone(), p.weight.val().dims()))
-    };
-    let mut i = 0;
-    while i < steps.len() {
-        let pair = || -> Option<usize> {
-            let (c, [co, _, kh, kw]) = conv(&steps[i])?;
-            let pointwise =
-                [kh, kw] == [1, 1] && c.groups == 1 && c.strides == [1, 1] && c.pads == [0; 4];
-            let &[out] = steps[i].outputs.as_slice() else {
-                return None;
-            };
-            if !pointwise || output_slots.contains(&out) {
-                return None;
-            }
-            let j = only_reader(steps, i, out)?;
-            let (dw, [co2, per_group, ..]) = conv(&steps[j])?;
-            let reads_it = matches!(steps[j].inputs.first(), Some(Some(Src::Slot(x))) if *x == out)
-                && steps[j].inputs[1..].iter().all(Option::is_none);
-            (reads_it && dw.groups == co && co2 == co && per_group == 1).then_some(j)
-        };
-        if let Some(j) = pair() {
-            let next = steps.remove(j);
-            steps[i].outputs = next.outputs.clone();
-            steps[i].then = Some(Box::new(next));
-        }
-        i += 1;
-    }
+    join_depthwise_readers(steps, output_slots, layers, |step| {
+        let (c, [co, _, kh, kw]) = conv(step, layers)?;
+        let pointwise =
+            [kh, kw] == [1, 1] && c.groups == 1 && c.strides == [1, 1] && c.pads == [0; 4];
+        pointwise.then_some(co)
+    });
 }
 
 /// Joins each batch norm that learns (not frozen) whose output only a depthwise convolution
@@ -118,35 +91,50 @@ pub(super) fn fuse_norm_depthwise(
     output_slots: &[usize],
     layers: &[LayerParams],
 ) {
+    join_depthwise_readers(steps, output_slots, layers, |step| {
+        if !matches!(step.op, Op::BatchNorm { .. }) || step.frozen {
+            return None;
+        }
+        let LayerParams::BatchNorm(p) = layers.get(step.layer?)? else {
+            return None;
+        };
+        Some(p.gamma.val().dims()[0])
+    });
+}
+
+/// A convolution step's attributes and weight shape.
+fn conv(step: &Step, layers: &[LayerParams]) -> Option<(Conv, [usize; 4])> {
+    let Op::Conv(c) = &step.op else { return None };
+    let LayerParams::Conv(p) = layers.get(step.layer?)? else {
+        return None;
+    };
+    Some((c.clone(), p.weight.val().dims()))
+}
+
+/// Joins each step that `channels` accepts (saying how many channels it writes) to the
+/// depthwise convolution of those channels that alone reads its one output, as its
+/// [`Step::then`]; the pair's outputs are the convolution's.
+fn join_depthwise_readers(
+    steps: &mut Vec<Step>,
+    output_slots: &[usize],
+    layers: &[LayerParams],
+    channels: impl Fn(&Step) -> Option<usize>,
+) {
     let mut i = 0;
     while i < steps.len() {
         let pair = || -> Option<usize> {
-            let step = &steps[i];
-            if !matches!(step.op, Op::BatchNorm { .. }) || step.frozen {
-                return None;
-            }
-            let LayerParams::BatchNorm(p) = layers.get(step.layer?)? else {
-                return None;
-            };
-            let c = p.gamma.val().dims()[0];
-            let &[out] = step.outputs.as_slice() else {
+            let c = channels(&steps[i])?;
+            let &[out] = steps[i].outputs.as_slice() else {
                 return None;
             };
             if output_slots.contains(&out) {
                 return None;
             }
             let j = only_reader(steps, i, out)?;
-            let Op::Conv(dw) = &steps[j].op else {
-                return None;
-            };
-            let LayerParams::Conv(q) = layers.get(steps[j].layer?)? else {
-                return None;
-            };
-            let [co, per_group, ..] = q.weight.val().dims();
+            let (dw, [co, per_group, ..]) = conv(&steps[j], layers)?;
             let reads_it = matches!(steps[j].inputs.first(), Some(Some(Src::Slot(x))) if *x == out)
                 && steps[j].inputs[1..].iter().all(Option::is_none);
-            let depthwise = dw.groups == c && co == c && per_group == 1;
-            (reads_it && depthwise && steps[j].act.is_none()).then_some(j)
+            (reads_it && dw.groups == c && co == c && per_group == 1).then_some(j)
         };
         if let Some(j) = pair() {
             let next = steps.remove(j);

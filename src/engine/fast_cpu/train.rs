@@ -45,6 +45,16 @@ fn tracked<const D: usize>(t: &Tensor<D>) -> Option<AutodiffTensor> {
     (p.primitive().dtype() == DType::F32).then_some(p)
 }
 
+/// A convolution's bias as an autodiff primitive: its own when it has one (`None` when that
+/// is not an autodiff flex tensor), else `c` zeros that nothing tracks, so that the op has
+/// one shape and no gradient is computed for an absent bias.
+fn tracked_bias(bias: Option<&Tensor<1>>, c: usize) -> Option<AutodiffTensor> {
+    match bias {
+        Some(b) => tracked(b),
+        None => Some(AutodiffTensor::new(flex_tensor(vec![0.0; c], [c]))),
+    }
+}
+
 /// `t` in contiguous row-major order (itself when it already is: a reference-count clone).
 fn contiguous(t: &FlexTensor) -> FlexTensor {
     if t.as_slice::<f32>().is_some() {
@@ -218,12 +228,7 @@ pub fn conv(
 ) -> Option<Tensor<4>> {
     let kind = ConvKind::new(x.dims(), weight.dims(), conv)?;
     let (xa, wa) = (tracked(x)?, tracked(weight)?);
-    // No bias: a zero bias that nothing tracks, so there is one op shape (and no gradient
-    // is computed for it).
-    let ba = match bias {
-        Some(b) => tracked(b)?,
-        None => AutodiffTensor::new(flex_tensor(vec![0.0; weight.dims()[0]], [weight.dims()[0]])),
-    };
+    let ba = tracked_bias(bias, weight.dims()[0])?;
     let (xv, wv, bv) = (
         contiguous(xa.primitive()),
         contiguous(wa.primitive()),

@@ -13,7 +13,8 @@ use super::super::depthwise::Geometry;
 use super::super::norm::{self, Affine};
 use super::super::{Act, ConvGrads};
 use super::{
-    AutodiffTensor, BatchNormState, contiguous, flex_tensor, into_tensor, profile, tracked, values,
+    AutodiffTensor, BatchNormState, contiguous, flex_tensor, into_tensor, profile, tracked,
+    tracked_bias, values,
 };
 use crate::graph::Conv;
 use burn::backend::Flex;
@@ -106,11 +107,7 @@ pub fn norm_depthwise(
         tracked(norm.beta)?,
         tracked(weight)?,
     );
-    // No bias: a zero bias that nothing tracks (as `train::conv` does).
-    let bias_a = match bias {
-        Some(b) => tracked(b)?,
-        None => AutodiffTensor::new(flex_tensor(vec![0.0; c], [c])),
-    };
+    let bias_a = tracked_bias(bias, c)?;
     let (xv, gv, bv, wv, biasv) = (
         contiguous(xa.primitive()),
         contiguous(ga.primitive()),
