@@ -14,7 +14,7 @@ use super::{Act, Geometry, InputMap, clamp_then};
 #[path = "depthwise_blocked_backward.rs"]
 mod backward;
 #[cfg(target_arch = "x86_64")]
-use super::super::lanes::clamp16;
+use super::super::lanes::{clamp16, transpose16};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -540,7 +540,7 @@ fn transpose(planes: &[f32], pixels: usize, dst: &mut [f32], place: Place) {
             // plane l from p0 (inside `planes`); pixel p0 + j < pixels lands below
             // `place.end(pixels)` (asserted within `dst`).
             unsafe {
-                let block = avx512::load_transposed(planes.as_ptr().add(p0), pixels, lanes, n);
+                let block = transpose16::load_transposed(planes.as_ptr().add(p0), pixels, lanes, n);
                 let out = dst.as_mut_ptr();
                 for (j, v) in block.iter().enumerate() {
                     if j < n {
@@ -580,11 +580,11 @@ fn untranspose(src: &[f32], pixels: usize, planes: &mut [MaybeUninit<f32>]) {
             // SAFETY: AVX-512 is there (`by_channel_groups`); the loads read pixels p0..p0 + n of
             // `src` (length asserted), the stores `n` values of planes l < lanes from p0.
             unsafe {
-                let block = avx512::load_transposed(src.as_ptr().add(p0 * L), L, n, L);
+                let block = transpose16::load_transposed(src.as_ptr().add(p0 * L), L, n, L);
                 let out = planes.as_mut_ptr().cast::<f32>();
                 for (l, v) in block.iter().enumerate() {
                     if l < lanes {
-                        avx512::store_first(out.add(l * pixels + p0), *v, n);
+                        transpose16::store_first(out.add(l * pixels + p0), *v, n);
                     }
                 }
             }
@@ -593,100 +593,4 @@ fn untranspose(src: &[f32], pixels: usize, planes: &mut [MaybeUninit<f32>]) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("by_channel_groups is false off x86-64: {src:p}")
-}
-
-/// 16 × 16 transposes in registers (64 shuffles for 256 values, where scalar copies take a
-/// load and a store each).
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::L;
-    use std::arch::x86_64::*;
-
-    /// Rows `0..rows` (`stride` apart from `src`, their first `n` values each; the rest zero)
-    /// as columns: vector j holds value j of every row.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512 F; `src + r · stride .. + n` is readable for every r < rows.
-    /// Inlined, not a `target_feature` function of its own: each caller runs inside
-    /// `with_avx512`, and a call returned the 16 vectors through the stack (3 % of a
-    /// batch-1 pass).
-    #[inline(always)]
-    pub unsafe fn load_transposed(
-        src: *const f32,
-        stride: usize,
-        rows: usize,
-        n: usize,
-    ) -> [__m512; L] {
-        let mask: __mmask16 = if n >= L { !0 } else { (1u16 << n) - 1 };
-        // SAFETY: the CPU has AVX-512 F, as the caller promises.
-        let mut r = [unsafe { _mm512_setzero_ps() }; L];
-        // Constant indices, `rows` a condition: the vectors stay in registers.
-        for (i, v) in r.iter_mut().enumerate() {
-            if i < rows {
-                // SAFETY: as the caller promises; masked-off lanes are not read.
-                *v = unsafe { _mm512_maskz_loadu_ps(mask, src.add(i * stride)) };
-            }
-        }
-        // SAFETY: the CPU has AVX-512 F, as the caller promises.
-        unsafe { transpose(r) }
-    }
-
-    /// The first `n` lanes of `v` to `dst`.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512 F; `dst .. + n` is writable.
-    #[inline(always)]
-    pub unsafe fn store_first(dst: *mut f32, v: __m512, n: usize) {
-        let mask: __mmask16 = if n >= L { !0 } else { (1u16 << n) - 1 };
-        // SAFETY: as the caller promises; masked-off lanes are not written.
-        unsafe { _mm512_mask_storeu_ps(dst, mask, v) }
-    }
-
-    /// The 16 × 16 transpose of `r` (row i's lane j to row j's lane i).
-    ///
-    /// # Safety
-    /// The CPU has AVX-512 F (the callers run inside `with_avx512`).
-    #[inline(always)]
-    unsafe fn transpose(r: [__m512; L]) -> [__m512; L] {
-        // SAFETY: the CPU has AVX-512 F, as the caller promises.
-        unsafe {
-            // Pairs of rows interleaved by 32-bit lanes, then by 64-bit pairs: each 128-bit
-            // block then holds a 4 × 4 block's column, and two rounds of 128-bit shuffles put
-            // the blocks in order.
-            let mut t = [_mm512_setzero_ps(); L];
-            for i in 0..8 {
-                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-            }
-            let mut u = [_mm512_setzero_ps(); L];
-            for i in 0..4 {
-                let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
-                let (a, b, c, d) = (
-                    _mm512_castps_pd(a),
-                    _mm512_castps_pd(b),
-                    _mm512_castps_pd(c),
-                    _mm512_castps_pd(d),
-                );
-                u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-                u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-                u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-                u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-            }
-            // u[4i + k]'s 128-bit block q holds column 4q + k of rows 4i..4i + 4.
-            let mut v = [_mm512_setzero_ps(); L];
-            for k in 0..4 {
-                let (a, b, c, d) = (u[k], u[4 + k], u[8 + k], u[12 + k]);
-                // Blocks 0 and 2 of a with those of b, blocks 1 and 3 likewise; c with d.
-                let ab02 = _mm512_shuffle_f32x4::<0x88>(a, b);
-                let ab13 = _mm512_shuffle_f32x4::<0xdd>(a, b);
-                let cd02 = _mm512_shuffle_f32x4::<0x88>(c, d);
-                let cd13 = _mm512_shuffle_f32x4::<0xdd>(c, d);
-                v[k] = _mm512_shuffle_f32x4::<0x88>(ab02, cd02);
-                v[8 + k] = _mm512_shuffle_f32x4::<0xdd>(ab02, cd02);
-                v[4 + k] = _mm512_shuffle_f32x4::<0x88>(ab13, cd13);
-                v[12 + k] = _mm512_shuffle_f32x4::<0xdd>(ab13, cd13);
-            }
-            v
-        }
-    }
 }

@@ -1,7 +1,7 @@
 //! Graft's own matrix multiply for convolutions on AVX2 + FMA: `act(A · B + bias)` written
 //! straight into the output, where A is the filters (packed once per convolution) and B the
 //! input pixels (a 1x1 convolution's input planes, patches gathered from a convolution's
-//! input; or, for a weight gradient, xᵀ read by columns), with any row (or column) stride,
+//! input; or, for a weight gradient, xᵀ transposed into its strips), with any row stride,
 //! its columns possibly running on from one image into the next (`Span`). Also the 1x1 gradients'
 //! products (`pointwise::backward`), with sums into the output (`Out::accumulate`).
 //!
@@ -59,25 +59,40 @@ impl PackedA {
             rows == 0 || (rows - 1) * lda + k <= a.len(),
             "packed filters: length"
         );
-        let panels = rows.div_ceil(MR);
-        // Written in order, step by step (a weight gradient packs every image's output
-        // gradient this way: zeroing the buffer first and scattering row by row was 4 % of
-        // a fine-tuning step).
-        let mut data = Vec::with_capacity(panels * k * MR);
-        for p in 0..panels {
-            let full = MR.min(rows - p * MR);
-            let row = |r: usize| &a[(p * MR + r) * lda..][..k];
-            if full == MR {
-                let (r0, r1, r2, r3, r4, r5) = (row(0), row(1), row(2), row(3), row(4), row(5));
-                for i in 0..k {
-                    data.extend_from_slice(&[r0[i], r1[i], r2[i], r3[i], r4[i], r5[i]]);
-                }
-            } else {
-                for i in 0..k {
-                    data.extend((0..MR).map(|r| if r < full { row(r)[i] } else { 0.0 }));
-                }
+        let mut data = Vec::with_capacity(rows.div_ceil(MR) * k * MR);
+        for p in 0..rows.div_ceil(MR) {
+            push_steps(&mut data, MR.min(rows - p * MR), k, |r| {
+                &a[(p * MR + r) * lda..][..k]
+            });
+        }
+        Self::of(data, rows, k)
+    }
+
+    /// Packs steps `k0..k0 + k` of `rows` rows whose steps run on from one image into the
+    /// next: step s is pixel `s % hw` of image `s / hw`, whose row r starts at
+    /// `(image · rows + r) · hw` (`[n, rows, hw]` planes). A weight gradient sums over a run
+    /// of images as one sum this way.
+    pub fn over_images(a: &[f32], rows: usize, hw: usize, k0: usize, k: usize) -> Self {
+        assert!(
+            hw > 0 && (k0 + k).div_ceil(hw) * rows * hw <= a.len(),
+            "packed filters: length"
+        );
+        let mut data = Vec::with_capacity(rows.div_ceil(MR) * k * MR);
+        for p in 0..rows.div_ceil(MR) {
+            let mut s = k0;
+            while s < k0 + k {
+                let (b, px) = (s / hw, s % hw);
+                let run = (hw - px).min(k0 + k - s);
+                push_steps(&mut data, MR.min(rows - p * MR), run, |r| {
+                    &a[(b * rows + p * MR + r) * hw + px..][..run]
+                });
+                s += run;
             }
         }
+        Self::of(data, rows, k)
+    }
+
+    fn of(data: Vec<f32>, rows: usize, k: usize) -> Self {
         PackedA {
             data,
             rows,
@@ -116,14 +131,29 @@ impl PackedA {
     }
 }
 
+/// Steps `0..k` of one panel's `full` rows (`row(r)`, each at least k long) appended to
+/// `data` step-major, rows past `full` as zeros. Written in order, step by step (a weight
+/// gradient packs every image's output gradient this way: zeroing the buffer first and
+/// scattering row by row was 4 % of a fine-tuning step).
+#[inline(always)]
+fn push_steps<'a>(data: &mut Vec<f32>, full: usize, k: usize, row: impl Fn(usize) -> &'a [f32]) {
+    if full == MR {
+        let (r0, r1, r2, r3, r4, r5) = (row(0), row(1), row(2), row(3), row(4), row(5));
+        for i in 0..k {
+            data.extend_from_slice(&[r0[i], r1[i], r2[i], r3[i], r4[i], r5[i]]);
+        }
+    } else {
+        for i in 0..k {
+            data.extend((0..MR).map(|r| if r < full { row(r)[i] } else { 0.0 }));
+        }
+    }
+}
+
 /// The right-hand operand, `k × cols`.
 #[derive(Clone, Copy)]
 pub enum B<'a> {
     /// Row-major with rows `ld` apart: the input planes of a 1x1 convolution.
     Rows(*const f32, usize),
-    /// Column-major with columns `ld` apart: `xᵀ` in a weight gradient `g · xᵀ`, which
-    /// sums over the pixels, the contiguous axis of both.
-    Cols(*const f32, usize),
     /// Rows written by their owner: a convolution's patches read straight from its input
     /// (no unfolded copy), or columns that run on from one image into the next.
     Gather(&'a dyn Gather),
@@ -249,6 +279,24 @@ mod tests {
     use super::super::blocking::KC;
     use super::*;
 
+    /// B column-major, columns `ld` apart, packed value by value (a weight gradient's
+    /// transposed operand, as `weight_grad.rs` packs it).
+    struct ByCols<'a> {
+        bs: &'a [f32],
+        ld: usize,
+    }
+
+    impl Gather for ByCols<'_> {
+        fn pack(&self, k0: usize, kc: usize, j0: usize, block: usize, strips: &mut [f32]) {
+            for col in 0..block {
+                for i in 0..kc {
+                    strips[(col / NR) * strip_len(kc) + i * NR + col % NR] =
+                        self.bs[(j0 + col) * self.ld + k0 + i];
+                }
+            }
+        }
+    }
+
     /// The kernel against a plain triple loop: row counts that leave a partial panel,
     /// column counts that leave a partial strip, a row stride wider than the block, each
     /// activation, a block of panels that is not the first, B in either layout, and sums
@@ -289,8 +337,9 @@ mod tests {
                     bs[i * ld + j]
                 }
             };
+            let cols_of = ByCols { bs: &bs, ld };
             let b = if by_cols {
-                B::Cols(bs.as_ptr(), ld)
+                B::Gather(&cols_of)
             } else {
                 B::Rows(bs.as_ptr(), ld)
             };

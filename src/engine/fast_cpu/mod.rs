@@ -24,6 +24,7 @@ mod pointwise;
 mod pool;
 mod strided;
 pub mod train;
+mod weight_grad;
 
 use crate::graph::{Conv, Pool};
 use burn::backend::Flex;

@@ -8,7 +8,7 @@
 //! of values shifted by one of the channel's own values, so that a large mean does not cancel
 //! away the variance's digits (the "shifted data" algorithm).
 
-use super::{clamp1, with_avx2};
+use super::{clamp1, with_avx512};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -68,7 +68,7 @@ pub fn train_forward(
                     let at = (b * c + ch) * hw;
                     // SAFETY: plane (b, ch) is this task's alone, within `out`'s capacity.
                     let o = unsafe { dst.plane(at, hw) };
-                    with_avx2(
+                    with_avx512(
                         #[inline(always)]
                         || {
                             for (o, &x) in o.iter_mut().zip(&xs[at..at + hw]) {
@@ -152,7 +152,7 @@ fn block_stats(
         .clone()
         .map(|ch| xs.get(ch * hw).copied().unwrap_or(0.0))
         .collect();
-    let sums = with_avx2(
+    let sums = with_avx512(
         #[inline(always)]
         || {
             let mut sums: Vec<Sums> = shifts.iter().map(|_| Sums::new()).collect();
@@ -249,7 +249,7 @@ pub fn normalize(xs: &[f32], [n, c, hw]: [usize; 3], f: &Affine) -> Vec<f32> {
         .enumerate()
         .for_each(|(plane, (o, x))| {
             let (scale, shift) = f.channel(plane % c);
-            with_avx2(
+            with_avx512(
                 #[inline(always)]
                 || {
                     for (o, &x) in o.iter_mut().zip(x) {
@@ -295,7 +295,7 @@ pub fn backward(
             // already through the clamp: given, or summed here.
             let totals: Vec<(f64, f64)> = match given {
                 Some(given) => given[chs.clone()].to_vec(),
-                None => with_avx2(
+                None => with_avx512(
                     #[inline(always)]
                     || {
                         let mut sums: Vec<Sums> = chs.clone().map(|_| Sums::new()).collect();
@@ -332,7 +332,7 @@ pub fn backward(
                     let (gs, xs) = (&gs[at..at + hw], &xs[at..at + hw]);
                     // SAFETY: plane (b, ch) is this task's alone, within `dx`'s capacity.
                     let d = unsafe { dst.plane(at, hw) };
-                    with_avx2(
+                    with_avx512(
                         #[inline(always)]
                         || {
                             for ((d, &g), &x) in d.iter_mut().zip(gs).zip(xs) {
@@ -377,7 +377,7 @@ fn add_grad_sums(sums: &mut Sums, g: &[f32], x: &[f32], f: &Affine, ch: usize) {
 /// a channel's totals are its planes' sums added in image order.
 pub fn plane_grad_sums(g: &[f32], x: &[f32], f: &Affine, ch: usize) -> (f64, f64) {
     assert_eq!(g.len(), x.len(), "batch norm: plane lengths");
-    with_avx2(
+    with_avx512(
         #[inline(always)]
         || {
             let mut sums = Sums::new();

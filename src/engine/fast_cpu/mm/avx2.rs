@@ -127,17 +127,6 @@ unsafe fn body<const WIDE: bool>(
                     B::Gather(rows) => {
                         rows.pack(k0, kc, out.span.first + j0, block, &mut scratch[..need])
                     }
-                    // Column by column, each read as one run.
-                    B::Cols(b, ld) => {
-                        for col in 0..block {
-                            let src = b.add((j0 + col) * ld + k0);
-                            let at = (col / NR) * strip_len(kc) + col % NR;
-                            let dst = scratch.as_mut_ptr().add(at);
-                            for i in 0..kc {
-                                *dst.add(i * NR) = *src.add(i);
-                            }
-                        }
-                    }
                 }
                 // Where each strip's columns lie in C: a whole strip of consecutive
                 // columns is stored as two vectors from its first column's offset;

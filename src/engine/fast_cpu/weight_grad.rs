@@ -1,0 +1,238 @@
+//! A 1x1 convolution's weight gradient through Graft's matrix kernel (`mm.rs`), where the dot
+//! products of `dot_grad.rs` do not apply (maps under 512 pixels, or results too large for
+//! their sums): `dw += Σ_b a_b · b_bᵀ` over a run of images, `a_b` and `b_b` image b's planes
+//! (`[n, rows, hw]` each, the sum over pixels). The images' pixels form one sum, cut into
+//! chunks of [`GRAD_KC`] steps that run on from one image into the next: image by image,
+//! a 7x7 map's sum was 49 steps, after each of which the kernel loaded and stored every one
+//! of the result's sums again (Lite0's 1152 × 192 result: 221 K values per image).
+//! `a`'s chunk is packed as the kernel's left operand (`PackedA::over_images`), `b`'s
+//! transposed into its strips ([`ImageCols`]: 16 × 16 transposes in registers where the CPU
+//! has AVX-512).
+
+use super::Act;
+use super::mm::{self, NR};
+use super::pointwise::{SendPtr, row_blocks};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Steps of the sum per packed chunk of `a`: a packed strip of `b` (`GRAD_KC` × 16) is 32 KB,
+/// L1's size.
+const GRAD_KC: usize = 512;
+
+/// `dw += Σ_{b in images} a_b · b_bᵀ`: `a` holds `[n, a_rows, hw]` planes, `b` `[n, b_rows,
+/// hw]`, `dw` is `a_rows × b_rows`. With `split`, blocks of `a`'s rows are spread over the
+/// threads (too few images to give each thread its own). Only where [`mm::available`].
+pub fn add(
+    a: &[f32],
+    b: &[f32],
+    [a_rows, b_rows, hw]: [usize; 3],
+    images: Range<usize>,
+    dw: &mut [f32],
+    split: bool,
+) {
+    assert!(mm::available(), "1x1 weight gradient: no matrix kernel");
+    assert_eq!(dw.len(), a_rows * b_rows, "1x1 weight gradient: length");
+    assert!(
+        a.len() >= images.end * a_rows * hw && b.len() >= images.end * b_rows * hw,
+        "1x1 weight gradient: operands"
+    );
+    let steps = images.len() * hw;
+    let dst = SendPtr(dw.as_mut_ptr());
+    for k0 in (0..steps).step_by(GRAD_KC) {
+        let kc = GRAD_KC.min(steps - k0);
+        let first = images.start * hw + k0;
+        let packed = mm::PackedA::over_images(a, a_rows, hw, first, kc);
+        let cols = ImageCols {
+            b,
+            rows: b_rows,
+            hw,
+            first,
+        };
+        let blocks = if split {
+            row_blocks(1, packed.panels())
+        } else {
+            1
+        };
+        let per_block = packed.panels().div_ceil(blocks);
+        let block = |blk: usize| {
+            let panels = blk * per_block..((blk + 1) * per_block).min(packed.panels());
+            let out = mm::Out {
+                c: dst.get(),
+                row0: 0,
+                ldc: b_rows,
+                cols: b_rows,
+                accumulate: true,
+                span: mm::Span::ONE,
+            };
+            // SAFETY: the matrix kernel is there (asserted above); `cols` packs rows within
+            // `b` (length asserted above); blocks write disjoint rows of `dw` (a_rows ×
+            // b_rows, length asserted above), which outlives the loop.
+            unsafe { mm::multiply(&packed, panels, mm::B::Gather(&cols), &out, None, Act::NONE) };
+        };
+        if blocks > 1 {
+            (0..blocks).into_par_iter().for_each(block);
+        } else {
+            block(0);
+        }
+    }
+}
+
+/// `[n, rows, hw]` planes transposed as the kernel's right-hand operand: its row s (from
+/// step `first` of the sum) is pixel `s % hw` of image `s / hw`, its column j plane j.
+struct ImageCols<'a> {
+    b: &'a [f32],
+    rows: usize,
+    hw: usize,
+    first: usize,
+}
+
+impl mm::Gather for ImageCols<'_> {
+    fn pack(&self, k0: usize, kc: usize, j0: usize, block: usize, strips: &mut [f32]) {
+        let strip_len = strips.len() / block.div_ceil(NR);
+        assert!(
+            strip_len >= kc * NR && j0 + block <= self.rows,
+            "1x1 weight gradient: packing"
+        );
+        let (rows, hw) = (self.rows, self.hw);
+        for s in 0..block.div_ceil(NR) {
+            let (col0, width) = (j0 + s * NR, NR.min(block - s * NR));
+            let strip = &mut strips[s * strip_len..][..kc * NR];
+            // Runs of steps within one image.
+            let mut i = 0;
+            while i < kc {
+                let (image, px) = ((self.first + k0 + i) / hw, (self.first + k0 + i) % hw);
+                let run = (hw - px).min(kc - i);
+                let at = (image * rows + col0) * hw + px;
+                let rows_out = &mut strip[i * NR..(i + run) * NR];
+                transposed(&self.b[at..], hw, width, run, rows_out);
+                i += run;
+            }
+        }
+    }
+}
+
+/// Values `0..run` of `width` rows of `src` (`stride` apart) as `run` rows of [`NR`] lanes
+/// in `dst` (lanes past `width` left as they are).
+#[inline(always)]
+fn transposed(src: &[f32], stride: usize, width: usize, run: usize, dst: &mut [f32]) {
+    assert!(
+        width <= NR
+            && dst.len() == run * NR
+            && (width == 0 || (width - 1) * stride + run <= src.len()),
+        "1x1 weight gradient: transpose"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx512() {
+        use super::lanes::transpose16;
+        use std::arch::x86_64::_mm512_storeu_ps;
+        const _: () = assert!(NR == transpose16::L);
+        super::with_avx512(
+            #[inline(always)]
+            || {
+                for q in (0..run).step_by(NR) {
+                    let n = NR.min(run - q);
+                    // SAFETY: AVX-512 is there (checked above); rows r < width read values
+                    // q..q + n, inside `src` (asserted above); row q + j < run of `dst`
+                    // holds NR values.
+                    unsafe {
+                        let v = transpose16::load_transposed(src.as_ptr().add(q), stride, width, n);
+                        for (j, v) in v.iter().enumerate() {
+                            if j < n {
+                                _mm512_storeu_ps(dst.as_mut_ptr().add((q + j) * NR), *v);
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        return;
+    }
+    for (i, row) in dst.chunks_exact_mut(NR).enumerate() {
+        for (t, d) in row.iter_mut().enumerate().take(width) {
+            *d = src[t * stride + i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packed strips hold the transposed planes where the kernel reads them: a block of
+    /// columns from j0 (a partial last strip), steps from k0 within the chunk (the matrix
+    /// kernel's own chunks start past 0 where L2 is small) running over image boundaries.
+    #[test]
+    fn image_columns_pack_transposed() {
+        use mm::Gather;
+        let (rows, hw, images) = (40, 7, 6);
+        let b: Vec<f32> = (0..images * rows * hw).map(|i| i as f32).collect();
+        let cols = ImageCols {
+            b: &b,
+            rows,
+            hw,
+            first: 9,
+        };
+        let (k0, kc, j0, block) = (5, 20, 3, 21);
+        let strip_len = kc * NR + NR;
+        let mut strips = vec![f32::NAN; 2 * strip_len];
+        cols.pack(k0, kc, j0, block, &mut strips);
+        for i in 0..kc {
+            let (image, px) = ((9 + k0 + i) / hw, (9 + k0 + i) % hw);
+            for j in 0..block {
+                let got = strips[(j / NR) * strip_len + i * NR + j % NR];
+                assert_eq!(
+                    got,
+                    b[(image * rows + j0 + j) * hw + px],
+                    "step {i}, column {j}"
+                );
+            }
+        }
+    }
+
+    /// The sums against plain loops over images and pixels: 7x7 maps (chunks that run on
+    /// from one image into the next, runs shorter than 16), a partial strip of columns, a
+    /// partial panel of rows, more steps than one chunk, a run of images not starting at 0,
+    /// and the rows split over the threads; added to what `dw` held.
+    #[test]
+    fn matches_plain_loops() {
+        if !mm::available() {
+            return;
+        }
+        for (a_rows, b_rows, hw, images, split) in [
+            (13, 37, 49, 1..12, false),
+            (7, 20, 49, 0..3, true),
+            (30, 17, 196, 2..5, false),
+            (6, 16, 5, 0..7, false),
+        ] {
+            let n = images.end;
+            let a: Vec<f32> = (0..n * a_rows * hw)
+                .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+                .collect();
+            let b: Vec<f32> = (0..n * b_rows * hw)
+                .map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0)
+                .collect();
+            let mut dw: Vec<f32> = (0..a_rows * b_rows).map(|i| i as f32 * 0.01).collect();
+            let mut want = dw.clone();
+            for img in images.clone() {
+                for r in 0..a_rows {
+                    for j in 0..b_rows {
+                        let sum: f64 = (0..hw)
+                            .map(|p| {
+                                a[(img * a_rows + r) * hw + p] as f64
+                                    * b[(img * b_rows + j) * hw + p] as f64
+                            })
+                            .sum();
+                        want[r * b_rows + j] += sum as f32;
+                    }
+                }
+            }
+            add(&a, &b, [a_rows, b_rows, hw], images.clone(), &mut dw, split);
+            for (i, (&got, &w)) in dw.iter().zip(&want).enumerate() {
+                assert!(
+                    (got - w).abs() <= 1e-3 * (1.0 + w.abs()),
+                    "{a_rows}x{b_rows} over {hw} px, images {images:?}: {i} is {got}, want {w}"
+                );
+            }
+        }
+    }
+}
