@@ -301,8 +301,15 @@ impl Geometry {
     /// (`g · patchesᵀ` through Graft's matrix kernel, `pointwise::backward`); the chunks' sums
     /// are added. burn's own (a convolution over the batch axis) held Lite0's fine-tuning at
     /// 28–29.6 images/s where this runs 30.7–31.6 (its 3-channel stem alone; BENCHMARKS).
-    pub fn weight_gradient(&self, xs: &[f32], ws: &[f32], gs: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        self.weight_gradient_in(xs, ws, gs, UNFOLD_VALUES)
+    /// The bias gradient is zeros unless `want_db` (see `pointwise::backward`).
+    pub fn weight_gradient(
+        &self,
+        xs: &[f32],
+        ws: &[f32],
+        gs: &[f32],
+        want_db: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        self.weight_gradient_in(xs, ws, gs, want_db, UNFOLD_VALUES)
     }
 
     /// [`Self::weight_gradient`] with at most `unfold_values` of patches at once.
@@ -311,6 +318,7 @@ impl Geometry {
         xs: &[f32],
         ws: &[f32],
         gs: &[f32],
+        want_db: bool,
         unfold_values: usize,
     ) -> (Vec<f32>, Vec<f32>) {
         assert_eq!(self.groups, 1, "convolution gradient: one group");
@@ -344,7 +352,14 @@ impl Geometry {
                     self.tap_runs(&xs[(b * self.c + ci) * hw..][..hw], tap, 0, row);
                 });
             let g = &gs[b0 * co * ohw..(b0 + images) * co * ohw];
-            let grads = pointwise::backward(&patches, ws, g, [images, k, co, ohw], false, true);
+            let grads = pointwise::backward(
+                &patches,
+                ws,
+                g,
+                [images, k, co, ohw],
+                false,
+                (true, want_db),
+            );
             let (w, b) = grads
                 .weight_bias
                 .expect("the weight gradient was asked for");
@@ -545,9 +560,9 @@ mod tests {
         let ws: Vec<f32> = (0..4 * 27).map(|i| val(i, 2)).collect();
         let gs: Vec<f32> = (0..5 * 4 * g.oh * g.ow).map(|i| val(i, 3)).collect();
         let per_image = 27 * g.oh * g.ow;
-        let (whole_w, whole_b) = g.weight_gradient_in(&xs, &ws, &gs, 5 * per_image);
+        let (whole_w, whole_b) = g.weight_gradient_in(&xs, &ws, &gs, true, 5 * per_image);
         for images in [1, 2] {
-            let (w, b) = g.weight_gradient_in(&xs, &ws, &gs, images * per_image);
+            let (w, b) = g.weight_gradient_in(&xs, &ws, &gs, true, images * per_image);
             for (x, y) in w.iter().zip(&whole_w).chain(b.iter().zip(&whole_b)) {
                 assert!((x - y).abs() < 1e-4, "chunks of {images}: {x} vs {y}");
             }

@@ -320,14 +320,16 @@ impl Tasks {
 
 /// The gradients of [`forward`] (without clamp) given the output gradient `gs`: the input
 /// gradient `Wᵀ · g` per image when `want_dx`, and when `want_dw` the weight gradient
-/// `Σ g · xᵀ` over the images and the bias gradient (`g` summed per output channel).
+/// `Σ g · xᵀ` over the images and the bias gradient (`g` summed per output channel; zeros
+/// unless `want_db` — a pass over all of `g`, 2 % of a Lite0 step, whose convolutions have
+/// no bias).
 pub fn backward(
     xs: &[f32],
     ws: &[f32],
     gs: &[f32],
     [n, c, co, hw]: [usize; 4],
     want_dx: bool,
-    want_dw: bool,
+    (want_dw, want_db): (bool, bool),
 ) -> ConvGrads {
     check_operands(xs, ws, None, Some(gs), [n, c, co, hw]);
     // Wᵀ (c × co), packed as the filters of the forward pass are.
@@ -473,7 +475,7 @@ pub fn backward(
                     }
                 }
             }
-            for b in images {
+            for b in images.filter(|_| want_db) {
                 let g = &gs[b * co * hw..(b + 1) * co * hw];
                 for (d, row) in db.iter_mut().zip(g.chunks_exact(hw.max(1))) {
                     *d += sum(row);

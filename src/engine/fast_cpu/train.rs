@@ -135,21 +135,22 @@ impl ConvKind {
     }
 
     /// The gradients the slice kernels give: all of them, but a dense convolution's input
-    /// gradient where its kernel declines (see [`ConvKind::Dense`]).
+    /// gradient where its kernel declines (see [`ConvKind::Dense`]). `want_w`: the weight
+    /// gradient and, when `want_b`, the bias's (else zeros where summing it costs a pass).
     fn backward(
         &self,
         xs: &[f32],
         ws: &[f32],
         gs: &[f32],
         want_dx: bool,
-        want_dw: bool,
+        want_w: (bool, bool),
     ) -> ConvGrads {
         match self {
-            ConvKind::Depthwise(g) => g.backward(xs, ws, gs, want_dx, want_dw),
-            ConvKind::Pointwise(dims) => pointwise::backward(xs, ws, gs, *dims, want_dx, want_dw),
+            ConvKind::Depthwise(g) => g.backward(xs, ws, gs, want_dx, want_w.0),
+            ConvKind::Pointwise(dims) => pointwise::backward(xs, ws, gs, *dims, want_dx, want_w),
             ConvKind::Dense(g, _) => ConvGrads {
                 x: want_dx.then(|| g.input_gradient(ws, gs)).flatten(),
-                weight_bias: want_dw.then(|| g.weight_gradient(xs, ws, gs)),
+                weight_bias: want_w.0.then(|| g.weight_gradient(xs, ws, gs, want_w.1)),
             },
         }
     }
@@ -188,7 +189,7 @@ impl Backward<Flex, 3> for ConvBackward {
                 values(&s.weight),
                 values(&g),
                 node_x.is_some(),
-                node_w.is_some() || node_b.is_some(),
+                (node_w.is_some() || node_b.is_some(), node_b.is_some()),
             )
         });
         if let Some(node) = node_x {
