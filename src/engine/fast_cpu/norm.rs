@@ -63,21 +63,24 @@ pub fn train_forward(
                 })
                 .collect();
             let (lo, hi) = clamp;
-            for b in 0..n {
-                for (ch, &(scale, shift)) in chs.clone().zip(&maps) {
-                    let at = (b * c + ch) * hw;
-                    // SAFETY: plane (b, ch) is this task's alone, within `out`'s capacity.
-                    let o = unsafe { dst.plane(at, hw) };
-                    with_avx512(
-                        #[inline(always)]
-                        || {
+            // One call into the vector code for the whole block: one a plane cost as much
+            // as a 7x7 plane's values.
+            with_avx512(
+                #[inline(always)]
+                || {
+                    for b in 0..n {
+                        for (ch, &(scale, shift)) in chs.clone().zip(&maps) {
+                            let at = (b * c + ch) * hw;
+                            // SAFETY: plane (b, ch) is this task's alone, within `out`'s
+                            // capacity.
+                            let o = unsafe { dst.plane(at, hw) };
                             for (o, &x) in o.iter_mut().zip(&xs[at..at + hw]) {
                                 o.write(clamp1(x * scale + shift, lo, hi));
                             }
-                        },
-                    )
-                }
-            }
+                        }
+                    }
+                },
+            );
             stats
         })
         .collect();
@@ -325,25 +328,27 @@ pub fn backward(
                     (a, k, -a * dbeta / count - k * f.mean[ch])
                 })
                 .collect();
-            for b in 0..n {
-                for (ch, &(a, k, e)) in chs.clone().zip(&terms) {
-                    let (scale, shift) = f.channel(ch);
-                    let at = (b * c + ch) * hw;
-                    let (gs, xs) = (&gs[at..at + hw], &xs[at..at + hw]);
-                    // SAFETY: plane (b, ch) is this task's alone, within `dx`'s capacity.
-                    let d = unsafe { dst.plane(at, hw) };
-                    with_avx512(
-                        #[inline(always)]
-                        || {
+            // One call into the vector code for the whole block (see `train_forward`).
+            with_avx512(
+                #[inline(always)]
+                || {
+                    for b in 0..n {
+                        for (ch, &(a, k, e)) in chs.clone().zip(&terms) {
+                            let (scale, shift) = f.channel(ch);
+                            let at = (b * c + ch) * hw;
+                            let (gs, xs) = (&gs[at..at + hw], &xs[at..at + hw]);
+                            // SAFETY: plane (b, ch) is this task's alone, within `dx`'s
+                            // capacity.
+                            let d = unsafe { dst.plane(at, hw) };
                             for ((d, &g), &x) in d.iter_mut().zip(gs).zip(xs) {
                                 let y = x * scale + shift;
                                 let g = if (lo < y) & (y < hi) { g } else { 0.0 };
                                 d.write(a * g + k * x + e);
                             }
-                        },
-                    )
-                }
-            }
+                        }
+                    }
+                },
+            );
             grads
         })
         .collect();
