@@ -10,6 +10,7 @@
 //! has AVX-512).
 
 use super::Act;
+use super::blocking::strip_len;
 use super::mm::{self, NR};
 use super::pointwise::{SendPtr, row_blocks};
 use rayon::prelude::*;
@@ -88,9 +89,9 @@ struct ImageCols<'a> {
 
 impl mm::Gather for ImageCols<'_> {
     fn pack(&self, k0: usize, kc: usize, j0: usize, block: usize, strips: &mut [f32]) {
-        let strip_len = strips.len() / block.div_ceil(NR);
+        let strip_len = strip_len(kc);
         assert!(
-            strip_len >= kc * NR && j0 + block <= self.rows,
+            strips.len() >= block.div_ceil(NR) * strip_len && j0 + block <= self.rows,
             "1x1 weight gradient: packing"
         );
         let (rows, hw) = (self.rows, self.hw);
@@ -173,7 +174,7 @@ mod tests {
             first: 9,
         };
         let (k0, kc, j0, block) = (5, 20, 3, 21);
-        let strip_len = kc * NR + NR;
+        let strip_len = strip_len(kc);
         let mut strips = vec![f32::NAN; 2 * strip_len];
         cols.pack(k0, kc, j0, block, &mut strips);
         for i in 0..kc {
