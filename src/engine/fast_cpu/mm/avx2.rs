@@ -134,9 +134,17 @@ unsafe fn body<const WIDE: bool>(
                 // Found once per block: the divisions cost more than a short sum's
                 // kernel when done per panel.
                 let mut strip_at = [(0usize, false); MAX_NC / NR];
+                // The other strips' columns one by one, found here too, not per panel (two
+                // divisions a column: Lite0's 7x7 1x1s 1.09-1.10x alone).
+                let mut columns_at = [[0usize; NR]; MAX_NC / NR];
                 for (s, at) in strip_at.iter_mut().enumerate().take(strips) {
                     let (j, w) = (j0 + s * NR, NR.min(block - s * NR));
                     *at = (out.span.offset(j), w == NR && out.span.consecutive(j, w));
+                    if !at.1 {
+                        for (t, o) in columns_at[s].iter_mut().enumerate().take(w) {
+                            *o = out.span.offset(j + t);
+                        }
+                    }
                 }
                 let store = Store {
                     out,
@@ -145,9 +153,9 @@ unsafe fn body<const WIDE: bool>(
                     add,
                     lo,
                     hi,
-                    j0,
                     block,
                     strip_at: &strip_at,
+                    columns_at: &columns_at,
                 };
                 // Strip s from s0 on: where it lies (its row stride, the spacing of the
                 // strips after it) and how many strips from s0 lie alike.
@@ -250,9 +258,10 @@ struct Store<'a> {
     add: bool,
     lo: f32,
     hi: f32,
-    j0: usize,
     block: usize,
     strip_at: &'a [(usize, bool)],
+    /// Where each column of a strip that is not whole lies.
+    columns_at: &'a [[usize; NR]],
 }
 
 impl Store<'_> {
@@ -263,13 +272,8 @@ impl Store<'_> {
     unsafe fn strip(&self, p: usize, s: usize, acc: &impl Sums) {
         let out = self.out;
         let (start, whole) = self.strip_at[s];
-        let (j, w) = (self.j0 + s * NR, NR.min(self.block - s * NR));
-        let mut at = [start; NR];
-        if !whole {
-            for (t, o) in at.iter_mut().enumerate().take(w) {
-                *o = out.span.offset(j + t);
-            }
-        }
+        let w = NR.min(self.block - s * NR);
+        let at = &self.columns_at[s];
         // SAFETY: rows below `rows` of the caller's panels and the block's columns lie
         // in C (`multiply`'s contract); `tmp` holds a strip's NR values.
         unsafe {
@@ -281,18 +285,18 @@ impl Store<'_> {
                 let bias = self.bias.map_or(0.0, |b| b[row]);
                 let c_row = out.c.add((row - out.row0) * out.ldc);
                 if whole {
-                    let dst = c_row.add(at[0]);
+                    let dst = c_row.add(start);
                     acc.finish(r, bias, self.add, (self.lo, self.hi), dst);
                     continue;
                 }
                 let mut tmp = [0.0f32; NR];
                 if self.add {
-                    for (v, &o) in tmp.iter_mut().zip(&at).take(w) {
+                    for (v, &o) in tmp.iter_mut().zip(at).take(w) {
                         *v = *c_row.add(o);
                     }
                 }
                 acc.finish(r, bias, self.add, (self.lo, self.hi), tmp.as_mut_ptr());
-                for (&v, &o) in tmp.iter().zip(&at).take(w) {
+                for (&v, &o) in tmp.iter().zip(at).take(w) {
                     *c_row.add(o) = v;
                 }
             }
