@@ -333,15 +333,8 @@ pub fn backward(
 ) -> ConvGrads {
     check_operands(xs, ws, None, Some(gs), [n, c, co, hw]);
     // Wᵀ (c × co), packed as the filters of the forward pass are.
-    let packed_wt = (want_dx && mm::available()).then(|| {
-        let mut wt = vec![0.0f32; c * co];
-        for (o, row) in ws.chunks_exact(c).enumerate() {
-            for (i, &v) in row.iter().enumerate() {
-                wt[i * co + o] = v;
-            }
-        }
-        mm::PackedA::new(&wt, c, co)
-    });
+    let packed_wt =
+        (want_dx && mm::available()).then(|| mm::PackedA::new(&transpose(ws, co, c), c, co));
     let threads = rayon::current_num_threads();
     // Large maps with both gradients: the input gradient of each chunk of pixels as the
     // weight gradient's dot products finish it (`dot_grad::add_then`), while the chunk of

@@ -1,0 +1,88 @@
+// This machine's fp32 FMA peak, and what the matrix kernel's inner loop can reach (the
+// shape of `kernel_tall` in src/engine/fast_cpu/mm/avx2.rs: 12 rows x 32 columns, 2 loads
+// of B and 12 broadcasts of A per 24 FMAs, A in L1 and B's strips from L2), in GMAC/s:
+//   gcc -O3 -march=native -fopenmp tools/fma_peak.c -o target/fma_peak
+//   OMP_NUM_THREADS=1 target/fma_peak; OMP_NUM_THREADS=2 target/fma_peak
+// Needs AVX-512.
+#include <immintrin.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+// 24 independent chains of 16-lane FMAs per thread.
+static double peak(void) {
+    const long steps = 4000000000L / 24;
+    double t0 = omp_get_wtime();
+    float keep = 0;
+#pragma omp parallel reduction(+ : keep)
+    {
+        __m512 a[24];
+        for (int i = 0; i < 24; i++) a[i] = _mm512_set1_ps(i * 0.001f);
+        __m512 b = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(0.0001f);
+        for (long s = 0; s < steps; s++) {
+#pragma GCC unroll 24
+            for (int i = 0; i < 24; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
+        }
+        for (int i = 0; i < 24; i++) keep += _mm512_reduce_add_ps(a[i]);
+    }
+    double t = omp_get_wtime() - t0;
+    if (keep == 12345) printf(" ");
+    return (double)steps * 24 * 16 * omp_get_max_threads() / t / 1e9;
+}
+
+// kernel_tall's loop: panels a0, a1 ([k][6]), strips b ([k][16], the second `strip` on).
+__attribute__((noinline)) static void tall(int k, const float *a0, const float *a1,
+                                           const float *b, long strip, float *c) {
+    __m512 acc[2][6][2];
+    for (int p = 0; p < 2; p++)
+        for (int r = 0; r < 6; r++)
+            for (int t = 0; t < 2; t++) acc[p][r][t] = _mm512_setzero_ps();
+    for (int i = 0; i < k; i++) {
+        __m512 x0 = _mm512_loadu_ps(b + i * 16), x1 = _mm512_loadu_ps(b + strip + i * 16);
+        for (int p = 0; p < 2; p++) {
+            const float *a = p ? a1 : a0;
+            for (int r = 0; r < 6; r++) {
+                __m512 av = _mm512_set1_ps(a[i * 6 + r]);
+                acc[p][r][0] = _mm512_fmadd_ps(av, x0, acc[p][r][0]);
+                acc[p][r][1] = _mm512_fmadd_ps(av, x1, acc[p][r][1]);
+            }
+        }
+    }
+    for (int p = 0; p < 2; p++)
+        for (int r = 0; r < 6; r++)
+            for (int t = 0; t < 2; t++) _mm512_storeu_ps(c + (p * 6 + r) * 32 + t * 16, acc[p][r][t]);
+}
+
+// 32 panels over 16 strips of k = 512 steps (A 384 KB, B 512 KB), best of 20, per thread.
+static double kernel(void) {
+    const int k = 512, strips = 16, panels = 32;
+    const long strip = k * 16 + 16;
+    double total = 0;
+#pragma omp parallel reduction(+ : total)
+    {
+        float *a = aligned_alloc(64, sizeof(float) * k * 6 * panels);
+        float *b = aligned_alloc(64, sizeof(float) * strip * strips);
+        float *c = aligned_alloc(64, sizeof(float) * 12 * 32);
+        for (long i = 0; i < (long)k * 6 * panels; i++) a[i] = 1e-3f * (i % 100);
+        for (long i = 0; i < strip * strips; i++) b[i] = 1e-3f * (i % 77);
+        double best = 1e9;
+        for (int rep = 0; rep < 20; rep++) {
+            double t0 = omp_get_wtime();
+            for (int p = 0; p + 1 < panels; p += 2)
+                for (int s = 0; s + 1 < strips; s += 2)
+                    tall(k, a + p * k * 6, a + (p + 1) * k * 6, b + s * strip, strip, c);
+            double t = omp_get_wtime() - t0;
+            if (t < best) best = t;
+        }
+        total += (double)k * 12 * 32 * (panels / 2) * (strips / 2) / best / 1e9;
+        if (c[0] == 12345) printf(" ");  // the sums are used: the loop is not dropped
+        free(a), free(b), free(c);
+    }
+    return total;
+}
+
+int main(void) {
+    printf("%d threads: FMA peak %.1f GMAC/s, kernel_tall's loop %.1f GMAC/s\n",
+           omp_get_max_threads(), peak(), kernel());
+    return 0;
+}
