@@ -2,7 +2,7 @@
 
 use super::augment::{Augmentation, augmented_view};
 use super::folder::{Sample, Skipped};
-use super::preprocess::{load_rgb, normalize_chw, resize_center_crop};
+use super::preprocess::{load_rgb, normalize_chw, resize, resize_center_crop};
 use crate::audio::clips::SoundFraming;
 use crate::detect::dataset::Object;
 use crate::detect::transform::{self as boxes, BoxAugmentation, Fit, Placement};
@@ -94,11 +94,10 @@ impl Transform {
                 let small;
                 let src = if img.width().min(img.height()) as usize > 2 * p.resize {
                     let s = 2.0 * p.resize as f32 / img.width().min(img.height()) as f32;
-                    small = image::imageops::resize(
+                    small = resize(
                         img,
                         (img.width() as f32 * s).round() as u32,
                         (img.height() as f32 * s).round() as u32,
-                        image::imageops::FilterType::Triangle,
                     );
                     &small
                 } else {

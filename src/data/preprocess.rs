@@ -1,7 +1,8 @@
 //! An image file → the network's input tensor, as the model's preprocessing says.
 
 use crate::graph::Preprocess;
-use image::imageops::FilterType;
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageReader, Limits, RgbImage};
 use std::path::Path;
 
@@ -36,17 +37,58 @@ pub fn to_rgb(img: DynamicImage) -> RgbImage {
 }
 
 /// Resize the shorter side to `resize`, centre-crop a `crop` square (the evaluation transform
-/// of torchvision and Keras).
+/// of torchvision and Keras): bilinear (a triangle filter widened when shrinking, as Pillow's
+/// and the image crate's), the crop resampled alone from the part of the image it covers.
 pub fn resize_center_crop(img: &RgbImage, resize: usize, crop: usize) -> RgbImage {
     let (w, h) = img.dimensions();
+    let side = crop as u32;
+    if w == 0 || h == 0 || side == 0 {
+        return RgbImage::new(side, side);
+    }
     let scale = resize as f64 / w.min(h) as f64;
     let (nw, nh) = (
-        ((w as f64 * scale).round() as u32).max(crop as u32),
-        ((h as f64 * scale).round() as u32).max(crop as u32),
+        ((w as f64 * scale).round() as u32).max(side),
+        ((h as f64 * scale).round() as u32).max(side),
     );
-    let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
-    let (x, y) = ((nw - crop as u32) / 2, (nh - crop as u32) / 2);
-    image::imageops::crop_imm(&resized, x, y, crop as u32, crop as u32).to_image()
+    // The crop's place in the resized image, and so in the source's pixels.
+    let (x, y) = ((nw - side) / 2, (nh - side) / 2);
+    let (sx, sy) = (w as f64 / nw as f64, h as f64 / nh as f64);
+    let box_ = [
+        x as f64 * sx,
+        y as f64 * sy,
+        side as f64 * sx,
+        side as f64 * sy,
+    ];
+    resampled(img, box_, (side, side))
+}
+
+/// `img` resized to `width × height` (bilinear, as [`resize_center_crop`]).
+pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    if w == 0 || h == 0 || width == 0 || height == 0 {
+        return RgbImage::new(width, height);
+    }
+    resampled(img, [0.0, 0.0, w as f64, h as f64], (width, height))
+}
+
+/// The part of `img` in `[left, top, width, height]` (source pixels, inside it) resampled
+/// to `size`, bilinear. Sizes are not zero.
+fn resampled(img: &RgbImage, [left, top, width, height]: [f64; 4], size: (u32, u32)) -> RgbImage {
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+        .crop(left, top, width, height);
+    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+        .expect("an RgbImage holds width × height RGB pixels");
+    let mut dst = Image::new(size.0, size.1, PixelType::U8x3);
+    RESIZER
+        .with_borrow_mut(|r| r.resize(&src, &mut dst, &options))
+        .expect("same pixel type both sides, non-empty sizes, a crop box inside the source");
+    RgbImage::from_raw(size.0, size.1, dst.into_vec()).expect("width × height RGB pixels")
+}
+
+thread_local! {
+    /// Each thread's resizer, whose buffers are kept from one image to the next.
+    static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
 }
 
 /// HWC RGB bytes → normalised CHW floats.
@@ -90,5 +132,67 @@ mod bgr_tests {
         p.bgr = true;
         let bgr = normalize_chw(&img, &p);
         assert!(close(&bgr, &[3.0, 3.0, 0.0, 0.0, 1.0, 1.0]), "{bgr:?}");
+    }
+}
+
+#[cfg(test)]
+mod resize_tests {
+    use super::*;
+
+    /// Against the image crate's resize of the whole picture then the crop (what this did
+    /// before): within one level in every channel, for an enlarged picture, a shrunk one, a
+    /// tall one, one whose short side is already the size, and a crop larger than the
+    /// resize; an empty picture gives a black crop, not a panic; and a whole picture shrunk.
+    #[test]
+    fn centre_crop_matches_resize_then_crop() {
+        let picture = |w: u32, h: u32| {
+            RgbImage::from_fn(w, h, |x, y| {
+                let v = |s: u32| ((x * 37 + y * 91 + s * 53 + (x * y) % 17) % 256) as u8;
+                image::Rgb([v(0), v(1), v(2)])
+            })
+        };
+        for (w, h, resize, crop) in [
+            (28, 28, 256, 224),
+            (500, 375, 256, 224),
+            (90, 300, 64, 56),
+            (256, 300, 256, 224),
+            (40, 30, 32, 48),
+        ] {
+            let img = picture(w, h);
+            let got = resize_center_crop(&img, resize, crop);
+            let scale = resize as f64 / w.min(h) as f64;
+            let side = crop as u32;
+            let (nw, nh) = (
+                ((w as f64 * scale).round() as u32).max(side),
+                ((h as f64 * scale).round() as u32).max(side),
+            );
+            let whole =
+                image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle);
+            let (x, y) = ((nw - side) / 2, (nh - side) / 2);
+            let want = image::imageops::crop_imm(&whole, x, y, side, side).to_image();
+            assert_eq!(got.dimensions(), (side, side));
+            let worst = got
+                .as_raw()
+                .iter()
+                .zip(want.as_raw())
+                .map(|(&a, &b)| a.abs_diff(b))
+                .max()
+                .unwrap_or(0);
+            assert!(worst <= 1, "{w}x{h} -> {resize} / {crop}: off by {worst}");
+        }
+        let empty = resize_center_crop(&RgbImage::new(0, 0), 256, 224);
+        assert_eq!(empty.dimensions(), (224, 224));
+        // The whole picture resized (augmentation's shrink of large photos).
+        let img = picture(500, 375);
+        let got = resize(&img, 201, 150);
+        let want = image::imageops::resize(&img, 201, 150, image::imageops::FilterType::Triangle);
+        let worst = got
+            .as_raw()
+            .iter()
+            .zip(want.as_raw())
+            .map(|(&a, &b)| a.abs_diff(b))
+            .max();
+        assert_eq!(got.dimensions(), (201, 150));
+        assert!(worst.unwrap_or(0) <= 1, "resize off by {worst:?}");
     }
 }
