@@ -53,11 +53,14 @@ pub fn resize_center_crop(img: &RgbImage, resize: usize, crop: usize) -> RgbImag
     // The crop's place in the resized image, and so in the source's pixels.
     let (x, y) = ((nw - side) / 2, (nh - side) / 2);
     let (sx, sy) = (w as f64 / nw as f64, h as f64 / nh as f64);
+    let (left, top) = (x as f64 * sx, y as f64 * sy);
+    // Held inside the source: where the crop spans the resized side, `side · (w / side)`
+    // can round past `w` (123 / 224 · 224), and the resizer refuses such a box.
     let box_ = [
-        x as f64 * sx,
-        y as f64 * sy,
-        side as f64 * sx,
-        side as f64 * sy,
+        left,
+        top,
+        (side as f64 * sx).min(w as f64 - left),
+        (side as f64 * sy).min(h as f64 - top),
     ];
     resampled(img, box_, (side, side))
 }
@@ -182,6 +185,14 @@ mod resize_tests {
         }
         let empty = resize_center_crop(&RgbImage::new(0, 0), 256, 224);
         assert_eq!(empty.dimensions(), (224, 224));
+        // A crop as wide as the resized picture: its box ends at the source's edge, where
+        // rounding must not carry it past (the resizer refuses such a box).
+        for w in 20..700 {
+            for (resize, crop) in [(224, 224), (64, 56), (32, 48)] {
+                let got = resize_center_crop(&RgbImage::new(w, 701), resize, crop);
+                assert_eq!(got.dimensions(), (crop as u32, crop as u32));
+            }
+        }
         // The whole picture resized (augmentation's shrink of large photos).
         let img = picture(500, 375);
         let got = resize(&img, 201, 150);
