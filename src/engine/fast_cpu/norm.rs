@@ -393,9 +393,8 @@ pub fn plane_grad_sums(g: &[f32], x: &[f32], f: &Affine, ch: usize) -> (f64, f64
 }
 
 /// Values summed at a time: four independent vectors of 8 lanes per sum (two of 16 on
-/// AVX-512). One vector's
-/// running sum is a chain of dependent adds (4 cycles each), which held a plane already in
-/// cache to a quarter of the speed its loads allow.
+/// AVX-512). One vector's running sum is a chain of dependent adds (4 cycles each), which
+/// held a plane already in cache to a quarter of the speed its loads allow.
 const SUM_CHUNK: usize = 32;
 /// Half a chunk, summed straight from a plane before the masked copy of what is left.
 const HALF: usize = SUM_CHUNK / 2;

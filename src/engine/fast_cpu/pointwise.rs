@@ -504,8 +504,8 @@ pub fn backward(
     });
     if fused_dx {
         // SAFETY: every image went through `run`'s dot products above (`n >= threads`: the
-        // images split into parts, and `fused_dx` implies `dots`), and `dot_grad::add_then` covers its pixels with chunks, each of whose
-        // `c × len` values `dx_chunk` wrote.
+        // images split into parts, and `fused_dx` implies `dots`), and `dot_grad::add_then`
+        // covers its pixels with chunks, each of whose `c × len` values `dx_chunk` wrote.
         unsafe { dx_fused.set_len(n * c * hw) };
     }
     ConvGrads {
