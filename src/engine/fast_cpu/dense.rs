@@ -24,10 +24,6 @@ mod backward;
 /// (64 KB to 4 MB measured the same on ResNet-18 and GoogLeNet within this machine's noise).
 const SCRATCH_BYTES: usize = 512 << 10;
 
-/// Most values of unfolded patches a weight gradient holds at once (128 MB): Lite0's stem
-/// unfolds 32 images at once, ResNet-18's first 3x3s 18.
-const UNFOLD_VALUES: usize = 32 << 20;
-
 /// The shape of one convolution these kernels run.
 #[derive(Clone, Copy, Debug)]
 pub struct Geometry {
@@ -294,82 +290,6 @@ impl Geometry {
         out
     }
 
-    /// The weight and bias gradients of [`Self::forward`] given its output gradient `gs`
-    /// (`[n, co, oh, ow]`): `(dW, db)`, dW in the weight's layout. One group only. The
-    /// patches of a chunk of images are unfolded (`[images, c·kh·kw, oh·ow]`, at most
-    /// [`UNFOLD_VALUES`]) and their gradient is the 1x1 convolution's weight gradient
-    /// (`g · patchesᵀ` through Graft's matrix kernel, `pointwise::backward`); the chunks' sums
-    /// are added. burn's own (a convolution over the batch axis) held Lite0's fine-tuning at
-    /// 28–29.6 images/s where this runs 30.7–31.6 (its 3-channel stem alone; BENCHMARKS).
-    /// The bias gradient is zeros unless `want_db` (see `pointwise::backward`).
-    pub fn weight_gradient(
-        &self,
-        xs: &[f32],
-        ws: &[f32],
-        gs: &[f32],
-        want_db: bool,
-    ) -> (Vec<f32>, Vec<f32>) {
-        self.weight_gradient_in(xs, ws, gs, want_db, UNFOLD_VALUES)
-    }
-
-    /// [`Self::weight_gradient`] with at most `unfold_values` of patches at once.
-    fn weight_gradient_in(
-        &self,
-        xs: &[f32],
-        ws: &[f32],
-        gs: &[f32],
-        want_db: bool,
-        unfold_values: usize,
-    ) -> (Vec<f32>, Vec<f32>) {
-        assert_eq!(self.groups, 1, "convolution gradient: one group");
-        let (n, co, k, ohw, hw) = (
-            self.n,
-            self.co,
-            self.k(),
-            self.oh * self.ow,
-            self.h * self.w,
-        );
-        assert_eq!(xs.len(), n * self.c * hw, "convolution gradient: input");
-        assert_eq!(ws.len(), co * k, "convolution gradient: weight");
-        assert_eq!(
-            gs.len(),
-            n * co * ohw,
-            "convolution gradient: output gradient"
-        );
-        let taps = self.kh * self.kw;
-        let chunk = (unfold_values / (k * ohw)).clamp(1, n);
-        let (mut dw, mut db) = (vec![0.0f32; co * k], vec![0.0f32; co]);
-        let mut patches = Vec::new();
-        for b0 in (0..n).step_by(chunk) {
-            let images = chunk.min(n - b0);
-            patches.resize(images * k * ohw, 0.0);
-            patches
-                .par_chunks_mut(ohw)
-                .with_min_len((4096 / ohw).max(1))
-                .enumerate()
-                .for_each(|(r, row)| {
-                    let (b, ci, tap) = (b0 + r / k, r % k / taps, r % taps);
-                    self.tap_runs(&xs[(b * self.c + ci) * hw..][..hw], tap, 0, row);
-                });
-            let g = &gs[b0 * co * ohw..(b0 + images) * co * ohw];
-            let grads = pointwise::backward(
-                &patches,
-                ws,
-                g,
-                [images, k, co, ohw],
-                false,
-                (true, want_db),
-            );
-            let (w, b) = grads
-                .weight_bias
-                .expect("the weight gradient was asked for");
-            for (sum, v) in dw.iter_mut().zip(w).chain(db.iter_mut().zip(b)) {
-                *sum += v;
-            }
-        }
-        (dw, db)
-    }
-
     /// For output pixels `p0..p0 + out.len()` of one image (row-major over the output map),
     /// the value kernel tap `tap` (`ky · kw + kx`) reads from input plane `plane`, zero where
     /// it falls in the padding.
@@ -537,35 +457,4 @@ thread_local! {
     /// Each worker's patch buffer for the `gemm` fallback, kept between tiles and
     /// convolutions.
     static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The weight gradient summed over chunks of images (here of one and of two, the last
-    /// chunk short) equals the one taken over the whole batch at once (which
-    /// `train::tests::conv_gradients_match_burn` checks against burn's).
-    #[test]
-    fn weight_gradient_chunks_add_up() {
-        let conv = Conv {
-            strides: [2, 2],
-            pads: [1, 0, 1, 1],
-            dilations: [1, 1],
-            groups: 1,
-        };
-        let g = Geometry::new([5, 3, 9, 10], [4, 3, 3, 3], &conv).expect("dense");
-        let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 201) as f32 / 100.0 - 1.0;
-        let xs: Vec<f32> = (0..5 * 3 * 9 * 10).map(|i| val(i, 1)).collect();
-        let ws: Vec<f32> = (0..4 * 27).map(|i| val(i, 2)).collect();
-        let gs: Vec<f32> = (0..5 * 4 * g.oh * g.ow).map(|i| val(i, 3)).collect();
-        let per_image = 27 * g.oh * g.ow;
-        let (whole_w, whole_b) = g.weight_gradient_in(&xs, &ws, &gs, true, 5 * per_image);
-        for images in [1, 2] {
-            let (w, b) = g.weight_gradient_in(&xs, &ws, &gs, true, images * per_image);
-            for (x, y) in w.iter().zip(&whole_w).chain(b.iter().zip(&whole_b)) {
-                assert!((x - y).abs() < 1e-4, "chunks of {images}: {x} vs {y}");
-            }
-        }
-    }
 }

@@ -411,69 +411,32 @@ pub fn backward(
         });
         dx
     });
-    // Through the matrix kernel, the operand with more rows goes on the right (packed by
-    // 16 × 16 transposes), the other on the left (packed row by row): with more output
-    // channels than input channels the sums are of `x · gᵀ`, `dwᵀ`, transposed once per
-    // thread at the end (Lite0's 112 → 672 and 80 → 480 expands at 14x14: 1.26× per weight
-    // gradient; about even at 7x7).
-    let dots = dot_grad::applies([c, co, hw]);
-    let transposed = mm::available() && !dots && co > c;
     let dw = want_dw.then(|| {
         // The sums over a run of images, `images`, into one accumulator (the weight's
         // layout): each thread sums its own run, then the accumulators are added.
         let run = |images: Range<usize>, par: gemm::Parallelism| {
             let (mut dw, mut db) = (vec![0.0f32; co * c], vec![0.0f32; co]);
             let split = matches!(par, gemm::Parallelism::Rayon(_));
-            if !split && dots {
-                // Large maps, small result: dot products, nothing packed.
+            if fused_dx && !split {
+                // Large maps, small result: dot products, nothing packed, and the input
+                // gradient of each chunk with them.
                 for b in images.clone() {
                     let g = &gs[b * co * hw..(b + 1) * co * hw];
                     let x = &xs[b * c * hw..(b + 1) * c * hw];
-                    if fused_dx {
-                        dot_grad::add_then(g, x, [c, co, hw], &mut dw, |p| dx_chunk(b, p));
-                    } else {
-                        dot_grad::add(g, x, [c, co, hw], &mut dw);
-                    }
+                    dot_grad::add_then(g, x, [c, co, hw], &mut dw, |p| dx_chunk(b, p));
                 }
-            } else if transposed {
-                weight_grad::add(xs, gs, [c, co, hw], images.clone(), &mut dw, split);
-                dw = transpose(&dw, c, co);
-            } else if mm::available() {
-                weight_grad::add(gs, xs, [co, c, hw], images.clone(), &mut dw, split);
+                if want_db {
+                    add_bias_grad(gs, [co, hw], images, &mut db);
+                }
             } else {
-                for b in images.clone() {
-                    // SAFETY: every pointer and stride stays inside `gs`'s and `xs`'s image b
-                    // and `dw`.
-                    unsafe {
-                        gemm::gemm(
-                            co,
-                            c,
-                            hw,
-                            dw.as_mut_ptr(),
-                            1,
-                            c as isize,
-                            true,
-                            gs.as_ptr().add(b * co * hw),
-                            1,
-                            hw as isize,
-                            xs.as_ptr().add(b * c * hw),
-                            hw as isize,
-                            1,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            par,
-                        )
-                    }
-                }
-            }
-            for b in images.filter(|_| want_db) {
-                let g = &gs[b * co * hw..(b + 1) * co * hw];
-                for (d, row) in db.iter_mut().zip(g.chunks_exact(hw.max(1))) {
-                    *d += sum(row);
-                }
+                add_weight_grad(
+                    xs,
+                    gs,
+                    [c, co, hw],
+                    images,
+                    par,
+                    (&mut dw, want_db.then_some(&mut db[..])),
+                );
             }
             (dw, db)
         };
@@ -504,13 +467,94 @@ pub fn backward(
     });
     if fused_dx {
         // SAFETY: every image went through `run`'s dot products above (`n >= threads`: the
-        // images split into parts, and `fused_dx` implies `dots`), and `dot_grad::add_then`
+        // images split into parts, and `fused_dx` implies the dot products), and `dot_grad::add_then`
         // covers its pixels with chunks, each of whose `c × len` values `dx_chunk` wrote.
         unsafe { dx_fused.set_len(n * c * hw) };
     }
     ConvGrads {
         x: dx.or(fused_dx.then_some(dx_fused)),
         weight_bias: dw,
+    }
+}
+
+/// `dw += Σ_b g_b · x_bᵀ` over `images` (`dw` in the weight's layout, `co × c`), and `db +=`
+/// each row of `g` summed where it is given: dot products on large maps with a small result
+/// (nothing packed), else Graft's matrix kernel (with blocks of rows spread over the threads
+/// when `par` is rayon's: too few images to give each thread its own), else gemm. `xs` and
+/// `gs` hold `[n, c, hw]` and `[n, co, hw]` planes, of which `images` are read. A dense
+/// convolution's weight gradient runs here with one image's patches as `x`.
+pub(super) fn add_weight_grad(
+    xs: &[f32],
+    gs: &[f32],
+    [c, co, hw]: [usize; 3],
+    images: Range<usize>,
+    par: gemm::Parallelism,
+    (dw, db): (&mut [f32], Option<&mut [f32]>),
+) {
+    assert!(
+        xs.len() >= images.end * c * hw && gs.len() >= images.end * co * hw,
+        "1x1 weight gradient: operands"
+    );
+    assert_eq!(dw.len(), co * c, "1x1 weight gradient: length");
+    let split = matches!(par, gemm::Parallelism::Rayon(_));
+    if !split && dot_grad::applies([c, co, hw]) {
+        for b in images.clone() {
+            let g = &gs[b * co * hw..(b + 1) * co * hw];
+            let x = &xs[b * c * hw..(b + 1) * c * hw];
+            dot_grad::add(g, x, [c, co, hw], dw);
+        }
+    } else if mm::available() && co > c {
+        // Through the matrix kernel, the operand with more rows goes on the right (packed
+        // by 16 × 16 transposes), the other on the left (packed row by row): with more
+        // output channels than input channels the sums are of `x · gᵀ`, `dwᵀ`, transposed
+        // at the end (Lite0's 112 → 672 and 80 → 480 expands at 14x14: 1.26× per weight
+        // gradient; about even at 7x7).
+        let mut dwt = vec![0.0f32; c * co];
+        weight_grad::add(xs, gs, [c, co, hw], images.clone(), &mut dwt, split);
+        add_into(dw, &transpose(&dwt, c, co));
+    } else if mm::available() {
+        weight_grad::add(gs, xs, [co, c, hw], images.clone(), dw, split);
+    } else {
+        for b in images.clone() {
+            // SAFETY: every pointer and stride stays inside `gs`'s and `xs`'s image b
+            // and `dw` (lengths asserted above).
+            unsafe {
+                gemm::gemm(
+                    co,
+                    c,
+                    hw,
+                    dw.as_mut_ptr(),
+                    1,
+                    c as isize,
+                    true,
+                    gs.as_ptr().add(b * co * hw),
+                    1,
+                    hw as isize,
+                    xs.as_ptr().add(b * c * hw),
+                    hw as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            }
+        }
+    }
+    if let Some(db) = db {
+        add_bias_grad(gs, [co, hw], images, db);
+    }
+}
+
+/// `db +=` each row of image b's `g` (`co × hw`) summed, for b in `images`.
+fn add_bias_grad(gs: &[f32], [co, hw]: [usize; 2], images: Range<usize>, db: &mut [f32]) {
+    for b in images {
+        let g = &gs[b * co * hw..(b + 1) * co * hw];
+        for (d, row) in db.iter_mut().zip(g.chunks_exact(hw.max(1))) {
+            *d += sum(row);
+        }
     }
 }
 
