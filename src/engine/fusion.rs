@@ -73,33 +73,57 @@ pub(super) fn fuse_expand_depthwise(
     output_slots: &[usize],
     layers: &[LayerParams],
 ) {
-    join_depthwise_readers(steps, output_slots, layers, |step| {
-        let (c, [co, _, kh, kw]) = conv(step, layers)?;
-        let pointwise =
-            [kh, kw] == [1, 1] && c.groups == 1 && c.strides == [1, 1] && c.pads == [0; 4];
-        pointwise.then_some(co)
-    });
+    join_conv_readers(
+        steps,
+        output_slots,
+        layers,
+        |step| {
+            let (c, [co, _, kh, kw]) = conv(step, layers)?;
+            pointwise(&c, [kh, kw]).then_some(co)
+        },
+        depthwise,
+    );
 }
 
 /// Joins each batch norm that learns (not frozen) whose output only a depthwise convolution
-/// of its channels reads to that convolution as its [`Step::then`], so that training on the
-/// CPU runs them as one op that never writes the normalised activation
-/// (`fast_cpu::train::norm_depthwise`). Training plans only; where that op does not apply
-/// (another device, evaluation mode) the two run one after the other.
-pub(super) fn fuse_norm_depthwise(
+/// of its channels, or only a 1x1 convolution, reads to that convolution as its
+/// [`Step::then`], so that training on the CPU runs them as one op that never writes the
+/// normalised activation (`fast_cpu::train::norm_depthwise`, `norm_pointwise`). Training
+/// plans only; where that op does not apply (another device, evaluation mode, a 1x1 whose
+/// weight gradient is not dot products) the two run one after the other.
+pub(super) fn fuse_norm_conv(
     steps: &mut Vec<Step>,
     output_slots: &[usize],
     layers: &[LayerParams],
 ) {
-    join_depthwise_readers(steps, output_slots, layers, |step| {
-        if !matches!(step.op, Op::BatchNorm { .. }) || step.frozen {
-            return None;
-        }
-        let LayerParams::BatchNorm(p) = layers.get(step.layer?)? else {
-            return None;
-        };
-        Some(p.gamma.val().dims()[0])
-    });
+    join_conv_readers(
+        steps,
+        output_slots,
+        layers,
+        |step| {
+            if !matches!(step.op, Op::BatchNorm { .. }) || step.frozen {
+                return None;
+            }
+            let LayerParams::BatchNorm(p) = layers.get(step.layer?)? else {
+                return None;
+            };
+            Some(p.gamma.val().dims()[0])
+        },
+        |conv, weight, c| {
+            let [_, per_group, kh, kw] = weight;
+            depthwise(conv, weight, c) || (pointwise(conv, [kh, kw]) && per_group == c)
+        },
+    );
+}
+
+/// A depthwise convolution of `c` channels (`weight`: `[co, per group, kh, kw]`).
+fn depthwise(conv: &Conv, [co, per_group, ..]: [usize; 4], c: usize) -> bool {
+    conv.groups == c && co == c && per_group == 1
+}
+
+/// A plain 1x1 convolution: one group, stride 1, no padding.
+fn pointwise(conv: &Conv, kernel: [usize; 2]) -> bool {
+    kernel == [1, 1] && conv.groups == 1 && conv.strides == [1, 1] && conv.pads == [0; 4]
 }
 
 /// A convolution step's attributes and weight shape.
@@ -112,17 +136,22 @@ fn conv(step: &Step, layers: &[LayerParams]) -> Option<(Conv, [usize; 4])> {
 }
 
 /// Joins each step that `channels` accepts (saying how many channels it writes) to the
-/// depthwise convolution of those channels that alone reads its one output, as its
-/// [`Step::then`]; the pair's outputs are the convolution's.
-fn join_depthwise_readers(
+/// convolution that alone reads its one output, where `reader` accepts that convolution
+/// (its attributes, weight shape, and those channels), as its [`Step::then`]; the pair's
+/// outputs are the convolution's. A step already joined is not joined again.
+fn join_conv_readers(
     steps: &mut Vec<Step>,
     output_slots: &[usize],
     layers: &[LayerParams],
     channels: impl Fn(&Step) -> Option<usize>,
+    reader: impl Fn(&Conv, [usize; 4], usize) -> bool,
 ) {
     let mut i = 0;
     while i < steps.len() {
         let pair = || -> Option<usize> {
+            if steps[i].then.is_some() {
+                return None;
+            }
             let c = channels(&steps[i])?;
             let &[out] = steps[i].outputs.as_slice() else {
                 return None;
@@ -131,10 +160,10 @@ fn join_depthwise_readers(
                 return None;
             }
             let j = only_reader(steps, i, out)?;
-            let (dw, [co, per_group, ..]) = conv(&steps[j], layers)?;
+            let (conv, weight) = conv(&steps[j], layers)?;
             let reads_it = matches!(steps[j].inputs.first(), Some(Some(Src::Slot(x))) if *x == out)
                 && steps[j].inputs[1..].iter().all(Option::is_none);
-            (reads_it && dw.groups == c && co == c && per_group == 1).then_some(j)
+            (reads_it && reader(&conv, weight, c)).then_some(j)
         };
         if let Some(j) = pair() {
             let next = steps.remove(j);
@@ -298,20 +327,29 @@ mod tests {
 }
 
 #[cfg(test)]
-mod norm_depthwise_tests {
+mod norm_conv_tests {
     use super::super::{Mode, Model, Value};
     use crate::graph::{Conv, Input, Metadata, Network, Node, Op};
     use crate::weights::{Store, Tensor};
     use burn::tensor::Device;
 
-    /// A training plan joins a batch norm (its ReLU6 folded in) to the depthwise convolution
-    /// that alone reads it; `each_step` still lists the convolution (the optimizer finds its
+    /// A training plan joins a batch norm (its ReLU6 folded in) to the depthwise or 1x1
+    /// convolution that alone reads it; `each_step` still lists the convolution (the optimizer finds its
     /// weights through it). A training pass gives the output and running statistics of the
     /// same network whose batch norm output is also a network output (so not joined); the
     /// statistics, read back on this thread while the pass ran on a CPU worker, have moved
     /// (they were read a step behind before `update_running` took them in).
     #[test]
-    fn a_training_plan_joins_a_batch_norm_to_its_depthwise_reader() {
+    fn a_training_plan_joins_a_batch_norm_to_its_convolution_reader() {
+        for (groups, pads, w_shape, b_len) in
+            [(4, 1, vec![4, 1, 3, 3], 4), (1, 0, vec![6, 4, 1, 1], 6)]
+        {
+            joins_its_reader(groups, pads, w_shape, b_len);
+        }
+    }
+
+    /// [`a_training_plan_joins_a_batch_norm_to_its_convolution_reader`] for one reader.
+    fn joins_its_reader(groups: usize, pads: usize, w_shape: Vec<usize>, b_len: usize) {
         let node = |name: &str, op, ins: &[&str]| {
             let ins = ins.iter().map(|s| s.to_string()).collect();
             Node::new(name, op, ins, vec![name.to_string()])
@@ -345,9 +383,9 @@ mod norm_depthwise_tests {
                     "d",
                     Op::Conv(Conv {
                         strides: [1, 1],
-                        pads: [1; 4],
+                        pads: [pads; 4],
                         dilations: [1, 1],
-                        groups: 4,
+                        groups,
                     }),
                     &["r", "wd", "bd"],
                 ),
@@ -360,8 +398,8 @@ mod norm_depthwise_tests {
             ("b", vec![4], 0.1),
             ("m", vec![4], 0.0),
             ("v", vec![4], 1.0),
-            ("wd", vec![4, 1, 3, 3], 0.0),
-            ("bd", vec![4], 0.0),
+            ("wd", w_shape, 0.0),
+            ("bd", vec![b_len], 0.0),
         ] {
             let n: usize = shape.iter().product();
             let data = (0..n).map(|i| base + (i % 7) as f32 / 7.0 - 0.4).collect();

@@ -86,7 +86,7 @@ pub struct Step {
     pub packs: fast_cpu::PackedFilters,
     /// The depthwise convolution that alone reads this step's output, run with it in one
     /// pass: in inference plans after a 1x1 convolution (`fuse_expand_depthwise`), in
-    /// training plans after a batch norm (`fuse_norm_depthwise`). This step's outputs are
+    /// training plans after a batch norm (`fuse_norm_conv`). This step's outputs are
     /// then that one's.
     pub then: Option<Box<Step>>,
     /// In inference plans, for a Concat: the convolutions whose outputs only it reads, run
@@ -348,7 +348,7 @@ impl Model {
 
         fusion::fuse_activations(&mut steps, &output_slots, trainable);
         if trainable {
-            fusion::fuse_norm_depthwise(&mut steps, &output_slots, &layers);
+            fusion::fuse_norm_conv(&mut steps, &output_slots, &layers);
         } else {
             fusion::fuse_expand_depthwise(&mut steps, &output_slots, &layers);
             fusion::fuse_concat_parts(&mut steps, &output_slots);

@@ -167,11 +167,12 @@ fn update_running(p: &BatchNormParams, [mean, var]: [Tensor<1>; 2], count: usize
     let _ = (p.running_mean.value_sync(), p.running_var.value_sync());
 }
 
-/// A batch norm that learns and the depthwise convolution that alone reads it
-/// (`fusion::fuse_norm_depthwise`), as Graft's one CPU training op
-/// (`fast_cpu::train::norm_depthwise`); `None` where that does not apply (evaluation mode,
-/// another device), and the caller runs the two steps one after the other.
-pub(super) fn norm_depthwise(
+/// A batch norm that learns and the depthwise or 1x1 convolution that alone reads it
+/// (`fusion::fuse_norm_conv`), as Graft's one CPU training op
+/// (`fast_cpu::train::norm_depthwise`, `norm_pointwise`); `None` where that does not apply
+/// (evaluation mode, another device, a 1x1 whose weight gradient is not dot products), and
+/// the caller runs the two steps one after the other.
+pub(super) fn norm_conv(
     steps: [&Step; 2],
     inputs: &[Option<Value>],
     layers: [Option<&LayerParams>; 2],
@@ -200,7 +201,8 @@ pub(super) fn norm_depthwise(
         epsilon: *epsilon as f64,
         clamp: (lo, hi),
     };
-    let (y, mean, var) = fast_cpu::train::norm_depthwise(x, norm, &weight, bias.as_ref(), c)?;
+    let (y, mean, var) = fast_cpu::train::norm_depthwise(x, norm, &weight, bias.as_ref(), c)
+        .or_else(|| fast_cpu::train::norm_pointwise(x, norm, &weight, bias.as_ref(), c))?;
     let [n, _, h, w] = x.dims();
     update_running(p, [mean, var], n * h * w, *momentum);
     Some(Value::R4(y))

@@ -25,7 +25,7 @@ use std::time::Instant;
 type Res = Result<Vec<Value>, String>;
 
 /// A step and the one fused after it (`Step::then`): in one pass where Graft's CPU kernels
-/// can (`layers::expand_depthwise` in inference, `layers::norm_depthwise` in training), else
+/// can (`layers::expand_depthwise` in inference, `layers::norm_conv` in training), else
 /// one after the other. Under `GRAFT_PROFILE` the pair
 /// is timed here (the plan's loop leaves it): as one fused step, or as its two steps, each
 /// under its own node, when they ran apart (at batch 1 most pairs do, `fast_cpu::fused::pays`).
@@ -38,7 +38,7 @@ pub fn run_pair(
     let started = profile::enabled().then(Instant::now);
     let fused = match first.op {
         Op::BatchNorm { .. } => {
-            layers::norm_depthwise([first, second], &inputs, [layer, next_layer], mode)
+            layers::norm_conv([first, second], &inputs, [layer, next_layer], mode)
         }
         _ => layers::expand_depthwise([first, second], &inputs, [layer, next_layer]),
     };

@@ -448,7 +448,7 @@ impl mm::Gather for Patches<'_> {
                 }
             }
             let c0 = self.group * (g.c / g.groups);
-            plan.pack(&self.input.values, k0, |ci| (c0 + ci) * plane, strips);
+            plan.pack(&self.input.values, k0, |ci| (c0 + ci) * plane, None, strips);
         });
     }
 }

@@ -154,7 +154,7 @@ impl Geometry {
             for b in images {
                 self.unfold(&xs[b * c * hw..(b + 1) * c * hw], &mut patches, &mut split);
                 pointwise::add_weight_grad(
-                    &patches,
+                    (&patches, None),
                     &gs[b * co * ohw..(b + 1) * co * ohw],
                     [k, co, ohw],
                     0..1,

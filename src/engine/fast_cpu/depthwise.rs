@@ -4,6 +4,7 @@
 //! in a zero-bordered scratch copy of its plane that fits in L2.
 
 use super::norm::Affine;
+pub(super) use super::norm::{InputMap, PlaneMap};
 use super::{Act, ConvGrads, clamp1, conv_output, with_avx2, with_avx512};
 use crate::graph::Conv;
 use rayon::prelude::*;
@@ -28,61 +29,6 @@ fn clamp_then(act: Act) -> ((f32, f32), Option<Act>) {
     match act {
         Act::Clamp(lo, hi) => ((lo, hi), None),
         Act::Silu => ((f32::NEG_INFINITY, f32::INFINITY), Some(act)),
-    }
-}
-
-/// A batch norm and its clamp applied to the input as each plane is staged for the kernels
-/// (copied into its bordered scratch buffer, or transposed into a group's): `clamp(x · scale
-/// + shift, lo, hi)` per channel (`Affine::channel`). Training joins a batch norm to the
-/// depthwise convolution that reads it (`train::norm_depthwise`) through this, so the
-/// normalised activation is never written out and read back: both passes over it were
-/// memory-bound, 154 MB each at batch 32 in Lite0's 112x112 block. The expression and its
-/// order are `norm.rs`'s, so the staged values are the ones batch norm would have written,
-/// to the bit. Made from a batch norm's `Affine` by the entry points that take one.
-pub struct InputMap {
-    scale: Vec<f32>,
-    shift: Vec<f32>,
-    clamp: (f32, f32),
-}
-
-/// One channel's [`InputMap`].
-#[derive(Clone, Copy, Debug)]
-struct PlaneMap {
-    scale: f32,
-    shift: f32,
-    lo: f32,
-    hi: f32,
-}
-
-impl PlaneMap {
-    #[inline(always)]
-    fn apply(self, v: f32) -> f32 {
-        clamp1(v * self.scale + self.shift, self.lo, self.hi)
-    }
-}
-
-impl InputMap {
-    fn new(norm: &Affine, c: usize) -> Self {
-        let (scale, shift) = (0..c).map(|ch| norm.channel(ch)).unzip();
-        InputMap {
-            scale,
-            shift,
-            clamp: norm.clamp,
-        }
-    }
-
-    fn plane(&self, ch: usize) -> PlaneMap {
-        PlaneMap {
-            scale: self.scale[ch],
-            shift: self.shift[ch],
-            lo: self.clamp.0,
-            hi: self.clamp.1,
-        }
-    }
-
-    /// The map of channel `ch`, where there is one.
-    fn of(map: Option<&Self>, ch: usize) -> Option<PlaneMap> {
-        map.map(|m| m.plane(ch))
     }
 }
 

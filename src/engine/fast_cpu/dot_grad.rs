@@ -5,6 +5,7 @@
 //! for a 96 × 16 result. Used where the maps are large (many pixels per sum) and the result
 //! small, so each output's 16 partial sums stay in a buffer the size of L2's share.
 
+use super::norm::InputMap;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -34,18 +35,21 @@ pub fn applies([c, co, hw]: [usize; 3]) -> bool {
     }
 }
 
-/// `dw[o · c + i] += Σ_p g[o · hw + p] · x[i · hw + p]` for every output `o` and input `i`.
-/// Only where [`applies`] is true.
-pub fn add(g: &[f32], x: &[f32], [c, co, hw]: [usize; 3], dw: &mut [f32]) {
+/// `dw[o · c + i] += Σ_p g[o · hw + p] · x[i · hw + p]` for every output `o` and input `i`,
+/// x taken through `map` where there is one (see [`add_then`]). Only where [`applies`] is
+/// true.
+pub fn add(g: &[f32], x: (&[f32], Option<&InputMap>), [c, co, hw]: [usize; 3], dw: &mut [f32]) {
     add_then(g, x, [c, co, hw], dw, |_| {});
 }
 
 /// [`add`], calling `after(pixels)` as each chunk of pixels is done, while those columns of
 /// `g` and `x` are still in cache (a 1x1 convolution's input gradient reads the same columns
-/// of `g`: `pointwise::backward` computes it there instead of in a pass of its own).
+/// of `g`: `pointwise::backward` computes it there instead of in a pass of its own). With
+/// a map, x is taken through it (a batch norm joined to the 1x1 that reads it): each
+/// chunk's rows of x are mapped into a buffer the tiles then read.
 pub fn add_then(
     g: &[f32],
-    x: &[f32],
+    (x, map): (&[f32], Option<&InputMap>),
     [c, co, hw]: [usize; 3],
     dw: &mut [f32],
     after: impl FnMut(Range<usize>),
@@ -55,24 +59,28 @@ pub fn add_then(
         g.len() == co * hw && x.len() == c * hw && dw.len() == co * c,
         "dot weight gradient: lengths"
     );
+    assert!(
+        map.is_none_or(|m| m.scale.len() == c && m.shift.len() == c),
+        "dot weight gradient: map length"
+    );
     // SAFETY: `applies` checked AVX-512; the lengths are asserted above.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        tiles(g, x, [c, co, hw], dw, after)
+        tiles(g, (x, map), [c, co, hw], dw, after)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = after;
+    let _ = (after, map);
 }
 
 /// [`add`]'s body.
 ///
 /// # Safety
-/// The CPU has AVX-512 F; `g`, `x` and `dw` have the lengths [`add`] asserts.
+/// The CPU has AVX-512 F; `g`, `x`, `dw` and the map have the lengths [`add_then`] asserts.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tiles(
     g: &[f32],
-    x: &[f32],
+    (x, map): (&[f32], Option<&InputMap>),
     [c, co, hw]: [usize; 3],
     dw: &mut [f32],
     mut after: impl FnMut(Range<usize>),
@@ -84,8 +92,35 @@ unsafe fn tiles(
     };
     // Each output's 16 partial sums, `[co][c]`.
     let mut sums = vec![_mm512_setzero_ps(); co * c];
+    // With a map, each chunk's rows of x mapped: `c` rows of `CHUNK` vectors.
+    let mut mapped = vec![0.0f32; if map.is_some() { c * CHUNK * L } else { 0 }];
     for v0 in (0..vecs).step_by(CHUNK) {
         let v1 = (v0 + CHUNK).min(vecs);
+        // Where the tiles read row i of x at vector v: `x_at + i · x_ld + (v - x_v0) · L`.
+        let (x_at, x_ld, x_v0) = match map {
+            None => (x.as_ptr(), hw, 0),
+            Some(map) => {
+                let (p0, p1) = (v0 * L, (v1 * L).min(hw));
+                for (i, dst) in mapped.chunks_exact_mut(CHUNK * L).enumerate() {
+                    let m = map.plane(i);
+                    let (s, t) = (_mm512_set1_ps(m.scale), _mm512_set1_ps(m.shift));
+                    let (lo, hi) = (_mm512_set1_ps(m.lo), _mm512_set1_ps(m.hi));
+                    let src = &x[i * hw + p0..i * hw + p1];
+                    for (d, v) in dst.chunks_exact_mut(L).zip(src.chunks(L)) {
+                        let mask: __mmask16 = ((1u32 << v.len()) - 1) as u16;
+                        // SAFETY: `v.len()` lanes read within `src`, all 16 written
+                        // within `d` (one whole vector of the buffer).
+                        unsafe {
+                            let v = _mm512_maskz_loadu_ps(mask, v.as_ptr());
+                            // Multiply then add, as `norm.rs` computes it.
+                            let v = _mm512_add_ps(_mm512_mul_ps(v, s), t);
+                            _mm512_storeu_ps(d.as_mut_ptr(), super::lanes::clamp16(v, lo, hi));
+                        }
+                    }
+                }
+                (mapped.as_ptr(), CHUNK * L, v0)
+            }
+        };
         for o0 in (0..co).step_by(T) {
             let ro = T.min(co - o0);
             for i0 in (0..c).step_by(T) {
@@ -100,14 +135,16 @@ unsafe fn tiles(
                     let (p, m) = (v * L, if v + 1 == vecs { last } else { !0 });
                     let mut gv = [_mm512_setzero_ps(); T];
                     let mut xv = [_mm512_setzero_ps(); T];
-                    // SAFETY: rows o0 + a < co of g and i0 + b < c of x; the mask keeps the
-                    // loads within the row's `hw` values.
+                    // SAFETY: rows o0 + a < co of g and i0 + b < c of x (or of the mapped
+                    // chunk, whose rows hold the chunk's vectors); the mask keeps the loads
+                    // within the row's `hw` values.
                     unsafe {
                         for (a, gv) in gv.iter_mut().enumerate().take(ro) {
                             *gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add((o0 + a) * hw + p));
                         }
                         for (b, xv) in xv.iter_mut().enumerate().take(ri) {
-                            *xv = _mm512_maskz_loadu_ps(m, x.as_ptr().add((i0 + b) * hw + p));
+                            let at = (i0 + b) * x_ld + (v - x_v0) * L;
+                            *xv = _mm512_maskz_loadu_ps(m, x_at.add(at));
                         }
                     }
                     // Rows past the edge hold zeros and their sums are not kept.
@@ -148,7 +185,7 @@ mod tests {
         let x: Vec<f32> = (0..c * hw).map(|i| val(i, 2)).collect();
         let before: Vec<f32> = (0..co * c).map(|i| val(i, 3)).collect();
         let mut dw = before.clone();
-        add(&g, &x, [c, co, hw], &mut dw);
+        add(&g, (&x, None), [c, co, hw], &mut dw);
         for o in 0..co {
             for i in 0..c {
                 let want: f64 = before[o * c + i] as f64
@@ -159,5 +196,38 @@ mod tests {
                 assert!((got - want).abs() < 1e-2, "({o}, {i}): {got} vs {want}");
             }
         }
+    }
+
+    /// Through a batch norm's map, the sums are those of the mapped input, to the bit:
+    /// chunks past the first and a partial last vector, a clamp that cuts values on both
+    /// sides.
+    #[test]
+    fn mapped_input_is_the_mapped_values() {
+        let (c, co, hw) = (6, 5, 2 * CHUNK * L + 9);
+        if !applies([c, co, hw]) {
+            return;
+        }
+        let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 201) as f32 / 50.0 - 2.0;
+        let g: Vec<f32> = (0..co * hw).map(|i| val(i, 1)).collect();
+        let x: Vec<f32> = (0..c * hw).map(|i| val(i, 2)).collect();
+        let map = InputMap {
+            scale: (0..c).map(|i| 0.5 + i as f32 * 0.3).collect(),
+            shift: (0..c).map(|i| i as f32 * 0.2 - 0.4).collect(),
+            clamp: (0.0, 1.5),
+        };
+        let mapped: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(j, &v)| map.plane(j / hw).apply(v))
+            .collect();
+        assert!(
+            mapped.contains(&0.0) && mapped.contains(&1.5),
+            "the clamp cuts"
+        );
+        let mut want = vec![0.0f32; co * c];
+        add(&g, (&mapped, None), [c, co, hw], &mut want);
+        let mut got = vec![0.0f32; co * c];
+        add(&g, (&x, Some(&map)), [c, co, hw], &mut got);
+        assert_eq!(got, want);
     }
 }

@@ -11,6 +11,7 @@
 
 use super::blocking::strip_len;
 use super::mm::NR;
+use super::norm::InputMap;
 use std::cell::Cell;
 use std::ops::Range;
 
@@ -91,7 +92,9 @@ impl Plan {
     }
 
     /// Packs rows `k0..k0 + kc` into `strips`: row r is the plan's tap `r % taps` of channel
-    /// `r / taps`, whose values are `xs[channel(r / taps)..]`.
+    /// `r / taps`, whose values are `xs[channel(r / taps)..]` — through that channel's batch
+    /// norm where `map` is given (a 1x1 joined to the batch norm it reads; padding stays
+    /// zero).
     ///
     /// # Panics
     /// When a piece reads outside `xs` or writes outside `strips` (the plan and `channel`
@@ -101,14 +104,15 @@ impl Plan {
         xs: &[f32],
         k0: usize,
         channel: impl Fn(usize) -> usize,
+        map: Option<&InputMap>,
         strips: &mut [f32],
     ) {
         #[cfg(target_arch = "x86_64")]
         if super::lanes::has_avx512() {
             // SAFETY: the CPU has AVX-512 (checked just above).
-            return unsafe { self.pack_avx512(xs, k0, channel, strips) };
+            return unsafe { self.pack_avx512(xs, k0, channel, map, strips) };
         }
-        self.pack_portable(xs, k0, channel, strips)
+        self.pack_portable(xs, k0, channel, map, strips)
     }
 
     /// [`Plan::pack`] on any CPU.
@@ -117,12 +121,14 @@ impl Plan {
         xs: &[f32],
         k0: usize,
         channel: impl Fn(usize) -> usize,
+        map: Option<&InputMap>,
         strips: &mut [f32],
     ) {
         let taps = self.taps.len();
         for i in 0..self.kc {
             let r = k0 + i;
             let values = &xs[channel(r / taps)..];
+            let map = InputMap::of(map, r / taps);
             for piece in &self.pieces[self.taps[r % taps].clone()] {
                 let dst = &mut strips[piece.at + i * NR..][..piece.len];
                 match (piece.src, piece.len) {
@@ -134,6 +140,9 @@ impl Plan {
                         *dst = *src;
                     }
                     (src, len) => dst.copy_from_slice(&values[src..src + len]),
+                }
+                if let (Some(map), true) = (map, piece.src != ZERO) {
+                    dst.iter_mut().for_each(|v| *v = map.apply(*v));
                 }
             }
         }
@@ -152,8 +161,10 @@ impl Plan {
         xs: &[f32],
         k0: usize,
         channel: impl Fn(usize) -> usize,
+        map: Option<&InputMap>,
         strips: &mut [f32],
     ) {
+        use super::lanes::clamp16;
         use std::arch::x86_64::*;
         const _: () = assert!(NR == 16, "one masked 16-lane vector per piece");
         let taps = self.taps.len();
@@ -187,6 +198,15 @@ impl Plan {
             );
             let values = xs[base..].as_ptr();
             let row = strips[i * NR..].as_mut_ptr();
+            // The channel's batch norm, multiply then add as `norm.rs` computes it.
+            let map = InputMap::of(map, r / taps).map(|m| {
+                (
+                    _mm512_set1_ps(m.scale),
+                    _mm512_set1_ps(m.shift),
+                    _mm512_set1_ps(m.lo),
+                    _mm512_set1_ps(m.hi),
+                )
+            });
             for piece in &self.pieces[self.taps[tap].clone()] {
                 let mask: __mmask16 = ((1u32 << piece.len) - 1) as u16;
                 // SAFETY: the piece's `len` lanes lie within the strips and (not padding)
@@ -196,7 +216,13 @@ impl Plan {
                     let v = if piece.src == ZERO {
                         zero
                     } else {
-                        _mm512_maskz_loadu_ps(mask, values.add(piece.src))
+                        let v = _mm512_maskz_loadu_ps(mask, values.add(piece.src));
+                        match map {
+                            Some((s, t, lo, hi)) => {
+                                clamp16(_mm512_add_ps(_mm512_mul_ps(v, s), t), lo, hi)
+                            }
+                            None => v,
+                        }
                     };
                     _mm512_mask_storeu_ps(row.add(piece.at), mask, v);
                 }
@@ -233,7 +259,7 @@ mod tests {
         Plan::with(kc, |plan| {
             lay_out(plan);
             // Rows 1, 2, 3 of B: channel 0 tap 1, channel 1 tap 0, channel 1 tap 1.
-            plan.pack(&xs, 1, |c| c * 100, &mut strips);
+            plan.pack(&xs, 1, |c| c * 100, None, &mut strips);
         });
         let want = |row: usize, d: usize| -> f32 {
             let (c, tap) = (row / 2, row % 2);
@@ -259,7 +285,7 @@ mod tests {
         let mut portable = vec![f32::NAN; strips.len()];
         Plan::with(kc, |plan| {
             lay_out(plan);
-            plan.pack_portable(&xs, 1, |c| c * 100, &mut portable);
+            plan.pack_portable(&xs, 1, |c| c * 100, None, &mut portable);
         });
         for (i, (a, b)) in strips.iter().zip(&portable).enumerate() {
             assert!(a == b || (a.is_nan() && b.is_nan()), "lane {i}: {a} vs {b}");

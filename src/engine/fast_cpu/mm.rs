@@ -220,6 +220,18 @@ pub unsafe fn multiply(
     unsafe { multiply_on(wide(), a, panels, b, out, bias, act) }
 }
 
+/// Whether a sum of `k` steps over row-major planes (`B::Rows`) is read in place rather
+/// than packed (`avx2::IN_PLACE_K`).
+pub fn reads_in_place(k: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return wide() && k <= avx2::IN_PLACE_K;
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = k;
+        false
+    }
+}
+
 /// Whether this machine runs the AVX-512 micro-kernels (16-lane FMAs: twice the AVX2
 /// kernel's work per instruction).
 fn wide() -> bool {

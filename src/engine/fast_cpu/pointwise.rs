@@ -5,6 +5,7 @@
 
 use super::columns::{Dst, filled};
 use super::gather::Plan;
+use super::norm::{Affine, InputMap};
 use super::{Act, ConvGrads, dot_grad, mm, weight_grad};
 use crate::graph::Conv;
 use rayon::prelude::*;
@@ -116,6 +117,46 @@ pub fn forward(
     out
 }
 
+/// Whether the 1x1 of `dims` can take its input through a batch norm
+/// ([`forward_mapped`], [`backward_mapped`]): where its weight gradient is dot products (maps
+/// of 512 pixels or more on AVX-512, an image or more for every thread), which map each
+/// chunk of the input as they read it, and its forward pass packs its input anyway (a short
+/// sum read in place would have to pack it to map it: Lite0's 16-channel 112x112 batch norm
+/// joined to the next block's expand cost 1.2 ms a step forward more than the two apart).
+pub fn maps_input([n, c, co, hw]: [usize; 4]) -> bool {
+    mm::available()
+        && n >= rayon::current_num_threads()
+        && dot_grad::applies([c, co, hw])
+        && !mm::reads_in_place(c)
+}
+
+/// [`forward`] of `clamp(batch_norm(x))` (`norm`: a batch norm joined to the 1x1 that alone
+/// reads it, `train::norm_pointwise`), the batch norm applied as the pixels are packed, so
+/// its output is never written nor read back. Only where [`maps_input`].
+pub fn forward_mapped(
+    xs: &[f32],
+    norm: &Affine,
+    ws: &[f32],
+    bs: Option<&[f32]>,
+    [n, c, co, hw]: [usize; 4],
+    act: Act,
+) -> Vec<f32> {
+    check_operands(xs, ws, bs, None, [n, c, co, hw]);
+    assert!(
+        maps_input([n, c, co, hw]),
+        "1x1 convolution: no mapped input here"
+    );
+    let map = InputMap::new(norm, c);
+    let packed = mm::PackedA::new(ws, co, c);
+    // SAFETY: the matrix kernel is there (`maps_input`); `multiply_images` writes all
+    // `n × co × hw` values (image stride `co × hw`).
+    unsafe {
+        filled(n * co * hw, co * hw, |dst| {
+            multiply_images(&packed, (xs, Some(&map)), [n, c, hw], bs, act, dst)
+        })
+    }
+}
+
 /// [`forward`] through Graft's matrix kernel into `dst` (a Concat's joined buffer, or the
 /// output's own).
 ///
@@ -146,20 +187,21 @@ pub unsafe fn forward_into(
         "1x1 convolution: packed filters"
     );
     // SAFETY: as the caller promises.
-    unsafe { multiply_images(packed, xs, [n, c, hw], bs, act, dst) }
+    unsafe { multiply_images(packed, (xs, None), [n, c, hw], bs, act, dst) }
 }
 
 /// `act(A · x + bias)` per image through Graft's own kernel (`mm.rs`), A packed once (the
 /// filters, or their transpose for the input gradient), x `[n, k, hw]`: tasks over runs of
 /// pixels counted over the whole batch (a run may go on into the next image, so 7x7 maps
 /// fill the kernel's strips) and, when those are too few to keep every thread busy (a small
-/// batch of small maps), blocks of output channels.
+/// batch of small maps), blocks of output channels. With a map, x is taken through it as
+/// it is packed (see [`forward_mapped`]).
 ///
 /// # Safety
 /// [`mm::available`] is true; `dst` is valid for `n` images of `rows × hw` values.
 unsafe fn multiply_images(
     packed: &mm::PackedA,
-    xs: &[f32],
+    (xs, map): (&[f32], Option<&InputMap>),
     [n, k, hw]: [usize; 3],
     bs: Option<&[f32]>,
     act: Act,
@@ -167,17 +209,18 @@ unsafe fn multiply_images(
 ) {
     assert_eq!(xs.len(), n * k * hw, "1x1 convolution: input length");
     assert_eq!(packed.k(), k, "1x1 convolution: filter length");
-    if n == 1 && mm::by_pixels::applies(k, hw) {
+    if n == 1 && map.is_none() && mm::by_pixels::applies(k, hw) {
         // SAFETY: as the caller promises.
         return unsafe { by_pixels(packed, xs, hw, bs, act, dst) };
     }
     let tasks = Tasks::new(mm::Columns::new(n, hw), packed.panels());
-    let planes = Planes { xs, k, hw };
+    let planes = Planes { xs, k, hw, map };
     (0..tasks.count).into_par_iter().for_each(|t| {
         let ((first, cols), panels) = tasks.get(t);
         let (b, j0) = (first / hw, first % hw);
-        // Within one image the planes are read in place; across images, gathered.
-        let x = if j0 + cols <= hw {
+        // Within one image the planes are read in place; across images, or through a map,
+        // gathered.
+        let x = if j0 + cols <= hw && map.is_none() {
             // SAFETY: image b's planes hold k rows of hw values, columns j0.. of which
             // are read (length asserted above).
             mm::B::Rows(unsafe { xs.as_ptr().add(b * k * hw + j0) }, hw)
@@ -259,6 +302,8 @@ struct Planes<'a> {
     xs: &'a [f32],
     k: usize,
     hw: usize,
+    /// Each plane's batch norm, where the 1x1 is joined to the one it reads.
+    map: Option<&'a InputMap>,
 }
 
 impl mm::Gather for Planes<'_> {
@@ -274,7 +319,7 @@ impl mm::Gather for Planes<'_> {
                 plan.values(d, run, b * k * hw + p);
                 d += run;
             }
-            plan.pack(self.xs, k0, |i| i * hw, strips);
+            plan.pack(self.xs, k0, |i| i * hw, self.map, strips);
         });
     }
 }
@@ -327,11 +372,31 @@ pub fn backward(
     xs: &[f32],
     ws: &[f32],
     gs: &[f32],
+    dims: [usize; 4],
+    want_dx: bool,
+    want_w: (bool, bool),
+) -> ConvGrads {
+    backward_mapped((xs, None), ws, gs, dims, want_dx, want_w)
+}
+
+/// The gradients of [`forward_mapped`] (without clamp): [`backward`]'s, the weight gradient
+/// taking `xs` through the batch norm `norm` (the input gradient is the normalised
+/// input's). With a batch norm, only where [`maps_input`].
+pub fn backward_mapped(
+    (xs, norm): (&[f32], Option<&Affine>),
+    ws: &[f32],
+    gs: &[f32],
     [n, c, co, hw]: [usize; 4],
     want_dx: bool,
     (want_dw, want_db): (bool, bool),
 ) -> ConvGrads {
     check_operands(xs, ws, None, Some(gs), [n, c, co, hw]);
+    assert!(
+        norm.is_none() || maps_input([n, c, co, hw]),
+        "1x1 gradients: no mapped input here"
+    );
+    let map = norm.map(|f| InputMap::new(f, c));
+    let map = map.as_ref();
     // Wᵀ (c × co), packed as the filters of the forward pass are.
     let packed_wt =
         (want_dx && mm::available()).then(|| mm::PackedA::new(&transpose(ws, co, c), c, co));
@@ -372,7 +437,7 @@ pub fn backward(
             // `n × c × hw` values.
             return unsafe {
                 filled(n * c * hw, c * hw, |dst| {
-                    multiply_images(packed, gs, [n, co, hw], None, Act::NONE, dst)
+                    multiply_images(packed, (gs, None), [n, co, hw], None, Act::NONE, dst)
                 })
             };
         }
@@ -423,14 +488,14 @@ pub fn backward(
                 for b in images.clone() {
                     let g = &gs[b * co * hw..(b + 1) * co * hw];
                     let x = &xs[b * c * hw..(b + 1) * c * hw];
-                    dot_grad::add_then(g, x, [c, co, hw], &mut dw, |p| dx_chunk(b, p));
+                    dot_grad::add_then(g, (x, map), [c, co, hw], &mut dw, |p| dx_chunk(b, p));
                 }
                 if want_db {
                     add_bias_grad(gs, [co, hw], images, &mut db);
                 }
             } else {
                 add_weight_grad(
-                    xs,
+                    (xs, map),
                     gs,
                     [c, co, hw],
                     images,
@@ -482,9 +547,11 @@ pub fn backward(
 /// (nothing packed), else Graft's matrix kernel (with blocks of rows spread over the threads
 /// when `par` is rayon's: too few images to give each thread its own), else gemm. `xs` and
 /// `gs` hold `[n, c, hw]` and `[n, co, hw]` planes, of which `images` are read. A dense
-/// convolution's weight gradient runs here with one image's patches as `x`.
+/// convolution's weight gradient runs here with one image's patches as `x`. With a map (a
+/// joined batch norm), x is taken through it: only the dot products do, which is where
+/// [`maps_input`] is true.
 pub(super) fn add_weight_grad(
-    xs: &[f32],
+    (xs, map): (&[f32], Option<&InputMap>),
     gs: &[f32],
     [c, co, hw]: [usize; 3],
     images: Range<usize>,
@@ -497,11 +564,16 @@ pub(super) fn add_weight_grad(
     );
     assert_eq!(dw.len(), co * c, "1x1 weight gradient: length");
     let split = matches!(par, gemm::Parallelism::Rayon(_));
-    if !split && dot_grad::applies([c, co, hw]) {
+    let dots = !split && dot_grad::applies([c, co, hw]);
+    assert!(
+        dots || map.is_none(),
+        "1x1 weight gradient: a map needs the dot products"
+    );
+    if dots {
         for b in images.clone() {
             let g = &gs[b * co * hw..(b + 1) * co * hw];
             let x = &xs[b * c * hw..(b + 1) * c * hw];
-            dot_grad::add(g, x, [c, co, hw], dw);
+            dot_grad::add(g, (x, map), [c, co, hw], dw);
         }
     } else if mm::available() && co > c {
         // Through the matrix kernel, the operand with more rows goes on the right (packed

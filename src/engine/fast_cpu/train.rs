@@ -31,7 +31,9 @@ use rayon::prelude::*;
 
 // Batch norm fused with the depthwise convolution that reads it.
 mod norm_depthwise;
+mod norm_pointwise;
 pub use norm_depthwise::{BatchNormArgs, norm_depthwise};
+pub use norm_pointwise::norm_pointwise;
 
 type Ad = Autodiff<Flex>;
 type AutodiffTensor = <Ad as burn_backend::BackendTypes>::FloatTensorPrimitive;

@@ -15,7 +15,7 @@ use std::ops::Range;
 /// in Lite0's first expand 1x1). Lite0 batch 32, per convolution: k = 16 1.15x, k = 24
 /// 1.04x, k = 32 and 40 no faster (those pack, so that each kernel call reads a few
 /// streams, not k rows a page apart).
-const IN_PLACE_K: usize = 24;
+pub(super) const IN_PLACE_K: usize = 24;
 
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn multiply(

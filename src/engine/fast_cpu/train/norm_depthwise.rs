@@ -78,6 +78,7 @@ impl Backward<Flex, 5> for NormDepthwiseBackward {
 }
 
 /// A batch norm's parameters and its clamp (`(-inf, inf)` for none).
+#[derive(Clone, Copy)]
 pub struct BatchNormArgs<'a> {
     pub gamma: &'a Tensor<1>,
     pub beta: &'a Tensor<1>,

@@ -1,0 +1,254 @@
+//! Batch normalisation with batch statistics, its clamp and the 1x1 convolution that alone
+//! reads it (an inverted-residual block's depthwise batch norm and project step; a block's
+//! last batch norm and the next block's expand where no skip joins them) as one autodiff op,
+//! where the 1x1's weight gradient is dot products (`pointwise::maps_input`: maps of 512
+//! pixels or more, the large early ones). The normalised activation is never written: the
+//! 1x1 takes its input through the batch norm as it packs it, and its weight gradient as it
+//! reads each chunk (`norm::InputMap`). Apart, batch norm wrote it and the 1x1 read it back,
+//! the batch norm's pass memory-bound (51 MB read and written for Lite0's 112x112 block at
+//! batch 32), and autodiff kept it as well as the batch norm's input. The values and
+//! gradients are those of the two ops run apart (`norm_pointwise_matches_the_ops_apart`).
+
+use super::super::norm::{self, Affine};
+use super::super::pointwise;
+use super::{
+    Act, AutodiffTensor, BatchNormArgs, BatchNormState, contiguous, flex_tensor, into_tensor,
+    profile, tracked, tracked_bias, values,
+};
+use crate::graph::Conv;
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::Tensor;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind};
+
+#[derive(Debug)]
+struct NormPointwiseBackward;
+
+/// What the backward pass needs: the batch norm's, and the 1x1's dimensions and filters.
+#[derive(Clone, Debug)]
+struct NormPointwiseState {
+    norm: BatchNormState,
+    /// `[n, c, co, hw]`.
+    dims: [usize; 4],
+    weight: FlexTensor,
+    weight_shape: [usize; 4],
+}
+
+impl Backward<Flex, 5> for NormPointwiseBackward {
+    type State = NormPointwiseState;
+
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x, gamma, beta, w, b] = ops.parents.map(|p| p.map(|node| node.id));
+        let g = contiguous(&grads.consume::<Flex>(&ops.node));
+        let s = ops.state;
+        let x_shape = s.norm.x.layout().shape().clone();
+        let grads_1x1 = profile::time("backward: Conv 1x1", &x_shape, || {
+            pointwise::backward_mapped(
+                (values(&s.norm.x), Some(&s.norm.affine())),
+                values(&s.weight),
+                values(&g),
+                s.dims,
+                x.is_some() || gamma.is_some() || beta.is_some(),
+                (w.is_some() || b.is_some(), b.is_some()),
+            )
+        });
+        if let Some(dz) = grads_1x1.x {
+            s.norm.backward(&dz, None, [x, gamma, beta], grads);
+        }
+        if let Some((dw, db)) = grads_1x1.weight_bias {
+            if let Some(id) = w {
+                grads.register::<Flex>(id, flex_tensor(dw, s.weight_shape));
+            }
+            if let Some(id) = b {
+                grads.register::<Flex>(id, flex_tensor(db, [s.dims[2]]));
+            }
+        }
+    }
+}
+
+/// `conv1x1(clamp(batch_norm(x)))` with the batch's own statistics, as one autodiff op: the
+/// convolution's output, and the batch mean and biased variance per channel (untracked, for
+/// the running statistics). `None` when the convolution is not a 1x1 these kernels map
+/// (`pointwise::maps_input`) or the tensors are not autodiff flex tensors (the caller then
+/// runs the two ops apart).
+pub fn norm_pointwise(
+    x: &Tensor<4>,
+    norm: BatchNormArgs,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    conv: &Conv,
+) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
+    let dims = pointwise::dims(x.dims(), weight.dims(), conv)?;
+    let [n, c, co, hw] = dims;
+    if !pointwise::maps_input(dims) || norm.gamma.dims() != [c] || norm.beta.dims() != [c] {
+        return None;
+    }
+    let (xa, ga, ba, wa) = (
+        tracked(x)?,
+        tracked(norm.gamma)?,
+        tracked(norm.beta)?,
+        tracked(weight)?,
+    );
+    let bias_a = tracked_bias(bias, co)?;
+    let (xv, gv, bv, wv, biasv) = (
+        contiguous(xa.primitive()),
+        contiguous(ga.primitive()),
+        contiguous(ba.primitive()),
+        contiguous(wa.primitive()),
+        contiguous(bias_a.primitive()),
+    );
+    let norm_dims = [n, c, hw];
+    let stats = profile::time("BatchNormalization (statistics)", &norm_dims, || {
+        norm::batch_stats(values(&xv), norm_dims, norm.epsilon)
+    });
+    let affine = Affine {
+        mean: &stats.mean,
+        inv_std: &stats.inv_std,
+        gamma: values(&gv),
+        beta: values(&bv),
+        clamp: norm.clamp,
+    };
+    let out = pointwise::forward_mapped(
+        values(&xv),
+        &affine,
+        values(&wv),
+        bias.is_some().then(|| values(&biasv)),
+        dims,
+        Act::NONE,
+    );
+    let [_, _, h, w] = x.dims();
+    let out = flex_tensor(out, [n, co, h, w]);
+    let untracked = |v: &[f32]| into_tensor(AutodiffTensor::new(flex_tensor(v.to_vec(), [c])));
+    let (mean_t, var_t) = (untracked(&stats.mean), untracked(&stats.var));
+    let y = match NormPointwiseBackward
+        .prepare::<NoCheckpointing>([xa.node(), ga.node(), ba.node(), wa.node(), bias_a.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            NormPointwiseState {
+                norm: BatchNormState {
+                    x: xv,
+                    gamma: gv,
+                    beta: bv,
+                    mean: stats.mean,
+                    inv_std: stats.inv_std,
+                    clamp: norm.clamp,
+                    dims: norm_dims,
+                },
+                dims,
+                weight: wv,
+                weight_shape: weight.dims(),
+            },
+            out,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some((into_tensor(y), mean_t, var_t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{constant, grad, leaf, loss, max_diff, vals};
+    use super::*;
+
+    /// The fused op against batch norm and the 1x1 convolution run apart (Graft's own two
+    /// ops, each checked against burn's in `train.rs`): the same output and the same
+    /// gradients for the input, gamma, beta, weight and bias. Maps past one chunk of the dot
+    /// products with a partial last vector; more input than output channels and the other way
+    /// round; clamps that cut at one bound, both, or none; with and without a bias. In a pool
+    /// of two threads, so that every case is joined where the machine has AVX-512.
+    #[test]
+    fn norm_pointwise_matches_the_ops_apart() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a pool");
+        let joined = pool.install(matches_the_ops_apart);
+        if super::super::super::has_avx512() {
+            assert_eq!(joined, 3, "every case joined");
+        }
+    }
+
+    /// [`norm_pointwise_matches_the_ops_apart`]'s cases, how many of them joined.
+    fn matches_the_ops_apart() -> usize {
+        let none = (f32::NEG_INFINITY, f32::INFINITY);
+        // (n, c, co, h, w, clamp, bias)
+        let cases = [
+            (2, 40, 5, 23, 51, (0.0, 6.0), true),
+            (3, 28, 33, 32, 17, (-0.3, 0.5), false),
+            (2, 26, 3, 24, 24, none, true),
+        ];
+        let mut joined = 0;
+        let conv = Conv {
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+            groups: 1,
+        };
+        for (n, c, co, h, w, clamp, with_bias) in cases {
+            let what = format!("{n}x{c} -> {co} {h}x{w} {clamp:?} {with_bias}");
+            let make = || {
+                let x = constant([n, c, h, w], 1, 0.5).require_grad();
+                let (gamma, beta) = (leaf([c], 4), leaf([c], 9));
+                let (wt, b) = (leaf([co, c, 1, 1], 7), leaf([co], 3));
+                (x, gamma, beta, wt, b)
+            };
+            let (x, gamma, beta, wt, b) = make();
+            let norm = BatchNormArgs {
+                gamma: &gamma,
+                beta: &beta,
+                epsilon: 1e-5,
+                clamp,
+            };
+            let bias = with_bias.then_some(&b);
+            let Some((y, mean, var)) = norm_pointwise(&x, norm, &wt, bias, &conv) else {
+                // No dot products on this machine (AVX-512), or a single thread: the two
+                // ops run apart there.
+                assert!(
+                    !pointwise::maps_input([n, c, co, h * w]),
+                    "{what}: declined"
+                );
+                continue;
+            };
+            joined += 1;
+            let got_y = vals(y.clone().detach());
+            let gg = loss(y, 13);
+
+            let (xr, gr_, br_, wr, br) = make();
+            let (z, mean_r, var_r) =
+                super::super::batch_norm(&xr, &gr_, &br_, 1e-5, clamp).expect("applies");
+            let yr = super::super::conv(&z, &wr, with_bias.then_some(&br), &conv).expect("applies");
+            let want_y = vals(yr.clone().detach());
+            let gr = loss(yr, 13);
+            assert_eq!(vals(mean), vals(mean_r), "{what}: mean");
+            assert_eq!(vals(var), vals(var_r), "{what}: variance");
+            assert!(max_diff(&got_y, &want_y) < 1e-5, "{what}: output");
+            let z = vals(z.detach());
+            if clamp.0 > f32::NEG_INFINITY {
+                assert!(z.contains(&clamp.0), "{what}: the clamp cuts");
+            }
+            let mut pairs = vec![
+                ("x", grad(&x, &gg), grad(&xr, &gr)),
+                ("gamma", grad(&gamma, &gg), grad(&gr_, &gr)),
+                ("beta", grad(&beta, &gg), grad(&br_, &gr)),
+                ("weight", grad(&wt, &gg), grad(&wr, &gr)),
+            ];
+            if with_bias {
+                pairs.push(("bias", grad(&b, &gg), grad(&br, &gr)));
+            }
+            for (name, a, b) in pairs {
+                let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                let err = max_diff(&a, &b) / scale;
+                assert!(
+                    err < 1e-6,
+                    "{what}: {name} gradient off by {err} (relative)"
+                );
+            }
+        }
+        joined
+    }
+}
