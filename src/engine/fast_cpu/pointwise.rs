@@ -118,16 +118,16 @@ pub fn forward(
 }
 
 /// Whether the 1x1 of `dims` can take its input through a batch norm
-/// ([`forward_mapped`], [`backward_mapped`]): where its weight gradient is dot products (maps
-/// of 512 pixels or more on AVX-512, an image or more for every thread), which map each
-/// chunk of the input as they read it, and its forward pass packs its input anyway (a short
-/// sum read in place would have to pack it to map it: Lite0's 16-channel 112x112 batch norm
-/// joined to the next block's expand cost 1.2 ms a step forward more than the two apart).
+/// ([`forward_mapped`], [`backward_mapped`]): where its weight gradient maps each chunk of
+/// the input as it reads it — dot products (maps of 512 pixels or more on AVX-512, an image
+/// or more for every thread), or the matrix kernel with x on the right, packed by
+/// transposes (no more output than input channels) — and its forward pass packs its input
+/// anyway (a short sum read in place would have to pack it to map it: Lite0's 16-channel
+/// 112x112 batch norm joined to the next block's expand cost 1.2 ms a step forward more
+/// than the two apart).
 pub fn maps_input([n, c, co, hw]: [usize; 4]) -> bool {
-    mm::available()
-        && n >= rayon::current_num_threads()
-        && dot_grad::applies([c, co, hw])
-        && !mm::reads_in_place(c)
+    let dots = n >= rayon::current_num_threads() && dot_grad::applies([c, co, hw]);
+    mm::available() && !mm::reads_in_place(c) && (dots || co <= c)
 }
 
 /// [`forward`] of `clamp(batch_norm(x))` (`norm`: a batch norm joined to the 1x1 that alone
@@ -548,8 +548,8 @@ pub fn backward_mapped(
 /// when `par` is rayon's: too few images to give each thread its own), else gemm. `xs` and
 /// `gs` hold `[n, c, hw]` and `[n, co, hw]` planes, of which `images` are read. A dense
 /// convolution's weight gradient runs here with one image's patches as `x`. With a map (a
-/// joined batch norm), x is taken through it: only the dot products do, which is where
-/// [`maps_input`] is true.
+/// joined batch norm), x is taken through it: by the dot products, or by the matrix kernel
+/// where x goes on the right (no more output than input channels) — where [`maps_input`].
 pub(super) fn add_weight_grad(
     (xs, map): (&[f32], Option<&InputMap>),
     gs: &[f32],
@@ -566,8 +566,8 @@ pub(super) fn add_weight_grad(
     let split = matches!(par, gemm::Parallelism::Rayon(_));
     let dots = !split && dot_grad::applies([c, co, hw]);
     assert!(
-        dots || map.is_none(),
-        "1x1 weight gradient: a map needs the dot products"
+        dots || co <= c || map.is_none(),
+        "1x1 weight gradient: a map needs the dot products or x packed on the right"
     );
     if dots {
         for b in images.clone() {
@@ -582,10 +582,10 @@ pub(super) fn add_weight_grad(
         // at the end (Lite0's 112 → 672 and 80 → 480 expands at 14x14: 1.26× per weight
         // gradient; about even at 7x7).
         let mut dwt = vec![0.0f32; c * co];
-        weight_grad::add(xs, gs, [c, co, hw], images.clone(), &mut dwt, split);
+        weight_grad::add(xs, (gs, None), [c, co, hw], images.clone(), &mut dwt, split);
         add_into(dw, &transpose(&dwt, c, co));
     } else if mm::available() {
-        weight_grad::add(gs, xs, [co, c, hw], images.clone(), dw, split);
+        weight_grad::add(gs, (xs, map), [co, c, hw], images.clone(), dw, split);
     } else {
         for b in images.clone() {
             // SAFETY: every pointer and stride stays inside `gs`'s and `xs`'s image b

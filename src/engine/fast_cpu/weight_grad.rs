@@ -12,6 +12,7 @@
 use super::Act;
 use super::blocking::strip_len;
 use super::mm::{self, NR};
+use super::norm::InputMap;
 use super::pointwise::{SendPtr, row_blocks};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -22,10 +23,12 @@ const GRAD_KC: usize = 512;
 
 /// `dw += Σ_{b in images} a_b · b_bᵀ`: `a` holds `[n, a_rows, hw]` planes, `b` `[n, b_rows,
 /// hw]`, `dw` is `a_rows × b_rows`. With `split`, blocks of `a`'s rows are spread over the
-/// threads (too few images to give each thread its own). Only where [`mm::available`].
+/// threads (too few images to give each thread its own). With a map, `b`'s planes are taken
+/// through it as they are packed (a batch norm joined to the 1x1 that reads it). Only where
+/// [`mm::available`].
 pub fn add(
     a: &[f32],
-    b: &[f32],
+    (b, map): (&[f32], Option<&InputMap>),
     [a_rows, b_rows, hw]: [usize; 3],
     images: Range<usize>,
     dw: &mut [f32],
@@ -36,6 +39,10 @@ pub fn add(
     assert!(
         a.len() >= images.end * a_rows * hw && b.len() >= images.end * b_rows * hw,
         "1x1 weight gradient: operands"
+    );
+    assert!(
+        map.is_none_or(|m| m.scale.len() == b_rows && m.shift.len() == b_rows),
+        "1x1 weight gradient: map length"
     );
     let steps = images.len() * hw;
     let dst = SendPtr(dw.as_mut_ptr());
@@ -48,6 +55,7 @@ pub fn add(
             rows: b_rows,
             hw,
             first,
+            map,
         };
         let blocks = if split {
             row_blocks(1, packed.panels())
@@ -85,6 +93,8 @@ struct ImageCols<'a> {
     rows: usize,
     hw: usize,
     first: usize,
+    /// Each plane's batch norm, where there is one.
+    map: Option<&'a InputMap>,
 }
 
 impl mm::Gather for ImageCols<'_> {
@@ -98,6 +108,13 @@ impl mm::Gather for ImageCols<'_> {
         for s in 0..block.div_ceil(NR) {
             let (col0, width) = (j0 + s * NR, NR.min(block - s * NR));
             let strip = &mut strips[s * strip_len..][..kc * NR];
+            // The strip's columns' maps, lane by lane (identity past `width`).
+            let lanes = self.map.map(|m| {
+                let (mut scale, mut shift) = ([1.0f32; NR], [0.0f32; NR]);
+                scale[..width].copy_from_slice(&m.scale[col0..col0 + width]);
+                shift[..width].copy_from_slice(&m.shift[col0..col0 + width]);
+                (scale, shift, m.clamp)
+            });
             // Runs of steps within one image.
             let mut i = 0;
             while i < kc {
@@ -105,17 +122,28 @@ impl mm::Gather for ImageCols<'_> {
                 let run = (hw - px).min(kc - i);
                 let at = (image * rows + col0) * hw + px;
                 let rows_out = &mut strip[i * NR..(i + run) * NR];
-                transposed(&self.b[at..], hw, width, run, rows_out);
+                transposed(&self.b[at..], hw, width, run, rows_out, lanes.as_ref());
                 i += run;
             }
         }
     }
 }
 
+/// A strip's per-lane batch norm: scales, shifts, and the clamp.
+type LaneMap = ([f32; NR], [f32; NR], (f32, f32));
+
 /// Values `0..run` of `width` rows of `src` (`stride` apart) as `run` rows of [`NR`] lanes
-/// in `dst` (lanes past `width` left as they are).
+/// in `dst` (lanes past `width` left as they are), each lane through its map where there is
+/// one (multiply then add, as `norm.rs` computes it).
 #[inline(always)]
-fn transposed(src: &[f32], stride: usize, width: usize, run: usize, dst: &mut [f32]) {
+fn transposed(
+    src: &[f32],
+    stride: usize,
+    width: usize,
+    run: usize,
+    dst: &mut [f32],
+    map: Option<&LaneMap>,
+) {
     assert!(
         width <= NR
             && dst.len() == run * NR
@@ -124,12 +152,21 @@ fn transposed(src: &[f32], stride: usize, width: usize, run: usize, dst: &mut [f
     );
     #[cfg(target_arch = "x86_64")]
     if super::has_avx512() {
-        use super::lanes::transpose16;
-        use std::arch::x86_64::_mm512_storeu_ps;
+        use super::lanes::{clamp16, transpose16};
+        use std::arch::x86_64::*;
         const _: () = assert!(NR == transpose16::L);
         super::with_avx512(
             #[inline(always)]
             || {
+                // SAFETY: AVX-512 is there (checked above); each array holds NR lanes.
+                let map = map.map(|(s, t, (lo, hi))| unsafe {
+                    (
+                        _mm512_loadu_ps(s.as_ptr()),
+                        _mm512_loadu_ps(t.as_ptr()),
+                        _mm512_set1_ps(*lo),
+                        _mm512_set1_ps(*hi),
+                    )
+                });
                 for q in (0..run).step_by(NR) {
                     let n = NR.min(run - q);
                     // SAFETY: AVX-512 is there (checked above); rows r < width read values
@@ -137,9 +174,15 @@ fn transposed(src: &[f32], stride: usize, width: usize, run: usize, dst: &mut [f
                     // holds NR values.
                     unsafe {
                         let v = transpose16::load_transposed(src.as_ptr().add(q), stride, width, n);
-                        for (j, v) in v.iter().enumerate() {
+                        for (j, &v) in v.iter().enumerate() {
                             if j < n {
-                                _mm512_storeu_ps(dst.as_mut_ptr().add((q + j) * NR), *v);
+                                let v = match map {
+                                    Some((s, t, lo, hi)) => {
+                                        clamp16(_mm512_add_ps(_mm512_mul_ps(v, s), t), lo, hi)
+                                    }
+                                    None => v,
+                                };
+                                _mm512_storeu_ps(dst.as_mut_ptr().add((q + j) * NR), v);
                             }
                         }
                     }
@@ -150,7 +193,12 @@ fn transposed(src: &[f32], stride: usize, width: usize, run: usize, dst: &mut [f
     }
     for (i, row) in dst.chunks_exact_mut(NR).enumerate() {
         for (t, d) in row.iter_mut().enumerate().take(width) {
-            *d = src[t * stride + i];
+            *d = match map {
+                Some((s, sh, (lo, hi))) => {
+                    super::clamp1(src[t * stride + i] * s[t] + sh[t], *lo, *hi)
+                }
+                None => src[t * stride + i],
+            };
         }
     }
 }
@@ -172,22 +220,38 @@ mod tests {
             rows,
             hw,
             first: 9,
+            map: None,
         };
         let (k0, kc, j0, block) = (5, 20, 3, 21);
         let strip_len = strip_len(kc);
         let mut strips = vec![f32::NAN; 2 * strip_len];
         cols.pack(k0, kc, j0, block, &mut strips);
+        // Through a map, each column's own: scale and shift by plane, a clamp that cuts.
+        let map = InputMap {
+            scale: (0..rows).map(|r| 0.01 * (r + 1) as f32).collect(),
+            shift: (0..rows).map(|r| -(r as f32)).collect(),
+            clamp: (0.0, 9.0),
+        };
+        let mut mapped = vec![f32::NAN; 2 * strip_len];
+        ImageCols {
+            map: Some(&map),
+            ..cols
+        }
+        .pack(k0, kc, j0, block, &mut mapped);
         for i in 0..kc {
             let (image, px) = ((9 + k0 + i) / hw, (9 + k0 + i) % hw);
             for j in 0..block {
-                let got = strips[(j / NR) * strip_len + i * NR + j % NR];
-                assert_eq!(
-                    got,
-                    b[(image * rows + j0 + j) * hw + px],
-                    "step {i}, column {j}"
-                );
+                let at = (j / NR) * strip_len + i * NR + j % NR;
+                let want = b[(image * rows + j0 + j) * hw + px];
+                assert_eq!(strips[at], want, "step {i}, column {j}");
+                let want = map.plane(j0 + j).apply(want);
+                assert_eq!(mapped[at], want, "mapped: step {i}, column {j}");
             }
         }
+        assert!(
+            mapped.contains(&0.0) && mapped.contains(&9.0),
+            "the clamp cuts"
+        );
     }
 
     /// The sums against plain loops over images and pixels: 7x7 maps (chunks that run on
@@ -227,7 +291,14 @@ mod tests {
                     }
                 }
             }
-            add(&a, &b, [a_rows, b_rows, hw], images.clone(), &mut dw, split);
+            add(
+                &a,
+                (&b, None),
+                [a_rows, b_rows, hw],
+                images.clone(),
+                &mut dw,
+                split,
+            );
             for (i, (&got, &w)) in dw.iter().zip(&want).enumerate() {
                 assert!(
                     (got - w).abs() <= 1e-3 * (1.0 + w.abs()),

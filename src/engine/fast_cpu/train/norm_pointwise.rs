@@ -1,10 +1,9 @@
 //! Batch normalisation with batch statistics, its clamp and the 1x1 convolution that alone
 //! reads it (an inverted-residual block's depthwise batch norm and project step; a block's
 //! last batch norm and the next block's expand where no skip joins them) as one autodiff op,
-//! where the 1x1's weight gradient is dot products (`pointwise::maps_input`: maps of 512
-//! pixels or more, the large early ones). The normalised activation is never written: the
-//! 1x1 takes its input through the batch norm as it packs it, and its weight gradient as it
-//! reads each chunk (`norm::InputMap`). Apart, batch norm wrote it and the 1x1 read it back,
+//! where the 1x1's kernels can map their input (`pointwise::maps_input`). The normalised
+//! activation is never written: the 1x1 takes its input through the batch norm as it packs
+//! it, and its weight gradient as it reads or packs each chunk (`norm::InputMap`). Apart, batch norm wrote it and the 1x1 read it back,
 //! the batch norm's pass memory-bound (51 MB read and written for Lite0's 112x112 block at
 //! batch 32), and autodiff kept it as well as the batch norm's input. The values and
 //! gradients are those of the two ops run apart (`norm_pointwise_matches_the_ops_apart`).
@@ -159,7 +158,7 @@ mod tests {
     /// ops, each checked against burn's in `train.rs`): the same output and the same
     /// gradients for the input, gamma, beta, weight and bias. Maps past one chunk of the dot
     /// products with a partial last vector; more input than output channels and the other way
-    /// round; clamps that cut at one bound, both, or none; with and without a bias. In a pool
+    /// round; small maps (the matrix kernel); clamps that cut at one bound, both, or none; with and without a bias. In a pool
     /// of two threads, so that every case is joined where the machine has AVX-512.
     #[test]
     fn norm_pointwise_matches_the_ops_apart() {
@@ -169,7 +168,7 @@ mod tests {
             .expect("a pool");
         let joined = pool.install(matches_the_ops_apart);
         if super::super::super::has_avx512() {
-            assert_eq!(joined, 3, "every case joined");
+            assert_eq!(joined, 5, "every case joined");
         }
     }
 
@@ -181,6 +180,10 @@ mod tests {
             (2, 40, 5, 23, 51, (0.0, 6.0), true),
             (3, 28, 33, 32, 17, (-0.3, 0.5), false),
             (2, 26, 3, 24, 24, none, true),
+            // Small maps: the matrix kernel's weight gradient, images split over the threads
+            // or one spread over them.
+            (3, 48, 16, 14, 14, (-0.3, 0.5), false),
+            (1, 32, 8, 7, 7, (0.0, 6.0), true),
         ];
         let mut joined = 0;
         let conv = Conv {
