@@ -137,16 +137,27 @@ fn inference_rewrites_fold_pads_and_batchnorms_of_the_default_network() {
         "a Pad step in training"
     );
     assert!(steps.iter().filter(|s| is_bn(&s.op)).count() >= 40);
-    // Training keeps the expanded activation, but joins the batch norm before each
-    // depthwise convolution to it (the stem's and the 15 expand ones), so the normalised
-    // activation is not written out.
-    assert_eq!(fused(steps), 16);
+    // Training keeps the expanded activation, but joins each batch norm that only a
+    // convolution reads to it, so the normalised activation is not written out: the stem's
+    // and the 15 expand ones to their depthwise convolutions, each block's depthwise batch
+    // norm to its project 1x1, block 0's last to block 1's expand and block 15's to the head
+    // 1x1 (no skip reads those two).
+    assert_eq!(fused(steps), 34);
+    let reader_groups = |s: &graft::engine::Step| match s.then.as_deref().map(|t| &t.op) {
+        Some(Op::Conv(c)) => Some(c.groups),
+        _ => None,
+    };
     assert!(
         steps
             .iter()
             .filter(|s| s.then.is_some())
-            .all(|s| is_bn(&s.op)),
-        "training joins batch norms to their depthwise convolutions only"
+            .all(|s| is_bn(&s.op) && reader_groups(s).is_some()),
+        "training joins batch norms to their convolutions only"
+    );
+    assert_eq!(
+        steps.iter().filter(|s| reader_groups(s) == Some(1)).count(),
+        18,
+        "batch norms joined to a 1x1"
     );
 }
 
