@@ -165,27 +165,7 @@ impl Geometry {
             UNFOLDED.set((patches, split));
             (dw, db)
         };
-        let threads = rayon::current_num_threads();
-        if n < threads {
-            return run(0..n, gemm::Parallelism::Rayon(0));
-        }
-        let per_part = n.div_ceil(threads);
-        let parts: Vec<_> = (0..n.div_ceil(per_part))
-            .into_par_iter()
-            .map(|p| {
-                run(
-                    p * per_part..n.min((p + 1) * per_part),
-                    gemm::Parallelism::None,
-                )
-            })
-            .collect();
-        let mut parts = parts.into_iter();
-        let (mut dw, mut db) = parts.next().expect("at least one image");
-        for (w, b) in parts {
-            dw.iter_mut().zip(w).for_each(|(s, v)| *s += v);
-            db.iter_mut().zip(b).for_each(|(s, v)| *s += v);
-        }
-        (dw, db)
+        pointwise::sum_over_images(n, run)
     }
 
     /// One image's patches (`x`: `[c, h, w]`) into `out`, `[c·kh·kw, oh·ow]`: row `(ci, ky,

@@ -505,30 +505,7 @@ pub fn backward_mapped(
             }
             (dw, db)
         };
-        if n < threads {
-            return run(0..n, gemm::Parallelism::Rayon(0));
-        }
-        // A fixed split of the images, summed in order: the same sums in the same order on
-        // every run (a work-stealing reduction would add in a different order each time, and
-        // training with a fixed seed would not repeat).
-        let per_part = n.div_ceil(threads);
-        let parts: Vec<_> = (0..n.div_ceil(per_part))
-            .into_par_iter()
-            .map(|p| {
-                run(
-                    p * per_part..n.min((p + 1) * per_part),
-                    gemm::Parallelism::None,
-                )
-            })
-            .collect();
-        parts
-            .into_iter()
-            .reduce(|(mut w1, mut b1), (w2, b2)| {
-                add_into(&mut w1, &w2);
-                add_into(&mut b1, &b2);
-                (w1, b1)
-            })
-            .unwrap_or_else(|| (vec![0.0f32; co * c], vec![0.0f32; co]))
+        sum_over_images(n, run)
     });
     if fused_dx {
         // SAFETY: every image went through `run`'s dot products above (`n >= threads`: the
@@ -540,6 +517,38 @@ pub fn backward_mapped(
         x: dx.or(fused_dx.then_some(dx_fused)),
         weight_bias: dw,
     }
+}
+
+/// `run`'s sums over `0..n` images (`n > 0`): a fixed split, one part per thread, the parts'
+/// `(dw, db)` added in order — the same sums in the same order on every run (a
+/// work-stealing reduction would add in a different order each time, and training with a
+/// fixed seed would not repeat); with fewer images than threads, one run over them all with
+/// rayon's parallelism (each image spread over the threads).
+pub(super) fn sum_over_images(
+    n: usize,
+    run: impl Fn(Range<usize>, gemm::Parallelism) -> (Vec<f32>, Vec<f32>) + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    let threads = rayon::current_num_threads();
+    if n < threads {
+        return run(0..n, gemm::Parallelism::Rayon(0));
+    }
+    let per_part = n.div_ceil(threads);
+    let parts: Vec<_> = (0..n.div_ceil(per_part))
+        .into_par_iter()
+        .map(|p| {
+            run(
+                p * per_part..n.min((p + 1) * per_part),
+                gemm::Parallelism::None,
+            )
+        })
+        .collect();
+    let mut parts = parts.into_iter();
+    let (mut dw, mut db) = parts.next().expect("images to sum");
+    for (w, b) in parts {
+        add_into(&mut dw, &w);
+        add_into(&mut db, &b);
+    }
+    (dw, db)
 }
 
 /// `dw += Σ_b g_b · x_bᵀ` over `images` (`dw` in the weight's layout, `co × c`), and `db +=`
