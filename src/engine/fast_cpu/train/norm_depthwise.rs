@@ -166,96 +166,41 @@ pub fn norm_depthwise(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{constant, grad, leaf, loss, max_diff, vals};
+    use super::super::tests::fused_matches_apart;
     use super::*;
 
-    /// The fused op against batch norm and the depthwise convolution run apart (Graft's own
-    /// two ops, each checked against burn's in `train.rs`): the same output and the same
-    /// gradients for the input, gamma, beta, weight and bias. Cases for every way a plane is
-    /// staged: 16-lane planes (3x3 stride 1, 5x5 stride 2 with asymmetric padding), 8-lane
-    /// rows (a dilated filter), and groups of 16 channels on narrow maps (stride 1 and 2,
-    /// the last group partial) where the machine has AVX-512; clamps that cut at one bound,
-    /// both, or none; with and without a bias.
+    /// The fused op against batch norm and the depthwise convolution run apart
+    /// (`fused_matches_apart`). Cases for every way a plane is staged: 16-lane planes (3x3
+    /// stride 1, 5x5 stride 2 with asymmetric padding), 8-lane rows (a dilated filter), and
+    /// groups of 16 channels on narrow maps (stride 1 and 2, the last group partial) where
+    /// the machine has AVX-512; clamps that cut at one bound, both, or none; with and
+    /// without a bias.
     #[test]
     fn norm_depthwise_matches_the_ops_apart() {
         let none = (f32::NEG_INFINITY, f32::INFINITY);
+        let relu = (0.0, f32::INFINITY);
         // (n, c, h, w, k, stride, dilation, pads [t, l, b, r], clamp, bias)
         let cases = [
             (2, 3, 9, 40, 3, 1, 1, [1, 1, 1, 1], (0.0, 6.0), true),
             (2, 3, 10, 70, 5, 2, 1, [1, 2, 2, 1], (-0.3, 0.5), false),
             (1, 4, 8, 37, 3, 1, 2, [2, 2, 2, 2], none, true),
             (2, 18, 14, 14, 5, 1, 1, [2, 2, 2, 2], (-0.3, 0.5), true),
-            (
-                2,
-                20,
-                9,
-                9,
-                3,
-                2,
-                1,
-                [1, 1, 1, 1],
-                (0.0, f32::INFINITY),
-                false,
-            ),
+            (2, 20, 9, 9, 3, 2, 1, [1, 1, 1, 1], relu, false),
         ];
         for (n, c, h, w, k, s, d, pads, clamp, with_bias) in cases {
-            let what = format!("{n}x{c} {h}x{w} k{k} s{s} d{d} {pads:?} {clamp:?} {with_bias}");
             let conv = Conv {
                 strides: [s, s],
                 pads,
                 dilations: [d, d],
                 groups: c,
             };
-            let make = || {
-                let x = constant([n, c, h, w], 1, 0.5).require_grad();
-                let (gamma, beta) = (leaf([c], 4), leaf([c], 9));
-                let (wt, b) = (leaf([c, 1, k, k], 7), leaf([c], 3));
-                (x, gamma, beta, wt, b)
-            };
-            let (x, gamma, beta, wt, b) = make();
-            let norm = BatchNormArgs {
-                gamma: &gamma,
-                beta: &beta,
-                epsilon: 1e-5,
+            let shapes = ([n, c, h, w], [c, 1, k, k], &conv);
+            assert!(fused_matches_apart(
+                norm_depthwise,
+                shapes,
                 clamp,
-            };
-            let bias = with_bias.then_some(&b);
-            let (y, mean, var) = norm_depthwise(&x, norm, &wt, bias, &conv).expect("applies");
-            let got_y = vals(y.clone().detach());
-            let gg = loss(y, 13);
-
-            let (xr, gr_, br_, wr, br) = make();
-            let (z, mean_r, var_r) =
-                super::super::batch_norm(&xr, &gr_, &br_, 1e-5, clamp).expect("applies");
-            let yr = super::super::conv(&z, &wr, with_bias.then_some(&br), &conv).expect("applies");
-            let want_y = vals(yr.clone().detach());
-            let gr = loss(yr, 13);
-            assert_eq!(vals(mean), vals(mean_r), "{what}: mean");
-            assert_eq!(vals(var), vals(var_r), "{what}: variance");
-            assert!(max_diff(&got_y, &want_y) < 1e-5, "{what}: output");
-            let z = vals(z.detach());
-            if clamp.0 > f32::NEG_INFINITY {
-                assert!(z.contains(&clamp.0), "{what}: the clamp cuts");
-            }
-            let mut pairs = vec![
-                ("x", grad(&x, &gg), grad(&xr, &gr)),
-                ("gamma", grad(&gamma, &gg), grad(&gr_, &gr)),
-                ("beta", grad(&beta, &gg), grad(&br_, &gr)),
-                ("weight", grad(&wt, &gg), grad(&wr, &gr)),
-            ];
-            if with_bias {
-                pairs.push(("bias", grad(&b, &gg), grad(&br, &gr)));
-            }
-            // Batch norm's sums are taken per plane here, per channel apart: the same
-            // values added in another order.
-            for (name, a, b) in pairs {
-                let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                let err = max_diff(&a, &b) / scale;
-                assert!(
-                    err < 1e-6,
-                    "{what}: {name} gradient off by {err} (relative)"
-                );
-            }
+                with_bias
+            ));
         }
     }
 }

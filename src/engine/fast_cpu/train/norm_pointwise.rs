@@ -151,29 +151,16 @@ pub fn norm_pointwise(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{constant, grad, leaf, loss, max_diff, vals};
+    use super::super::tests::fused_matches_apart;
     use super::*;
 
-    /// The fused op against batch norm and the 1x1 convolution run apart (Graft's own two
-    /// ops, each checked against burn's in `train.rs`): the same output and the same
-    /// gradients for the input, gamma, beta, weight and bias. Maps past one chunk of the dot
-    /// products with a partial last vector; more input than output channels and the other way
-    /// round; small maps (the matrix kernel); clamps that cut at one bound, both, or none; with and without a bias. In a pool
-    /// of two threads, so that every case is joined where the machine has AVX-512.
+    /// The fused op against batch norm and the 1x1 convolution run apart
+    /// (`fused_matches_apart`). Maps past one chunk of the dot products with a partial last
+    /// vector; more input than output channels and the other way round; small maps (the
+    /// matrix kernel); clamps that cut at one bound, both, or none; with and without a bias.
+    /// In a pool of two threads, so that every case is joined where the machine has AVX-512.
     #[test]
     fn norm_pointwise_matches_the_ops_apart() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("a pool");
-        let joined = pool.install(matches_the_ops_apart);
-        if super::super::super::has_avx512() {
-            assert_eq!(joined, 5, "every case joined");
-        }
-    }
-
-    /// [`norm_pointwise_matches_the_ops_apart`]'s cases, how many of them joined.
-    fn matches_the_ops_apart() -> usize {
         let none = (f32::NEG_INFINITY, f32::INFINITY);
         // (n, c, co, h, w, clamp, bias)
         let cases = [
@@ -185,73 +172,28 @@ mod tests {
             (3, 48, 16, 14, 14, (-0.3, 0.5), false),
             (1, 32, 8, 7, 7, (0.0, 6.0), true),
         ];
-        let mut joined = 0;
         let conv = Conv {
             strides: [1, 1],
             pads: [0; 4],
             dilations: [1, 1],
             groups: 1,
         };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a pool");
         for (n, c, co, h, w, clamp, with_bias) in cases {
-            let what = format!("{n}x{c} -> {co} {h}x{w} {clamp:?} {with_bias}");
-            let make = || {
-                let x = constant([n, c, h, w], 1, 0.5).require_grad();
-                let (gamma, beta) = (leaf([c], 4), leaf([c], 9));
-                let (wt, b) = (leaf([co, c, 1, 1], 7), leaf([co], 3));
-                (x, gamma, beta, wt, b)
-            };
-            let (x, gamma, beta, wt, b) = make();
-            let norm = BatchNormArgs {
-                gamma: &gamma,
-                beta: &beta,
-                epsilon: 1e-5,
-                clamp,
-            };
-            let bias = with_bias.then_some(&b);
-            let Some((y, mean, var)) = norm_pointwise(&x, norm, &wt, bias, &conv) else {
-                // No dot products on this machine (AVX-512), or a single thread: the two
-                // ops run apart there.
-                assert!(
-                    !pointwise::maps_input([n, c, co, h * w]),
-                    "{what}: declined"
-                );
-                continue;
-            };
-            joined += 1;
-            let got_y = vals(y.clone().detach());
-            let gg = loss(y, 13);
-
-            let (xr, gr_, br_, wr, br) = make();
-            let (z, mean_r, var_r) =
-                super::super::batch_norm(&xr, &gr_, &br_, 1e-5, clamp).expect("applies");
-            let yr = super::super::conv(&z, &wr, with_bias.then_some(&br), &conv).expect("applies");
-            let want_y = vals(yr.clone().detach());
-            let gr = loss(yr, 13);
-            assert_eq!(vals(mean), vals(mean_r), "{what}: mean");
-            assert_eq!(vals(var), vals(var_r), "{what}: variance");
-            assert!(max_diff(&got_y, &want_y) < 1e-5, "{what}: output");
-            let z = vals(z.detach());
-            if clamp.0 > f32::NEG_INFINITY {
-                assert!(z.contains(&clamp.0), "{what}: the clamp cuts");
-            }
-            let mut pairs = vec![
-                ("x", grad(&x, &gg), grad(&xr, &gr)),
-                ("gamma", grad(&gamma, &gg), grad(&gr_, &gr)),
-                ("beta", grad(&beta, &gg), grad(&br_, &gr)),
-                ("weight", grad(&wt, &gg), grad(&wr, &gr)),
-            ];
-            if with_bias {
-                pairs.push(("bias", grad(&b, &gg), grad(&br, &gr)));
-            }
-            for (name, a, b) in pairs {
-                let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                let err = max_diff(&a, &b) / scale;
-                assert!(
-                    err < 1e-6,
-                    "{what}: {name} gradient off by {err} (relative)"
-                );
+            let shapes = ([n, c, h, w], [co, c, 1, 1], &conv);
+            let joined =
+                pool.install(|| fused_matches_apart(norm_pointwise, shapes, clamp, with_bias));
+            let applies = pool.install(|| pointwise::maps_input([n, c, co, h * w]));
+            assert_eq!(
+                joined, applies,
+                "{n}x{c} -> {co} {h}x{w}: joined where it applies"
+            );
+            if super::super::super::has_avx512() {
+                assert!(joined, "{n}x{c} -> {co} {h}x{w}: joined on AVX-512");
             }
         }
-        joined
     }
 }
