@@ -90,7 +90,7 @@ pub(super) fn fuse_expand_depthwise(
 /// [`Step::then`], so that training on the CPU runs them as one op that never writes the
 /// normalised activation (`fast_cpu::train::norm_depthwise`, `norm_pointwise`). Training
 /// plans only; where that op does not apply (another device, evaluation mode, a 1x1 whose
-/// weight gradient is not dot products) the two run one after the other.
+/// kernels cannot map their input, `pointwise::maps_input`) the two run one after the other.
 pub(super) fn fuse_norm_conv(
     steps: &mut Vec<Step>,
     output_slots: &[usize],

@@ -170,7 +170,8 @@ fn update_running(p: &BatchNormParams, [mean, var]: [Tensor<1>; 2], count: usize
 /// A batch norm that learns and the depthwise or 1x1 convolution that alone reads it
 /// (`fusion::fuse_norm_conv`), as Graft's one CPU training op
 /// (`fast_cpu::train::norm_depthwise`, `norm_pointwise`); `None` where that does not apply
-/// (evaluation mode, another device, a 1x1 whose weight gradient is not dot products), and
+/// (evaluation mode, another device, a 1x1 whose kernels cannot map their input,
+/// `pointwise::maps_input`), and
 /// the caller runs the two steps one after the other.
 pub(super) fn norm_conv(
     steps: [&Step; 2],

@@ -509,8 +509,9 @@ pub fn backward_mapped(
     });
     if fused_dx {
         // SAFETY: every image went through `run`'s dot products above (`n >= threads`: the
-        // images split into parts, and `fused_dx` implies the dot products), and `dot_grad::add_then`
-        // covers its pixels with chunks, each of whose `c × len` values `dx_chunk` wrote.
+        // images split into parts, and `fused_dx` implies the dot products), and
+        // `dot_grad::add_then` covers its pixels with chunks, each of whose `c × len` values
+        // `dx_chunk` wrote.
         unsafe { dx_fused.set_len(n * c * hw) };
     }
     ConvGrads {
@@ -575,7 +576,7 @@ pub(super) fn add_weight_grad(
     let split = matches!(par, gemm::Parallelism::Rayon(_));
     let dots = !split && dot_grad::applies([c, co, hw]);
     assert!(
-        dots || co <= c || map.is_none(),
+        map.is_none() || dots || (mm::available() && co <= c),
         "1x1 weight gradient: a map needs the dot products or x packed on the right"
     );
     if dots {
