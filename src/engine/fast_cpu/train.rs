@@ -29,7 +29,7 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_backend::ops::ModuleOps;
 use rayon::prelude::*;
 
-// Batch norm fused with the depthwise convolution that reads it.
+// Batch norm fused with the depthwise or 1x1 convolution that reads it.
 mod norm_depthwise;
 mod norm_pointwise;
 pub use norm_depthwise::{BatchNormArgs, norm_depthwise};

@@ -86,6 +86,101 @@ pub struct BatchNormArgs<'a> {
     pub clamp: (f32, f32),
 }
 
+/// What a batch norm joined to the convolution that reads it starts from, both ways
+/// (`norm_depthwise`, `norm_pointwise`): its operands tracked and contiguous, and the batch
+/// statistics.
+pub(super) struct Joined {
+    tracked: [AutodiffTensor; 5],
+    /// x, gamma, beta, the weight, the bias (zeros where there is none).
+    pub values: [FlexTensor; 5],
+    stats: norm::Stats,
+    clamp: (f32, f32),
+    /// `[n, c, values per channel per image]`.
+    dims: [usize; 3],
+}
+
+impl Joined {
+    /// `None` where the tensors are not autodiff flex tensors or the batch norm's parameters
+    /// are not one value per channel of `x`; `co`: the convolution's output channels.
+    pub fn new(
+        x: &Tensor<4>,
+        norm: BatchNormArgs,
+        weight: &Tensor<4>,
+        bias: Option<&Tensor<1>>,
+        co: usize,
+    ) -> Option<Self> {
+        let [n, c, h, w] = x.dims();
+        if norm.gamma.dims() != [c] || norm.beta.dims() != [c] {
+            return None;
+        }
+        let tracked = [
+            tracked(x)?,
+            tracked(norm.gamma)?,
+            tracked(norm.beta)?,
+            tracked(weight)?,
+            tracked_bias(bias, co)?,
+        ];
+        let operands = tracked.each_ref().map(|t| contiguous(t.primitive()));
+        let dims = [n, c, h * w];
+        let stats = profile::time("BatchNormalization (statistics)", &dims, || {
+            norm::batch_stats(values(&operands[0]), dims, norm.epsilon)
+        });
+        Some(Joined {
+            tracked,
+            values: operands,
+            stats,
+            clamp: norm.clamp,
+            dims,
+        })
+    }
+
+    /// The batch norm with this batch's statistics.
+    pub fn affine(&self) -> Affine<'_> {
+        Affine {
+            mean: &self.stats.mean,
+            inv_std: &self.stats.inv_std,
+            gamma: values(&self.values[1]),
+            beta: values(&self.values[2]),
+            clamp: self.clamp,
+        }
+    }
+
+    /// The op `backward` over x, gamma, beta, weight and bias with output `out`: its output,
+    /// and the batch mean and biased variance (untracked, for the running statistics).
+    /// `state` makes the op's state from the batch norm's and the contiguous weight.
+    pub fn finish<B: Backward<Flex, 5>>(
+        self,
+        backward: B,
+        out: FlexTensor,
+        state: impl FnOnce(BatchNormState, FlexTensor) -> B::State,
+    ) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
+        let c = self.dims[1];
+        let untracked = |v: &[f32]| into_tensor(AutodiffTensor::new(flex_tensor(v.to_vec(), [c])));
+        let (mean, var) = (untracked(&self.stats.mean), untracked(&self.stats.var));
+        let [x, gamma, beta, weight, _] = self.values;
+        let y = match backward
+            .prepare::<NoCheckpointing>(self.tracked.each_ref().map(|t| t.node()))
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let norm = BatchNormState {
+                    x,
+                    gamma,
+                    beta,
+                    mean: self.stats.mean,
+                    inv_std: self.stats.inv_std,
+                    clamp: self.clamp,
+                    dims: self.dims,
+                };
+                prep.finish(state(norm, weight), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        (into_tensor(y), mean, var)
+    }
+}
+
 /// `depthwise(clamp(batch_norm(x)))` with the batch's own statistics, as one autodiff op:
 /// the convolution's output, and the batch mean and biased variance per channel (untracked,
 /// for the running statistics). `None` when the convolution is not depthwise or the tensors
@@ -98,70 +193,26 @@ pub fn norm_depthwise(
     conv: &Conv,
 ) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
     let geometry = Geometry::new(x.dims(), weight.dims(), conv)?;
-    let [n, c, h, w] = x.dims();
-    if norm.gamma.dims() != [c] || norm.beta.dims() != [c] {
-        return None;
-    }
-    let (xa, ga, ba, wa) = (
-        tracked(x)?,
-        tracked(norm.gamma)?,
-        tracked(norm.beta)?,
-        tracked(weight)?,
-    );
-    let bias_a = tracked_bias(bias, c)?;
-    let (xv, gv, bv, wv, biasv) = (
-        contiguous(xa.primitive()),
-        contiguous(ga.primitive()),
-        contiguous(ba.primitive()),
-        contiguous(wa.primitive()),
-        contiguous(bias_a.primitive()),
-    );
-    let dims = [n, c, h * w];
-    let stats = profile::time("BatchNormalization (statistics)", &dims, || {
-        norm::batch_stats(values(&xv), dims, norm.epsilon)
-    });
-    let affine = Affine {
-        mean: &stats.mean,
-        inv_std: &stats.inv_std,
-        gamma: values(&gv),
-        beta: values(&bv),
-        clamp: norm.clamp,
-    };
+    let c = geometry.c;
+    let joined = Joined::new(x, norm, weight, bias, c)?;
+    let [xv, _, _, wv, biasv] = &joined.values;
     let out = geometry.forward_mapped(
-        values(&xv),
-        values(&wv),
-        bias.is_some().then(|| values(&biasv)),
+        values(xv),
+        values(wv),
+        bias.is_some().then(|| values(biasv)),
         Act::NONE,
-        Some(&affine),
+        Some(&joined.affine()),
     );
     let out = flex_tensor(out, [geometry.n, c, geometry.oh, geometry.ow]);
-    let untracked = |v: &[f32]| into_tensor(AutodiffTensor::new(flex_tensor(v.to_vec(), [c])));
-    let (mean_t, var_t) = (untracked(&stats.mean), untracked(&stats.var));
-    let y = match NormDepthwiseBackward
-        .prepare::<NoCheckpointing>([xa.node(), ga.node(), ba.node(), wa.node(), bias_a.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            NormDepthwiseState {
-                norm: BatchNormState {
-                    x: xv,
-                    gamma: gv,
-                    beta: bv,
-                    mean: stats.mean,
-                    inv_std: stats.inv_std,
-                    clamp: norm.clamp,
-                    dims,
-                },
-                geometry,
-                weight: wv,
-                weight_shape: weight.dims(),
-            },
-            out,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Some((into_tensor(y), mean_t, var_t))
+    let weight_shape = weight.dims();
+    Some(joined.finish(NormDepthwiseBackward, out, |norm, weight| {
+        NormDepthwiseState {
+            norm,
+            geometry,
+            weight,
+            weight_shape,
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -8,20 +8,16 @@
 //! batch 32), and autodiff kept it as well as the batch norm's input. The values and
 //! gradients are those of the two ops run apart (`norm_pointwise_matches_the_ops_apart`).
 
-use super::super::norm::{self, Affine};
 use super::super::pointwise;
-use super::{
-    Act, AutodiffTensor, BatchNormArgs, BatchNormState, contiguous, flex_tensor, into_tensor,
-    profile, tracked, tracked_bias, values,
-};
+use super::norm_depthwise::Joined;
+use super::{Act, BatchNormArgs, BatchNormState, contiguous, flex_tensor, profile, values};
 use crate::graph::Conv;
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::Tensor;
 use burn_autodiff::checkpoint::base::Checkpointer;
-use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use burn_autodiff::ops::{Backward, Ops};
 
 #[derive(Debug)]
 struct NormPointwiseBackward;
@@ -81,72 +77,31 @@ pub fn norm_pointwise(
     conv: &Conv,
 ) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
     let dims = pointwise::dims(x.dims(), weight.dims(), conv)?;
-    let [n, c, co, hw] = dims;
-    if !pointwise::maps_input(dims) || norm.gamma.dims() != [c] || norm.beta.dims() != [c] {
+    let [n, _, co, _] = dims;
+    if !pointwise::maps_input(dims) {
         return None;
     }
-    let (xa, ga, ba, wa) = (
-        tracked(x)?,
-        tracked(norm.gamma)?,
-        tracked(norm.beta)?,
-        tracked(weight)?,
-    );
-    let bias_a = tracked_bias(bias, co)?;
-    let (xv, gv, bv, wv, biasv) = (
-        contiguous(xa.primitive()),
-        contiguous(ga.primitive()),
-        contiguous(ba.primitive()),
-        contiguous(wa.primitive()),
-        contiguous(bias_a.primitive()),
-    );
-    let norm_dims = [n, c, hw];
-    let stats = profile::time("BatchNormalization (statistics)", &norm_dims, || {
-        norm::batch_stats(values(&xv), norm_dims, norm.epsilon)
-    });
-    let affine = Affine {
-        mean: &stats.mean,
-        inv_std: &stats.inv_std,
-        gamma: values(&gv),
-        beta: values(&bv),
-        clamp: norm.clamp,
-    };
+    let joined = Joined::new(x, norm, weight, bias, co)?;
+    let [xv, _, _, wv, biasv] = &joined.values;
     let out = pointwise::forward_mapped(
-        values(&xv),
-        &affine,
-        values(&wv),
-        bias.is_some().then(|| values(&biasv)),
+        values(xv),
+        &joined.affine(),
+        values(wv),
+        bias.is_some().then(|| values(biasv)),
         dims,
         Act::NONE,
     );
     let [_, _, h, w] = x.dims();
     let out = flex_tensor(out, [n, co, h, w]);
-    let untracked = |v: &[f32]| into_tensor(AutodiffTensor::new(flex_tensor(v.to_vec(), [c])));
-    let (mean_t, var_t) = (untracked(&stats.mean), untracked(&stats.var));
-    let y = match NormPointwiseBackward
-        .prepare::<NoCheckpointing>([xa.node(), ga.node(), ba.node(), wa.node(), bias_a.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            NormPointwiseState {
-                norm: BatchNormState {
-                    x: xv,
-                    gamma: gv,
-                    beta: bv,
-                    mean: stats.mean,
-                    inv_std: stats.inv_std,
-                    clamp: norm.clamp,
-                    dims: norm_dims,
-                },
-                dims,
-                weight: wv,
-                weight_shape: weight.dims(),
-            },
-            out,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Some((into_tensor(y), mean_t, var_t))
+    let weight_shape = weight.dims();
+    Some(joined.finish(NormPointwiseBackward, out, |norm, weight| {
+        NormPointwiseState {
+            norm,
+            dims,
+            weight,
+            weight_shape,
+        }
+    }))
 }
 
 #[cfg(test)]
