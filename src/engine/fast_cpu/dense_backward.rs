@@ -1,5 +1,5 @@
 //! The gradients of a dense convolution of one group (`dense.rs`). The weight gradient is a
-//! 1x1 convolution's, of each image's unfolded patches (`pointwise::add_weight_grad`). The
+//! 1x1 convolution's, of each image's unfolded patches (`weight_grad::add_weight_grad`). The
 //! input gradient is convolutions the forward kernel runs: with a stride of 1 the gradient is one — of the output gradient,
 //! with the filters' input and output channels swapped and their taps turned half a circle;
 //! with a larger stride (dilation 1) each phase of the input (rows `py, py + s, …`, columns
@@ -7,6 +7,7 @@
 //! transposed convolution through its own im2col and gemm) held ResNet-18's fine-tuning at
 //! 14.8–15.2 images/s where stride 1 alone through here ran 17.5–18.5.
 
+use super::super::weight_grad;
 use super::{Act, Conv, Geometry, pointwise, split_phases};
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -118,7 +119,7 @@ impl Geometry {
     /// (`[n, co, oh, ow]`): `(dW, db)`, dW in the weight's layout. One group only. Image by
     /// image, the patches (`[c·kh·kw, oh·ow]`) are unfolded into a buffer of the thread's
     /// ([`Self::unfold`]) and their gradient is a 1x1 convolution's (`g · patchesᵀ`,
-    /// `pointwise::add_weight_grad`), the images split into a fixed part per thread whose
+    /// `weight_grad::add_weight_grad`), the images split into a fixed part per thread whose
     /// sums are added in order (a seeded run repeats). The whole batch's patches unfolded at
     /// once — Lite0's stem: 43 MB, zeroed, written value by value at stride 2, read back —
     /// took 10.9 ms for the stem at batch 32 where this takes 6.6–7.7 (hot, alone). The bias gradient is
@@ -153,7 +154,7 @@ impl Geometry {
             let (mut patches, mut split) = UNFOLDED.take();
             for b in images {
                 self.unfold(&xs[b * c * hw..(b + 1) * c * hw], &mut patches, &mut split);
-                pointwise::add_weight_grad(
+                weight_grad::add_weight_grad(
                     (&patches, None),
                     &gs[b * co * ohw..(b + 1) * co * ohw],
                     [k, co, ohw],
@@ -165,7 +166,7 @@ impl Geometry {
             UNFOLDED.set((patches, split));
             (dw, db)
         };
-        pointwise::sum_over_images(n, run)
+        weight_grad::sum_over_images(n, run)
     }
 
     /// One image's patches (`x`: `[c, h, w]`) into `out`, `[c·kh·kw, oh·ow]`: row `(ci, ky,

@@ -491,10 +491,10 @@ pub fn backward_mapped(
                     dot_grad::add_then(g, (x, map), [c, co, hw], &mut dw, |p| dx_chunk(b, p));
                 }
                 if want_db {
-                    add_bias_grad(gs, [co, hw], images, &mut db);
+                    weight_grad::add_bias_grad(gs, [co, hw], images, &mut db);
                 }
             } else {
-                add_weight_grad(
+                weight_grad::add_weight_grad(
                     (xs, map),
                     gs,
                     [c, co, hw],
@@ -505,7 +505,7 @@ pub fn backward_mapped(
             }
             (dw, db)
         };
-        sum_over_images(n, run)
+        weight_grad::sum_over_images(n, run)
     });
     if fused_dx {
         // SAFETY: every image went through `run`'s dot products above (`n >= threads`: the
@@ -520,133 +520,13 @@ pub fn backward_mapped(
     }
 }
 
-/// `run`'s sums over `0..n` images (`n > 0`): a fixed split, one part per thread, the parts'
-/// `(dw, db)` added in order — the same sums in the same order on every run (a
-/// work-stealing reduction would add in a different order each time, and training with a
-/// fixed seed would not repeat); with fewer images than threads, one run over them all with
-/// rayon's parallelism (each image spread over the threads).
-pub(super) fn sum_over_images(
-    n: usize,
-    run: impl Fn(Range<usize>, gemm::Parallelism) -> (Vec<f32>, Vec<f32>) + Sync,
-) -> (Vec<f32>, Vec<f32>) {
-    let threads = rayon::current_num_threads();
-    if n < threads {
-        return run(0..n, gemm::Parallelism::Rayon(0));
-    }
-    let per_part = n.div_ceil(threads);
-    let parts: Vec<_> = (0..n.div_ceil(per_part))
-        .into_par_iter()
-        .map(|p| {
-            run(
-                p * per_part..n.min((p + 1) * per_part),
-                gemm::Parallelism::None,
-            )
-        })
-        .collect();
-    let mut parts = parts.into_iter();
-    let (mut dw, mut db) = parts.next().expect("images to sum");
-    for (w, b) in parts {
-        add_into(&mut dw, &w);
-        add_into(&mut db, &b);
-    }
-    (dw, db)
-}
-
-/// `dw += Σ_b g_b · x_bᵀ` over `images` (`dw` in the weight's layout, `co × c`), and `db +=`
-/// each row of `g` summed where it is given: dot products on large maps with a small result
-/// (nothing packed), else Graft's matrix kernel (with blocks of rows spread over the threads
-/// when `par` is rayon's: too few images to give each thread its own), else gemm. `xs` and
-/// `gs` hold `[n, c, hw]` and `[n, co, hw]` planes, of which `images` are read. A dense
-/// convolution's weight gradient runs here with one image's patches as `x`. With a map (a
-/// joined batch norm), x is taken through it: by the dot products, or by the matrix kernel
-/// where x goes on the right (no more output than input channels) — where [`maps_input`].
-pub(super) fn add_weight_grad(
-    (xs, map): (&[f32], Option<&InputMap>),
-    gs: &[f32],
-    [c, co, hw]: [usize; 3],
-    images: Range<usize>,
-    par: gemm::Parallelism,
-    (dw, db): (&mut [f32], Option<&mut [f32]>),
-) {
-    assert!(
-        xs.len() >= images.end * c * hw && gs.len() >= images.end * co * hw,
-        "1x1 weight gradient: operands"
-    );
-    assert_eq!(dw.len(), co * c, "1x1 weight gradient: length");
-    let split = matches!(par, gemm::Parallelism::Rayon(_));
-    let dots = !split && dot_grad::applies([c, co, hw]);
-    assert!(
-        map.is_none() || dots || (mm::available() && co <= c),
-        "1x1 weight gradient: a map needs the dot products or x packed on the right"
-    );
-    if dots {
-        for b in images.clone() {
-            let g = &gs[b * co * hw..(b + 1) * co * hw];
-            let x = &xs[b * c * hw..(b + 1) * c * hw];
-            dot_grad::add(g, (x, map), [c, co, hw], dw);
-        }
-    } else if mm::available() && co > c {
-        // Through the matrix kernel, the operand with more rows goes on the right (packed
-        // by 16 × 16 transposes), the other on the left (packed row by row): with more
-        // output channels than input channels the sums are of `x · gᵀ`, `dwᵀ`, transposed
-        // at the end (Lite0's 112 → 672 and 80 → 480 expands at 14x14: 1.26× per weight
-        // gradient; about even at 7x7).
-        let mut dwt = vec![0.0f32; c * co];
-        weight_grad::add(xs, (gs, None), [c, co, hw], images.clone(), &mut dwt, split);
-        add_into(dw, &transpose(&dwt, c, co));
-    } else if mm::available() {
-        weight_grad::add(gs, (xs, map), [co, c, hw], images.clone(), dw, split);
-    } else {
-        for b in images.clone() {
-            // SAFETY: every pointer and stride stays inside `gs`'s and `xs`'s image b
-            // and `dw` (lengths asserted above).
-            unsafe {
-                gemm::gemm(
-                    co,
-                    c,
-                    hw,
-                    dw.as_mut_ptr(),
-                    1,
-                    c as isize,
-                    true,
-                    gs.as_ptr().add(b * co * hw),
-                    1,
-                    hw as isize,
-                    xs.as_ptr().add(b * c * hw),
-                    hw as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                )
-            }
-        }
-    }
-    if let Some(db) = db {
-        add_bias_grad(gs, [co, hw], images, db);
-    }
-}
-
-/// `db +=` each row of image b's `g` (`co × hw`) summed, for b in `images`.
-fn add_bias_grad(gs: &[f32], [co, hw]: [usize; 2], images: Range<usize>, db: &mut [f32]) {
-    for b in images {
-        let g = &gs[b * co * hw..(b + 1) * co * hw];
-        for (d, row) in db.iter_mut().zip(g.chunks_exact(hw.max(1))) {
-            *d += sum(row);
-        }
-    }
-}
-
 /// `m` (`rows × cols`, row-major) transposed: the filters of a 1x1 input gradient (`Wᵀ`)
 /// and the `x·gᵀ` weight gradient, single-threaded in each backward pass. In 16 × 16 blocks
 /// through registers on AVX-512 (`lanes::transpose16`, partial blocks masked), else in
 /// tiles that stay in L1: column by column over a whole filter (1280 × 320 for Lite0's
 /// head) every write went to a line of its own, 1.44 ms there (0.60 in tiles, 0.20 in
 /// registers).
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(super) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     assert_eq!(m.len(), rows * cols, "transpose: length");
     #[cfg(target_arch = "x86_64")]
     if super::has_avx512() {
@@ -705,19 +585,7 @@ fn transpose_tiles(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// A tile's side in [`transpose`] without AVX-512: 32 × 32 values, 4 KB each way, in L1.
 const TILE: usize = 32;
 
-/// A sum in 8 lanes (vectorised; one running sum would be a chain of dependent adds).
-fn sum(v: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let whole = v.len() / 8 * 8;
-    for chunk in v[..whole].chunks_exact(8) {
-        for (s, &x) in lanes.iter_mut().zip(chunk) {
-            *s += x;
-        }
-    }
-    lanes.iter().sum::<f32>() + v[whole..].iter().sum::<f32>()
-}
-
-fn add_into(acc: &mut [f32], v: &[f32]) {
+pub(super) fn add_into(acc: &mut [f32], v: &[f32]) {
     for (a, b) in acc.iter_mut().zip(v) {
         *a += b;
     }

@@ -1,6 +1,9 @@
-//! A 1x1 convolution's weight gradient through Graft's matrix kernel (`mm.rs`), where the dot
-//! products of `dot_grad.rs` do not apply (maps under 512 pixels, or results too large for
-//! their sums): `dw += Σ_b a_b · b_bᵀ` over a run of images, `a_b` and `b_b` image b's planes
+//! A 1x1 convolution's weight gradient (and a dense convolution's, of its unfolded patches):
+//! which way its sums go (`add_weight_grad`: the dot products of `dot_grad.rs` on large maps,
+//! this file's matrix-kernel path, gemm without AVX2), the fixed split of a batch's images
+//! over the threads (`sum_over_images`), and the matrix-kernel path itself, where the dot
+//! products do not apply (maps under 512 pixels, or results too large for their sums):
+//! `dw += Σ_b a_b · b_bᵀ` over a run of images, `a_b` and `b_b` image b's planes
 //! (`[n, rows, hw]` each, the sum over pixels). The images' pixels form one sum, cut into
 //! chunks of [`GRAD_KC`] steps that run on from one image into the next: image by image,
 //! a 7x7 map's sum was 49 steps, after each of which the kernel loaded and stored every one
@@ -11,9 +14,10 @@
 
 use super::Act;
 use super::blocking::strip_len;
+use super::dot_grad;
 use super::mm::{self, NR};
 use super::norm::InputMap;
-use super::pointwise::{SendPtr, row_blocks};
+use super::pointwise::{self, SendPtr, row_blocks};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -201,6 +205,143 @@ fn transposed(
             };
         }
     }
+}
+
+/// `run`'s sums over `0..n` images (`n > 0`): a fixed split, one part per thread, the parts'
+/// `(dw, db)` added in order — the same sums in the same order on every run (a
+/// work-stealing reduction would add in a different order each time, and training with a
+/// fixed seed would not repeat); with fewer images than threads, one run over them all with
+/// rayon's parallelism (each image spread over the threads).
+pub(super) fn sum_over_images(
+    n: usize,
+    run: impl Fn(Range<usize>, gemm::Parallelism) -> (Vec<f32>, Vec<f32>) + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    let threads = rayon::current_num_threads();
+    if n < threads {
+        return run(0..n, gemm::Parallelism::Rayon(0));
+    }
+    let per_part = n.div_ceil(threads);
+    let parts: Vec<_> = (0..n.div_ceil(per_part))
+        .into_par_iter()
+        .map(|p| {
+            run(
+                p * per_part..n.min((p + 1) * per_part),
+                gemm::Parallelism::None,
+            )
+        })
+        .collect();
+    let mut parts = parts.into_iter();
+    let (mut dw, mut db) = parts.next().expect("images to sum");
+    for (w, b) in parts {
+        pointwise::add_into(&mut dw, &w);
+        pointwise::add_into(&mut db, &b);
+    }
+    (dw, db)
+}
+
+/// `dw += Σ_b g_b · x_bᵀ` over `images` (`dw` in the weight's layout, `co × c`), and `db +=`
+/// each row of `g` summed where it is given: dot products on large maps with a small result
+/// (nothing packed), else Graft's matrix kernel (with blocks of rows spread over the threads
+/// when `par` is rayon's: too few images to give each thread its own), else gemm. `xs` and
+/// `gs` hold `[n, c, hw]` and `[n, co, hw]` planes, of which `images` are read. A dense
+/// convolution's weight gradient runs here with one image's patches as `x`. With a map (a
+/// joined batch norm), x is taken through it: by the dot products, or by the matrix kernel
+/// where x goes on the right (no more output than input channels) — where `pointwise::maps_input`.
+pub(super) fn add_weight_grad(
+    (xs, map): (&[f32], Option<&InputMap>),
+    gs: &[f32],
+    [c, co, hw]: [usize; 3],
+    images: Range<usize>,
+    par: gemm::Parallelism,
+    (dw, db): (&mut [f32], Option<&mut [f32]>),
+) {
+    assert!(
+        xs.len() >= images.end * c * hw && gs.len() >= images.end * co * hw,
+        "1x1 weight gradient: operands"
+    );
+    assert_eq!(dw.len(), co * c, "1x1 weight gradient: length");
+    let split = matches!(par, gemm::Parallelism::Rayon(_));
+    let dots = !split && dot_grad::applies([c, co, hw]);
+    assert!(
+        map.is_none() || dots || (mm::available() && co <= c),
+        "1x1 weight gradient: a map needs the dot products or x packed on the right"
+    );
+    if dots {
+        for b in images.clone() {
+            let g = &gs[b * co * hw..(b + 1) * co * hw];
+            let x = &xs[b * c * hw..(b + 1) * c * hw];
+            dot_grad::add(g, (x, map), [c, co, hw], dw);
+        }
+    } else if mm::available() && co > c {
+        // Through the matrix kernel, the operand with more rows goes on the right (packed
+        // by 16 × 16 transposes), the other on the left (packed row by row): with more
+        // output channels than input channels the sums are of `x · gᵀ`, `dwᵀ`, transposed
+        // at the end (Lite0's 112 → 672 and 80 → 480 expands at 14x14: 1.26× per weight
+        // gradient; about even at 7x7).
+        let mut dwt = vec![0.0f32; c * co];
+        add(xs, (gs, None), [c, co, hw], images.clone(), &mut dwt, split);
+        pointwise::add_into(dw, &pointwise::transpose(&dwt, c, co));
+    } else if mm::available() {
+        add(gs, (xs, map), [co, c, hw], images.clone(), dw, split);
+    } else {
+        for b in images.clone() {
+            // SAFETY: every pointer and stride stays inside `gs`'s and `xs`'s image b
+            // and `dw` (lengths asserted above).
+            unsafe {
+                gemm::gemm(
+                    co,
+                    c,
+                    hw,
+                    dw.as_mut_ptr(),
+                    1,
+                    c as isize,
+                    true,
+                    gs.as_ptr().add(b * co * hw),
+                    1,
+                    hw as isize,
+                    xs.as_ptr().add(b * c * hw),
+                    hw as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            }
+        }
+    }
+    if let Some(db) = db {
+        add_bias_grad(gs, [co, hw], images, db);
+    }
+}
+
+/// `db +=` each row of image b's `g` (`co × hw`) summed, for b in `images`.
+pub(super) fn add_bias_grad(
+    gs: &[f32],
+    [co, hw]: [usize; 2],
+    images: Range<usize>,
+    db: &mut [f32],
+) {
+    for b in images {
+        let g = &gs[b * co * hw..(b + 1) * co * hw];
+        for (d, row) in db.iter_mut().zip(g.chunks_exact(hw.max(1))) {
+            *d += sum(row);
+        }
+    }
+}
+
+/// A sum in 8 lanes (vectorised; one running sum would be a chain of dependent adds).
+fn sum(v: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let whole = v.len() / 8 * 8;
+    for chunk in v[..whole].chunks_exact(8) {
+        for (s, &x) in lanes.iter_mut().zip(chunk) {
+            *s += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + v[whole..].iter().sum::<f32>()
 }
 
 #[cfg(test)]

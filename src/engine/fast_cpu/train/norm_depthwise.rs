@@ -216,9 +216,81 @@ pub fn norm_depthwise(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::tests::fused_matches_apart;
+pub(super) mod tests {
+    use super::super::tests::{constant, grad, leaf, loss, max_diff, vals};
     use super::*;
+
+    /// A batch norm joined to the convolution that reads it (`norm_depthwise`,
+    /// `norm_pointwise`) against Graft's two ops apart (each checked against burn's in `train.rs`):
+    /// the same output, batch statistics and gradients for the input, gamma, beta, weight
+    /// and bias; the clamp must cut where it has a lower bound. `false` where `fused`
+    /// declines (the caller says whether it may).
+    pub(in crate::engine::fast_cpu::train) fn fused_matches_apart(
+        fused: impl Fn(
+            &Tensor<4>,
+            BatchNormArgs,
+            &Tensor<4>,
+            Option<&Tensor<1>>,
+            &Conv,
+        ) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)>,
+        ([n, c, h, w], weight, conv): ([usize; 4], [usize; 4], &Conv),
+        clamp: (f32, f32),
+        with_bias: bool,
+    ) -> bool {
+        let what = format!("{n}x{c} {h}x{w} weight {weight:?} {conv:?} {clamp:?} {with_bias}");
+        let make = || {
+            let x = constant([n, c, h, w], 1, 0.5).require_grad();
+            let (gamma, beta) = (leaf([c], 4), leaf([c], 9));
+            let (wt, b) = (leaf(weight, 7), leaf([weight[0]], 3));
+            (x, gamma, beta, wt, b)
+        };
+        let (x, gamma, beta, wt, b) = make();
+        let norm = BatchNormArgs {
+            gamma: &gamma,
+            beta: &beta,
+            epsilon: 1e-5,
+            clamp,
+        };
+        let Some((y, mean, var)) = fused(&x, norm, &wt, with_bias.then_some(&b), conv) else {
+            return false;
+        };
+        let got_y = vals(y.clone().detach());
+        let gg = loss(y, 13);
+
+        let (xr, gr_, br_, wr, br) = make();
+        let (z, mean_r, var_r) =
+            super::super::batch_norm(&xr, &gr_, &br_, 1e-5, clamp).expect("applies");
+        let yr = super::super::conv(&z, &wr, with_bias.then_some(&br), conv).expect("applies");
+        let want_y = vals(yr.clone().detach());
+        let gr = loss(yr, 13);
+        assert_eq!(vals(mean), vals(mean_r), "{what}: mean");
+        assert_eq!(vals(var), vals(var_r), "{what}: variance");
+        assert!(max_diff(&got_y, &want_y) < 1e-5, "{what}: output");
+        let z = vals(z.detach());
+        if clamp.0 > f32::NEG_INFINITY {
+            assert!(z.contains(&clamp.0), "{what}: the clamp cuts");
+        }
+        let mut pairs = vec![
+            ("x", grad(&x, &gg), grad(&xr, &gr)),
+            ("gamma", grad(&gamma, &gg), grad(&gr_, &gr)),
+            ("beta", grad(&beta, &gg), grad(&br_, &gr)),
+            ("weight", grad(&wt, &gg), grad(&wr, &gr)),
+        ];
+        if with_bias {
+            pairs.push(("bias", grad(&b, &gg), grad(&br, &gr)));
+        }
+        // Batch norm's sums may be taken in another order (per plane in the depthwise
+        // pair, per channel apart): the same values added differently.
+        for (name, a, b) in pairs {
+            let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let err = max_diff(&a, &b) / scale;
+            assert!(
+                err < 1e-6,
+                "{what}: {name} gradient off by {err} (relative)"
+            );
+        }
+        true
+    }
 
     /// The fused op against batch norm and the depthwise convolution run apart
     /// (`fused_matches_apart`). Cases for every way a plane is staged: 16-lane planes (3x3

@@ -106,7 +106,7 @@ pub fn norm_pointwise(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::fused_matches_apart;
+    use super::super::norm_depthwise::tests::fused_matches_apart;
     use super::*;
 
     /// The fused op against batch norm and the 1x1 convolution run apart
