@@ -71,6 +71,14 @@ pub(crate) fn time<R>(what: &str, dims: &[usize], f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Empties the table. Training does so after its first epoch when there are more
+/// ([`crate::train`]'s trainer): the first steps also pay the kernel's first touch of the
+/// memory (seconds, where the host has taken back the machine's free pages), which would
+/// swamp the ops' own times.
+pub fn clear() {
+    TABLE.lock().unwrap_or_else(|e| e.into_inner()).take();
+}
+
 /// The table so far, slowest op first, then cleared.
 pub fn report() -> String {
     let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());

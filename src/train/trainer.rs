@@ -356,6 +356,9 @@ impl<'a> Run<'a> {
         let h = &mut self.progress.history;
         h.epoch_seconds.push(secs);
         let mean = h.epoch_seconds.iter().sum::<f64>() / h.epoch_seconds.len() as f64;
+        if epoch == 0 && self.options.epochs > 1 && crate::engine::profile::enabled() {
+            crate::engine::profile::clear();
+        }
         self.reporter.send(TrainEvent::EpochEnd {
             epoch: epoch + 1,
             seconds: secs,
