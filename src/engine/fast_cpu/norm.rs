@@ -487,27 +487,18 @@ impl Sums {
     /// Adds `pair(a[i], b[i])` over one plane (`a`, `b` of equal length).
     #[inline(always)]
     fn add(&mut self, a: &[f32], b: &[f32], pair: impl Fn(f32, f32) -> (f32, f32)) {
-        let whole = a.len() / SUM_CHUNK * SUM_CHUNK;
+        let mut whole = a.len() / SUM_CHUNK * SUM_CHUNK;
         for (ca, cb) in a[..whole]
             .chunks_exact(SUM_CHUNK)
             .zip(b[..whole].chunks_exact(SUM_CHUNK))
         {
-            for t in 0..SUM_CHUNK {
-                let (p, q) = pair(ca[t], cb[t]);
-                self.s[t] += p;
-                self.s2[t] += q;
-            }
+            self.add_lanes::<SUM_CHUNK>(ca, cb, &pair);
         }
         // Half a chunk more straight from the plane (a 7x7 plane's 49 values: 32 + 16 + 1,
         // one value through the masked copy instead of 17).
-        let mut whole = whole;
         if a.len() - whole >= HALF {
-            let (ca, cb) = (&a[whole..whole + HALF], &b[whole..whole + HALF]);
-            for t in 0..HALF {
-                let (p, q) = pair(ca[t], cb[t]);
-                self.s[t] += p;
-                self.s2[t] += q;
-            }
+            let at = whole..whole + HALF;
+            self.add_lanes::<HALF>(&a[at.clone()], &b[at], &pair);
             whole += HALF;
         }
         let rest = a.len() - whole;
@@ -526,6 +517,25 @@ impl Sums {
         self.taken += a.len();
         if self.taken >= FLUSH_VALUES {
             self.flush();
+        }
+    }
+
+    /// Adds `pair(a[t], b[t])` into the first `N` lanes (`a`, `b`: `N` values each; a
+    /// length fixed at compile time, so the loop is whole vectors).
+    #[inline(always)]
+    fn add_lanes<const N: usize>(
+        &mut self,
+        a: &[f32],
+        b: &[f32],
+        pair: &impl Fn(f32, f32) -> (f32, f32),
+    ) {
+        const { assert!(N <= SUM_CHUNK) };
+        let a: &[f32; N] = a.try_into().expect("N values");
+        let b: &[f32; N] = b.try_into().expect("N values");
+        for t in 0..N {
+            let (p, q) = pair(a[t], b[t]);
+            self.s[t] += p;
+            self.s2[t] += q;
         }
     }
 
