@@ -370,12 +370,6 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     let outcome = watch(&session)?;
     session.join();
     if crate::engine::profile::enabled() {
-        if options.epochs > 1 {
-            eprintln!(
-                "profile of epochs 2 to {} (the first touches the memory first):",
-                options.epochs
-            );
-        }
         eprint!("{}", crate::engine::profile::report());
     }
 

@@ -11,6 +11,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 static TABLE: Mutex<Option<HashMap<String, (u32, f64)>>> = Mutex::new(None);
+/// What [`leave_out`] last left out of the table.
+static LEFT_OUT: Mutex<Option<&'static str>> = Mutex::new(None);
 
 pub fn enabled() -> bool {
     std::env::var_os("GRAFT_PROFILE").is_some()
@@ -71,12 +73,16 @@ pub(crate) fn time<R>(what: &str, dims: &[usize], f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// Empties the table. Training does so after its first epoch when there are more
-/// ([`crate::train`]'s trainer): the first steps also pay the kernel's first touch of the
-/// memory (seconds, where the host has taken back the machine's free pages), which would
-/// swamp the ops' own times.
-pub fn clear() {
-    TABLE.lock().unwrap_or_else(|e| e.into_inner()).take();
+/// Empties the table, and has [`report`] say that `what` was left out. Training leaves out
+/// the first epoch of a run when more follow (`train::trainer`): its steps also pay the
+/// kernel's first touch of the memory (seconds, where the host has taken back the machine's
+/// free pages), which swamped the ops' own times.
+pub fn leave_out(what: &'static str) {
+    if enabled() {
+        let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+        *t = Some(HashMap::new());
+        *LEFT_OUT.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
+    }
 }
 
 /// The table so far, slowest op first, then cleared.
@@ -85,10 +91,14 @@ pub fn report() -> String {
     let mut rows: Vec<(String, (u32, f64))> = t.take().unwrap_or_default().into_iter().collect();
     rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
     let total: f64 = rows.iter().map(|r| r.1.1).sum();
-    let mut out = format!(
+    let mut out = match LEFT_OUT.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        Some(what) => format!("(without {what})\n"),
+        None => String::new(),
+    };
+    out.push_str(&format!(
         "{:<28} {:>7} {:>10} {:>6}\n",
         "op", "calls", "seconds", "share"
-    );
+    ));
     for (op, (n, s)) in rows {
         out.push_str(&format!(
             "{op:<28} {n:>7} {s:>10.3} {:>5.1}%\n",

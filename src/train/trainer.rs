@@ -82,6 +82,11 @@ pub(crate) fn run(
     });
     for epoch in run.progress.start_epoch..job.options.epochs {
         let end = run.epoch(epoch, control)?;
+        let more = epoch + 1 < job.options.epochs && end == EpochEnd::Completed;
+        if epoch == run.progress.start_epoch && more {
+            // Its steps also paid the first touch of the memory.
+            crate::engine::profile::leave_out("this run's first epoch");
+        }
         if end == EpochEnd::Stopped {
             run.reason = StopReason::Stopped;
             break;
@@ -356,9 +361,6 @@ impl<'a> Run<'a> {
         let h = &mut self.progress.history;
         h.epoch_seconds.push(secs);
         let mean = h.epoch_seconds.iter().sum::<f64>() / h.epoch_seconds.len() as f64;
-        if epoch == 0 && self.options.epochs > 1 && crate::engine::profile::enabled() {
-            crate::engine::profile::clear();
-        }
         self.reporter.send(TrainEvent::EpochEnd {
             epoch: epoch + 1,
             seconds: secs,
