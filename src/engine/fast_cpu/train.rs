@@ -209,15 +209,26 @@ impl Backward<Flex, 3> for ConvBackward {
             };
             grads.register::<Flex>(node.id, dx);
         }
-        if let Some((dw, db)) = weight_bias {
-            if let Some(node) = node_w {
-                grads.register::<Flex>(node.id, flex_tensor(dw, s.weight_shape));
-            }
-            if let Some(node) = node_b {
-                let co = db.len();
-                grads.register::<Flex>(node.id, flex_tensor(db, [co]));
-            }
-        }
+        let ids = [node_w, node_b].map(|p| p.map(|node| node.id));
+        register_weight_bias(weight_bias, s.weight_shape, ids, grads);
+    }
+}
+
+/// Registers a convolution's weight and bias gradients, where computed, for the nodes that
+/// ask for them.
+fn register_weight_bias(
+    weight_bias: Option<(Vec<f32>, Vec<f32>)>,
+    weight_shape: [usize; 4],
+    [w, b]: [Option<NodeId>; 2],
+    grads: &mut Gradients,
+) {
+    let Some((dw, db)) = weight_bias else { return };
+    if let Some(id) = w {
+        grads.register::<Flex>(id, flex_tensor(dw, weight_shape));
+    }
+    if let Some(id) = b {
+        let co = db.len();
+        grads.register::<Flex>(id, flex_tensor(db, [co]));
     }
 }
 

@@ -13,8 +13,8 @@ use super::super::depthwise::Geometry;
 use super::super::norm::{self, Affine};
 use super::super::{Act, ConvGrads};
 use super::{
-    AutodiffTensor, BatchNormState, contiguous, flex_tensor, into_tensor, profile, tracked,
-    tracked_bias, values,
+    AutodiffTensor, BatchNormState, contiguous, flex_tensor, into_tensor, profile,
+    register_weight_bias, tracked, tracked_bias, values,
 };
 use crate::graph::Conv;
 use burn::backend::Flex;
@@ -66,14 +66,7 @@ impl Backward<Flex, 5> for NormDepthwiseBackward {
             s.norm
                 .backward(&dz, sums.as_deref(), [x, gamma, beta], grads);
         }
-        if let Some((dw, db)) = weight_bias {
-            if let Some(id) = w {
-                grads.register::<Flex>(id, flex_tensor(dw, s.weight_shape));
-            }
-            if let Some(id) = b {
-                grads.register::<Flex>(id, flex_tensor(db, [geometry.c]));
-            }
-        }
+        register_weight_bias(weight_bias, s.weight_shape, [w, b], grads);
     }
 }
 

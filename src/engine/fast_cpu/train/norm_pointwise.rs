@@ -10,7 +10,10 @@
 
 use super::super::pointwise;
 use super::norm_depthwise::Joined;
-use super::{Act, BatchNormArgs, BatchNormState, contiguous, flex_tensor, profile, values};
+use super::{
+    Act, BatchNormArgs, BatchNormState, contiguous, flex_tensor, profile, register_weight_bias,
+    values,
+};
 use crate::graph::Conv;
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
@@ -53,14 +56,7 @@ impl Backward<Flex, 5> for NormPointwiseBackward {
         if let Some(dz) = grads_1x1.x {
             s.norm.backward(&dz, None, [x, gamma, beta], grads);
         }
-        if let Some((dw, db)) = grads_1x1.weight_bias {
-            if let Some(id) = w {
-                grads.register::<Flex>(id, flex_tensor(dw, s.weight_shape));
-            }
-            if let Some(id) = b {
-                grads.register::<Flex>(id, flex_tensor(db, [s.dims[2]]));
-            }
-        }
+        register_weight_bias(grads_1x1.weight_bias, s.weight_shape, [w, b], grads);
     }
 }
 
