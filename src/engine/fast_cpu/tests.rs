@@ -471,6 +471,49 @@ fn inference_batch_norm_matches_burn() {
     assert!(err < 1e-5, "error {err}");
 }
 
+/// Batch norm's backward pass written over the output gradient (`norm::backward_in_place`)
+/// gives what it writes to a new buffer (`norm::backward`), to the bit, whether it sums the
+/// gradient itself or is given the sums: the same expressions, only where they are stored.
+#[test]
+fn batch_norm_backward_in_place_matches_a_new_buffer() {
+    // 7x9 planes (a masked tail in the sums), a clamp that cuts at both bounds.
+    let dims @ [n, c, hw] = [3, 5, 63];
+    let (xs, gs) = (seq(n * c * hw, 1), seq(n * c * hw, 2));
+    let (mean, inv_std) = (seq(c, 3), vec![1.5; c]);
+    let (gamma, beta) = (seq(c, 4), seq(c, 5));
+    let f = norm::Affine {
+        mean: &mean,
+        inv_std: &inv_std,
+        gamma: &gamma,
+        beta: &beta,
+        clamp: (-0.3, 0.5),
+    };
+    let sums: Vec<(f64, f64)> = (0..c)
+        .map(|ch| {
+            (0..n).fold((0.0, 0.0), |(s, sx), b| {
+                let at = (b * c + ch) * hw;
+                let (p, q) = norm::plane_grad_sums(&gs[at..at + hw], &xs[at..at + hw], &f, ch);
+                (s + p, sx + q)
+            })
+        })
+        .collect();
+    for given in [None, Some(&sums[..])] {
+        let (dx, dgamma, dbeta) = norm::backward(&xs, &gs, dims, &f, given);
+        let mut over = gs.clone();
+        let (dgamma_over, dbeta_over) = norm::backward_in_place(&xs, &mut over, dims, &f, given);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&over),
+            bits(&dx),
+            "input gradient, sums given: {}",
+            given.is_some()
+        );
+        assert_eq!(bits(&dgamma_over), bits(&dgamma));
+        assert_eq!(bits(&dbeta_over), bits(&dbeta));
+        assert_ne!(over, gs, "the gradient was written over");
+    }
+}
+
 #[test]
 fn concat_matches_burn_on_every_axis() {
     let dev = Device::flex();

@@ -304,21 +304,37 @@ impl BatchNormState {
     }
 
     /// The backward pass from `g`, the gradient of the output, each gradient registered for
-    /// the node (x, gamma, beta) that asks for it. `given`: the sums `norm::backward` starts
-    /// from, where the pass that made `g` took them.
+    /// the node (x, gamma, beta) that asks for it; the input gradient over `g` where no other
+    /// tensor shares it (`norm::backward_in_place`). `given`: the sums `norm::backward`
+    /// starts from, where the pass that made `g` took them.
     fn backward(
         &self,
-        g: &[f32],
+        g: FlexTensor,
         given: Option<&[(f64, f64)]>,
         [x, gamma, beta]: [Option<NodeId>; 3],
         grads: &mut Gradients,
     ) {
+        let (xs, f) = (values(&self.x), self.affine());
         let (dx, dgamma, dbeta) = profile::time("backward: BatchNormalization", &self.dims, || {
-            norm::backward(values(&self.x), g, self.dims, &self.affine(), given)
+            let mut g = into_contiguous(g);
+            match unique_values_mut(&mut g) {
+                Some(gs) => {
+                    let (dgamma, dbeta) = norm::backward_in_place(xs, gs, self.dims, &f, given);
+                    (g, dgamma, dbeta)
+                }
+                None => {
+                    let (dx, dgamma, dbeta) = norm::backward(xs, values(&g), self.dims, &f, given);
+                    (
+                        flex_tensor(dx, self.x.layout().shape().clone()),
+                        dgamma,
+                        dbeta,
+                    )
+                }
+            }
         });
         let c = self.dims[1];
         if let Some(id) = x {
-            grads.register::<Flex>(id, flex_tensor(dx, self.x.layout().shape().clone()));
+            grads.register::<Flex>(id, dx);
         }
         if let Some(id) = gamma {
             grads.register::<Flex>(id, flex_tensor(dgamma, [c]));
@@ -334,8 +350,8 @@ impl Backward<Flex, 3> for BatchNormBackward {
 
     fn backward(self, ops: Ops<BatchNormState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let ids = ops.parents.map(|p| p.map(|node| node.id));
-        let g = contiguous(&grads.consume::<Flex>(&ops.node));
-        ops.state.backward(values(&g), None, ids, grads);
+        let g = grads.consume::<Flex>(&ops.node);
+        ops.state.backward(g, None, ids, grads);
     }
 }
 

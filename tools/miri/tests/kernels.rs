@@ -232,6 +232,12 @@ fn batch_norm_with_clamp_matches_plain_loops() {
     );
     let gs = seq(xs.len(), 6);
     let (dx, dgamma, dbeta) = norm::backward(&xs, &gs, [n, c, hw], &f, None);
+    // Written over the gradient itself: the same values.
+    let mut over = gs.clone();
+    let (dgamma_over, dbeta_over) = norm::backward_in_place(&xs, &mut over, [n, c, hw], &f, None);
+    close(&over, &dx, "input gradient in place");
+    close(&dgamma_over, &dgamma, "gamma gradient in place");
+    close(&dbeta_over, &dbeta, "beta gradient in place");
     let at = |b: usize, ch: usize, j: usize| (b * c + ch) * hw + j;
     for ch in 0..c {
         let (mut sg, mut sgx) = (0.0f32, 0.0f32);

@@ -63,8 +63,9 @@ impl Backward<Flex, 5> for NormDepthwiseBackward {
             )
         });
         if let Some(dz) = dz {
+            let dz = flex_tensor(dz, shape.clone());
             s.norm
-                .backward(&dz, sums.as_deref(), [x, gamma, beta], grads);
+                .backward(dz, sums.as_deref(), [x, gamma, beta], grads);
         }
         register_weight_bias(weight_bias, s.weight_shape, [w, b], grads);
     }

@@ -54,7 +54,8 @@ impl Backward<Flex, 5> for NormPointwiseBackward {
             )
         });
         if let Some(dz) = grads_1x1.x {
-            s.norm.backward(&dz, None, [x, gamma, beta], grads);
+            s.norm
+                .backward(flex_tensor(dz, x_shape), None, [x, gamma, beta], grads);
         }
         register_weight_bias(grads_1x1.weight_bias, s.weight_shape, [w, b], grads);
     }
