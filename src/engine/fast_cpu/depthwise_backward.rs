@@ -222,11 +222,17 @@ impl Geometry {
         self.fill(p, input, map, xpad);
         let (oh, ow) = (self.oh, self.ow);
         let ow_v = ow.div_ceil(V) * V;
-        gpad.clear();
-        gpad.resize(oh * ow_v, 0.0);
-        for (dst, row) in gpad.chunks_exact_mut(ow_v).zip(g.chunks_exact(ow)) {
-            dst[..ow].copy_from_slice(row);
-        }
+        // Rows of whole vectors: the plane itself where they are already (Lite0's 112, 56).
+        let gpad: &[f32] = if ow == ow_v {
+            g
+        } else {
+            gpad.clear();
+            gpad.resize(oh * ow_v, 0.0);
+            for (dst, row) in gpad.chunks_exact_mut(ow_v).zip(g.chunks_exact(ow)) {
+                dst[..ow].copy_from_slice(row);
+            }
+            gpad
+        };
         let step = self.stride[0] * p.pw;
         // The furthest any read reaches (unused taps of a group read at offset 0).
         let furthest = offsets.iter().copied().max().unwrap_or(0) + (oh - 1) * step + ow_v;
@@ -234,10 +240,13 @@ impl Geometry {
         for (group, first) in offsets.chunks(G).zip((0..).step_by(G)) {
             let mut at = [0usize; G];
             at[..group.len()].copy_from_slice(group);
-            let sums = tap_sums(xpad, gpad, ow_v, step, &at);
+            let (sums, g_sum) = tap_sums(xpad, gpad, ow_v, step, &at);
             part[first..first + group.len()].copy_from_slice(&sums[..group.len()]);
+            // The bias gradient, from the first group's pass over the gradient.
+            if first == 0 {
+                part[self.taps()] = g_sum;
+            }
         }
-        part[self.taps()] = gpad.iter().sum();
     }
 
     /// One plane's input gradient for any stride: each output's gradient flows back to every
@@ -273,16 +282,24 @@ impl Geometry {
 }
 
 /// Per tap of a group: Σ over the rows r and vectors o of `gpad` (rows of `ow_v`) of
-/// g · xpad[at + r * step + o]. Checks that every read stays inside `xpad` before any
-/// (the AVX2 path reads unchecked).
-fn tap_sums(xpad: &[f32], gpad: &[f32], ow_v: usize, step: usize, at: &[usize; G]) -> [f32; G] {
+/// g · xpad[at + r * step + o]; and Σ g, in vector lanes alongside (a plain sum over the
+/// plane is a chain of dependent adds, 4 cycles a value: it took longer than all the taps'
+/// products on Lite0's 112x112 planes). Checks that every read stays inside `xpad` before
+/// any (the AVX2 path reads unchecked).
+fn tap_sums(
+    xpad: &[f32],
+    gpad: &[f32],
+    ow_v: usize,
+    step: usize,
+    at: &[usize; G],
+) -> ([f32; G], f32) {
     assert!(
         ow_v > 0 && ow_v.is_multiple_of(V) && gpad.len().is_multiple_of(ow_v),
         "tap_sums: rows of whole vectors"
     );
     let rows = gpad.len() / ow_v;
     if rows == 0 {
-        return [0.0; G];
+        return ([0.0; G], 0.0);
     }
     let furthest = at.iter().copied().max().unwrap_or(0) + (rows - 1) * step + ow_v;
     assert!(furthest <= xpad.len(), "tap_sums: reads past the scratch");
@@ -293,6 +310,7 @@ fn tap_sums(xpad: &[f32], gpad: &[f32], ow_v: usize, step: usize, at: &[usize; G
         return unsafe { tap_sums_avx2(xpad, gpad, ow_v, step, at) };
     }
     let mut acc = [[0.0f32; V]; G];
+    let mut g_sum = [0.0f32; V];
     for (r, g_row) in gpad.chunks_exact(ow_v).enumerate() {
         for (o, gv) in g_row.chunks_exact(V).enumerate() {
             let base = r * step + o * V;
@@ -302,9 +320,12 @@ fn tap_sums(xpad: &[f32], gpad: &[f32], ow_v: usize, step: usize, at: &[usize; G
                     acc[t] += gv[t] * x[t];
                 }
             }
+            for t in 0..V {
+                g_sum[t] += gv[t];
+            }
         }
     }
-    acc.map(|a| a.iter().sum())
+    (acc.map(|a| a.iter().sum()), g_sum.iter().sum())
 }
 
 /// [`tap_sums`] with the `G` accumulators in AVX registers (written with intrinsics: the
@@ -317,15 +338,17 @@ unsafe fn tap_sums_avx2(
     ow_v: usize,
     step: usize,
     at: &[usize; G],
-) -> [f32; G] {
+) -> ([f32; G], f32) {
     use std::arch::x86_64::*;
     let mut acc = [_mm256_setzero_ps(); G];
+    let mut g_sum = _mm256_setzero_ps();
     let xp = xpad.as_ptr();
     for (r, g_row) in gpad.chunks_exact(ow_v).enumerate() {
         for o in (0..ow_v).step_by(V) {
             // SAFETY: o + V <= ow_v = g_row.len(); the x reads are the caller's check.
             unsafe {
                 let gv = _mm256_loadu_ps(g_row.as_ptr().add(o));
+                g_sum = _mm256_add_ps(g_sum, gv);
                 let base = r * step + o;
                 for t in 0..G {
                     let x = _mm256_loadu_ps(xp.add(at[t] + base));
@@ -334,10 +357,11 @@ unsafe fn tap_sums_avx2(
             }
         }
     }
-    acc.map(|a| {
+    let total = |a| {
         let mut lanes = [0.0f32; V];
         // SAFETY: `lanes` holds exactly one vector.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a) };
         lanes.iter().sum()
-    })
+    };
+    (acc.map(total), total(g_sum))
 }
