@@ -5,7 +5,7 @@
 
 use super::norm::Affine;
 pub(super) use super::norm::{InputMap, PlaneMap};
-use super::{Act, ConvGrads, clamp1, conv_output, with_avx2, with_avx512};
+use super::{Act, ConvGrads, clamp1, conv_output, with_avx512};
 use crate::graph::Conv;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;

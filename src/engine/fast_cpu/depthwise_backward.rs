@@ -1,7 +1,7 @@
 //! The backward pass of the depthwise convolution (`depthwise.rs`): input, weight and bias
 //! gradients, plane by plane in the same zero-bordered scratch layouts as the forward pass.
 
-use super::{Act, Affine, Conv, ConvGrads, MaybeUninit, with_avx2};
+use super::{Act, Affine, Conv, ConvGrads, MaybeUninit, with_avx512};
 use super::{Geometry, InputMap, Layout, PlaneMap, SCATTER, Scratch, V, WEIGHT_GRAD, with_scratch};
 use rayon::prelude::*;
 
@@ -264,7 +264,9 @@ impl Geometry {
         let ow = self.ow;
         dpad.clear();
         dpad.resize(self.stride[1] * p.rows * p.pw, 0.0);
-        with_avx2(
+        // 16 lanes where the CPU has them: Lite0's 56-value rows are 3.5 vectors, not 7
+        // (the 112x112 block's stride-2 input gradient 39-40 -> 35-36 ms in a timing loop).
+        with_avx512(
             #[inline(always)]
             || {
                 for (r, g_row) in g.chunks_exact(ow).enumerate() {

@@ -22,7 +22,7 @@ mod lanes;
 #[cfg(target_arch = "x86_64")]
 use lanes::has_avx2_fma;
 pub use lanes::{Act, ConvGrads};
-use lanes::{clamp1, conv_output, with_avx2, with_avx512};
+use lanes::{clamp1, conv_output, with_avx512};
 
 #[path = "../../../src/engine/fast_cpu/depthwise.rs"]
 pub mod depthwise;
