@@ -4,6 +4,7 @@
 //! in a zero-bordered scratch copy of its plane that fits in L2.
 
 use super::norm::Affine;
+use super::norm::plane_moments;
 pub(super) use super::norm::{InputMap, PlaneMap};
 use super::{Act, ConvGrads, clamp1, conv_output, with_avx512};
 use crate::graph::Conv;
@@ -46,6 +47,15 @@ thread_local! {
 }
 
 /// Runs `f` with this thread's scratch planes.
+/// A plane its writer has filled, read back.
+///
+/// # Safety
+/// Every element of `o` is initialised.
+unsafe fn written(o: &[MaybeUninit<f32>]) -> &[f32] {
+    // SAFETY: as the caller promises; `MaybeUninit<f32>` has the layout of `f32`.
+    unsafe { &*(o as *const [MaybeUninit<f32>] as *const [f32]) }
+}
+
 fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     let mut s = SCRATCH.take();
     let r = f(&mut s);
@@ -353,29 +363,63 @@ impl Geometry {
         act: Act,
         norm: Option<&Affine>,
     ) -> Vec<f32> {
+        self.forward_planes(xs, ws, bs, act, norm, false).0
+    }
+
+    /// [`Self::forward_mapped`], and each output plane's `norm::plane_moments` (plane
+    /// `b · c + ch`), summed just after the plane is written, while it is in cache: the
+    /// statistics of the batch norm that reads the output next (`train::norm_depthwise`)
+    /// without a pass of its own over it.
+    pub fn forward_with_moments(
+        &self,
+        xs: &[f32],
+        ws: &[f32],
+        bs: Option<&[f32]>,
+        norm: Option<&Affine>,
+    ) -> (Vec<f32>, Vec<(f64, f64)>) {
+        self.forward_planes(xs, ws, bs, Act::NONE, norm, true)
+    }
+
+    /// The output, and with `moments` each plane's (else none).
+    fn forward_planes(
+        &self,
+        xs: &[f32],
+        ws: &[f32],
+        bs: Option<&[f32]>,
+        act: Act,
+        norm: Option<&Affine>,
+        moments: bool,
+    ) -> (Vec<f32>, Vec<(f64, f64)>) {
         let (c, hw, ohw) = (self.c, self.h * self.w, self.oh * self.ow);
         self.check_operands(xs, ws, bs, None);
         let map = self.input_map(norm);
         let map = map.as_ref();
         let len = self.output_len();
         let mut out: Vec<f32> = Vec::with_capacity(len);
-        if self.by_channel_groups() {
-            let out_planes = &mut out.spare_capacity_mut()[..len];
-            self.forward_blocked(xs, ws, bs, act, map, out_planes);
-            // SAFETY: `forward_blocked` wrote every element.
-            unsafe { out.set_len(len) };
-            return out;
-        }
-        out.spare_capacity_mut()[..len]
-            .par_chunks_mut(ohw)
-            .enumerate()
-            .for_each(|(plane, o)| {
+        let out_planes = &mut out.spare_capacity_mut()[..len];
+        let sums = if self.by_channel_groups() {
+            self.forward_blocked(xs, ws, bs, act, map, out_planes, moments)
+        } else {
+            let planes = out_planes.par_chunks_mut(ohw).enumerate();
+            let plane = |(plane, o): (usize, &mut [MaybeUninit<f32>])| {
                 let input = &xs[plane * hw..(plane + 1) * hw];
                 self.channel(plane % c, input, map, ws, bs, act, o);
-            });
-        // SAFETY: `channel` wrote every element of every output plane.
+                // SAFETY: `channel` wrote every element of `o`; `MaybeUninit<f32>` has the
+                // layout of `f32`.
+                moments.then(|| plane_moments(unsafe { written(o) }))
+            };
+            if moments {
+                planes.map(|p| plane(p).unwrap_or_default()).collect()
+            } else {
+                planes.for_each(|p| {
+                    plane(p);
+                });
+                Vec::new()
+            }
+        };
+        // SAFETY: `forward_blocked` or `channel` wrote every element of every output plane.
         unsafe { out.set_len(len) };
-        out
+        (out, sums)
     }
 
     /// Channel `ch`'s output plane from its input plane (`h × w` values): one task of

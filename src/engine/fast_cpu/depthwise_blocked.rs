@@ -167,7 +167,9 @@ impl Geometry {
     }
 
     /// [`Geometry::forward`] by groups of [`L`] channels (see the module's doc): `out` is
-    /// `[n, c, oh, ow]`, every value written.
+    /// `[n, c, oh, ow]`, every value written; with `moments`, each plane's
+    /// (`norm::plane_moments`, plane `b · c + ch`) taken as its group finishes, else none.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_blocked(
         &self,
         xs: &[f32],
@@ -176,7 +178,8 @@ impl Geometry {
         act: Act,
         map: Option<&InputMap>,
         out: &mut [MaybeUninit<f32>],
-    ) {
+        moments: bool,
+    ) -> Vec<(f64, f64)> {
         let (n, c) = (self.n, self.c);
         let (hw, ohw) = (self.h * self.w, self.oh * self.ow);
         self.check_operands(xs, ws, bs, None);
@@ -184,7 +187,7 @@ impl Geometry {
         let grouped = self.grouped(ws, bs);
         let groups = c.div_ceil(L);
         let dst = Planes(out.as_mut_ptr());
-        (0..n * groups).into_par_iter().for_each(|task| {
+        let groups_moments = (0..n * groups).into_par_iter().map(|task| {
             let (b, g) = (task / groups, task % groups);
             let (first, lanes) = (b * c + g * L, L.min(c - g * L));
             // SAFETY: task (b, g) writes planes `first..first + lanes` of `out` (the group's
@@ -200,7 +203,16 @@ impl Geometry {
                 act,
                 planes,
             );
+            // SAFETY: `group_of` wrote every element of the group's planes.
+            let planes = unsafe { super::written(planes) };
+            let of_planes = planes.chunks_exact(ohw).map(super::plane_moments);
+            if moments {
+                of_planes.collect()
+            } else {
+                Vec::new()
+            }
         });
+        groups_moments.flatten().collect()
     }
 
     /// The layout of a group's input: every row and column a window reads, including those

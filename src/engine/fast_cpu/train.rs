@@ -30,6 +30,7 @@ use rayon::prelude::*;
 
 // Batch norm fused with the depthwise or 1x1 convolution that reads it.
 mod batch_norm;
+mod handed;
 mod norm_depthwise;
 mod norm_pointwise;
 use batch_norm::BatchNormState;

@@ -13,7 +13,7 @@ use super::super::depthwise::Geometry;
 use super::super::norm::{self, Affine};
 use super::super::{Act, ConvGrads};
 use super::{
-    AutodiffTensor, BatchNormState, contiguous, flex_tensor, into_tensor, profile,
+    AutodiffTensor, BatchNormState, contiguous, flex_tensor, handed, into_tensor, profile,
     register_weight_bias, tracked, tracked_bias, values,
 };
 use crate::graph::Conv;
@@ -116,8 +116,11 @@ impl Joined {
         ];
         let operands = tracked.each_ref().map(|t| contiguous(t.primitive()));
         let dims = [n, c, h * w];
-        let stats = profile::time("BatchNormalization (statistics)", &dims, || {
-            norm::batch_stats(values(&operands[0]), dims, norm.epsilon)
+        // Summed by the op that wrote x where it could (`handed`), else a pass here.
+        let stats = handed::take(tracked[0].id(), dims, norm.epsilon).unwrap_or_else(|| {
+            profile::time("BatchNormalization (statistics)", &dims, || {
+                norm::batch_stats(values(&operands[0]), dims, norm.epsilon)
+            })
         });
         Some(Joined {
             tracked,
@@ -190,23 +193,38 @@ pub fn norm_depthwise(
     let c = geometry.c;
     let joined = Joined::new(x, norm, weight, bias, c)?;
     let [xv, _, _, wv, biasv] = &joined.values;
-    let out = geometry.forward_mapped(
+    let (n, ohw) = (geometry.n, geometry.oh * geometry.ow);
+    let (xs, ws, bs) = (
         values(xv),
         values(wv),
         bias.is_some().then(|| values(biasv)),
-        Act::NONE,
-        Some(&joined.affine()),
     );
-    let out = flex_tensor(out, [geometry.n, c, geometry.oh, geometry.ow]);
+    let affine = joined.affine();
+    let (out, moments) = if ohw >= handed::MIN_PLANE {
+        let (out, moments) = geometry.forward_with_moments(xs, ws, bs, Some(&affine));
+        (out, Some(moments))
+    } else {
+        (
+            geometry.forward_mapped(xs, ws, bs, Act::NONE, Some(&affine)),
+            None,
+        )
+    };
+    let out = flex_tensor(out, [n, c, geometry.oh, geometry.ow]);
     let weight_shape = weight.dims();
-    Some(joined.finish(NormDepthwiseBackward, out, |norm, weight| {
+    let (y, mean, var) = joined.finish(NormDepthwiseBackward, out, |norm, weight| {
         NormDepthwiseState {
             norm,
             geometry,
             weight,
             weight_shape,
         }
-    }))
+    });
+    // The output's statistics for the batch norm that reads it next (an inverted-residual
+    // block's second, joined to the project 1x1).
+    if let (Some(t), Some(moments)) = (tracked(&y), moments) {
+        handed::hand(t.id(), [n, c, ohw], moments);
+    }
+    Some((y, mean, var))
 }
 
 #[cfg(test)]
