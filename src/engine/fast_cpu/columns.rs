@@ -102,7 +102,7 @@ pub struct Columns {
 
 impl Columns {
     /// Maps of at least this many pixels are split per image (28x28 is 49 whole strips).
-    const WHOLE_IMAGES_FROM: usize = 256;
+    pub const WHOLE_IMAGES_FROM: usize = 256;
 
     pub fn new(n: usize, hw: usize) -> Self {
         let threads = rayon::current_num_threads().max(1);

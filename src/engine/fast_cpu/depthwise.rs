@@ -3,8 +3,8 @@
 //! bias gradients) in `depthwise_backward.rs`. Each channel of each image is one task, worked
 //! in a zero-bordered scratch copy of its plane that fits in L2.
 
+use super::moments::plane_moments;
 use super::norm::Affine;
-use super::norm::plane_moments;
 pub(super) use super::norm::{InputMap, PlaneMap};
 use super::{Act, ConvGrads, clamp1, conv_output, with_avx512};
 use crate::graph::Conv;

@@ -18,6 +18,7 @@ mod gather;
 mod lanes;
 mod linear;
 mod mm;
+mod moments;
 mod norm;
 mod packed;
 mod pointwise;

@@ -104,31 +104,6 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// A batch's statistics from its planes' [`plane_moments`] (`[n, c, hw]`, plane
-    /// `b · c + ch`), merged per channel in image order (Chan, Golub and LeVeque's pairwise
-    /// update, in f64): the same values [`batch_stats`] sums, to rounding.
-    pub fn from_moments(planes: &[(f64, f64)], [n, c, hw]: [usize; 3], epsilon: f64) -> Self {
-        assert_eq!(planes.len(), n * c, "batch norm: a moment per plane");
-        let per = hw as f64;
-        let (mut mean, mut var, mut inv_std) = (Vec::new(), Vec::new(), Vec::new());
-        for ch in 0..c {
-            let (mut count, mut m, mut m2) = (0.0f64, 0.0f64, 0.0f64);
-            for b in 0..n {
-                let (pm, pm2) = planes[b * c + ch];
-                let total = count + per;
-                let delta = pm - m;
-                m += delta * per / total;
-                m2 += pm2 + delta * delta * count * per / total;
-                count = total;
-            }
-            let v = (m2 / count.max(1.0)).max(0.0) as f32;
-            mean.push(m as f32);
-            var.push(v);
-            inv_std.push((1.0 / (v as f64 + epsilon).sqrt()) as f32);
-        }
-        Stats { mean, var, inv_std }
-    }
-
     fn from_blocks(blocks: Vec<Vec<(f32, f32, f32)>>) -> Self {
         let (mut mean, mut var, mut inv_std) = (Vec::new(), Vec::new(), Vec::new());
         for (m, v, i) in blocks.into_iter().flatten() {
@@ -556,66 +531,6 @@ pub fn plane_grad_sums(g: &[f32], x: &[f32], f: &Affine, ch: usize) -> (f64, f64
             sums.total()
         },
     )
-}
-
-/// One plane's mean and sum of squared deviations from it (`(mean, m2)`), for a pass that
-/// has just written the plane and still has it in cache (a depthwise convolution's output,
-/// `depthwise::Geometry::forward_with_moments`): [`Stats::from_moments`] merges them. The
-/// plane's first value is the shift its sums are taken from, as [`batch_stats`] shifts by
-/// the channel's.
-pub fn plane_moments(plane: &[f32]) -> (f64, f64) {
-    let Some(&shift) = plane.first() else {
-        return (0.0, 0.0);
-    };
-    // Not `Sums`: its set-up and its f64 flush (64 dependent adds) cost more than a 7x7
-    // plane's values (Lite0's 1152-channel joined steps 2.4 -> 5.6 ms a step with it). Here
-    // 32 lanes, flushed by halving trees every 64 values a lane.
-    let (s, sq) = with_avx512(
-        #[inline(always)]
-        || {
-            let mut totals = (0.0f64, 0.0f64);
-            for run in plane.chunks(64 * SUM_CHUNK) {
-                let (mut s, mut q) = ([0.0f32; SUM_CHUNK], [0.0f32; SUM_CHUNK]);
-                let chunks = run.chunks_exact(SUM_CHUNK);
-                let rest = chunks.remainder();
-                for chunk in chunks {
-                    for t in 0..SUM_CHUNK {
-                        let d = chunk[t] - shift;
-                        s[t] += d;
-                        q[t] += d * d;
-                    }
-                }
-                // The tail through the same lanes, a select keeping its values (a loop
-                // of its own was scalar: most of a 7x7 plane's time).
-                let mut tail = [shift; SUM_CHUNK];
-                tail[..rest.len()].copy_from_slice(rest);
-                for t in 0..SUM_CHUNK {
-                    let d = tail[t] - shift;
-                    s[t] += d;
-                    q[t] += d * d;
-                }
-                totals.0 += halved(s);
-                totals.1 += halved(q);
-            }
-            totals
-        },
-    );
-    let count = plane.len() as f64;
-    let d = s / count;
-    (shift as f64 + d, (sq - s * d).max(0.0))
-}
-
-/// The lanes' sum by halving (vector adds, not a chain of dependent scalar ones).
-#[inline(always)]
-fn halved(mut v: [f32; SUM_CHUNK]) -> f64 {
-    let mut width = SUM_CHUNK / 2;
-    while width > 0 {
-        for t in 0..width {
-            v[t] += v[t + width];
-        }
-        width /= 2;
-    }
-    v[0] as f64
 }
 
 /// Values summed at a time: four independent vectors of 8 lanes per sum (two of 16 on

@@ -12,6 +12,10 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+#[path = "pointwise_moments.rs"]
+mod moments;
+pub use moments::forward_with_moments;
+
 /// `[n, c, co, hw]` when `conv` on an input of `x` dims with a weight of `weight` dims is a
 /// 1x1 convolution these kernels run (stride 1, no padding, one group, nothing empty).
 pub fn dims(x: [usize; 4], weight: [usize; 4], conv: &Conv) -> Option<[usize; 4]> {
@@ -152,7 +156,7 @@ pub fn forward_mapped(
     // `n × co × hw` values (image stride `co × hw`).
     unsafe {
         filled(n * co * hw, co * hw, |dst| {
-            multiply_images(&packed, (xs, Some(&map)), [n, c, hw], bs, act, dst)
+            multiply_images(&packed, (xs, Some(&map)), [n, c, hw], bs, act, dst, false);
         })
     }
 }
@@ -187,7 +191,7 @@ pub unsafe fn forward_into(
         "1x1 convolution: packed filters"
     );
     // SAFETY: as the caller promises.
-    unsafe { multiply_images(packed, (xs, None), [n, c, hw], bs, act, dst) }
+    unsafe { multiply_images(packed, (xs, None), [n, c, hw], bs, act, dst, false) };
 }
 
 /// `act(A · x + bias)` per image through Graft's own kernel (`mm.rs`), A packed once (the
@@ -195,10 +199,14 @@ pub unsafe fn forward_into(
 /// pixels counted over the whole batch (a run may go on into the next image, so 7x7 maps
 /// fill the kernel's strips) and, when those are too few to keep every thread busy (a small
 /// batch of small maps), blocks of output channels. With a map, x is taken through it as
-/// it is packed (see [`forward_mapped`]).
+/// it is packed (see [`forward_mapped`]). With `moments`, each task's block of the output
+/// and its rows' `norm::plane_moments`, taken as the task finishes it, in task order (else
+/// none; maps under `mm::Columns::WHOLE_IMAGES_FROM` pixels, whose runs cross images, give
+/// none either).
 ///
 /// # Safety
 /// [`mm::available`] is true; `dst` is valid for `n` images of `rows × hw` values.
+#[allow(clippy::too_many_arguments)]
 unsafe fn multiply_images(
     packed: &mm::PackedA,
     (xs, map): (&[f32], Option<&InputMap>),
@@ -206,16 +214,19 @@ unsafe fn multiply_images(
     bs: Option<&[f32]>,
     act: Act,
     dst: Dst,
-) {
+    moments: bool,
+) -> Vec<moments::Block> {
     assert_eq!(xs.len(), n * k * hw, "1x1 convolution: input length");
     assert_eq!(packed.k(), k, "1x1 convolution: filter length");
+    let moments = moments && hw >= mm::Columns::WHOLE_IMAGES_FROM;
     if n == 1 && map.is_none() && mm::by_pixels::applies(k, hw) {
         // SAFETY: as the caller promises.
-        return unsafe { by_pixels(packed, xs, hw, bs, act, dst) };
+        unsafe { by_pixels(packed, xs, hw, bs, act, dst) };
+        return Vec::new();
     }
     let tasks = Tasks::new(mm::Columns::new(n, hw), packed.panels());
     let planes = Planes { xs, k, hw, map };
-    (0..tasks.count).into_par_iter().for_each(|t| {
+    let blocks = (0..tasks.count).into_par_iter().map(|t| {
         let ((first, cols), panels) = tasks.get(t);
         let (b, j0) = (first / hw, first % hw);
         // Within one image the planes are read in place; across images, or through a map,
@@ -242,8 +253,14 @@ unsafe fn multiply_images(
         // SAFETY: AVX2 is there (the caller's promise); tasks write disjoint blocks (pixel
         // runs, output channels), which together cover the `n × rows × hw` values `dst`
         // holds.
-        unsafe { mm::multiply(packed, panels, x, &block_out, bs, act) };
+        unsafe { mm::multiply(packed, panels.clone(), x, &block_out, bs, act) };
+        let rows = panels.start * mm::MR..(panels.end * mm::MR).min(packed.rows());
+        // SAFETY: this task has just written those rows of image b at pixels j0 .. j0 +
+        // cols (a run within one image: `moments` only for maps whose runs are), and no
+        // other task touches them.
+        moments.then(|| unsafe { moments::Block::of(&dst, [b, j0, cols, hw], rows) })
     });
+    blocks.flatten().collect()
 }
 
 /// One image's `act(A · x + bias)` through [`mm::by_pixels`]: tasks over pairs of strips of
@@ -437,7 +454,7 @@ pub fn backward_mapped(
             // `n × c × hw` values.
             return unsafe {
                 filled(n * c * hw, c * hw, |dst| {
-                    multiply_images(packed, (gs, None), [n, co, hw], None, Act::NONE, dst)
+                    multiply_images(packed, (gs, None), [n, co, hw], None, Act::NONE, dst, false);
                 })
             };
         }

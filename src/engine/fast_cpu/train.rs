@@ -131,11 +131,25 @@ impl ConvKind {
         }
     }
 
-    fn forward(&self, xs: &[f32], ws: &[f32], bs: Option<&[f32]>) -> Vec<f32> {
+    /// The output, and for a 1x1 on maps of at least [`handed::MIN_PLANE`] pixels its
+    /// planes' moments, summed as its tasks write them, for the batch norm that reads it
+    /// next (an inverted-residual block's expand and first batch norm, joined to the
+    /// depthwise step: `handed`).
+    fn forward(
+        &self,
+        xs: &[f32],
+        ws: &[f32],
+        bs: Option<&[f32]>,
+    ) -> (Vec<f32>, Option<Vec<(f64, f64)>>) {
         match self {
-            ConvKind::Depthwise(g) => g.forward(xs, ws, bs, Act::NONE),
-            ConvKind::Pointwise(dims) => pointwise::forward(xs, ws, None, bs, *dims, Act::NONE),
-            ConvKind::Dense(g, _) => g.forward(xs, ws, None, bs, Act::NONE),
+            ConvKind::Depthwise(g) => (g.forward(xs, ws, bs, Act::NONE), None),
+            ConvKind::Pointwise(dims) if dims[3] >= handed::MIN_PLANE => {
+                pointwise::forward_with_moments(xs, ws, bs, *dims)
+            }
+            ConvKind::Pointwise(dims) => {
+                (pointwise::forward(xs, ws, None, bs, *dims, Act::NONE), None)
+            }
+            ConvKind::Dense(g, _) => (g.forward(xs, ws, None, bs, Act::NONE), None),
         }
     }
 
@@ -251,14 +265,13 @@ pub fn conv(
         contiguous(wa.primitive()),
         contiguous(ba.primitive()),
     );
-    let out = flex_tensor(
-        kind.forward(
-            values(&xv),
-            values(&wv),
-            bias.is_some().then(|| values(&bv)),
-        ),
-        kind.output_shape(x.dims()),
+    let (out, moments) = kind.forward(
+        values(&xv),
+        values(&wv),
+        bias.is_some().then(|| values(&bv)),
     );
+    let shape @ [n, co, oh, ow] = kind.output_shape(x.dims());
+    let out = flex_tensor(out, shape);
     let y = match ConvBackward
         .prepare::<NoCheckpointing>([xa.node(), wa.node(), ba.node()])
         .compute_bound()
@@ -276,7 +289,11 @@ pub fn conv(
         ),
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
-    Some(into_tensor(y))
+    let y = into_tensor(y);
+    if let (Some(moments), Some(t)) = (moments, tracked(&y)) {
+        handed::hand(t.id(), [n, co, oh * ow], moments);
+    }
+    Some(y)
 }
 
 #[derive(Debug)]

@@ -26,5 +26,7 @@ use lanes::{clamp1, conv_output, with_avx512};
 
 #[path = "../../../src/engine/fast_cpu/depthwise.rs"]
 pub mod depthwise;
+#[path = "../../../src/engine/fast_cpu/moments.rs"]
+pub mod moments;
 #[path = "../../../src/engine/fast_cpu/norm.rs"]
 pub mod norm;

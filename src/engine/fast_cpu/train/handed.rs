@@ -1,8 +1,10 @@
 //! Batch statistics handed from the op that writes an activation to the batch norm that
 //! reads it next, so that the batch norm needs no pass of its own over the activation to
-//! sum them (`norm::batch_stats` read all of it from memory: Lite0's 96 x 56 x 56 depthwise
-//! output at batch 32, 38.5 MB, 2 ms a step). The writer sums each plane while it is still
-//! in cache (`depthwise::Geometry::forward_with_moments`).
+//! sum them (`norm::batch_stats` read all of it from memory: Lite0's 96 x 112 x 112 expand
+//! output at batch 32, 154 MB, 7.5 ms a step). The writer sums each piece while it is still
+//! in cache (`moments`): the joined batch norm + depthwise step its planes
+//! (`depthwise::Geometry::forward_with_moments`), a 1x1 its tasks' blocks
+//! (`pointwise::forward_with_moments`, from `train::conv`).
 //!
 //! Keyed by the activation's autodiff node: node ids are never reused, so a hand-off can only
 //! reach the tensor it was summed from, and an autodiff tensor's values never change under
@@ -25,9 +27,9 @@ struct Handed {
 
 /// The smallest planes whose writer sums them for the next batch norm. Below it the sums'
 /// fixed cost a plane is more than the batch norm's own pass costs (that pass reads a small
-/// activation): per step in Lite0 (`GRAFT_PROFILE=nodes`), the 7x7 joined steps took 1.5 ms
-/// more and their statistics passes had taken 0.6; at 56x56 and 112x112 0.5-1.2 ms more
-/// against 2.1-2.8 saved; 28x28 about even.
+/// activation): per step in Lite0 (`GRAFT_PROFILE=nodes`), the 7x7 joined depthwise steps
+/// took 1.5 ms more and their statistics passes had taken 0.6; at 56x56 and 112x112 no
+/// visible cost against 2.1-2.8 ms saved; 28x28 about even.
 pub(super) const MIN_PLANE: usize = 1024;
 
 /// Hand-offs not yet taken, oldest first. A training step hands one per depthwise
@@ -64,7 +66,8 @@ pub(super) fn take(node: NodeId, dims: [usize; 3], epsilon: f64) -> Option<Stats
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::norm::{self, plane_moments};
+    use super::super::super::moments::plane_moments;
+    use super::super::super::norm;
     use super::super::tests::{constant, leaf, vals};
     use super::super::{BatchNormArgs, norm_depthwise, tracked};
     use super::*;
@@ -98,6 +101,34 @@ mod tests {
             assert!(off(&got.mean, &want.mean) < 1e-7, "{dims:?}: mean");
             assert!(off(&got.var, &want.var) < 1e-5, "{dims:?}: variance");
             assert!(off(&got.inv_std, &want.inv_std) < 1e-5, "{dims:?}: 1/std");
+        }
+    }
+
+    /// A 1x1 convolution hands its output's statistics where its map has [`MIN_PLANE`]
+    /// pixels or more (48x48: several runs of pixels a plane, merged) and the matrix kernel
+    /// runs; none for a smaller map.
+    #[test]
+    fn conv_1x1_hands_its_output_statistics() {
+        let conv = Conv {
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+            groups: 1,
+        };
+        for (n, c, co, h) in [(2, 16, 40, 48), (2, 16, 8, 16)] {
+            let x = constant([n, c, h, h], 1, 0.5).require_grad();
+            let wt = leaf([co, c, 1, 1], 7);
+            let y = super::super::conv(&x, &wt, None, &conv).expect("applies");
+            let dims = [n, co, h * h];
+            let handed = take(tracked(&y).expect("autodiff").id(), dims, 1e-5);
+            if h * h < MIN_PLANE || !super::super::super::mm::available() {
+                assert!(handed.is_none(), "{h}x{h}: nothing handed");
+                continue;
+            }
+            let got = handed.expect("handed");
+            let want = norm::batch_stats(&vals(y), dims, 1e-5);
+            assert!(off(&got.mean, &want.mean) < 1e-6, "{h}x{h}: mean");
+            assert!(off(&got.var, &want.var) < 1e-5, "{h}x{h}: variance");
         }
     }
 
