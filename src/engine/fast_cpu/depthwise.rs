@@ -366,7 +366,7 @@ impl Geometry {
         self.forward_planes(xs, ws, bs, act, norm, false).0
     }
 
-    /// [`Self::forward_mapped`], and each output plane's `norm::plane_moments` (plane
+    /// [`Self::forward_mapped`], and each output plane's `moments::plane_moments` (plane
     /// `b · c + ch`), summed just after the plane is written, while it is in cache: the
     /// statistics of the batch norm that reads the output next (`train::norm_depthwise`)
     /// without a pass of its own over it.

@@ -168,7 +168,7 @@ impl Geometry {
 
     /// [`Geometry::forward`] by groups of [`L`] channels (see the module's doc): `out` is
     /// `[n, c, oh, ow]`, every value written; with `moments`, each plane's
-    /// (`norm::plane_moments`, plane `b · c + ch`) taken as its group finishes, else none.
+    /// (`moments::plane_moments`, plane `b · c + ch`) taken as its group finishes, else none.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_blocked(
         &self,
@@ -203,14 +203,12 @@ impl Geometry {
                 act,
                 planes,
             );
+            if !moments {
+                return Vec::new();
+            }
             // SAFETY: `group_of` wrote every element of the group's planes.
             let planes = unsafe { super::written(planes) };
-            let of_planes = planes.chunks_exact(ohw).map(super::plane_moments);
-            if moments {
-                of_planes.collect()
-            } else {
-                Vec::new()
-            }
+            planes.chunks_exact(ohw).map(super::plane_moments).collect()
         });
         groups_moments.flatten().collect()
     }

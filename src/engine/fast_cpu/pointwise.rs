@@ -200,7 +200,7 @@ pub unsafe fn forward_into(
 /// fill the kernel's strips) and, when those are too few to keep every thread busy (a small
 /// batch of small maps), blocks of output channels. With a map, x is taken through it as
 /// it is packed (see [`forward_mapped`]). With `moments`, each task's block of the output
-/// and its rows' `norm::plane_moments`, taken as the task finishes it, in task order (else
+/// and its rows' `moments::plane_moments`, taken as the task finishes it, in task order (else
 /// none; maps under `mm::Columns::WHOLE_IMAGES_FROM` pixels, whose runs cross images, give
 /// none either).
 ///

@@ -48,7 +48,7 @@ impl Block {
 }
 
 /// [`forward`] without activation, and each output plane's `(mean, m2)` (plane `b · co +
-/// o`, as `norm::plane_moments` gives them and `norm::Stats::from_moments` merges them):
+/// o`, as `moments::plane_moments` gives them and `Stats::from_moments` merges them):
 /// the blocks' moments merged per plane in task order. `None` for the moments where Graft's
 /// matrix kernel does not run or a task's run may cross images (maps under
 /// `mm::Columns::WHOLE_IMAGES_FROM` pixels).

@@ -40,7 +40,7 @@ thread_local! {
     static HANDED: RefCell<VecDeque<Handed>> = const { RefCell::new(VecDeque::new()) };
 }
 
-/// Hands the moments of `node`'s planes (`norm::plane_moments`, plane `b · c + ch` of
+/// Hands the moments of `node`'s planes (`moments::plane_moments`, plane `b · c + ch` of
 /// `dims`) to the batch norm that reads it.
 pub(super) fn hand(node: NodeId, dims: [usize; 3], planes: Vec<(f64, f64)>) {
     assert_eq!(planes.len(), dims[0] * dims[1], "a moment per plane");
