@@ -1,0 +1,161 @@
+//! The 1x1 convolution's backward pass: the input gradient `Wᵀ · g` and the weight and bias
+//! gradients, with the input taken through a joined batch norm where `maps_input`.
+
+use super::*;
+
+/// The gradients of [`forward`] (without clamp) given the output gradient `gs`: the input
+/// gradient `Wᵀ · g` per image when `want_dx`, and when `want_dw` the weight gradient
+/// `Σ g · xᵀ` over the images and the bias gradient (`g` summed per output channel; zeros
+/// unless `want_db` — a pass over all of `g`, 2 % of a Lite0 step, whose convolutions have
+/// no bias).
+pub fn backward(
+    xs: &[f32],
+    ws: &[f32],
+    gs: &[f32],
+    dims: [usize; 4],
+    want_dx: bool,
+    want_w: (bool, bool),
+) -> ConvGrads {
+    backward_mapped((xs, None), ws, gs, dims, want_dx, want_w)
+}
+
+/// The gradients of [`forward_mapped`] (without clamp): [`backward`]'s, the weight gradient
+/// taking `xs` through the batch norm `norm` (the input gradient is the normalised
+/// input's). With a batch norm, only where [`maps_input`].
+pub fn backward_mapped(
+    (xs, norm): (&[f32], Option<&Affine>),
+    ws: &[f32],
+    gs: &[f32],
+    [n, c, co, hw]: [usize; 4],
+    want_dx: bool,
+    (want_dw, want_db): (bool, bool),
+) -> ConvGrads {
+    check_operands(xs, ws, None, Some(gs), [n, c, co, hw]);
+    assert!(
+        norm.is_none() || maps_input([n, c, co, hw]),
+        "1x1 gradients: no mapped input here"
+    );
+    let map = norm.map(|f| InputMap::new(f, c));
+    let map = map.as_ref();
+    // Wᵀ (c × co), packed as the filters of the forward pass are.
+    let packed_wt =
+        (want_dx && mm::available()).then(|| mm::PackedA::new(&transpose(ws, co, c), c, co));
+    let threads = rayon::current_num_threads();
+    // Large maps with both gradients: the input gradient of each chunk of pixels as the
+    // weight gradient's dot products finish it (`dot_grad::add_then`), while the chunk of
+    // the output gradient is in cache — apart, each gradient read all of it from memory
+    // (Lite0's 16 → 96 expand at 112x112: 154 MB a batch, twice).
+    let fused_dx = want_dx && want_dw && n >= threads && dot_grad::applies([c, co, hw]);
+    let mut dx_fused: Vec<f32> = Vec::with_capacity(if fused_dx { n * c * hw } else { 0 });
+    let dx_dst = SendPtr(dx_fused.as_mut_ptr());
+    // Image b's input gradient at `pixels` (its columns of `Wᵀ · g`).
+    let dx_chunk = |b: usize, pixels: std::ops::Range<usize>| {
+        let packed = packed_wt
+            .as_ref()
+            .expect("packed where the gradients are fused");
+        let out = mm::Out {
+            // SAFETY: image b's columns `pixels` of its c rows, inside `dx_fused`'s
+            // capacity (`n × c × hw`).
+            c: unsafe { dx_dst.get().add(b * c * hw + pixels.start) },
+            row0: 0,
+            ldc: hw,
+            cols: pixels.len(),
+            accumulate: false,
+            span: mm::Span::ONE,
+        };
+        // SAFETY: AVX2 is there (`dot_grad::applies` asks AVX-512); B is image b's co rows
+        // of g from pixel `pixels.start`, `pixels.len()` columns each; images' chunks are
+        // disjoint, and each image runs on one thread.
+        unsafe {
+            let b_rows = mm::B::Rows(gs.as_ptr().add(b * co * hw + pixels.start), hw);
+            mm::multiply(packed, 0..packed.panels(), b_rows, &out, None, Act::NONE)
+        };
+    };
+    let dx = (want_dx && !fused_dx).then(|| {
+        if let Some(packed) = &packed_wt {
+            // SAFETY: AVX2 is there (checked above); `multiply_images` writes all
+            // `n × c × hw` values.
+            return unsafe {
+                filled(n * c * hw, c * hw, |dst| {
+                    multiply_images(packed, (gs, None), [n, co, hw], None, Act::NONE, dst, false);
+                })
+            };
+        }
+        let tile = tile_cols(c, hw);
+        let tiles = hw.div_ceil(tile);
+        let parallelism = parallelism(n * tiles);
+        let mut dx = vec![0.0f32; n * c * hw];
+        let dst = SendPtr(dx.as_mut_ptr());
+        (0..n * tiles).into_par_iter().for_each(|t| {
+            let (b, j0) = (t / tiles, (t % tiles) * tile);
+            // SAFETY: tiles are disjoint column ranges of disjoint images; `dx` outlives the
+            // loop. Wᵀ is W read with its strides swapped.
+            unsafe {
+                gemm::gemm(
+                    c,
+                    tile.min(hw - j0),
+                    co,
+                    dst.get().add(b * c * hw + j0),
+                    1,
+                    hw as isize,
+                    false,
+                    ws.as_ptr(),
+                    c as isize,
+                    1,
+                    gs.as_ptr().add(b * co * hw + j0),
+                    1,
+                    hw as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                )
+            }
+        });
+        dx
+    });
+    let dw = want_dw.then(|| {
+        // The sums over a run of images, `images`, into one accumulator (the weight's
+        // layout): each thread sums its own run, then the accumulators are added.
+        let run = |images: Range<usize>, par: gemm::Parallelism| {
+            let (mut dw, mut db) = (vec![0.0f32; co * c], vec![0.0f32; co]);
+            let split = matches!(par, gemm::Parallelism::Rayon(_));
+            if fused_dx && !split {
+                // Large maps, small result: dot products, nothing packed, and the input
+                // gradient of each chunk with them.
+                for b in images.clone() {
+                    let g = &gs[b * co * hw..(b + 1) * co * hw];
+                    let x = &xs[b * c * hw..(b + 1) * c * hw];
+                    dot_grad::add_then(g, (x, map), [c, co, hw], &mut dw, |p| dx_chunk(b, p));
+                }
+                if want_db {
+                    weight_grad::add_bias_grad(gs, [co, hw], images, &mut db);
+                }
+            } else {
+                weight_grad::add_weight_grad(
+                    (xs, map),
+                    gs,
+                    [c, co, hw],
+                    images,
+                    par,
+                    (&mut dw, want_db.then_some(&mut db[..])),
+                );
+            }
+            (dw, db)
+        };
+        weight_grad::sum_over_images(n, run)
+    });
+    if fused_dx {
+        // SAFETY: every image went through `run`'s dot products above (`n >= threads`: the
+        // images split into parts, and `fused_dx` implies the dot products), and
+        // `dot_grad::add_then` covers its pixels with chunks, each of whose `c × len` values
+        // `dx_chunk` wrote.
+        unsafe { dx_fused.set_len(n * c * hw) };
+    }
+    ConvGrads {
+        x: dx.or(fused_dx.then_some(dx_fused)),
+        weight_bias: dw,
+    }
+}
