@@ -8,6 +8,7 @@
 //! copy and the bookkeeping per row cost as much as the sums.
 
 use super::super::lanes::with_avx512;
+use super::super::moments::lane_moments;
 use super::{Act, Geometry, InputMap, clamp_then};
 
 /// Training's gradients by groups (`depthwise_blocked_backward.rs`).
@@ -32,20 +33,23 @@ thread_local! {
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
-/// An output pointer shared by the tasks, which write disjoint planes (`pointwise::SendPtr`'s
+/// An output pointer shared by the tasks, which write disjoint parts (`pointwise::SendPtr`'s
 /// twin: this file also compiles in `tools/miri`, without that one).
 #[derive(Clone, Copy)]
-struct Planes(*mut MaybeUninit<f32>);
-// SAFETY: tasks write disjoint planes through it (see `forward_blocked`).
-unsafe impl Send for Planes {}
-unsafe impl Sync for Planes {}
+struct Shared<T>(*mut T);
+// SAFETY: tasks write disjoint parts through it (see `forward_blocked`).
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
 
-impl Planes {
+impl<T> Shared<T> {
     /// A method (not field access) so closures capture the whole `Send` wrapper.
-    fn get(self) -> *mut MaybeUninit<f32> {
+    fn get(self) -> *mut T {
         self.0
     }
 }
+
+/// Output planes shared by the tasks.
+type Planes = Shared<MaybeUninit<f32>>;
 
 /// A depthwise convolution's filters tap-major per group of [`L`] channels (`[group][tap]
 /// [lane]`) and its biases per group; lanes past the last channel hold zeros (their sums are
@@ -134,7 +138,9 @@ impl Geometry {
     }
 
     /// Channels `g · L ..` of one image (`input`: their planes, at most [`L`]) into `planes`
-    /// (as many output planes), every value written.
+    /// (as many output planes), every value written; with `moments` (one per plane), each
+    /// plane's `moments::plane_moments`, summed from the group's pixel-major output while it
+    /// is in cache (`moments::lane_moments`).
     #[allow(clippy::too_many_arguments)]
     pub fn group_of(
         &self,
@@ -144,6 +150,7 @@ impl Geometry {
         map: Option<&InputMap>,
         act: Act,
         planes: &mut [MaybeUninit<f32>],
+        moments: Option<&mut [(f64, f64)]>,
     ) {
         let (hw, ohw, taps) = (self.h * self.w, self.oh * self.ow, grouped.taps);
         let lanes = input.len() / hw;
@@ -152,6 +159,10 @@ impl Geometry {
             "depthwise: a group's input"
         );
         assert_eq!(planes.len(), lanes * ohw, "depthwise: a group's output");
+        assert!(
+            moments.as_ref().is_none_or(|m| m.len() == lanes),
+            "depthwise: a group's moments"
+        );
         let filters = &grouped.filters[g * taps * L..(g + 1) * taps * L];
         let bias = &grouped.biases[g * L..(g + 1) * L];
         let map = InputMap::group(map, g);
@@ -160,7 +171,10 @@ impl Geometry {
             #[inline(always)]
             || {
                 let (map, bordered) = (map.as_ref(), &mut bordered);
-                self.group(input, map, filters, bias, act, planes, bordered, &mut sums)
+                self.group(input, map, filters, bias, act, planes, bordered, &mut sums);
+                if let Some(moments) = moments {
+                    lane_moments::<L>(&sums, moments);
+                }
             },
         );
         BUFFERS.set((bordered, sums));
@@ -168,7 +182,9 @@ impl Geometry {
 
     /// [`Geometry::forward`] by groups of [`L`] channels (see the module's doc): `out` is
     /// `[n, c, oh, ow]`, every value written; with `moments`, each plane's
-    /// (`moments::plane_moments`, plane `b · c + ch`) taken as its group finishes, else none.
+    /// (`moments::plane_moments`, plane `b · c + ch`) taken from its group's pixel-major
+    /// output as the group finishes ([`Self::group_of`]), else none. Planes read back one
+    /// by one cost a horizontal sum each, as much as a 7x7 plane's values.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_blocked(
         &self,
@@ -186,8 +202,10 @@ impl Geometry {
         assert_eq!(out.len(), self.output_len(), "depthwise: output length");
         let grouped = self.grouped(ws, bs);
         let groups = c.div_ceil(L);
-        let dst = Planes(out.as_mut_ptr());
-        let groups_moments = (0..n * groups).into_par_iter().map(|task| {
+        let dst: Planes = Shared(out.as_mut_ptr());
+        let mut sums = vec![(0.0, 0.0); if moments { n * c } else { 0 }];
+        let sums_dst = Shared(sums.as_mut_ptr());
+        (0..n * groups).into_par_iter().for_each(|task| {
             let (b, g) = (task / groups, task % groups);
             let (first, lanes) = (b * c + g * L, L.min(c - g * L));
             // SAFETY: task (b, g) writes planes `first..first + lanes` of `out` (the group's
@@ -195,6 +213,11 @@ impl Geometry {
             // (length asserted above), which outlives the loop.
             let planes =
                 unsafe { std::slice::from_raw_parts_mut(dst.get().add(first * ohw), lanes * ohw) };
+            // SAFETY: as the planes: moments `first..first + lanes` of `sums` (`n · c`
+            // long) are this task's alone.
+            let moments = moments.then(|| unsafe {
+                std::slice::from_raw_parts_mut(sums_dst.get().add(first), lanes)
+            });
             self.group_of(
                 &grouped,
                 g,
@@ -202,15 +225,10 @@ impl Geometry {
                 map,
                 act,
                 planes,
+                moments,
             );
-            if !moments {
-                return Vec::new();
-            }
-            // SAFETY: `group_of` wrote every element of the group's planes.
-            let planes = unsafe { super::written(planes) };
-            planes.chunks_exact(ohw).map(super::plane_moments).collect()
         });
-        groups_moments.flatten().collect()
+        sums
     }
 
     /// The layout of a group's input: every row and column a window reads, including those

@@ -4,7 +4,9 @@
 //! grouped forward pass on the turned filter, `depthwise_backward.rs`).
 
 use super::super::super::lanes::with_avx512;
-use super::{BUFFERS, Bordered, Geometry, InputMap, L, Place, Planes, transpose, untranspose};
+use super::{
+    BUFFERS, Bordered, Geometry, InputMap, L, Place, Planes, Shared, transpose, untranspose,
+};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -94,7 +96,7 @@ impl Geometry {
         let groups = c.div_ceil(L);
         let len = n * c * hw;
         let mut dx: Vec<f32> = Vec::with_capacity(len);
-        let dst = Planes(dx.as_mut_ptr().cast());
+        let dst: Planes = Shared(dx.as_mut_ptr().cast());
         (0..n * groups).into_par_iter().for_each(|task| {
             let (b, g) = (task / groups, task % groups);
             let (first, lanes) = (b * c + g * L, L.min(c - g * L));

@@ -125,7 +125,7 @@ pub fn forward(
                         .cast::<MaybeUninit<f32>>();
                     std::slice::from_raw_parts_mut(at, (g1 - g0) * ohw)
                 };
-                dw.group_of(grouped, g0 / GROUP, input, None, dw_act, out);
+                dw.group_of(grouped, g0 / GROUP, input, None, dw_act, out, None);
             }
             BUFFER.set(planes);
             return;

@@ -25,11 +25,12 @@ struct Handed {
     planes: Vec<(f64, f64)>,
 }
 
-/// The smallest planes whose writer sums them for the next batch norm. Below it the sums'
-/// fixed cost a plane is more than the batch norm's own pass costs (that pass reads a small
-/// activation): per step in Lite0 (`GRAFT_PROFILE=nodes`), the 7x7 joined depthwise steps
-/// took 1.5 ms more and their statistics passes had taken 0.6; at 56x56 and 112x112 no
-/// visible cost against 2.1-2.8 ms saved; 28x28 about even.
+/// The smallest planes whose writer sums them one by one for the next batch norm. Below it
+/// the sums' fixed cost a plane is more than the batch norm's own pass costs (that pass reads
+/// a small activation): per step in Lite0 (`GRAFT_PROFILE=nodes`), the 7x7 joined depthwise
+/// steps took 1.5 ms more and their statistics passes had taken 0.6; at 56x56 and 112x112 no
+/// visible cost against 2.1-2.8 ms saved; 28x28 about even. The grouped depthwise pass, which
+/// sums a vector of channels at a time (`moments::lane_moments`), hands any map's.
 pub(super) const MIN_PLANE: usize = 1024;
 
 /// Hand-offs not yet taken, oldest first. A training step hands one per depthwise
@@ -66,6 +67,7 @@ pub(super) fn take(node: NodeId, dims: [usize; 3], epsilon: f64) -> Option<Stats
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::depthwise::Geometry;
     use super::super::super::moments::plane_moments;
     use super::super::super::norm;
     use super::super::tests::{constant, leaf, vals};
@@ -134,12 +136,20 @@ mod tests {
 
     /// The joined batch norm and depthwise convolution hands its output's statistics to
     /// the next batch norm: those of the values it returned, whether its planes went one
-    /// by one (56-value rows) or in groups of channels (20-value rows, where the machine
-    /// has AVX-512); none for planes under [`MIN_PLANE`].
+    /// by one (56-value rows) or in groups of channels (20-value rows and smaller, where the
+    /// machine has AVX-512: any size of plane, 7x7 and a partial group of channels too);
+    /// none for smaller planes one by one (under [`MIN_PLANE`]).
     #[test]
     fn norm_depthwise_hands_its_output_statistics() {
         // (n, c, h, w, stride)
-        for (n, c, h, w, s) in [(2, 6, 56, 56, 1), (3, 20, 64, 20, 1), (3, 20, 14, 14, 2)] {
+        let cases = [
+            (2, 6, 56, 56, 1),
+            (3, 20, 64, 20, 1),
+            (3, 20, 14, 14, 2),
+            (2, 21, 7, 7, 1),
+            (2, 6, 40, 40, 2),
+        ];
+        for (n, c, h, w, s) in cases {
             let conv = Conv {
                 strides: [s, s],
                 pads: [1, 1, 1, 1],
@@ -159,7 +169,10 @@ mod tests {
             let dims = [n, c, oh * ow];
             let id = tracked(&y).expect("an autodiff tensor").id();
             let handed = take(id, dims, 1e-5);
-            if oh * ow < MIN_PLANE {
+            let grouped = Geometry::new([n, c, h, w], [c, 1, 3, 3], &conv)
+                .expect("depthwise")
+                .by_channel_groups();
+            if oh * ow < MIN_PLANE && !grouped {
                 assert!(
                     handed.is_none(),
                     "{n}x{c} {h}x{w}: small planes hand nothing"

@@ -200,7 +200,10 @@ pub fn norm_depthwise(
         bias.is_some().then(|| values(biasv)),
     );
     let affine = joined.affine();
-    let (out, moments) = if ohw >= handed::MIN_PLANE {
+    // The output's moments where they cost less than the next batch norm's own pass: the
+    // grouped pass sums a vector of channels a pixel from its pixel-major output, on any
+    // map; plane by plane, a plane of at least `MIN_PLANE` values.
+    let (out, moments) = if geometry.by_channel_groups() || ohw >= handed::MIN_PLANE {
         let (out, moments) = geometry.forward_with_moments(xs, ws, bs, Some(&affine));
         (out, Some(moments))
     } else {
