@@ -138,7 +138,7 @@ mod tests {
     /// the next batch norm: those of the values it returned, whether its planes went one
     /// by one (56-value rows) or in groups of channels (20-value rows and smaller, where the
     /// machine has AVX-512: any size of plane, 7x7 and a partial group of channels too);
-    /// none for smaller planes one by one (under [`MIN_PLANE`]).
+    /// none for smaller planes one by one (under [`MIN_PLANE`]: 8 rows of 64).
     #[test]
     fn norm_depthwise_hands_its_output_statistics() {
         // (n, c, h, w, stride)
@@ -147,7 +147,7 @@ mod tests {
             (3, 20, 64, 20, 1),
             (3, 20, 14, 14, 2),
             (2, 21, 7, 7, 1),
-            (2, 6, 40, 40, 2),
+            (2, 6, 8, 64, 1),
         ];
         for (n, c, h, w, s) in cases {
             let conv = Conv {
