@@ -85,6 +85,14 @@ mod tests {
             / scale
     }
 
+    /// A hand-off was made, and holds the statistics `batch_stats` sums over `values`.
+    fn assert_handed(handed: Option<Stats>, values: &[f32], dims: [usize; 3], what: &str) {
+        let got = handed.unwrap_or_else(|| panic!("{what}: handed"));
+        let want = norm::batch_stats(values, dims, 1e-5);
+        assert!(off(&got.mean, &want.mean) < 1e-6, "{what}: mean");
+        assert!(off(&got.var, &want.var) < 1e-5, "{what}: variance");
+    }
+
     /// Statistics merged from planes' moments are those `batch_stats` sums over the
     /// channels, to rounding: planes with a masked tail (7x7) and without, and values far
     /// from zero (a mean 1000 times the spread, where sums of squares about zero would lose
@@ -127,10 +135,7 @@ mod tests {
                 assert!(handed.is_none(), "{h}x{h}: nothing handed");
                 continue;
             }
-            let got = handed.expect("handed");
-            let want = norm::batch_stats(&vals(y), dims, 1e-5);
-            assert!(off(&got.mean, &want.mean) < 1e-6, "{h}x{h}: mean");
-            assert!(off(&got.var, &want.var) < 1e-5, "{h}x{h}: variance");
+            assert_handed(handed, &vals(y), dims, &format!("{h}x{h}"));
         }
     }
 
@@ -179,10 +184,7 @@ mod tests {
                 );
                 continue;
             }
-            let got = handed.expect("handed");
-            let want = norm::batch_stats(&vals(y), dims, 1e-5);
-            assert!(off(&got.mean, &want.mean) < 1e-6, "{n}x{c} {h}x{w}: mean");
-            assert!(off(&got.var, &want.var) < 1e-5, "{n}x{c} {h}x{w}: variance");
+            assert_handed(handed, &vals(y), dims, &format!("{n}x{c} {h}x{w}"));
         }
     }
 
