@@ -8,7 +8,7 @@
 
 mod device;
 mod exec;
-mod fast_cpu;
+pub(crate) mod fast_cpu;
 mod fusion;
 pub mod optimize;
 pub mod params;

@@ -1,6 +1,7 @@
 //! Training: options, a background session streaming events, checkpoints, the frozen-prefix
 //! cache, and evaluation metrics.
 
+mod adam;
 pub mod cache;
 pub mod checkpoint;
 pub mod evaluate;

@@ -166,7 +166,7 @@ impl<'a> Run<'a> {
         let train_device = p.dev.device.clone().autodiff();
         let model =
             Model::build(&sources.train_net, &store, &train_device).map_err(|e| e.to_string())?;
-        let mut optim = GroupedOptimizer::new(options, Groups::from_plan(&model));
+        let mut optim = GroupedOptimizer::new(options, Groups::from_plan(&model), &p.dev.device);
         if let Some(bytes) = progress.optimizer.take() {
             optim.load(bytes)?;
         }
@@ -398,7 +398,7 @@ impl<'a> Run<'a> {
             .options
             .learning_rate_at(epoch as f64 + in_epoch as f64 / self.per_epoch as f64);
         let params = std::mem::replace(&mut self.model.params, Params { layers: Vec::new() });
-        self.model.params = self.optim.step(lr, params, grads);
+        self.model.params = self.optim.step(lr, params, grads)?;
         let secs = t.elapsed().as_secs_f64();
         self.images_seen += k;
         self.train_secs += secs;

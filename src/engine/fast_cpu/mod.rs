@@ -7,6 +7,7 @@
 //! burn tensors and returns `None` (or the input back) when it does not apply — another
 //! backend, a layout it does not handle — and the caller then runs burn's op.
 
+mod adam;
 mod blocking;
 mod columns;
 mod concat;
@@ -28,6 +29,7 @@ pub mod train;
 mod weight_grad;
 
 use crate::graph::{Conv, Pool};
+pub use adam::{AdamStep, adam_runs_on, adam_step};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Tensor, TensorData};
