@@ -123,7 +123,7 @@ impl Geometry {
     /// sums are added in order (a seeded run repeats). The whole batch's patches unfolded at
     /// once — Lite0's stem: 43 MB, zeroed, written value by value at stride 2, read back —
     /// took 10.9 ms for the stem at batch 32 where this takes 6.6–7.7 (hot, alone). The bias gradient is
-    /// zeros unless `want_db` (see `pointwise::backward`).
+    /// zeros unless `want_db` (see `pointwise::backward_mapped`).
     pub fn weight_gradient(
         &self,
         xs: &[f32],

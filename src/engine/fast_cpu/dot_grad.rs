@@ -5,7 +5,7 @@
 //! for a 96 × 16 result. Used where the maps are large (many pixels per sum) and the result
 //! small, so each output's 16 partial sums stay in a buffer the size of L2's share.
 
-use super::norm::InputMap;
+use super::norm::{GradMap, InputMap};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -39,20 +39,32 @@ pub fn applies([c, co, hw]: [usize; 3]) -> bool {
 /// x taken through `map` where there is one (see [`add_then`]). Only where [`applies`] is
 /// true.
 pub fn add(g: &[f32], x: (&[f32], Option<&InputMap>), [c, co, hw]: [usize; 3], dw: &mut [f32]) {
-    add_then(g, x, [c, co, hw], dw, |_| {});
+    add_then((g, None), x, [c, co, hw], dw, |_, _| {});
 }
 
-/// [`add`], calling `after(pixels)` as each chunk of pixels is done, while those columns of
-/// `g` and `x` are still in cache (a 1x1 convolution's input gradient reads the same columns
-/// of `g`: `pointwise::backward` computes it there instead of in a pass of its own). With
-/// a map, x is taken through it (a batch norm joined to the 1x1 that reads it): each
-/// chunk's rows of x are mapped into a buffer the tiles then read.
+/// Where the rows of the output gradient of a chunk of pixels lie for [`add_then`]'s
+/// `after`: row `o` at `at + o · ld`, the chunk's first pixel first.
+#[derive(Clone, Copy)]
+pub struct Rows {
+    pub at: *const f32,
+    pub ld: usize,
+}
+
+/// [`add`], calling `after(pixels, rows)` as each chunk of pixels is done, while those
+/// columns of `g` and `x` are still in cache (a 1x1 convolution's input gradient reads the
+/// same columns of `g`, at `rows`: `pointwise::backward_mapped` computes it there instead of in a
+/// pass of its own). With a map, x is taken through it (a batch norm joined to the 1x1 that
+/// reads it): each chunk's rows of x are mapped into a buffer the tiles then read. With a
+/// gradient map, `g` is the gradient of the batch norm that reads the 1x1's output, and the
+/// 1x1's own output gradient is `map(g, y)` (`y`: the 1x1's output, `co × hw`), staged the
+/// same way chunk by chunk, so batch norm's input gradient is never written
+/// (`train::deferred`).
 pub fn add_then(
-    g: &[f32],
+    (g, g_map): (&[f32], Option<(&[f32], &GradMap)>),
     (x, map): (&[f32], Option<&InputMap>),
     [c, co, hw]: [usize; 3],
     dw: &mut [f32],
-    after: impl FnMut(Range<usize>),
+    after: impl FnMut(Range<usize>, Rows),
 ) {
     assert!(applies([c, co, hw]), "dot weight gradient: does not apply");
     assert!(
@@ -63,13 +75,17 @@ pub fn add_then(
         map.is_none_or(|m| m.scale.len() == c && m.shift.len() == c),
         "dot weight gradient: map length"
     );
+    assert!(
+        g_map.is_none_or(|(y, m)| y.len() == co * hw && m.channels() == co),
+        "dot weight gradient: gradient map lengths"
+    );
     // SAFETY: `applies` checked AVX-512; the lengths are asserted above.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        tiles(g, (x, map), [c, co, hw], dw, after)
+        tiles((g, g_map), (x, map), [c, co, hw], dw, after)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (after, map);
+    let _ = (after, map, g_map);
 }
 
 /// [`add`]'s body.
@@ -79,11 +95,11 @@ pub fn add_then(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tiles(
-    g: &[f32],
+    (g, g_map): (&[f32], Option<(&[f32], &GradMap)>),
     (x, map): (&[f32], Option<&InputMap>),
     [c, co, hw]: [usize; 3],
     dw: &mut [f32],
-    mut after: impl FnMut(Range<usize>),
+    mut after: impl FnMut(Range<usize>, Rows),
 ) {
     let vecs = hw.div_ceil(L);
     let last: __mmask16 = match hw % L {
@@ -97,6 +113,11 @@ unsafe fn tiles(
     let mut mapped = MAPPED.take();
     if map.is_some() && mapped.len() < c * CHUNK * L {
         mapped.resize(c * CHUNK * L, 0.0);
+    }
+    // With a gradient map, each chunk's rows of g mapped, likewise.
+    let mut mapped_g = MAPPED_G.take();
+    if g_map.is_some() && mapped_g.len() < co * CHUNK * L {
+        mapped_g.resize(co * CHUNK * L, 0.0);
     }
     for v0 in (0..vecs).step_by(CHUNK) {
         let v1 = (v0 + CHUNK).min(vecs);
@@ -125,6 +146,46 @@ unsafe fn tiles(
                 (mapped.as_ptr(), CHUNK * L, v0)
             }
         };
+        // Where the tiles read row o of g at vector v: `g_at + o · g_ld + (v - g_v0) · L`.
+        let (g_at, g_ld, g_v0) = match g_map {
+            None => (g.as_ptr(), hw, 0),
+            Some((y, gm)) => {
+                let (p0, p1) = (v0 * L, (v1 * L).min(hw));
+                for (o, dst) in mapped_g.chunks_exact_mut(CHUNK * L).take(co).enumerate() {
+                    let m = gm.channel(o);
+                    let (a, k, e) = (
+                        _mm512_set1_ps(m.a),
+                        _mm512_set1_ps(m.k),
+                        _mm512_set1_ps(m.e),
+                    );
+                    let (s, t) = (_mm512_set1_ps(m.scale), _mm512_set1_ps(m.shift));
+                    let (lo, hi) = (_mm512_set1_ps(m.lo), _mm512_set1_ps(m.hi));
+                    let (gs, ys) = (&g[o * hw + p0..o * hw + p1], &y[o * hw + p0..o * hw + p1]);
+                    for ((d, gv), yv) in dst.chunks_exact_mut(L).zip(gs.chunks(L)).zip(ys.chunks(L))
+                    {
+                        let mask: __mmask16 = ((1u32 << gv.len()) - 1) as u16;
+                        // SAFETY: `gv.len()` lanes read within `gs` and `ys`, all 16 written
+                        // within `d` (one whole vector of the buffer).
+                        unsafe {
+                            let gv = _mm512_maskz_loadu_ps(mask, gv.as_ptr());
+                            let yv = _mm512_maskz_loadu_ps(mask, yv.as_ptr());
+                            // `norm::ChannelGrad::apply`, op for op: the pre-clamp value,
+                            // g where the clamp let it through, then a·g' + k·y + e.
+                            let pre = _mm512_add_ps(_mm512_mul_ps(yv, s), t);
+                            let inside = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(lo, pre)
+                                & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(pre, hi);
+                            let gv = _mm512_maskz_mov_ps(inside, gv);
+                            let v = _mm512_add_ps(
+                                _mm512_add_ps(_mm512_mul_ps(a, gv), _mm512_mul_ps(k, yv)),
+                                e,
+                            );
+                            _mm512_storeu_ps(d.as_mut_ptr(), v);
+                        }
+                    }
+                }
+                (mapped_g.as_ptr(), CHUNK * L, v0)
+            }
+        };
         for o0 in (0..co).step_by(T) {
             let ro = T.min(co - o0);
             for i0 in (0..c).step_by(T) {
@@ -136,7 +197,7 @@ unsafe fn tiles(
                     }
                 }
                 for v in v0..v1 {
-                    let (p, m) = (v * L, if v + 1 == vecs { last } else { !0 });
+                    let m = if v + 1 == vecs { last } else { !0 };
                     let mut gv = [_mm512_setzero_ps(); T];
                     let mut xv = [_mm512_setzero_ps(); T];
                     // SAFETY: rows o0 + a < co of g and i0 + b < c of x (or of the mapped
@@ -144,7 +205,8 @@ unsafe fn tiles(
                     // within the row's `hw` values.
                     unsafe {
                         for (a, gv) in gv.iter_mut().enumerate().take(ro) {
-                            *gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add((o0 + a) * hw + p));
+                            let at = (o0 + a) * g_ld + (v - g_v0) * L;
+                            *gv = _mm512_maskz_loadu_ps(m, g_at.add(at));
                         }
                         for (b, xv) in xv.iter_mut().enumerate().take(ri) {
                             let at = (i0 + b) * x_ld + (v - x_v0) * L;
@@ -165,9 +227,15 @@ unsafe fn tiles(
                 }
             }
         }
-        after(v0 * L..(v1 * L).min(hw));
+        let rows = Rows {
+            // SAFETY: the chunk's first pixel of row 0, within g (or the staged rows).
+            at: unsafe { g_at.add((v0 - g_v0) * L) },
+            ld: g_ld,
+        };
+        after(v0 * L..(v1 * L).min(hw), rows);
     }
     MAPPED.set(mapped);
+    MAPPED_G.set(mapped_g);
     for (d, s) in dw.iter_mut().zip(&sums) {
         *d += _mm512_reduce_add_ps(*s);
     }
@@ -177,6 +245,8 @@ thread_local! {
     /// Each thread's chunk of mapped input rows, kept between calls (a fresh zeroed buffer
     /// per image was up to 1 MB to clear for Lite0's 240-channel 28x28 project).
     static MAPPED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each thread's chunk of mapped output-gradient rows.
+    static MAPPED_G: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! input pixels (a 1x1 convolution's input planes, patches gathered from a convolution's
 //! input; or, for a weight gradient, xᵀ transposed into its strips), with any row stride,
 //! its columns possibly running on from one image into the next (`Span`). Also the 1x1 gradients'
-//! products (`pointwise::backward`), with sums into the output (`Out::accumulate`).
+//! products (`pointwise::backward_mapped`), with sums into the output (`Out::accumulate`).
 //!
 //! Why not the `gemm` crate that burn uses: it packs both operands on every call, the filters
 //! included (every tile of every image repacked the same weights: 1.6 MB per tile for

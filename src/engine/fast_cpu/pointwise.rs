@@ -5,7 +5,7 @@
 
 use super::columns::{Dst, filled};
 use super::gather::Plan;
-use super::norm::{Affine, InputMap};
+use super::norm::{Affine, GradMap, InputMap};
 use super::{Act, ConvGrads, dot_grad, mm, weight_grad};
 use crate::graph::Conv;
 use rayon::prelude::*;
@@ -16,7 +16,7 @@ use std::ops::Range;
 mod backward;
 #[path = "pointwise_moments.rs"]
 mod moments;
-pub use backward::{backward, backward_mapped};
+pub use backward::{backward_mapped, takes_grad_map};
 pub use moments::forward_with_moments;
 
 /// `[n, c, co, hw]` when `conv` on an input of `x` dims with a weight of `weight` dims is a

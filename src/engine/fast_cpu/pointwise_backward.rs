@@ -3,29 +3,31 @@
 
 use super::*;
 
-/// The gradients of [`forward`] (without clamp) given the output gradient `gs`: the input
-/// gradient `Wᵀ · g` per image when `want_dx`, and when `want_dw` the weight gradient
-/// `Σ g · xᵀ` over the images and the bias gradient (`g` summed per output channel; zeros
-/// unless `want_db` — a pass over all of `g`, 2 % of a Lite0 step, whose convolutions have
-/// no bias).
-pub fn backward(
-    xs: &[f32],
-    ws: &[f32],
-    gs: &[f32],
-    dims: [usize; 4],
-    want_dx: bool,
-    want_w: (bool, bool),
-) -> ConvGrads {
-    backward_mapped((xs, None), ws, gs, dims, want_dx, want_w)
+/// Whether [`backward_mapped`] takes its output gradient through a batch norm's gradient map
+/// for these sizes and gradients: where both gradients go chunk by chunk through the dot
+/// products, and no bias gradient is wanted.
+pub fn takes_grad_map([n, c, co, hw]: [usize; 4], want_dx: bool, want_w: (bool, bool)) -> bool {
+    want_dx && want_w == (true, false) && fused_dx([n, c, co, hw])
 }
 
-/// The gradients of [`forward_mapped`] (without clamp): [`backward`]'s, the weight gradient
-/// taking `xs` through the batch norm `norm` (the input gradient is the normalised
-/// input's). With a batch norm, only where [`maps_input`].
+/// Whether the input gradient is computed chunk by chunk with the weight gradient's dot
+/// products (both gradients wanted).
+fn fused_dx([n, c, co, hw]: [usize; 4]) -> bool {
+    n >= rayon::current_num_threads() && dot_grad::applies([c, co, hw])
+}
+
+/// The gradients of [`forward_mapped`] (without clamp) given the output gradient `gs`: the
+/// input gradient `Wᵀ · g` per image when `want_dx`, and when `want_dw` the weight gradient
+/// `Σ g · xᵀ` over the images and the bias gradient (`g` summed per output channel; zeros
+/// unless `want_db` — a pass over all of `g`, 2 % of a Lite0 step, whose convolutions have
+/// no bias); the weight gradient taking `xs` through the batch norm `norm` where there is
+/// one (the input gradient is the normalised input's). With a batch norm, only where [`maps_input`]. With a gradient map `(y, map)`,
+/// the output gradient is `map(gs, y)` — `gs` the gradient of the batch norm that reads this
+/// 1x1's output `y` (`train::deferred`) — only where [`takes_grad_map`].
 pub fn backward_mapped(
     (xs, norm): (&[f32], Option<&Affine>),
     ws: &[f32],
-    gs: &[f32],
+    (gs, g_map): (&[f32], Option<(&[f32], &GradMap)>),
     [n, c, co, hw]: [usize; 4],
     want_dx: bool,
     (want_dw, want_db): (bool, bool),
@@ -35,21 +37,24 @@ pub fn backward_mapped(
         norm.is_none() || maps_input([n, c, co, hw]),
         "1x1 gradients: no mapped input here"
     );
+    assert!(
+        g_map.is_none() || takes_grad_map([n, c, co, hw], want_dx, (want_dw, want_db)),
+        "1x1 gradients: no mapped output gradient here"
+    );
     let map = norm.map(|f| InputMap::new(f, c));
     let map = map.as_ref();
     // Wᵀ (c × co), packed as the filters of the forward pass are.
     let packed_wt =
         (want_dx && mm::available()).then(|| mm::PackedA::new(&transpose(ws, co, c), c, co));
-    let threads = rayon::current_num_threads();
     // Large maps with both gradients: the input gradient of each chunk of pixels as the
     // weight gradient's dot products finish it (`dot_grad::add_then`), while the chunk of
     // the output gradient is in cache — apart, each gradient read all of it from memory
     // (Lite0's 16 → 96 expand at 112x112: 154 MB a batch, twice).
-    let fused_dx = want_dx && want_dw && n >= threads && dot_grad::applies([c, co, hw]);
+    let fused_dx = want_dx && want_dw && fused_dx([n, c, co, hw]);
     let mut dx_fused: Vec<f32> = Vec::with_capacity(if fused_dx { n * c * hw } else { 0 });
     let dx_dst = SendPtr(dx_fused.as_mut_ptr());
-    // Image b's input gradient at `pixels` (its columns of `Wᵀ · g`).
-    let dx_chunk = |b: usize, pixels: std::ops::Range<usize>| {
+    // Image b's input gradient at `pixels` (its columns of `Wᵀ · g`), g's rows at `rows`.
+    let dx_chunk = |b: usize, pixels: std::ops::Range<usize>, rows: dot_grad::Rows| {
         let packed = packed_wt
             .as_ref()
             .expect("packed where the gradients are fused");
@@ -63,11 +68,11 @@ pub fn backward_mapped(
             accumulate: false,
             span: mm::Span::ONE,
         };
-        // SAFETY: AVX2 is there (`dot_grad::applies` asks AVX-512); B is image b's co rows
-        // of g from pixel `pixels.start`, `pixels.len()` columns each; images' chunks are
-        // disjoint, and each image runs on one thread.
+        // SAFETY: AVX2 is there (`dot_grad::applies` asks AVX-512); B is the chunk's co rows
+        // of g, `pixels.len()` columns each, where `dot_grad::add_then` says; images' chunks
+        // are disjoint, and each image runs on one thread.
         unsafe {
-            let b_rows = mm::B::Rows(gs.as_ptr().add(b * co * hw + pixels.start), hw);
+            let b_rows = mm::B::Rows(rows.at, rows.ld);
             mm::multiply(packed, 0..packed.panels(), b_rows, &out, None, Act::NONE)
         };
     };
@@ -127,8 +132,11 @@ pub fn backward_mapped(
                 // gradient of each chunk with them.
                 for b in images.clone() {
                     let g = &gs[b * co * hw..(b + 1) * co * hw];
+                    let g_map = g_map.map(|(y, m)| (&y[b * co * hw..(b + 1) * co * hw], m));
                     let x = &xs[b * c * hw..(b + 1) * c * hw];
-                    dot_grad::add_then(g, (x, map), [c, co, hw], &mut dw, |p| dx_chunk(b, p));
+                    dot_grad::add_then((g, g_map), (x, map), [c, co, hw], &mut dw, |p, rows| {
+                        dx_chunk(b, p, rows)
+                    });
                 }
                 if want_db {
                     weight_grad::add_bias_grad(gs, [co, hw], images, &mut db);

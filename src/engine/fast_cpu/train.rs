@@ -13,6 +13,7 @@
 
 use super::dense;
 use super::depthwise::Geometry;
+use super::norm::GradMap;
 use super::{Act, ConvGrads, clamp_slice, enabled, pointwise, unique_values_mut, with_avx2};
 use crate::engine::profile;
 use crate::graph::Conv;
@@ -30,6 +31,7 @@ use rayon::prelude::*;
 
 // Batch norm fused with the depthwise or 1x1 convolution that reads it.
 mod batch_norm;
+mod deferred;
 mod handed;
 mod norm_depthwise;
 mod norm_pointwise;
@@ -156,22 +158,38 @@ impl ConvKind {
     /// The gradients the slice kernels give: all of them, but a dense convolution's input
     /// gradient where its kernel declines (see [`ConvKind::Dense`]). `want_w`: the weight
     /// gradient and, when `want_b`, the bias's (else zeros where summing it costs a pass).
+    /// `g_map`: a 1x1's output gradient as the map of `gs` that a batch norm deferred, where
+    /// [`Self::takes_grad_map`].
     fn backward(
         &self,
         xs: &[f32],
         ws: &[f32],
-        gs: &[f32],
+        (gs, g_map): (&[f32], Option<(&[f32], &GradMap)>),
         want_dx: bool,
         want_w: (bool, bool),
     ) -> ConvGrads {
+        assert!(
+            g_map.is_none() || self.takes_grad_map(want_dx, want_w),
+            "a mapped output gradient only where the kernel takes one"
+        );
         match self {
             ConvKind::Depthwise(g) => g.backward(xs, ws, gs, want_dx, want_w.0),
-            ConvKind::Pointwise(dims) => pointwise::backward(xs, ws, gs, *dims, want_dx, want_w),
+            ConvKind::Pointwise(dims) => {
+                pointwise::backward_mapped((xs, None), ws, (gs, g_map), *dims, want_dx, want_w)
+            }
             ConvKind::Dense(g, _) => ConvGrads {
                 x: want_dx.then(|| g.input_gradient(ws, gs)).flatten(),
                 weight_bias: want_w.0.then(|| g.weight_gradient(xs, ws, gs, want_w.1)),
             },
         }
+    }
+}
+
+impl ConvKind {
+    /// Whether the backward pass takes its output gradient through a batch norm's map
+    /// (`deferred`): a 1x1 whose gradients go chunk by chunk through the dot products.
+    fn takes_grad_map(&self, want_dx: bool, want_w: (bool, bool)) -> bool {
+        matches!(self, ConvKind::Pointwise(dims) if pointwise::takes_grad_map(*dims, want_dx, want_w))
     }
 }
 
@@ -194,8 +212,19 @@ impl Backward<Flex, 3> for ConvBackward {
 
     fn backward(self, ops: Ops<ConvState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
-        let g = contiguous(&grads.consume::<Flex>(&ops.node));
         let s = ops.state;
+        let want_dx = node_x.is_some();
+        let want_w = (node_w.is_some() || node_b.is_some(), node_b.is_some());
+        let got = grads.consume::<Flex>(&ops.node);
+        // The next batch norm's input gradient, deferred to this op where it offered: the
+        // map applied as the kernel reads, or written out here where it cannot be.
+        let (g, deferred) = match deferred::take(ops.node.id) {
+            Some(d) if d.is_raw(&got) && s.kind.takes_grad_map(want_dx, want_w) => {
+                (d.raw.clone(), Some(d))
+            }
+            Some(d) => (d.resolve(got), None),
+            None => (contiguous(&got), None),
+        };
         let what = match &s.kind {
             ConvKind::Depthwise(g) if g.stride == [1, 1] => "backward: Conv (depthwise)",
             ConvKind::Depthwise(_) => "backward: Conv (depthwise, strided)",
@@ -206,9 +235,12 @@ impl Backward<Flex, 3> for ConvBackward {
             s.kind.backward(
                 values(&s.x),
                 values(&s.weight),
-                values(&g),
-                node_x.is_some(),
-                (node_w.is_some() || node_b.is_some(), node_b.is_some()),
+                (
+                    values(&g),
+                    deferred.as_ref().map(|d| (values(&d.x), &d.map)),
+                ),
+                want_dx,
+                want_w,
             )
         });
         if let Some(node) = node_x {
@@ -258,6 +290,9 @@ pub fn conv(
     conv: &Conv,
 ) -> Option<Tensor<4>> {
     let kind = ConvKind::new(x.dims(), weight.dims(), conv)?;
+    // A 1x1 whose gradients go chunk by chunk takes the next batch norm's input gradient
+    // unwritten (`deferred`); with a bias, that gradient's sum would be a pass anyway.
+    let takes_deferred = bias.is_none() && kind.takes_grad_map(true, (true, false));
     let (xa, wa) = (tracked(x)?, tracked(weight)?);
     let ba = tracked_bias(bias, weight.dims()[0])?;
     let (xv, wv, bv) = (
@@ -290,8 +325,13 @@ pub fn conv(
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
     let y = into_tensor(y);
-    if let (Some(moments), Some(t)) = (moments, tracked(&y)) {
-        handed::hand(t.id(), [n, co, oh * ow], moments);
+    if let Some(t) = tracked(&y) {
+        if let Some(moments) = moments {
+            handed::hand(t.id(), [n, co, oh * ow], moments);
+        }
+        if takes_deferred {
+            deferred::offer(t.id());
+        }
     }
     Some(y)
 }

@@ -3,6 +3,7 @@
 //! batch norm to its convolution (`norm_depthwise`, `norm_pointwise`) share.
 
 use super::super::norm::{self, Affine};
+use super::deferred::{self, Deferred};
 use super::{
     AutodiffTensor, contiguous, flex_tensor, into_contiguous, into_tensor, profile, tracked,
     unique_values_mut, values,
@@ -30,6 +31,8 @@ pub(super) struct BatchNormState {
     pub clamp: (f32, f32),
     /// `[n, c, values per channel per image]`.
     pub dims: [usize; 3],
+    /// The input gradient goes to x's writer unwritten (`deferred`): it offered to take it.
+    pub defer: bool,
 }
 
 impl BatchNormState {
@@ -45,8 +48,9 @@ impl BatchNormState {
 
     /// The backward pass from `g`, the gradient of the output, each gradient registered for
     /// the node (x, gamma, beta) that asks for it; the input gradient over `g` where no other
-    /// tensor shares it (`norm::backward_in_place`). `given`: the sums `norm::backward`
-    /// starts from, where the pass that made `g` took them.
+    /// tensor shares it (`norm::backward_in_place`), or unwritten where x's writer takes it
+    /// so (`defer`: `g` registered as it is, its map handed on). `given`: the sums
+    /// `norm::backward` starts from, where the pass that made `g` took them.
     pub fn backward(
         &self,
         g: FlexTensor,
@@ -55,6 +59,23 @@ impl BatchNormState {
         grads: &mut Gradients,
     ) {
         let (xs, f) = (values(&self.x), self.affine());
+        if let (true, Some(id)) = (self.defer, x) {
+            let g = into_contiguous(g);
+            let (map, dgamma, dbeta) =
+                profile::time("backward: BatchNormalization", &self.dims, || {
+                    norm::backward_terms(xs, values(&g), self.dims, &f, given)
+                });
+            grads.register::<Flex>(id, g.clone());
+            let d = Deferred {
+                raw: g,
+                x: self.x.clone(),
+                map,
+                dims: self.dims,
+            };
+            deferred::defer(id, d);
+            self.register_affine((dgamma, dbeta), [gamma, beta], grads);
+            return;
+        }
         let (dx, dgamma, dbeta) = profile::time("backward: BatchNormalization", &self.dims, || {
             let mut g = into_contiguous(g);
             match unique_values_mut(&mut g) {
@@ -72,10 +93,20 @@ impl BatchNormState {
                 }
             }
         });
-        let c = self.dims[1];
         if let Some(id) = x {
             grads.register::<Flex>(id, dx);
         }
+        self.register_affine((dgamma, dbeta), [gamma, beta], grads);
+    }
+
+    /// Registers gamma's and beta's gradients for the nodes that ask for them.
+    fn register_affine(
+        &self,
+        (dgamma, dbeta): (Vec<f32>, Vec<f32>),
+        [gamma, beta]: [Option<NodeId>; 2],
+        grads: &mut Gradients,
+    ) {
+        let c = self.dims[1];
         if let Some(id) = gamma {
             grads.register::<Flex>(id, flex_tensor(dgamma, [c]));
         }
@@ -141,6 +172,7 @@ pub fn batch_norm<const D: usize>(
                 inv_std,
                 clamp,
                 dims,
+                defer: deferred::offered(xa.id()),
             },
             out,
         ),

@@ -13,8 +13,8 @@ use super::super::depthwise::Geometry;
 use super::super::norm::{self, Affine};
 use super::super::{Act, ConvGrads};
 use super::{
-    AutodiffTensor, BatchNormState, contiguous, flex_tensor, handed, into_tensor, profile,
-    register_weight_bias, tracked, tracked_bias, values,
+    AutodiffTensor, BatchNormState, contiguous, deferred, flex_tensor, handed, into_tensor,
+    profile, register_weight_bias, tracked, tracked_bias, values,
 };
 use crate::graph::Conv;
 use burn::backend::Flex;
@@ -91,6 +91,8 @@ pub(super) struct Joined {
     clamp: (f32, f32),
     /// `[n, c, values per channel per image]`.
     dims: [usize; 3],
+    /// x's writer takes the batch norm's input gradient unwritten (`deferred`).
+    defer: bool,
 }
 
 impl Joined {
@@ -122,12 +124,14 @@ impl Joined {
                 norm::batch_stats(values(&operands[0]), dims, norm.epsilon)
             })
         });
+        let defer = deferred::offered(tracked[0].id());
         Some(Joined {
             tracked,
             values: operands,
             stats,
             clamp: norm.clamp,
             dims,
+            defer,
         })
     }
 
@@ -169,6 +173,7 @@ impl Joined {
                     inv_std: self.stats.inv_std,
                     clamp: self.clamp,
                     dims: self.dims,
+                    defer: self.defer,
                 };
                 prep.finish(state(norm, weight), out)
             }

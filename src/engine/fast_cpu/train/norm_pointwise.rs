@@ -47,7 +47,7 @@ impl Backward<Flex, 5> for NormPointwiseBackward {
             pointwise::backward_mapped(
                 (values(&s.norm.x), Some(&s.norm.affine())),
                 values(&s.weight),
-                values(&g),
+                (values(&g), None),
                 s.dims,
                 x.is_some() || gamma.is_some() || beta.is_some(),
                 (w.is_some() || b.is_some(), b.is_some()),
