@@ -52,12 +52,12 @@ pub struct Rows {
 
 /// [`add`], calling `after(pixels, rows)` as each chunk of pixels is done, while those
 /// columns of `g` and `x` are still in cache (a 1x1 convolution's input gradient reads the
-/// same columns of `g`, at `rows`: `pointwise::backward_mapped` computes it there instead of in a
-/// pass of its own). With a map, x is taken through it (a batch norm joined to the 1x1 that
-/// reads it): each chunk's rows of x are mapped into a buffer the tiles then read. With a
-/// gradient map, `g` is the gradient of the batch norm that reads the 1x1's output, and the
-/// 1x1's own output gradient is `map(g, y)` (`y`: the 1x1's output, `co × hw`), staged the
-/// same way chunk by chunk, so batch norm's input gradient is never written
+/// same columns of `g`, at `rows`: `pointwise::backward_mapped` computes it there instead
+/// of in a pass of its own). With a map, x is taken through it (a batch norm joined to the
+/// 1x1 that reads it): each chunk's rows of x are mapped into a buffer the tiles then read.
+/// With a gradient map, `g` is the gradient of the batch norm that reads the 1x1's output,
+/// and the 1x1's own output gradient is `map(g, y)` (`y`: the 1x1's output, `co × hw`),
+/// staged the same way chunk by chunk, so batch norm's input gradient is never written
 /// (`train::deferred`).
 pub fn add_then(
     (g, g_map): (&[f32], Option<(&[f32], &GradMap)>),

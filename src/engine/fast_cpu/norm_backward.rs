@@ -133,8 +133,8 @@ impl GradMap {
 }
 
 /// Channel `ch`'s gamma and beta gradients and input-gradient map from its two sums
-/// (Σ g', Σ g'·(x − mean)) over `count` values: dx = gamma·inv_std·(g' − Σg'/N − x̂·Σ(g'·x̂)/N),
-/// written as `a·g' + k·x + e`.
+/// (Σ g', Σ g'·(x − mean)) over `count` values:
+/// dx = gamma·inv_std·(g' − Σg'/N − x̂·Σ(g'·x̂)/N), written as `a·g' + k·x + e`.
 fn channel_grad(
     f: &Affine,
     ch: usize,

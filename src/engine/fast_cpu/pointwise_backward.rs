@@ -21,9 +21,10 @@ fn fused_dx([n, c, co, hw]: [usize; 4]) -> bool {
 /// `Σ g · xᵀ` over the images and the bias gradient (`g` summed per output channel; zeros
 /// unless `want_db` — a pass over all of `g`, 2 % of a Lite0 step, whose convolutions have
 /// no bias); the weight gradient taking `xs` through the batch norm `norm` where there is
-/// one (the input gradient is the normalised input's). With a batch norm, only where [`maps_input`]. With a gradient map `(y, map)`,
-/// the output gradient is `map(gs, y)` — `gs` the gradient of the batch norm that reads this
-/// 1x1's output `y` (`train::deferred`) — only where [`takes_grad_map`].
+/// one (the input gradient is the normalised input's), only where [`maps_input`]. With a
+/// gradient map `(y, map)`, the output gradient is `map(gs, y)` — `gs` the gradient of the
+/// batch norm that reads this 1x1's output `y` (`train::deferred`) — only where
+/// [`takes_grad_map`].
 pub fn backward_mapped(
     (xs, norm): (&[f32], Option<&Affine>),
     ws: &[f32],

@@ -183,9 +183,7 @@ impl ConvKind {
             },
         }
     }
-}
 
-impl ConvKind {
     /// Whether the backward pass takes its output gradient through a batch norm's map
     /// (`deferred`): a 1x1 whose gradients go chunk by chunk through the dot products.
     fn takes_grad_map(&self, want_dx: bool, want_w: (bool, bool)) -> bool {

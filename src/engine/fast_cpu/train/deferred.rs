@@ -34,9 +34,14 @@ pub(super) struct Deferred {
     pub dims: [usize; 3],
 }
 
-/// Offers and hand-offs not yet taken, oldest first: a step takes each at once, so a few
-/// slots are room enough; one left behind (a step that failed) is pushed out.
-const SLOTS: usize = 8;
+/// Offers not yet taken, oldest first: the batch norm that reads the 1x1's output asks at
+/// once, so a few slots are room enough; an offer nobody takes is pushed out.
+const OFFERS: usize = 8;
+/// Deferred gradients not yet taken. A backward pass takes each soon after it is handed (one
+/// or two wait at a time, a few more with trainings on several threads); a hand-off pushed
+/// out would leave the raw gradient for the real one, so the room is far beyond that. One
+/// left behind by a step that failed is pushed out by later steps.
+const PENDING: usize = 64;
 
 thread_local! {
     /// Nodes whose writer takes a deferred gradient. Per thread, as `handed`: a forward pass
@@ -52,7 +57,7 @@ static DEFERRED: Mutex<VecDeque<(NodeId, Deferred)>> = Mutex::new(VecDeque::new(
 /// The 1x1 that wrote `node` takes its gradient deferred.
 pub(super) fn offer(node: NodeId) {
     OFFERED.with_borrow_mut(|o| {
-        if o.len() == SLOTS {
+        if o.len() == OFFERS {
             o.pop_front();
         }
         o.push_back(node);
@@ -71,7 +76,7 @@ pub(super) fn offered(node: NodeId) -> bool {
 /// Hands `node`'s gradient, deferred.
 pub(super) fn defer(node: NodeId, d: Deferred) {
     let mut all = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
-    if all.len() == SLOTS {
+    if all.len() == PENDING {
         all.pop_front();
     }
     all.push_back((node, d));
