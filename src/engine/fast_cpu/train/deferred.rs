@@ -105,31 +105,29 @@ impl Deferred {
         let [_, c, hw] = self.dims;
         let shape = self.raw.layout().shape().clone();
         let xs = values(&self.x);
-        let plane = |i: usize| self.map.channel(i % c);
-        if self.is_raw(&got) {
-            drop(got);
-            let Deferred { mut raw, .. } = self;
-            if let Some(gs) = unique_values_mut(&mut raw) {
-                gs.par_chunks_mut(hw.max(1))
-                    .zip(xs.par_chunks(hw.max(1)))
-                    .enumerate()
-                    .for_each(|(i, (g, x))| apply(g, None, x, plane(i)));
-                return raw;
-            }
-            let mut out = values(&raw).to_vec();
-            out.par_chunks_mut(hw.max(1))
+        let planes = |gs: &mut [f32], raw: Option<&[f32]>| {
+            gs.par_chunks_mut(hw.max(1))
                 .zip(xs.par_chunks(hw.max(1)))
                 .enumerate()
-                .for_each(|(i, (g, x))| apply(g, None, x, plane(i)));
+                .for_each(|(i, (g, x))| {
+                    let raw = raw.map(|r| &r[i * hw..(i + 1) * hw]);
+                    apply(g, raw, x, self.map.channel(i % c))
+                })
+        };
+        if !self.is_raw(&got) {
+            let mut out = values(&contiguous(&got)).to_vec();
+            planes(&mut out, Some(values(&self.raw)));
             return flex_tensor(out, shape);
         }
-        let got = contiguous(&got);
-        let mut out = values(&got).to_vec();
-        out.par_chunks_mut(hw.max(1))
-            .zip(values(&self.raw).par_chunks(hw.max(1)))
-            .zip(xs.par_chunks(hw.max(1)))
-            .enumerate()
-            .for_each(|(i, ((g, raw), x))| apply(g, Some(raw), x, plane(i)));
+        // The raw gradient alone: written over in place once the hand-off's copy is let go.
+        drop(got);
+        let Deferred { mut raw, .. } = self;
+        if let Some(gs) = unique_values_mut(&mut raw) {
+            planes(gs, None);
+            return raw;
+        }
+        let mut out = values(&raw).to_vec();
+        planes(&mut out, None);
         flex_tensor(out, shape)
     }
 }
@@ -197,7 +195,9 @@ mod tests {
     /// deferred to the 1x1 (no bias), against the same chain not deferred (a bias of zeros,
     /// which adds nothing): the same input and weight gradients to the bit. With a second
     /// reader of the 1x1's output, whose gradient autodiff adds to the raw one (written out
-    /// by `resolve`): the same to rounding.
+    /// by `resolve`): the same to rounding. With the 1x1's weight frozen, its backward pass
+    /// cannot take the map (no dot products) and `resolve` writes the raw gradient out: the
+    /// same bits again.
     #[test]
     fn a_deferred_gradient_is_the_written_one() {
         let (n, c, co, h) = (2, 8, 16, 24);
@@ -207,10 +207,11 @@ mod tests {
             dilations: [1, 1],
             groups: co,
         };
-        for second_reader in [false, true] {
+        for (second_reader, frozen) in [(false, false), (true, false), (false, true)] {
             let run = |deferred: bool| {
                 let x = leaf([n, c, h, h], 1);
-                let wt = leaf([co, c, 1, 1], 7);
+                let wt = constant([co, c, 1, 1], 7, 0.0);
+                let wt = if frozen { wt } else { wt.require_grad() };
                 let zero = constant([co], 3, 0.0).mul_scalar(0.0);
                 let (gamma, beta, wd) = (leaf([co], 4), leaf([co], 9), leaf([co, 1, 3, 3], 5));
                 let grads = pool().install(|| {
@@ -231,7 +232,12 @@ mod tests {
                     }
                     l.backward()
                 });
-                let gs: [Vec<f32>; 2] = [grad(&x, &grads), grad(&wt, &grads)];
+                let gw = if frozen {
+                    Vec::new()
+                } else {
+                    grad(&wt, &grads)
+                };
+                let gs: [Vec<f32>; 2] = [grad(&x, &grads), gw];
                 let affine: Vec<f32> = vals(gamma.grad(&grads).expect("gamma"))
                     .into_iter()
                     .chain(vals(beta.grad(&grads).expect("beta")))
