@@ -91,12 +91,13 @@ pub(super) fn take(node: NodeId) -> Option<Deferred> {
 
 impl Deferred {
     /// Whether `got`, the gradient autodiff gathered for the node, is the raw one alone.
+    /// A strided view is never the raw one (that was registered contiguous), so nothing is
+    /// copied to find out.
     pub fn is_raw(&self, got: &FlexTensor) -> bool {
-        let (a, b) = (
-            values(&contiguous(got)).as_ptr(),
-            values(&self.raw).as_ptr(),
-        );
-        std::ptr::eq(a, b) && got.layout().shape() == self.raw.layout().shape()
+        let raw = values(&self.raw).as_ptr();
+        got.as_slice::<f32>()
+            .is_some_and(|g| std::ptr::eq(g.as_ptr(), raw))
+            && got.layout().shape() == self.raw.layout().shape()
     }
 
     /// The gradient written out from `got`: `map(raw, x)`, plus whatever other readers
