@@ -154,6 +154,9 @@ fn push_steps<'a>(data: &mut Vec<f32>, full: usize, k: usize, row: impl Fn(usize
 pub enum B<'a> {
     /// Row-major with rows `ld` apart: the input planes of a 1x1 convolution.
     Rows(*const f32, usize),
+    /// [`B::Rows`] already in cache (just read by the caller): read in place on AVX-512
+    /// whatever the sum's length, as no prefetcher need follow its rows.
+    Cached(*const f32, usize),
     /// Rows written by their owner: a convolution's patches read straight from its input
     /// (no unfolded copy), or columns that run on from one image into the next.
     Gather(&'a dyn Gather),
@@ -311,8 +314,8 @@ mod tests {
 
     /// The kernel against a plain triple loop: row counts that leave a partial panel,
     /// column counts that leave a partial strip, a row stride wider than the block, each
-    /// activation, a block of panels that is not the first, B in either layout, and sums
-    /// into what C holds.
+    /// activation, a block of panels that is not the first, B in either layout (row-major
+    /// packed and read in place), and sums into what C holds.
     #[test]
     fn multiply_matches_plain_loops() {
         if !available() {
@@ -350,50 +353,56 @@ mod tests {
                 }
             };
             let cols_of = ByCols { bs: &bs, ld };
-            let b = if by_cols {
-                B::Gather(&cols_of)
+            // Row-major B both ways: packed (or read in place for a short sum) and read in
+            // place whatever the sum's length (`B::Cached`).
+            let layouts = if by_cols {
+                vec![B::Gather(&cols_of)]
             } else {
-                B::Rows(bs.as_ptr(), ld)
+                vec![B::Rows(bs.as_ptr(), ld), B::Cached(bs.as_ptr(), ld)]
             };
-            let bias: Vec<f32> = (0..rows).map(|i| val(i, 3)).collect();
-            let bias = (!accumulate).then_some(bias.as_slice());
-            let before = |r: usize, j: usize| if accumulate { val(r * ldc + j, 4) } else { 0.0 };
-            let packed = PackedA::new(&a, rows, k);
-            let mut c: Vec<f32> = (0..rows * ldc)
-                .map(|i| {
-                    if accumulate && i % ldc < cols {
-                        before(i / ldc, i % ldc)
-                    } else {
-                        f32::NAN
+            for b in layouts {
+                let bias: Vec<f32> = (0..rows).map(|i| val(i, 3)).collect();
+                let bias = (!accumulate).then_some(bias.as_slice());
+                let before =
+                    |r: usize, j: usize| if accumulate { val(r * ldc + j, 4) } else { 0.0 };
+                let packed = PackedA::new(&a, rows, k);
+                let mut c: Vec<f32> = (0..rows * ldc)
+                    .map(|i| {
+                        if accumulate && i % ldc < cols {
+                            before(i / ldc, i % ldc)
+                        } else {
+                            f32::NAN
+                        }
+                    })
+                    .collect();
+                let out = Out {
+                    c: c.as_mut_ptr(),
+                    row0: 0,
+                    ldc,
+                    cols,
+                    accumulate,
+                    span: Span::ONE,
+                };
+                // Two calls, the first panel and the rest, as parallel callers split the rows;
+                // the second on the AVX-512 kernel where the machine has it.
+                for (panels, wide) in [(0..1, false), (1..packed.panels(), wide())] {
+                    // SAFETY: AVX2 checked above, AVX-512 by `wide`; `bs` holds k × cols values
+                    // in B's layout at stride ld; c holds rows × ldc.
+                    unsafe { multiply_on(wide, &packed, panels, b, &out, bias, act) };
+                }
+                for r in 0..rows {
+                    for j in 0..ldc {
+                        let got = c[r * ldc + j];
+                        if j >= cols {
+                            assert!(got.is_nan(), "wrote outside the block at {r},{j}");
+                            continue;
+                        }
+                        let sum: f32 = (0..k).map(|i| a[r * k + i] * bij(i, j)).sum();
+                        let want = before(r, j) + act.apply(sum + bias.map_or(0.0, |b| b[r]));
+                        let case = format!("{rows}x{k}x{cols} {act:?} cols {by_cols} at {r},{j}");
+                        let case = format!("{case} {}", matches!(b, B::Cached(..)));
+                        assert!((got - want).abs() < 1e-4, "{case}: {got} vs {want}");
                     }
-                })
-                .collect();
-            let out = Out {
-                c: c.as_mut_ptr(),
-                row0: 0,
-                ldc,
-                cols,
-                accumulate,
-                span: Span::ONE,
-            };
-            // Two calls, the first panel and the rest, as parallel callers split the rows;
-            // the second on the AVX-512 kernel where the machine has it.
-            for (panels, wide) in [(0..1, false), (1..packed.panels(), wide())] {
-                // SAFETY: AVX2 checked above, AVX-512 by `wide`; `bs` holds k × cols values
-                // in B's layout at stride ld; c holds rows × ldc.
-                unsafe { multiply_on(wide, &packed, panels, b, &out, bias, act) };
-            }
-            for r in 0..rows {
-                for j in 0..ldc {
-                    let got = c[r * ldc + j];
-                    if j >= cols {
-                        assert!(got.is_nan(), "wrote outside the block at {r},{j}");
-                        continue;
-                    }
-                    let sum: f32 = (0..k).map(|i| a[r * k + i] * bij(i, j)).sum();
-                    let want = before(r, j) + act.apply(sum + bias.map_or(0.0, |b| b[r]));
-                    let case = format!("{rows}x{k}x{cols} {act:?} cols {by_cols} at {r},{j}");
-                    assert!((got - want).abs() < 1e-4, "{case}: {got} vs {want}");
                 }
             }
         }

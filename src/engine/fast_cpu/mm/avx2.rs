@@ -103,11 +103,12 @@ unsafe fn body<const WIDE: bool>(
                     B::Rows(b, ldb) if WIDE && k <= IN_PLACE_K => {
                         Some((b.add(k0 * ldb + j0), ldb, block / NR))
                     }
+                    B::Cached(b, ldb) if WIDE => Some((b.add(k0 * ldb + j0), ldb, block / NR)),
                     _ => None,
                 };
                 match b {
                     // Only a partial last strip packed (into strip 0 of `scratch`).
-                    B::Rows(_, ldb) if let Some((src, _, whole)) = in_place => {
+                    B::Rows(_, ldb) | B::Cached(_, ldb) if let Some((src, _, whole)) = in_place => {
                         if !block.is_multiple_of(NR) {
                             for i in 0..kc {
                                 let src = src.add(i * ldb + whole * NR);
@@ -118,7 +119,7 @@ unsafe fn body<const WIDE: bool>(
                     // Row by row, so each row of B is read as one run (the prefetcher
                     // follows a few long runs, not k short ones), into strips of NR
                     // columns.
-                    B::Rows(b, ldb) => {
+                    B::Rows(b, ldb) | B::Cached(b, ldb) => {
                         for i in 0..kc {
                             let src = b.add((k0 + i) * ldb + j0);
                             pack_row(src, i, kc, block, scratch.as_mut_ptr());
