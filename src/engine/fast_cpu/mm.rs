@@ -399,8 +399,10 @@ mod tests {
                         }
                         let sum: f32 = (0..k).map(|i| a[r * k + i] * bij(i, j)).sum();
                         let want = before(r, j) + act.apply(sum + bias.map_or(0.0, |b| b[r]));
-                        let case = format!("{rows}x{k}x{cols} {act:?} cols {by_cols} at {r},{j}");
-                        let case = format!("{case} {}", matches!(b, B::Cached(..)));
+                        let cached = matches!(b, B::Cached(..));
+                        let case =
+                            format!("{rows}x{k}x{cols} {act:?} cols {by_cols} cached {cached}");
+                        let case = format!("{case} at {r},{j}");
                         assert!((got - want).abs() < 1e-4, "{case}: {got} vs {want}");
                     }
                 }
