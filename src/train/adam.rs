@@ -187,22 +187,17 @@ impl ModuleMapper for Stepper<'_> {
         let require_grad = tensor.is_require_grad();
         let len = grad.shape().num_elements();
         let path = self.path.join(".");
-        let moments = self.adam.moments.entry(id).or_insert_with(|| Moments {
+        let fresh = || Moments {
             time: 0,
-            m: Vec::new(),
-            v: Vec::new(),
-            shape: Vec::new(),
+            m: vec![0.0; len],
+            v: vec![0.0; len],
+            shape: grad.dims().to_vec(),
             path: path.clone(),
-        });
+        };
         // A new parameter, or a record for another shape of it: start from zero moments.
+        let moments = self.adam.moments.entry(id).or_insert_with(fresh);
         if moments.m.len() != len {
-            *moments = Moments {
-                time: 0,
-                m: vec![0.0; len],
-                v: vec![0.0; len],
-                shape: grad.dims().to_vec(),
-                path: path.clone(),
-            };
+            *moments = fresh();
         }
         let step = AdamStep::new(
             lr,
