@@ -24,6 +24,7 @@ const CHUNK: usize = 64;
 /// Zen 4 EPYC (0.7 % of the step in all).
 const AHEAD: usize = 2;
 /// Bytes a prefetch brings (one cache line).
+#[cfg(target_arch = "x86_64")]
 const LINE: usize = 64;
 /// Pixels per map from which the dot products pay (28x28 maps gained 10 %, 56x56 and 112x112
 /// 20-40 %): fewer, and each tile's running sums are loaded and stored about as often as
@@ -285,8 +286,9 @@ unsafe fn tiles(
 /// Prefetches of the next chunk's rows spread over the current chunk's tile steps: staging
 /// a chunk waits on memory and the tiles do not, so fetched one at a time the two never
 /// overlapped (Lite0's 16 → 96 expand at 112x112 moves 11 MB an image at 13 GB/s where the
-/// machine copies at 31). Into L2 (`T1`): into L1 they evicted the tiles' operands and
-/// gained nothing.
+/// machine copies at 31). Into L2 (`T1`): into L1 (`T0`) they gained nothing, and the
+/// tiles' own operands live there.
+#[cfg(target_arch = "x86_64")]
 #[derive(Default)]
 struct NextChunk {
     /// Each row's first value in the chunk.
@@ -299,6 +301,7 @@ struct NextChunk {
     at: (usize, usize),
 }
 
+#[cfg(target_arch = "x86_64")]
 impl NextChunk {
     /// Plans the chunk `pixels` of each `hw`-long row of every operand (an empty operand has
     /// none), spread over `steps` tile steps.
