@@ -340,6 +340,11 @@ mod tests {
             // A short sum (≤ `avx2::IN_PLACE_K`) read in place: a pair of panels on 2 + 1 strips of
             // B's rows and a packed partial one.
             (13, 24, 50, Act::Clamp(-0.5, 0.5), false, false),
+            // A last pair (panels 1 and 2 of the second call below) whose second panel
+            // holds 2, 3 or 4 filters (`kernel_tall_rows`: only those rows computed).
+            (14, 20, 40, Act::NONE, false, false),
+            (15, 20, 33, Act::NONE, false, true),
+            (16, 30, 40, Act::Clamp(0.0, 6.0), false, false),
         ] {
             let a: Vec<f32> = (0..rows * k).map(|i| val(i, 1)).collect();
             let (ld, ldc) = (if by_cols { k } else { cols } + 3, cols + 5);

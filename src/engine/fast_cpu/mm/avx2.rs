@@ -179,12 +179,15 @@ unsafe fn body<const WIDE: bool>(
                     // FMA of the 6-row kernel on 4, B being what streams from L2.
                     if WIDE && p + 1 < panels.end {
                         let next = a.panel(p + 1).as_ptr().add(k0 * MR);
+                        // The second panel's rows that hold filters (the last panel may
+                        // hold fewer than MR).
+                        let rows = a.rows.saturating_sub((p + 1) * MR).min(MR);
                         let mut s0 = 0;
                         while s0 < strips {
                             let (b, ld, spacing, alike) = strip(s0);
                             if alike >= 2 {
                                 let [top, bottom] =
-                                    kernel_tall::<2>(kc, panel, next, b, spacing, ld);
+                                    kernel_tall_rows::<2>(rows, kc, panel, next, b, spacing, ld);
                                 for (t, (top, bottom)) in top.iter().zip(&bottom).enumerate() {
                                     store.strip(p, s0 + t, top);
                                     store.strip(p + 1, s0 + t, bottom);
@@ -192,7 +195,7 @@ unsafe fn body<const WIDE: bool>(
                                 s0 += 2;
                             } else {
                                 let [[top], [bottom]] =
-                                    kernel_tall::<1>(kc, panel, next, b, spacing, ld);
+                                    kernel_tall_rows::<1>(rows, kc, panel, next, b, spacing, ld);
                                 store.strip(p, s0, &top);
                                 store.strip(p + 1, s0, &bottom);
                                 s0 += 1;
@@ -355,10 +358,34 @@ impl Sums for [__m512; MR] {
     }
 }
 
-/// [`kernel_wide`] on two panels at once (`a0`'s rows, then `a1`'s: 12 rows) and `S`
-/// strips: with 2 strips, 24 accumulators fed by 2 loads of B and 12 broadcasts a step.
+/// [`kernel_tall`] computing only the second panel's first `rows` rows, rounded up to 2, 4
+/// or all: a last panel that holds 2 or 4 filters (32 output channels fill 5⅓ panels) pays
+/// no FMAs for its empty rows. The rows left out come back zero.
 #[inline(always)]
-unsafe fn kernel_tall<const S: usize>(
+unsafe fn kernel_tall_rows<const S: usize>(
+    rows: usize,
+    k: usize,
+    a0: *const f32,
+    a1: *const f32,
+    b: *const f32,
+    strip: usize,
+    ld: usize,
+) -> [[[__m512; MR]; S]; 2] {
+    // SAFETY: as the caller promises for `kernel_tall`.
+    unsafe {
+        match rows {
+            0..=2 => kernel_tall::<S, 2>(k, a0, a1, b, strip, ld),
+            3 | 4 => kernel_tall::<S, 4>(k, a0, a1, b, strip, ld),
+            _ => kernel_tall::<S, MR>(k, a0, a1, b, strip, ld),
+        }
+    }
+}
+
+/// [`kernel_wide`] on two panels at once (`a0`'s rows, then the first `R1` of `a1`'s: up
+/// to 12 rows) and `S` strips: with 2 strips, 24 accumulators fed by 2 loads of B and 12
+/// broadcasts a step.
+#[inline(always)]
+unsafe fn kernel_tall<const S: usize, const R1: usize>(
     k: usize,
     a0: *const f32,
     a1: *const f32,
@@ -375,8 +402,9 @@ unsafe fn kernel_tall<const S: usize>(
             for (t, x) in x.iter_mut().enumerate() {
                 *x = _mm512_loadu_ps(b.add(t * strip + i * ld));
             }
-            for (a, acc) in [a0, a1].into_iter().zip(acc.iter_mut()) {
-                for (r, acc) in acc.iter_mut().enumerate() {
+            for (p, (a, acc)) in [a0, a1].into_iter().zip(acc.iter_mut()).enumerate() {
+                let rows = if p == 0 { MR } else { R1 };
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
                     let av = _mm512_set1_ps(*a.add(i * MR + r));
                     for (acc, &x) in acc.iter_mut().zip(&x) {
                         *acc = _mm512_fmadd_ps(av, x, *acc);
