@@ -487,9 +487,12 @@ mod tests {
             // More channels than one group of 16 (narrow maps go by groups on AVX-512), the
             // last group partial: 5x5 stride 1, and 3x3 stride 2.
             (2, 20, 20, 7, 7, 5, 1, 1, [2, 2, 2, 2], 20),
-            // Rows of two tiles of 7 outputs (the weight gradient's sliding tap sums).
+            // Rows of tiles of 7 outputs (the weight gradient's sliding tap sums), strides 1
+            // and 2.
             (2, 17, 17, 14, 14, 3, 1, 1, [1, 1, 1, 1], 17),
             (3, 17, 17, 14, 14, 5, 1, 1, [2, 2, 2, 2], 17),
+            (2, 17, 17, 14, 14, 3, 2, 1, [1, 1, 1, 1], 17),
+            (1, 17, 17, 28, 28, 5, 2, 1, [2, 2, 2, 2], 17),
             (2, 18, 18, 9, 9, 3, 2, 1, [1, 1, 1, 1], 18),
             // Strided rows of 24-31 outputs: the forward pass in 16-lane planes
             // (`depthwise_wide.rs`), the gradients by groups (`grads_by_channel_groups`); and a
