@@ -390,15 +390,10 @@ impl Geometry {
             }
         }
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above; the bias's sums are `acc`'s last vector.
+        // SAFETY: as above.
         unsafe {
-            let mut sum = _mm512_setzero_ps();
-            for p in 0..oh * ow {
-                sum = _mm512_add_ps(sum, _mm512_loadu_ps(grad.as_ptr().add(p * L)));
-            }
-            let a = acc.as_mut_ptr().add(taps * L);
-            _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), sum));
-        }
+            add_bias_sums(grad, acc)
+        };
     }
 
     /// [`Self::tap_grads`] for a stride of `SW` across, `KW` taps a row (no dilation across)
@@ -457,15 +452,33 @@ impl Geometry {
                 }
             }
         }
-        // SAFETY: as above; the bias's sums are `acc`'s last vector.
-        unsafe {
-            let mut sum = _mm512_setzero_ps();
-            for p in 0..oh * ow {
-                sum = _mm512_add_ps(sum, _mm512_loadu_ps(grad.as_ptr().add(p * L)));
-            }
-            let a = acc.as_mut_ptr().add(taps * L);
-            _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), sum));
-        }
+        // SAFETY: as above.
+        unsafe { add_bias_sums(grad, acc) };
         true
+    }
+}
+
+/// Adds Σ over the pixels of `grad` (pixel-major, [`L`] lanes a pixel) to `acc`'s last
+/// vector: the bias gradient's sums of [`Geometry::tap_grads`].
+///
+/// # Safety
+/// Inside `with_avx512` on a CPU with AVX-512; `acc` holds at least one vector and `grad`
+/// whole pixels.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn add_bias_sums(grad: &[f32], acc: &mut [f32]) {
+    assert!(
+        acc.len() >= L && grad.len().is_multiple_of(L),
+        "depthwise gradient: bias sums"
+    );
+    // SAFETY: as the caller promises; the reads stay inside `grad`, the last vector of
+    // `acc` inside it (asserted above).
+    unsafe {
+        let mut sum = _mm512_setzero_ps();
+        for p in grad.chunks_exact(L) {
+            sum = _mm512_add_ps(sum, _mm512_loadu_ps(p.as_ptr()));
+        }
+        let a = acc.as_mut_ptr().add(acc.len() - L);
+        _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), sum));
     }
 }
