@@ -2,7 +2,7 @@
 # The GPU question in one run: on a lent GPU machine, does Graft's wgpu path give the CPU's
 # answers, and how fast does it train against PyTorch CUDA on the same machine?
 #
-# Here (crates.io, 2 cores), once:   tools/gpu_check.sh --build
+# Here (crates.io, 2 cores), after any change to src/:   tools/gpu_check.sh --build
 #   builds `graft` without the window (cargo feature `window` off), strips it and writes
 #   target/gpu/graft.xz (~37 MB).
 # Just before each call, here:     tools/gpu_check.sh --slim   (see below; undo it after)
@@ -23,7 +23,8 @@
 #     (max |diff| / max(1, max |ref|)), and the same on the CPU;
 #   - training: EfficientNet-Lite0 (embedded) and MobileNet-v2 (torchvision, random weights,
 #     exported there) at batch 32 and 128, full fine-tuning and frozen backbone, images/s
-#     from Graft's report, on wgpu;
+#     from Graft's report, on wgpu; and Lite0's fine-tuning on the machine's CPU cores
+#     (Graft's own kernels) for reference;
 #   - the peer: PyTorch CUDA, the same networks, batches and modes, median step images/s,
 #     float32 at its best of NCHW and channels-last (cuDNN autotuner on), measured first.
 # tools/gpu_profile.sh then says where the wgpu training time goes.
@@ -263,21 +264,28 @@ if torch_ok and torch.cuda.is_available():
 # second epoch (steady state, the peer's measure).
 train_device = os.environ.get("GPU_CHECK_TRAIN_DEVICE", "wgpu")
 if data:
-    runs = [("lite0", "default", 32, "finetune"), ("lite0", "default", 32, "frozen"),
-            ("mobilenet_v2", mnv2, 32, "finetune"), ("lite0", "default", 128, "finetune"),
-            ("mobilenet_v2", mnv2, 128, "finetune"), ("mobilenet_v2", mnv2, 32, "frozen"),
-            ("lite0", "default", 128, "frozen"), ("mobilenet_v2", mnv2, 128, "frozen")]
-    for net, model, batch, mode in runs:
-        key = f"{net} b{batch} {mode}"
+    # The second run is Graft's own CPU path on the same machine's cores: on a machine whose
+    # CPU is strong and GPU weak (or the reverse), which should `--device auto` pick?
+    runs = [("lite0", "default", 32, "finetune", train_device),
+            ("lite0", "default", 32, "finetune", "cpu"),
+            ("lite0", "default", 32, "frozen", train_device),
+            ("mobilenet_v2", mnv2, 32, "finetune", train_device),
+            ("lite0", "default", 128, "finetune", train_device),
+            ("mobilenet_v2", mnv2, 128, "finetune", train_device),
+            ("mobilenet_v2", mnv2, 32, "frozen", train_device),
+            ("lite0", "default", 128, "frozen", train_device),
+            ("mobilenet_v2", mnv2, 128, "frozen", train_device)]
+    for net, model, batch, mode, device in runs:
+        key = f"{net} b{batch} {mode}" + ("" if device == train_device else f" {device}")
         row = training.setdefault(key, {})
         if model is None:
             continue
         if left() < 20:
             row["graft_error"] = "skipped: the check's deadline"
             continue
-        report = os.path.join(work, f"{net}_{batch}_{mode}.json")
+        report = os.path.join(work, f"{net}_{batch}_{mode}_{device}.json")
         args = ["train", "--model", model, "--data", data, "--epochs", "2",
-                "--batch", str(batch), "--device", train_device, "--val-split", "0",
+                "--batch", str(batch), "--device", device, "--val-split", "0",
                 "--export", os.path.join(work, f"{net}.onnx"), "--report", report]
         if mode == "frozen":
             args.append("--freeze-backbone")

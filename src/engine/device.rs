@@ -27,6 +27,20 @@ pub struct DeviceInfo {
     pub fallback_reason: Option<String>,
 }
 
+impl DeviceInfo {
+    /// What the user waits for before the first step on this device, when it is long enough
+    /// to say: on a GPU, burn compiles and autotunes each kernel the first time a process
+    /// runs it — EfficientNet-Lite0's first epoch took 133 s on a fresh H200 machine, 52 s
+    /// once CubeCL's on-disk cache held the tuning (docs/BENCHMARKS.md, GPU), against 1.7 s
+    /// for each epoch after.
+    pub fn warm_up_note(&self) -> Option<&'static str> {
+        self.is_gpu.then_some(
+            "the first steps on the GPU compile and tune its kernels: up to a few minutes \
+             the first time on this machine, less once they are cached",
+        )
+    }
+}
+
 fn cpu(reason: Option<String>) -> DeviceInfo {
     DeviceInfo {
         device: Device::flex(),
@@ -103,4 +117,20 @@ fn short_name(identity: &str) -> String {
         .and_then(|s| s.split('"').next())
         .unwrap_or(identity)
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_gpu_warns_of_its_warm_up() {
+        assert_eq!(cpu(None).warm_up_note(), None);
+        let gpu = DeviceInfo {
+            is_gpu: true,
+            description: "wgpu (NVIDIA H200)".into(),
+            ..cpu(None)
+        };
+        assert!(gpu.warm_up_note().is_some_and(|n| n.contains("compile")));
+    }
 }

@@ -80,6 +80,9 @@ pub(crate) fn run(
         epochs: job.options.epochs,
         cached_nodes: sources.cut.as_ref().map_or(0, |(c, _)| c.last + 1),
     });
+    if let Some(note) = prepared.dev.warm_up_note() {
+        reporter.send(TrainEvent::Message(note.into()));
+    }
     for epoch in run.progress.start_epoch..job.options.epochs {
         let end = run.epoch(epoch, control)?;
         let more = epoch + 1 < job.options.epochs && end == EpochEnd::Completed;
