@@ -57,29 +57,7 @@ if [ "${1:-}" = "--slim" ]; then
 fi
 out="${OUT:-$root/target/gpu_out}"
 mkdir -p "$out"
-work=$(mktemp -d)
-bin="$work/graft"
-if [ -f target/gpu/graft.xz ]; then
-  xz -dc target/gpu/graft.xz > "$bin"
-elif [ -x target/release/graft ]; then
-  cp target/release/graft "$bin"
-else
-  echo "no graft binary: run tools/gpu_check.sh --build first" >&2
-  exit 1
-fi
-chmod +x "$bin"
-# The device image may lack the Vulkan loader wgpu opens (libvulkan.so.1): the lent-machine
-# notes bring Debian's loader packages in .gl/ (carried) to unpack there, and name NVIDIA's
-# driver files when none is found.
-if ! ldconfig -p | grep -q libvulkan.so.1 && [ -d .gl ]; then
-  for f in .gl/*.deb; do dpkg -x "$f" /; done
-  ldconfig
-fi
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then
-  export VK_DRIVER_FILES="$icd"
-  export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
-fi
+. tools/gpu_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
 "$bin" --version > "$out/graft_version.txt" 2>&1
 
@@ -158,21 +136,16 @@ result["parity_wgpu_max_rel_error"] = max(
     default=None)
 save()
 
-# 2. A dataset: 4 classes x 128 noisy images, 224 px (the speed does not depend on content).
+# 2. The dataset (tools/gpu_dataset.py).
 # GPU_CHECK_SKIP_TRAINING=1 stops after parity (a dry run on a machine without a GPU).
 if os.environ.get("GPU_CHECK_SKIP_TRAINING"):
     print(json.dumps(result, indent=1))
     sys.exit(0)
 try:
-    from PIL import Image
+    sys.path.insert(0, "tools")
+    import gpu_dataset
     data = os.path.join(work, "data")
-    rng = np.random.default_rng(0)
-    for c in range(4):
-        os.makedirs(os.path.join(data, f"c{c}"), exist_ok=True)
-        base = rng.integers(0, 255, 3)
-        for i in range(128):
-            px = np.clip(base + rng.normal(0, 40, (224, 224, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(px).save(os.path.join(data, f"c{c}", f"{i}.png"))
+    gpu_dataset.write(data)
 except ImportError as e:
     data = None
     result["training_error"] = f"no PIL to write the dataset: {e}"
@@ -275,6 +248,7 @@ if data:
             ("mobilenet_v2", mnv2, 32, "frozen", train_device),
             ("lite0", "default", 128, "frozen", train_device),
             ("mobilenet_v2", mnv2, 128, "frozen", train_device)]
+    runs = list(dict.fromkeys(runs))  # a dry run on the CPU has no separate reference run
     for net, model, batch, mode, device in runs:
         key = f"{net} b{batch} {mode}" + ("" if device == train_device else f" {device}")
         row = training.setdefault(key, {})

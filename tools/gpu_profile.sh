@@ -13,35 +13,20 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 out="${OUT:-$root/target/gpu_out}"
 mkdir -p "$out"
-work=$(mktemp -d)
-bin="$work/graft"
-if [ -f target/gpu/graft.xz ]; then xz -dc target/gpu/graft.xz > "$bin"; else cp target/release/graft "$bin"; fi
-chmod +x "$bin"
-if ! ldconfig -p | grep -q libvulkan.so.1 && [ -d .gl ]; then
-  for f in .gl/*.deb; do dpkg -x "$f" /; done
-  ldconfig
-fi
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; fi
+. tools/gpu_setup.sh
 device="${GPU_PROFILE_DEVICE:-wgpu}"
 
 "${PYTHON:-python3}" - "$bin" "$work" "$out" "$device" <<'PY'
 import collections, json, os, re, statistics, subprocess, sys, time
-import numpy as np
 graft, work, out, device = sys.argv[1:5]
 result = {}
 def save():
     json.dump(result, open(os.path.join(out, "gpu_profile.json"), "w"), indent=1)
 
-from PIL import Image
+sys.path.insert(0, "tools")
+import gpu_dataset
 data = os.path.join(work, "data")
-rng = np.random.default_rng(0)
-for c in range(4):
-    os.makedirs(os.path.join(data, f"c{c}"), exist_ok=True)
-    base = rng.integers(0, 255, 3)
-    for i in range(128):
-        px = np.clip(base + rng.normal(0, 40, (224, 224, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(px).save(os.path.join(data, f"c{c}", f"{i}.png"))
+gpu_dataset.write(data)
 
 def train(tag, epochs, timeout, cwd):
     report = os.path.join(work, f"{tag}.json")
