@@ -2,6 +2,8 @@
 # Where burn's wgpu training of EfficientNet-Lite0 spends its time, on a lent GPU machine, in
 # one run after tools/gpu_check.sh showed it far behind PyTorch CUDA:
 #   run(command="tools/gpu_profile.sh", carry=["target/gpu", ".gl"], timeout_s=345)
+# after tools/gpu_check.sh --build (the binary) and --slim (the checkout under the carry
+# limit), as for the check; a dry run of the bookkeeping here: GPU_PROFILE_DEVICE=cpu.
 # A. full fine-tuning, batch 32, 3 epochs with CubeCL's autotuning at its "minimal" level:
 #    how much of the first epoch's wait is autotuning (gpu_check's default level: 133 s);
 # B. the same with CubeCL's kernel profiler and compilation log on (cubecl.toml in a scratch

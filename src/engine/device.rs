@@ -30,9 +30,9 @@ pub struct DeviceInfo {
 impl DeviceInfo {
     /// What the user waits for before the first step on this device, when it is long enough
     /// to say: on a GPU, burn compiles and autotunes each kernel the first time a process
-    /// runs it — EfficientNet-Lite0's first epoch took 133 s on a fresh H200 machine, 52 s
-    /// once CubeCL's on-disk cache held the tuning (docs/BENCHMARKS.md, GPU), against 1.7 s
-    /// for each epoch after.
+    /// runs it — EfficientNet-Lite0's first epoch took 133 s in a fresh H200 machine's first
+    /// process and 52 s in a later one (CubeCL keeps its tuning on disk), against 1.7 s for
+    /// each epoch after (docs/BENCHMARKS.md, GPU).
     pub fn warm_up_note(&self) -> Option<&'static str> {
         self.is_gpu.then_some(
             "the first steps on the GPU compile and tune its kernels: up to a few minutes \
