@@ -5,7 +5,7 @@
 # Here (crates.io, 2 cores), after any change to src/:   tools/gpu_check.sh --build
 #   builds `graft` without the window (cargo feature `window` off), strips it and writes
 #   target/gpu/graft.xz (~37 MB).
-# Just before each call, here:     tools/gpu_check.sh --slim   (see below; undo it after)
+# Just before each call, here:     tools/gpu_check.sh --slim   (after it: --unslim; see below)
 # Once, here, the Vulkan loader packages the device notes name, into .gl/ (ignored):
 #   echo /.gl/ >> .git/info/exclude; mkdir -p .gl /tmp/amd64/partial
 #   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
@@ -47,12 +47,23 @@ fi
 if [ "${1:-}" = "--slim" ]; then
   # What travels to the device is the whole working tree (tracked files: ~52 MB) plus what is
   # carried (graft.xz: ~37 MB), against a 64 MiB limit. Empty, in this checkout, the tracked
-  # files the checks never read (the default network is inside the binary); put them back
-  # with `git checkout -- assets screenshots tests` after the call.
-  for f in assets/efficientnet_lite0.onnx screenshots/*.png tests/data/* tests/snapshots/*; do
-    [ -f "$f" ] && : > "$f"
-  done
+  # files the checks never read (the default network is inside the binary), listed in
+  # target/gpu/slimmed.txt; `tools/gpu_check.sh --unslim` after the call puts them back.
+  # Refused where one of them has changes of its own, which emptying would lose.
+  mkdir -p target/gpu
+  git ls-files -- assets/efficientnet_lite0.onnx 'screenshots/*.png' 'tests/data/*' \
+    'tests/snapshots/*' > target/gpu/slimmed.txt
+  if ! xargs -a target/gpu/slimmed.txt git diff --quiet --; then
+    echo "--slim: uncommitted changes in the files it would empty; commit or stash them" >&2
+    exit 1
+  fi
+  while read -r f; do : > "$f"; done < target/gpu/slimmed.txt
   git ls-files -z | xargs -0 du -cb | tail -1
+  exit 0
+fi
+if [ "${1:-}" = "--unslim" ]; then
+  xargs -a target/gpu/slimmed.txt git checkout --
+  git status --short
   exit 0
 fi
 out="${OUT:-$root/target/gpu_out}"
