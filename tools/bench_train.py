@@ -3,8 +3,12 @@
 
     cargo build --release
     MALLOC_MMAP_THRESHOLD_=10000000000 MALLOC_TRIM_THRESHOLD_=10000000000 \
-        tools/pyenv.sh python tools/bench_train.py [--pth efficientnet-lite0.pth] [--skip-accuracy]
+        tools/torchenv.sh python tools/bench_train.py [--pth efficientnet-lite0.pth] [--skip-accuracy]
         [--finetune-only --repeats 5]
+
+(tools/torchenv.sh: the newest PyTorch from PyPI, the peer a user installs today; the same
+script runs under tools/pyenv.sh with Debian's PyTorch 1.13, the peer of the numbers before
+2026-12-04's twenty-sixth session.)
 
 1. Accuracy: EfficientNet-Lite0 (ImageNet weights), backbone frozen, new 10-class head, on
    Fashion-MNIST with 100 training images per class; accuracy on the 10,000 test images.
@@ -19,8 +23,9 @@ malloc settings above; its settings are printed with the results.
    step once its memory is in place: PyTorch's steps after 2 warm-up steps on its one batch,
    Graft's over epochs 3 and 4 of a 4-epoch run (its first steps and each epoch's first pay
    the first touch of its 1.5 GB, which in this VM costs about 5 ms a MB — 3-9 s, varying
-   with what the machine ran before). PyTorch runs in NCHW and in channels-last every run
-   and the faster is compared. Graft's steps run while its loader decodes the next batch on
+   with what the machine ran before). PyTorch runs in NCHW and in channels-last, eager,
+   compiled with `torch.compile` (PyTorch 2 on) and eager under bf16 autocast, every run, and
+   the fastest is compared. Graft's steps run while its loader decodes the next batch on
    the same cores; PyTorch's batch is decoded beforehand. With --repeats, the two alternate
    and the medians of the runs are reported.
 """
@@ -123,19 +128,31 @@ def torch_frozen(pth, train_items, test_items, epochs=10):
     return wall, correct / max(len(test_items), 1), layout
 
 
-def torch_finetune_speed(pth, items, layout, iters=6):
+def torch_finetune_speed(pth, items, layout, mode="eager", iters=6):
+    """Median images/s of PyTorch's training steps on one batch, in `layout`, eager,
+    compiled or under bf16 autocast (peer.modes()), or None where this PyTorch cannot train
+    so; the first steps are warm-up (a compiled model's first step compiles it: 20-60 s here,
+    not counted, as Graft's first epochs are not)."""
     torch.manual_seed(0)
     model = torch_model(pth).train()
     xs = torch.stack([preprocess(p) for p, _ in items[:32]])
     model, xs = peer.to_layout(layout, model, xs)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    run = torch.compile(model) if mode == "compiled" else model
     ys = torch.tensor([y for _, y in items[:32]])
     times = []
     for i in range(iters + 2):
         t = time.time()
-        loss = nn.functional.cross_entropy(model(xs), ys)
-        opt.zero_grad()
-        loss.backward()
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+                loss = nn.functional.cross_entropy(run(xs), ys)
+            opt.zero_grad()
+            loss.backward()
+        except RuntimeError as e:
+            if mode != "bf16":
+                raise
+            print(f"torch {layout} {mode}: cannot train ({str(e).splitlines()[0]})", flush=True)
+            return None
         opt.step()
         if i >= 2:
             times.append(time.time() - t)
@@ -215,18 +232,20 @@ def main():
             os.makedirs(os.path.join(sub, c))
             for f in sorted(os.listdir(os.path.join(data, "train", c)))[:16]:
                 os.symlink(os.path.join(data, "train", c, f), os.path.join(sub, c, f))
-    runs, by_layout = [], []
+    runs, by_way = [], []
     for _ in range(a.repeats):
         gs = graft_finetune_speed(sub)
-        ts = {layout: torch_finetune_speed(pth, train_items, layout) for layout in peer.LAYOUTS}
+        ts = {f"{layout} {mode}": torch_finetune_speed(pth, train_items, layout, mode)
+              for layout in peer.LAYOUTS for mode in peer.modes()}
+        ts = {k: v for k, v in ts.items() if v is not None}
         runs.append((gs, max(ts.values())))
-        by_layout.append(ts)
+        by_way.append(ts)
         print(f"fine-tuning images/s: graft {gs:.2f}, torch {runs[-1][1]:.2f} (best of "
               + ", ".join(f"{k} {v:.2f}" for k, v in ts.items()) + ")", flush=True)
     results["graft_finetune_images_per_s"] = float(np.median([r[0] for r in runs]))
     results["torch_finetune_images_per_s"] = float(np.median([r[1] for r in runs]))
     results["finetune_runs"] = runs
-    results["torch_finetune_by_layout"] = by_layout
+    results["torch_finetune_by_way"] = by_way
     print(json.dumps(results, indent=1))
 
 

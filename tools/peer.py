@@ -19,6 +19,17 @@ LAYOUTS = ("nchw", "channels_last")
 LAYOUT = os.environ.get("GRAFT_PEER_LAYOUT", "channels_last")
 
 
+def modes():
+    """How PyTorch can train a model here: eager; compiled (`torch.compile`, whose Inductor
+    backend fuses the element-wise ops around convolutions into generated C++) where this
+    PyTorch has it (2.0 on); and eager under bf16 autocast (`torch.autocast("cpu",
+    torch.bfloat16)`: oneDNN's bf16 kernels, on CPUs with AVX512-BF16). Benchmarks that time
+    training run each and compare the fastest; a way this PyTorch cannot run (1.13 has no
+    bf16 kernel for ReLU6's backward pass) is reported and skipped. docs/BENCHMARKS.md has what each gave."""
+    import torch
+    return ("eager",) + (("compiled",) if hasattr(torch, "compile") else ()) + ("bf16",)
+
+
 def to_layout(layout, *modules_or_tensors):
     """Models and image batches in `layout` (one of LAYOUTS), in the order given."""
     import torch
