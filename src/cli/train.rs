@@ -6,7 +6,7 @@ use super::train_detect::detector_job;
 pub use super::train_detect::{FitArg, parse_box_augment};
 use crate::audio::front::AudioSettings;
 use crate::data::{Augmentation, Dataset};
-use crate::engine::DeviceChoice;
+use crate::engine::{DeviceChoice, Precision};
 use crate::graph::edit::{Edit, apply, freeze_backbone};
 use crate::train::{
     Outcome, Schedule, Session, Solver, StopReason, TrainEvent, TrainJob, TrainingOptions,
@@ -106,6 +106,10 @@ pub struct TrainArgs {
     pub augment: Option<String>,
     #[arg(long, value_enum)]
     pub device: Option<DeviceChoice>,
+    /// Mixed precision: `bf16` multiplies the 1x1 convolutions in bf16 (fp32 sums and
+    /// weights; CPUs with AVX512_BF16, else fp32 with a message). Default `fp32`.
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
     #[arg(long)]
     pub seed: Option<u64>,
     /// Do not cache the frozen layers' activations.
@@ -233,6 +237,9 @@ fn options(args: &TrainArgs) -> Result<TrainingOptions, String> {
     }
     if let Some(v) = args.device {
         o.device = v;
+    }
+    if let Some(v) = args.precision {
+        o.precision = v;
     }
     if let Some(v) = args.seed {
         o.seed = v;

@@ -12,12 +12,14 @@ pub(crate) mod fast_cpu;
 mod fusion;
 pub mod optimize;
 pub mod params;
+pub mod precision;
 pub mod profile;
 pub mod speed;
 pub mod value;
 
 pub use device::{DeviceChoice, DeviceInfo, select_device};
 pub use params::Params;
+pub use precision::Precision;
 pub use value::Value;
 
 use crate::graph::{Network, Op, shape};
@@ -412,8 +414,8 @@ impl Model {
     }
 }
 
-/// Runs `f` on one of rayon's workers when `device` is the CPU (flex, without autodiff) and
-/// this thread is not one already, the other workers kept awake until it returns. Each CPU
+/// Runs `f` on one of rayon's workers when `device` is the CPU (flex; training's autodiff
+/// device is the same device) and this thread is not one already, the other workers kept awake until it returns. Each CPU
 /// kernel's parallel loop is then shared with the other workers directly; called from any
 /// other thread, every op would be queued into the pool and the caller put to sleep until it
 /// finished — a wake-up per op, 1/10 of a batch-1 forward pass. And between two ops an idle
@@ -421,7 +423,7 @@ impl Model {
 /// (`perf stat`: 50 context switches a batch-1 pass of Lite0, two cores 1.23× one), so the
 /// others wait for work in a loop that runs any task the pool has, as ONNX Runtime's threads
 /// spin between ops. (Training steps, at batch 32 and milliseconds per op, showed no
-/// difference within the machine's noise, and stay on the training thread.)
+/// difference within the machine's noise either way.)
 fn on_cpu_workers<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -509,7 +511,11 @@ impl Plan {
                     .join(", ")
             )));
         }
-        on_cpu_workers(&self.device, || self.run_steps(params, input, mode))
+        // The training precision goes with the steps to the worker that runs them.
+        let precision = precision::training();
+        on_cpu_workers(&self.device, || {
+            precision::training_with(precision, || self.run_steps(params, input, mode))
+        })
     }
 
     /// [`Self::forward`] after its checks, on this thread.

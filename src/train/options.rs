@@ -5,7 +5,7 @@ use crate::data::Augmentation;
 use crate::detect::loss::LossWeights;
 use crate::detect::transform::{BoxAugmentation, Fit};
 use crate::detect::yolo::Suppression;
-use crate::engine::DeviceChoice;
+use crate::engine::{DeviceChoice, Precision};
 use crate::onnx::detector::Decoding;
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +61,8 @@ pub struct TrainingOptions {
     /// Training-time changes to sound clips (sound datasets only); `None` trains on the
     /// clips as they are (and lets a frozen backbone's features be cached).
     pub sound_augmentation: Option<AudioAugmentation>,
+    /// The 1x1 convolutions' products in fp32 or bf16 (`engine::precision`).
+    pub precision: Precision,
 }
 
 /// A detector's training: how images meet the input, how boxes move with augmentation, and
@@ -155,6 +157,7 @@ impl Default for TrainingOptions {
             cache_memory_mb: 1024,
             detection: DetectionOptions::default(),
             sound_augmentation: None,
+            precision: Precision::Fp32,
         }
     }
 }

@@ -17,6 +17,7 @@ use super::prepare::{
 };
 use super::session::{Control, Reporter, TrainJob};
 use crate::data::Dataset;
+use crate::engine::precision::{self, Precision};
 use crate::engine::{Mode, Model, Params, Value};
 use crate::graph::Network;
 use crate::graph::edit::DetectionSpec;
@@ -82,6 +83,13 @@ pub(crate) fn run(
     });
     if let Some(note) = prepared.dev.warm_up_note() {
         reporter.send(TrainEvent::Message(note.into()));
+    }
+    match job.options.precision.effective(prepared.dev.is_gpu) {
+        (_, Some(why)) => reporter.send(TrainEvent::Message(why.into())),
+        (Precision::Bf16, None) => reporter.send(TrainEvent::Message(
+            "mixed precision: the 1x1 convolutions multiply in bf16 (fp32 sums and weights)".into(),
+        )),
+        _ => {}
     }
     for epoch in run.progress.start_epoch..job.options.epochs {
         let end = run.epoch(epoch, control)?;
@@ -153,6 +161,8 @@ struct Run<'a> {
     images_seen: usize,
     train_secs: f64,
     last: (f64, f64),
+    /// What the forward passes run at (the options' where this machine has it).
+    precision: Precision,
 }
 
 impl<'a> Run<'a> {
@@ -209,6 +219,7 @@ impl<'a> Run<'a> {
             images_seen: 0,
             train_secs: 0.0,
             last: (f64::NAN, f64::NAN),
+            precision: options.precision.effective(p.dev.is_gpu).0,
         })
     }
 
@@ -383,11 +394,11 @@ impl<'a> Run<'a> {
         let t = Instant::now();
         let k = b.indices.len();
         let x = to_input(std::mem::take(&mut b.data), k, dims, &self.train_device);
-        let out = self
-            .model
-            .plan
-            .forward(&self.model.params, x, Mode::Train)
-            .map_err(|e| e.to_string())?;
+        let plan = &self.model.plan;
+        let out = precision::training_with(self.precision, || {
+            plan.forward(&self.model.params, x, Mode::Train)
+        })
+        .map_err(|e| e.to_string())?;
         let (loss, accuracy, terms) = self.batch_loss(out, &b)?;
         let loss_value = crate::engine::params::to_vec(&loss.clone().detach())?[0] as f64;
         if !loss_value.is_finite() {

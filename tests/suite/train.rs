@@ -4,7 +4,7 @@
 use crate::common;
 
 use graft::data::Augmentation;
-use graft::engine::{DeviceChoice, Model};
+use graft::engine::{DeviceChoice, Model, Precision};
 use graft::graph::edit::{Edit, apply, freeze_backbone};
 use graft::onnx;
 use graft::train::{Session, StopReason, TrainEvent, TrainJob, TrainingOptions, load_dataset};
@@ -253,6 +253,65 @@ fn fine_tuning_with_augmentation_updates_unfrozen_layers_and_exports() {
         .map(|(p, q)| (p - q).abs())
         .fold(0.0, f32::max);
     assert!(diff < 1e-6, "export changed the outputs by {diff}");
+}
+
+/// `precision: bf16` reaches the 1x1 convolutions of a full fine-tuning run (the trainer's
+/// forward passes run their steps on a worker thread: the precision must go with them) and
+/// trains close to fp32; where the CPU has no bf16 products, the run says so and is fp32's,
+/// loss for loss.
+#[test]
+fn bf16_precision_trains_close_to_fp32_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_dataset(dir.path(), 4, 48, 5);
+    let options = |precision| TrainingOptions {
+        epochs: 1,
+        batch_size: 4,
+        learning_rate: 1e-4,
+        device: DeviceChoice::Cpu,
+        cache_features: false,
+        precision,
+        ..Default::default()
+    };
+    let (fp32, _) = run(job(
+        dir.path(),
+        default_network(),
+        false,
+        options(Precision::Fp32),
+    ));
+    let (bf16, events) = run(job(
+        dir.path(),
+        default_network(),
+        false,
+        options(Precision::Bf16),
+    ));
+    let losses = |o: &graft::train::Outcome| -> Vec<f64> {
+        o.history.iterations.iter().map(|r| r.loss).collect()
+    };
+    let said = |what: &str| {
+        events
+            .iter()
+            .any(|e| matches!(e, TrainEvent::Message(m) if m.contains(what)))
+    };
+    if !graft::engine::precision::available_on_cpu() {
+        assert!(said("no AVX512_BF16"), "the run says why it is fp32");
+        assert_eq!(losses(&bf16), losses(&fp32));
+        return;
+    }
+    assert!(
+        said("multiply in bf16"),
+        "the run says it is mixed precision"
+    );
+    let (a, b) = (losses(&fp32), losses(&bf16));
+    assert_eq!(a.len(), b.len());
+    assert_ne!(a, b, "bf16 products change the losses");
+    for (a, b) in a.iter().zip(&b) {
+        // 8-bit mantissas in the products, fp32 sums: the loss moves in its third digit at
+        // most over a few steps; a product left out or doubled would move it by far more.
+        assert!(
+            (a - b).abs() < 2e-2 * a.abs().max(1.0),
+            "fp32 {a} vs bf16 {b}"
+        );
+    }
 }
 
 #[test]

@@ -161,6 +161,7 @@ impl Geometry {
                     0..1,
                     par,
                     (&mut dw, want_db.then_some(&mut db[..])),
+                    crate::engine::Precision::Fp32,
                 );
             }
             UNFOLDED.set((patches, split));

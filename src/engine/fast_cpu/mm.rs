@@ -18,6 +18,7 @@
 use super::Act;
 use super::blocking::{MAX_NC, block_values, chunk_steps, strip_len};
 pub use super::columns::{Columns, Span};
+use crate::engine::Precision;
 use std::ops::Range;
 
 /// Rows (output channels) per micro-kernel: one broadcast each per step.
@@ -40,6 +41,10 @@ pub struct PackedA {
     data: Vec<f32>,
     rows: usize,
     k: usize,
+    /// The same panels in bf16, two steps to a 32-bit value (`[k/2][MR]`, the odd step
+    /// paired with zero), where [`PackedA::in_bf16`] asked for them: then B is taken to
+    /// bf16 as it is packed and the products run on `vdpbf16ps` (fp32 sums).
+    pairs: Option<Vec<u32>>,
     /// The same filters for [`by_pixels`], packed on first use.
     by_pixels: std::sync::OnceLock<by_pixels::Strips>,
 }
@@ -97,8 +102,60 @@ impl PackedA {
             data,
             rows,
             k,
+            pairs: None,
             by_pixels: std::sync::OnceLock::new(),
         }
+    }
+
+    /// These filters multiplied in bf16 (8-bit mantissas, round to nearest even; sums in
+    /// fp32) where the CPU multiplies bf16 pairs ([`bf16_available`]), else as they are:
+    /// training's `--precision bf16`, twice the multiply-adds an instruction.
+    pub fn in_bf16(mut self) -> Self {
+        if !bf16_available() {
+            return self;
+        }
+        let pairs_k = self.k.div_ceil(2);
+        let mut pairs = vec![0u32; self.panels() * pairs_k * MR];
+        for (p, out) in pairs.chunks_exact_mut(pairs_k * MR).enumerate() {
+            let panel = self.panel(p);
+            // Whole pairs of steps 16 lanes at a time, an odd last step alone.
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU multiplies bf16 (checked above); `panel` holds k × MR values
+            // and `out` k/2 × MR.
+            let done = unsafe { avx2::pair_panel(panel, self.k / 2, out) };
+            #[cfg(not(target_arch = "x86_64"))]
+            let done = 0;
+            for i in done..pairs_k {
+                for r in 0..MR {
+                    let lo = bf16(panel[2 * i * MR + r]);
+                    let hi = if 2 * i + 1 < self.k {
+                        bf16(panel[(2 * i + 1) * MR + r])
+                    } else {
+                        0
+                    };
+                    out[i * MR + r] = u32::from(lo) | u32::from(hi) << 16;
+                }
+            }
+        }
+        self.pairs = Some(pairs);
+        self
+    }
+
+    /// These filters at training's `precision`: [`PackedA::in_bf16`] for bf16, but where
+    /// the filters have fewer than [`BF16_FROM`] rows or steps (each packed block of B is
+    /// taken to bf16 once for every row and step; with fewer, that costs more than the
+    /// halved products save — the first expand 1x1 of Lite0 sums 16 steps, and its input
+    /// gradient has 16 rows).
+    pub fn at(self, precision: Precision) -> Self {
+        match precision {
+            Precision::Bf16 if self.rows >= BF16_FROM && self.k >= BF16_FROM => self.in_bf16(),
+            _ => self,
+        }
+    }
+
+    /// Whether [`multiply`] runs these filters in bf16.
+    pub fn is_bf16(&self) -> bool {
+        self.pairs.is_some()
     }
 
     /// The filters as [`by_pixels::multiply`] reads them (packed the first time).
@@ -129,6 +186,34 @@ impl PackedA {
     fn panel(&self, p: usize) -> &[f32] {
         &self.data[p * self.k * MR..(p + 1) * self.k * MR]
     }
+
+    /// Panel `p` in bf16 pairs (`[k/2][MR]`), where [`PackedA::in_bf16`] made them.
+    fn panel_pairs(&self, p: usize) -> &[u32] {
+        let len = self.k.div_ceil(2) * MR;
+        let pairs = self.pairs.as_ref().expect("bf16 panels");
+        &pairs[p * len..(p + 1) * len]
+    }
+}
+
+/// `x` in bf16 (its top 16 bits), rounded to nearest even as `vcvtne2ps2bf16` rounds B;
+/// a NaN stays a NaN.
+fn bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+/// The fewest rows and steps of filters that [`PackedA::at`] multiplies in bf16.
+pub const BF16_FROM: usize = 32;
+
+/// Whether this machine multiplies bf16 operands ([`PackedA::in_bf16`]).
+pub fn bf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::lanes::has_avx512_bf16();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Steps `0..k` of one panel's `full` rows (`row(r)`, each at least k long) appended to
@@ -260,9 +345,14 @@ unsafe fn multiply_on(
     #[cfg(target_arch = "x86_64")]
     {
         let mut scratch = SCRATCH.take();
-        // SAFETY: as the caller promises.
+        // SAFETY: as the caller promises; bf16 panels exist only where the CPU multiplies
+        // bf16 (`PackedA::in_bf16`).
         unsafe {
-            if wide {
+            if a.is_bf16() {
+                let mut pairs = PAIRS.take();
+                avx2::multiply_bf16(a, panels, b, out, bias, act, &mut scratch, &mut pairs);
+                PAIRS.set(pairs);
+            } else if wide {
                 avx2::multiply_wide(a, panels, b, out, bias, act, &mut scratch)
             } else {
                 avx2::multiply(a, panels, b, out, bias, act, &mut scratch)
@@ -280,6 +370,8 @@ thread_local! {
     /// `for_each_init` makes one per split) was a fresh allocation zeroed by the kernel on
     /// every convolution, 4 % of a batch-1 forward pass.
     static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each thread's packed block of B in bf16 pairs, for bf16 filters.
+    static PAIRS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// One image's 1x1 convolution with pixels as the kernel's rows (`mm/by_pixels.rs`).
@@ -365,12 +457,31 @@ mod tests {
             } else {
                 vec![B::Rows(bs.as_ptr(), ld), B::Cached(bs.as_ptr(), ld)]
             };
-            for b in layouts {
+            // Each layout in fp32, and in bf16 where the CPU multiplies it (against the
+            // same sums of the operands rounded to bf16: the products are exact in fp32).
+            let precisions: &[bool] = if bf16_available() {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for (b, bf) in layouts
+                .iter()
+                .flat_map(|&b| precisions.iter().map(move |&bf| (b, bf)))
+            {
+                let round = |v: f32| {
+                    if bf {
+                        f32::from_bits(u32::from(bf16(v)) << 16)
+                    } else {
+                        v
+                    }
+                };
                 let bias: Vec<f32> = (0..rows).map(|i| val(i, 3)).collect();
                 let bias = (!accumulate).then_some(bias.as_slice());
                 let before =
                     |r: usize, j: usize| if accumulate { val(r * ldc + j, 4) } else { 0.0 };
                 let packed = PackedA::new(&a, rows, k);
+                let packed = if bf { packed.in_bf16() } else { packed };
+                assert_eq!(packed.is_bf16(), bf);
                 let mut c: Vec<f32> = (0..rows * ldc)
                     .map(|i| {
                         if accumulate && i % ldc < cols {
@@ -402,7 +513,7 @@ mod tests {
                             assert!(got.is_nan(), "wrote outside the block at {r},{j}");
                             continue;
                         }
-                        let sum: f32 = (0..k).map(|i| a[r * k + i] * bij(i, j)).sum();
+                        let sum: f32 = (0..k).map(|i| round(a[r * k + i]) * round(bij(i, j))).sum();
                         let want = before(r, j) + act.apply(sum + bias.map_or(0.0, |b| b[r]));
                         // Rounding grows with the terms' sizes, and the kernel splits the
                         // sum where the L2's size says (on a 1 MB L2, k = 513 came out
@@ -411,14 +522,27 @@ mod tests {
                         let terms: f32 = (0..k).map(|i| (a[r * k + i] * bij(i, j)).abs()).sum();
                         let tolerance = 1e-4 + 2e-6 * terms;
                         let cached = matches!(b, B::Cached(..));
-                        let case =
-                            format!("{rows}x{k}x{cols} {act:?} cols {by_cols} cached {cached}");
+                        let case = format!(
+                            "{rows}x{k}x{cols} {act:?} cols {by_cols} cached {cached} bf16 {bf}"
+                        );
                         let case = format!("{case} at {r},{j}");
                         assert!((got - want).abs() < tolerance, "{case}: {got} vs {want}");
                     }
                 }
             }
         }
+    }
+
+    /// Training's bf16 takes filters of at least `BF16_FROM` rows and steps, and only where
+    /// the CPU multiplies bf16; fp32 leaves every filter as it is.
+    #[test]
+    fn bf16_takes_filters_large_enough() {
+        let a = |rows: usize, k: usize| PackedA::new(&vec![0.5; rows * k], rows, k);
+        let big = BF16_FROM;
+        assert!(!a(big, big).at(Precision::Fp32).is_bf16());
+        assert_eq!(a(big, big).at(Precision::Bf16).is_bf16(), bf16_available());
+        assert!(!a(big - 1, 2 * big).at(Precision::Bf16).is_bf16());
+        assert!(!a(2 * big, big - 1).at(Precision::Bf16).is_bf16());
     }
 
     /// A block of columns of a wider matrix packs as that block alone.

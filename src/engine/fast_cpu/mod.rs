@@ -38,6 +38,7 @@ pub use lanes::{Act, conv_output};
 use lanes::{ConvGrads, clamp1, sigmoid1, split_phases, with_avx2, with_avx512};
 #[cfg(target_arch = "x86_64")]
 use lanes::{has_avx2_fma, has_avx512};
+pub use mm::bf16_available;
 pub use packed::PackedFilters;
 pub use pool::Kind as PoolKind;
 use rayon::prelude::*;

@@ -7,6 +7,7 @@ use super::columns::{Dst, filled};
 use super::gather::Plan;
 use super::norm::{Affine, GradMap, InputMap};
 use super::{Act, ConvGrads, dot_grad, mm, weight_grad};
+use crate::engine::Precision;
 use crate::graph::Conv;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -124,6 +125,19 @@ pub fn forward(
     out
 }
 
+/// [`forward`] without activation at training's `precision` (filters packed here).
+pub fn forward_at(
+    xs: &[f32],
+    ws: &[f32],
+    bs: Option<&[f32]>,
+    [n, c, co, hw]: [usize; 4],
+    precision: Precision,
+) -> Vec<f32> {
+    let packed = (precision != Precision::Fp32 && mm::available())
+        .then(|| mm::PackedA::new(ws, co, c).at(precision));
+    forward(xs, ws, packed.as_ref(), bs, [n, c, co, hw], Act::NONE)
+}
+
 /// Whether the 1x1 of `dims` can take its input through a batch norm
 /// ([`forward_mapped`], [`backward_mapped`]): where its weight gradient maps each chunk of
 /// the input as it reads it — dot products (maps of 512 pixels or more on AVX-512, an image
@@ -147,6 +161,7 @@ pub fn forward_mapped(
     bs: Option<&[f32]>,
     [n, c, co, hw]: [usize; 4],
     act: Act,
+    precision: Precision,
 ) -> Vec<f32> {
     check_operands(xs, ws, bs, None, [n, c, co, hw]);
     assert!(
@@ -154,7 +169,7 @@ pub fn forward_mapped(
         "1x1 convolution: no mapped input here"
     );
     let map = InputMap::new(norm, c);
-    let packed = mm::PackedA::new(ws, co, c);
+    let packed = mm::PackedA::new(ws, co, c).at(precision);
     // SAFETY: the matrix kernel is there (`maps_input`); `multiply_images` writes all
     // `n × co × hw` values (image stride `co × hw`).
     unsafe {

@@ -32,6 +32,7 @@ pub fn backward_mapped(
     [n, c, co, hw]: [usize; 4],
     want_dx: bool,
     (want_dw, want_db): (bool, bool),
+    precision: Precision,
 ) -> ConvGrads {
     check_operands(xs, ws, None, Some(gs), [n, c, co, hw]);
     assert!(
@@ -45,8 +46,8 @@ pub fn backward_mapped(
     let map = norm.map(|f| InputMap::new(f, c));
     let map = map.as_ref();
     // Wᵀ (c × co), packed as the filters of the forward pass are.
-    let packed_wt =
-        (want_dx && mm::available()).then(|| mm::PackedA::new(&transpose(ws, co, c), c, co));
+    let packed_wt = (want_dx && mm::available())
+        .then(|| mm::PackedA::new(&transpose(ws, co, c), c, co).at(precision));
     // Large maps with both gradients: the input gradient of each chunk of pixels as the
     // weight gradient's dot products finish it (`dot_grad::add_then`), while the chunk of
     // the output gradient is in cache — apart, each gradient read all of it from memory
@@ -154,6 +155,7 @@ pub fn backward_mapped(
                     images,
                     par,
                     (&mut dw, want_db.then_some(&mut db[..])),
+                    precision,
                 );
             }
             (dw, db)

@@ -6,7 +6,8 @@
 
 use super::super::columns::{Dst, filled};
 use super::super::moments::{merge_moments, plane_moments};
-use super::{Act, check_operands, forward, mm, multiply_images};
+use super::{Act, check_operands, forward_at, mm, multiply_images};
+use crate::engine::Precision;
 use std::ops::Range;
 
 /// One task's block of the output: image `image`, rows `rows`, a run of `cols` pixels, and
@@ -57,12 +58,13 @@ pub fn forward_with_moments(
     ws: &[f32],
     bs: Option<&[f32]>,
     dims @ [n, c, co, hw]: [usize; 4],
+    precision: Precision,
 ) -> (Vec<f32>, Option<Vec<(f64, f64)>>) {
     if !mm::available() || hw < mm::Columns::WHOLE_IMAGES_FROM {
-        return (forward(xs, ws, None, bs, dims, Act::NONE), None);
+        return (forward_at(xs, ws, bs, dims, precision), None);
     }
     check_operands(xs, ws, bs, None, dims);
-    let packed = mm::PackedA::new(ws, co, c);
+    let packed = mm::PackedA::new(ws, co, c).at(precision);
     let mut blocks = Vec::new();
     // SAFETY: the matrix kernel is there (checked above); `multiply_images` writes all
     // `n × co × hw` values (image stride `co × hw`).

@@ -15,6 +15,7 @@ use super::dense;
 use super::depthwise::Geometry;
 use super::norm::GradMap;
 use super::{Act, ConvGrads, clamp_slice, enabled, pointwise, unique_values_mut, with_avx2};
+use crate::engine::precision::{self, Precision};
 use crate::engine::profile;
 use crate::graph::Conv;
 use burn::backend::flex::FlexTensor;
@@ -137,19 +138,21 @@ impl ConvKind {
     /// planes' moments, summed as its tasks write them, for the batch norm that reads it
     /// next (an inverted-residual block's expand and first batch norm, joined to the
     /// depthwise step: `handed`).
+    /// `precision`: a 1x1's products' (`engine::precision`).
     fn forward(
         &self,
         xs: &[f32],
         ws: &[f32],
         bs: Option<&[f32]>,
+        precision: Precision,
     ) -> (Vec<f32>, Option<Vec<(f64, f64)>>) {
         match self {
             ConvKind::Depthwise(g) => (g.forward(xs, ws, bs, Act::NONE), None),
             ConvKind::Pointwise(dims) if dims[3] >= handed::MIN_PLANE => {
-                pointwise::forward_with_moments(xs, ws, bs, *dims)
+                pointwise::forward_with_moments(xs, ws, bs, *dims, precision)
             }
             ConvKind::Pointwise(dims) => {
-                (pointwise::forward(xs, ws, None, bs, *dims, Act::NONE), None)
+                (pointwise::forward_at(xs, ws, bs, *dims, precision), None)
             }
             ConvKind::Dense(g, _) => (g.forward(xs, ws, None, bs, Act::NONE), None),
         }
@@ -167,6 +170,7 @@ impl ConvKind {
         (gs, g_map): (&[f32], Option<(&[f32], &GradMap)>),
         want_dx: bool,
         want_w: (bool, bool),
+        precision: Precision,
     ) -> ConvGrads {
         assert!(
             g_map.is_none() || self.takes_grad_map(want_dx, want_w),
@@ -175,7 +179,8 @@ impl ConvKind {
         match self {
             ConvKind::Depthwise(g) => g.backward(xs, ws, gs, want_dx, want_w.0),
             ConvKind::Pointwise(dims) => {
-                pointwise::backward_mapped((xs, None), ws, (gs, g_map), *dims, want_dx, want_w)
+                let g = (gs, g_map);
+                pointwise::backward_mapped((xs, None), ws, g, *dims, want_dx, want_w, precision)
             }
             ConvKind::Dense(g, _) => ConvGrads {
                 x: want_dx.then(|| g.input_gradient(ws, gs)).flatten(),
@@ -203,6 +208,8 @@ struct ConvState {
     weight: FlexTensor,
     x_shape: [usize; 4],
     weight_shape: [usize; 4],
+    /// The forward pass's (`precision::training`), for the gradients' products.
+    precision: Precision,
 }
 
 impl Backward<Flex, 3> for ConvBackward {
@@ -239,6 +246,7 @@ impl Backward<Flex, 3> for ConvBackward {
                 ),
                 want_dx,
                 want_w,
+                s.precision,
             )
         });
         if let Some(node) = node_x {
@@ -298,10 +306,12 @@ pub fn conv(
         contiguous(wa.primitive()),
         contiguous(ba.primitive()),
     );
+    let precision = precision::training();
     let (out, moments) = kind.forward(
         values(&xv),
         values(&wv),
         bias.is_some().then(|| values(&bv)),
+        precision,
     );
     let shape @ [n, co, oh, ow] = kind.output_shape(x.dims());
     let out = flex_tensor(out, shape);
@@ -317,6 +327,7 @@ pub fn conv(
                 weight: wv,
                 x_shape: x.dims(),
                 weight_shape: weight.dims(),
+                precision,
             },
             out,
         ),

@@ -18,6 +18,7 @@ use super::dot_grad;
 use super::mm::{self, NR};
 use super::norm::InputMap;
 use super::pointwise::{self, SendPtr, row_blocks};
+use crate::engine::Precision;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -37,6 +38,7 @@ pub fn add(
     images: Range<usize>,
     dw: &mut [f32],
     split: bool,
+    precision: Precision,
 ) {
     assert!(mm::available(), "1x1 weight gradient: no matrix kernel");
     assert_eq!(dw.len(), a_rows * b_rows, "1x1 weight gradient: length");
@@ -53,7 +55,7 @@ pub fn add(
     for k0 in (0..steps).step_by(GRAD_KC) {
         let kc = GRAD_KC.min(steps - k0);
         let first = images.start * hw + k0;
-        let packed = mm::PackedA::over_images(a, a_rows, hw, first, kc);
+        let packed = mm::PackedA::over_images(a, a_rows, hw, first, kc).at(precision);
         let cols = ImageCols {
             b,
             rows: b_rows,
@@ -254,6 +256,7 @@ pub(super) fn add_weight_grad(
     images: Range<usize>,
     par: gemm::Parallelism,
     (dw, db): (&mut [f32], Option<&mut [f32]>),
+    precision: Precision,
 ) {
     assert!(
         xs.len() >= images.end * c * hw && gs.len() >= images.end * co * hw,
@@ -279,10 +282,26 @@ pub(super) fn add_weight_grad(
         // at the end (Lite0's 112 → 672 and 80 → 480 expands at 14x14: 1.26× per weight
         // gradient; about even at 7x7).
         let mut dwt = vec![0.0f32; c * co];
-        add(xs, (gs, None), [c, co, hw], images.clone(), &mut dwt, split);
+        add(
+            xs,
+            (gs, None),
+            [c, co, hw],
+            images.clone(),
+            &mut dwt,
+            split,
+            precision,
+        );
         pointwise::add_into(dw, &pointwise::transpose(&dwt, c, co));
     } else if mm::available() {
-        add(gs, (xs, map), [co, c, hw], images.clone(), dw, split);
+        add(
+            gs,
+            (xs, map),
+            [co, c, hw],
+            images.clone(),
+            dw,
+            split,
+            precision,
+        );
     } else {
         for b in images.clone() {
             // SAFETY: every pointer and stride stays inside `gs`'s and `xs`'s image b
@@ -439,6 +458,7 @@ mod tests {
                 images.clone(),
                 &mut dw,
                 split,
+                Precision::Fp32,
             );
             for (i, (&got, &w)) in dw.iter().zip(&want).enumerate() {
                 assert!(

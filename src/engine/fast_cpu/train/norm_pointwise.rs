@@ -14,6 +14,7 @@ use super::{
     Act, BatchNormArgs, BatchNormState, contiguous, flex_tensor, profile, register_weight_bias,
     values,
 };
+use crate::engine::precision::{self, Precision};
 use crate::graph::Conv;
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
@@ -33,6 +34,8 @@ struct NormPointwiseState {
     dims: [usize; 4],
     weight: FlexTensor,
     weight_shape: [usize; 4],
+    /// The forward pass's (`precision::training`), for the gradients' products.
+    precision: Precision,
 }
 
 impl Backward<Flex, 5> for NormPointwiseBackward {
@@ -51,6 +54,7 @@ impl Backward<Flex, 5> for NormPointwiseBackward {
                 s.dims,
                 x.is_some() || gamma.is_some() || beta.is_some(),
                 (w.is_some() || b.is_some(), b.is_some()),
+                s.precision,
             )
         });
         if let Some(dz) = grads_1x1.x {
@@ -80,6 +84,7 @@ pub fn norm_pointwise(
     }
     let joined = Joined::new(x, norm, weight, bias, co)?;
     let [xv, _, _, wv, biasv] = &joined.values;
+    let precision = precision::training();
     let out = pointwise::forward_mapped(
         values(xv),
         &joined.affine(),
@@ -87,6 +92,7 @@ pub fn norm_pointwise(
         bias.is_some().then(|| values(biasv)),
         dims,
         Act::NONE,
+        precision,
     );
     let [_, _, h, w] = x.dims();
     let out = flex_tensor(out, [n, co, h, w]);
@@ -97,6 +103,7 @@ pub fn norm_pointwise(
             dims,
             weight,
             weight_shape,
+            precision,
         }
     }))
 }
