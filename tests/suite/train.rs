@@ -65,6 +65,11 @@ fn run(job: TrainJob) -> (graft::train::Outcome, Vec<TrainEvent>) {
     panic!("the session ended without a result");
 }
 
+/// Each iteration's training loss.
+fn losses(o: &graft::train::Outcome) -> Vec<f64> {
+    o.history.iterations.iter().map(|r| r.loss).collect()
+}
+
 #[test]
 fn a_frozen_backbone_trains_its_head_from_cached_features() {
     let dir = tempfile::tempdir().unwrap();
@@ -155,9 +160,6 @@ fn cached_features_over_the_memory_budget_spill_to_disk_and_train_the_same() {
     assert!(!said(&quiet), "features under the budget stay in memory");
     assert!(spilled.cached_prefix && in_memory.cached_prefix);
     // The same features read back from the file: the same run, loss for loss.
-    let losses = |o: &graft::train::Outcome| -> Vec<f64> {
-        o.history.iterations.iter().map(|r| r.loss).collect()
-    };
     assert_eq!(losses(&spilled), losses(&in_memory));
     assert_eq!(
         spilled.evaluation.unwrap().accuracy,
@@ -284,9 +286,6 @@ fn bf16_precision_trains_close_to_fp32_or_says_why_not() {
         false,
         options(Precision::Bf16),
     ));
-    let losses = |o: &graft::train::Outcome| -> Vec<f64> {
-        o.history.iterations.iter().map(|r| r.loss).collect()
-    };
     let said = |what: &str| {
         events
             .iter()
