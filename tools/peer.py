@@ -25,7 +25,8 @@ def modes():
     PyTorch has it (2.0 on); and eager under bf16 autocast (`torch.autocast("cpu",
     torch.bfloat16)`: oneDNN's bf16 kernels, on CPUs with AVX512-BF16). Benchmarks that time
     training run each and compare the fastest; a way this PyTorch cannot run (1.13 has no
-    bf16 kernel for ReLU6's backward pass) is reported and skipped. docs/BENCHMARKS.md has what each gave."""
+    bf16 kernel for ReLU6's backward pass) is reported and skipped. docs/BENCHMARKS.md has
+    what each gave."""
     import torch
     return ("eager",) + (("compiled",) if hasattr(torch, "compile") else ()) + ("bf16",)
 

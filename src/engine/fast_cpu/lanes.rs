@@ -26,14 +26,16 @@ pub fn has_avx512() -> bool {
 }
 
 /// Whether the CPU multiplies bf16 pairs into fp32 sums (AVX512_BF16's `vdpbf16ps`, 32
-/// multiply-adds an instruction where an fp32 FMA does 16: Zen 4, Sapphire Rapids): the
-/// matrix kernel's bf16 operands (`mm::PackedA::in_bf16`) run there.
+/// multiply-adds an instruction where an fp32 FMA does 16: Zen 4, Sapphire Rapids; with BW
+/// and VL for the pairing's word shuffles): the matrix kernel's bf16 operands
+/// (`mm::PackedA::in_bf16`) run there.
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx512_bf16() -> bool {
     static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *DETECTED.get_or_init(|| {
         has_avx512()
             && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512bf16")
     })
 }
