@@ -142,10 +142,10 @@ impl PackedA {
     }
 
     /// These filters at training's `precision`: [`PackedA::in_bf16`] for bf16, but where
-    /// the filters have fewer than [`BF16_FROM`] rows or steps (each packed block of B is
-    /// taken to bf16 once for every row and step; with fewer, that costs more than the
-    /// halved products save — the first expand 1x1 of Lite0 sums 16 steps, and its input
-    /// gradient has 16 rows).
+    /// the filters have fewer than [`BF16_FROM`] rows or steps: each packed block of B is
+    /// taken to bf16 once for all the rows and steps, which then pay little for it. (Lite0,
+    /// whose 1x1s of 16 steps or rows are memory-bound, trained as fast with the bound at
+    /// 16 as at 32: docs/BENCHMARKS.md.)
     pub fn at(self, precision: Precision) -> Self {
         match precision {
             Precision::Bf16 if self.rows >= BF16_FROM && self.k >= BF16_FROM => self.in_bf16(),
