@@ -415,8 +415,8 @@ impl Model {
 }
 
 /// Runs `f` on one of rayon's workers when `device` is the CPU (flex; training's autodiff
-/// device is the same device) and this thread is not one already, the other workers kept awake until it returns. Each CPU
-/// kernel's parallel loop is then shared with the other workers directly; called from any
+/// device is the same device) and this thread is not one already, the other workers kept
+/// awake until it returns. Each CPU kernel's parallel loop is then shared with the other workers directly; called from any
 /// other thread, every op would be queued into the pool and the caller put to sleep until it
 /// finished — a wake-up per op, 1/10 of a batch-1 forward pass. And between two ops an idle
 /// worker goes to sleep and is woken by the next op's first task: a futex wake-up per op

@@ -8,7 +8,8 @@
 //! The trainer sets the precision for the forward passes it runs (`training_with`), and a
 //! plan's forward pass takes it along to the worker thread that runs its steps
 //! (`Plan::forward`); each training op reads it as it runs forward (`training`) and keeps it
-//! for its backward pass, which autodiff may run on another thread. Inference never sets it.
+//! for its backward pass, which autodiff may run on another thread. Inference passes run
+//! outside `training_with`, at fp32.
 
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -19,8 +20,9 @@ pub enum Precision {
     /// Every product in fp32.
     #[default]
     Fp32,
-    /// The 1x1 convolutions' products (forward, input and weight gradients) in bf16, with
-    /// fp32 sums, where the CPU multiplies bf16.
+    /// The 1x1 convolutions' products (forward, input gradient, and the weight gradient
+    /// but the large maps' dot products) in bf16, with fp32 sums, where the CPU multiplies
+    /// bf16.
     Bf16,
 }
 
@@ -52,8 +54,8 @@ thread_local! {
     static TRAINING: Cell<Precision> = const { Cell::new(Precision::Fp32) };
 }
 
-/// Runs `f` (a training forward pass) with its ops at `precision`; fp32 again after, also
-/// when `f` panics.
+/// Runs `f` (a training forward pass) with its ops at `precision`; the precision before it
+/// again after, also when `f` panics.
 pub fn training_with<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
     struct Restore(Precision);
     impl Drop for Restore {
