@@ -153,7 +153,8 @@ pub fn maps_input([n, c, co, hw]: [usize; 4]) -> bool {
 
 /// [`forward`] of `clamp(batch_norm(x))` (`norm`: a batch norm joined to the 1x1 that alone
 /// reads it, `train::norm_pointwise`), the batch norm applied as the pixels are packed, so
-/// its output is never written nor read back. Only where [`maps_input`].
+/// its output is never written nor read back; the products at training's `precision`. Only
+/// where [`maps_input`].
 pub fn forward_mapped(
     xs: &[f32],
     norm: &Affine,

@@ -24,7 +24,8 @@ fn fused_dx([n, c, co, hw]: [usize; 4]) -> bool {
 /// one (the input gradient is the normalised input's), only where [`maps_input`]. With a
 /// gradient map `(y, map)`, the output gradient is `map(gs, y)` — `gs` the gradient of the
 /// batch norm that reads this 1x1's output `y` (`train::deferred`) — only where
-/// [`takes_grad_map`].
+/// [`takes_grad_map`]. `precision`: that of the products through the matrix kernel
+/// (`mm::PackedA::at`); the dot products stay fp32.
 pub fn backward_mapped(
     (xs, norm): (&[f32], Option<&Affine>),
     ws: &[f32],

@@ -48,7 +48,8 @@ impl Block {
     }
 }
 
-/// [`forward`] without activation, and each output plane's `(mean, m2)` (plane `b · co +
+/// [`forward`] without activation at training's `precision`, and each output plane's
+/// `(mean, m2)` (plane `b · co +
 /// o`, as `moments::plane_moments` gives them and `Stats::from_moments` merges them):
 /// the blocks' moments merged per plane in task order. `None` for the moments where Graft's
 /// matrix kernel does not run or a task's run may cross images (maps under

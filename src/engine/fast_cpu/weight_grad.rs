@@ -29,7 +29,8 @@ const GRAD_KC: usize = 512;
 /// `dw += Σ_{b in images} a_b · b_bᵀ`: `a` holds `[n, a_rows, hw]` planes, `b` `[n, b_rows,
 /// hw]`, `dw` is `a_rows × b_rows`. With `split`, blocks of `a`'s rows are spread over the
 /// threads (too few images to give each thread its own). With a map, `b`'s planes are taken
-/// through it as they are packed (a batch norm joined to the 1x1 that reads it). Only where
+/// through it as they are packed (a batch norm joined to the 1x1 that reads it). `a`'s
+/// chunks are packed at `precision` (`mm::PackedA::at`). Only where
 /// [`mm::available`].
 pub fn add(
     a: &[f32],
@@ -246,7 +247,8 @@ pub(super) fn sum_over_images(
 /// (nothing packed), else Graft's matrix kernel (with blocks of rows spread over the threads
 /// when `par` is rayon's: too few images to give each thread its own), else gemm. `xs` and
 /// `gs` hold `[n, c, hw]` and `[n, co, hw]` planes, of which `images` are read. A dense
-/// convolution's weight gradient runs here with one image's patches as `x`. With a map (a
+/// convolution's weight gradient runs here with one image's patches as `x`. `precision`:
+/// the matrix kernel's (the dot products stay fp32). With a map (a
 /// joined batch norm), x is taken through it: by the dot products, or by the matrix kernel
 /// where x goes on the right (no more output than input channels) — where `pointwise::maps_input`.
 pub(super) fn add_weight_grad(
