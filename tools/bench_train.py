@@ -135,8 +135,8 @@ def torch_frozen(pth, train_items, test_items, epochs=10):
 def torch_finetune_speed(pth, items, layout, mode="eager", iters=6):
     """Median images/s of PyTorch's training steps on one batch, in `layout`, eager,
     compiled or under bf16 autocast (peer.modes()), or None where this PyTorch cannot train
-    so; the first steps are warm-up (a compiled model's first step compiles it: 20-60 s here,
-    not counted, as Graft's first epochs are not)."""
+    so; the first steps are warm-up (a compiled model's first step compiles it: printed, not
+    counted, as Graft's first epochs are not)."""
     torch.manual_seed(0)
     model = torch_model(pth).train()
     xs = torch.stack([preprocess(p) for p, _ in items[:32]])
@@ -158,6 +158,8 @@ def torch_finetune_speed(pth, items, layout, mode="eager", iters=6):
             print(f"torch {layout} {mode}: cannot train ({str(e).splitlines()[0]})", flush=True)
             return None
         opt.step()
+        if i == 0 and mode == "compiled":
+            print(f"torch {layout} compiled: first step (compiling) {time.time() - t:.1f} s", flush=True)
         if i >= 2:
             times.append(time.time() - t)
     return 32 / float(np.median(times))

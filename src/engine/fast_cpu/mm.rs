@@ -122,7 +122,7 @@ impl PackedA {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the CPU multiplies bf16 (checked above); `panel` holds k × MR values
             // and `out` k/2 × MR.
-            let done = unsafe { avx2::pair_panel(panel, self.k / 2, out) };
+            let done = unsafe { bf16::pair_panel(panel, self.k / 2, out) };
             #[cfg(not(target_arch = "x86_64"))]
             let done = 0;
             for i in done..pairs_k {
@@ -380,6 +380,10 @@ pub mod by_pixels;
 /// The kernels, AVX2 and (`multiply_wide`) AVX-512 versions of one body (`mm/avx2.rs`).
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+
+/// The bf16 pairs and micro-kernel behind `avx2::multiply_bf16` (`mm/bf16.rs`).
+#[cfg(target_arch = "x86_64")]
+mod bf16;
 
 #[cfg(test)]
 mod tests {
