@@ -9,7 +9,7 @@
 #
 # e.g. cp target/release/graft /tmp/before (then rebuild):
 #   tools/ab_train.sh 3 'before|/tmp/before|--precision bf16|' 'after|target/release/graft|--precision bf16|'
-#   tools/ab_train.sh 3 'plain|target/release/graft||' 'thp|target/release/graft||GLIBC_TUNABLES=glibc.malloc.hugetlb=1'
+#   tools/ab_train.sh 3 'graft|target/release/graft||' 'burn|target/release/graft||GRAFT_FAST_CPU=0'
 set -euo pipefail
 rounds=$1
 shift
