@@ -33,7 +33,7 @@ impl Geometry {
     }
 
     /// One channel of one image (see [`Self::wide_kernel`] for when): the plane bordered into
-    /// `scratch`, then each output row in tiles of up to [`U`] vectors, started from the bias,
+    /// `scratch` (or read in place where [`Self::reads_in_place`]), then each output row in tiles of up to [`U`] vectors, started from the bias,
     /// every tap's FMA into registers, clamped and written once (the last vector of a row
     /// masked); SiLU as a pass over the finished plane.
     #[allow(clippy::too_many_arguments)]
