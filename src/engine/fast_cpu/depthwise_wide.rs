@@ -33,9 +33,10 @@ impl Geometry {
     }
 
     /// One channel of one image (see [`Self::wide_kernel`] for when): the plane bordered into
-    /// `scratch` (or read in place where [`Self::reads_in_place`]), then each output row in tiles of up to [`U`] vectors, started from the bias,
-    /// every tap's FMA into registers, clamped and written once (the last vector of a row
-    /// masked); SiLU as a pass over the finished plane.
+    /// `scratch` (or read in place where [`Self::reads_in_place`]), then each output row in
+    /// tiles of up to [`U`] vectors, started from the bias, every tap's FMA into registers,
+    /// clamped and written once (the last vector of a row masked); SiLU as a pass over the
+    /// finished plane.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn plane_wide(
         &self,
@@ -99,7 +100,7 @@ impl Geometry {
     /// Whether [`Self::plane_wide`] reads the plane in place ([`Self::plane_in_place`]): a 3x3
     /// filter at stride 1 with a padding of 1 all round (the output the input's size), over a
     /// batch of at least [`IN_PLACE_FROM`] bytes of input.
-    pub(super) fn reads_in_place(&self) -> bool {
+    fn reads_in_place(&self) -> bool {
         self.wide_kernel()
             && (self.kh, self.kw, self.stride, self.pad) == (3, 3, [1, 1], [1, 1])
             && (self.oh, self.ow) == (self.h, self.w)
