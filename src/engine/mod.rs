@@ -18,6 +18,9 @@ pub mod speed;
 pub mod value;
 
 pub use device::{DeviceChoice, DeviceInfo, select_device};
+/// The training kernels' timing harness (`cargo bench --bench kernels`); not an API.
+#[doc(hidden)]
+pub use fast_cpu::timing as kernel_timing;
 pub use params::Params;
 pub use precision::Precision;
 pub use value::Value;

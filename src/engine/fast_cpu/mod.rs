@@ -25,6 +25,7 @@ mod packed;
 mod pointwise;
 mod pool;
 mod strided;
+pub mod timing;
 pub mod train;
 mod weight_grad;
 

@@ -1,0 +1,146 @@
+//! Timing of the training kernels at EfficientNet-Lite0's shapes, batch 32, one kernel at a
+//! time (`cargo bench --bench kernels [-- FILTER]`, `benches/kernels.rs`): the numbers a
+//! change to a kernel is judged by before a whole step is, where a step's ±10 % spread on a
+//! shared machine hides a kernel's 20 %. Each case is run a few times to warm the caches
+//! and the allocator, then `rounds` times; the median is printed with its rate (multiply-
+//! adds a second for the 1x1s, bytes of the input a second for the depthwise passes).
+//!
+//! Not a test: nothing is asserted (the kernels' values are the unit tests' business).
+//! Run it with the benchmarks' malloc settings (`MALLOC_MMAP_THRESHOLD_` and
+//! `MALLOC_TRIM_THRESHOLD_` large): without them every call maps and faults its output
+//! afresh, as `graft` itself (mimalloc, purging off) does not.
+
+use super::depthwise::Geometry;
+use super::{Act, pointwise};
+use crate::engine::Precision;
+use crate::graph::Conv;
+use std::time::Instant;
+
+/// Lite0's 1x1 convolutions on 7x7 and 14x14 maps, where the step's 1x1 products are
+/// compute-bound (`[c, co, hw]`), and the two large-map ones whose gradients go through the
+/// dot products.
+const POINTWISE: [[usize; 3]; 8] = [
+    [1152, 192, 49],
+    [192, 1152, 49],
+    [672, 112, 196],
+    [112, 672, 196],
+    [480, 80, 196],
+    [80, 480, 196],
+    [24, 144, 3136],
+    [16, 96, 12544],
+];
+
+/// Lite0's depthwise convolutions on its large maps (`[c, h, kernel, stride]`).
+const DEPTHWISE: [[usize; 4]; 4] = [
+    [32, 112, 3, 1],
+    [96, 112, 3, 2],
+    [144, 56, 3, 1],
+    [144, 56, 5, 2],
+];
+
+const BATCH: usize = 32;
+
+/// Times every case whose name contains `filter` (all with an empty one), `rounds` runs
+/// each, and prints a line a case.
+pub fn run(filter: &str, rounds: usize) {
+    let threads = rayon::current_num_threads();
+    println!("batch {BATCH}, {threads} threads, median of {rounds} runs");
+    for [c, co, hw] in POINTWISE {
+        let xs = values(BATCH * c * hw, 1);
+        let gs = values(BATCH * co * hw, 2);
+        let ws = values(co * c, 3);
+        let macs = (BATCH * c * co * hw) as f64;
+        for precision in [Precision::Bf16, Precision::Fp32] {
+            if precision == Precision::Bf16 && !super::bf16_available() {
+                continue;
+            }
+            let p = format!("{precision:?}").to_lowercase();
+            let name = format!("1x1 forward {c}->{co} @{hw} {p}");
+            if name.contains(filter) {
+                let packed = super::mm::available()
+                    .then(|| super::mm::PackedA::new(&ws, co, c).at(precision));
+                let dims = [BATCH, c, co, hw];
+                let ms = median_ms(rounds, || {
+                    pointwise::forward(&xs, &ws, packed.as_ref(), None, dims, Act::NONE)
+                });
+                report(&name, ms, macs, "GMAC/s");
+            }
+            for (part, dx, dw) in [
+                ("dx+dw", true, true),
+                ("dx", true, false),
+                ("dw", false, true),
+            ] {
+                let name = format!("1x1 backward {part} {c}->{co} @{hw} {p}");
+                if !name.contains(filter) {
+                    continue;
+                }
+                let dims = [BATCH, c, co, hw];
+                let ms = median_ms(rounds, || {
+                    pointwise::backward_mapped(
+                        (&xs, None),
+                        &ws,
+                        (&gs, None),
+                        dims,
+                        dx,
+                        (dw, false),
+                        precision,
+                    )
+                });
+                let products = (dx as u8 + dw as u8) as f64;
+                report(&name, ms, products * macs, "GMAC/s");
+            }
+        }
+    }
+    for [c, h, k, stride] in DEPTHWISE {
+        let conv = Conv {
+            strides: [stride; 2],
+            pads: [k / 2; 4],
+            dilations: [1, 1],
+            groups: c,
+        };
+        let geometry =
+            Geometry::new([BATCH, c, h, h], [c, 1, k, k], &conv).expect("a depthwise convolution");
+        let xs = values(BATCH * c * h * h, 4);
+        let ws = values(c * k * k, 5);
+        let gs = values(geometry.output_len(), 6);
+        let bytes = (xs.len() * 4) as f64;
+        let shape = format!("{c}@{h}x{h} {k}x{k} stride {stride}");
+        let name = format!("depthwise forward {shape}");
+        if name.contains(filter) {
+            let ms = median_ms(rounds, || geometry.forward(&xs, &ws, None, Act::NONE));
+            report(&name, ms, bytes, "GB/s of input");
+        }
+        let name = format!("depthwise backward {shape}");
+        if name.contains(filter) {
+            let ms = median_ms(rounds, || geometry.backward(&xs, &ws, &gs, true, true));
+            report(&name, ms, bytes, "GB/s of input");
+        }
+    }
+}
+
+/// `len` values in [-0.5, 0.5), different for each `seed` (no zeros to shortcut).
+fn values(len: usize, seed: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 1000.0 - 0.5 + 1e-4)
+        .collect()
+}
+
+/// The median wall time of `rounds` calls of `f` in ms, after three to warm up.
+fn median_ms<T>(rounds: usize, mut f: impl FnMut() -> T) -> f64 {
+    for _ in 0..3 {
+        std::hint::black_box(f());
+    }
+    let mut ms: Vec<f64> = (0..rounds.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(f());
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms[ms.len() / 2]
+}
+
+fn report(name: &str, ms: f64, amount: f64, unit: &str) {
+    println!("{name:<44} {ms:>8.3} ms {:>8.1} {unit}", amount / ms / 1e6);
+}
