@@ -20,9 +20,8 @@ pub enum Precision {
     /// Every product in fp32.
     #[default]
     Fp32,
-    /// The 1x1 convolutions' products (forward, input gradient, and the weight gradient
-    /// but the large maps' dot products) in bf16, with fp32 sums, where the CPU multiplies
-    /// bf16.
+    /// The 1x1 convolutions' products (forward, input gradient and weight gradient) in
+    /// bf16, with fp32 sums, where the CPU multiplies bf16.
     Bf16,
 }
 

@@ -6,6 +6,7 @@
 //! small, so each output's 16 partial sums stay in a buffer the size of L2's share.
 
 use super::norm::{GradMap, InputMap};
+use crate::engine::Precision;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -45,10 +46,16 @@ pub fn applies([c, co, hw]: [usize; 3]) -> bool {
 }
 
 /// `dw[o · c + i] += Σ_p g[o · hw + p] · x[i · hw + p]` for every output `o` and input `i`,
-/// x taken through `map` where there is one (see [`add_then`]). Only where [`applies`] is
-/// true.
-pub fn add(g: &[f32], x: (&[f32], Option<&InputMap>), [c, co, hw]: [usize; 3], dw: &mut [f32]) {
-    add_then((g, None), x, [c, co, hw], dw, |_, _| {});
+/// x taken through `map` where there is one, the products at `precision` (see
+/// [`add_then`]). Only where [`applies`] is true.
+pub fn add(
+    g: &[f32],
+    x: (&[f32], Option<&InputMap>),
+    [c, co, hw]: [usize; 3],
+    dw: &mut [f32],
+    precision: Precision,
+) {
+    add_then((g, None), x, [c, co, hw], dw, precision, |_, _| {});
 }
 
 /// Where the rows of the output gradient of a chunk of pixels lie for [`add_then`]'s
@@ -67,12 +74,16 @@ pub struct Rows {
 /// With a gradient map, `g` is the gradient of the batch norm that reads the 1x1's output,
 /// and the 1x1's own output gradient is `map(g, y)` (`y`: the 1x1's output, `co × hw`),
 /// staged the same way chunk by chunk, so batch norm's input gradient is never written
-/// (`train::deferred`).
+/// (`train::deferred`). In bf16 (`precision`, where the CPU has AVX512_BF16) each chunk's
+/// rows of both operands are rounded to bf16 once and the tiles multiply pairs of pixels
+/// (`vdpbf16ps`, fp32 sums): twice the products an instruction and half the bytes from L2
+/// a product, as the matrix kernel's bf16 path; the rows handed to `after` stay fp32.
 pub fn add_then(
     (g, g_map): (&[f32], Option<(&[f32], &GradMap)>),
     (x, map): (&[f32], Option<&InputMap>),
     [c, co, hw]: [usize; 3],
     dw: &mut [f32],
+    precision: Precision,
     after: impl FnMut(Range<usize>, Rows),
 ) {
     assert!(applies([c, co, hw]), "dot weight gradient: does not apply");
@@ -88,19 +99,22 @@ pub fn add_then(
         g_map.is_none_or(|(y, m)| y.len() == co * hw && m.channels() == co),
         "dot weight gradient: gradient map lengths"
     );
-    // SAFETY: `applies` checked AVX-512; the lengths are asserted above.
+    let pairs = precision == Precision::Bf16 && super::mm::bf16_available();
+    // SAFETY: `applies` checked AVX-512 (and `bf16_available` AVX512_BF16 for `pairs`); the
+    // lengths are asserted above.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        tiles((g, g_map), (x, map), [c, co, hw], dw, after)
+        tiles((g, g_map), (x, map), [c, co, hw], dw, pairs, after)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (after, map, g_map);
+    let _ = (after, map, g_map, pairs);
 }
 
-/// [`add`]'s body.
+/// [`add`]'s body (`pairs`: in bf16, [`add_then`]).
 ///
 /// # Safety
-/// The CPU has AVX-512 F; `g`, `x`, `dw` and the map have the lengths [`add_then`] asserts.
+/// The CPU has AVX-512 F, and AVX512_BF16 with BW where `pairs`; `g`, `x`, `dw` and the
+/// map have the lengths [`add_then`] asserts.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tiles(
@@ -108,6 +122,7 @@ unsafe fn tiles(
     (x, map): (&[f32], Option<&InputMap>),
     [c, co, hw]: [usize; 3],
     dw: &mut [f32],
+    pairs: bool,
     mut after: impl FnMut(Range<usize>, Rows),
 ) {
     let vecs = hw.div_ceil(L);
@@ -218,53 +233,70 @@ unsafe fn tiles(
                 (mapped_g.as_ptr(), CHUNK * L, v0)
             }
         };
+        // In bf16 each tile step takes a pair of vectors of pixels.
+        let pixels = v0 * L..(v1 * L).min(hw);
+        let steps_a_tile = if pairs {
+            pixels.len().div_ceil(2 * L)
+        } else {
+            v1 - v0
+        };
         // The next chunk's rows as they lie in memory, fetched into L2 while this chunk's
         // tiles compute, so that its staging (or in-place reads) finds them there.
         if v1 < vecs {
             let pixels = v1 * L..((v1 + CHUNK) * L).min(hw);
-            let steps = co.div_ceil(T) * c.div_ceil(T) * (v1 - v0);
+            let steps = co.div_ceil(T) * c.div_ceil(T) * steps_a_tile;
             next.plan(pixels, hw, [g, g_map.map_or(&[], |(y, _)| y), x], steps);
         } else {
             next.rows.clear();
         }
-        for o0 in (0..co).step_by(T) {
-            let ro = T.min(co - o0);
-            for i0 in (0..c).step_by(T) {
-                let ri = T.min(c - i0);
-                let mut s = [[_mm512_setzero_ps(); T]; T];
-                for a in 0..ro {
-                    for b in 0..ri {
-                        s[a][b] = sums[(o0 + a) * c + i0 + b];
-                    }
-                }
-                for v in v0..v1 {
-                    next.step();
-                    let m = if v + 1 == vecs { last } else { !0 };
-                    let mut gv = [_mm512_setzero_ps(); T];
-                    let mut xv = [_mm512_setzero_ps(); T];
-                    // SAFETY: rows o0 + a < co of g and i0 + b < c of x (or of the mapped
-                    // chunk, whose rows hold the chunk's vectors); the mask keeps the loads
-                    // within the row's `hw` values.
-                    unsafe {
-                        for (a, gv) in gv.iter_mut().enumerate().take(ro) {
-                            let at = (o0 + a) * g_ld + (v - g_v0) * L;
-                            *gv = _mm512_maskz_loadu_ps(m, g_at.add(at));
-                        }
-                        for (b, xv) in xv.iter_mut().enumerate().take(ri) {
-                            let at = (i0 + b) * x_ld + (v - x_v0) * L;
-                            *xv = _mm512_maskz_loadu_ps(m, x_at.add(at));
+        if pairs {
+            // SAFETY: as this function's caller promises for `pairs`; rows o < co of g
+            // and i < c of x hold the chunk's pixels at the offsets given.
+            unsafe {
+                let g_rows = (g_at.add((v0 - g_v0) * L), g_ld);
+                let x_rows = (x_at.add((v0 - x_v0) * L), x_ld);
+                tiles_in_pairs(g_rows, x_rows, [c, co, pixels.len()], &mut sums, &mut next);
+            }
+        } else {
+            for o0 in (0..co).step_by(T) {
+                let ro = T.min(co - o0);
+                for i0 in (0..c).step_by(T) {
+                    let ri = T.min(c - i0);
+                    let mut s = [[_mm512_setzero_ps(); T]; T];
+                    for a in 0..ro {
+                        for b in 0..ri {
+                            s[a][b] = sums[(o0 + a) * c + i0 + b];
                         }
                     }
-                    // Rows past the edge hold zeros and their sums are not kept.
-                    for a in 0..T {
-                        for b in 0..T {
-                            s[a][b] = _mm512_fmadd_ps(gv[a], xv[b], s[a][b]);
+                    for v in v0..v1 {
+                        next.step();
+                        let m = if v + 1 == vecs { last } else { !0 };
+                        let mut gv = [_mm512_setzero_ps(); T];
+                        let mut xv = [_mm512_setzero_ps(); T];
+                        // SAFETY: rows o0 + a < co of g and i0 + b < c of x (or of the mapped
+                        // chunk, whose rows hold the chunk's vectors); the mask keeps the loads
+                        // within the row's `hw` values.
+                        unsafe {
+                            for (a, gv) in gv.iter_mut().enumerate().take(ro) {
+                                let at = (o0 + a) * g_ld + (v - g_v0) * L;
+                                *gv = _mm512_maskz_loadu_ps(m, g_at.add(at));
+                            }
+                            for (b, xv) in xv.iter_mut().enumerate().take(ri) {
+                                let at = (i0 + b) * x_ld + (v - x_v0) * L;
+                                *xv = _mm512_maskz_loadu_ps(m, x_at.add(at));
+                            }
+                        }
+                        // Rows past the edge hold zeros and their sums are not kept.
+                        for a in 0..T {
+                            for b in 0..T {
+                                s[a][b] = _mm512_fmadd_ps(gv[a], xv[b], s[a][b]);
+                            }
                         }
                     }
-                }
-                for a in 0..ro {
-                    for b in 0..ri {
-                        sums[(o0 + a) * c + i0 + b] = s[a][b];
+                    for a in 0..ro {
+                        for b in 0..ri {
+                            sums[(o0 + a) * c + i0 + b] = s[a][b];
+                        }
                     }
                 }
             }
@@ -280,6 +312,115 @@ unsafe fn tiles(
     MAPPED_G.set(mapped_g);
     for (d, s) in dw.iter_mut().zip(&sums) {
         *d += _mm512_reduce_add_ps(*s);
+    }
+}
+
+/// One chunk's dot products in bf16 (see [`add_then`]): its `len` pixels of every row of g
+/// and x (`(first pixel of row 0, row stride)`) rounded to bf16 into this thread's
+/// buffers, two pixels to a 32-bit lane (the same pairing for both, so lane j's pair of
+/// one meets the same pixels of the other), then the 4 × 4 tiles as [`tiles`]' own, one
+/// `vdpbf16ps` (32 products) a tile step, into the same 16-lane fp32 `sums` (`[co][c]`).
+///
+/// # Safety
+/// The CPU has AVX-512 F and BW and AVX512_BF16; rows `0..co` of g and `0..c` of x each
+/// hold `len` values from where given.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn tiles_in_pairs(
+    (g_at, g_ld): (*const f32, usize),
+    (x_at, x_ld): (*const f32, usize),
+    [c, co, len]: [usize; 3],
+    sums: &mut [__m512],
+    next: &mut NextChunk,
+) {
+    // 32-bit values a row's chunk of pairs takes (a whole chunk's pixels, paired).
+    const ROW: usize = CHUNK * L / 2;
+    let steps = len.div_ceil(2 * L);
+    let mut pairs_g = PAIRS_G.take();
+    let mut pairs_x = PAIRS_X.take();
+    // SAFETY (all below): as the caller promises; the pair buffers hold `rows × ROW` values
+    // and each row's `steps` vectors lie within its ROW (`len <= CHUNK · L`).
+    unsafe {
+        round_rows((g_at, g_ld), co, len, &mut pairs_g);
+        round_rows((x_at, x_ld), c, len, &mut pairs_x);
+        for o0 in (0..co).step_by(T) {
+            let ro = T.min(co - o0);
+            for i0 in (0..c).step_by(T) {
+                let ri = T.min(c - i0);
+                let mut s = [[_mm512_setzero_ps(); T]; T];
+                for a in 0..ro {
+                    for b in 0..ri {
+                        s[a][b] = sums[(o0 + a) * c + i0 + b];
+                    }
+                }
+                for q in 0..steps {
+                    next.step();
+                    // Rows past the edge are zeros and their sums are not kept.
+                    let mut gv = [_mm512_setzero_si512(); T];
+                    let mut xv = [_mm512_setzero_si512(); T];
+                    for (a, gv) in gv.iter_mut().enumerate().take(ro) {
+                        *gv =
+                            _mm512_loadu_si512(pairs_g.as_ptr().add((o0 + a) * ROW + q * L).cast());
+                    }
+                    for (b, xv) in xv.iter_mut().enumerate().take(ri) {
+                        *xv =
+                            _mm512_loadu_si512(pairs_x.as_ptr().add((i0 + b) * ROW + q * L).cast());
+                    }
+                    for a in 0..T {
+                        for b in 0..T {
+                            s[a][b] = _mm512_dpbf16_ps(
+                                s[a][b],
+                                std::mem::transmute::<__m512i, __m512bh>(gv[a]),
+                                std::mem::transmute::<__m512i, __m512bh>(xv[b]),
+                            );
+                        }
+                    }
+                }
+                for a in 0..ro {
+                    for b in 0..ri {
+                        sums[(o0 + a) * c + i0 + b] = s[a][b];
+                    }
+                }
+            }
+        }
+    }
+    PAIRS_G.set(pairs_g);
+    PAIRS_X.set(pairs_x);
+}
+
+/// `rows` rows of `len` values (`(row 0, row stride)`) rounded to bf16 into `out`, row r at
+/// `r · CHUNK · L / 2`: 32 values a 512-bit vector in order, zeros past `len` up to the
+/// vector's end (the tiles read whole vectors).
+///
+/// # Safety
+/// As [`tiles_in_pairs`]'s caller promises.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn round_rows((at, ld): (*const f32, usize), rows: usize, len: usize, out: &mut Vec<u32>) {
+    const ROW: usize = CHUNK * L / 2;
+    assert!(len <= CHUNK * L, "dot weight gradient: chunk length");
+    if out.len() < rows * ROW {
+        out.resize(rows * ROW, 0);
+    }
+    let mask = |p: usize| -> __mmask16 {
+        match len.saturating_sub(p) {
+            n if n >= L => !0,
+            n => ((1u32 << n) - 1) as u16,
+        }
+    };
+    for r in 0..rows {
+        // SAFETY: as the caller promises; loads masked to the row's `len` values, stores
+        // within row r's ROW values.
+        unsafe {
+            let src = at.add(r * ld);
+            let dst = out.as_mut_ptr().add(r * ROW);
+            for p in (0..len).step_by(2 * L) {
+                let lo = _mm512_maskz_loadu_ps(mask(p), src.add(p));
+                let hi = _mm512_maskz_loadu_ps(mask(p + L), src.add(p + L));
+                let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(dst.add(p / 2).cast(), both);
+            }
+        }
     }
 }
 
@@ -343,6 +484,10 @@ thread_local! {
     static MAPPED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     /// Each thread's chunk of mapped output-gradient rows.
     static MAPPED_G: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each thread's chunk of output-gradient rows in bf16 pairs ([`tiles_in_pairs`]).
+    static PAIRS_G: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each thread's chunk of input rows in bf16 pairs.
+    static PAIRS_X: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 #[cfg(test)]
@@ -362,7 +507,7 @@ mod tests {
         let x: Vec<f32> = (0..c * hw).map(|i| val(i, 2)).collect();
         let before: Vec<f32> = (0..co * c).map(|i| val(i, 3)).collect();
         let mut dw = before.clone();
-        add(&g, (&x, None), [c, co, hw], &mut dw);
+        add(&g, (&x, None), [c, co, hw], &mut dw, Precision::Fp32);
         for o in 0..co {
             for i in 0..c {
                 let want: f64 = before[o * c + i] as f64
@@ -401,10 +546,52 @@ mod tests {
             mapped.contains(&0.0) && mapped.contains(&1.5),
             "the clamp cuts"
         );
-        let mut want = vec![0.0f32; co * c];
-        add(&g, (&mapped, None), [c, co, hw], &mut want);
-        let mut got = vec![0.0f32; co * c];
-        add(&g, (&x, Some(&map)), [c, co, hw], &mut got);
-        assert_eq!(got, want);
+        for precision in [Precision::Fp32, Precision::Bf16] {
+            let mut want = vec![0.0f32; co * c];
+            add(&g, (&mapped, None), [c, co, hw], &mut want, precision);
+            let mut got = vec![0.0f32; co * c];
+            add(&g, (&x, Some(&map)), [c, co, hw], &mut got, precision);
+            assert_eq!(got, want, "{precision:?}");
+        }
+    }
+
+    /// `v` rounded to the nearest bf16 (ties to even), as `vcvtne2ps2bf16` rounds it.
+    fn to_bf16(v: f32) -> f32 {
+        let bits = v.to_bits();
+        f32::from_bits((bits + 0x7fff + ((bits >> 16) & 1)) & 0xffff_0000)
+    }
+
+    /// In bf16, the sums of the operands' bf16 values' products: edge tiles in both operands,
+    /// a last chunk whose pixels end inside a pair and inside a vector (the rows lie one
+    /// after the other, so a read past a row's end would take the next row's values), sums
+    /// added to what `dw` held. Within fp32 rounding of the sums, far below bf16's.
+    #[test]
+    fn bf16_dot_products_are_the_rounded_operands() {
+        let (c, co, hw) = (5, 7, 2 * CHUNK * L + 23);
+        if !applies([c, co, hw]) || !super::super::mm::bf16_available() {
+            return;
+        }
+        // Values with more bits than bf16 keeps, so rounding them shows.
+        let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 2003) as f32 / 1001.0 - 1.0;
+        let g: Vec<f32> = (0..co * hw).map(|i| val(i, 1)).collect();
+        let x: Vec<f32> = (0..c * hw).map(|i| val(i, 2)).collect();
+        let before: Vec<f32> = (0..co * c).map(|i| val(i, 3)).collect();
+        let mut dw = before.clone();
+        add(&g, (&x, None), [c, co, hw], &mut dw, Precision::Bf16);
+        let mut off_fp32 = 0.0f64;
+        for o in 0..co {
+            for i in 0..c {
+                let sum = |r: fn(f32) -> f32| -> f64 {
+                    before[o * c + i] as f64
+                        + (0..hw)
+                            .map(|p| r(g[o * hw + p]) as f64 * r(x[i * hw + p]) as f64)
+                            .sum::<f64>()
+                };
+                let (want, got) = (sum(to_bf16), dw[o * c + i] as f64);
+                assert!((got - want).abs() < 2e-3, "({o}, {i}): {got} vs {want}");
+                off_fp32 = off_fp32.max((got - sum(|v| v)).abs());
+            }
+        }
+        assert!(off_fp32 > 1e-2, "the products were not rounded: {off_fp32}");
     }
 }

@@ -24,8 +24,8 @@ fn fused_dx([n, c, co, hw]: [usize; 4]) -> bool {
 /// one (the input gradient is the normalised input's), only where [`maps_input`]. With a
 /// gradient map `(y, map)`, the output gradient is `map(gs, y)` — `gs` the gradient of the
 /// batch norm that reads this 1x1's output `y` (`train::deferred`) — only where
-/// [`takes_grad_map`]. `precision`: that of the products through the matrix kernel
-/// (`mm::PackedA::at`); the dot products stay fp32.
+/// [`takes_grad_map`]. `precision`: that of the products, through the matrix kernel
+/// (`mm::PackedA::at`) and the dot products (`dot_grad::add_then`).
 pub fn backward_mapped(
     (xs, norm): (&[f32], Option<&Affine>),
     ws: &[f32],
@@ -141,9 +141,14 @@ pub fn backward_mapped(
                     let g = &gs[b * co * hw..(b + 1) * co * hw];
                     let g_map = g_map.map(|(y, m)| (&y[b * co * hw..(b + 1) * co * hw], m));
                     let x = &xs[b * c * hw..(b + 1) * c * hw];
-                    dot_grad::add_then((g, g_map), (x, map), [c, co, hw], &mut dw, |p, rows| {
-                        dx_chunk(b, p, rows)
-                    });
+                    dot_grad::add_then(
+                        (g, g_map),
+                        (x, map),
+                        [c, co, hw],
+                        &mut dw,
+                        precision,
+                        |p, rows| dx_chunk(b, p, rows),
+                    );
                 }
                 if want_db {
                     weight_grad::add_bias_grad(gs, [co, hw], images, &mut db);

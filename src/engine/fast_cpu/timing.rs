@@ -17,15 +17,16 @@ use crate::graph::Conv;
 use std::time::Instant;
 
 /// Lite0's 1x1 convolutions on 7x7 and 14x14 maps, where the step's 1x1 products are
-/// compute-bound (`[c, co, hw]`), and the two large-map ones whose gradients go through the
-/// dot products.
-const POINTWISE: [[usize; 3]; 8] = [
+/// compute-bound (`[c, co, hw]`), and large-map ones whose weight gradients are dot products.
+const POINTWISE: [[usize; 3]; 10] = [
     [1152, 192, 49],
     [192, 1152, 49],
     [672, 112, 196],
     [112, 672, 196],
     [480, 80, 196],
     [80, 480, 196],
+    [40, 240, 784],
+    [240, 40, 784],
     [24, 144, 3136],
     [16, 96, 12544],
 ];
