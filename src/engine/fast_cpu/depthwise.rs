@@ -17,6 +17,8 @@ use std::mem::MaybeUninit;
 mod backward;
 #[path = "depthwise_blocked.rs"]
 mod blocked;
+#[path = "depthwise_strided_grad.rs"]
+mod strided_grad;
 #[path = "depthwise_wide.rs"]
 mod wide;
 pub use blocked::L as GROUP;

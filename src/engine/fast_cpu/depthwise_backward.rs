@@ -120,6 +120,7 @@ impl Geometry {
                             let flipped = &flipped[ch * taps..(ch + 1) * taps];
                             t.plane(g, None, flipped, 0.0, Act::NONE, dx, &mut scratch.a);
                         }
+                        None if self.grads_in_place() => self.input_grad_in_place(filter, g, dx),
                         None => self.input_grad_scatter(filter, g, dx, &mut scratch.a),
                     }
                     if let (Some(sums), Some(norm)) = (sums, norm) {

@@ -403,7 +403,7 @@ unsafe fn in_place_rows(
 /// The lanes of vector `v` of a row of `w` values that lie in the row.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn row_mask(w: usize, v: usize) -> __mmask16 {
+pub(super) fn row_mask(w: usize, v: usize) -> __mmask16 {
     match w.saturating_sub(v * L) {
         0 => 0,
         n if n >= L => !0,

@@ -31,12 +31,14 @@ const POINTWISE: [[usize; 3]; 10] = [
     [16, 96, 12544],
 ];
 
-/// Lite0's depthwise convolutions on its large maps (`[c, h, kernel, stride]`).
-const DEPTHWISE: [[usize; 4]; 4] = [
+/// Lite0's depthwise convolutions on its large maps and its 28x28 strided one (`[c, h,
+/// kernel, stride]`).
+const DEPTHWISE: [[usize; 4]; 5] = [
     [32, 112, 3, 1],
     [96, 112, 3, 2],
     [144, 56, 3, 1],
     [144, 56, 5, 2],
+    [240, 28, 3, 2],
 ];
 
 const BATCH: usize = 32;
@@ -93,9 +95,15 @@ pub fn run(filter: &str, rounds: usize) {
         }
     }
     for [c, h, k, stride] in DEPTHWISE {
+        // Lite0's strided convolutions pad as TensorFlow's "same" does (the odd one of the
+        // padding at the end: 0 and 1 for 3x3, 1 and 2 for 5x5); the others k / 2 all round.
+        let (begin, end) = match stride {
+            1 => (k / 2, k / 2),
+            _ => ((k - 2) / 2, (k - 1) / 2),
+        };
         let conv = Conv {
             strides: [stride; 2],
-            pads: [k / 2; 4],
+            pads: [begin, begin, end, end],
             dilations: [1, 1],
             groups: c,
         };
@@ -111,10 +119,16 @@ pub fn run(filter: &str, rounds: usize) {
             let ms = median_ms(rounds, || geometry.forward(&xs, &ws, None, Act::NONE));
             report(&name, ms, bytes, "GB/s of input");
         }
-        let name = format!("depthwise backward {shape}");
-        if name.contains(filter) {
-            let ms = median_ms(rounds, || geometry.backward(&xs, &ws, &gs, true, true));
-            report(&name, ms, bytes, "GB/s of input");
+        for (part, dx, dw) in [
+            ("dx+dw", true, true),
+            ("dx", true, false),
+            ("dw", false, true),
+        ] {
+            let name = format!("depthwise backward {part} {shape}");
+            if name.contains(filter) {
+                let ms = median_ms(rounds, || geometry.backward(&xs, &ws, &gs, dx, dw));
+                report(&name, ms, bytes, "GB/s of input");
+            }
         }
     }
 }

@@ -1,0 +1,233 @@
+//! The input gradient of a 3x3 depthwise convolution at stride 2, written in place on CPUs
+//! with AVX-512: each input pixel sums the taps that read it straight from the output
+//! gradient plane (`g`), even and odd columns as two 16-lane vectors interleaved as they are
+//! stored. The general way (`input_grad_scatter`) adds every tap's products into a zeroed,
+//! bordered, phase-split buffer and copies it out: three passes over a plane four times the
+//! gradient's size, where this writes it once (Lite0's 96-channel 112x112 layer, block 1,
+//! is the largest depthwise gradient of its step).
+
+use super::Geometry;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+
+/// Lanes of one vector.
+const L: usize = 16;
+
+impl Geometry {
+    /// Whether [`Self::input_grad_in_place`] runs this convolution's input gradient: 3x3,
+    /// stride 2 both ways, no dilation, a padding of 0 or 1 before the rows and columns (the
+    /// ends' follow from the sizes: TensorFlow's "same" pads 0 and 1, PyTorch's 1 and 1), on
+    /// a CPU with AVX-512.
+    pub(super) fn grads_in_place(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return super::super::lanes::has_avx512()
+            && (self.kh, self.kw, self.stride, self.dilation) == (3, 3, [2, 2], [1, 1])
+            && self.pad[0] <= 1
+            && self.pad[1] <= 1;
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// One plane's input gradient from its output gradient `g` and 3x3 `filter` (see
+    /// [`Self::grads_in_place`] for when): every element of `dx` written once.
+    pub(super) fn input_grad_in_place(
+        &self,
+        filter: &[f32],
+        g: &[f32],
+        dx: &mut [MaybeUninit<f32>],
+    ) {
+        assert!(self.grads_in_place(), "depthwise: not an in-place gradient");
+        assert_eq!(filter.len(), 9, "depthwise: filter length");
+        assert_eq!(g.len(), self.oh * self.ow, "depthwise: gradient plane");
+        assert_eq!(dx.len(), self.h * self.w, "depthwise: input plane");
+        #[cfg(target_arch = "x86_64")]
+        super::super::lanes::with_avx512(
+            #[inline(always)]
+            || {
+                // SAFETY: inside `with_avx512` (`grads_in_place` checked AVX-512); the rows
+                // read and written lie in `g` and `dx` (lengths asserted).
+                unsafe { self.gather_rows(filter, g, dx.as_mut_ptr().cast()) }
+            },
+        );
+    }
+
+    /// [`Self::input_grad_in_place`]'s loop: input row y, columns 2n + b (b the column's
+    /// parity) take output row (y + top - ki) / 2 and column (2n + b + left - kj) / 2 through
+    /// tap (ki, kj), where those divide evenly and lie in the plane — the output gradient's
+    /// vector at n shifted by -1, 0 or +1 lanes (`valignd` of neighbouring vectors, zeros
+    /// past the row's ends).
+    ///
+    /// # Safety
+    /// AVX-512 F is there; `g` holds `oh · ow` values and `dx` is writable for `h · w`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn gather_rows(&self, filter: &[f32], g: &[f32], dx: *mut f32) {
+        let (h, w, oh, ow) = (self.h, self.w, self.oh, self.ow);
+        let [top, left] = self.pad;
+        // SAFETY (intrinsics): as the caller promises; loads are masked to a row's `ow`
+        // values, stores to its `w`.
+        unsafe {
+            let wt: [__m512; 9] = std::array::from_fn(|i| _mm512_set1_ps(filter[i]));
+            // Even columns to words 0, 2, …, odd to 1, 3, … of the 32 stored.
+            let lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            let hi_idx =
+                _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+            // Vectors of 16 output-gradient columns, each serving 32 input columns: as many
+            // as cover the input row (its last columns may take the last output column's
+            // taps only, through a shift).
+            let vectors = w.div_ceil(2 * L);
+            for y in 0..h {
+                // Output rows and filter rows that reach input row y: (y + top - ki) even.
+                let rows: [Option<(usize, usize)>; 2] = {
+                    let mut found = [None; 2];
+                    let mut k = 0;
+                    for ki in 0..3 {
+                        let t = y + top;
+                        if t >= ki && (t - ki) % 2 == 0 && (t - ki) / 2 < oh {
+                            found[k] = Some(((t - ki) / 2, ki));
+                            k += 1;
+                            if k == 2 {
+                                break;
+                            }
+                        }
+                    }
+                    found
+                };
+                for v in 0..vectors {
+                    let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                    for &(r, ki) in rows.iter().flatten() {
+                        let row = g.as_ptr().add(r * ow);
+                        // Vector u of the row, zeros past its end (not loaded at all).
+                        let load = |u: usize| match super::wide::row_mask(ow, u) {
+                            0 => _mm512_setzero_ps(),
+                            m => _mm512_maskz_loadu_ps(m, row.add(u * L)),
+                        };
+                        let cur = load(v);
+                        let prev = if v > 0 {
+                            load(v - 1)
+                        } else {
+                            _mm512_setzero_ps()
+                        };
+                        let next = load(v + 1);
+                        // Column n + d of the output gradient, for the 16 columns n at v.
+                        let shifted = |d: isize| match d {
+                            -1 => _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(
+                                _mm512_castps_si512(cur),
+                                _mm512_castps_si512(prev),
+                            )),
+                            0 => cur,
+                            _ => _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
+                                _mm512_castps_si512(next),
+                                _mm512_castps_si512(cur),
+                            )),
+                        };
+                        for kj in 0..3 {
+                            // Column 2n + b meets tap kj where b + left - kj is even.
+                            let weight = wt[3 * ki + kj];
+                            let b = (kj + left) % 2;
+                            // b + left - kj is even: output column n + (b + left - kj) / 2.
+                            let x = shifted((b as isize + left as isize - kj as isize) / 2);
+                            if b == 0 {
+                                even = _mm512_fmadd_ps(x, weight, even);
+                            } else {
+                                odd = _mm512_fmadd_ps(x, weight, odd);
+                            }
+                        }
+                    }
+                    let out = dx.add(y * w + 2 * v * L);
+                    let first = _mm512_permutex2var_ps(even, lo_idx, odd);
+                    let second = _mm512_permutex2var_ps(even, hi_idx, odd);
+                    let m0 = super::wide::row_mask(w, 2 * v);
+                    let m1 = super::wide::row_mask(w, 2 * v + 1);
+                    if m0 != 0 {
+                        _mm512_mask_storeu_ps(out, m0, first);
+                    }
+                    if m1 != 0 {
+                        _mm512_mask_storeu_ps(out.add(L), m1, second);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Conv;
+
+    /// Against the definition (each output gradient value times each tap's weight, added at
+    /// the input pixel the tap read): both paddings Graft meets (TensorFlow's 0 + 1, PyTorch's
+    /// 1 + 1), none, and uneven ones; maps narrower than a vector, of a vector's width and
+    /// more, odd and even, including rows whose last input columns only a shifted tap reaches.
+    #[test]
+    fn gradient_in_place_matches_the_definition() {
+        let shapes = [
+            [112, 112],
+            [113, 113],
+            [33, 34],
+            [34, 33],
+            [20, 7],
+            [7, 20],
+            [3, 3],
+        ];
+        let pads = [
+            [0, 0, 1, 1],
+            [1, 1, 1, 1],
+            [0, 0, 0, 0],
+            [1, 0, 0, 1],
+            [0, 1, 1, 1],
+        ];
+        let mut checked = 0;
+        for [h, w] in shapes {
+            for pads in pads {
+                let conv = Conv {
+                    strides: [2, 2],
+                    pads,
+                    dilations: [1, 1],
+                    groups: 1,
+                };
+                let Some(geo) = Geometry::new([1, 1, h, w], [1, 1, 3, 3], &conv) else {
+                    continue;
+                };
+                if !geo.grads_in_place() {
+                    return;
+                }
+                let (oh, ow) = (geo.oh, geo.ow);
+                let val =
+                    |i: usize, s: usize| ((i * 7919 + s * 104_729) % 201) as f32 / 100.0 - 1.0;
+                let g: Vec<f32> = (0..oh * ow).map(|i| val(i, 1)).collect();
+                let filter: Vec<f32> = (0..9).map(|i| val(i, 2)).collect();
+                let mut want = vec![0.0f64; h * w];
+                for r in 0..oh {
+                    for c in 0..ow {
+                        for ki in 0..3 {
+                            for kj in 0..3 {
+                                let (y, x) = (2 * r + ki, 2 * c + kj);
+                                let (y, x) = (y.wrapping_sub(pads[0]), x.wrapping_sub(pads[1]));
+                                if y < h && x < w {
+                                    want[y * w + x] += (g[r * ow + c] * filter[3 * ki + kj]) as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+                let mut dx = vec![MaybeUninit::new(f32::NAN); h * w];
+                geo.input_grad_in_place(&filter, &g, &mut dx);
+                for (i, (d, want)) in dx.iter().zip(&want).enumerate() {
+                    // SAFETY: set to NaN above, overwritten or not.
+                    let got = unsafe { d.assume_init() } as f64;
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "{h}x{w} pads {pads:?}: ({}, {}) {got} vs {want}",
+                        i / w,
+                        i % w
+                    );
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 30, "too few geometries checked: {checked}");
+    }
+}
