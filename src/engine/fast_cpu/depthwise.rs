@@ -17,8 +17,8 @@ use std::mem::MaybeUninit;
 mod backward;
 #[path = "depthwise_blocked.rs"]
 mod blocked;
-#[path = "depthwise_strided_grad.rs"]
-mod strided_grad;
+#[path = "depthwise_stride2.rs"]
+mod stride2;
 #[path = "depthwise_wide.rs"]
 mod wide;
 pub use blocked::L as GROUP;

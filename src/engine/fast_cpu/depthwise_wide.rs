@@ -54,6 +54,9 @@ impl Geometry {
         if self.reads_in_place() {
             return self.plane_in_place(input, map, filter, bias, act, out);
         }
+        if self.reads_in_place_s2() {
+            return self.plane_in_place_s2(input, map, filter, bias, act, out);
+        }
         let Layout { p, offsets } = &self.layouts[FORWARD];
         self.fill(p, input, map, scratch);
         // The furthest any read reaches: the last row's furthest tap, whole vectors across.
@@ -318,7 +321,7 @@ impl Run {
 /// in place: the first version of the loop took Lite0's 144-channel 56x56 layer at batch 32
 /// (58 MB, from memory) from 6.31 to 4.88 ms, but at batch 1 (1.8 MB, in cache) from 0.119
 /// to 0.150 (docs/BENCHMARKS.md).
-const IN_PLACE_FROM: usize = 16 << 20;
+pub(super) const IN_PLACE_FROM: usize = 16 << 20;
 /// Output rows a band of [`in_place_rows`] computes.
 const BAND: usize = 4;
 
@@ -419,7 +422,7 @@ pub(super) fn row_mask(w: usize, v: usize) -> __mmask16 {
 /// AVX-512 F is there; `input` holds row `r`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn load_mapped(
+pub(super) unsafe fn load_mapped(
     input: &[f32],
     w: usize,
     [r, v]: [usize; 2],

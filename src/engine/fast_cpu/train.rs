@@ -511,7 +511,7 @@ mod tests {
             (2, 18, 18, 6, 50, 3, 2, 1, [1, 1, 1, 1], 18),
             (1, 3, 3, 9, 70, 5, 2, 1, [2, 2, 2, 2], 3),
             // Wide 3x3 stride-2 planes, both paddings: the input gradient written in place
-            // (`depthwise_strided_grad.rs`).
+            // (`depthwise_stride2.rs`).
             (2, 3, 3, 10, 70, 3, 2, 1, [0, 0, 1, 1], 3),
             (1, 3, 3, 9, 67, 3, 2, 1, [1, 1, 1, 1], 3),
             (2, 5, 7, 3, 4, 1, 1, 1, [0; 4], 1),
