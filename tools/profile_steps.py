@@ -6,7 +6,7 @@ convolution joined to it — its statistics, the rest), then the largest rows.
 
     GRAFT_PROFILE=nodes target/release/graft train --model default \\
         --data target/bench_train/sub16 --epochs 4 --batch 32 --lr 0.0001 --device cpu \\
-        --no-cache [--precision bf16] > profile.txt 2>&1
+        --no-cache --export /tmp/profile.onnx [--precision bf16] > profile.txt 2>&1
     python3 tools/profile_steps.py profile.txt --steps 15 [--top 30]
 
 `--steps`: the steps the table covers (it leaves out the first epoch: 3 epochs of 5 steps
