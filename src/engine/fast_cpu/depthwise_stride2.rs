@@ -2,10 +2,11 @@
 //! with AVX-512 (a padding of 0 or 1 before the rows and columns: TensorFlow's "same" pads
 //! 0 and 1, PyTorch's 1 and 1).
 //!
-//! - The forward pass (`plane_in_place_s2`): each input row loaded and mapped once a band of
-//!   output rows, its even and odd columns split into two 16-lane vectors (`vpermt2ps`), the
-//!   third tap's column a one-lane shift of one of them (`valignd`) — where `plane_wide`
-//!   first copies the plane into a zero-bordered buffer split by column phase.
+//! - The forward pass (`in_place_rows_s2`, run by `depthwise_wide.rs`'s `plane_in_place`):
+//!   each input row loaded and mapped once a band of output rows, its even and odd columns
+//!   split into two 16-lane vectors (`vpermt2ps`), the third tap's column a one-lane shift
+//!   of one of them (`valignd`) — where `plane_wide` first copies the plane into a
+//!   zero-bordered buffer split by column phase.
 //! - The input gradient (`input_grad_in_place`): each input pixel sums the taps that read it
 //!   straight from the output gradient plane, even and odd columns as two vectors
 //!   interleaved as they are stored — where `input_grad_scatter` adds every tap's products
@@ -15,7 +16,7 @@
 //! Lite0's 96-channel 112x112 layer (block 1) is the largest depthwise layer of its step.
 
 use super::wide::{IN_PLACE_FROM, load_mapped, row_mask};
-use super::{Act, Geometry, PlaneMap, clamp_then};
+use super::{Geometry, PlaneMap};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -40,68 +41,28 @@ impl Geometry {
         false
     }
 
-    /// Whether [`Self::plane_wide`] reads this stride-2 plane in place
-    /// ([`Self::plane_in_place_s2`]): as [`Self::grads_in_place`], over a batch of at least
+    /// Whether `Self::plane_wide` reads this stride-2 plane in place (`Self::plane_in_place`,
+    /// [`Self::in_place_rows_s2`]): as [`Self::grads_in_place`], over a batch of at least
     /// `IN_PLACE_FROM` bytes of input (the size rule of the stride-1 loop).
     pub(super) fn reads_in_place_s2(&self) -> bool {
         self.grads_in_place()
             && self.n * self.c * self.h * self.w * size_of::<f32>() >= IN_PLACE_FROM
     }
 
-    /// One plane of the forward pass without the bordered copy (see
-    /// [`Self::reads_in_place_s2`]): bands of [`BAND`] output rows, each input row the band
-    /// reads loaded and mapped once, in vectors of 32 columns split by parity; from the
-    /// bias, the taps added row by row and left to right, as the bordered kernel adds them,
-    /// so the same values to the bit.
-    pub(super) fn plane_in_place_s2(
-        &self,
-        input: &[f32],
-        map: Option<PlaneMap>,
-        filter: &[f32],
-        bias: f32,
-        act: Act,
-        out: &mut [MaybeUninit<f32>],
-    ) {
-        assert!(
-            self.grads_in_place(),
-            "depthwise: not an in-place stride-2 plane"
-        );
-        assert_eq!(input.len(), self.h * self.w, "depthwise: plane length");
-        assert_eq!(filter.len(), 9, "depthwise: filter length");
-        assert_eq!(out.len(), self.oh * self.ow, "depthwise: output plane");
-        let (clamp, after) = clamp_then(act);
-        #[cfg(target_arch = "x86_64")]
-        super::super::lanes::with_avx512(
-            #[inline(always)]
-            || {
-                // SAFETY: inside `with_avx512` (`grads_in_place` checked AVX-512); the rows
-                // read and written lie in `input` and `out` (lengths asserted).
-                unsafe {
-                    self.in_place_rows_s2(input, map, filter, bias, clamp, out.as_mut_ptr().cast())
-                };
-                if let Some(act) = after {
-                    // SAFETY: every element of the plane was written just above;
-                    // `MaybeUninit<f32>` has the layout of `f32`.
-                    let plane = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
-                    act.apply_all(plane);
-                }
-            },
-        );
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("grads_in_place is false off x86-64: {map:?} {bias} {clamp:?} {after:?}");
-    }
-
-    /// [`Self::plane_in_place_s2`]'s loop. Output column c's tap kj reads input column
-    /// 2c - left + kj: for 16 outputs from column 16v, the even and odd columns of input
-    /// vectors 2v and 2v + 1, and either the even ones shifted one lane on (left 0: the next
-    /// vector's first column) or the odd ones one lane back (left 1: the previous vector's
-    /// last).
+    /// `Self::plane_in_place`'s loop at stride 2 (see [`Self::reads_in_place_s2`]): bands
+    /// of [`BAND`] output rows, each input row the band reads loaded and mapped once, in
+    /// vectors of 32 columns split by parity; from the bias, the taps added row by row and
+    /// left to right, as the bordered kernel adds them, so the same values to the bit.
+    /// Output column c's tap kj reads input column 2c - left + kj: for 16 outputs from
+    /// column 16v, the even and odd columns of input vectors 2v and 2v + 1, and either the
+    /// even ones shifted one lane on (left 0: the next vector's first column) or the odd ones
+    /// one lane back (left 1: the previous vector's last).
     ///
     /// # Safety
     /// AVX-512 F is there; `input` holds `h · w` values and `out` is writable for `oh · ow`.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn in_place_rows_s2(
+    pub(super) unsafe fn in_place_rows_s2(
         &self,
         input: &[f32],
         map: Option<PlaneMap>,
@@ -134,9 +95,10 @@ impl Geometry {
                             continue;
                         };
                         let vector = |u: usize| load_mapped(input, w, [y, u], map);
-                        let (a, bb) = (vector(2 * v), vector(2 * v + 1));
-                        let even = _mm512_permutex2var_ps(a, even_idx, bb);
-                        let odd = _mm512_permutex2var_ps(a, odd_idx, bb);
+                        // Columns 32v .. 32v + 32 of the row, split by parity.
+                        let (first, second) = (vector(2 * v), vector(2 * v + 1));
+                        let even = _mm512_permutex2var_ps(first, even_idx, second);
+                        let odd = _mm512_permutex2var_ps(first, odd_idx, second);
                         // The taps' columns in filter order: 2c - left, 2c - left + 1, + 2.
                         let cols = if left == 0 {
                             let next = vector(2 * v + 2);
@@ -305,6 +267,7 @@ impl Geometry {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Act;
     use super::*;
     use crate::graph::Conv;
 
@@ -358,7 +321,7 @@ mod tests {
                     let run = |in_place: bool| {
                         let mut out = vec![MaybeUninit::new(f32::NAN); len];
                         if in_place {
-                            g.plane_in_place_s2(&input, map, &filter, bias, act, &mut out);
+                            g.plane_in_place(&input, map, &filter, bias, act, &mut out);
                         } else {
                             g.plane_wide(
                                 &input,

@@ -51,11 +51,8 @@ impl Geometry {
         assert!(self.wide_kernel(), "depthwise: not a wide-kernel geometry");
         assert_eq!(filter.len(), self.kh * self.kw, "depthwise: filter length");
         assert_eq!(out.len(), self.oh * self.ow, "depthwise: output plane");
-        if self.reads_in_place() {
+        if self.reads_in_place() || self.reads_in_place_s2() {
             return self.plane_in_place(input, map, filter, bias, act, out);
-        }
-        if self.reads_in_place_s2() {
-            return self.plane_in_place_s2(input, map, filter, bias, act, out);
         }
         let Layout { p, offsets } = &self.layouts[FORWARD];
         self.fill(p, input, map, scratch);
@@ -117,8 +114,9 @@ impl Geometry {
     /// below the plane, as the bordered copy pads). The same products added in the same
     /// order as the bordered kernel's, from the bias, so the same values to the bit.
     /// The copy was a third of the forward's time on large maps, its row loop waiting on
-    /// the input's loads (docs/BENCHMARKS.md, twenty-seventh session).
-    fn plane_in_place(
+    /// the input's loads (docs/BENCHMARKS.md, twenty-seventh session). At stride 2, for
+    /// `reads_in_place_s2`, the rows are `depthwise_stride2.rs`'s (`in_place_rows_s2`).
+    pub(super) fn plane_in_place(
         &self,
         input: &[f32],
         map: Option<super::PlaneMap>,
@@ -137,18 +135,14 @@ impl Geometry {
                 // SAFETY: inside `with_avx512` (`wide_kernel` checked AVX-512); the rows
                 // read and written lie in `input` and `out` (lengths asserted).
                 unsafe {
-                    in_place_rows(
-                        input,
-                        [h, w],
-                        map,
-                        filter,
-                        bias,
-                        clamp,
-                        out.as_mut_ptr().cast(),
-                    )
+                    let dst = out.as_mut_ptr().cast();
+                    match self.stride[0] {
+                        1 => in_place_rows(input, [h, w], map, filter, bias, clamp, dst),
+                        _ => self.in_place_rows_s2(input, map, filter, bias, clamp, dst),
+                    }
                 };
                 if let Some(act) = after {
-                    // SAFETY: `in_place_rows` wrote every element of the plane;
+                    // SAFETY: the rows' loop wrote every element of the plane;
                     // `MaybeUninit<f32>` has the layout of `f32`.
                     let plane = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
                     act.apply_all(plane);
