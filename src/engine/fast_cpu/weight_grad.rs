@@ -248,7 +248,7 @@ pub(super) fn sum_over_images(
 /// when `par` is rayon's: too few images to give each thread its own), else gemm. `xs` and
 /// `gs` hold `[n, c, hw]` and `[n, co, hw]` planes, of which `images` are read. A dense
 /// convolution's weight gradient runs here with one image's patches as `x`. `precision`:
-/// the products', by either way. With a map (a
+/// the products', whichever way they go. With a map (a
 /// joined batch norm), x is taken through it: by the dot products, or by the matrix kernel
 /// where x goes on the right (no more output than input channels) — where `pointwise::maps_input`.
 pub(super) fn add_weight_grad(
