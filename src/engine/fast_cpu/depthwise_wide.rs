@@ -100,7 +100,7 @@ impl Geometry {
     /// Whether [`Self::plane_wide`] reads the plane in place ([`Self::plane_in_place`]): a 3x3
     /// filter at stride 1 with a padding of 1 all round (the output the input's size), over a
     /// batch of at least [`IN_PLACE_FROM`] bytes of input.
-    fn reads_in_place(&self) -> bool {
+    pub(super) fn reads_in_place(&self) -> bool {
         self.wide_kernel()
             && (self.kh, self.kw, self.stride, self.pad) == (3, 3, [1, 1], [1, 1])
             && (self.oh, self.ow) == (self.h, self.w)
@@ -152,6 +152,38 @@ impl Geometry {
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!(
             "wide_kernel is false off x86-64: {map:?} {filter:?} {bias} {clamp:?} {after:?}"
+        );
+    }
+
+    /// One plane's weight and bias gradients without the bordered copy, for
+    /// [`Self::reads_in_place`]: `part[tap]` = Σ g · (the mapped input the tap read), then
+    /// `part[9]` = Σ g. Each row of g goes by vectors, meeting the three input rows around
+    /// it, each loaded and mapped once a row of g as the vectors slide along (the left and
+    /// right taps' columns by `valignd`, as [`Self::plane_in_place`]). The sums run in 16
+    /// lanes where the bordered path's run in 8, so the values agree to rounding, not to
+    /// the bit.
+    pub(super) fn weight_grad_in_place(
+        &self,
+        input: &[f32],
+        map: Option<super::PlaneMap>,
+        g: &[f32],
+        part: &mut [f32],
+    ) {
+        let (h, w) = (self.h, self.w);
+        assert!(self.reads_in_place(), "depthwise: not an in-place plane");
+        assert!(
+            input.len() == h * w && g.len() == h * w && part.len() == 10,
+            "depthwise: weight gradient lengths"
+        );
+        #[cfg(target_arch = "x86_64")]
+        super::super::lanes::with_avx512(
+            #[inline(always)]
+            || {
+                // SAFETY: inside `with_avx512` (`reads_in_place` checked AVX-512); the rows
+                // read lie in `input` and `g` (lengths asserted).
+                let sums = unsafe { in_place_tap_sums(input, g, [h, w], map) };
+                part.copy_from_slice(&sums);
+            },
         );
     }
 
@@ -397,6 +429,73 @@ unsafe fn in_place_rows(
     }
 }
 
+/// [`Geometry::weight_grad_in_place`]'s loop: the 9 taps' sums of g times the mapped input
+/// (3x3, stride 1, padding 1; zeros outside the plane), then Σ g.
+///
+/// # Safety
+/// AVX-512 F is there; `input` and `g` hold `h · w` values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn in_place_tap_sums(
+    input: &[f32],
+    g: &[f32],
+    [h, w]: [usize; 2],
+    map: Option<super::PlaneMap>,
+) -> [f32; 10] {
+    // SAFETY (intrinsics): as the caller promises; loads are masked to a row's values and a
+    // vector wholly past its end is not loaded.
+    unsafe {
+        let map = map.map(|p| [p.scale, p.shift, p.lo, p.hi].map(|v| _mm512_set1_ps(v)));
+        let map = map.as_ref();
+        let mut acc = [_mm512_setzero_ps(); 9];
+        let mut g_sum = _mm512_setzero_ps();
+        let vectors = w.div_ceil(L);
+        for r in 0..h {
+            // Input rows r - 1, r, r + 1 (None outside the plane).
+            let rows: [Option<usize>; 3] =
+                std::array::from_fn(|ki| (r + ki).checked_sub(1).filter(|&y| y < h));
+            let mut prev = [_mm512_setzero_ps(); 3];
+            let mut cur = [_mm512_setzero_ps(); 3];
+            for ki in 0..3 {
+                if let Some(y) = rows[ki] {
+                    cur[ki] = load_mapped(input, w, [y, 0], map);
+                }
+            }
+            for v in 0..vectors {
+                let m = row_mask(w, v);
+                let gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add(r * w + v * L));
+                g_sum = _mm512_add_ps(g_sum, gv);
+                let mut next = [_mm512_setzero_ps(); 3];
+                for ki in 0..3 {
+                    if let Some(y) = rows[ki] {
+                        next[ki] = load_mapped(input, w, [y, v + 1], map);
+                    }
+                }
+                for ki in 0..3 {
+                    let left = _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(
+                        _mm512_castps_si512(cur[ki]),
+                        _mm512_castps_si512(prev[ki]),
+                    ));
+                    let right = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
+                        _mm512_castps_si512(next[ki]),
+                        _mm512_castps_si512(cur[ki]),
+                    ));
+                    acc[3 * ki] = _mm512_fmadd_ps(gv, left, acc[3 * ki]);
+                    acc[3 * ki + 1] = _mm512_fmadd_ps(gv, cur[ki], acc[3 * ki + 1]);
+                    acc[3 * ki + 2] = _mm512_fmadd_ps(gv, right, acc[3 * ki + 2]);
+                }
+                (prev, cur) = (cur, next);
+            }
+        }
+        let mut out = [0.0f32; 10];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            *o = _mm512_reduce_add_ps(*a);
+        }
+        out[9] = _mm512_reduce_add_ps(g_sum);
+        out
+    }
+}
+
 /// The lanes of vector `v` of a row of `w` values that lie in the row.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
@@ -533,5 +632,77 @@ mod tests {
             cuts |= mapped.contains(&0.0) && mapped.contains(&1.0);
         }
         assert!(cuts, "the map's clamp cuts at both bounds");
+    }
+
+    /// The weight and bias gradients read in place are the sums of their definition (each
+    /// output gradient value times the mapped input each tap read, zeros outside the plane),
+    /// to fp32 rounding: rows of under one vector to several, partial last vectors, with and
+    /// without the batch norm's map.
+    #[test]
+    fn weight_grad_in_place_matches_the_definition() {
+        if !super::super::super::lanes::has_avx512() {
+            return;
+        }
+        let conv = Conv {
+            strides: [1, 1],
+            pads: [1; 4],
+            dilations: [1, 1],
+            groups: 1,
+        };
+        let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 401) as f32 / 100.0 - 2.0;
+        let map = PlaneMap {
+            scale: 0.7,
+            shift: -0.2,
+            lo: 0.0,
+            hi: 1.0,
+        };
+        for (h, w) in [
+            (1, 16),
+            (5, 17),
+            (9, 56),
+            (4, 40),
+            (6, 112),
+            (2, 70),
+            (3, 33),
+        ] {
+            // A batch large enough to be read in place; one plane of it is used.
+            let g = Geometry::new([1 << 20, 1, h, w], [1, 1, 3, 3], &conv).expect("a geometry");
+            assert!(g.reads_in_place(), "a large batch reads in place");
+            let input: Vec<f32> = (0..h * w).map(|i| val(i, 1)).collect();
+            let grad: Vec<f32> = (0..h * w).map(|i| val(i, 2)).collect();
+            for map in [None, Some(map)] {
+                let x = |y: isize, c: isize| -> f64 {
+                    if y < 0 || c < 0 || y >= h as isize || c >= w as isize {
+                        return 0.0;
+                    }
+                    let v = input[y as usize * w + c as usize];
+                    map.map_or(v, |m| m.apply(v)) as f64
+                };
+                let mut part = [f32::NAN; 10];
+                g.weight_grad_in_place(&input, map, &grad, &mut part);
+                for (tap, &got) in part.iter().enumerate() {
+                    let (mut want, mut scale) = (0.0f64, 0.0f64);
+                    for r in 0..h {
+                        for c in 0..w {
+                            let gv = grad[r * w + c] as f64;
+                            let term = match tap {
+                                9 => gv,
+                                _ => {
+                                    let (ki, kj) = ((tap / 3) as isize, (tap % 3) as isize);
+                                    gv * x(r as isize + ki - 1, c as isize + kj - 1)
+                                }
+                            };
+                            want += term;
+                            scale += term.abs();
+                        }
+                    }
+                    let got = got as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-5 * scale + 1e-6,
+                        "{h}x{w} {map:?} tap {tap}: {got} vs {want}"
+                    );
+                }
+            }
+        }
     }
 }
