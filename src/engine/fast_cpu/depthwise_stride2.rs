@@ -163,6 +163,11 @@ impl Geometry {
                 unsafe { self.gather_rows(filter, g, dx.as_mut_ptr().cast()) }
             },
         );
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!(
+            "grads_in_place is false off x86-64: {filter:?} {g:?} {}",
+            dx.len()
+        );
     }
 
     /// [`Self::input_grad_in_place`]'s loop: input row y, columns 2n + b (b the column's

@@ -185,6 +185,8 @@ impl Geometry {
                 part.copy_from_slice(&sums);
             },
         );
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("wide_kernel is false off x86-64: {map:?} {input:?} {g:?}");
     }
 
     /// Every output row of the plane from the bordered `src` (`pw` values a row, column
