@@ -17,6 +17,8 @@ use std::mem::MaybeUninit;
 mod backward;
 #[path = "depthwise_blocked.rs"]
 mod blocked;
+#[path = "depthwise_in_place.rs"]
+mod in_place;
 #[path = "depthwise_stride2.rs"]
 mod stride2;
 #[path = "depthwise_wide.rs"]

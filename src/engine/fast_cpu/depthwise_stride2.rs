@@ -15,7 +15,7 @@
 //!
 //! Lite0's 96-channel 112x112 layer (block 1) is the largest depthwise layer of its step.
 
-use super::wide::{IN_PLACE_FROM, load_mapped, row_mask};
+use super::in_place::{IN_PLACE_FROM, load_mapped, row_mask};
 use super::{Geometry, PlaneMap};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
