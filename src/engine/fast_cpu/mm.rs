@@ -197,7 +197,7 @@ impl PackedA {
 
 /// `x` in bf16 (its top 16 bits), rounded to nearest even as `vcvtne2ps2bf16` rounds B;
 /// a NaN stays a NaN.
-fn bf16(x: f32) -> u16 {
+pub(super) fn bf16(x: f32) -> u16 {
     let bits = x.to_bits();
     if x.is_nan() {
         return ((bits >> 16) | 0x40) as u16;

@@ -68,6 +68,15 @@ pub fn run(filter: &str, rounds: usize) {
                 });
                 report(&name, ms, macs, "GMAC/s");
             }
+            // Training's expand 1x1s sum their output for the batch norm after them.
+            let name = format!("1x1 forward+moments {c}->{co} @{hw} {p}");
+            if name.contains(filter) {
+                let dims = [BATCH, c, co, hw];
+                let ms = median_ms(rounds, || {
+                    pointwise::forward_with_moments(&xs, &ws, None, dims, precision)
+                });
+                report(&name, ms, macs, "GMAC/s");
+            }
             for (part, dx, dw) in [
                 ("dx+dw", true, true),
                 ("dx", true, false),

@@ -430,6 +430,10 @@ mod tests {
             (7, 20, 49, 0..3, true),
             (30, 17, 196, 2..5, false),
             (6, 16, 5, 0..7, false),
+            // Sums of 588 steps: chunks of 512 and 76, both in bf16 (a chunk of fewer than
+            // `mm::BF16_FROM` steps runs in fp32).
+            (40, 37, 49, 1..13, false),
+            (36, 20, 196, 0..3, true),
         ] {
             let n = images.end;
             let a: Vec<f32> = (0..n * a_rows * hw)
@@ -453,6 +457,7 @@ mod tests {
                     }
                 }
             }
+            let start = dw.clone();
             add(
                 &a,
                 (&b, None),
@@ -466,6 +471,42 @@ mod tests {
                 assert!(
                     (got - w).abs() <= 1e-3 * (1.0 + w.abs()),
                     "{a_rows}x{b_rows} over {hw} px, images {images:?}: {i} is {got}, want {w}"
+                );
+            }
+            // In bf16 (where the filters are large enough for it, `mm::BF16_FROM`): the sums
+            // of the operands rounded to bf16.
+            if !mm::bf16_available() || a_rows < mm::BF16_FROM {
+                continue;
+            }
+            let round = |v: f32| f32::from_bits((mm::bf16(v) as u32) << 16);
+            let mut want = start.clone();
+            for img in images.clone() {
+                for r in 0..a_rows {
+                    for j in 0..b_rows {
+                        let sum: f64 = (0..hw)
+                            .map(|p| {
+                                round(a[(img * a_rows + r) * hw + p]) as f64
+                                    * round(b[(img * b_rows + j) * hw + p]) as f64
+                            })
+                            .sum();
+                        want[r * b_rows + j] += sum as f32;
+                    }
+                }
+            }
+            let mut dw = start;
+            add(
+                &a,
+                (&b, None),
+                [a_rows, b_rows, hw],
+                images.clone(),
+                &mut dw,
+                split,
+                Precision::Bf16,
+            );
+            for (i, (&got, &w)) in dw.iter().zip(&want).enumerate() {
+                assert!(
+                    (got - w).abs() <= 1e-3 * (1.0 + w.abs()),
+                    "bf16 {a_rows}x{b_rows} over {hw} px, images {images:?}: {i} is {got}, want {w}"
                 );
             }
         }
