@@ -7,7 +7,7 @@
 //! plane (`Geometry::plane`), a 7-column row fills 7 of 8 lanes at best, and the bordered
 //! copy and the bookkeeping per row cost as much as the sums.
 
-use super::super::lanes::with_avx512;
+use super::super::lanes::{self, with_avx512};
 use super::super::moments::lane_moments;
 use super::{Act, Geometry, InputMap, clamp_then};
 
@@ -218,6 +218,9 @@ impl Geometry {
             let moments = moments.then(|| unsafe {
                 std::slice::from_raw_parts_mut(sums_dst.get().add(first), lanes)
             });
+            // The next task's planes follow these: into L2 while this group computes.
+            let next = (first + lanes) * hw;
+            lanes::prefetch_l2(&xs[next.min(xs.len())..(next + L * hw).min(xs.len())]);
             self.group_of(
                 &grouped,
                 g,

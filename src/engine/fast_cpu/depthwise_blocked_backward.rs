@@ -3,7 +3,7 @@
 //! the input gradient for strides other than 1 (`input_grad_blocked`; stride 1 runs the
 //! grouped forward pass on the turned filter, `depthwise_backward.rs`).
 
-use super::super::super::lanes::with_avx512;
+use super::super::super::lanes::{self, with_avx512};
 use super::{
     BUFFERS, Bordered, Geometry, InputMap, L, Place, Planes, Shared, transpose, untranspose,
 };
@@ -46,6 +46,13 @@ impl Geometry {
                 let mut acc = vec![0.0f32; (taps + 1) * L];
                 for b in 0..n {
                     let first = b * c + g * L;
+                    // The next image's planes of the group, into L2 while this one's sums
+                    // run (`lanes::prefetch_l2`).
+                    if b + 1 < n {
+                        let next = first + c;
+                        lanes::prefetch_l2(&xs[next * hw..][..lanes * hw]);
+                        lanes::prefetch_l2(&gs[next * ohw..][..lanes * ohw]);
+                    }
                     // Every value of `grad` is written by its transpose.
                     grad.resize(ohw * L, 0.0);
                     grad.truncate(ohw * L);
@@ -114,6 +121,9 @@ impl Geometry {
             // `len` values, and `dx` outlives the loop.
             let planes =
                 unsafe { std::slice::from_raw_parts_mut(dst.get().add(first * hw), lanes * hw) };
+            // The next task's output gradient follows this one's: into L2 meanwhile.
+            let next = (first + lanes) * ohw;
+            lanes::prefetch_l2(&gs[next.min(gs.len())..(next + L * ohw).min(gs.len())]);
             if let Some(margins) = gather {
                 with_avx512(
                     #[inline(always)]

@@ -172,6 +172,12 @@ fn block_totals<'g>(
         || {
             let mut sums: Vec<Sums> = chs.clone().map(|_| Sums::new()).collect();
             for b in 0..n {
+                prefetch_next_run(xs, b, chs.clone(), [n, c, hw]);
+                if b + 1 < n {
+                    for ch in chs.clone() {
+                        super::super::lanes::prefetch_l2(g_plane(((b + 1) * c + ch) * hw));
+                    }
+                }
                 for (ch, sums) in chs.clone().zip(&mut sums) {
                     let at = (b * c + ch) * hw;
                     add_grad_sums(sums, g_plane(at), &xs[at..at + hw], f, ch);
@@ -263,6 +269,15 @@ fn backward_planes(
                 #[inline(always)]
                 || {
                     for b in 0..n {
+                        // With the sums given, this is the first pass over the block.
+                        if given.is_some() {
+                            prefetch_next_run(xs, b, chs.clone(), dims);
+                            if b + 1 < n {
+                                for ch in chs.clone() {
+                                    super::super::lanes::prefetch_l2(g_plane(((b + 1) * c + ch) * hw));
+                                }
+                            }
+                        }
                         for (ch, &map) in chs.clone().zip(&maps) {
                             let at = (b * c + ch) * hw;
                             let xs = &xs[at..at + hw];

@@ -11,6 +11,7 @@
 //! afresh, as `graft` itself (mimalloc, purging off) does not.
 
 use super::depthwise::Geometry;
+use super::norm::Affine;
 use super::{Act, pointwise};
 use crate::engine::Precision;
 use crate::graph::Conv;
@@ -31,14 +32,17 @@ const POINTWISE: [[usize; 3]; 10] = [
     [16, 96, 12544],
 ];
 
-/// Lite0's depthwise convolutions on its large maps and its 28x28 strided one (`[c, h,
-/// kernel, stride]`).
-const DEPTHWISE: [[usize; 4]; 5] = [
+/// Lite0's depthwise convolutions on its large maps, its 28x28 strided one and its narrow
+/// ones, which go by groups of channels (`[c, h, kernel, stride]`).
+const DEPTHWISE: [[usize; 4]; 8] = [
     [32, 112, 3, 1],
     [96, 112, 3, 2],
     [144, 56, 3, 1],
     [144, 56, 5, 2],
     [240, 28, 3, 2],
+    [480, 14, 3, 1],
+    [672, 14, 5, 1],
+    [1152, 7, 5, 1],
 ];
 
 const BATCH: usize = 32;
@@ -126,6 +130,24 @@ pub fn run(filter: &str, rounds: usize) {
         let name = format!("depthwise forward {shape}");
         if name.contains(filter) {
             let ms = median_ms(rounds, || geometry.forward(&xs, &ws, None, Act::NONE));
+            report(&name, ms, bytes, "GB/s of input");
+        }
+        // As training runs it: the input through its batch norm and ReLU6 (a joined batch
+        // norm), the output's moments for the batch norm after it.
+        let name = format!("depthwise forward+norm+moments {shape}");
+        if name.contains(filter) {
+            let (mean, inv_std) = (values(c, 7), vec![1.5; c]);
+            let (gamma, beta) = (values(c, 8), values(c, 9));
+            let norm = Affine {
+                mean: &mean,
+                inv_std: &inv_std,
+                gamma: &gamma,
+                beta: &beta,
+                clamp: (0.0, 6.0),
+            };
+            let ms = median_ms(rounds, || {
+                geometry.forward_with_moments(&xs, &ws, None, Some(&norm))
+            });
             report(&name, ms, bytes, "GB/s of input");
         }
         for (part, dx, dw) in [
