@@ -38,6 +38,9 @@ pub struct Plan {
     kc: usize,
 }
 
+/// Rows ahead whose pieces [`Plan::pack`] asks for while it packs a row.
+const AHEAD: usize = 4;
+
 thread_local! {
     /// Each thread's plan, kept between blocks (its vectors reach their size once).
     static PLAN: Cell<Plan> = Cell::new(Plan::default());
@@ -198,6 +201,20 @@ impl Plan {
             );
             let values = xs[base..].as_ptr();
             let row = strips[i * NR..].as_mut_ptr();
+            // Row i + AHEAD's pieces into L2: a block's columns run over many images, each a
+            // stream of its own down the channels (a 7x7 map's 1x1: 32 of them), more than
+            // the hardware's prefetcher follows.
+            if i + AHEAD < self.kc {
+                let r = r + AHEAD;
+                let (base, tap) = (channel(r / taps), r % taps);
+                for piece in &self.pieces[self.taps[tap].clone()] {
+                    if piece.src != ZERO {
+                        let at = xs.as_ptr().wrapping_add(base + piece.src);
+                        // A hint: it reads nothing, wherever `at` points.
+                        _mm_prefetch::<_MM_HINT_T1>(at.cast());
+                    }
+                }
+            }
             // The channel's batch norm, multiply then add as `norm.rs` computes it.
             let map = InputMap::of(map, r / taps).map(|m| {
                 (

@@ -274,7 +274,9 @@ fn backward_planes(
                             prefetch_next_run(xs, b, chs.clone(), dims);
                             if b + 1 < n {
                                 for ch in chs.clone() {
-                                    super::super::lanes::prefetch_l2(g_plane(((b + 1) * c + ch) * hw));
+                                    super::super::lanes::prefetch_l2(g_plane(
+                                        ((b + 1) * c + ch) * hw,
+                                    ));
                                 }
                             }
                         }

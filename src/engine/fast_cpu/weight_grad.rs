@@ -129,6 +129,13 @@ impl mm::Gather for ImageCols<'_> {
                 let run = (hw - px).min(kc - i);
                 let at = (image * rows + col0) * hw + px;
                 let rows_out = &mut strip[i * NR..(i + run) * NR];
+                // The next run, the next image's planes of these channels, into L2 meanwhile
+                // (`lanes::prefetch_l2`): it lies `rows · hw` values on.
+                if i + run < kc {
+                    let next = ((image + 1) * rows + col0) * hw;
+                    let len = (width - 1) * hw + hw.min(kc - i - run);
+                    super::lanes::prefetch_l2(&self.b[next..next + len]);
+                }
                 transposed(&self.b[at..], hw, width, run, rows_out, lanes.as_ref());
                 i += run;
             }
