@@ -449,72 +449,45 @@ mod tests {
             let b: Vec<f32> = (0..n * b_rows * hw)
                 .map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0)
                 .collect();
-            let mut dw: Vec<f32> = (0..a_rows * b_rows).map(|i| i as f32 * 0.01).collect();
-            let mut want = dw.clone();
-            for img in images.clone() {
-                for r in 0..a_rows {
-                    for j in 0..b_rows {
-                        let sum: f64 = (0..hw)
-                            .map(|p| {
-                                a[(img * a_rows + r) * hw + p] as f64
-                                    * b[(img * b_rows + j) * hw + p] as f64
-                            })
-                            .sum();
-                        want[r * b_rows + j] += sum as f32;
-                    }
-                }
-            }
-            let start = dw.clone();
-            add(
-                &a,
-                (&b, None),
-                [a_rows, b_rows, hw],
-                images.clone(),
-                &mut dw,
-                split,
-                Precision::Fp32,
-            );
-            for (i, (&got, &w)) in dw.iter().zip(&want).enumerate() {
-                assert!(
-                    (got - w).abs() <= 1e-3 * (1.0 + w.abs()),
-                    "{a_rows}x{b_rows} over {hw} px, images {images:?}: {i} is {got}, want {w}"
-                );
-            }
-            // In bf16 (where the filters are large enough for it, `mm::BF16_FROM`): the sums
+            let start: Vec<f32> = (0..a_rows * b_rows).map(|i| i as f32 * 0.01).collect();
+            // In bf16 where the filters are large enough for it (`mm::BF16_FROM`): the sums
             // of the operands rounded to bf16.
-            if !mm::bf16_available() || a_rows < mm::BF16_FROM {
-                continue;
-            }
-            let round = |v: f32| f32::from_bits((mm::bf16(v) as u32) << 16);
-            let mut want = start.clone();
-            for img in images.clone() {
-                for r in 0..a_rows {
-                    for j in 0..b_rows {
-                        let sum: f64 = (0..hw)
-                            .map(|p| {
-                                round(a[(img * a_rows + r) * hw + p]) as f64
-                                    * round(b[(img * b_rows + j) * hw + p]) as f64
-                            })
-                            .sum();
-                        want[r * b_rows + j] += sum as f32;
+            let bf16 = mm::bf16_available() && a_rows >= mm::BF16_FROM;
+            let to_bf16 = |v: f32| f32::from_bits((mm::bf16(v) as u32) << 16);
+            let ways: [(Precision, &dyn Fn(f32) -> f32); 2] =
+                [(Precision::Fp32, &|v| v), (Precision::Bf16, &to_bf16)];
+            for (precision, round) in ways.into_iter().take(1 + bf16 as usize) {
+                let mut want = start.clone();
+                for img in images.clone() {
+                    for r in 0..a_rows {
+                        for j in 0..b_rows {
+                            let sum: f64 = (0..hw)
+                                .map(|p| {
+                                    round(a[(img * a_rows + r) * hw + p]) as f64
+                                        * round(b[(img * b_rows + j) * hw + p]) as f64
+                                })
+                                .sum();
+                            want[r * b_rows + j] += sum as f32;
+                        }
                     }
                 }
-            }
-            let mut dw = start;
-            add(
-                &a,
-                (&b, None),
-                [a_rows, b_rows, hw],
-                images.clone(),
-                &mut dw,
-                split,
-                Precision::Bf16,
-            );
-            for (i, (&got, &w)) in dw.iter().zip(&want).enumerate() {
-                assert!(
-                    (got - w).abs() <= 1e-3 * (1.0 + w.abs()),
-                    "bf16 {a_rows}x{b_rows} over {hw} px, images {images:?}: {i} is {got}, want {w}"
+                let mut dw = start.clone();
+                add(
+                    &a,
+                    (&b, None),
+                    [a_rows, b_rows, hw],
+                    images.clone(),
+                    &mut dw,
+                    split,
+                    precision,
                 );
+                for (i, (&got, &w)) in dw.iter().zip(&want).enumerate() {
+                    assert!(
+                        (got - w).abs() <= 1e-3 * (1.0 + w.abs()),
+                        "{precision:?} {a_rows}x{b_rows} over {hw} px, images {images:?}: \
+                         {i} is {got}, want {w}"
+                    );
+                }
             }
         }
     }
