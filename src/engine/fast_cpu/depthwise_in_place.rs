@@ -304,10 +304,64 @@ pub(super) unsafe fn load_mapped(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::PlaneMap;
     use super::*;
     use crate::graph::Conv;
+
+    /// Test values in [-2, 2), different for each `seed`.
+    pub(in super::super) fn val(i: usize, seed: usize) -> f32 {
+        ((i * 7919 + seed * 104_729) % 401) as f32 / 100.0 - 2.0
+    }
+
+    /// A batch norm's map whose clamp cuts the test values at both bounds.
+    pub(in super::super) const MAP: PlaneMap = PlaneMap {
+        scale: 0.7,
+        shift: -0.2,
+        lo: 0.0,
+        hi: 1.0,
+    };
+
+    /// A 3x3 depthwise convolution of one channel.
+    pub(in super::super) fn conv3x3(stride: usize, pads: [usize; 4]) -> Conv {
+        Conv {
+            strides: [stride; 2],
+            pads,
+            dilations: [1, 1],
+            groups: 1,
+        }
+    }
+
+    /// `g`'s plane read in place against its bordered kernel, to the bit, for one plane of
+    /// input and a filter: with and without [`MAP`], the bias, a clamp and SiLU after. The
+    /// first case that differs, named.
+    pub(in super::super) fn in_place_mismatch(
+        g: &Geometry,
+        input: &[f32],
+        filter: &[f32],
+    ) -> Option<String> {
+        let cases = [
+            (None, 0.0, Act::NONE),
+            (Some(MAP), 0.3, Act::NONE),
+            (Some(MAP), -0.1, Act::Clamp(0.0, 6.0)),
+            (None, 0.2, Act::Silu),
+        ];
+        cases.into_iter().find_map(|(map, bias, act)| {
+            let run = |in_place: bool| {
+                let mut out = vec![MaybeUninit::new(f32::NAN); g.oh * g.ow];
+                if in_place {
+                    g.plane_in_place(input, map, filter, bias, act, &mut out);
+                } else {
+                    g.plane_wide(input, map, filter, bias, act, &mut out, &mut Vec::new());
+                }
+                // SAFETY: every element was initialised above.
+                out.iter()
+                    .map(|v| unsafe { v.assume_init() }.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            (run(true) != run(false)).then(|| format!("{map:?} bias {bias} {act:?}"))
+        })
+    }
 
     /// The plane read in place gives the bordered kernel's values to the bit: rows of one
     /// vector, of a vector and one lane, half a last vector, two runs of vectors; heights of
@@ -318,19 +372,7 @@ mod tests {
         if !super::super::super::lanes::has_avx512() {
             return;
         }
-        let conv = Conv {
-            strides: [1, 1],
-            pads: [1; 4],
-            dilations: [1, 1],
-            groups: 1,
-        };
-        let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 401) as f32 / 100.0 - 2.0;
-        let map = PlaneMap {
-            scale: 0.7,
-            shift: -0.2,
-            lo: 0.0,
-            hi: 1.0,
-        };
+        let conv = conv3x3(1, [1; 4]);
         let mut cuts = false;
         for (h, w) in [(1, 16), (5, 17), (9, 56), (4, 40), (6, 112), (2, 70)] {
             let g = Geometry::new([1, 1, h, w], [1, 1, 3, 3], &conv).expect("a depthwise geometry");
@@ -340,31 +382,10 @@ mod tests {
             );
             let input: Vec<f32> = (0..h * w).map(|i| val(i, 1)).collect();
             let filter: Vec<f32> = (0..9).map(|i| val(i, 2)).collect();
-            for (map, bias, act) in [
-                (None, 0.0, Act::NONE),
-                (Some(map), 0.3, Act::NONE),
-                (Some(map), -0.1, Act::Clamp(0.0, 6.0)),
-                (None, 0.2, Act::Silu),
-            ] {
-                let run = |in_place: bool| {
-                    let mut out = vec![MaybeUninit::new(f32::NAN); h * w];
-                    if in_place {
-                        g.plane_in_place(&input, map, &filter, bias, act, &mut out);
-                    } else {
-                        g.plane_wide(&input, map, &filter, bias, act, &mut out, &mut Vec::new());
-                    }
-                    // SAFETY: every element was initialised above.
-                    out.iter()
-                        .map(|v| unsafe { v.assume_init() }.to_bits())
-                        .collect::<Vec<_>>()
-                };
-                let (got, want) = (run(true), run(false));
-                assert!(
-                    got == want,
-                    "{h}x{w} {map:?} bias {bias} {act:?}: not the bordered kernel's values"
-                );
+            if let Some(case) = in_place_mismatch(&g, &input, &filter) {
+                panic!("{h}x{w} {case}: not the bordered kernel's values");
             }
-            let mapped: Vec<f32> = input.iter().map(|&v| map.apply(v)).collect();
+            let mapped: Vec<f32> = input.iter().map(|&v| MAP.apply(v)).collect();
             cuts |= mapped.contains(&0.0) && mapped.contains(&1.0);
         }
         assert!(cuts, "the map's clamp cuts at both bounds");
@@ -379,19 +400,7 @@ mod tests {
         if !super::super::super::lanes::has_avx512() {
             return;
         }
-        let conv = Conv {
-            strides: [1, 1],
-            pads: [1; 4],
-            dilations: [1, 1],
-            groups: 1,
-        };
-        let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 401) as f32 / 100.0 - 2.0;
-        let map = PlaneMap {
-            scale: 0.7,
-            shift: -0.2,
-            lo: 0.0,
-            hi: 1.0,
-        };
+        let conv = conv3x3(1, [1; 4]);
         for (h, w) in [
             (1, 16),
             (5, 17),
@@ -406,7 +415,7 @@ mod tests {
             assert!(g.reads_in_place(), "a large batch reads in place");
             let input: Vec<f32> = (0..h * w).map(|i| val(i, 1)).collect();
             let grad: Vec<f32> = (0..h * w).map(|i| val(i, 2)).collect();
-            for map in [None, Some(map)] {
+            for map in [None, Some(MAP)] {
                 let x = |y: isize, c: isize| -> f64 {
                     if y < 0 || c < 0 || y >= h as isize || c >= w as isize {
                         return 0.0;

@@ -272,9 +272,8 @@ impl Geometry {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Act;
+    use super::super::in_place::tests::{conv3x3, in_place_mismatch, val};
     use super::*;
-    use crate::graph::Conv;
 
     /// The forward plane read in place gives the bordered kernel's values to the bit: both
     /// paddings Graft meets and uneven ones, odd and even sizes, rows of less than one vector
@@ -282,13 +281,6 @@ mod tests {
     /// and SiLU.
     #[test]
     fn forward_in_place_matches_the_bordered_plane() {
-        let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 401) as f32 / 100.0 - 2.0;
-        let map = PlaneMap {
-            scale: 0.7,
-            shift: -0.2,
-            lo: 0.0,
-            hi: 1.0,
-        };
         let mut checked = 0;
         for [h, w] in [
             [3, 3],
@@ -301,13 +293,7 @@ mod tests {
             [11, 65],
         ] {
             for pads in [[0, 0, 1, 1], [1, 1, 1, 1], [1, 0, 0, 1], [0, 1, 1, 0]] {
-                let conv = Conv {
-                    strides: [2, 2],
-                    pads,
-                    dilations: [1, 1],
-                    groups: 1,
-                };
-                let Some(g) = Geometry::new([1, 1, h, w], [1, 1, 3, 3], &conv) else {
+                let Some(g) = Geometry::new([1, 1, h, w], [1, 1, 3, 3], &conv3x3(2, pads)) else {
                     continue;
                 };
                 if !g.grads_in_place() {
@@ -316,37 +302,8 @@ mod tests {
                 assert!(!g.reads_in_place_s2(), "a small batch stays bordered");
                 let input: Vec<f32> = (0..h * w).map(|i| val(i, 1)).collect();
                 let filter: Vec<f32> = (0..9).map(|i| val(i, 2)).collect();
-                for (map, bias, act) in [
-                    (None, 0.0, Act::NONE),
-                    (Some(map), 0.3, Act::NONE),
-                    (Some(map), -0.1, Act::Clamp(0.0, 6.0)),
-                    (None, 0.2, Act::Silu),
-                ] {
-                    let len = g.oh * g.ow;
-                    let run = |in_place: bool| {
-                        let mut out = vec![MaybeUninit::new(f32::NAN); len];
-                        if in_place {
-                            g.plane_in_place(&input, map, &filter, bias, act, &mut out);
-                        } else {
-                            g.plane_wide(
-                                &input,
-                                map,
-                                &filter,
-                                bias,
-                                act,
-                                &mut out,
-                                &mut Vec::new(),
-                            );
-                        }
-                        // SAFETY: every element was initialised above.
-                        out.iter()
-                            .map(|v| unsafe { v.assume_init() }.to_bits())
-                            .collect::<Vec<_>>()
-                    };
-                    assert!(
-                        run(true) == run(false),
-                        "{h}x{w} pads {pads:?} {map:?} bias {bias} {act:?}: not the bordered kernel's"
-                    );
+                if let Some(case) = in_place_mismatch(&g, &input, &filter) {
+                    panic!("{h}x{w} pads {pads:?} {case}: not the bordered kernel's");
                 }
                 checked += 1;
             }
@@ -379,13 +336,7 @@ mod tests {
         let mut checked = 0;
         for [h, w] in shapes {
             for pads in pads {
-                let conv = Conv {
-                    strides: [2, 2],
-                    pads,
-                    dilations: [1, 1],
-                    groups: 1,
-                };
-                let Some(geo) = Geometry::new([1, 1, h, w], [1, 1, 3, 3], &conv) else {
+                let Some(geo) = Geometry::new([1, 1, h, w], [1, 1, 3, 3], &conv3x3(2, pads)) else {
                     continue;
                 };
                 if !geo.grads_in_place() {
