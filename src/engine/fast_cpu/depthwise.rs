@@ -42,6 +42,9 @@ fn clamp_then(act: Act) -> ((f32, f32), Option<Act>) {
 struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
+    /// The backward pass's output gradient plane taken through a batch norm's gradient
+    /// map (`Geometry::backward_mapped`).
+    g: Vec<f32>,
 }
 
 thread_local! {

@@ -1,12 +1,25 @@
 //! The backward pass of the depthwise convolution (`depthwise.rs`): input, weight and bias
 //! gradients, plane by plane in the same zero-bordered scratch layouts as the forward pass.
 
+use super::super::norm::{ChannelGrad, GradMap};
 use super::{Act, Affine, Conv, ConvGrads, MaybeUninit, with_avx512};
 use super::{Geometry, InputMap, Layout, PlaneMap, SCATTER, Scratch, V, WEIGHT_GRAD, with_scratch};
 use rayon::prelude::*;
 
 /// Taps whose weight gradients accumulate in registers together (a 3x3 filter's).
 const G: usize = 9;
+
+/// One plane of a deferred batch norm's input gradient, `map(g, y)`, into `out`.
+fn stage(out: &mut [f32], g: &[f32], y: &[f32], map: ChannelGrad) {
+    with_avx512(
+        #[inline(always)]
+        || {
+            for ((o, &g), &y) in out.iter_mut().zip(g).zip(y) {
+                *o = map.apply(g, y);
+            }
+        },
+    )
+}
 
 /// A plane's outputs in the backward pass, each there when asked for: its input gradient,
 /// its weight and bias gradient partials, its batch norm sums.
@@ -39,7 +52,15 @@ impl Geometry {
         want_dx: bool,
         want_dw: bool,
     ) -> ConvGrads {
-        self.backward_mapped(xs, None, ws, gs, want_dx, want_dw).0
+        self.backward_mapped(xs, None, ws, (gs, None), want_dx, want_dw)
+            .0
+    }
+
+    /// Whether [`Self::backward_mapped`] takes its output gradient through a batch norm's
+    /// gradient map: where both gradients go plane by plane (not by groups of channels),
+    /// so that each plane of it can be mapped into the thread's scratch as it is taken.
+    pub fn takes_grad_map(&self) -> bool {
+        !self.grads_by_channel_groups() && self.transposed().is_none_or(|t| !t.by_channel_groups())
     }
 
     /// The gradients of [`Self::forward_mapped`] (without clamp): the input gradient is the
@@ -47,17 +68,29 @@ impl Geometry {
     /// With `norm`, also each channel's sums that batch norm's backward pass starts from
     /// (`norm::plane_grad_sums`, added in image order), where the input gradient went plane
     /// by plane: each plane's are taken while it and its input are in cache, which spares
-    /// batch norm a pass over both.
+    /// batch norm a pass over both. With a gradient map `(y, map)`, the output gradient is
+    /// `map(gs, y)` — `gs` the gradient of the batch norm that reads this convolution's
+    /// output `y` (`train::deferred`) — each plane mapped into scratch as it is taken, so
+    /// that batch norm's input gradient is never written; only where
+    /// [`Self::takes_grad_map`].
     pub fn backward_mapped(
         &self,
         xs: &[f32],
         norm: Option<&Affine>,
         ws: &[f32],
-        gs: &[f32],
+        (gs, g_map): (&[f32], Option<(&[f32], &GradMap)>),
         want_dx: bool,
         want_dw: bool,
     ) -> (ConvGrads, Option<Vec<(f64, f64)>>) {
         self.check_operands(xs, ws, None, Some(gs));
+        assert!(
+            g_map.is_none_or(|(y, m)| y.len() == gs.len() && m.channels() == self.c),
+            "depthwise gradients: gradient map lengths"
+        );
+        assert!(
+            g_map.is_none() || self.takes_grad_map(),
+            "depthwise gradients: no mapped output gradient here"
+        );
         let map = self.input_map(norm);
         let map = map.as_ref();
         let (n, c, hw, ohw, taps) = (
@@ -110,7 +143,17 @@ impl Geometry {
                 let ch = plane % c;
                 let input = &xs[plane * hw..(plane + 1) * hw];
                 let filter = &ws[ch * taps..(ch + 1) * taps];
-                let g = &gs[plane * ohw..(plane + 1) * ohw];
+                let at = plane * ohw..(plane + 1) * ohw;
+                // The plane's output gradient: in place, or mapped into scratch.
+                let mut staged = std::mem::take(&mut scratch.g);
+                let g = match g_map {
+                    None => &gs[at],
+                    Some((y, m)) => {
+                        staged.resize(ohw, 0.0);
+                        stage(&mut staged, &gs[at.clone()], &y[at], m.channel(ch));
+                        &staged[..]
+                    }
+                };
                 if let Some(part) = part {
                     self.weight_grad(input, InputMap::of(map, ch), g, part, scratch);
                 }
@@ -130,6 +173,7 @@ impl Geometry {
                         *sums = super::super::norm::plane_grad_sums(dx, input, norm, ch);
                     }
                 }
+                scratch.g = staged;
             })
         };
         if want_dx || want_dw {
@@ -217,7 +261,9 @@ impl Geometry {
         map: Option<PlaneMap>,
         g: &[f32],
         part: &mut [f32],
-        Scratch { a: xpad, b: gpad }: &mut Scratch,
+        Scratch {
+            a: xpad, b: gpad, ..
+        }: &mut Scratch,
     ) {
         // Large 3x3 stride-1 maps read in place, as the forward pass does (the bordered copy
         // was about a third of the forward's time there).

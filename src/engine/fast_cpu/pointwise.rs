@@ -472,14 +472,14 @@ pub(super) fn add_into(acc: &mut [f32], v: &[f32]) {
 
 /// A raw output pointer shared by parallel tasks that write disjoint elements.
 #[derive(Clone, Copy)]
-pub(super) struct SendPtr(pub *mut f32);
+pub(super) struct SendPtr<T = f32>(pub *mut T);
 // SAFETY: only used for disjoint writes (see `forward` and `backward`).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
 
-impl SendPtr {
+impl<T> SendPtr<T> {
     /// A method (not field access) so closures capture the whole `Send` wrapper.
-    pub fn get(self) -> *mut f32 {
+    pub fn get(self) -> *mut T {
         self.0
     }
 }

@@ -26,6 +26,12 @@ fn fused_dx([n, c, co, hw]: [usize; 4]) -> bool {
 /// batch norm that reads this 1x1's output `y` (`train::deferred`) — only where
 /// [`takes_grad_map`]. `precision`: that of the products, through the matrix kernel
 /// (`mm::PackedA::at`) and the dot products (`dot_grad::add_then`).
+///
+/// With `norm`, also each channel's sums that the batch norm's backward pass starts from
+/// (`norm::plane_grad_sums` of the input gradient and `xs`, added in image order), where
+/// the input gradient went chunk by chunk with the dot products: each chunk's are taken
+/// while it and its rows of `xs` are in cache, which spares batch norm a pass over both
+/// (as `depthwise::Geometry::backward_mapped` does plane by plane).
 pub fn backward_mapped(
     (xs, norm): (&[f32], Option<&Affine>),
     ws: &[f32],
@@ -34,7 +40,7 @@ pub fn backward_mapped(
     want_dx: bool,
     (want_dw, want_db): (bool, bool),
     precision: Precision,
-) -> ConvGrads {
+) -> (ConvGrads, Option<Vec<(f64, f64)>>) {
     check_operands(xs, ws, None, Some(gs), [n, c, co, hw]);
     assert!(
         norm.is_none() || maps_input([n, c, co, hw]),
@@ -56,6 +62,11 @@ pub fn backward_mapped(
     let fused_dx = want_dx && want_dw && fused_dx([n, c, co, hw]);
     let mut dx_fused: Vec<f32> = Vec::with_capacity(if fused_dx { n * c * hw } else { 0 });
     let dx_dst = SendPtr(dx_fused.as_mut_ptr());
+    // Per image and channel, the batch norm's two sums over the image's chunks (`norm`
+    // with the fused input gradient only).
+    let norm_sums = norm.filter(|_| fused_dx);
+    let mut sums = vec![(0.0f64, 0.0f64); if norm_sums.is_some() { n * c } else { 0 }];
+    let sums_dst = SendPtr(sums.as_mut_ptr());
     // Image b's input gradient at `pixels` (its columns of `Wᵀ · g`), g's rows at `rows`.
     let dx_chunk = |b: usize, pixels: std::ops::Range<usize>, rows: dot_grad::Rows| {
         let packed = packed_wt
@@ -82,6 +93,22 @@ pub fn backward_mapped(
             let b_rows = mm::B::Cached(rows.at, rows.ld);
             mm::multiply(packed, 0..packed.panels(), b_rows, &out, None, Act::NONE)
         };
+        if let Some(f) = norm_sums {
+            for i in 0..c {
+                let at = b * c * hw + i * hw + pixels.start;
+                // SAFETY: the chunk's row i of image b, just written above; image b's
+                // slots of `sums` are this thread's alone (each image runs on one thread).
+                let (dz, slot) = unsafe {
+                    (
+                        std::slice::from_raw_parts(dx_dst.get().add(at), pixels.len()),
+                        &mut *sums_dst.get().add(b * c + i),
+                    )
+                };
+                let (sg, sgx) =
+                    super::super::norm::plane_grad_sums(dz, &xs[at..at + pixels.len()], f, i);
+                *slot = (slot.0 + sg, slot.1 + sgx);
+            }
+        }
     };
     let dx = (want_dx && !fused_dx).then(|| {
         if let Some(packed) = &packed_wt {
@@ -175,8 +202,20 @@ pub fn backward_mapped(
         // `dx_chunk` wrote.
         unsafe { dx_fused.set_len(n * c * hw) };
     }
-    ConvGrads {
+    // Each channel's sums, its images' added in order.
+    let totals = norm_sums.map(|_| {
+        (0..c)
+            .map(|i| {
+                (0..n).fold((0.0, 0.0), |(s, t), b| {
+                    let (sg, sgx) = sums[b * c + i];
+                    (s + sg, t + sgx)
+                })
+            })
+            .collect()
+    });
+    let grads = ConvGrads {
         x: dx.or(fused_dx.then_some(dx_fused)),
         weight_bias: dw,
-    }
+    };
+    (grads, totals)
 }

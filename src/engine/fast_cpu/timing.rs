@@ -107,6 +107,7 @@ pub fn run(filter: &str, rounds: usize) {
             }
         }
     }
+    stem(filter, rounds);
     for [c, h, k, stride] in DEPTHWISE {
         // Lite0's strided convolutions pad as TensorFlow's "same" does (the odd one of the
         // padding at the end: 0 and 1 for 3x3, 1 and 2 for 5x5); the others k / 2 all round.
@@ -161,6 +162,34 @@ pub fn run(filter: &str, rounds: usize) {
                 report(&name, ms, bytes, "GB/s of input");
             }
         }
+    }
+}
+
+/// Lite0's stem, a 3x3 stride-2 convolution of the RGB images into 32 channels at 112x112
+/// (TensorFlow's "same" padding: 0 before, 1 after), which the dense kernel runs: its
+/// forward pass and its weight gradient (the images need no gradient).
+fn stem(filter: &str, rounds: usize) {
+    let conv = Conv {
+        strides: [2, 2],
+        pads: [0, 0, 1, 1],
+        dilations: [1, 1],
+        groups: 1,
+    };
+    let (x, w) = ([BATCH, 3, 224, 224], [32, 3, 3, 3]);
+    let geometry = super::dense::Geometry::new(x, w, &conv).expect("a dense convolution");
+    let xs = values(x.iter().product(), 10);
+    let ws = values(w.iter().product(), 11);
+    let gs = values(BATCH * 32 * 112 * 112, 12);
+    let macs = (BATCH * 32 * 112 * 112 * 27) as f64;
+    let name = "stem forward 3->32 @112 stride 2";
+    if name.contains(filter) {
+        let ms = median_ms(rounds, || geometry.forward(&xs, &ws, None, None, Act::NONE));
+        report(name, ms, macs, "GMAC/s");
+    }
+    let name = "stem backward dw 3->32 @112 stride 2";
+    if name.contains(filter) {
+        let ms = median_ms(rounds, || geometry.weight_gradient(&xs, &ws, &gs, false));
+        report(name, ms, macs, "GMAC/s");
     }
 }
 

@@ -180,7 +180,7 @@ impl ConvKind {
             ConvKind::Depthwise(g) => g.backward(xs, ws, gs, want_dx, want_w.0),
             ConvKind::Pointwise(dims) => {
                 let g = (gs, g_map);
-                pointwise::backward_mapped((xs, None), ws, g, *dims, want_dx, want_w, precision)
+                pointwise::backward_mapped((xs, None), ws, g, *dims, want_dx, want_w, precision).0
             }
             ConvKind::Dense(g, _) => ConvGrads {
                 x: want_dx.then(|| g.input_gradient(ws, gs)).flatten(),

@@ -156,7 +156,7 @@ fn apply(g: &mut [f32], raw: Option<&[f32]>, x: &[f32], map: super::super::norm:
 #[cfg(test)]
 mod tests {
     use super::super::tests::{constant, grad, leaf, vals};
-    use super::super::{BatchNormArgs, conv, norm_depthwise, tracked};
+    use super::super::{BatchNormArgs, batch_norm, conv, norm_depthwise, norm_pointwise, tracked};
     use super::*;
     use crate::graph::Conv;
 
@@ -263,6 +263,121 @@ mod tests {
                 } else {
                     assert!(got == want, "{what}: not the same bits");
                 }
+            }
+        }
+    }
+
+    /// A joined batch norm + depthwise step offers to take the next batch norm's input
+    /// gradient where its gradients go plane by plane (a map 40 wide), not where they go by
+    /// groups of channels (8 wide, on AVX-512).
+    #[test]
+    fn a_depthwise_step_offers_where_it_can_take_the_map() {
+        let grouped = super::super::super::has_avx512();
+        for (w, offers) in [(40, true), (8, !grouped)] {
+            let x = constant([2, 8, 6, w], 1, 0.0).require_grad();
+            let (gamma, beta, wd) = (leaf([8], 4), leaf([8], 9), leaf([8, 1, 3, 3], 5));
+            let dw = Conv {
+                strides: [1, 1],
+                pads: [1; 4],
+                dilations: [1, 1],
+                groups: 8,
+            };
+            let got = pool().install(|| {
+                let args = BatchNormArgs {
+                    gamma: &gamma,
+                    beta: &beta,
+                    epsilon: 1e-5,
+                    clamp: (0.0, 6.0),
+                };
+                let (y, _, _) = norm_depthwise(&x, args, &wd, None, &dw).expect("applies");
+                offered(tracked(&y).expect("autodiff").id())
+            });
+            assert_eq!(got, offers, "{w} wide");
+        }
+    }
+
+    /// Joined batch norm + ReLU6 + depthwise → joined batch norm + ReLU6 + 1x1 (an
+    /// inverted-residual block's middle), the second batch norm's input gradient deferred to
+    /// the depthwise step and mapped plane by plane, against the same chain with the first
+    /// pair apart and a plain depthwise convolution with a bias of zeros, which takes no
+    /// deferred gradient: every gradient the same to rounding (the first batch norm's sums
+    /// are taken per plane joined, per channel apart). With a second reader of the depthwise
+    /// output (the deferred gradient written out by `resolve`), likewise. A plane mapped
+    /// wrongly or not at all is off by whole terms.
+    #[test]
+    fn a_depthwise_step_takes_the_next_batch_norms_gradient() {
+        let (n, c, co, h, w) = (2, 32, 12, 20, 40);
+        let dw = Conv {
+            strides: [1, 1],
+            pads: [1; 4],
+            dilations: [1, 1],
+            groups: c,
+        };
+        for second_reader in [false, true] {
+            let run = |deferred: bool| {
+                let x = leaf([n, c, h, w], 1);
+                let (g0, b0, wd) = (leaf([c], 4), leaf([c], 9), leaf([c, 1, 3, 3], 5));
+                let (g1, b1, w1) = (leaf([c], 6), leaf([c], 8), leaf([co, c, 1, 1], 7));
+                let zero = constant([c], 3, 0.0).mul_scalar(0.0);
+                let grads = pool().install(|| {
+                    let y = if deferred {
+                        let args = BatchNormArgs {
+                            gamma: &g0,
+                            beta: &b0,
+                            epsilon: 1e-5,
+                            clamp: (0.0, 6.0),
+                        };
+                        norm_depthwise(&x, args, &wd, None, &dw).expect("applies").0
+                    } else {
+                        let (a, _, _) = batch_norm(&x, &g0, &b0, 1e-5, (0.0, 6.0)).expect("bn");
+                        conv(&a, &wd, Some(&zero), &dw).expect("applies")
+                    };
+                    let args = BatchNormArgs {
+                        gamma: &g1,
+                        beta: &b1,
+                        epsilon: 1e-5,
+                        clamp: (0.0, 6.0),
+                    };
+                    let (z, _, _) =
+                        norm_pointwise(&y, args, &w1, None, &ONE_BY_ONE).expect("applies");
+                    let mut l = z.mul(constant([n, co, h, w], 11, 0.0)).sum();
+                    if second_reader {
+                        l = l + y.mul(constant([n, c, h, w], 13, 0.0)).sum();
+                    }
+                    l.backward()
+                });
+                let v = |t: Option<_>| vals(t.expect("a gradient"));
+                [
+                    grad(&x, &grads),
+                    v(g0.grad(&grads)),
+                    v(b0.grad(&grads)),
+                    grad(&wd, &grads),
+                    v(g1.grad(&grads)),
+                    v(b1.grad(&grads)),
+                    grad(&w1, &grads),
+                ]
+            };
+            let (got, want) = (run(true), run(false));
+            let names = [
+                "x",
+                "gamma 0",
+                "beta 0",
+                "depthwise",
+                "gamma 1",
+                "beta 1",
+                "1x1",
+            ];
+            for ((what, got), want) in names.iter().zip(&got).zip(&want) {
+                let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+                let off = got
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    off / scale < 1e-5,
+                    "{what}, second reader {second_reader}: {off} of {scale}"
+                );
             }
         }
     }

@@ -46,7 +46,7 @@ impl Backward<Flex, 5> for NormPointwiseBackward {
         let g = contiguous(&grads.consume::<Flex>(&ops.node));
         let s = ops.state;
         let x_shape = s.norm.x.layout().shape().clone();
-        let grads_1x1 = profile::time("backward: Conv 1x1", &x_shape, || {
+        let (grads_1x1, sums) = profile::time("backward: Conv 1x1", &x_shape, || {
             pointwise::backward_mapped(
                 (values(&s.norm.x), Some(&s.norm.affine())),
                 values(&s.weight),
@@ -58,8 +58,12 @@ impl Backward<Flex, 5> for NormPointwiseBackward {
             )
         });
         if let Some(dz) = grads_1x1.x {
-            s.norm
-                .backward(flex_tensor(dz, x_shape), None, [x, gamma, beta], grads);
+            s.norm.backward(
+                flex_tensor(dz, x_shape),
+                sums.as_deref(),
+                [x, gamma, beta],
+                grads,
+            );
         }
         register_weight_bias(grads_1x1.weight_bias, s.weight_shape, [w, b], grads);
     }
