@@ -9,6 +9,7 @@
 
 use super::super::weight_grad;
 use super::{Act, Conv, Geometry, pointwise, split_phases};
+use crate::engine::Precision;
 use rayon::prelude::*;
 use std::cell::Cell;
 
@@ -123,13 +124,16 @@ impl Geometry {
     /// sums are added in order (a seeded run repeats). The whole batch's patches unfolded at
     /// once — Lite0's stem: 43 MB, zeroed, written value by value at stride 2, read back —
     /// took 10.9 ms for the stem at batch 32 where this takes 6.6–7.7 (hot, alone). The bias gradient is
-    /// zeros unless `want_db` (see `pointwise::backward_mapped`).
+    /// zeros unless `want_db` (see `pointwise::backward_mapped`). `precision`: training's,
+    /// that of the 1x1 sums' products (in bf16 Lite0's stem's dot products take half the
+    /// instructions: `cargo bench --bench kernels -- stem`).
     pub fn weight_gradient(
         &self,
         xs: &[f32],
         ws: &[f32],
         gs: &[f32],
         want_db: bool,
+        precision: Precision,
     ) -> (Vec<f32>, Vec<f32>) {
         assert_eq!(self.groups, 1, "convolution gradient: one group");
         let (n, c, co, k, ohw, hw) = (
@@ -161,7 +165,7 @@ impl Geometry {
                     0..1,
                     par,
                     (&mut dw, want_db.then_some(&mut db[..])),
-                    crate::engine::Precision::Fp32,
+                    precision,
                 );
             }
             UNFOLDED.set((patches, split));
@@ -280,16 +284,26 @@ mod tests {
 
     /// Against plain loops over every tap: strides 1 and 2 (odd and even widths), padding
     /// uneven and wider than a stride, dilation, a batch of one (spread over the threads)
-    /// and of five (split into parts), with the bias gradient.
+    /// and of five (split into parts), with the bias gradient; and a stem's shape in bf16
+    /// (maps of 1,024 pixels, whose sums are dot products), against the operands rounded to
+    /// bf16 where the machine multiplies in bf16 (products of unrounded operands are off by
+    /// ~0.1 there).
     #[test]
     fn weight_gradient_matches_plain_loops() {
         let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 201) as f32 / 100.0 - 1.0;
-        for (n, [h, w], k, s, pads, d) in [
-            (5, [9, 10], 3, 2, [1, 0, 1, 1], 1),
-            (1, [9, 11], 3, 2, [2, 2, 2, 2], 1),
-            (2, [8, 7], 3, 1, [1, 1, 1, 1], 2),
-            (5, [12, 13], 5, 2, [2, 1, 2, 2], 1),
+        let bf16 = super::super::mm::bf16_available();
+        let to_bf16 = |v: f32| f32::from_bits((super::super::mm::bf16(v) as u32) << 16);
+        for (n, [h, w], k, s, pads, d, precision) in [
+            (5, [9, 10], 3, 2, [1, 0, 1, 1], 1, Precision::Fp32),
+            (1, [9, 11], 3, 2, [2, 2, 2, 2], 1, Precision::Fp32),
+            (2, [8, 7], 3, 1, [1, 1, 1, 1], 2, Precision::Fp32),
+            (5, [12, 13], 5, 2, [2, 1, 2, 2], 1, Precision::Fp32),
+            (2, [64, 64], 3, 2, [0, 0, 1, 1], 1, Precision::Bf16),
         ] {
+            let round = |v: f32| match precision {
+                Precision::Bf16 if bf16 => to_bf16(v),
+                _ => v,
+            };
             let conv = Conv {
                 strides: [s, s],
                 pads,
@@ -302,7 +316,7 @@ mod tests {
             let xs: Vec<f32> = (0..n * c * h * w).map(|i| val(i, 1)).collect();
             let ws: Vec<f32> = (0..co * c * k * k).map(|i| val(i, 2)).collect();
             let gs: Vec<f32> = (0..n * co * oh * ow).map(|i| val(i, 3)).collect();
-            let (dw, db) = g.weight_gradient(&xs, &ws, &gs, true);
+            let (dw, db) = g.weight_gradient(&xs, &ws, &gs, true, precision);
             for o in 0..co {
                 let mut want_b = 0.0f64;
                 for b in 0..n {
@@ -322,7 +336,8 @@ mod tests {
                                     continue;
                                 }
                                 let x = xs[((b * c + i) * h + iy as usize) * w + ix as usize];
-                                want += x as f64 * gs[((b * co + o) * oh + oy) * ow + ox] as f64;
+                                let g = gs[((b * co + o) * oh + oy) * ow + ox];
+                                want += round(x) as f64 * round(g) as f64;
                             }
                         }
                         let got = dw[((o * c + i) * k + ky) * k + kx] as f64;

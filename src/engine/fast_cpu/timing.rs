@@ -186,10 +186,18 @@ fn stem(filter: &str, rounds: usize) {
         let ms = median_ms(rounds, || geometry.forward(&xs, &ws, None, None, Act::NONE));
         report(name, ms, macs, "GMAC/s");
     }
-    let name = "stem backward dw 3->32 @112 stride 2";
-    if name.contains(filter) {
-        let ms = median_ms(rounds, || geometry.weight_gradient(&xs, &ws, &gs, false));
-        report(name, ms, macs, "GMAC/s");
+    for precision in [Precision::Bf16, Precision::Fp32] {
+        if precision == Precision::Bf16 && !super::bf16_available() {
+            continue;
+        }
+        let p = format!("{precision:?}").to_lowercase();
+        let name = format!("stem backward dw 3->32 @112 stride 2 {p}");
+        if name.contains(filter) {
+            let ms = median_ms(rounds, || {
+                geometry.weight_gradient(&xs, &ws, &gs, false, precision)
+            });
+            report(&name, ms, macs, "GMAC/s");
+        }
     }
 }
 

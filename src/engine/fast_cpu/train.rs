@@ -184,7 +184,9 @@ impl ConvKind {
             }
             ConvKind::Dense(g, _) => ConvGrads {
                 x: want_dx.then(|| g.input_gradient(ws, gs)).flatten(),
-                weight_bias: want_w.0.then(|| g.weight_gradient(xs, ws, gs, want_w.1)),
+                weight_bias: want_w
+                    .0
+                    .then(|| g.weight_gradient(xs, ws, gs, want_w.1, precision)),
             },
         }
     }
