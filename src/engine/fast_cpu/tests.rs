@@ -474,10 +474,19 @@ fn inference_batch_norm_matches_burn() {
 /// Batch norm's backward pass written over the output gradient (`norm::backward_in_place`)
 /// gives what it writes to a new buffer (`norm::backward`), to the bit, whether it sums the
 /// gradient itself or is given the sums: the same expressions, only where they are stored.
+/// Each value is its channel's map (`norm::backward_terms`, as a deferred gradient is
+/// staged) to the bit, and the sums it takes are those given to rounding — on small planes,
+/// which go as runs of channels, and on larger ones, plane by plane.
 #[test]
 fn batch_norm_backward_in_place_matches_a_new_buffer() {
-    // 7x9 planes (a masked tail in the sums), a clamp that cuts at both bounds.
-    let dims @ [n, c, hw] = [3, 5, 63];
+    // 7x9 planes (a masked tail in the sums plane by plane), 15x20 ones; a clamp that cuts
+    // at both bounds.
+    for hw in [63, 300] {
+        batch_norm_backward_case([3, 5, hw]);
+    }
+}
+
+fn batch_norm_backward_case(dims @ [n, c, hw]: [usize; 3]) {
     let (xs, gs) = (seq(n * c * hw, 1), seq(n * c * hw, 2));
     let (mean, inv_std) = (seq(c, 3), vec![1.5; c]);
     let (gamma, beta) = (seq(c, 4), seq(c, 5));
@@ -511,6 +520,25 @@ fn batch_norm_backward_in_place_matches_a_new_buffer() {
         assert_eq!(bits(&dgamma_over), bits(&dgamma));
         assert_eq!(bits(&dbeta_over), bits(&dbeta));
         assert_ne!(over, gs, "the gradient was written over");
+        let (map, dgamma_terms, dbeta_terms) = norm::backward_terms(&xs, &gs, dims, &f, given);
+        let mapped: Vec<f32> = (0..n * c * hw)
+            .map(|i| map.channel(i / hw % c).apply(gs[i], xs[i]))
+            .collect();
+        assert_eq!(bits(&dx), bits(&mapped), "{dims:?}: each value its map");
+        let near = |a: &[f32], b: &[f32]| {
+            let scale = b.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+            a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 1e-5 * scale)
+        };
+        assert!(near(&dgamma, &dgamma_terms) && near(&dbeta, &dbeta_terms));
+        let (given_gamma, given_beta): (Vec<f32>, Vec<f32>) = sums
+            .iter()
+            .enumerate()
+            .map(|(ch, &(sg, sgx))| ((sgx * inv_std[ch] as f64) as f32, sg as f32))
+            .unzip();
+        assert!(
+            near(&dgamma, &given_gamma) && near(&dbeta, &given_beta),
+            "{dims:?}: the sums taken are those given"
+        );
     }
 }
 

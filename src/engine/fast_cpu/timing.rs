@@ -108,6 +108,7 @@ pub fn run(filter: &str, rounds: usize) {
         }
     }
     stem(filter, rounds);
+    batch_norm(filter, rounds);
     for [c, h, k, stride] in DEPTHWISE {
         // Lite0's strided convolutions pad as TensorFlow's "same" does (the odd one of the
         // padding at the end: 0 and 1 for 3x3, 1 and 2 for 5x5); the others k / 2 all round.
@@ -198,6 +199,37 @@ fn stem(filter: &str, rounds: usize) {
             });
             report(&name, ms, macs, "GMAC/s");
         }
+    }
+}
+
+/// Lite0's batch norms (`[c, hw]`) whose backward passes sum and write their input
+/// gradient themselves (no convolution gave them their sums): the narrow maps' (an
+/// expand's output read by a depthwise step that goes by groups of channels, a depthwise
+/// output read by a project 1x1 through the matrix kernel). Bytes: the input's.
+const NORMS: [[usize; 2]; 4] = [[1152, 49], [672, 196], [480, 196], [240, 784]];
+
+fn batch_norm(filter: &str, rounds: usize) {
+    for [c, hw] in NORMS {
+        let name = format!("batch norm backward {c}@{hw}");
+        if !name.contains(filter) {
+            continue;
+        }
+        let dims = [BATCH, c, hw];
+        let xs = values(BATCH * c * hw, 13);
+        let gs = values(BATCH * c * hw, 14);
+        let (mean, inv_std) = (values(c, 15), vec![1.5; c]);
+        let (gamma, beta) = (values(c, 16), values(c, 17));
+        let norm = Affine {
+            mean: &mean,
+            inv_std: &inv_std,
+            gamma: &gamma,
+            beta: &beta,
+            clamp: (0.0, 6.0),
+        };
+        let ms = median_ms(rounds, || {
+            super::norm::backward(&xs, &gs, dims, &norm, None)
+        });
+        report(&name, ms, (xs.len() * 4) as f64, "GB/s of input");
     }
 }
 

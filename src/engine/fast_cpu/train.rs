@@ -628,6 +628,8 @@ mod tests {
             // Small planes, many channels: tasks take blocks of channels (`norm::channel_blocks`),
             // the last one short.
             ([2, 301, 2, 3], 0.0, (0.0, 6.0)),
+            // Planes of 64 values and more go plane by plane, smaller ones as runs.
+            ([2, 3, 16, 17], 0.0, (0.0, 6.0)),
         ];
         for (shape, offset, (lo, hi)) in cases {
             let what = format!("{shape:?} +{offset} [{lo}, {hi}]");
