@@ -160,7 +160,7 @@ fn depthwise_forward_and_backward_match_plain_loops() {
             &g.forward(&z, &ws, Some(&bs), Act::NONE),
             "mapped forward",
         );
-        let (grads, sums) = g.backward_mapped(&xs, Some(&f), &ws, &gs, true, true);
+        let (grads, sums) = g.backward_mapped(&xs, Some(&f), &ws, (&gs, None), true, true);
         let plain = g.backward(&z, &ws, &gs, true, true);
         close(
             grads.x.as_ref().unwrap(),
