@@ -163,7 +163,7 @@ fn channel_grad(
 /// (`Spread`). Plane by plane, a 7x7 plane is three vectors and a remainder: Lite0's
 /// 1152-channel 7x7 batch norm backward 1.35-1.73 → 1.16-1.34 ms (`cargo bench --bench
 /// kernels -- "batch norm"`, three alternating rounds). 14x14 planes (12 vectors and a
-/// remainder) ran no faster as runs: the runs' loops read five coefficients a value.
+/// remainder) ran no faster as runs, whose loops read three to five coefficients a value.
 const RUNS_BELOW: usize = 64;
 
 /// Images whose values the runs' f32 sums take before they are added into the f64 totals.
@@ -350,7 +350,8 @@ fn backward_planes(
                 })
                 .unzip();
             if hw < RUNS_BELOW {
-                apply_runs(xs, planes, &maps, chs.clone(), dims);
+                let first_pass = given.is_some();
+                apply_runs(xs, planes, (&maps, f.clamp), chs.clone(), dims, first_pass);
                 return grads;
             }
             // One call into the vector code for the whole block (see `train_forward`).
@@ -397,27 +398,28 @@ fn backward_planes(
 }
 
 /// [`backward_planes`]' writing pass over each image's run of the block's channels `chs`
-/// (`maps`: theirs), each value through its channel's map as `ChannelGrad::apply` computes
-/// it (the same bits as plane by plane).
+/// (`maps`: theirs, and the clamp), each value through its channel's map as
+/// `ChannelGrad::apply` computes it (the same bits as plane by plane). `first_pass`: the
+/// sums were given, so the runs are not in cache yet and the next image's is fetched ahead.
 fn apply_runs(
     xs: &[f32],
     planes: GradPlanes,
-    maps: &[ChannelGrad],
+    (maps, (lo, hi)): (&[ChannelGrad], (f32, f32)),
     chs: std::ops::Range<usize>,
     [n, c, hw]: [usize; 3],
+    first_pass: bool,
 ) {
     let len = chs.len() * hw;
     let of = |field: fn(&ChannelGrad) -> f32| Spread::new(0..maps.len(), hw, |i| field(&maps[i]));
     let (a, k, e) = (of(|m| m.a), of(|m| m.k), of(|m| m.e));
     let (scale, shift) = (of(|m| m.scale), of(|m| m.shift));
-    let (lo, hi) = maps.first().map_or((0.0, 0.0), |m| (m.lo, m.hi));
     let in_place = std::ptr::eq(planes.g, planes.dx);
     with_avx512(
         #[inline(always)]
         || {
             for b in 0..n {
                 let at = (b * c + chs.start) * hw;
-                if b + 1 < n {
+                if first_pass && b + 1 < n {
                     let next = at + c * hw;
                     super::super::lanes::prefetch_l2(&xs[next..next + len]);
                     // SAFETY: the next image's run of these channels: this task's alone.

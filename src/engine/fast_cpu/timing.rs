@@ -138,15 +138,8 @@ pub fn run(filter: &str, rounds: usize) {
         // norm), the output's moments for the batch norm after it.
         let name = format!("depthwise forward+norm+moments {shape}");
         if name.contains(filter) {
-            let (mean, inv_std) = (values(c, 7), vec![1.5; c]);
-            let (gamma, beta) = (values(c, 8), values(c, 9));
-            let norm = Affine {
-                mean: &mean,
-                inv_std: &inv_std,
-                gamma: &gamma,
-                beta: &beta,
-                clamp: (0.0, 6.0),
-            };
+            let norm = NormValues::new(c, 7);
+            let norm = norm.affine();
             let ms = median_ms(rounds, || {
                 geometry.forward_with_moments(&xs, &ws, None, Some(&norm))
             });
@@ -217,19 +210,42 @@ fn batch_norm(filter: &str, rounds: usize) {
         let dims = [BATCH, c, hw];
         let xs = values(BATCH * c * hw, 13);
         let gs = values(BATCH * c * hw, 14);
-        let (mean, inv_std) = (values(c, 15), vec![1.5; c]);
-        let (gamma, beta) = (values(c, 16), values(c, 17));
-        let norm = Affine {
-            mean: &mean,
-            inv_std: &inv_std,
-            gamma: &gamma,
-            beta: &beta,
-            clamp: (0.0, 6.0),
-        };
+        let norm = NormValues::new(c, 15);
+        let norm = norm.affine();
         let ms = median_ms(rounds, || {
             super::norm::backward(&xs, &gs, dims, &norm, None)
         });
         report(&name, ms, (xs.len() * 4) as f64, "GB/s of input");
+    }
+}
+
+/// A batch norm's statistics and parameters for `c` channels (`seed`: the first of three)
+/// and a ReLU6, as the cases' joined batch norms take them.
+struct NormValues {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl NormValues {
+    fn new(c: usize, seed: usize) -> Self {
+        NormValues {
+            mean: values(c, seed),
+            inv_std: vec![1.5; c],
+            gamma: values(c, seed + 1),
+            beta: values(c, seed + 2),
+        }
+    }
+
+    fn affine(&self) -> Affine<'_> {
+        Affine {
+            mean: &self.mean,
+            inv_std: &self.inv_std,
+            gamma: &self.gamma,
+            beta: &self.beta,
+            clamp: (0.0, 6.0),
+        }
     }
 }
 

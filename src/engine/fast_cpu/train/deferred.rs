@@ -159,6 +159,7 @@ mod tests {
     use super::super::{BatchNormArgs, batch_norm, conv, norm_depthwise, norm_pointwise, tracked};
     use super::*;
     use crate::graph::Conv;
+    use burn::tensor::Tensor;
 
     const ONE_BY_ONE: Conv = Conv {
         strides: [1, 1],
@@ -172,6 +173,16 @@ mod tests {
             .num_threads(2)
             .build()
             .expect("a pool")
+    }
+
+    /// A batch norm with `gamma` and `beta` and a ReLU6, as Lite0's blocks have.
+    fn relu6<'a>(gamma: &'a Tensor<1>, beta: &'a Tensor<1>) -> BatchNormArgs<'a> {
+        BatchNormArgs {
+            gamma,
+            beta,
+            epsilon: 1e-5,
+            clamp: (0.0, 6.0),
+        }
     }
 
     /// A 1x1 offers to take its gradient deferred where its gradients go chunk by chunk
@@ -218,12 +229,7 @@ mod tests {
                 let grads = pool().install(|| {
                     let bias = (!deferred).then_some(&zero);
                     let y = conv(&x, &wt, bias, &ONE_BY_ONE).expect("applies");
-                    let args = BatchNormArgs {
-                        gamma: &gamma,
-                        beta: &beta,
-                        epsilon: 1e-5,
-                        clamp: (0.0, 6.0),
-                    };
+                    let args = relu6(&gamma, &beta);
                     let (z, _, _) = norm_depthwise(&y, args, &wd, None, &dw).expect("applies");
                     let r = constant(z.dims(), 11, 0.0);
                     let mut l = z.mul(r).sum();
@@ -283,12 +289,7 @@ mod tests {
                 groups: 8,
             };
             let got = pool().install(|| {
-                let args = BatchNormArgs {
-                    gamma: &gamma,
-                    beta: &beta,
-                    epsilon: 1e-5,
-                    clamp: (0.0, 6.0),
-                };
+                let args = relu6(&gamma, &beta);
                 let (y, _, _) = norm_depthwise(&x, args, &wd, None, &dw).expect("applies");
                 offered(tracked(&y).expect("autodiff").id())
             });
@@ -321,23 +322,13 @@ mod tests {
                 let zero = constant([c], 3, 0.0).mul_scalar(0.0);
                 let grads = pool().install(|| {
                     let y = if deferred {
-                        let args = BatchNormArgs {
-                            gamma: &g0,
-                            beta: &b0,
-                            epsilon: 1e-5,
-                            clamp: (0.0, 6.0),
-                        };
+                        let args = relu6(&g0, &b0);
                         norm_depthwise(&x, args, &wd, None, &dw).expect("applies").0
                     } else {
                         let (a, _, _) = batch_norm(&x, &g0, &b0, 1e-5, (0.0, 6.0)).expect("bn");
                         conv(&a, &wd, Some(&zero), &dw).expect("applies")
                     };
-                    let args = BatchNormArgs {
-                        gamma: &g1,
-                        beta: &b1,
-                        epsilon: 1e-5,
-                        clamp: (0.0, 6.0),
-                    };
+                    let args = relu6(&g1, &b1);
                     let (z, _, _) =
                         norm_pointwise(&y, args, &w1, None, &ONE_BY_ONE).expect("applies");
                     let mut l = z.mul(constant([n, co, h, w], 11, 0.0)).sum();
