@@ -155,7 +155,7 @@ fn apply(g: &mut [f32], raw: Option<&[f32]>, x: &[f32], map: super::super::norm:
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{constant, grad, leaf, vals};
+    use super::super::tests::{constant, grad, leaf, max_diff, vals};
     use super::super::{BatchNormArgs, batch_norm, conv, norm_depthwise, norm_pointwise, tracked};
     use super::*;
     use crate::graph::Conv;
@@ -173,6 +173,12 @@ mod tests {
             .num_threads(2)
             .build()
             .expect("a pool")
+    }
+
+    /// The largest difference between `got` and `want`, relative to `want`'s largest value.
+    fn relative_off(got: &[f32], want: &[f32]) -> f32 {
+        let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+        max_diff(got, want) / scale
     }
 
     /// A batch norm with `gamma` and `beta` and a ReLU6, as Lite0's blocks have.
@@ -259,13 +265,8 @@ mod tests {
             );
             for (what, got, want) in [("x", &got[0], &want[0]), ("weight", &got[1], &want[1])] {
                 if second_reader {
-                    let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
-                    let off = got
-                        .iter()
-                        .zip(want)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f32::max);
-                    assert!(off / scale < 1e-5, "{what}, two readers: {off} of {scale}");
+                    let off = relative_off(got, want);
+                    assert!(off < 1e-5, "{what}, two readers: {off} (relative)");
                 } else {
                     assert!(got == want, "{what}: not the same bits");
                 }
@@ -359,15 +360,10 @@ mod tests {
                 "1x1",
             ];
             for ((what, got), want) in names.iter().zip(&got).zip(&want) {
-                let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
-                let off = got
-                    .iter()
-                    .zip(want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
+                let off = relative_off(got, want);
                 assert!(
-                    off / scale < 1e-5,
-                    "{what}, second reader {second_reader}: {off} of {scale}"
+                    off < 1e-5,
+                    "{what}, second reader {second_reader}: {off} (relative)"
                 );
             }
         }
