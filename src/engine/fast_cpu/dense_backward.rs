@@ -292,7 +292,7 @@ mod tests {
     fn weight_gradient_matches_plain_loops() {
         let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 201) as f32 / 100.0 - 1.0;
         let bf16 = super::super::mm::bf16_available();
-        let to_bf16 = |v: f32| f32::from_bits((super::super::mm::bf16(v) as u32) << 16);
+        let to_bf16 = super::super::mm::rounded_to_bf16;
         for (n, [h, w], k, s, pads, d, precision) in [
             (5, [9, 10], 3, 2, [1, 0, 1, 1], 1, Precision::Fp32),
             (1, [9, 11], 3, 2, [2, 2, 2, 2], 1, Precision::Fp32),

@@ -205,6 +205,13 @@ pub(super) fn bf16(x: f32) -> u16 {
     (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16
 }
 
+/// `x` as the bf16 kernels take it (rounded by [`bf16`]), widened back: the operands of
+/// the tests' reference sums.
+#[cfg(test)]
+pub(super) fn rounded_to_bf16(x: f32) -> f32 {
+    f32::from_bits((bf16(x) as u32) << 16)
+}
+
 /// The fewest rows and steps of filters that [`PackedA::at`] multiplies in bf16.
 pub const BF16_FROM: usize = 32;
 

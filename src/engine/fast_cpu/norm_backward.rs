@@ -226,7 +226,7 @@ fn run_totals(
     xs: &[f32],
     g_at: &GradAt,
     chs: std::ops::Range<usize>,
-    [n, c, hw]: [usize; 3],
+    dims @ [n, c, hw]: [usize; 3],
     f: &Affine,
 ) -> Vec<(f64, f64)> {
     let len = chs.len() * hw;
@@ -241,10 +241,9 @@ fn run_totals(
         || {
             for b in 0..n {
                 let at = (b * c + chs.start) * hw;
+                prefetch_next_run(xs, b, chs.clone(), dims);
                 if b + 1 < n {
-                    let next = at + c * hw;
-                    super::super::lanes::prefetch_l2(&xs[next..next + len]);
-                    super::super::lanes::prefetch_l2(g_at(next, len));
+                    super::super::lanes::prefetch_l2(g_at(at + c * hw, len));
                 }
                 let (g, x) = (g_at(at, len), &xs[at..at + len]);
                 let sums = s.iter_mut().zip(s2.iter_mut());
@@ -406,7 +405,7 @@ fn apply_runs(
     planes: GradPlanes,
     (maps, (lo, hi)): (&[ChannelGrad], (f32, f32)),
     chs: std::ops::Range<usize>,
-    [n, c, hw]: [usize; 3],
+    dims @ [n, c, hw]: [usize; 3],
     first_pass: bool,
 ) {
     let len = chs.len() * hw;
@@ -420,10 +419,9 @@ fn apply_runs(
             for b in 0..n {
                 let at = (b * c + chs.start) * hw;
                 if first_pass && b + 1 < n {
-                    let next = at + c * hw;
-                    super::super::lanes::prefetch_l2(&xs[next..next + len]);
+                    prefetch_next_run(xs, b, chs.clone(), dims);
                     // SAFETY: the next image's run of these channels: this task's alone.
-                    super::super::lanes::prefetch_l2(unsafe { planes.g(next, len) });
+                    super::super::lanes::prefetch_l2(unsafe { planes.g(at + c * hw, len) });
                 }
                 let x = &xs[at..at + len];
                 // Each value's map, as the run's coefficients give it.

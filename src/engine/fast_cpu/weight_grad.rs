@@ -453,7 +453,7 @@ mod tests {
             // In bf16 where the filters are large enough for it (`mm::BF16_FROM`): the sums
             // of the operands rounded to bf16.
             let bf16 = mm::bf16_available() && a_rows >= mm::BF16_FROM;
-            let to_bf16 = |v: f32| f32::from_bits((mm::bf16(v) as u32) << 16);
+            let to_bf16 = mm::rounded_to_bf16;
             let ways: [(Precision, &dyn Fn(f32) -> f32); 2] =
                 [(Precision::Fp32, &|v| v), (Precision::Bf16, &to_bf16)];
             for (precision, round) in ways.into_iter().take(1 + bf16 as usize) {
