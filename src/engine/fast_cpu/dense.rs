@@ -371,15 +371,12 @@ impl<'a> Phased<'a> {
             .par_chunks_mut(ROWS * s * phase)
             .zip(xs.par_chunks(ROWS * w))
             .for_each(|(split, plane)| {
-                split.fill(std::mem::MaybeUninit::new(0.0));
-                // SAFETY: every value was written just above.
-                let split = unsafe { &mut *(split as *mut [_] as *mut [f32]) };
                 for (dst, row) in split.chunks_exact_mut(s * phase).zip(plane.chunks_exact(w)) {
                     split_phases(row, s, dst);
                 }
             });
         // SAFETY: the chunks cover the `len` values (`xs` holds whole rows: `len / (s ·
-        // phase)` of them), each filled above.
+        // phase)` of them), each row's written whole by `split_phases`.
         unsafe { values.set_len(len) };
         Phased {
             values: values.into(),

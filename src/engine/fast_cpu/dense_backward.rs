@@ -190,10 +190,14 @@ impl Geometry {
         let rows: &[f32] = if sw == 1 {
             x
         } else {
-            split.resize(c * h * row_len, 0.0);
-            for (dst, row) in split.chunks_exact_mut(row_len).zip(x.chunks_exact(w)) {
+            split.clear();
+            split.reserve(c * h * row_len);
+            let spare = &mut split.spare_capacity_mut()[..c * h * row_len];
+            for (dst, row) in spare.chunks_exact_mut(row_len).zip(x.chunks_exact(w)) {
                 split_phases(row, sw, dst);
             }
+            // SAFETY: `split_phases` wrote each of the `c · h` rows whole.
+            unsafe { split.set_len(c * h * row_len) };
             split
         };
         // Every value is written below.

@@ -125,30 +125,32 @@ pub fn copy_streaming(dst: &mut [std::mem::MaybeUninit<f32>], src: &[f32]) {
 
 /// `row` split by column phase for a stride of `s` across: column x goes to
 /// `(x % s) · phase + x / s` of `dst` (`s` phases of `phase = ⌈len / s⌉` values; a short
-/// phase's last lane is zero). A strided kernel then reads the columns one tap takes for a
-/// run of outputs (x, x + s, x + 2s, …) as one contiguous run. Stride 2 in one pass that
-/// vectorises.
+/// phase's last lane is zero), every value of `dst` written. A strided kernel then reads the
+/// columns one tap takes for a run of outputs (x, x + s, x + 2s, …) as one contiguous run.
+/// Stride 2 in one pass that vectorises.
 #[inline(always)]
-pub fn split_phases(row: &[f32], s: usize, dst: &mut [f32]) {
+pub fn split_phases(row: &[f32], s: usize, dst: &mut [std::mem::MaybeUninit<f32>]) {
     let (w, phase) = (row.len(), row.len().div_ceil(s));
     assert_eq!(dst.len(), s * phase, "split_phases: destination length");
     if s == 2 {
         let (even, odd) = dst.split_at_mut(phase);
         for ((e, o), pair) in even.iter_mut().zip(&mut *odd).zip(row.chunks_exact(2)) {
-            (*e, *o) = (pair[0], pair[1]);
+            e.write(pair[0]);
+            o.write(pair[1]);
         }
         if w % 2 == 1 {
-            (even[phase - 1], odd[phase - 1]) = (row[w - 1], 0.0);
+            even[phase - 1].write(row[w - 1]);
+            odd[phase - 1].write(0.0);
         }
         return;
     }
     for (p, dst) in dst.chunks_exact_mut(phase).enumerate() {
         let mut written = 0;
         for (d, &v) in dst.iter_mut().zip(row.iter().skip(p).step_by(s)) {
-            *d = v;
+            d.write(v);
             written += 1;
         }
-        dst[written..].fill(0.0);
+        dst[written..].fill(std::mem::MaybeUninit::new(0.0));
     }
 }
 

@@ -73,6 +73,23 @@ impl PackedA {
         Self::of(data, rows, k)
     }
 
+    /// Packs `aᵀ`, for `a` row-major `rows × cols` (so `cols` rows of `rows` steps): a
+    /// panel's step s is row s of `a` at the panel's columns, so nothing is transposed
+    /// first (a 1x1's input gradient `Wᵀ · g`, packed every backward pass: a transposed copy
+    /// and then its packing read and wrote the filters twice).
+    pub fn transposed(a: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(a.len(), rows * cols, "packed filters: length");
+        let mut data = Vec::with_capacity(cols.div_ceil(MR) * rows * MR);
+        for c0 in (0..cols).step_by(MR) {
+            let w = MR.min(cols - c0);
+            for row in a.chunks_exact(cols) {
+                data.extend_from_slice(&row[c0..c0 + w]);
+                data.extend(std::iter::repeat_n(0.0, MR - w));
+            }
+        }
+        Self::of(data, cols, rows)
+    }
+
     /// Packs steps `k0..k0 + k` of `rows` rows whose steps run on from one image into the
     /// next: step s is pixel `s % hw` of image `s / hw`, whose row r starts at
     /// `(image · rows + r) · hw` (`[n, rows, hw]` planes). A weight gradient sums over a run
@@ -554,6 +571,24 @@ mod tests {
         assert_eq!(a(big, big).at(Precision::Bf16).is_bf16(), bf16_available());
         assert!(!a(big - 1, 2 * big).at(Precision::Bf16).is_bf16());
         assert!(!a(2 * big, big - 1).at(Precision::Bf16).is_bf16());
+    }
+
+    /// A transpose packs as the transposed matrix does: full panels and a partial last
+    /// one, a single row or column.
+    #[test]
+    fn transposed_packing_is_the_transposes() {
+        for (rows, cols) in [(7, 13), (12, 6), (1, 5), (5, 1), (32, 20)] {
+            let a: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let t: Vec<f32> = (0..cols)
+                .flat_map(|j| a.iter().skip(j).step_by(cols).copied().collect::<Vec<_>>())
+                .collect();
+            let (got, want) = (
+                PackedA::transposed(&a, rows, cols),
+                PackedA::new(&t, cols, rows),
+            );
+            assert_eq!((got.rows, got.k), (want.rows, want.k), "{rows}x{cols}");
+            assert_eq!(got.data, want.data, "{rows}x{cols}");
+        }
     }
 
     /// A block of columns of a wider matrix packs as that block alone.

@@ -53,8 +53,8 @@ pub fn backward_mapped(
     let map = norm.map(|f| InputMap::new(f, c));
     let map = map.as_ref();
     // Wᵀ (c × co), packed as the filters of the forward pass are.
-    let packed_wt = (want_dx && mm::available())
-        .then(|| mm::PackedA::new(&transpose(ws, co, c), c, co).at(precision));
+    let packed_wt =
+        (want_dx && mm::available()).then(|| mm::PackedA::transposed(ws, co, c).at(precision));
     // Large maps with both gradients: the input gradient of each chunk of pixels as the
     // weight gradient's dot products finish it (`dot_grad::add_then`), while the chunk of
     // the output gradient is in cache — apart, each gradient read all of it from memory
