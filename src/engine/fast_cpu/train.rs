@@ -225,13 +225,8 @@ impl Backward<Flex, 3> for ConvBackward {
         let got = grads.consume::<Flex>(&ops.node);
         // The next batch norm's input gradient, deferred to this op where it offered: the
         // map applied as the kernel reads, or written out here where it cannot be.
-        let (g, deferred) = match deferred::take(ops.node.id) {
-            Some(d) if d.is_raw(&got) && s.kind.takes_grad_map(want_dx, want_w) => {
-                (d.raw.clone(), Some(d))
-            }
-            Some(d) => (d.resolve(got), None),
-            None => (contiguous(&got), None),
-        };
+        let takes = s.kind.takes_grad_map(want_dx, want_w);
+        let (g, deferred) = deferred::gradient(ops.node.id, got, takes);
         let what = match &s.kind {
             ConvKind::Depthwise(g) if g.stride == [1, 1] => "backward: Conv (depthwise)",
             ConvKind::Depthwise(_) => "backward: Conv (depthwise, strided)",

@@ -89,6 +89,19 @@ pub(super) fn take(node: NodeId) -> Option<Deferred> {
     all.remove(at).map(|(_, d)| d)
 }
 
+/// The gradient of `node`'s output for its writer's backward pass, from `got` (what
+/// autodiff gathered): where a batch norm deferred its input gradient and the writer `takes`
+/// the map as it reads, the raw gradient and the hand-off (the map applied as each piece is
+/// read); where it cannot take it, or another reader's gradient was added, the gradient
+/// written out here (`Deferred::resolve`); else `got` as it is.
+pub(super) fn gradient(node: NodeId, got: FlexTensor, takes: bool) -> (FlexTensor, Option<Deferred>) {
+    match take(node) {
+        Some(d) if takes && d.is_raw(&got) => (d.raw.clone(), Some(d)),
+        Some(d) => (d.resolve(got), None),
+        None => (contiguous(&got), None),
+    }
+}
+
 impl Deferred {
     /// Whether `got`, the gradient autodiff gathered for the node, is the raw one alone.
     /// A strided view is never the raw one (that was registered contiguous), so nothing is

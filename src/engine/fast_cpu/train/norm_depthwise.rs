@@ -51,11 +51,7 @@ impl Backward<Flex, 5> for NormDepthwiseBackward {
         // reads the output deferred its input gradient, its map applied as each plane is
         // taken, or written out here where another reader's gradient was added to it.
         let got = grads.consume::<Flex>(&ops.node);
-        let (g, deferred) = match deferred::take(ops.node.id) {
-            Some(d) if d.is_raw(&got) && geometry.takes_grad_map() => (d.raw.clone(), Some(d)),
-            Some(d) => (d.resolve(got), None),
-            None => (contiguous(&got), None),
-        };
+        let (g, deferred) = deferred::gradient(ops.node.id, got, geometry.takes_grad_map());
         let what = match geometry.stride {
             [1, 1] => "backward: Conv (depthwise)",
             _ => "backward: Conv (depthwise, strided)",
