@@ -67,8 +67,9 @@ impl Geometry {
     /// normalised input's (`norm` is applied to `xs` where the weight gradient reads it).
     /// With `norm`, also each channel's sums that batch norm's backward pass starts from
     /// (`norm::plane_grad_sums`, added in image order), where the input gradient went plane
-    /// by plane: each plane's are taken while it and its input are in cache, which spares
-    /// batch norm a pass over both. With a gradient map `(y, map)`, the output gradient is
+    /// by plane or, at a stride other than 1, by groups of channels
+    /// (`input_grad_blocked`): each plane's are taken while it is in cache, which spares
+    /// batch norm a pass over it and its input. With a gradient map `(y, map)`, the output gradient is
     /// `map(gs, y)` — `gs` the gradient of the batch norm that reads this convolution's
     /// output `y` (`train::deferred`) — each plane mapped into scratch as it is taken, so
     /// that batch norm's input gradient is never written; only where
@@ -114,13 +115,17 @@ impl Geometry {
         // the stride-1 input gradient too (it is that forward pass), as a pass of its own
         // before the weight gradient's. With the weight gradient below, Lite0's 1152-channel
         // 7x7 layer went from 0.22 to 0.11-0.14 s per 8 fine-tuning steps.
-        let grouped_dx = match &transposed {
+        let (grouped_dx, grouped_sums) = match &transposed {
             Some(t) if want_dx && t.by_channel_groups() => {
-                Some(t.forward(gs, &flipped, None, Act::NONE))
+                (Some(t.forward(gs, &flipped, None, Act::NONE)), None)
             }
-            // Other strides: the gradients scattered into a group's bordered buffer.
-            _ if want_dx && self.grads_by_channel_groups() => Some(self.input_grad_blocked(ws, gs)),
-            _ => None,
+            // Other strides: the gradients scattered into a group's bordered buffer, with
+            // the batch norm's sums as each group's planes are written.
+            _ if want_dx && self.grads_by_channel_groups() => {
+                let (dx, sums) = self.input_grad_blocked(ws, gs, norm.map(|f| (xs, f)));
+                (Some(dx), sums)
+            }
+            _ => (None, None),
         };
         let want_dx = want_dx && grouped_dx.is_none();
         // The weight gradient likewise, by groups of channels on narrow maps.
@@ -206,6 +211,8 @@ impl Geometry {
             x: grouped_dx.or(want_dx.then_some(dx)),
             weight_bias: dw,
         };
+        let want_sums = want_sums || grouped_sums.is_some();
+        let plane_sums = grouped_sums.unwrap_or(plane_sums);
         let sums = want_sums.then(|| {
             let mut totals = vec![(0.0f64, 0.0f64); c];
             for image in plane_sums.chunks_exact(c) {

@@ -4,12 +4,21 @@
 //! grouped forward pass on the turned filter, `depthwise_backward.rs`).
 
 use super::super::super::lanes::{self, with_avx512};
+use super::super::super::norm::{Affine, plane_grad_sums};
 use super::{
     BUFFERS, Bordered, Geometry, InputMap, L, Place, Planes, Shared, transpose, untranspose,
 };
+use std::mem::MaybeUninit;
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+
+/// The smallest planes whose batch norm sums [`Geometry::input_grad_blocked`] takes: on
+/// smaller ones a plane's sums cost more than the batch norm's own pass over them (Lite0's
+/// 240-channel 28x28 and 672-channel 14x14 strided steps 1.3-1.8 ms a step slower, their
+/// batch norms 0.1-0.4 faster; its 144-channel 56x56 one 2 ms slower, its batch norm's 3.7
+/// ms pass gone).
+pub(in super::super) const SUMS_FROM: usize = 1024;
 
 /// Most taps of one phase of a strided input gradient ([`Geometry::gather_taps`]) kept in
 /// registers: a 5x5 filter's at stride 2.
@@ -96,7 +105,18 @@ impl Geometry {
     /// buffer where that tap read ([`Self::scatter_taps`]); the map then transposed back
     /// into planes. Plane by plane (`input_grad_scatter`), a stride-2 7x7 map's rows of 7
     /// values cost their bookkeeping many times over.
-    pub(in super::super) fn input_grad_blocked(&self, ws: &[f32], gs: &[f32]) -> Vec<f32> {
+    ///
+    /// With `norm` (the batch norm joined before the convolution, and its input `xs`), also
+    /// each plane's `norm::plane_grad_sums` (plane `b · c + ch`) on planes of [`SUMS_FROM`]
+    /// values or more, taken as a group's planes are written, while they are in cache: the
+    /// batch norm's backward pass then makes no pass of its own to sum them (Lite0's
+    /// 144-channel 56x56 block read 116 MB for them).
+    pub(in super::super) fn input_grad_blocked(
+        &self,
+        ws: &[f32],
+        gs: &[f32],
+        norm: Option<(&[f32], &Affine)>,
+    ) -> (Vec<f32>, Option<Vec<(f64, f64)>>) {
         let (n, c) = (self.n, self.c);
         let (h, w, hw, ohw) = (self.h, self.w, self.h * self.w, self.oh * self.ow);
         assert!(
@@ -111,6 +131,27 @@ impl Geometry {
         let len = n * c * hw;
         let mut dx: Vec<f32> = Vec::with_capacity(len);
         let dst: Planes = Shared(dx.as_mut_ptr().cast());
+        let norm = norm.filter(|_| hw >= SUMS_FROM);
+        let mut sums = vec![(0.0f64, 0.0f64); if norm.is_some() { n * c } else { 0 }];
+        let sums_dst = Shared(sums.as_mut_ptr());
+        // The batch norm's sums over the group's planes, just written.
+        let plane_sums = |first: usize, lanes: usize, planes: &[MaybeUninit<f32>]| {
+            let Some((xs, f)) = norm else { return };
+            for lane in 0..lanes {
+                let plane = first + lane;
+                // SAFETY: `untranspose` wrote the group's planes whole; `MaybeUninit<f32>` has
+                // the layout of `f32`. Slot `plane` is this task's alone (its group's
+                // channels of its image).
+                let (dz, slot) = unsafe {
+                    (
+                        &*(&planes[lane * hw..(lane + 1) * hw] as *const [MaybeUninit<f32>]
+                            as *const [f32]),
+                        &mut *sums_dst.get().add(plane),
+                    )
+                };
+                *slot = plane_grad_sums(dz, &xs[plane * hw..(plane + 1) * hw], f, plane % c);
+            }
+        };
         (0..n * groups).into_par_iter().for_each(|task| {
             let (b, g) = (task / groups, task % groups);
             let (first, lanes) = (b * c + g * L, L.min(c - g * L));
@@ -134,6 +175,7 @@ impl Geometry {
                         untranspose(&grad, hw, planes);
                     },
                 );
+                plane_sums(first, lanes, &*planes);
                 BUFFERS.set((bordered, grad));
                 return;
             }
@@ -160,11 +202,12 @@ impl Geometry {
                     untranspose(&grad, hw, planes);
                 },
             );
+            plane_sums(first, lanes, &*planes);
             BUFFERS.set((bordered, grad));
         });
         // SAFETY: the tasks wrote every plane (`untranspose` writes all of its planes).
         unsafe { dx.set_len(len) };
-        dx
+        (dx, norm.map(|_| sums))
     }
 
     /// Where the input gradient goes by phases ([`Self::gather_taps`]), the zero margins of

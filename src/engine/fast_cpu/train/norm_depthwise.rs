@@ -334,9 +334,10 @@ pub(super) mod tests {
     /// The fused op against batch norm and the depthwise convolution run apart
     /// (`fused_matches_apart`). Cases for every way a plane is staged: 16-lane planes (3x3
     /// stride 1, 5x5 stride 2 with asymmetric padding), 8-lane rows (a dilated filter), and
-    /// groups of 16 channels on narrow maps (stride 1 and 2, the last group partial) where
-    /// the machine has AVX-512; clamps that cut at one bound, both, or none; with and
-    /// without a bias.
+    /// groups of 16 channels on narrow maps (stride 1 and 2, the last group partial; at
+    /// stride 2 on planes whose batch norm sums the input gradient's pass takes) where the
+    /// machine has AVX-512; clamps that cut at one bound, both, or none; with and without a
+    /// bias.
     #[test]
     fn norm_depthwise_matches_the_ops_apart() {
         let none = (f32::NEG_INFINITY, f32::INFINITY);
@@ -348,6 +349,9 @@ pub(super) mod tests {
             (1, 4, 8, 37, 3, 1, 2, [2, 2, 2, 2], none, true),
             (2, 18, 14, 14, 5, 1, 1, [2, 2, 2, 2], (-0.3, 0.5), true),
             (2, 20, 9, 9, 3, 2, 1, [1, 1, 1, 1], relu, false),
+            // Groups at stride 2 on planes large enough for the input gradient's pass to
+            // take batch norm's sums (`SUMS_FROM`), the last group partial.
+            (2, 18, 36, 36, 5, 2, 1, [1, 1, 2, 2], (0.0, 6.0), false),
         ];
         for (n, c, h, w, k, s, d, pads, clamp, with_bias) in cases {
             let conv = Conv {
