@@ -28,7 +28,7 @@ malloc settings above; its settings are printed with the results.
    the fastest is compared. Graft's steps run while its loader decodes the next batch on
    the same cores; PyTorch's batch is decoded beforehand. With --repeats, the two alternate
    and the medians of the runs are reported. With --bf16, Graft runs it in fp32 and in bf16
-   (`--precision bf16`: the 1x1 convolutions' products in bf16) each repeat.
+   (`--precision bf16`: the convolutions' matrix products in bf16) each repeat.
 4. With --bf16, full fine-tuning accuracy in both of Graft's precisions: every layer learning
    on the 1,000 training images, 3 epochs, Adam lr 1e-4, seed 0; accuracy on the 10,000 test
    images.

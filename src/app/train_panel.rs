@@ -278,8 +278,9 @@ pub fn options_ui(ui: &mut Ui, o: &mut TrainingOptions, enabled: bool) {
                         ui.selectable_value(&mut o.precision, Precision::Fp32, "fp32");
                         ui.selectable_value(&mut o.precision, Precision::Bf16, "bf16 (mixed)")
                             .on_hover_text(
-                                "The 1x1 convolutions multiply in bf16 with fp32 sums and \
-                                 weights: faster on CPUs with AVX512_BF16 (else fp32)",
+                                "The convolutions' matrix products (not the depthwise ones) \
+                                 in bf16 with fp32 sums and weights: faster on CPUs with \
+                                 AVX512_BF16 (else fp32)",
                             );
                     });
                 ui.end_row();

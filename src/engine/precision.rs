@@ -1,9 +1,10 @@
-//! How training multiplies: fp32 throughout (the default), or with the 1x1 convolutions'
-//! products in bf16 — mixed precision, as PyTorch's autocast does it: operands rounded to
-//! bf16 (8-bit mantissas), sums, weights, optimizer state and every other op in fp32. On
-//! CPUs with AVX512_BF16 (`vdpbf16ps`: 32 multiply-adds an instruction where an fp32 FMA
-//! does 16) the 1x1s are half of a fine-tuning step; elsewhere, and on the GPU, training
-//! runs in fp32 whatever is asked (`effective` says so).
+//! How training multiplies: fp32 throughout (the default), or with the convolutions' matrix
+//! products in bf16 (the 1x1s', and the dense convolutions' forward pass and weight
+//! gradient; not the depthwise ones') — mixed precision, as PyTorch's autocast does it:
+//! operands rounded to bf16 (8-bit mantissas), sums, weights, optimizer state and every
+//! other op in fp32. On CPUs with AVX512_BF16 (`vdpbf16ps`: 32 multiply-adds an instruction
+//! where an fp32 FMA does 16) the 1x1s are half of a fine-tuning step; elsewhere, and on the
+//! GPU, training runs in fp32 whatever is asked (`effective` says so).
 //!
 //! The trainer sets the precision for the forward passes it runs (`training_with`), and a
 //! plan's forward pass takes it along to the worker thread that runs its steps
@@ -20,8 +21,9 @@ pub enum Precision {
     /// Every product in fp32.
     #[default]
     Fp32,
-    /// The 1x1 convolutions' products (forward, input gradient and weight gradient) in
-    /// bf16, with fp32 sums, where the CPU multiplies bf16.
+    /// The convolutions' matrix products in bf16 (a 1x1's forward, input gradient and
+    /// weight gradient; a dense convolution's forward and weight gradient), with fp32 sums,
+    /// where the CPU multiplies bf16.
     Bf16,
 }
 

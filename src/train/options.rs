@@ -61,7 +61,7 @@ pub struct TrainingOptions {
     /// Training-time changes to sound clips (sound datasets only); `None` trains on the
     /// clips as they are (and lets a frozen backbone's features be cached).
     pub sound_augmentation: Option<AudioAugmentation>,
-    /// The 1x1 convolutions' products in fp32 or bf16 (`engine::precision`).
+    /// The convolutions' matrix products in fp32 or bf16 (`engine::precision`).
     pub precision: Precision,
 }
 

@@ -87,7 +87,8 @@ pub(crate) fn run(
     match job.options.precision.effective(prepared.dev.is_gpu) {
         (_, Some(why)) => reporter.send(TrainEvent::Message(why.into())),
         (Precision::Bf16, None) => reporter.send(TrainEvent::Message(
-            "mixed precision: the 1x1 convolutions multiply in bf16 (fp32 sums and weights)".into(),
+            "mixed precision: the convolutions' matrix products in bf16 (fp32 sums and weights)"
+                .into(),
         )),
         _ => {}
     }

@@ -297,7 +297,7 @@ fn bf16_precision_trains_close_to_fp32_or_says_why_not() {
         return;
     }
     assert!(
-        said("multiply in bf16"),
+        said("matrix products in bf16"),
         "the run says it is mixed precision"
     );
     let (a, b) = (losses(&fp32), losses(&bf16));

@@ -8,10 +8,10 @@ use super::super::super::norm::{Affine, plane_grad_sums};
 use super::{
     BUFFERS, Bordered, Geometry, InputMap, L, Place, Planes, Shared, transpose, untranspose,
 };
-use std::mem::MaybeUninit;
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 /// The smallest planes whose batch norm sums [`Geometry::input_grad_blocked`] takes: on
 /// smaller ones a plane's sums cost more than the batch norm's own pass over them (Lite0's

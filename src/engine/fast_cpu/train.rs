@@ -14,7 +14,7 @@
 use super::dense;
 use super::depthwise::Geometry;
 use super::norm::GradMap;
-use super::{Act, ConvGrads, clamp_slice, enabled, pointwise, unique_values_mut, with_avx2};
+use super::{Act, ConvGrads, clamp_slice, enabled, mm, pointwise, unique_values_mut, with_avx2};
 use crate::engine::precision::{self, Precision};
 use crate::engine::profile;
 use crate::graph::Conv;
@@ -154,7 +154,11 @@ impl ConvKind {
             ConvKind::Pointwise(dims) => {
                 (pointwise::forward_at(xs, ws, bs, *dims, precision), None)
             }
-            ConvKind::Dense(g, _) => (g.forward(xs, ws, None, bs, Act::NONE), None),
+            ConvKind::Dense(g, _) => {
+                // At training's precision (fp32 on machines the matrix kernel does not run).
+                let packed = mm::available().then(|| g.packed(ws, precision));
+                (g.forward(xs, ws, packed.as_deref(), bs, Act::NONE), None)
+            }
         }
     }
 

@@ -94,7 +94,11 @@ pub(super) fn take(node: NodeId) -> Option<Deferred> {
 /// the map as it reads, the raw gradient and the hand-off (the map applied as each piece is
 /// read); where it cannot take it, or another reader's gradient was added, the gradient
 /// written out here (`Deferred::resolve`); else `got` as it is.
-pub(super) fn gradient(node: NodeId, got: FlexTensor, takes: bool) -> (FlexTensor, Option<Deferred>) {
+pub(super) fn gradient(
+    node: NodeId,
+    got: FlexTensor,
+    takes: bool,
+) -> (FlexTensor, Option<Deferred>) {
     match take(node) {
         Some(d) if takes && d.is_raw(&got) => (d.raw.clone(), Some(d)),
         Some(d) => (d.resolve(got), None),
