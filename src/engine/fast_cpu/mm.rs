@@ -160,26 +160,14 @@ impl PackedA {
 
     /// These filters at training's `precision`: [`PackedA::in_bf16`] for bf16, but where
     /// the filters have fewer than [`BF16_FROM`] rows or steps: each packed block of B is
-    /// taken to bf16 once for all the rows and steps, which then pay little for it. (Lite0,
-    /// whose 1x1s of 16 steps or rows are memory-bound, trained as fast with the bound at
-    /// 16 as at 32: docs/BENCHMARKS.md.)
+    /// taken to bf16 once for all the rows and steps, which then pay little for it. (The
+    /// bound was 32 until Lite0's 16- and 24-channel 1x1s measured faster in bf16 one by
+    /// one — its 16 -> 96 expand at 112x112 forward 10.7-11.1 -> 8.2-8.4 ms, its 24 -> 144
+    /// at 56x56 4.3-4.4 -> 3.4-4.1, their backward passes 0.3-1.4 ms faster — where whole
+    /// steps had been too noisy to tell: docs/BENCHMARKS.md.)
     pub fn at(self, precision: Precision) -> Self {
         match precision {
             Precision::Bf16 if self.rows >= BF16_FROM && self.k >= BF16_FROM => self.in_bf16(),
-            _ => self,
-        }
-    }
-
-    /// These filters at training's `precision` for a right-hand operand that is gathered
-    /// into the packing anyway ([`B::Gather`]: a convolution's patches, a 1x1's input taken
-    /// through a batch norm): bf16 from [`BF16_GATHERED_FROM`] rows whatever the sum's
-    /// length, as taking each packed block to bf16 then costs little beside the gathering.
-    /// (Lite0's stem, 32 filters of 27 steps: 6.2-6.4 -> 5.4-5.5 ms in the harness; its
-    /// 24-channel projects joined to their batch norms ~1 ms faster each in a profiled step,
-    /// its 16-channel one no faster.)
-    pub fn at_gathered(self, precision: Precision) -> Self {
-        match precision {
-            Precision::Bf16 if self.rows >= BF16_GATHERED_FROM => self.in_bf16(),
             _ => self,
         }
     }
@@ -244,10 +232,7 @@ pub(super) fn rounded_to_bf16(x: f32) -> f32 {
 }
 
 /// The fewest rows and steps of filters that [`PackedA::at`] multiplies in bf16.
-pub const BF16_FROM: usize = 32;
-
-/// The fewest rows of filters that [`PackedA::at_gathered`] multiplies in bf16.
-pub const BF16_GATHERED_FROM: usize = 24;
+pub const BF16_FROM: usize = 16;
 
 /// Whether this machine multiplies bf16 operands ([`PackedA::in_bf16`]).
 pub fn bf16_available() -> bool {
@@ -578,9 +563,8 @@ mod tests {
         }
     }
 
-    /// Training's bf16 takes filters of at least `BF16_FROM` rows and steps — for a
-    /// gathered right-hand operand, of at least `BF16_GATHERED_FROM` rows and any steps —
-    /// and only where the CPU multiplies bf16; fp32 leaves every filter as it is.
+    /// Training's bf16 takes filters of at least `BF16_FROM` rows and steps, and only where
+    /// the CPU multiplies bf16; fp32 leaves every filter as it is.
     #[test]
     fn bf16_takes_filters_large_enough() {
         let a = |rows: usize, k: usize| PackedA::new(&vec![0.5; rows * k], rows, k);
@@ -589,11 +573,6 @@ mod tests {
         assert_eq!(a(big, big).at(Precision::Bf16).is_bf16(), bf16_available());
         assert!(!a(big - 1, 2 * big).at(Precision::Bf16).is_bf16());
         assert!(!a(2 * big, big - 1).at(Precision::Bf16).is_bf16());
-        let rows = BF16_GATHERED_FROM;
-        let gathered = |rows: usize, k: usize, p: Precision| a(rows, k).at_gathered(p).is_bf16();
-        assert!(!gathered(rows, 3, Precision::Fp32));
-        assert_eq!(gathered(rows, 3, Precision::Bf16), bf16_available());
-        assert!(!gathered(rows - 1, 2 * big, Precision::Bf16));
     }
 
     /// A transpose packs as the transposed matrix does: full panels and a partial last

@@ -170,8 +170,7 @@ pub fn forward_mapped(
         "1x1 convolution: no mapped input here"
     );
     let map = InputMap::new(norm, c);
-    // Its input is gathered through the map into the packing anyway.
-    let packed = mm::PackedA::new(ws, co, c).at_gathered(precision);
+    let packed = mm::PackedA::new(ws, co, c).at(precision);
     // SAFETY: the matrix kernel is there (`maps_input`); `multiply_images` writes all
     // `n × co × hw` values (image stride `co × hw`).
     unsafe {
