@@ -69,10 +69,10 @@ impl Geometry {
     /// (`norm::plane_grad_sums`, added in image order), where the input gradient went plane
     /// by plane or, at a stride other than 1, by groups of channels
     /// (`input_grad_blocked`): each plane's are taken while it is in cache, which spares
-    /// batch norm a pass over it and its input. With a gradient map `(y, map)`, the output gradient is
-    /// `map(gs, y)` — `gs` the gradient of the batch norm that reads this convolution's
-    /// output `y` (`train::deferred`) — each plane mapped into scratch as it is taken, so
-    /// that batch norm's input gradient is never written; only where
+    /// batch norm a pass over it and its input. With a gradient map `(y, map)`, the output
+    /// gradient is `map(gs, y)` — `gs` the gradient of the batch norm that reads this
+    /// convolution's output `y` (`train::deferred`) — each plane mapped into scratch as it
+    /// is taken, so that batch norm's input gradient is never written; only where
     /// [`Self::takes_grad_map`].
     pub fn backward_mapped(
         &self,
