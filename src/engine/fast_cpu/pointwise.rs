@@ -401,11 +401,10 @@ impl Tasks {
 
 /// `m` (`rows × cols`, row-major) transposed: the `x·gᵀ` weight gradient, single-threaded
 /// in each backward pass (the input gradient's `Wᵀ` is packed straight from W:
-/// `mm::PackedA::transposed`). In 16 × 16 blocks
-/// through registers on AVX-512 (`lanes::transpose16`, partial blocks masked), else in
-/// tiles that stay in L1: column by column over a whole filter (1280 × 320 for Lite0's
-/// head) every write went to a line of its own, 1.44 ms there (0.60 in tiles, 0.20 in
-/// registers).
+/// `mm::PackedA::transposed`). In 16 × 16 blocks through registers on AVX-512
+/// (`lanes::transpose16`, partial blocks masked), else in tiles that stay in L1: column by
+/// column over a whole filter (1280 × 320 for Lite0's head) every write went to a line of
+/// its own, 1.44 ms there (0.60 in tiles, 0.20 in registers).
 pub(super) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     assert_eq!(m.len(), rows * cols, "transpose: length");
     #[cfg(target_arch = "x86_64")]
