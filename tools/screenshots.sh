@@ -7,8 +7,9 @@
 # screenshots/{data_boxes,training_detect,results_detect}.png (a detector); then
 # screenshots/data_sounds.png (a folder of sound clips); then screenshots/data_browse.png (the
 # image browser on 50,000 images). Needs
-# Debian's xvfb and mesa-vulkan-drivers (software Vulkan for the wgpu renderer) and, for
-# GoogLeNet, tools/pyenv.sh's torchvision.
+# Debian's xvfb and mesa-vulkan-drivers (software Vulkan for the wgpu renderer), for
+# GoogLeNet tools/pyenv.sh's torchvision, and for the detection and sound datasets Debian's
+# python3-skimage and python3-soundfile (tools/pyenv.sh sees the system's packages).
 #   cargo build --release && tools/screenshots.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
