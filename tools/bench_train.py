@@ -24,8 +24,8 @@ malloc settings above; its settings are printed with the results.
    Graft's over epochs 3 and 4 of a 4-epoch run (its first steps and each epoch's first pay
    the first touch of its 1.5 GB, which in this VM costs about 5 ms a MB — 3-9 s, varying
    with what the machine ran before). PyTorch runs in NCHW and in channels-last, eager,
-   compiled with `torch.compile` (PyTorch 2 on) and eager under bf16 autocast, every run, and
-   the fastest is compared. Graft's steps run while its loader decodes the next batch on
+   compiled with `torch.compile` (PyTorch 2 on) and eager under bf16 autocast (where the CPU
+   multiplies bf16: `peer.modes()`), every run, and the fastest is compared. Graft's steps run while its loader decodes the next batch on
    the same cores; PyTorch's batch is decoded beforehand. With --repeats, the two alternate
    and the medians of the runs are reported. With --bf16, Graft runs it in fp32 and in bf16
    (`--precision bf16`: the convolutions' matrix products in bf16) each repeat.

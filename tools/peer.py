@@ -25,10 +25,24 @@ def modes():
     PyTorch has it (2.0 on); and eager under bf16 autocast (`torch.autocast("cpu",
     torch.bfloat16)`: oneDNN's bf16 kernels, on CPUs with AVX512-BF16). Benchmarks that time
     training run each and compare the fastest; a way this PyTorch cannot run (1.13 has no
-    bf16 kernel for ReLU6's backward pass) is reported and skipped. docs/BENCHMARKS.md has
-    what each gave."""
+    bf16 kernel for ReLU6's backward pass) is reported and skipped. bf16 is tried only where
+    the CPU multiplies bf16 (AVX512-BF16 or AMX): elsewhere oneDNN emulates it, slower than
+    fp32 (on a 2-vCPU Zen 1 one step took minutes), so it cannot be the peer's best.
+    docs/BENCHMARKS.md has what each gave."""
     import torch
-    return ("eager",) + (("compiled",) if hasattr(torch, "compile") else ()) + ("bf16",)
+    return (("eager",) + (("compiled",) if hasattr(torch, "compile") else ())
+            + (("bf16",) if cpu_multiplies_bf16() else ()))
+
+
+def cpu_multiplies_bf16():
+    """Whether this CPU has bf16 dot products (Linux's /proc/cpuinfo flags; True where that
+    cannot be read, so the bf16 way is tried rather than silently dropped)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def to_layout(layout, *modules_or_tensors):

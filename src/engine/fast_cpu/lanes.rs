@@ -283,6 +283,82 @@ pub fn conv_output(
     ])
 }
 
+/// 8 × 8 transposes in AVX2 registers (24 shuffles for 64 values): [`transpose16`]'s work on
+/// machines without AVX-512, where the strided scalar copies it replaces were most of a
+/// 1x1 weight gradient's packing (`weight_grad::transposed`).
+#[cfg(target_arch = "x86_64")]
+pub mod transpose8 {
+    use std::arch::x86_64::*;
+
+    /// Lanes of a vector, and rows of a block.
+    pub const L: usize = 8;
+
+    /// Rows `0..rows` (`stride` apart from `src`, their first `n` values each; the rest zero)
+    /// as columns: vector j holds value j of every row.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `src + r · stride .. + n` is readable for every r < rows. Inlined
+    /// into callers that run inside `with_avx2`.
+    #[inline(always)]
+    pub unsafe fn load_transposed(
+        src: *const f32,
+        stride: usize,
+        rows: usize,
+        n: usize,
+    ) -> [__m256; L] {
+        // SAFETY: the CPU has AVX2, as the caller promises; a masked load reads no lane
+        // its mask leaves out (and faults on none of them).
+        unsafe {
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(L) as i32), lanes);
+            let mut r = [_mm256_setzero_ps(); L];
+            for (i, v) in r.iter_mut().enumerate() {
+                if i < rows {
+                    *v = if n >= L {
+                        _mm256_loadu_ps(src.add(i * stride))
+                    } else {
+                        _mm256_maskload_ps(src.add(i * stride), mask)
+                    };
+                }
+            }
+            transpose(r)
+        }
+    }
+
+    /// The 8 × 8 transpose of `r` (row i's lane j to row j's lane i).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 (the callers run inside `with_avx2`).
+    #[inline(always)]
+    unsafe fn transpose(r: [__m256; L]) -> [__m256; L] {
+        // SAFETY: the CPU has AVX2, as the caller promises.
+        unsafe {
+            // Rows interleaved by 32-bit lanes, then by 64-bit pairs (each 128-bit half then
+            // holds a 4 × 4 block's column), then the halves swapped into place.
+            let mut t = [_mm256_setzero_ps(); L];
+            for i in 0..4 {
+                t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            let mut u = [_mm256_setzero_ps(); L];
+            for i in 0..2 {
+                let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+                u[4 * i] = _mm256_shuffle_ps::<0x44>(a, c);
+                u[4 * i + 1] = _mm256_shuffle_ps::<0xee>(a, c);
+                u[4 * i + 2] = _mm256_shuffle_ps::<0x44>(b, d);
+                u[4 * i + 3] = _mm256_shuffle_ps::<0xee>(b, d);
+            }
+            // u[k]'s half q holds column 4q + k of rows 0..4, u[4 + k]'s of rows 4..8.
+            let mut v = [_mm256_setzero_ps(); L];
+            for k in 0..4 {
+                v[k] = _mm256_permute2f128_ps::<0x20>(u[k], u[4 + k]);
+                v[4 + k] = _mm256_permute2f128_ps::<0x31>(u[k], u[4 + k]);
+            }
+            v
+        }
+    }
+}
+
 /// 16 × 16 transposes in registers (64 shuffles for 256 values, where scalar copies take a
 /// load and a store each): the depthwise kernels' channel groups (`depthwise_blocked.rs`)
 /// and the matrix kernel's packing of a transposed operand (`mm`, `B::Cols`).
@@ -378,6 +454,47 @@ pub mod transpose16 {
                 v[12 + k] = _mm512_shuffle_f32x4::<0xdd>(ab13, cd13);
             }
             v
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Every block shape a caller asks for (rows and values per row from 0 to 8, rows
+    /// strided): vector j holds value j of each row, zeros past the rows and values read.
+    #[test]
+    fn transpose8_blocks() {
+        if !has_avx2_fma() {
+            return;
+        }
+        let stride = 11;
+        let src: Vec<f32> = (0..8 * stride).map(|i| i as f32 + 0.5).collect();
+        for rows in 0..=8 {
+            for n in 0..=8 {
+                let got: [[f32; 8]; 8] = with_avx2(
+                    #[inline(always)]
+                    || {
+                        // SAFETY: AVX2 is there (checked above); row r < 8 reads values
+                        // r · stride .. + n ≤ 8, inside `src`.
+                        let v =
+                            unsafe { transpose8::load_transposed(src.as_ptr(), stride, rows, n) };
+                        // SAFETY: an 8-lane vector is 8 f32 values.
+                        v.map(|v| unsafe { std::mem::transmute::<_, [f32; 8]>(v) })
+                    },
+                );
+                for (j, col) in got.iter().enumerate() {
+                    for (r, &v) in col.iter().enumerate() {
+                        let want = if r < rows && j < n {
+                            src[r * stride + j]
+                        } else {
+                            0.0
+                        };
+                        assert_eq!(v, want, "{rows} rows of {n}: value {j} of row {r}");
+                    }
+                }
+            }
         }
     }
 }

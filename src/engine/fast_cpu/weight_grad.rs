@@ -205,6 +205,52 @@ fn transposed(
         );
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        use super::lanes::{clamp8, transpose8};
+        use std::arch::x86_64::*;
+        const H: usize = transpose8::L;
+        const _: () = assert!(NR == 2 * H);
+        super::with_avx2(
+            #[inline(always)]
+            || {
+                // Each half of the lanes (rows 0..8, 8..16) by 8 × 8 blocks; a half past
+                // `width` is left as it is.
+                for half in 0..width.div_ceil(H) {
+                    let rows = H.min(width - half * H);
+                    // SAFETY: AVX2 is there (checked above); each array holds NR lanes.
+                    let map = map.map(|(s, t, (lo, hi))| unsafe {
+                        (
+                            _mm256_loadu_ps(s.as_ptr().add(half * H)),
+                            _mm256_loadu_ps(t.as_ptr().add(half * H)),
+                            _mm256_set1_ps(*lo),
+                            _mm256_set1_ps(*hi),
+                        )
+                    });
+                    for q in (0..run).step_by(H) {
+                        let n = H.min(run - q);
+                        // SAFETY: AVX2 is there (checked above); rows half · 8 + r < width
+                        // read values q..q + n, inside `src` (asserted above); row q + j <
+                        // run of `dst` holds NR values, this half's 8 of them written.
+                        unsafe {
+                            let at = src.as_ptr().add(half * H * stride + q);
+                            let v = transpose8::load_transposed(at, stride, rows, n);
+                            for (j, &v) in v.iter().enumerate().take(n) {
+                                let v = match map {
+                                    Some((s, t, lo, hi)) => {
+                                        clamp8(_mm256_add_ps(_mm256_mul_ps(v, s), t), lo, hi)
+                                    }
+                                    None => v,
+                                };
+                                _mm256_storeu_ps(dst.as_mut_ptr().add((q + j) * NR + half * H), v);
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        return;
+    }
     for (i, row) in dst.chunks_exact_mut(NR).enumerate() {
         for (t, d) in row.iter_mut().enumerate().take(width) {
             *d = match map {
