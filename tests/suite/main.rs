@@ -16,6 +16,7 @@ mod fuzz;
 mod gallery;
 #[cfg(feature = "window")]
 mod gui;
+mod kernel_code;
 mod onnx_conformance;
 mod op_roundtrip;
 mod parity;

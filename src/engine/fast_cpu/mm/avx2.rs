@@ -344,40 +344,59 @@ struct Store<'a> {
 }
 
 impl Store<'_> {
-    /// Panel `p`'s sums for strip `s` of the block stored: a whole strip of consecutive
-    /// columns as vectors from its first column's offset, otherwise (a partial strip, a
-    /// strip across images) column by column through a buffer.
+    /// Panel `p`'s sums for strip `s` of the block stored, row by row ([`Store::row`]).
+    /// The six rows are six calls, not a loop: with a constant row each, every access to
+    /// `acc` has a constant index once inlined, so the kernel's sums stay in registers. A
+    /// loop's run-time index kept `acc` in memory, and in some builds (the same source, code
+    /// split differently among codegen units) the AVX2 kernel then stored all 12 of its
+    /// sums to the stack on every step of its loop — half its speed on Zen 1, whose 256-bit
+    /// stores take two cycles. `tools/kernel_loops.py` checks the built binary for that.
     #[inline(always)]
     unsafe fn strip(&self, p: usize, s: usize, acc: &impl Sums) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            self.row(p, 0, s, acc);
+            self.row(p, 1, s, acc);
+            self.row(p, 2, s, acc);
+            self.row(p, 3, s, acc);
+            self.row(p, 4, s, acc);
+            self.row(p, 5, s, acc);
+        }
+    }
+
+    /// Row `r` of panel `p`'s sums for strip `s` stored (nothing past the filters' last
+    /// row): a whole strip of consecutive columns as vectors from its first column's
+    /// offset, otherwise (a partial strip, a strip across images) column by column through
+    /// a buffer.
+    #[inline(always)]
+    unsafe fn row(&self, p: usize, r: usize, s: usize, acc: &impl Sums) {
         let out = self.out;
+        let row = p * MR + r;
+        if row >= self.rows {
+            return;
+        }
         let (start, whole) = self.strip_at[s];
-        let w = NR.min(self.block - s * NR);
-        let at = &self.columns_at[s];
+        let bias = self.bias.map_or(0.0, |b| b[row]);
         // SAFETY: rows below `rows` of the caller's panels and the block's columns lie
         // in C (`multiply`'s contract); `tmp` holds a strip's NR values.
         unsafe {
-            for r in 0..MR {
-                let row = p * MR + r;
-                if row >= self.rows {
-                    break;
+            let c_row = out.c.add((row - out.row0) * out.ldc);
+            if whole {
+                let dst = c_row.add(start);
+                acc.finish(r, bias, self.add, (self.lo, self.hi), dst);
+                return;
+            }
+            let w = NR.min(self.block - s * NR);
+            let at = &self.columns_at[s];
+            let mut tmp = [0.0f32; NR];
+            if self.add {
+                for (v, &o) in tmp.iter_mut().zip(at).take(w) {
+                    *v = *c_row.add(o);
                 }
-                let bias = self.bias.map_or(0.0, |b| b[row]);
-                let c_row = out.c.add((row - out.row0) * out.ldc);
-                if whole {
-                    let dst = c_row.add(start);
-                    acc.finish(r, bias, self.add, (self.lo, self.hi), dst);
-                    continue;
-                }
-                let mut tmp = [0.0f32; NR];
-                if self.add {
-                    for (v, &o) in tmp.iter_mut().zip(at).take(w) {
-                        *v = *c_row.add(o);
-                    }
-                }
-                acc.finish(r, bias, self.add, (self.lo, self.hi), tmp.as_mut_ptr());
-                for (&v, &o) in tmp.iter().zip(at).take(w) {
-                    *c_row.add(o) = v;
-                }
+            }
+            acc.finish(r, bias, self.add, (self.lo, self.hi), tmp.as_mut_ptr());
+            for (&v, &o) in tmp.iter().zip(at).take(w) {
+                *c_row.add(o) = v;
             }
         }
     }
