@@ -18,7 +18,12 @@ const KERNELS: &str = "graft::engine::fast_cpu::";
 #[test]
 fn kernel_loops_keep_their_sums_in_registers() {
     let out = Command::new("objdump")
-        .args(["-d", "-C", "--no-show-raw-insn", env!("CARGO_BIN_EXE_graft")])
+        .args([
+            "-d",
+            "-C",
+            "--no-show-raw-insn",
+            env!("CARGO_BIN_EXE_graft"),
+        ])
         .output()
         .expect("objdump (binutils) runs");
     assert!(out.status.success(), "objdump failed");
@@ -27,7 +32,11 @@ fn kernel_loops_keep_their_sums_in_registers() {
     // The kernels exist in this binary and the reader found their loops (an x86-64 build
     // has dozens: matrix, depthwise, batch-norm kernels in AVX2 and AVX-512 forms).
     #[cfg(target_arch = "x86_64")]
-    assert!(report.checked >= 20, "only {} FMA loops found", report.checked);
+    assert!(
+        report.checked >= 20,
+        "only {} FMA loops found",
+        report.checked
+    );
     assert!(
         report.in_memory.is_empty(),
         "kernel loops that store vector registers to the stack on every step:\n{}",

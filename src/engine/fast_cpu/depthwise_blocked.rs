@@ -3,25 +3,55 @@
 //! input gradient for strides other than 1 and weight gradient in
 //! `depthwise_blocked_backward.rs`: [`L`] channels of an image are copied into one buffer,
 //! pixel-major with each pixel's channels side by side and the padding in place, so that
-//! every kernel tap of every output is one whole vector however narrow the map. Plane by
-//! plane (`Geometry::plane`), a 7-column row fills 7 of 8 lanes at best, and the bordered
-//! copy and the bookkeeping per row cost as much as the sums.
+//! every kernel tap of every output is one whole vector however narrow the map (two on AVX2,
+//! `depthwise_group_lanes.rs`). Plane by plane (`Geometry::plane`), a 7-column row fills 7
+//! of 8 lanes at best, and the bordered copy and the bookkeeping per row cost as much as the
+//! sums.
 
-use super::super::lanes::{self, with_avx512};
+use super::super::lanes;
 use super::super::moments::lane_moments;
 use super::{Act, Geometry, InputMap, clamp_then};
+
+/// Runs `$body` with `$v` naming the groups' vector type ([`Lanes`]) and compiled for it:
+/// AVX-512's where the CPU has it, else AVX2's (`by_channel_groups` is false without AVX2).
+macro_rules! on_lanes {
+    ($v:ident => $body:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if lanes::has_avx512() {
+                lanes::with_avx512(
+                    #[inline(always)]
+                    || {
+                        type $v = std::arch::x86_64::__m512;
+                        $body
+                    },
+                )
+            } else {
+                lanes::with_avx2(
+                    #[inline(always)]
+                    || {
+                        type $v = std::arch::x86_64::__m256;
+                        $body
+                    },
+                )
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("by_channel_groups is false off x86-64")
+    }};
+}
 
 /// Training's gradients by groups (`depthwise_blocked_backward.rs`).
 #[path = "depthwise_blocked_backward.rs"]
 mod backward;
-#[cfg(target_arch = "x86_64")]
-use super::super::lanes::{clamp16, transpose16};
+/// The groups' vectors at either width (`depthwise_group_lanes.rs`).
+#[path = "depthwise_group_lanes.rs"]
+mod group_lanes;
+use group_lanes::{Lanes, halves, transpose, untranspose};
 use rayon::prelude::*;
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-/// Channels per group: one AVX-512 vector.
+/// Channels per group: one AVX-512 vector, two AVX2 ones.
 pub const L: usize = 16;
 /// Outputs along a row summed together, so each weight vector loaded feeds `X` FMAs (where
 /// [`Geometry::sliding`] does not apply).
@@ -91,8 +121,9 @@ struct Bordered {
 
 impl Geometry {
     /// Whether the forward pass goes by groups of channels: maps whose rows fill few vectors
-    /// (plane by plane, 4 rows of 1 vector a tile), on CPUs with AVX-512 (whose 16 × 16
-    /// transposes make the copies in and out cheap; scalar copies cost what they save). Not
+    /// (plane by plane, 4 rows of 1 vector a tile), on CPUs with AVX2 (whose 8 × 8 register
+    /// transposes, as AVX-512's 16 × 16 ones, make the copies in and out cheap; scalar
+    /// copies cost what they save). Not
     /// strided rows of 24 outputs or more, which two 16-lane vectors cover well enough that
     /// `depthwise_wide.rs` plane by plane costs less than the transposes (a stride-2 map is
     /// four times its output: Lite0's 56x56 → 28x28 5x5 0.185 → 0.145 ms at batch 1; on 14
@@ -104,12 +135,12 @@ impl Geometry {
 
     /// Whether training's gradients (other than the stride-1 input gradient, which is a
     /// forward pass) go by groups of channels: maps whose rows fill few 8-lane vectors, on
-    /// CPUs with AVX-512 — strided rows of 24 outputs too, whose plane-by-plane gradients
-    /// (8 lanes, scattered) are slower (Lite0's 56x56 → 28x28 5x5: 0.136 against 0.185 s
-    /// over 10 fine-tuning steps).
+    /// CPUs with AVX2 — strided rows of 24 outputs too, whose plane-by-plane gradients
+    /// (8 lanes, scattered) are slower (with AVX-512, Lite0's 56x56 → 28x28 5x5: 0.136
+    /// against 0.185 s over 10 fine-tuning steps).
     pub fn grads_by_channel_groups(&self) -> bool {
         #[cfg(target_arch = "x86_64")]
-        return self.ow < 4 * super::V && super::super::lanes::has_avx512();
+        return self.ow < 4 * super::V && lanes::has_avx2_fma();
         #[cfg(not(target_arch = "x86_64"))]
         false
     }
@@ -167,16 +198,13 @@ impl Geometry {
         let bias = &grouped.biases[g * L..(g + 1) * L];
         let map = InputMap::group(map, g);
         let (mut bordered, mut sums) = BUFFERS.take();
-        with_avx512(
-            #[inline(always)]
-            || {
-                let (map, bordered) = (map.as_ref(), &mut bordered);
-                self.group(input, map, filters, bias, act, planes, bordered, &mut sums);
-                if let Some(moments) = moments {
-                    lane_moments::<L>(&sums, moments);
-                }
-            },
-        );
+        on_lanes!(V => {
+            let (map, bordered) = (map.as_ref(), &mut bordered);
+            self.group::<V>(input, map, filters, bias, act, planes, bordered, &mut sums);
+            if let Some(moments) = moments {
+                lane_moments::<L>(&sums, moments);
+            }
+        });
         BUFFERS.set((bordered, sums));
     }
 
@@ -252,7 +280,7 @@ impl Geometry {
     /// One group of `planes.len() / ohw` channels of one image.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn group(
+    fn group<V: Lanes>(
         &self,
         input: &[f32],
         map: Option<&GroupMap>,
@@ -264,17 +292,17 @@ impl Geometry {
         sums: &mut Vec<f32>,
     ) {
         let (oh, ow) = (self.oh, self.ow);
-        let pw = self.border_group(input, map, bordered);
+        let pw = self.border_group::<V>(input, map, bordered);
         let (clamp, after) = clamp_then(act);
         // Every value is written below.
         sums.resize(oh * ow * L, 0.0);
         sums.truncate(oh * ow * L);
-        self.sums(bordered, pw, filters, bias, clamp, sums);
+        self.sums::<V>(bordered, pw, filters, bias, clamp, sums);
         if let Some(act) = after {
             act.apply_all(sums);
         }
         // Back to planes: each channel's outputs, one lane apart in `sums`.
-        untranspose(sums, oh * ow, planes);
+        untranspose::<V>(sums, oh * ow, planes);
     }
 
     /// A group's input planes (at most [`L`]) into `bordered`, pixel-major in the
@@ -284,7 +312,7 @@ impl Geometry {
     /// With `map`, the pixels inside then go through it (the border stays zero: the
     /// convolution pads the mapped map).
     #[inline(always)]
-    fn border_group(
+    fn border_group<V: Lanes>(
         &self,
         input: &[f32],
         map: Option<&GroupMap>,
@@ -300,17 +328,18 @@ impl Geometry {
             pw,
             origin: top * pw + left,
         };
-        transpose(input, h * w, bordered, place);
+        transpose::<V>(input, h * w, bordered, place);
         if let Some(map) = map {
-            map_inside(bordered, place, [h, w], map);
+            map_inside::<V>(bordered, place, [h, w], map);
         }
         pw
     }
 
     /// Every output of the group, clamped, pixel-major into `sums` (`oh · ow` pixels of
-    /// [`L`] lanes) from the bordered input (`pw` pixels a row).
+    /// [`L`] lanes) from the bordered input (`pw` pixels a row), a vector's lanes at a time
+    /// ([`halves`]).
     #[inline(always)]
-    fn sums(
+    fn sums<V: Lanes>(
         &self,
         bordered: &[f32],
         pw: usize,
@@ -337,58 +366,46 @@ impl Geometry {
                 && sums.len() == oh * ow * L,
             "depthwise: group buffers"
         );
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("by_channel_groups is false off x86-64: {lo} {hi}");
-        // SAFETY (intrinsics): this runs inside `with_avx512`, on CPUs with AVX-512 only
-        // (`by_channel_groups`).
-        #[cfg(target_arch = "x86_64")]
-        let (lo, hi, b) = unsafe {
-            (
-                _mm512_set1_ps(lo),
-                _mm512_set1_ps(hi),
-                _mm512_loadu_ps(bias.as_ptr()),
-            )
-        };
-        #[cfg(target_arch = "x86_64")]
-        {
+        for h in halves::<V>() {
+            // SAFETY (intrinsics): inside `on_lanes!`; lanes h..h + N lie within a pixel's L.
+            let (lo, hi, b) =
+                unsafe { (V::splat(lo), V::splat(hi), V::load(bias.as_ptr().add(h))) };
+            let (bordered, filters, sums) = (&bordered[h..], &filters[h..], &mut sums[h..]);
             // A plain match, not a closure: a closure is not inlined into the caller's
             // `target_feature` context, and its intrinsics became calls (10x slower).
             let sliding = match (kw, self.tile()) {
-                (3, 7) => self.sliding::<3, 7>(bordered, pw, filters, (b, lo, hi), sums),
-                (3, 8) => self.sliding::<3, 8>(bordered, pw, filters, (b, lo, hi), sums),
-                (5, 7) => self.sliding::<5, 7>(bordered, pw, filters, (b, lo, hi), sums),
-                (5, 8) => self.sliding::<5, 8>(bordered, pw, filters, (b, lo, hi), sums),
+                (3, 7) => self.sliding::<V, 3, 7>(bordered, pw, filters, (b, lo, hi), sums),
+                (3, 8) => self.sliding::<V, 3, 8>(bordered, pw, filters, (b, lo, hi), sums),
+                (5, 7) => self.sliding::<V, 5, 7>(bordered, pw, filters, (b, lo, hi), sums),
+                (5, 8) => self.sliding::<V, 5, 8>(bordered, pw, filters, (b, lo, hi), sums),
                 _ => false,
             };
             if sliding {
-                return;
+                continue;
             }
-        }
-        #[cfg(target_arch = "x86_64")]
-        for oy in 0..oh {
-            for ox in (0..ow).step_by(X) {
-                let mut acc = [b; X];
-                for ki in 0..kh {
-                    let row = (oy * sh + ki * dh) * pw;
-                    for kj in 0..kw {
-                        // SAFETY: tap (ki, kj)'s filter vector is inside `filters`, and every
-                        // pixel read lies before `furthest` (both asserted above).
-                        unsafe {
-                            let f = _mm512_loadu_ps(filters.as_ptr().add((ki * kw + kj) * L));
-                            for (x, acc) in acc.iter_mut().enumerate() {
-                                let at = (row + (ox + x) * sw + kj * dw) * L;
-                                let v = _mm512_loadu_ps(bordered.as_ptr().add(at));
-                                *acc = _mm512_fmadd_ps(v, f, *acc);
+            for oy in 0..oh {
+                for ox in (0..ow).step_by(X) {
+                    let mut acc = [b; X];
+                    for ki in 0..kh {
+                        let row = (oy * sh + ki * dh) * pw;
+                        for kj in 0..kw {
+                            // SAFETY: tap (ki, kj)'s filter vector is inside `filters`, and
+                            // every pixel read lies before `furthest` (both asserted above,
+                            // the slices start h values in).
+                            unsafe {
+                                let f = V::load(filters.as_ptr().add((ki * kw + kj) * L));
+                                for (x, acc) in acc.iter_mut().enumerate() {
+                                    let at = (row + (ox + x) * sw + kj * dw) * L;
+                                    let v = V::load(bordered.as_ptr().add(at));
+                                    *acc = V::fmadd(v, f, *acc);
+                                }
                             }
                         }
                     }
-                }
-                for (x, acc) in acc.iter().enumerate().take(ow - ox) {
-                    let s = &mut sums[(oy * ow + ox + x) * L..][..L];
-                    // SAFETY: `s` holds 16 values.
-                    unsafe {
-                        let v = clamp16(*acc, lo, hi);
-                        _mm512_storeu_ps(s.as_mut_ptr(), v);
+                    for (x, acc) in acc.iter().enumerate().take(ow - ox) {
+                        let s = &mut sums[(oy * ow + ox + x) * L..][..V::N];
+                        // SAFETY: `s` holds a vector's values.
+                        unsafe { V::store(s.as_mut_ptr(), V::clamp(*acc, lo, hi)) };
                     }
                 }
             }
@@ -413,15 +430,15 @@ impl Geometry {
     /// unrolled, the compiler keeps each load for every tap that reads it), where a tap at
     /// a time loaded each input again for every tap — 5 loads per 4 FMAs, the group's
     /// bordered input (64 KB for a 28x28 map with 5x5 taps) read from L2 five times over.
-    /// False (nothing done) where the geometry is not of that kind.
-    #[cfg(target_arch = "x86_64")]
+    /// False (nothing done) where the geometry is not of that kind. The slices start at
+    /// the vector's first lane.
     #[inline(always)]
-    fn sliding<const KW: usize, const XT: usize>(
+    fn sliding<V: Lanes, const KW: usize, const XT: usize>(
         &self,
         bordered: &[f32],
         pw: usize,
         filters: &[f32],
-        (b, lo, hi): (__m512, __m512, __m512),
+        (b, lo, hi): (V, V, V),
         sums: &mut [f32],
     ) -> bool {
         let (oh, ow, kh) = (self.oh, self.ow, self.kh);
@@ -440,21 +457,18 @@ impl Geometry {
                     unsafe {
                         let base = bordered.as_ptr().add(row);
                         for kj in 0..KW {
-                            let f = _mm512_loadu_ps(filters.as_ptr().add((ki * KW + kj) * L));
+                            let f = V::load(filters.as_ptr().add((ki * KW + kj) * L));
                             for (x, acc) in acc.iter_mut().enumerate() {
-                                let v = _mm512_loadu_ps(base.add((x + kj) * L));
-                                *acc = _mm512_fmadd_ps(v, f, *acc);
+                                let v = V::load(base.add((x + kj) * L));
+                                *acc = V::fmadd(v, f, *acc);
                             }
                         }
                     }
                 }
                 for (x, acc) in acc.iter().enumerate().take(ow - ox) {
-                    let s = &mut sums[(oy * ow + ox + x) * L..][..L];
-                    // SAFETY: `s` holds 16 values.
-                    unsafe {
-                        let v = clamp16(*acc, lo, hi);
-                        _mm512_storeu_ps(s.as_mut_ptr(), v);
-                    }
+                    let s = &mut sums[(oy * ow + ox + x) * L..][..V::N];
+                    // SAFETY: `s` holds a vector's values.
+                    unsafe { V::store(s.as_mut_ptr(), V::clamp(*acc, lo, hi)) };
                 }
             }
         }
@@ -483,37 +497,35 @@ fn zero_border(
     }
 }
 
-/// `clamp(v · scale + shift)` for each pixel of the `h × w` map placed in `buf` (16 lanes a
-/// pixel): multiply then add, as `norm.rs` computes it, not a fused multiply-add, so the
+/// `clamp(v · scale + shift)` for each pixel of the `h × w` map placed in `buf` ([`L`] lanes
+/// a pixel): multiply then add, as `norm.rs` computes it, not a fused multiply-add, so the
 /// values match its to the bit.
 #[inline(always)]
-fn map_inside(buf: &mut [f32], place: Place, [h, w]: [usize; 2], map: &GroupMap) {
+fn map_inside<V: Lanes>(buf: &mut [f32], place: Place, [h, w]: [usize; 2], map: &GroupMap) {
     assert!(
         h * w == 0 || buf.len() >= place.end(h * w),
         "map_inside: buffer"
     );
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512 is there (`by_channel_groups`, whose callers run this inside
-    // `with_avx512`); every pixel touched lies below `place.end(h · w)` (asserted).
-    unsafe {
-        let (s, t) = (
-            _mm512_loadu_ps(map.scale.as_ptr()),
-            _mm512_loadu_ps(map.shift.as_ptr()),
-        );
-        let (lo, hi) = (_mm512_set1_ps(map.clamp.0), _mm512_set1_ps(map.clamp.1));
-        for y in 0..h {
-            let row = buf.as_mut_ptr().add((place.origin + y * place.pw) * L);
-            for x in 0..w {
-                let at = row.add(x * L);
-                let v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(at), s), t);
-                _mm512_storeu_ps(at, clamp16(v, lo, hi));
+    for half in halves::<V>() {
+        // SAFETY: inside `on_lanes!`; every pixel touched lies below `place.end(h · w)`
+        // (asserted), its lanes half..half + N within its L.
+        unsafe {
+            let (s, t) = (
+                V::load(map.scale.as_ptr().add(half)),
+                V::load(map.shift.as_ptr().add(half)),
+            );
+            let (lo, hi) = (V::splat(map.clamp.0), V::splat(map.clamp.1));
+            for y in 0..h {
+                let row = buf
+                    .as_mut_ptr()
+                    .add((place.origin + y * place.pw) * L + half);
+                for x in 0..w {
+                    let at = row.add(x * L);
+                    let v = V::add(V::mul(V::load(at), s), t);
+                    V::store(at, V::clamp(v, lo, hi));
+                }
             }
         }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (buf, place, map);
-        unreachable!("by_channel_groups is false off x86-64")
     }
 }
 
@@ -544,84 +556,4 @@ impl Place {
             _ => (self.origin + (pixels - 1) / self.w * self.pw + (pixels - 1) % self.w + 1) * L,
         }
     }
-}
-
-/// The `planes.len() / pixels` planes (at most [`L`]) of `planes` into `dst` pixel-major,
-/// where `place` says; lanes past the last plane zero. Constant-index loops with the block's
-/// length as a condition, so the 16 vectors stay in registers (a loop to a run-time count
-/// kept them on the stack), and the place of each pixel followed by its row and column (a
-/// division per pixel cost as much as the transpose).
-#[inline(always)]
-fn transpose(planes: &[f32], pixels: usize, dst: &mut [f32], place: Place) {
-    let lanes = planes.len() / pixels;
-    assert!(
-        lanes <= L
-            && planes.len() == lanes * pixels
-            && place.pw >= place.w
-            && dst.len() >= place.end(pixels),
-        "transpose: planes"
-    );
-    #[cfg(target_arch = "x86_64")]
-    {
-        let (mut y, mut x) = (0, 0);
-        let mut p0 = 0;
-        while p0 < pixels {
-            let n = L.min(pixels - p0);
-            // SAFETY: AVX-512 is there (`by_channel_groups`); rows l < lanes read `n` values of
-            // plane l from p0 (inside `planes`); pixel p0 + j < pixels lands below
-            // `place.end(pixels)` (asserted within `dst`).
-            unsafe {
-                let block = transpose16::load_transposed(planes.as_ptr().add(p0), pixels, lanes, n);
-                let out = dst.as_mut_ptr();
-                for (j, v) in block.iter().enumerate() {
-                    if j < n {
-                        let at = (place.origin + y * place.pw + x) * L;
-                        _mm512_storeu_ps(out.add(at), *v);
-                        x += 1;
-                        if x == place.w {
-                            (x, y) = (0, y + 1);
-                        }
-                    }
-                }
-            }
-            p0 += n;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (dst, place);
-        unreachable!("by_channel_groups is false off x86-64")
-    }
-}
-
-/// The inverse of [`transpose`] for a pixel-major `src` (pixel p's lanes at `p · L`): its
-/// first `planes.len() / pixels` lanes into `planes`.
-#[inline(always)]
-fn untranspose(src: &[f32], pixels: usize, planes: &mut [MaybeUninit<f32>]) {
-    let lanes = planes.len() / pixels;
-    assert!(
-        lanes <= L && planes.len() == lanes * pixels && src.len() >= pixels * L,
-        "untranspose: planes"
-    );
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut p0 = 0;
-        while p0 < pixels {
-            let n = L.min(pixels - p0);
-            // SAFETY: AVX-512 is there (`by_channel_groups`); the loads read pixels p0..p0 + n of
-            // `src` (length asserted), the stores `n` values of planes l < lanes from p0.
-            unsafe {
-                let block = transpose16::load_transposed(src.as_ptr().add(p0 * L), L, n, L);
-                let out = planes.as_mut_ptr().cast::<f32>();
-                for (l, v) in block.iter().enumerate() {
-                    if l < lanes {
-                        transpose16::store_first(out.add(l * pixels + p0), *v, n);
-                    }
-                }
-            }
-            p0 += n;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("by_channel_groups is false off x86-64: {src:p}")
 }

@@ -3,14 +3,13 @@
 //! the input gradient for strides other than 1 (`input_grad_blocked`; stride 1 runs the
 //! grouped forward pass on the turned filter, `depthwise_backward.rs`).
 
-use super::super::super::lanes::{self, with_avx512};
+use super::super::super::lanes;
 use super::super::super::norm::{Affine, plane_grad_sums};
 use super::{
-    BUFFERS, Bordered, Geometry, InputMap, L, Place, Planes, Shared, transpose, untranspose,
+    BUFFERS, Bordered, Geometry, InputMap, L, Lanes, Place, Planes, Shared, halves, transpose,
+    untranspose,
 };
 use rayon::prelude::*;
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 /// The smallest planes whose batch norm sums [`Geometry::input_grad_blocked`] takes: on
@@ -65,20 +64,17 @@ impl Geometry {
                     // Every value of `grad` is written by its transpose.
                     grad.resize(ohw * L, 0.0);
                     grad.truncate(ohw * L);
-                    with_avx512(
-                        #[inline(always)]
-                        || {
-                            let input = &xs[first * hw..][..lanes * hw];
-                            let pw = self.border_group(input, map.as_ref(), &mut bordered);
-                            transpose(
-                                &gs[first * ohw..][..lanes * ohw],
-                                ohw,
-                                &mut grad,
-                                Place::compact(ohw),
-                            );
-                            self.tap_grads(&bordered, pw, &grad, &mut acc);
-                        },
-                    );
+                    on_lanes!(V => {
+                        let input = &xs[first * hw..][..lanes * hw];
+                        let pw = self.border_group::<V>(input, map.as_ref(), &mut bordered);
+                        transpose::<V>(
+                            &gs[first * ohw..][..lanes * ohw],
+                            ohw,
+                            &mut grad,
+                            Place::compact(ohw),
+                        );
+                        self.tap_grads::<V>(&bordered, pw, &grad, &mut acc);
+                    });
                 }
                 BUFFERS.set((bordered, grad));
                 acc
@@ -166,15 +162,12 @@ impl Geometry {
             let next = (first + lanes) * ohw;
             lanes::prefetch_l2(&gs[next.min(gs.len())..(next + L * ohw).min(gs.len())]);
             if let Some(margins) = gather {
-                with_avx512(
-                    #[inline(always)]
-                    || {
-                        let g = &gs[first * ohw..][..lanes * ohw];
-                        self.border_grad(g, margins, &mut bordered);
-                        self.gather_taps(&bordered, margins, filters, &mut grad);
-                        untranspose(&grad, hw, planes);
-                    },
-                );
+                on_lanes!(V => {
+                    let g = &gs[first * ohw..][..lanes * ohw];
+                    self.border_grad::<V>(g, margins, &mut bordered);
+                    self.gather_taps::<V>(&bordered, margins, filters, &mut grad);
+                    untranspose::<V>(&grad, hw, planes);
+                });
                 plane_sums(first, lanes, &*planes);
                 BUFFERS.set((bordered, grad));
                 return;
@@ -183,25 +176,22 @@ impl Geometry {
             bordered.resize(rows * pw * L, 0.0);
             grad.clear();
             grad.resize(ohw.max(hw) * L, 0.0);
-            with_avx512(
-                #[inline(always)]
-                || {
-                    transpose(
-                        &gs[first * ohw..][..lanes * ohw],
-                        ohw,
-                        &mut grad,
-                        Place::compact(ohw),
-                    );
-                    self.scatter_taps(&grad, filters, pw, &mut bordered);
-                    // The interior, row by row, into `grad` as a compact pixel-major map.
-                    for y in 0..h {
-                        let from = ((top + y) * pw + left) * L;
-                        grad[y * w * L..(y + 1) * w * L]
-                            .copy_from_slice(&bordered[from..from + w * L]);
-                    }
-                    untranspose(&grad, hw, planes);
-                },
-            );
+            on_lanes!(V => {
+                transpose::<V>(
+                    &gs[first * ohw..][..lanes * ohw],
+                    ohw,
+                    &mut grad,
+                    Place::compact(ohw),
+                );
+                self.scatter_taps::<V>(&grad, filters, pw, &mut bordered);
+                // The interior, row by row, into `grad` as a compact pixel-major map.
+                for y in 0..h {
+                    let from = ((top + y) * pw + left) * L;
+                    grad[y * w * L..(y + 1) * w * L]
+                        .copy_from_slice(&bordered[from..from + w * L]);
+                }
+                untranspose::<V>(&grad, hw, planes);
+            });
             plane_sums(first, lanes, &*planes);
             BUFFERS.set((bordered, grad));
         });
@@ -230,7 +220,7 @@ impl Geometry {
     /// The output gradient's planes (`g`, at most [`L`]) pixel-major into `bordered` within
     /// [`Self::gather_margins`]' zero margins.
     #[inline(always)]
-    fn border_grad(
+    fn border_grad<V: Lanes>(
         &self,
         g: &[f32],
         [above, below, left, right]: [usize; 4],
@@ -246,7 +236,7 @@ impl Geometry {
             pw,
             origin: above * pw + left,
         };
-        transpose(g, oh * ow, bordered, place);
+        transpose::<V>(g, oh * ow, bordered, place);
     }
 
     /// The input gradient, pixel-major into `out` (`h · w` pixels, every one written), from
@@ -257,7 +247,7 @@ impl Geometry {
     /// store a tap): Lite0's strided input gradients alone took 6 % (672@14x14 5x5) to 26 %
     /// (144@56x56 5x5) less time this way.
     #[inline(always)]
-    fn gather_taps(
+    fn gather_taps<V: Lanes>(
         &self,
         gb: &[f32],
         [above, _, left_m, right_m]: [usize; 4],
@@ -278,62 +268,61 @@ impl Geometry {
             (last + 1) * L <= gb.len(),
             "depthwise gradient: bordered gradient"
         );
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("by_channel_groups is false off x86-64: {last}");
-        #[cfg(target_arch = "x86_64")]
-        for iy in 0..h {
-            let (a, py) = ((iy + top) / sh, (iy + top) % sh);
-            for px in 0..sw {
-                // The phase's first input column and its taps: rows ki = py, py + sh, …
-                // read output row a - (ki - py) / sh, columns kj = px, px + sw, … output
-                // column b - (kj - px) / sw (b the pixel's (ix + left) / sw).
-                let ix0 = (px + sw - left % sw) % sw;
-                if ix0 >= w {
-                    continue;
-                }
-                // SAFETY: inside `with_avx512` (`by_channel_groups`).
-                let mut f = [unsafe { _mm512_setzero_ps() }; PHASE_TAPS];
-                let mut at = [0usize; PHASE_TAPS];
-                let mut nt = 0;
-                for ki in (py..kh).step_by(sh) {
-                    for kj in (px..kw).step_by(sw) {
-                        // SAFETY: tap (ki, kj) < kh · kw filters (asserted above); at most
-                        // PHASE_TAPS taps a phase (`gather_margins`).
-                        f[nt] =
-                            unsafe { _mm512_loadu_ps(filters.as_ptr().add((ki * kw + kj) * L)) };
-                        // Row a - (ki - py) / sh + above ≥ 0 (above ≥ (kh - 1) / sh up); the
-                        // column offset - (kj - px) / sw + left_m likewise ≥ 0.
-                        at[nt] = ((a + above - (ki - py) / sh) * gpw + left_m - (kj - px) / sw) * L;
-                        nt += 1;
+        for half in halves::<V>() {
+            for iy in 0..h {
+                let (a, py) = ((iy + top) / sh, (iy + top) % sh);
+                for px in 0..sw {
+                    // The phase's first input column and its taps: rows ki = py, py + sh, …
+                    // read output row a - (ki - py) / sh, columns kj = px, px + sw, … output
+                    // column b - (kj - px) / sw (b the pixel's (ix + left) / sw).
+                    let ix0 = (px + sw - left % sw) % sw;
+                    if ix0 >= w {
+                        continue;
                     }
-                }
-                let (b0, count) = ((ix0 + left) / sw, (w - ix0).div_ceil(sw));
-                let mut i = 0;
-                while i < count {
-                    let n = P.min(count - i);
-                    // SAFETY (intrinsics): inside `with_avx512` (`by_channel_groups`); pixel
-                    // b0 + i + j's reads lie at or before `last` (asserted above), its store
-                    // inside `out` (h · w pixels).
-                    unsafe {
-                        let mut acc = [_mm512_setzero_ps(); P];
-                        for t in 0..PHASE_TAPS {
-                            if t < nt {
-                                for (j, acc) in acc.iter_mut().enumerate() {
-                                    if j < n {
-                                        let v = _mm512_loadu_ps(
-                                            gb.as_ptr().add(at[t] + (b0 + i + j) * L),
-                                        );
-                                        *acc = _mm512_fmadd_ps(v, f[t], *acc);
+                    // SAFETY: inside `on_lanes!`.
+                    let mut f = [unsafe { V::zero() }; PHASE_TAPS];
+                    let mut at = [0usize; PHASE_TAPS];
+                    let mut nt = 0;
+                    for ki in (py..kh).step_by(sh) {
+                        for kj in (px..kw).step_by(sw) {
+                            // SAFETY: tap (ki, kj) < kh · kw filters (asserted above); at most
+                            // PHASE_TAPS taps a phase (`gather_margins`).
+                            f[nt] =
+                                unsafe { V::load(filters.as_ptr().add((ki * kw + kj) * L + half)) };
+                            // Row a - (ki - py) / sh + above ≥ 0 (above ≥ (kh - 1) / sh up); the
+                            // column offset - (kj - px) / sw + left_m likewise ≥ 0.
+                            at[nt] =
+                                ((a + above - (ki - py) / sh) * gpw + left_m - (kj - px) / sw) * L;
+                            nt += 1;
+                        }
+                    }
+                    let (b0, count) = ((ix0 + left) / sw, (w - ix0).div_ceil(sw));
+                    let mut i = 0;
+                    while i < count {
+                        let n = P.min(count - i);
+                        // SAFETY (intrinsics): inside `on_lanes!`; pixel b0 + i + j's reads lie at
+                        // or before `last` (asserted above), its store inside `out` (h · w
+                        // pixels); lanes half..half + N within a pixel's L.
+                        unsafe {
+                            let mut acc = [V::zero(); P];
+                            for t in 0..PHASE_TAPS {
+                                if t < nt {
+                                    for (j, acc) in acc.iter_mut().enumerate() {
+                                        if j < n {
+                                            let at = at[t] + (b0 + i + j) * L + half;
+                                            let v = V::load(gb.as_ptr().add(at));
+                                            *acc = V::fmadd(v, f[t], *acc);
+                                        }
                                     }
                                 }
                             }
+                            for (j, acc) in acc.iter().enumerate().take(n) {
+                                let ix = ix0 + (i + j) * sw;
+                                V::store(out.as_mut_ptr().add((iy * w + ix) * L + half), *acc);
+                            }
                         }
-                        for (j, acc) in acc.iter().enumerate().take(n) {
-                            let ix = ix0 + (i + j) * sw;
-                            _mm512_storeu_ps(out.as_mut_ptr().add((iy * w + ix) * L), *acc);
-                        }
+                        i += n;
                     }
-                    i += n;
                 }
             }
         }
@@ -343,7 +332,13 @@ impl Geometry {
     /// `bordered` (laid out as [`Geometry::group`]'s input, `pw` pixels a row) where the tap
     /// read its input.
     #[inline(always)]
-    fn scatter_taps(&self, grad: &[f32], filters: &[f32], pw: usize, bordered: &mut [f32]) {
+    fn scatter_taps<V: Lanes>(
+        &self,
+        grad: &[f32],
+        filters: &[f32],
+        pw: usize,
+        bordered: &mut [f32],
+    ) {
         let (oh, ow, kh, kw) = (self.oh, self.ow, self.kh, self.kw);
         let [sh, sw] = self.stride;
         let [dh, dw] = self.dilation;
@@ -353,22 +348,23 @@ impl Geometry {
             furthest <= bordered.len() && grad.len() >= oh * ow * L && filters.len() == kh * kw * L,
             "depthwise gradient: group buffers"
         );
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("by_channel_groups is false off x86-64: {pw}");
-        #[cfg(target_arch = "x86_64")]
-        for oy in 0..oh {
-            for ox in 0..ow {
-                // SAFETY (intrinsics): inside `with_avx512` on CPUs with AVX-512
-                // (`by_channel_groups`); reads of `grad` and `filters` and the writes into
-                // `bordered` lie inside them (lengths and `furthest` asserted above).
-                unsafe {
-                    let gv = _mm512_loadu_ps(grad.as_ptr().add((oy * ow + ox) * L));
-                    let base = bordered.as_mut_ptr().add((oy * sh * pw + ox * sw) * L);
-                    for ki in 0..kh {
-                        for kj in 0..kw {
-                            let f = _mm512_loadu_ps(filters.as_ptr().add((ki * kw + kj) * L));
-                            let d = base.add((ki * dh * pw + kj * dw) * L);
-                            _mm512_storeu_ps(d, _mm512_fmadd_ps(gv, f, _mm512_loadu_ps(d)));
+        for half in halves::<V>() {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    // SAFETY (intrinsics): inside `on_lanes!`; reads of `grad` and `filters` and
+                    // the writes into `bordered` lie inside them (lengths and `furthest`
+                    // asserted above; lanes half..half + N within a pixel's L).
+                    unsafe {
+                        let gv = V::load(grad.as_ptr().add((oy * ow + ox) * L + half));
+                        let base = bordered
+                            .as_mut_ptr()
+                            .add((oy * sh * pw + ox * sw) * L + half);
+                        for ki in 0..kh {
+                            for kj in 0..kw {
+                                let f = V::load(filters.as_ptr().add((ki * kw + kj) * L + half));
+                                let d = base.add((ki * dh * pw + kj * dw) * L);
+                                V::store(d, V::fmadd(gv, f, V::load(d)));
+                            }
                         }
                     }
                 }
@@ -382,15 +378,14 @@ impl Geometry {
     /// pixels of [`L`] lanes). Taps go four at a time, so each gradient vector loaded feeds
     /// four FMAs — where [`Self::tap_grads_sliding`] does not take the geometry.
     #[inline(always)]
-    fn tap_grads(&self, bordered: &[f32], pw: usize, grad: &[f32], acc: &mut [f32]) {
+    fn tap_grads<V: Lanes>(&self, bordered: &[f32], pw: usize, grad: &[f32], acc: &mut [f32]) {
         // A plain match, as in `sums`: the const-generic kernels inline into this
         // `target_feature` context.
-        #[cfg(target_arch = "x86_64")]
         if match (self.kw, self.stride[1]) {
-            (3, 1) => self.tap_grads_sliding::<3, 1>(bordered, pw, grad, acc),
-            (5, 1) => self.tap_grads_sliding::<5, 1>(bordered, pw, grad, acc),
-            (3, 2) => self.tap_grads_sliding::<3, 2>(bordered, pw, grad, acc),
-            (5, 2) => self.tap_grads_sliding::<5, 2>(bordered, pw, grad, acc),
+            (3, 1) => self.tap_grads_sliding::<V, 3, 1>(bordered, pw, grad, acc),
+            (5, 1) => self.tap_grads_sliding::<V, 5, 1>(bordered, pw, grad, acc),
+            (3, 2) => self.tap_grads_sliding::<V, 3, 2>(bordered, pw, grad, acc),
+            (5, 2) => self.tap_grads_sliding::<V, 5, 2>(bordered, pw, grad, acc),
             _ => false,
         } {
             return;
@@ -414,39 +409,34 @@ impl Geometry {
                 false => 0,
             })
             .collect();
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("by_channel_groups is false off x86-64: {offsets:?}");
-        #[cfg(target_arch = "x86_64")]
-        for (quad, at) in offsets.chunks_exact(T).enumerate() {
-            // SAFETY (all intrinsics below): inside `with_avx512` on CPUs with AVX-512
-            // (`by_channel_groups`); `acc` holds `taps + 1` vectors and this quad's taps
-            // t < taps are inside it; every read of `bordered` lies before `furthest` and of
-            // `grad` inside it (asserted above).
-            unsafe {
-                let mut sums = [_mm512_setzero_ps(); T];
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let g = _mm512_loadu_ps(grad.as_ptr().add((oy * ow + ox) * L));
-                        let base = bordered.as_ptr().add((oy * sh * pw + ox * sw) * L);
-                        for (sum, &at) in sums.iter_mut().zip(at) {
-                            *sum = _mm512_fmadd_ps(_mm512_loadu_ps(base.add(at)), g, *sum);
+        for half in halves::<V>() {
+            for (quad, at) in offsets.chunks_exact(T).enumerate() {
+                // SAFETY (all intrinsics below): inside `on_lanes!`; `acc` holds `taps + 1`
+                // vectors of L lanes and this quad's taps t < taps are inside it; every read of
+                // `bordered` lies before `furthest` and of `grad` inside it (asserted above;
+                // lanes half..half + N within a pixel's L).
+                unsafe {
+                    let mut sums = [V::zero(); T];
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let g = V::load(grad.as_ptr().add((oy * ow + ox) * L + half));
+                            let base = bordered.as_ptr().add((oy * sh * pw + ox * sw) * L + half);
+                            for (sum, &at) in sums.iter_mut().zip(at) {
+                                *sum = V::fmadd(V::load(base.add(at)), g, *sum);
+                            }
                         }
                     }
-                }
-                for (i, sum) in sums.iter().enumerate() {
-                    let t = quad * T + i;
-                    if t < taps {
-                        let a = acc.as_mut_ptr().add(t * L);
-                        _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), *sum));
+                    for (i, sum) in sums.iter().enumerate() {
+                        let t = quad * T + i;
+                        if t < taps {
+                            let a = acc.as_mut_ptr().add(t * L + half);
+                            V::store(a, V::add(V::load(a), *sum));
+                        }
                     }
                 }
             }
         }
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        unsafe {
-            add_bias_sums(grad, acc)
-        };
+        add_bias_sums::<V>(grad, acc);
     }
 
     /// [`Self::tap_grads`] for a stride of `SW` across, `KW` taps a row (no dilation across)
@@ -456,9 +446,8 @@ impl Geometry {
     /// every FMA (5 loads per 4 FMAs). Alone, Lite0's 5x5 weight gradients at stride 1 on
     /// 7x7 to 28x28 maps took 20 % less time, its 3x3 on 14x14 8 %, its strided ones 9-15 %.
     /// False (nothing done) where the geometry is not of that kind.
-    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn tap_grads_sliding<const KW: usize, const SW: usize>(
+    fn tap_grads_sliding<V: Lanes, const KW: usize, const SW: usize>(
         &self,
         bordered: &[f32],
         pw: usize,
@@ -478,60 +467,59 @@ impl Geometry {
             furthest <= bordered.len() && grad.len() == oh * ow * L && acc.len() == (taps + 1) * L,
             "depthwise gradient: group buffers"
         );
-        for ki in 0..kh {
-            // SAFETY (all intrinsics below): inside `with_avx512` on CPUs with AVX-512
-            // (`by_channel_groups`); the tiles cover whole rows (`ow` a multiple of XT), so
-            // every read of `grad` is inside it and of `bordered` before `furthest`
-            // (asserted above); `acc` holds `taps + 1` vectors.
-            unsafe {
-                let mut sums = [_mm512_setzero_ps(); KW];
-                for oy in 0..oh {
-                    let row = bordered.as_ptr().add((oy * sh + ki * dh) * pw * L);
-                    for ox in (0..ow).step_by(XT) {
-                        let g: [__m512; XT] = std::array::from_fn(|x| {
-                            _mm512_loadu_ps(grad.as_ptr().add((oy * ow + ox + x) * L))
-                        });
-                        for (kj, sum) in sums.iter_mut().enumerate() {
-                            for (x, g) in g.iter().enumerate() {
-                                let v = _mm512_loadu_ps(row.add(((ox + x) * SW + kj) * L));
-                                *sum = _mm512_fmadd_ps(v, *g, *sum);
+        for half in halves::<V>() {
+            for ki in 0..kh {
+                // SAFETY (all intrinsics below): inside `on_lanes!`; the tiles cover whole rows
+                // (`ow` a multiple of XT), so every read of `grad` is inside it and of `bordered`
+                // before `furthest` (asserted above; lanes half..half + N within a pixel's L);
+                // `acc` holds `taps + 1` vectors of L lanes.
+                unsafe {
+                    let mut sums = [V::zero(); KW];
+                    for oy in 0..oh {
+                        let row = bordered.as_ptr().add((oy * sh + ki * dh) * pw * L + half);
+                        for ox in (0..ow).step_by(XT) {
+                            let g: [V; XT] = std::array::from_fn(|x| {
+                                V::load(grad.as_ptr().add((oy * ow + ox + x) * L + half))
+                            });
+                            for (kj, sum) in sums.iter_mut().enumerate() {
+                                for (x, g) in g.iter().enumerate() {
+                                    let v = V::load(row.add(((ox + x) * SW + kj) * L));
+                                    *sum = V::fmadd(v, *g, *sum);
+                                }
                             }
                         }
                     }
-                }
-                for (kj, sum) in sums.iter().enumerate() {
-                    let a = acc.as_mut_ptr().add((ki * KW + kj) * L);
-                    _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), *sum));
+                    for (kj, sum) in sums.iter().enumerate() {
+                        let a = acc.as_mut_ptr().add((ki * KW + kj) * L + half);
+                        V::store(a, V::add(V::load(a), *sum));
+                    }
                 }
             }
         }
-        // SAFETY: as above.
-        unsafe { add_bias_sums(grad, acc) };
+        add_bias_sums::<V>(grad, acc);
         true
     }
 }
 
 /// Adds Σ over the pixels of `grad` (pixel-major, [`L`] lanes a pixel) to `acc`'s last
-/// vector: the bias gradient's sums of [`Geometry::tap_grads`].
-///
-/// # Safety
-/// Inside `with_avx512` on a CPU with AVX-512; `acc` holds at least one vector and `grad`
-/// whole pixels.
-#[cfg(target_arch = "x86_64")]
+/// [`L`] values: the bias gradient's sums of [`Geometry::tap_grads`]. Inside `on_lanes!`.
 #[inline(always)]
-unsafe fn add_bias_sums(grad: &[f32], acc: &mut [f32]) {
+fn add_bias_sums<V: Lanes>(grad: &[f32], acc: &mut [f32]) {
     assert!(
         acc.len() >= L && grad.len().is_multiple_of(L),
         "depthwise gradient: bias sums"
     );
-    // SAFETY: as the caller promises; the reads stay inside `grad`, the last vector of
-    // `acc` inside it (asserted above).
-    unsafe {
-        let mut sum = _mm512_setzero_ps();
-        for p in grad.chunks_exact(L) {
-            sum = _mm512_add_ps(sum, _mm512_loadu_ps(p.as_ptr()));
+    let last = acc.len() - L;
+    for half in halves::<V>() {
+        // SAFETY: inside `on_lanes!`; the reads stay inside `grad`, the last L values of
+        // `acc` inside it (asserted above; lanes half..half + N within L).
+        unsafe {
+            let mut sum = V::zero();
+            for p in grad.chunks_exact(L) {
+                sum = V::add(sum, V::load(p.as_ptr().add(half)));
+            }
+            let a = acc.as_mut_ptr().add(last + half);
+            V::store(a, V::add(V::load(a), sum));
         }
-        let a = acc.as_mut_ptr().add(acc.len() - L);
-        _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), sum));
     }
 }

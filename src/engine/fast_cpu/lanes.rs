@@ -285,7 +285,8 @@ pub fn conv_output(
 
 /// 8 × 8 transposes in AVX2 registers (24 shuffles for 64 values): [`transpose16`]'s work on
 /// machines without AVX-512, in place of strided scalar copies — the 1x1 weight gradient's
-/// packing (`weight_grad::transposed`; its harness cases ~10 % faster on a Zen 1, BENCHMARKS).
+/// packing (`weight_grad::transposed`; its harness cases ~10 % faster on a Zen 1, BENCHMARKS)
+/// and the depthwise channel groups' copies in and out (`depthwise_group_lanes.rs`).
 #[cfg(target_arch = "x86_64")]
 pub mod transpose8 {
     use std::arch::x86_64::*;
@@ -322,6 +323,24 @@ pub mod transpose8 {
                 }
             }
             transpose(r)
+        }
+    }
+
+    /// The first `n` lanes of `v` to `dst`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `dst .. + n` is writable.
+    #[inline(always)]
+    pub unsafe fn store_first(dst: *mut f32, v: __m256, n: usize) {
+        // SAFETY: as the caller promises; a masked store writes (and faults on) no lane its
+        // mask leaves out.
+        unsafe {
+            if n >= L {
+                return _mm256_storeu_ps(dst, v);
+            }
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes);
+            _mm256_maskstore_ps(dst, mask, v)
         }
     }
 

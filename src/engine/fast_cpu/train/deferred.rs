@@ -293,10 +293,10 @@ mod tests {
 
     /// A joined batch norm + depthwise step offers to take the next batch norm's input
     /// gradient where its gradients go plane by plane (a map 40 wide), not where they go by
-    /// groups of channels (8 wide, on AVX-512).
+    /// groups of channels (8 wide, on AVX2 and AVX-512).
     #[test]
     fn a_depthwise_step_offers_where_it_can_take_the_map() {
-        let grouped = super::super::super::has_avx512();
+        let grouped = super::super::super::has_avx2_fma();
         for (w, offers) in [(40, true), (8, !grouped)] {
             let x = constant([2, 8, 6, w], 1, 0.0).require_grad();
             let (gamma, beta, wd) = (leaf([8], 4), leaf([8], 9), leaf([8, 1, 3, 3], 5));

@@ -57,9 +57,11 @@ fn conv_gradients_match_burn() {
         (2, 2, 2, 12, 12, 3, 1, 2, [2, 2, 2, 2], 2),
         (3, 5, 5, 6, 45, 3, 1, 1, [1, 1, 1, 1], 5),
         (2, 3, 3, 7, 9, 3, 2, 1, [1, 1, 1, 1], 3),
-        // More channels than one group of 16 (narrow maps go by groups on AVX-512), the
-        // last group partial: 5x5 stride 1, and 3x3 stride 2.
+        // More channels than one group of 16 (narrow maps go by groups on AVX2 and
+        // AVX-512), the last group partial (4 channels; 13, whose second AVX2 vector is
+        // partial): 5x5 stride 1, and 3x3 stride 2.
         (2, 20, 20, 7, 7, 5, 1, 1, [2, 2, 2, 2], 20),
+        (2, 29, 29, 9, 9, 3, 2, 1, [1, 1, 1, 1], 29),
         // Rows of tiles of 7 outputs (the weight gradient's sliding tap sums), strides 1
         // and 2.
         (2, 17, 17, 14, 14, 3, 1, 1, [1, 1, 1, 1], 17),
