@@ -23,7 +23,7 @@ use std::ops::Range;
 
 /// Rows (output channels) per micro-kernel: one broadcast each per step.
 pub const MR: usize = 6;
-// `PackedA::strided` names the rows of a full panel one by one.
+// `PackedA::strided` names the rows of a full panel one by one, as `avx2::Store::strip` does.
 const _: () = assert!(MR == 6);
 /// Columns (pixels) per micro-kernel: two 8-lane vectors.
 pub const NR: usize = 16;

@@ -350,7 +350,7 @@ impl Store<'_> {
     /// loop's run-time index kept `acc` in memory, and in some builds (the same source, code
     /// split differently among codegen units) the AVX2 kernel then stored all 12 of its
     /// sums to the stack on every step of its loop — half its speed on Zen 1, whose 256-bit
-    /// stores take two cycles. `tools/kernel_loops.py` checks the built binary for that.
+    /// stores take two cycles. `tests/suite/kernel_code.rs` checks the built binary for that.
     #[inline(always)]
     unsafe fn strip(&self, p: usize, s: usize, acc: &impl Sums) {
         // SAFETY: as the caller promises.
