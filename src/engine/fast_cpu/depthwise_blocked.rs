@@ -123,8 +123,8 @@ impl Geometry {
     /// Whether the forward pass goes by groups of channels: maps whose rows fill few vectors
     /// (plane by plane, 4 rows of 1 vector a tile), on CPUs with AVX2 (whose 8 × 8 register
     /// transposes, as AVX-512's 16 × 16 ones, make the copies in and out cheap; scalar
-    /// copies cost what they save). Not
-    /// strided rows of 24 outputs or more, which two 16-lane vectors cover well enough that
+    /// copies cost what they save). Not, where `depthwise_wide.rs` runs (AVX-512), strided
+    /// rows of 24 outputs or more, which two 16-lane vectors cover well enough that
     /// `depthwise_wide.rs` plane by plane costs less than the transposes (a stride-2 map is
     /// four times its output: Lite0's 56x56 → 28x28 5x5 0.185 → 0.145 ms at batch 1; on 14
     /// outputs and fewer the groups stay faster).
