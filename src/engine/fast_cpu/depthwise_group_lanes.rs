@@ -187,7 +187,7 @@ impl Lanes for __m512 {
 }
 
 // SAFETY (the unsafe blocks of the one-intrinsic methods below): the trait's contract — the
-// CPU has AVX and FMA, and the pointers hold a vector's values.
+// CPU has AVX2 and FMA, and the pointers hold a vector's values.
 #[cfg(target_arch = "x86_64")]
 impl Lanes for __m256 {
     const N: usize = 8;
