@@ -27,8 +27,8 @@ def modes():
     training run each and compare the fastest; a way this PyTorch cannot run (1.13 has no
     bf16 kernel for ReLU6's backward pass) is reported and skipped. bf16 is tried only where
     the CPU multiplies bf16 (AVX512-BF16 or AMX): elsewhere oneDNN emulates it, slower than
-    fp32 (on a 2-vCPU Zen 1, 0.55-1.17 img/s against fp32's 6-8: about a minute a step), so it cannot be the peer's best.
-    docs/BENCHMARKS.md has what each gave."""
+    fp32 (on a 2-vCPU Zen 1, 0.55-1.17 img/s against fp32's 6-8: about a minute a step), so
+    it cannot be the peer's best. docs/BENCHMARKS.md has what each gave."""
     import torch
     return (("eager",) + (("compiled",) if hasattr(torch, "compile") else ())
             + (("bf16",) if cpu_multiplies_bf16() else ()))

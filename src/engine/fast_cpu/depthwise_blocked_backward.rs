@@ -28,9 +28,9 @@ impl Geometry {
     /// output gradient `gs`, by groups of [`L`] channels as the forward pass on narrow maps
     /// goes: `(dw [c, taps], db [c])`. Each task takes one group over every image: the
     /// group's input transposed into the bordered layout and its output gradient into
-    /// pixel-major order, then every tap's sum one 16-lane FMA per output pixel. Plane by
-    /// plane (`depthwise_backward.rs`), a 7x7 plane's bordered copy and per-row vectors of
-    /// 7 of 8 lanes cost several times the sums.
+    /// pixel-major order, then every tap's sum one FMA per output pixel (two on AVX2).
+    /// Plane by plane (`depthwise_backward.rs`), a 7x7 plane's bordered copy and per-row
+    /// vectors of 7 of 8 lanes cost several times the sums.
     pub(in super::super) fn weight_grad_blocked(
         &self,
         xs: &[f32],
