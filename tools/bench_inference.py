@@ -5,6 +5,8 @@
     MALLOC_MMAP_THRESHOLD_=10000000000 MALLOC_TRIM_THRESHOLD_=10000000000 \
         tools/pyenv.sh python tools/bench_inference.py
 
+    (tools/torchenv.sh instead: the same, with PyTorch 2.15 from PyPI as the PyTorch column)
+
     ... tools/bench_inference.py --others      # the other networks, batch 32 (issue 12's table)
     ... tools/bench_inference.py --models resnet18,vgg11 --batches 32
 
@@ -13,7 +15,7 @@ Runtime alternate `--repeats` times and the ratio is the median of the rounds' r
 its best CPU settings (eval, no_grad, channels-last where faster, glibc malloc thresholds from
 the environment above); ONNX Runtime gets all graph optimisations and all cores.
 """
-import json, os, subprocess, sys, time
+import inspect, json, os, subprocess, sys, time
 
 import numpy as np
 import onnxruntime as ort
@@ -88,9 +90,12 @@ def network(name):
     model = TORCHVISION[name]().eval()
     path = os.path.join(WORK, f"{name}.onnx")
     if not os.path.exists(path):
+        # PyTorch 2.9 and later export through dynamo by default (which needs onnxscript);
+        # the TorchScript exporter writes the same graphs as Debian's 1.13 (tools/pyenv.sh).
+        legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
         torch.onnx.export(model, torch.randn(1, 3, 224, 224), path, opset_version=13,
                           input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+                          dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, **legacy)
     return path, model
 
 

@@ -10,6 +10,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${GRAFT_TORCHENV:-$root/target/torchenv}
 if [ ! -x "$venv/bin/python" ]; then
   /usr/bin/python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "torch==2.15.*" numpy pillow
+fi
+# torchvision and ONNX Runtime for tools/bench_inference.py (PyTorch 2.15 as its PyTorch peer);
+# checked apart from the venv so that a venv made before they were added gets them too.
+if ! "$venv/bin/python" -c "import torch, torchvision, onnxruntime, onnx" 2>/dev/null; then
+  "$venv/bin/pip" install -q "torch==2.15.*" "torchvision==0.29.*" "onnxruntime==1.32.*" onnx numpy pillow
 fi
 exec "$venv/bin/$1" "${@:2}"
