@@ -1,8 +1,9 @@
 //! An image file → the network's input tensor, as the model's preprocessing says.
 
 use crate::graph::Preprocess;
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::images::{TypedImage, TypedImageRef};
+use fast_image_resize::pixels::U8x3;
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageReader, Limits, RgbImage};
 use std::path::Path;
 
@@ -76,17 +77,26 @@ pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
 
 /// The part of `img` in `[left, top, width, height]` (source pixels, inside it) resampled
 /// to `size`, bilinear. Sizes are not zero.
+///
+/// Typed images and `resize_typed`: the untyped `Resizer::resize` matches on the pixel type
+/// at run time, so every one of its 13 pixel types' kernels (each in SSE4, AVX2 and plain
+/// forms) was compiled into Graft — a fifth of the library's LLVM IR, built twice (library
+/// and unit tests) in every cold build (docs/BENCHMARKS.md, "Build time").
 fn resampled(img: &RgbImage, [left, top, width, height]: [f64; 4], size: (u32, u32)) -> RgbImage {
     let options = ResizeOptions::new()
         .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
         .crop(left, top, width, height);
-    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+    let src = TypedImageRef::<U8x3>::from_buffer(img.width(), img.height(), img.as_raw())
         .expect("an RgbImage holds width × height RGB pixels");
-    let mut dst = Image::new(size.0, size.1, PixelType::U8x3);
-    RESIZER
-        .with_borrow_mut(|r| r.resize(&src, &mut dst, &options))
-        .expect("same pixel type both sides, non-empty sizes, a crop box inside the source");
-    RgbImage::from_raw(size.0, size.1, dst.into_vec()).expect("width × height RGB pixels")
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let mut dst = TypedImage::<U8x3>::from_buffer(size.0, size.1, &mut pixels)
+            .expect("a buffer of width × height RGB pixels");
+        RESIZER
+            .with_borrow_mut(|r| r.resize_typed(&src, &mut dst, &options))
+            .expect("non-empty sizes, a crop box inside the source");
+    }
+    RgbImage::from_raw(size.0, size.1, pixels).expect("width × height RGB pixels")
 }
 
 thread_local! {
