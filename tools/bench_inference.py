@@ -91,7 +91,7 @@ def network(name):
     path = os.path.join(WORK, f"{name}.onnx")
     if not os.path.exists(path):
         # PyTorch 2.9 and later export through dynamo by default (which needs onnxscript);
-        # the TorchScript exporter writes the same graphs as Debian's 1.13 (tools/pyenv.sh).
+        # the TorchScript exporter is the one Debian's 1.13 (tools/pyenv.sh) has.
         legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
         torch.onnx.export(model, torch.randn(1, 3, 224, 224), path, opset_version=13,
                           input_names=["input"], output_names=["logits"],
