@@ -236,7 +236,7 @@ impl GraftApp {
                 .collect();
             let _ = std::fs::write(path, text);
         }
-        self.set_info(format!("Training {:?}: {score}", o.reason));
+        self.set_info(format!("Training {}: {score}", o.reason.words()));
         if self.script.is_none() {
             self.tab = Tab::Results;
         }

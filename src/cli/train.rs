@@ -559,11 +559,7 @@ fn print_summary(o: &Outcome) {
     };
     eprintln!(
         "{}: train loss {:.4}{accuracy}; {:.1} images/s{}",
-        match o.reason {
-            StopReason::Completed => "finished",
-            StopReason::Stopped => "stopped",
-            StopReason::EarlyStopped => "stopped early",
-        },
+        o.reason.words(),
         o.final_train_loss,
         o.images_per_sec,
         if o.cached_prefix {

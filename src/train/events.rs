@@ -66,6 +66,17 @@ pub enum StopReason {
     EarlyStopped,
 }
 
+impl StopReason {
+    /// How the run ended, in words for a status line ("Training finished: …").
+    pub fn words(self) -> &'static str {
+        match self {
+            StopReason::Completed => "finished",
+            StopReason::Stopped => "stopped",
+            StopReason::EarlyStopped => "stopped early",
+        }
+    }
+}
+
 /// The result of a run.
 #[derive(Clone, Debug)]
 pub struct Outcome {
