@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """Multiply-adds per image of an ONNX network's convolutions, by kind (1x1, depthwise, other
-grouped, other):
-each Conv's output shape from ONNX Runtime (one zero image at 224x224; shape inference stops
-at some exporters' Pads) times its weights' dims. For the arithmetic floor of a training step
-(docs/BENCHMARKS.md, fifty-sixth stop).
+grouped, other): each Conv's output shape from ONNX Runtime (one zero image at 224x224; shape
+inference stops at some exporters' Pads) times its weights' dims. For the arithmetic floor of
+a training step (docs/BENCHMARKS.md, fifty-sixth stop).
 
     tools/torchenv.sh python tools/conv_macs.py assets/efficientnet_lite0.onnx
 """
