@@ -10,6 +10,7 @@ mod device;
 mod exec;
 pub(crate) mod fast_cpu;
 mod fusion;
+pub mod gpu_train;
 pub mod optimize;
 pub mod params;
 pub mod precision;

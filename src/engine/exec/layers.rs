@@ -1,8 +1,9 @@
 //! The layers whose step carries a fused activation — convolution and batch norm — and the
-//! activation itself where no kernel applied it: Graft's CPU kernels first, burn's ops
-//! otherwise.
+//! activation itself where no kernel applied it: Graft's CPU kernels first (and its GPU
+//! depthwise weight gradient), burn's ops otherwise.
 
 use super::super::fast_cpu::{self, Act};
+use super::super::gpu_train;
 use super::super::params::{BatchNormParams, LayerParams};
 use super::super::value::{Value, map, visit};
 use super::super::{Mode, Step};
@@ -49,8 +50,10 @@ pub(super) fn conv(
         c.dilations,
         c.groups,
     );
-    let y = Value::R4(conv2d(x, weight, bias, opts));
-    one(activate(y, step.act, mode))
+    // Training on the GPU: burn's convolution, with Graft's depthwise weight gradient.
+    let y = gpu_train::depthwise_conv(&x, &weight, bias.as_ref(), c)
+        .unwrap_or_else(|| conv2d(x, weight, bias, opts));
+    one(activate(Value::R4(y), step.act, mode))
 }
 
 /// A 1x1 convolution and the depthwise convolution fused after it, in one pass of Graft's
