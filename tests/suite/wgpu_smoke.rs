@@ -70,19 +70,18 @@ fn relative_off(got: &[f32], want: &[f32]) -> f32 {
 }
 
 /// Graft's GPU depthwise convolution (its weight gradient Graft's own) against burn's
-/// convolution on the CPU: output and x, weight and bias gradients, over strides 1 and 2,
-/// dilation, asymmetric padding, 3x3 and 5x5.
+/// convolution on the CPU: output and x, weight and bias gradients, for a 3x3 and for a 5x5
+/// with stride, dilation and asymmetric padding together.
 #[test]
 fn depthwise_gradients_on_wgpu_match_the_cpu() {
     let gpu = wgpu().device.autodiff();
     let cpu = Device::flex().autodiff();
     // (n, c, h, w, k, stride, dilation, pads [t, l, b, r]): each weight's gradient a sum of
-    // 18,000–20,000 products, where Graft's takes over from burn's.
+    // 16,000-19,000 products, where Graft's takes over from burn's. Two cases, since each
+    // compiles its own kernels on lavapipe (~20 s): the common 3x3, and the rest at once.
     let cases = [
         (2, 3, 96, 96, 3, 1, 1, [1, 1, 1, 1]),
-        (8, 4, 97, 95, 5, 2, 1, [1, 2, 2, 1]),
-        (2, 5, 100, 100, 3, 1, 2, [2, 2, 2, 2]),
-        (8, 2, 96, 96, 3, 2, 1, [0, 0, 1, 1]),
+        (8, 4, 97, 95, 5, 2, 2, [1, 2, 2, 1]),
     ];
     for (n, c, h, w, k, stride, dilation, pads) in cases {
         let conv = Conv {
