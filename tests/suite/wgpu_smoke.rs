@@ -14,8 +14,9 @@ use std::sync::Once;
 /// The wgpu device, autotuning minimal: every kernel's candidates compile on lavapipe, slowly.
 fn wgpu() -> DeviceInfo {
     static MINIMAL: Once = Once::new();
-    // SAFETY: set once, before this module's tests start a wgpu runtime (the first reader);
-    // no other test of the suite reads the environment.
+    // SAFETY: set once. Rust's own reads of the environment take the lock `set_var` takes;
+    // a C library reading it at this moment on another test's thread (Vulkan's loader, when
+    // a test lists wgpu adapters) is the remaining race, as for any test that sets a variable.
     MINIMAL.call_once(|| unsafe { std::env::set_var("CUBECL_AUTOTUNE_LEVEL", "minimal") });
     select_device(DeviceChoice::Wgpu)
         .expect("a wgpu adapter (install mesa-vulkan-drivers: tools/install-test-deps.sh)")
