@@ -31,12 +31,14 @@ impl DeviceInfo {
     /// What the user waits for before the first step on this device, when it is long enough
     /// to say: on a GPU, burn compiles and autotunes each kernel the first time a process
     /// runs it — EfficientNet-Lite0's first epoch took 133 s in a fresh H200 machine's first
-    /// process and 52 s in a later one (CubeCL keeps its tuning on disk), against 1.7 s for
-    /// each epoch after (docs/BENCHMARKS.md, GPU).
+    /// process and 52 s in a later one, against 1.7 s for each epoch after (docs/BENCHMARKS.md,
+    /// GPU). What made the later one shorter is not established: CubeCL's tuning results and
+    /// compiled kernels do not persist in Graft's build (its `persistence` feature is off, see
+    /// Cargo.toml), so a GPU driver's own shader cache is the likely part.
     pub fn warm_up_note(&self) -> Option<&'static str> {
         self.is_gpu.then_some(
-            "the first steps on the GPU compile and tune its kernels: up to a few minutes \
-             the first time on this machine, less once they are cached",
+            "the first steps on the GPU compile and tune its kernels: up to a few minutes, \
+             most the first time on this machine",
         )
     }
 }

@@ -138,7 +138,7 @@ fn weight_gradient(x: Primitive, g: Primitive, conv: &Conv, [kh, kw]: [usize; 2]
     let padded = x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0));
     let [sy, sx] = conv.strides;
     let [dy, dx] = conv.dilations;
-    // The rows (or columns) a tap at `offset` reads: `oh` of them from `offset`, `step` apart.
+    // The rows (or columns) a tap at `offset` reads: `count` of them, `step` apart.
     let along = |offset: usize, count: usize, step: usize| {
         Slice::new(
             offset as isize,
