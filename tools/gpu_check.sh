@@ -23,8 +23,9 @@
 #     (max |diff| / max(1, max |ref|)), and the same on the CPU;
 #   - training: EfficientNet-Lite0 (embedded) and MobileNet-v2 (torchvision, random weights,
 #     exported there) at batch 32 and 128, full fine-tuning and frozen backbone, images/s
-#     from Graft's report, on wgpu; and Lite0's fine-tuning on the machine's CPU cores
-#     (Graft's own kernels) for reference;
+#     from Graft's report, on wgpu; Lite0's fine-tuning on the machine's CPU cores (Graft's
+#     own kernels) for reference, and on wgpu with GRAFT_GPU_OPS=0 (burn's depthwise weight
+#     gradient instead of Graft's, src/engine/gpu_train.rs) to see what that op gains;
 #   - the peer: PyTorch CUDA, the same networks, batches and modes, median step images/s,
 #     float32 at its best of NCHW and channels-last (cuDNN autotuner on), measured first.
 # tools/gpu_profile.sh then says where the wgpu training time goes.
@@ -88,11 +89,12 @@ def save():
 def left():
     return deadline - time.monotonic()
 
-def run(args, log, timeout):
+def run(args, log, timeout, env=None):
     t = time.perf_counter()
     timeout = max(1.0, min(timeout, left()))
     try:
-        p = subprocess.run([graft] + args, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run([graft] + args, capture_output=True, text=True, timeout=timeout,
+                           env=dict(os.environ, **(env or {})))
         ok, text, err = p.returncode == 0, p.stdout + p.stderr, p.stderr.strip().splitlines()[-1:]
     except subprocess.TimeoutExpired as e:
         def s(b):
@@ -249,9 +251,13 @@ if torch_ok and torch.cuda.is_available():
 train_device = os.environ.get("GPU_CHECK_TRAIN_DEVICE", "wgpu")
 if data:
     # The second run is Graft's own CPU path on the same machine's cores: on a machine whose
-    # CPU is strong and GPU weak (or the reverse), which should `--device auto` pick?
+    # CPU is strong and GPU weak (or the reverse), which should `--device auto` pick? The
+    # third is the first again with Graft's GPU ops off (`GRAFT_GPU_OPS=0`: burn's depthwise
+    # weight gradient, src/engine/gpu_train.rs): what they gain.
+    burn_ops = "burn's depthwise weight gradient"
     runs = [("lite0", "default", 32, "finetune", train_device),
             ("lite0", "default", 32, "finetune", "cpu"),
+            ("lite0", "default", 32, "finetune", train_device, burn_ops),
             ("lite0", "default", 32, "frozen", train_device),
             ("mobilenet_v2", mnv2, 32, "finetune", train_device),
             ("lite0", "default", 128, "finetune", train_device),
@@ -260,8 +266,9 @@ if data:
             ("lite0", "default", 128, "frozen", train_device),
             ("mobilenet_v2", mnv2, 128, "frozen", train_device)]
     runs = list(dict.fromkeys(runs))  # a dry run on the CPU has no separate reference run
-    for net, model, batch, mode, device in runs:
+    for net, model, batch, mode, device, *variant in runs:
         key = f"{net} b{batch} {mode}" + ("" if device == train_device else f" {device}")
+        key += "".join(f", {v}" for v in variant)
         row = training.setdefault(key, {})
         if model is None:
             continue
@@ -274,7 +281,7 @@ if data:
                 "--export", os.path.join(work, f"{net}.onnx"), "--report", report]
         if mode == "frozen":
             args.append("--freeze-backbone")
-        ok, secs, err = run(args, "train.log", 150)
+        ok, secs, err = run(args, "train.log", 150, {"GRAFT_GPU_OPS": "0"} if variant else None)
         if ok:
             r = json.load(open(report))
             its = r["history"]["iterations"]

@@ -12,8 +12,8 @@
 //! The forward pass and the input gradient stay burn's.
 //!
 //! Like `fast_cpu::train`, the entry point returns `None` where it does not apply (another
-//! backend, no autodiff, not depthwise, sums too short to pay: [`REDUCE_FROM`]) and the
-//! caller runs burn's op.
+//! backend, no autodiff, not depthwise, sums too short to pay: [`REDUCE_FROM`];
+//! `GRAFT_GPU_OPS=0`) and the caller runs burn's op.
 
 use crate::graph::Conv;
 use burn::backend::{Autodiff, Cube};
@@ -28,6 +28,13 @@ use burn_backend::ops::ModuleOps;
 type Ad = Autodiff<Cube>;
 type AutodiffTensor = <Ad as burn_backend::BackendTypes>::FloatTensorPrimitive;
 type Primitive = <Cube as burn_backend::BackendTypes>::FloatTensorPrimitive;
+
+/// `GRAFT_GPU_OPS=0` turns these ops off (burn's run instead), to measure them
+/// (`tools/gpu_check.sh` trains Lite0 both ways).
+fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("GRAFT_GPU_OPS").map_or(true, |v| v != "0"))
+}
 
 /// A float tensor's autodiff-over-cubecl primitive, when it has one (a cheap clone).
 fn tracked<const D: usize>(t: &Tensor<D>) -> Option<AutodiffTensor> {
@@ -55,7 +62,7 @@ pub fn depthwise_conv(
 ) -> Option<Tensor<4>> {
     let [n, c, h, w] = x.dims();
     let [co, per_group, kh, kw] = weight.dims();
-    if conv.groups != c || co != c || per_group != 1 {
+    if !enabled() || conv.groups != c || co != c || per_group != 1 {
         return None;
     }
     let [oh, ow] = output_size([h, w], [kh, kw], conv)?;
