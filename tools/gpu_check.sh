@@ -275,7 +275,7 @@ if data:
         if left() < 20:
             row["graft_error"] = "skipped: the check's deadline"
             continue
-        report = os.path.join(work, f"{net}_{batch}_{mode}_{device}.json")
+        report = os.path.join(work, f"{net}_{batch}_{mode}_{device}{'_burn_ops' if variant else ''}.json")
         args = ["train", "--model", model, "--data", data, "--epochs", "2",
                 "--batch", str(batch), "--device", device, "--val-split", "0",
                 "--export", os.path.join(work, f"{net}.onnx"), "--report", report]
