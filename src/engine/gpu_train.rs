@@ -15,7 +15,7 @@
 //! backend, no autodiff, not depthwise, sums too short to pay: [`REDUCE_FROM`];
 //! `GRAFT_GPU_OPS=0`) and the caller runs burn's op.
 
-use crate::graph::Conv;
+use crate::graph::{Conv, window_out};
 use burn::backend::{Autodiff, Cube};
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{DType, Slice, Tensor};
@@ -177,18 +177,14 @@ fn weight_gradient(x: Primitive, g: Primitive, conv: &Conv, [kh, kw]: [usize; 2]
         .expect("made from cubecl tensors")
 }
 
-/// A convolution's output height and width; `None` where the filter overhangs the padded
-/// input (the caller's burn op then reports it).
+/// A convolution's output height and width (the shape rules' `window_out`); `None` where
+/// the filter overhangs the padded input (the caller's burn op then reports it).
 fn output_size([h, w]: [usize; 2], [kh, kw]: [usize; 2], conv: &Conv) -> Option<[usize; 2]> {
-    let along = |len: usize, pads: usize, k: usize, d: usize, s: usize| {
-        let span = d * k.checked_sub(1)? + 1;
-        Some((len + pads).checked_sub(span)?.checked_div(s)? + 1)
-    };
     let [top, left, bottom, right] = conv.pads;
     let [sy, sx] = conv.strides;
     let [dy, dx] = conv.dilations;
     Some([
-        along(h, top + bottom, kh, dy, sy)?,
-        along(w, left + right, kw, dx, sx)?,
+        window_out(h, kh, sy, top, bottom, dy, false).ok()?,
+        window_out(w, kw, sx, left, right, dx, false).ok()?,
     ])
 }

@@ -3,12 +3,12 @@
 //! and tensors are small and autotuning is minimal. The real wgpu numbers come from a GPU
 //! machine (docs/BENCHMARKS.md).
 
+use crate::common::{fixture, max_rel_error};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use graft::engine::{DeviceChoice, DeviceInfo, Model, gpu_train, select_device};
 use graft::graph::Conv;
-use std::path::Path;
 use std::sync::Once;
 
 /// The wgpu device, autotuning minimal: every kernel's candidates compile on lavapipe, slowly.
@@ -25,19 +25,13 @@ fn wgpu() -> DeviceInfo {
 #[test]
 fn a_small_network_runs_on_wgpu_with_cpu_answers() {
     let dev = wgpu();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/darknet_op13");
+    let dir = fixture("darknet_op13");
     let imported = graft::onnx::import(dir.join("model.onnx")).unwrap();
     let (shape, input) = graft::npy::read_f32(&dir.join("input.npy")).unwrap();
     let (_, want) = graft::npy::read_f32(&dir.join("output.npy")).unwrap();
     let model = Model::build(&imported.network, &imported.store, &dev.device).unwrap();
     let got = model.infer(&shape, input).unwrap().remove(0).1;
-    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(&want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
-        / scale;
+    let err = max_rel_error(&got, &want);
     assert!(
         err <= 1e-3,
         "wgpu ({}) differs from PyTorch by {err}",
@@ -57,17 +51,6 @@ fn seq(len: usize, seed: u32) -> Vec<f32> {
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-}
-
-/// The largest difference, relative to the largest wanted value.
-fn relative_off(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len(), "lengths");
-    let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
-        / scale
 }
 
 /// Graft's GPU depthwise convolution (its weight gradient Graft's own) against burn's
@@ -128,7 +111,7 @@ fn depthwise_gradients_on_wgpu_match_the_cpu() {
             .iter()
             .zip(got.iter().zip(&want))
         {
-            let off = relative_off(g, e);
+            let off = max_rel_error(g, e);
             assert!(
                 off < 1e-4,
                 "{what} of {n}x{c}x{h}x{w}, {k}x{k} /{stride} d{dilation} {pads:?}: off by {off}"
