@@ -6,10 +6,12 @@
 # limit), as for the check; a dry run of the bookkeeping here: GPU_PROFILE_DEVICE=cpu.
 # A. full fine-tuning, batch 32, 3 epochs with CubeCL's autotuning at its "minimal" level:
 #    how much of the first epoch's wait is autotuning (gpu_check's default level: 133 s);
-# B. the same with CubeCL's kernel profiler and compilation log on (cubecl.toml in a scratch
-#    folder): per kernel, its launches and GPU time over the last third of the launches
-#    (about the last epoch, past compilation and tuning), and how many kernels were compiled.
-# Out: $OUT/gpu_profile.json, $OUT/kernels.txt (the table), $OUT/profile.log.xz (raw).
+# B. the same with CubeCL's kernel profiler, compilation and autotune logs on (cubecl.toml in a
+#    scratch folder): per kernel, its launches and GPU time over the last third of the launches
+#    (about the last epoch, past compilation and tuning), how many kernels were compiled, and
+#    the autotuning's own time (its candidates' compilation and benchmarks, summed).
+# Out: $OUT/gpu_profile.json, $OUT/kernels.txt (the table), $OUT/profile.log.xz (raw),
+# $OUT/compile.log and $OUT/autotune.log.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -58,9 +60,11 @@ train("minimal_autotune", 3, float(os.environ.get("GPU_PROFILE_A_S", "170")), wo
 prof = os.path.join(work, "prof")
 os.makedirs(prof)
 log, comp = os.path.join(work, "profile.log"), os.path.join(work, "compile.log")
+tune = os.path.join(work, "autotune.log")
 open(os.path.join(prof, "cubecl.toml"), "w").write(
     f'[profiling.logger]\nfile = "{log}"\nlevel = "medium"\n'
-    f'[compilation.logger]\nfile = "{comp}"\nlevel = "basic"\n')
+    f'[compilation.logger]\nfile = "{comp}"\nlevel = "basic"\n'
+    f'[autotune.logger]\nfile = "{tune}"\nlevel = "minimal"\n')
 train("profiled", 3, float(os.environ.get("GPU_PROFILE_B_S", "140")), prof)
 
 def secs(d):
@@ -103,6 +107,22 @@ if os.path.exists(log):
 if os.path.exists(comp):
     result["compiled_lines"] = sum(1 for _ in open(comp, errors="replace"))
     subprocess.run(["cp", comp, os.path.join(out, "compile.log")])
+if os.path.exists(tune):
+    # How much of the first epoch's wait is autotuning: each candidate's "compilation &
+    # bench" time, summed, against the epoch (the rest is compiling the kernels that run).
+    text = open(tune, errors="replace").read()
+    runs = [(m.group(1), secs(m.group(2))) for m in
+            re.finditer(r"Tuning: (\S+) \(compilation & bench: ([0-9.]+(?:ns|µs|us|ms|s))\)", text)]
+    by_candidate = collections.Counter()
+    for name, s in runs:
+        by_candidate[name] += s or 0.0
+    result["autotune"] = {
+        "keys": len(re.findall(r"Fastest result", text)),
+        "candidate_runs": len(runs),
+        "seconds": round(sum(by_candidate.values()), 1),
+        "top": [(k, round(v, 1)) for k, v in by_candidate.most_common(10)],
+    }
+    subprocess.run(["cp", tune, os.path.join(out, "autotune.log")])
 save()
 print(json.dumps(result, indent=1))
 if os.path.exists(os.path.join(out, "kernels.txt")):

@@ -72,12 +72,11 @@ impl Script {
             if let Some(img) = image {
                 let path = self.dir.join(format!("{name}.png"));
                 let pixels: Vec<u8> = img.pixels.iter().flat_map(|p| p.to_array()).collect();
-                match image::RgbaImage::from_raw(img.size[0] as u32, img.size[1] as u32, pixels) {
-                    Some(buf) => match buf.save(&path) {
-                        Ok(()) => eprintln!("screenshot: {}", path.display()),
-                        Err(e) => eprintln!("screenshot {}: {e}", path.display()),
-                    },
-                    None => eprintln!("screenshot {name}: bad image"),
+                let size = [img.size[0] as u32, img.size[1] as u32];
+                match crate::files::write_png(&path, &pixels, size, image::ExtendedColorType::Rgba8)
+                {
+                    Ok(()) => eprintln!("screenshot: {}", path.display()),
+                    Err(e) => eprintln!("screenshot {name}: {e}"),
                 }
                 self.shot = None;
                 self.stage += 1;

@@ -96,10 +96,8 @@ pub fn run(args: &DetectArgs) -> Result<(), String> {
                 .file_name()
                 .map_or("image.png".into(), |n| n.to_os_string());
             let out = dir.join(name).with_extension("png");
-            let mut png = Vec::new();
-            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-                .map_err(|e| format!("{}: {e}", out.display()))?;
-            crate::files::write_atomic(&out, &png)?;
+            let size = [img.width(), img.height()];
+            crate::files::write_png(&out, img.as_raw(), size, image::ExtendedColorType::Rgb8)?;
         }
         report.push(serde_json::json!({
             "image": path,

@@ -242,3 +242,26 @@ fn unreadable_images_are_skipped_and_listed() {
     );
     assert!(!err.contains("panicked"));
 }
+
+/// `files::write_png` (screenshots, `graft detect --draw`): what it writes reads back pixel
+/// for pixel; a wrong pixel count or a missing folder is an error that names the file and
+/// leaves the file that was there untouched.
+#[test]
+fn png_writes_are_whole_or_not_at_all() {
+    use image::ExtendedColorType::{Rgb8, Rgba8};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shot.png");
+    let rgba: Vec<u8> = (0..3 * 2 * 4).map(|i| (i * 10) as u8).collect();
+    graft::files::write_png(&path, &rgba, [3, 2], Rgba8).unwrap();
+    let back = image::open(&path).unwrap().to_rgba8();
+    assert_eq!(back.dimensions(), (3, 2));
+    assert_eq!(back.as_raw(), &rgba);
+
+    let e = graft::files::write_png(&path, &rgba[..17], [3, 2], Rgb8).unwrap_err();
+    assert!(e.contains("shot.png"), "{e}");
+    assert_eq!(image::open(&path).unwrap().to_rgba8().as_raw(), &rgba);
+
+    let missing = dir.path().join("no such folder").join("x.png");
+    let e = graft::files::write_png(&missing, &rgba, [3, 2], Rgba8).unwrap_err();
+    assert!(e.contains("no such folder"), "{e}");
+}
