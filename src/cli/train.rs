@@ -558,7 +558,7 @@ fn print_summary(o: &Outcome) {
         format!(", accuracy {:.2}%", o.final_train_accuracy * 100.0)
     };
     eprintln!(
-        "{}: train loss {:.4}{accuracy}; {:.1} images/s{}",
+        "{}: last epoch's train loss {:.4}{accuracy}; {:.1} images/s{}",
         o.reason.words(),
         o.final_train_loss,
         o.images_per_sec,

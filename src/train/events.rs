@@ -90,6 +90,8 @@ pub struct Outcome {
     pub evaluation: Option<Evaluation>,
     /// A detector's results on the validation images, with the returned weights.
     pub detection: Option<DetectionEvaluation>,
+    /// The training loss and accuracy over the last epoch's batches (those done, where the
+    /// run stopped mid-epoch), weighted by their images; the accuracy NaN for a detector.
     pub final_train_loss: f64,
     pub final_train_accuracy: f64,
     /// Mean training throughput.

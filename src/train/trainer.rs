@@ -161,7 +161,10 @@ struct Run<'a> {
     reason: StopReason,
     images_seen: usize,
     train_secs: f64,
-    last: (f64, f64),
+    /// The current epoch's running sums, each batch's loss and accuracy times its images: the
+    /// outcome's training loss and accuracy are their means (one batch's, the last, swung with
+    /// its few images: 12.5 % steps at batch 8).
+    epoch_sums: EpochSums,
     /// What the forward passes run at (the options' where this machine has it).
     precision: Precision,
 }
@@ -219,7 +222,7 @@ impl<'a> Run<'a> {
             reason: StopReason::Completed,
             images_seen: 0,
             train_secs: 0.0,
-            last: (f64::NAN, f64::NAN),
+            epoch_sums: EpochSums::default(),
             precision: options.precision.effective(p.dev.is_gpu).0,
         })
     }
@@ -418,7 +421,7 @@ impl<'a> Run<'a> {
         self.images_seen += k;
         self.train_secs += secs;
         self.progress.iteration += 1;
-        self.last = (loss_value, accuracy);
+        self.epoch_sums.add(epoch, loss_value, accuracy, k);
         let rec = IterationRecord {
             epoch: epoch + 1,
             iteration: self.progress.iteration,
@@ -529,8 +532,8 @@ impl<'a> Run<'a> {
             reason: self.reason,
             evaluation,
             detection,
-            final_train_loss: self.last.0,
-            final_train_accuracy: self.last.1,
+            final_train_loss: self.epoch_sums.mean().0,
+            final_train_accuracy: self.epoch_sums.mean().1,
             images_per_sec: self.images_seen as f64 / self.train_secs.max(1e-9),
             cached_prefix,
         })
@@ -555,4 +558,36 @@ pub fn load_dataset(root: &std::path::Path) -> Result<Dataset, String> {
     let d = crate::data::scan(root, &|_, _| {}, &never).map_err(|e| e.to_string())?;
     d.validate().map_err(|e| e.to_string())?;
     Ok(d)
+}
+
+/// The running sums behind [`Outcome::final_train_loss`] and `final_train_accuracy`: the
+/// latest epoch's batches (of a run stopped mid-epoch, those done), weighted by their images.
+#[derive(Default)]
+struct EpochSums {
+    epoch: usize,
+    loss: f64,
+    accuracy: f64,
+    images: usize,
+}
+
+impl EpochSums {
+    /// A batch of `images` in `epoch` (0-based); a new epoch starts the sums over.
+    fn add(&mut self, epoch: usize, loss: f64, accuracy: f64, images: usize) {
+        if epoch != self.epoch || self.images == 0 {
+            *self = EpochSums {
+                epoch,
+                ..EpochSums::default()
+            };
+        }
+        self.loss += loss * images as f64;
+        self.accuracy += accuracy * images as f64;
+        self.images += images;
+    }
+
+    /// (loss, accuracy) means; NaN before any batch (and the accuracy of a detector, whose
+    /// batches have none).
+    fn mean(&self) -> (f64, f64) {
+        let n = self.images as f64;
+        (self.loss / n, self.accuracy / n)
+    }
 }

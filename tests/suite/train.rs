@@ -110,6 +110,28 @@ fn a_frozen_backbone_trains_its_head_from_cached_features() {
         last < first * 0.7,
         "training loss should fall: {first:.3} → {last:.3}"
     );
+    // The outcome's training loss and accuracy are the last epoch's, each batch weighted by
+    // its images (here 8, 8, 8 and 3), not the last batch's alone.
+    let images = events
+        .iter()
+        .find_map(|e| match e {
+            TrainEvent::Started { train_images, .. } => Some(*train_images),
+            _ => None,
+        })
+        .unwrap();
+    let epoch: Vec<_> = its.iter().filter(|r| r.epoch == 8).collect();
+    assert_eq!(epoch.len(), images.div_ceil(8));
+    let weight = |i: usize| (images - 8 * i).min(8) as f64;
+    let mean = |f: fn(&graft::train::IterationRecord) -> f64| {
+        epoch
+            .iter()
+            .enumerate()
+            .map(|(i, r)| f(r) * weight(i))
+            .sum::<f64>()
+            / images as f64
+    };
+    assert!((outcome.final_train_loss - mean(|r| r.loss)).abs() < 1e-9);
+    assert!((outcome.final_train_accuracy - mean(|r| r.accuracy)).abs() < 1e-9);
     let eval = outcome.evaluation.as_ref().unwrap();
     assert!(
         eval.accuracy >= 0.8,
