@@ -56,6 +56,28 @@ pub struct History {
     pub epoch_seconds: Vec<f64>,
 }
 
+impl History {
+    /// Seconds a coming epoch should take, for the time left: the median of the epochs after
+    /// the first, or the first alone until there is another. The first is no guide: it
+    /// also compiles and tunes a GPU's kernels (17× a steady epoch on lavapipe, 133 s against
+    /// 1.7 s on an H200; docs/BENCHMARKS.md) or builds a frozen backbone's cached features. The
+    /// median passes over a resumed run's own first epoch too.
+    pub fn steady_epoch_seconds(&self) -> Option<f64> {
+        let mut later: Vec<f64> = match self.epoch_seconds.as_slice() {
+            [] => return None,
+            [first] => return Some(*first),
+            [_, rest @ ..] => rest.to_vec(),
+        };
+        later.sort_by(f64::total_cmp);
+        let m = later.len() / 2;
+        Some(if later.len() % 2 == 1 {
+            later[m]
+        } else {
+            (later[m - 1] + later[m]) / 2.0
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StopReason {
     /// All epochs ran.

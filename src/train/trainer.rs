@@ -378,11 +378,11 @@ impl<'a> Run<'a> {
         let secs = epoch_start.elapsed().as_secs_f64();
         let h = &mut self.progress.history;
         h.epoch_seconds.push(secs);
-        let mean = h.epoch_seconds.iter().sum::<f64>() / h.epoch_seconds.len() as f64;
+        let steady = h.steady_epoch_seconds().unwrap_or(secs);
         self.reporter.send(TrainEvent::EpochEnd {
             epoch: epoch + 1,
             seconds: secs,
-            eta_seconds: mean * (self.options.epochs - epoch - 1) as f64,
+            eta_seconds: steady * (self.options.epochs - epoch - 1) as f64,
         });
         Ok(ended)
     }

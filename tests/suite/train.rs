@@ -7,7 +7,9 @@ use graft::data::Augmentation;
 use graft::engine::{DeviceChoice, Model, Precision};
 use graft::graph::edit::{Edit, apply, freeze_backbone};
 use graft::onnx;
-use graft::train::{Session, StopReason, TrainEvent, TrainJob, TrainingOptions, load_dataset};
+use graft::train::{
+    History, Session, StopReason, TrainEvent, TrainJob, TrainingOptions, load_dataset,
+};
 
 /// The embedded, ImageNet-trained network: its features tell the classes apart, as in real
 /// use (a random network's deep features barely depend on the input).
@@ -132,6 +134,25 @@ fn a_frozen_backbone_trains_its_head_from_cached_features() {
     };
     assert!((outcome.final_train_loss - mean(|r| r.loss)).abs() < 1e-9);
     assert!((outcome.final_train_accuracy - mean(|r| r.accuracy)).abs() < 1e-9);
+    // Each epoch's time left: the steady epochs' time (`History::steady_epoch_seconds` of
+    // the epochs so far) times the epochs to come.
+    let seconds = &outcome.history.epoch_seconds;
+    let mut ends = 0;
+    for e in &events {
+        if let TrainEvent::EpochEnd {
+            epoch, eta_seconds, ..
+        } = e
+        {
+            let so_far = History {
+                epoch_seconds: seconds[..*epoch].to_vec(),
+                ..Default::default()
+            };
+            let want = so_far.steady_epoch_seconds().unwrap() * (8 - epoch) as f64;
+            assert!((eta_seconds - want).abs() < 1e-9, "epoch {epoch}");
+            ends += 1;
+        }
+    }
+    assert_eq!(ends, 8);
     let eval = outcome.evaluation.as_ref().unwrap();
     assert!(
         eval.accuracy >= 0.8,
@@ -154,6 +175,25 @@ fn a_frozen_backbone_trains_its_head_from_cached_features() {
         outcome.store.get("head.classifier.weight"),
         before.get("head.classifier.weight")
     );
+}
+
+/// The time left after an epoch counts steady epochs: not the first, which also compiles a
+/// GPU's kernels (17× a steady epoch on lavapipe) or caches a frozen backbone's features.
+#[test]
+fn time_left_is_counted_from_steady_epochs() {
+    let steady = |s: &[f64]| {
+        History {
+            epoch_seconds: s.to_vec(),
+            ..Default::default()
+        }
+        .steady_epoch_seconds()
+    };
+    assert_eq!(steady(&[]), None);
+    assert_eq!(steady(&[133.0]), Some(133.0), "nothing else to go by");
+    assert_eq!(steady(&[133.0, 1.7]), Some(1.7));
+    assert_eq!(steady(&[133.0, 2.0, 4.0]), Some(3.0));
+    // A resumed run compiles again in its own first epoch: the median passes over it.
+    assert_eq!(steady(&[133.0, 1.7, 60.0, 1.9]), Some(1.9));
 }
 
 #[test]
