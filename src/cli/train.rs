@@ -557,11 +557,24 @@ fn print_summary(o: &Outcome) {
     } else {
         format!(", accuracy {:.2}%", o.final_train_accuracy * 100.0)
     };
+    // The steady rate, and the whole run's where its first steps (a GPU compiling its
+    // kernels) pulled it well below.
+    let steady = o
+        .history
+        .steady_images_per_sec()
+        .unwrap_or(o.images_per_sec);
+    let whole = if o.images_per_sec < 0.8 * steady {
+        format!(
+            " ({:.1} over the whole run, its first steps included)",
+            o.images_per_sec
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{}: last epoch's train loss {:.4}{accuracy}; {:.1} images/s{}",
+        "{}: last epoch's train loss {:.4}{accuracy}; {steady:.1} images/s{whole}{}",
         o.reason.words(),
         o.final_train_loss,
-        o.images_per_sec,
         if o.cached_prefix {
             " (frozen layers cached)"
         } else {
@@ -592,6 +605,7 @@ fn outcome_json(o: &Outcome, options: &TrainingOptions) -> serde_json::Value {
             "worst": d.worst(20),
         })),
         "images_per_sec": o.images_per_sec,
+        "steady_images_per_sec": o.history.steady_images_per_sec(),
         "epoch_seconds": o.history.epoch_seconds,
         "cached_frozen_layers": o.cached_prefix,
         "history": o.history,

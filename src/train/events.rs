@@ -57,24 +57,42 @@ pub struct History {
 }
 
 impl History {
+    /// Images a second at a steady pace: the median of the last epoch's iterations' rates,
+    /// so that the first steps (on a GPU, compiling and tuning its kernels) do not count;
+    /// `None` before any iteration.
+    pub fn steady_images_per_sec(&self) -> Option<f64> {
+        let last = self.iterations.last()?.epoch;
+        median(
+            self.iterations
+                .iter()
+                .filter(|r| r.epoch == last)
+                .map(|r| r.images_per_sec)
+                .collect(),
+        )
+    }
+
     /// Seconds a coming epoch should take, for the time left: the median of the epochs after
     /// the first, or the first alone until there is another. The first is no guide: it
     /// also compiles and tunes a GPU's kernels (17× a steady epoch on lavapipe, 133 s against
     /// 1.7 s on an H200; docs/BENCHMARKS.md) or builds a frozen backbone's cached features. The
     /// median passes over a resumed run's own first epoch too.
     pub fn steady_epoch_seconds(&self) -> Option<f64> {
-        let mut later: Vec<f64> = match self.epoch_seconds.as_slice() {
-            [] => return None,
-            [first] => return Some(*first),
-            [_, rest @ ..] => rest.to_vec(),
-        };
-        later.sort_by(f64::total_cmp);
-        let m = later.len() / 2;
-        Some(if later.len() % 2 == 1 {
-            later[m]
-        } else {
-            (later[m - 1] + later[m]) / 2.0
-        })
+        match self.epoch_seconds.as_slice() {
+            [] => None,
+            [first] => Some(*first),
+            [_, rest @ ..] => median(rest.to_vec()),
+        }
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count); `None` for none.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[m]),
+        _ => Some((v[m - 1] + v[m]) / 2.0),
     }
 }
 
@@ -116,7 +134,8 @@ pub struct Outcome {
     /// run stopped mid-epoch), weighted by their images; the accuracy NaN for a detector.
     pub final_train_loss: f64,
     pub final_train_accuracy: f64,
-    /// Mean training throughput.
+    /// Training throughput over the whole run (its first steps included; the steady rate is
+    /// [`History::steady_images_per_sec`]).
     pub images_per_sec: f64,
     /// Whether a frozen prefix was computed once and cached.
     pub cached_prefix: bool,

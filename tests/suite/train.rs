@@ -196,6 +196,27 @@ fn time_left_is_counted_from_steady_epochs() {
     assert_eq!(steady(&[133.0, 1.7, 60.0, 1.9]), Some(1.9));
 }
 
+/// The steady training rate: the median of the last epoch's iterations, whatever the first
+/// steps took (a GPU compiling its kernels).
+#[test]
+fn the_steady_rate_is_the_last_epochs_median() {
+    let record = |epoch, images_per_sec| graft::train::IterationRecord {
+        epoch,
+        iteration: 0,
+        loss: 1.0,
+        accuracy: 0.5,
+        learning_rate: 1e-3,
+        images_per_sec,
+        terms: None,
+    };
+    let mut h = History::default();
+    assert_eq!(h.steady_images_per_sec(), None);
+    h.iterations = vec![record(1, 0.2), record(1, 300.0), record(2, 290.0)];
+    assert_eq!(h.steady_images_per_sec(), Some(290.0));
+    h.iterations.extend([record(2, 310.0), record(2, 5.0)]);
+    assert_eq!(h.steady_images_per_sec(), Some(290.0));
+}
+
 #[test]
 fn cached_features_over_the_memory_budget_spill_to_disk_and_train_the_same() {
     let dir = tempfile::tempdir().unwrap();
