@@ -19,6 +19,7 @@ pub mod npy;
 pub mod onnx;
 pub mod priority;
 pub mod project;
+pub mod stats;
 pub mod train;
 pub mod verify;
 pub mod weights;

@@ -2,6 +2,7 @@
 //! `estimateAnchorBoxes` do: k-means over (width, height) with the distance 1 − IoU of two
 //! boxes sharing a centre, so that big and small boxes weigh alike.
 
+use crate::stats::median;
 use rand::SeedableRng;
 use rand::distr::{Distribution, weighted::WeightedIndex};
 use rand_chacha::ChaCha8Rng;
@@ -107,14 +108,15 @@ pub fn estimate(sizes: &[(f32, f32)], k: usize, seed: u64) -> Result<Anchors, St
         }
         assignment = next;
         for (c, centre) in centres.iter_mut().enumerate() {
-            let mut ws: Vec<f32> = Vec::new();
-            let mut hs: Vec<f32> = Vec::new();
+            let mut ws: Vec<f64> = Vec::new();
+            let mut hs: Vec<f64> = Vec::new();
             for (s, _) in sizes.iter().zip(&assignment).filter(|(_, a)| **a == c) {
-                ws.push(s.0);
-                hs.push(s.1);
+                ws.push(f64::from(s.0));
+                hs.push(f64::from(s.1));
             }
-            if !ws.is_empty() {
-                *centre = (median(&mut ws), median(&mut hs));
+            // (The mean of two middle f32s, taken in f64 and rounded once, is the f32 one.)
+            if let (Some(w), Some(h)) = (median(ws), median(hs)) {
+                *centre = (w as f32, h as f32);
             }
         }
     }
@@ -128,16 +130,6 @@ pub fn estimate(sizes: &[(f32, f32)], k: usize, seed: u64) -> Result<Anchors, St
         sizes: centres,
         mean_iou,
     })
-}
-
-fn median(v: &mut [f32]) -> f32 {
-    v.sort_by(f32::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 #[cfg(test)]

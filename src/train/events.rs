@@ -62,7 +62,7 @@ impl History {
     /// `None` before any iteration.
     pub fn steady_images_per_sec(&self) -> Option<f64> {
         let last = self.iterations.last()?.epoch;
-        median(
+        crate::stats::median(
             self.iterations
                 .iter()
                 .filter(|r| r.epoch == last)
@@ -80,19 +80,8 @@ impl History {
         match self.epoch_seconds.as_slice() {
             [] => None,
             [first] => Some(*first),
-            [_, rest @ ..] => median(rest.to_vec()),
+            [_, rest @ ..] => crate::stats::median(rest.to_vec()),
         }
-    }
-}
-
-/// The middle value (the mean of the two middle ones for an even count); `None` for none.
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    match v.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(v[m]),
-        _ => Some((v[m - 1] + v[m]) / 2.0),
     }
 }
 

@@ -525,6 +525,7 @@ impl<'a> Run<'a> {
             // The export and `graft predict` compute the same spectrograms from raw sound.
             front.write_to(&mut network);
         }
+        let (final_train_loss, final_train_accuracy) = self.epoch_sums.mean();
         Ok(Outcome {
             network,
             store,
@@ -532,8 +533,8 @@ impl<'a> Run<'a> {
             reason: self.reason,
             evaluation,
             detection,
-            final_train_loss: self.epoch_sums.mean().0,
-            final_train_accuracy: self.epoch_sums.mean().1,
+            final_train_loss,
+            final_train_accuracy,
             images_per_sec: self.images_seen as f64 / self.train_secs.max(1e-9),
             cached_prefix,
         })
