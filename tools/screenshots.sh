@@ -21,11 +21,14 @@ googlenet="$root/target/screenshots/googlenet.onnx"
 if [ ! -f "$googlenet" ]; then
   mkdir -p "$(dirname "$googlenet")"
   "$root/tools/pyenv.sh" python - "$googlenet" <<'PY'
-import sys, torch, torchvision
+import inspect, sys, torch, torchvision
+# PyTorch 2.9 and later export through dynamo by default, which needs onnxscript (as in
+# tools/bench_inference.py): the TorchScript exporter where there is the choice.
+legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 m = torchvision.models.googlenet(aux_logits=False, init_weights=True).eval()
 torch.onnx.export(m, torch.zeros(1, 3, 224, 224), sys.argv[1], opset_version=13,
                   input_names=["input"], output_names=["logits"],
-                  dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+                  dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, **legacy)
 PY
 fi
 xvfb-run -a -s "-screen 0 1440x900x24" "$root/target/release/graft" --fresh --model "$googlenet" --screenshots "$out"
@@ -34,8 +37,9 @@ xvfb-run -a -s "-screen 0 1440x900x24" "$root/target/release/graft" --fresh --mo
 cmp="$root/target/screenshots/compare"
 mkdir -p "$cmp"
 "$root/tools/pyenv.sh" python - "$cmp" <<'PY'
-import hashlib, os, sys, torch, torchvision
+import hashlib, inspect, os, sys, torch, torchvision
 out = sys.argv[1]
+legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 nets = {"resnet18": ("ResNet-18", "ResNet", torchvision.models.resnet18),
         "mobilenetv2": ("MobileNet-v2", "MobileNet", torchvision.models.mobilenet_v2),
         "shufflenetv2": ("ShuffleNet-v2", "ShuffleNet", torchvision.models.shufflenet_v2_x1_0)}
@@ -45,7 +49,7 @@ for name, (title, family, make) in nets.items():
     if not os.path.exists(path):
         torch.onnx.export(make().eval(), torch.zeros(1, 3, 224, 224), path, opset_version=13,
                           input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+                          dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, **legacy)
     data = open(path, "rb").read()
     entries.append(f'(name: "{name}", title: "{title}", family: "{family}", file: "{name}.onnx", '
                    f'urls: [], sha256: "{hashlib.sha256(data).hexdigest()}", bytes: {len(data)}, '
